@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""The two set-up commands, for a fresh clone with only Python 3.11+:
+
+    python3 dev.py run     # create .venv, install, migrate, start web + worker + embedded Redis
+    python3 dev.py test    # create .venv, install with test extras, run the whole test suite
+
+Uses only the standard library until the virtual environment exists.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def ensure_environment(extras: str) -> None:
+    """Create .venv and (re)install only when pyproject.toml or the extras changed."""
+    if not PYTHON.exists():
+        print("Creating the virtual environment in .venv …", flush=True)
+        venv.create(VENV, with_pip=True)
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV / f".installed-{extras or 'app'}"
+    # The test extras include the app's own dependencies, so either stamp serves `run`.
+    stamps = [stamp] if extras else [stamp, VENV / ".installed-test"]
+    if any(s.exists() and s.read_text() == wanted for s in stamps):
+        return
+    print("Installing dependencies (the first time takes a few minutes: PyTorch is large) …", flush=True)
+    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "-e", f".[{extras}]" if extras else "."], check=True, cwd=ROOT)
+    stamp.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "test"):
+        print(__doc__)
+        return 2
+    command, rest = argv[0], argv[1:]
+    ensure_environment("test" if command == "test" else "")
+    env = {**os.environ, "LOCAL_MODE": os.environ.get("LOCAL_MODE", "1")}
+    if command == "run":
+        args = [PYTHON, "manage.py", "serve", *rest]
+    else:
+        args = [PYTHON, "-m", "pytest", *rest]
+    return subprocess.call(args, cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

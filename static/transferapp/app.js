@@ -1,0 +1,249 @@
+/* transferapp front-end behaviour: drag-and-drop uploader ([data-dropzone]) and
+ * [data-confirm] prompts. Plain ES2020, no build step; load with <script defer>. */
+(() => {
+  "use strict";
+
+  const MAX_CONCURRENT = 3; // per page, not per dropzone, to keep the server responsive
+  // A WeakSet rather than a data-* flag: htmx history snapshots copy attributes but not
+  // listeners, so a flag would stop restored dropzones from being re-bound.
+  const bound = new WeakSet();
+  const batches = new WeakMap(); // form -> {total, pending, ok, failed}
+  const queue = [];
+  let active = 0;
+
+  document.documentElement.classList.add("js"); // lets CSS hide .no-js-only without a flash
+
+  const hasFiles = (e) => !!e.dataTransfer && [...e.dataTransfer.types].includes("Files");
+  const skipped = (name) => name.startsWith(".") || name.startsWith("__MACOSX");
+  const truncate = (s) => (s.length > 300 ? s.slice(0, 299) + "…" : s);
+  const cookie = (name) => {
+    const c = document.cookie.split("; ").find((x) => x.startsWith(name + "="));
+    return c ? decodeURIComponent(c.slice(name.length + 1)) : "";
+  };
+
+  // A file dropped outside a dropzone would make the browser open it and leave the page.
+  // Zones call preventDefault themselves first, so only un-handled drags are refused here.
+  window.addEventListener("dragover", (e) => {
+    if (hasFiles(e) && !e.defaultPrevented) { e.preventDefault(); e.dataTransfer.dropEffect = "none"; }
+  });
+  window.addEventListener("drop", (e) => { if (hasFiles(e)) e.preventDefault(); });
+
+  // ---- collecting files (including dropped folders) ----
+
+  // readEntries() returns at most ~100 entries per call: keep calling until it returns none.
+  async function readDir(dir) {
+    const reader = dir.createReader(), all = [];
+    for (;;) {
+      const chunk = await new Promise((res, rej) => reader.readEntries(res, rej));
+      if (!chunk.length) return all;
+      all.push(...chunk);
+    }
+  }
+
+  async function walk(entry, out) {
+    if (skipped(entry.name)) return;
+    try {
+      if (entry.isFile) out.push(await new Promise((res, rej) => entry.file(res, rej)));
+      else if (entry.isDirectory) for (const child of await readDir(entry)) await walk(child, out);
+    } catch (err) {
+      console.warn("transferapp: could not read", entry.fullPath, err);
+    }
+  }
+
+  function droppedFiles(dt) {
+    // The DataTransfer is emptied once the drop handler yields, so take entries/files synchronously.
+    const entries = [...(dt.items || [])].filter((i) => i.kind === "file")
+      .map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+    if (!entries.length || entries.some((x) => !x)) return Promise.resolve([...dt.files]);
+    return (async () => {
+      const out = [];
+      for (const entry of entries) await walk(entry, out);
+      return out;
+    })();
+  }
+
+  // ---- upload queue ----
+
+  function ensure(form, tag, cls) {
+    let el = form.querySelector("." + cls);
+    if (!el) form.append(Object.assign(el = document.createElement(tag), { className: cls }));
+    return el;
+  }
+
+  function setSummary(form, text, hasErrors) {
+    const el = ensure(form, "p", "upload-summary");
+    el.setAttribute("role", "status");
+    el.textContent = text;
+    el.classList.toggle("has-errors", !!hasErrors);
+  }
+
+  function addItem(list, file) {
+    const li = document.createElement("li");
+    li.className = "upload-item";
+    li.innerHTML = '<img class="upload-thumb" alt="" loading="lazy" decoding="async">' +
+      '<div class="upload-body"><div class="upload-name"></div>' +
+      '<div class="progress"><div class="progress-bar" style="width: 0%"></div></div>' +
+      '<div class="upload-status small">Waiting…</div></div>';
+    li.querySelector(".upload-name").textContent = file.name;
+    li.title = file.name;
+    const img = li.querySelector("img");
+    if (file.type.startsWith("image/")) {
+      const url = URL.createObjectURL(file);
+      img.onload = () => URL.revokeObjectURL(url);
+      img.onerror = () => { URL.revokeObjectURL(url); img.classList.add("no-preview"); };
+      img.src = url;
+    } else {
+      img.classList.add("no-preview"); // e.g. DICOM/TIFF: the server may still accept it
+    }
+    list.append(li);
+    return li;
+  }
+
+  function enqueue(form, files) {
+    files = files.filter((f) => !skipped(f.name));
+    if (!files.length) return;
+    const list = ensure(form, "ul", "upload-list");
+    const b = batches.get(form) || { total: 0, pending: 0, ok: 0, failed: 0 };
+    batches.set(form, b);
+    b.total += files.length;
+    b.pending += files.length;
+    for (const file of files) queue.push({ form, file, item: addItem(list, file) });
+    setSummary(form, `Uploading… ${b.total - b.pending} of ${b.total} done`);
+    pump();
+  }
+
+  function pump() {
+    while (active < MAX_CONCURRENT && queue.length) { active++; send(queue.shift()); }
+  }
+
+  function errorText(status, type, body) {
+    if (type.includes("json")) {
+      try { const msg = JSON.parse(body).error; if (msg) return truncate(String(msg)); } catch (_) { /* generic */ }
+    } else if (!type.includes("html") && body.trim() && !/^\s*</.test(body)) {
+      return truncate(body.trim());
+    }
+    // Never show an HTML body (Django error / debug page); a hint for the common cases instead.
+    const hint = { 403: " – permission denied or session expired; reload the page", 413: " – file too large" }[status] || "";
+    return `Upload failed (HTTP ${status})${hint}`;
+  }
+
+  function insertResults(form, html) {
+    const target = document.querySelector(form.dataset.results);
+    if (!target) return;
+    const tpl = document.createElement("template");
+    tpl.innerHTML = html;
+    const nodes = [...tpl.content.children];
+    const pos = (form.dataset.resultsPosition || "beforeend").toLowerCase();
+    const method = { beforebegin: "before", afterbegin: "prepend", beforeend: "append", afterend: "after" }[pos] || "append";
+    target[method](tpl.content);
+    for (const node of nodes) { if (window.htmx) window.htmx.process(node); initAll(node); }
+  }
+
+  function send({ form, file, item }) {
+    const url = new URL(form.getAttribute("action") || location.href, location.href).href;
+    const fd = new FormData(form);
+    for (const input of form.querySelectorAll("input[type=file][name]")) fd.delete(input.name);
+    fd.append(form.dataset.field || "files", file, file.name);
+
+    const bar = item.querySelector(".progress-bar"), status = item.querySelector(".upload-status");
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", url);
+    xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
+    const token = form.querySelector("[name=csrfmiddlewaretoken]")?.value || cookie("csrftoken");
+    if (token) xhr.setRequestHeader("X-CSRFToken", token);
+
+    status.textContent = "Uploading…";
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.style.width = Math.round((100 * e.loaded) / e.total) + "%"; };
+    // Bytes are sent but the server may still be working (e.g. running a prediction).
+    xhr.upload.onload = () => { bar.style.width = "100%"; status.textContent = "Processing…"; };
+    xhr.onerror = () => finish(form, item, false, "Network error, file not uploaded");
+    xhr.onload = () => {
+      const type = (xhr.getResponseHeader("Content-Type") || "").toLowerCase();
+      const body = xhr.responseText || "";
+      if (xhr.status < 200 || xhr.status >= 300) return finish(form, item, false, errorText(xhr.status, type, body));
+      // XHR follows redirects silently; a redirect to a login page means nothing was saved,
+      // and any other redirected page is a full document we must not insert.
+      const landed = xhr.responseURL ? new URL(xhr.responseURL).pathname : new URL(url).pathname;
+      if (landed !== new URL(url).pathname) {
+        if (/login|signin|accounts/i.test(landed)) {
+          return finish(form, item, false, "Your session has expired – reload the page and sign in again");
+        }
+      } else if (type.includes("text/html") && form.dataset.results && body.trim()) {
+        insertResults(form, body);
+      }
+      finish(form, item, true);
+    };
+    xhr.send(fd);
+  }
+
+  function finish(form, item, ok, message) {
+    active--;
+    item.classList.add(ok ? "done" : "error");
+    item.querySelector(".progress-bar").style.width = "100%";
+    item.querySelector(".upload-status").textContent = ok ? "Uploaded" : message;
+    const b = batches.get(form);
+    if (ok) b.ok++; else b.failed++;
+    b.pending--;
+    pump();
+    if (b.pending > 0) return setSummary(form, `Uploading… ${b.total - b.pending} of ${b.total} done`, b.failed);
+    batches.delete(form);
+    setSummary(form, `${b.ok} uploaded` + (b.failed ? `, ${b.failed} failed` : ""), b.failed);
+    const target = form.dataset.refresh && document.querySelector(form.dataset.refresh);
+    if (target && window.htmx) window.htmx.trigger(target, "refresh");
+    form.dispatchEvent(new CustomEvent("uploads:done", { bubbles: true, detail: { ok: b.ok, failed: b.failed } }));
+  }
+
+  // ---- binding ----
+
+  function initDropzone(form) {
+    if (bound.has(form)) return;
+    bound.add(form);
+    form.querySelectorAll(".no-js-only").forEach((el) => { el.hidden = true; });
+    const input = form.querySelector("input[type=file]");
+    let depth = 0; // dragenter/dragleave fire for every child; count to know when the pointer really left
+
+    form.addEventListener("dragenter", (e) => { if (hasFiles(e)) { depth++; form.classList.add("dragover"); } });
+    form.addEventListener("dragleave", (e) => { if (hasFiles(e) && --depth <= 0) { depth = 0; form.classList.remove("dragover"); } });
+    form.addEventListener("dragover", (e) => { if (hasFiles(e)) { e.preventDefault(); e.dataTransfer.dropEffect = "copy"; } });
+    form.addEventListener("drop", async (e) => {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      depth = 0;
+      form.classList.remove("dragover");
+      enqueue(form, await droppedFiles(e.dataTransfer));
+    });
+    if (input) {
+      input.addEventListener("change", () => {
+        enqueue(form, [...input.files]);
+        input.value = ""; // so choosing the same files again fires change again
+      });
+      // The whole zone is a click target, except its own controls and the upload list.
+      form.addEventListener("click", (e) => {
+        if (!e.target.closest("a, button, input, select, textarea, label, .upload-list, .upload-summary")) input.click();
+      });
+    }
+    form.addEventListener("submit", (e) => e.preventDefault()); // files are sent as soon as they are chosen
+  }
+
+  function initAll(root) {
+    if (root.matches?.("[data-dropzone]")) initDropzone(root);
+    root.querySelectorAll?.("[data-dropzone]").forEach(initDropzone);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => initAll(document));
+  else initAll(document);
+  document.addEventListener("htmx:load", (e) => initAll(e.target));
+
+  // ---- data-confirm ----
+  // Capture phase on document, so a cancel stops the event before htmx or other handlers see it.
+  document.addEventListener("click", (e) => {
+    const el = e.target.closest && e.target.closest("button[data-confirm], input[data-confirm], a[data-confirm]");
+    if (el && !window.confirm(el.dataset.confirm)) { e.preventDefault(); e.stopPropagation(); }
+  }, true);
+  document.addEventListener("submit", (e) => {
+    const form = e.target;
+    if (!form.dataset || !form.dataset.confirm) return;
+    if (e.submitter && e.submitter.dataset.confirm) return; // already asked on the button click
+    if (!window.confirm(form.dataset.confirm)) { e.preventDefault(); e.stopPropagation(); }
+  }, true);
+})();

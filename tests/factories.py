@@ -1,0 +1,19 @@
+"""Rows built through the services, the same way the views build them."""
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from tests.conftest import image_bytes
+from transferapp import services
+
+
+def project_with_images(owner, *, classes=("red", "blue"), per_class=5, size=(64, 64), name="Colours"):
+    project = services.project_create(owner=owner, name=name)
+    for color in classes:
+        label = services.label_create(project=project, name=color)
+        for i in range(per_class):
+            outcome = services.image_add(label=label, name=f"{color}-{i}.png", data=image_bytes(color, size, shape_seed=i))
+            assert outcome.image is not None, outcome.error
+    return project
+
+
+def upload(name, data, content_type="image/png"):
+    return SimpleUploadedFile(name, data, content_type=content_type)

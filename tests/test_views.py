@@ -1,0 +1,222 @@
+import json
+
+import pytest
+from django.urls import reverse
+
+from tests.conftest import image_bytes
+from tests.factories import project_with_images, upload
+from transferapp import services
+from transferapp.models import Image, Label, Project, TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_signs_up_and_lands_on_projects(client):
+    response = client.post(
+        reverse("signup"), {"username": "bio", "password1": "a-long-password-9", "password2": "a-long-password-9"}
+    )
+    assert response.status_code == 302
+    assert client.get(reverse("project_list")).status_code == 200
+
+
+def test_it_logs_in_and_out(client, user):
+    response = client.post(reverse("login"), {"username": "alice", "password": "a-long-password-1"})
+    assert response.status_code == 302
+    assert client.get(reverse("project_list")).status_code == 200
+    client.post(reverse("logout"))
+    assert client.get(reverse("project_list")).status_code == 302
+
+
+def test_it_requires_login(client):
+    response = client.get(reverse("project_list"))
+    assert response.status_code == 302 and reverse("login") in response["Location"]
+
+
+def test_it_creates_renames_and_deletes_a_project(alice, user):
+    response = alice.post(reverse("project_list"), {"name": "Cracks"})
+    project = Project.objects.get(owner=user)
+    assert response["Location"] == project.get_absolute_url()
+    alice.post(reverse("project_rename", args=[project.pk]), {"name": "Brick cracks"})
+    project.refresh_from_db()
+    assert project.name == "Brick cracks"
+    page = alice.get(project.get_absolute_url())
+    assert b"Brick cracks" in page.content and b"EfficientNet" in page.content
+    alice.post(reverse("project_delete", args=[project.pk]))
+    assert not Project.objects.exists()
+
+
+def test_it_refuses_an_empty_project_name(alice):
+    response = alice.post(reverse("project_list"), {"name": "   "})
+    assert response.status_code == 200
+    assert not Project.objects.exists()
+
+
+def test_it_adds_renames_and_deletes_classes(alice, user):
+    project = services.project_create(owner=user, name="P")
+    alice.post(reverse("label_create", args=[project.pk]), {"name": "daisy"})
+    label = Label.objects.get(project=project)
+    response = alice.post(reverse("label_create", args=[project.pk]), {"name": "Daisy"}, follow=True)
+    assert "already a class" in response.content.decode()
+    alice.post(reverse("label_rename", args=[project.pk, label.pk]), {"name": "roses"})
+    label.refresh_from_db()
+    assert label.name == "roses"
+    alice.post(reverse("label_delete", args=[project.pk, label.pk]))
+    assert not Label.objects.exists()
+
+
+def test_it_uploads_many_files_without_javascript_and_reports_bad_ones(alice, user):
+    project = services.project_create(owner=user, name="P")
+    label = services.label_create(project=project, name="red")
+    files = [
+        upload("a.png", image_bytes("red", shape_seed=1)),
+        upload("b.jpg", image_bytes("red", fmt="JPEG", shape_seed=2)),
+        upload("notes.png", b"this is text, not a picture"),
+        upload("empty.jpg", b""),
+    ]
+    response = alice.post(reverse("label_upload", args=[project.pk, label.pk]), {"files": files}, follow=True)
+    text = response.content.decode()
+    assert Image.objects.filter(label=label).count() == 2
+    assert "2 image(s) added" in text
+    assert "notes.png" in text and "not an image file" in text
+    assert "empty.jpg" in text and "empty" in text
+
+
+def test_it_uploads_one_file_per_script_request_and_answers_json(alice, user):
+    project = services.project_create(owner=user, name="P")
+    label = services.label_create(project=project, name="red")
+    url = reverse("label_upload", args=[project.pk, label.pk])
+    ok = alice.post(url, {"files": [upload("a.png", image_bytes())]}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert ok.status_code == 200
+    image = Image.objects.get()
+    assert json.loads(ok.content)["images"][0]["id"] == image.pk
+    again = alice.post(url, {"files": [upload("copy.png", image_bytes())]}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert again.status_code == 400
+    assert "Already in this class" in json.loads(again.content)["error"]
+
+
+def test_it_flags_the_same_image_in_two_classes(user):
+    project = services.project_create(owner=user, name="P")
+    red = services.label_create(project=project, name="red")
+    blue = services.label_create(project=project, name="blue")
+    services.image_add(label=red, name="x.png", data=image_bytes())
+    outcome = services.image_add(label=blue, name="y.png", data=image_bytes())
+    assert outcome.image is None and "already in class “red”" in outcome.error
+
+
+def test_it_shows_the_class_grid_with_thumbnails_and_deletes_an_image(alice, user):
+    project = project_with_images(user, classes=("red",), per_class=2)
+    label = project.labels.get()
+    page = alice.get(label.get_absolute_url())
+    assert page.content.decode().count('class="thumb"') == 2
+    image = label.images.first()
+    thumb = alice.get(reverse("image_thumbnail", args=[image.pk]))
+    assert thumb.status_code == 200 and b"".join(thumb.streaming_content)[:2] == b"\xff\xd8"
+    alice.post(reverse("image_delete", args=[image.pk]))
+    assert label.images.count() == 1
+
+
+def test_the_grid_partial_renders_alone_for_htmx(alice, user):
+    project = project_with_images(user, classes=("red",), per_class=1)
+    label = project.labels.get()
+    response = alice.get(label.get_absolute_url(), HTTP_HX_REQUEST="true")
+    assert response.content.decode().lstrip().startswith('<section id="image-grid"')
+
+
+def test_it_refuses_to_train_with_too_little_data(alice, user, queue):
+    project = project_with_images(user, classes=("red", "blue"), per_class=3)
+    response = alice.post(reverse("training_start", args=[project.pk]), {"base_model": "efficientnet_lite0", "preset": "fast"}, follow=True)
+    assert "add at least 5" in response.content.decode()
+    assert not TrainingRun.objects.exists()
+    assert queue.count == 0
+
+
+def test_it_queues_a_run_after_the_transaction_commits(alice, user, queue, django_capture_on_commit_callbacks):
+    project = project_with_images(user, per_class=5)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice.post(reverse("training_start", args=[project.pk]), {"base_model": "efficientnet_lite0", "preset": "fast"})
+    run = TrainingRun.objects.get()
+    assert response["Location"] == run.get_absolute_url()
+    assert run.status == "queued" and run.classes == ["blue", "red"]
+    assert queue.job_ids == [run.job_id]
+
+
+def test_the_run_page_shows_progress_and_stops_polling_when_done(alice, user):
+    project = project_with_images(user, per_class=5)
+    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="running", progress=0.42)
+    page = alice.get(run.get_absolute_url()).content.decode()
+    assert "width: 42%" in page and 'hx-trigger="every 2s"' in page
+    TrainingRun.objects.filter(pk=run.pk).update(status="failed", error="The weights file is missing.")
+    live = alice.get(run.get_absolute_url() + "?live=1", HTTP_HX_REQUEST="true")
+    assert live.status_code == 286 and live["HX-Refresh"] == "true"
+    assert "The weights file is missing." in alice.get(run.get_absolute_url()).content.decode()
+
+
+def test_a_stale_running_run_is_marked_failed(alice, user, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    project = project_with_images(user, per_class=5)
+    run = TrainingRun.objects.create(
+        project=project, base_model="efficientnet_lite0", status="running", heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    page = alice.get(run.get_absolute_url()).content.decode()
+    run.refresh_from_db()
+    assert run.status == "failed" and "stopped responding" in page
+
+
+def test_cancelling_a_queued_run_stops_it_at_once(alice, user):
+    project = project_with_images(user, per_class=5)
+    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0")
+    alice.post(reverse("run_cancel", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+
+
+def test_the_results_page_shows_metrics_confusion_and_mistakes(alice, user):
+    project = project_with_images(user, per_class=5)
+    wrong = project.images.filter(label__name="red").first()
+    metrics = {
+        "accuracy": 0.9, "n_train": 8, "n_val": 2, "classes": ["blue", "red"], "seconds": 3.2,
+        "per_class": {"blue": {"precision": 1.0, "recall": 0.5, "f1": 0.67, "support": 2}},
+        "confusion": [[1, 1], [0, 1]], "chosen_stage": "head", "chosen_reason": "The first model was better.",
+        "mistakes": [{"key": str(wrong.pk), "true": "red", "predicted": "blue", "confidence": 0.77}],
+        "history": [{"stage": "head", "epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "train_accuracy": 0.8, "val_accuracy": 0.9}],
+    }
+    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded", metrics=metrics, history=metrics["history"])
+    page = alice.get(run.get_absolute_url()).content.decode()
+    assert "90%" in page and 'id="confusion-matrix"' in page
+    assert reverse("image_thumbnail", args=[wrong.pk]) in page and "77%" in page
+    assert "The first model was better." in page and "<polyline" in page
+
+
+URL_NAMES_BY_KIND = {
+    "project": ["project_detail", "project_rename", "project_delete", "label_create", "training_start", "predict"],
+    "label": ["label_detail", "label_rename", "label_delete", "label_upload"],
+    "image": ["image_thumbnail", "image_file", "image_delete"],
+    "run": ["run_detail", "run_cancel", "run_delete", "run_download"],
+}
+
+
+def _all_urls(project):
+    label = project.labels.first()
+    image = label.images.first()
+    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded")
+    args = {"project": [project.pk], "label": [project.pk, label.pk], "image": [image.pk], "run": [run.pk]}
+    return [reverse(name, args=args[kind]) for kind, names in URL_NAMES_BY_KIND.items() for name in names]
+
+
+def test_another_user_gets_404_everywhere(client, user, other_user):
+    project = project_with_images(user, per_class=1)
+    client.force_login(other_user)
+    for url in _all_urls(project):
+        assert client.get(url).status_code in (404, 405), url
+        assert client.post(url).status_code == 404, url
+    assert Project.objects.filter(pk=project.pk).exists() and project.images.count() == 2
+
+
+def test_anonymous_users_are_sent_to_login_everywhere(client, user):
+    project = project_with_images(user, per_class=1)
+    for url in _all_urls(project):
+        response = client.get(url)
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"], url

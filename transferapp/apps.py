@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TransferappConfig(AppConfig):
+    name = "transferapp"
+    verbose_name = "Transfer learning studio"

@@ -1,0 +1,84 @@
+"""The one training configuration; saved verbatim (asdict) into every artifact's meta.json."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+PRESETS = ("fast", "best")
+AUGMENTATIONS = ("none", "light", "medium", "strong")
+
+
+@dataclass
+class TrainConfig:
+    # Name of the pretrained body (see zoo.list_bases()); the bundled one works offline.
+    base: str = "efficientnet_lite0"
+    # "fast": stage 1 only (linear head on cached features, seconds).
+    # "best": stage 1, then stage 2 (fine-tune the top blocks); the better one on validation is kept.
+    preset: str = "best"
+    # Maximum stage-2 epochs; early stopping on validation usually ends sooner.
+    epochs: int = 8
+    # Stage-2 AdamW learning rate (stage 1 is a convex fit and needs none).
+    lr: float = 3e-4
+    batch_size: int = 32
+    # How many of the backbone's last blocks stage 2 trains (the head conv is always trained).
+    unfrozen_blocks: int = 2
+    # Stage-2 augmentation strength: "none" | "light" | "medium" | "strong".
+    augmentation: str = "medium"
+    # Stage 2 stops, keeping its best epoch so far, once the whole fit has run this long.
+    time_budget_s: float = 600
+    # Share of each class held out for validation when the caller gives no validation set.
+    val_fraction: float = 0.2
+    # One seed drives the split, the initialisation and the augmentation: same seed, same model.
+    seed: int = 0
+    # Side of the square crop the backbone sees.
+    image_size: int = 224
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainConfig":
+        """Build from user/DB input: unknown keys are ignored, bad values raise ValueError."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for key, value in (d or {}).items():
+            if key in known and value is not None:
+                kwargs[key] = _coerce(key, value, known[key].type)
+        return cls(**kwargs)
+
+    def validate(self) -> None:
+        problems = []
+        if self.preset not in PRESETS:
+            problems.append(f"preset must be one of {', '.join(PRESETS)} (got {self.preset!r})")
+        if self.augmentation not in AUGMENTATIONS:
+            problems.append(f"augmentation must be one of {', '.join(AUGMENTATIONS)} (got {self.augmentation!r})")
+        if not 1 <= self.epochs <= 200:
+            problems.append(f"epochs must be between 1 and 200 (got {self.epochs})")
+        if not 0 < self.lr <= 1:
+            problems.append(f"lr must be above 0 and at most 1 (got {self.lr})")
+        if not 1 <= self.batch_size <= 1024:
+            problems.append(f"batch_size must be between 1 and 1024 (got {self.batch_size})")
+        if not 0 <= self.unfrozen_blocks <= 20:
+            problems.append(f"unfrozen_blocks must be between 0 and 20 (got {self.unfrozen_blocks})")
+        if not self.time_budget_s > 0:
+            problems.append(f"time_budget_s must be positive (got {self.time_budget_s})")
+        if not 0 < self.val_fraction < 1:
+            problems.append(f"val_fraction must be between 0 and 1, exclusive (got {self.val_fraction})")
+        if not 32 <= self.image_size <= 1024:
+            problems.append(f"image_size must be between 32 and 1024 (got {self.image_size})")
+        if not isinstance(self.base, str) or not self.base:
+            problems.append("base must be a model name")
+        if problems:
+            raise ValueError("Invalid training settings: " + "; ".join(problems) + ".")
+
+
+def _coerce(key: str, value, type_name) -> object:
+    """Accept form-style strings ("8", "0.2") while rejecting nonsense with a readable message."""
+    target = {"int": int, "float": float, "str": str}.get(str(type_name), str)
+    if target is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"Invalid training settings: {key} must be a whole number (got {value!r}).")
+    if isinstance(value, bool) and target is not str:
+        raise ValueError(f"Invalid training settings: {key} must be a number (got {value!r}).")
+    try:
+        return target(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"Invalid training settings: {key} must be a {target.__name__} (got {value!r}).") from None

@@ -1,0 +1,128 @@
+"""Backbone embeddings and their on-disk cache.
+
+Each image's features are computed once ever: the cache key is the sha256 of the file's bytes plus
+the base, its preprocessing (so image_size), the numeric precision and the view. A retrain after
+adding ten images therefore costs ten forward passes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from PIL import ImageOps
+
+from .data import Sample, eval_transform, load_rgb
+from .zoo import Backbone, autocast, create_backbone, precision
+
+VIEWS = ("orig", "flip")
+
+
+class TrainingCancelled(Exception):
+    """should_stop() returned True; raised between batches."""
+
+
+def pick_device(device=None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prepare_for_inference(backbone: Backbone, device: torch.device) -> None:
+    # channels_last halves the CPU forward pass of these conv nets.
+    backbone.model.eval().to(device=device, memory_format=torch.channels_last)
+
+
+def forward_features(backbone: Backbone, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+    with autocast(device):
+        return backbone.model(batch).float()
+
+
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_folder(cache_dir: Path, backbone: Backbone, device: torch.device) -> Path:
+    signature = json.dumps({"prep": backbone.preprocessing, "precision": precision(device)}, sort_keys=True)
+    return Path(cache_dir) / f"{backbone.name}-{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
+
+
+def embed(samples_or_paths: Iterable, backbone: Backbone | str, *, cache_dir: Path | None = None,
+          image_size: int = 224, batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, view: str = "orig", device=None) -> np.ndarray:
+    """Features [N, feature_dim] (float32) in input order; cached images cost no forward pass."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}")
+    paths = [s.path if isinstance(s, Sample) else str(s) for s in samples_or_paths]
+    device = pick_device(device)
+    if isinstance(backbone, str):
+        backbone = create_backbone(backbone, image_size=image_size)
+    prepare_for_inference(backbone, device)
+    out = np.zeros((len(paths), backbone.feature_dim), dtype=np.float32)
+    folder = cache_folder(cache_dir, backbone, device) if cache_dir else None
+    cache_files = [_cache_file(folder, p, view) for p in paths] if folder else [None] * len(paths)
+    todo = []
+    for i, cache_file in enumerate(cache_files):
+        if cache_file is not None and cache_file.exists():
+            out[i] = np.load(cache_file)
+        else:
+            todo.append(i)
+    _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, progress, should_stop)
+    return out
+
+
+def precompute(paths: Iterable, base: str, cache_dir: Path, image_size: int = 224, *,
+               views: tuple[str, ...] = ("orig",), should_stop=None, progress=None) -> int:
+    """Fill the cache right after upload (background job); returns how many images were given."""
+    paths = list(paths)
+    backbone = create_backbone(base, image_size=image_size)
+    for view in views:
+        embed(paths, backbone, cache_dir=cache_dir, view=view, should_stop=should_stop, progress=progress)
+    return len(paths)
+
+
+def _cache_file(folder: Path, path: str, view: str) -> Path:
+    digest = file_digest(path)
+    return folder / digest[:2] / f"{digest}.{view}.npy"
+
+
+def _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, progress, should_stop) -> None:
+    """Stream the uncached images through the backbone a batch at a time (bounded memory)."""
+    transform = eval_transform(backbone.preprocessing)
+    resize = backbone.preprocessing["resize"]
+    if progress:
+        progress(0, len(todo))
+    with torch.inference_mode():
+        for start in range(0, len(todo), batch_size):
+            if should_stop and should_stop():
+                raise TrainingCancelled("Training was cancelled.")
+            idx = todo[start:start + batch_size]
+            images = [load_rgb(paths[i], size=resize) for i in idx]
+            if view == "flip":
+                images = [ImageOps.mirror(im) for im in images]
+            feats = forward_features(backbone, torch.stack([transform(im) for im in images]), device).cpu().numpy()
+            for i, f in zip(idx, feats):
+                out[i] = f
+                if cache_files[i] is not None:
+                    _atomic_save(cache_files[i], f)
+            if progress:
+                progress(min(start + batch_size, len(todo)), len(todo))
+
+
+def _atomic_save(target: Path, array: np.ndarray) -> None:
+    # A background precompute job and a training run may write the same entry concurrently.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, target)

@@ -1,0 +1,384 @@
+"""fit(): stage 1 (linear head on cached features) then, for preset "best", stage 2 (fine-tune the
+top blocks with augmentation); the better of the two on validation becomes the artifact."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import metrics as M
+from .config import TrainConfig
+from .data import Sample, eval_transform, load_rgb, train_transform
+from .features import TrainingCancelled, embed, pick_device, prepare_for_inference
+from .zoo import Backbone, Classifier, create_backbone, precision
+
+__all__ = ["fit", "TrainingCancelled", "fit_linear_head", "class_weights"]
+
+# Regularisation grid for stage 1 (sklearn's C: larger = weaker L2 penalty), chosen by internal CV.
+C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+PATIENCE = 2  # stage-2 epochs without validation improvement before stopping
+
+
+def fit(train: list[Sample], val: list[Sample], classes: list[str], config: TrainConfig, out_dir: Path, *,
+        cache_dir: Path | None = None, on_progress: Callable[[dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train, write out_dir/model.pt + meta.json, return the metrics (also in meta.json)."""
+    started = time.perf_counter()
+    _check_inputs(train, classes)
+    _seed_everything(config.seed)
+    run = _Run(config, classes, on_progress, should_stop, started)
+    device = pick_device()
+    backbone = create_backbone(config.base, image_size=config.image_size)
+    x_train, x_val = run.features(train, val, backbone, cache_dir, device)
+    y_train, y_val = _labels(train), _labels(val)
+
+    head, stage1 = fit_linear_head(x_train, y_train, len(classes))
+    val_probs1 = _head_probs(head, x_val)
+    row = _history_row("head", 1, _head_probs(head, x_train), y_train, val_probs1, y_val)
+    run.epoch_done(row, fraction=run.head_end, message="First model ready")
+    first_model_s = time.perf_counter() - started
+
+    model = Classifier(backbone, len(classes))
+    model.head.load_state_dict(head.state_dict())
+    stage1_state = copy.deepcopy(model.state_dict())
+    chosen, reason, val_probs = "head", "Only the quick model was trained (preset \"fast\").", val_probs1
+    if config.preset == "best" and len(val) == 0:
+        reason = "No validation images, so the quick model was kept."
+    elif config.preset == "best":
+        best = finetune(model, backbone, train, val, y_val, run, device)
+        chosen, reason = _choose(row, best)
+        model.load_state_dict(best["state"] if chosen == "finetune" else stage1_state)
+        val_probs = best["val_probs"] if chosen == "finetune" else val_probs1
+
+    report = M.report(val_probs, y_val, [s.key for s in val], classes)
+    result = {**report, "n_train": len(train), "n_val": len(val), "classes": list(classes),
+              "history": run.history, "chosen_stage": chosen, "chosen_reason": reason,
+              "seconds": round(time.perf_counter() - started, 2), "first_model_s": round(first_model_s, 2),
+              "first_model_accuracy": row["val_accuracy"], "base": config.base, "config": asdict(config),
+              "stage1_c": stage1["C"], "feature_seconds": round(run.feature_seconds, 2),
+              "n_embedded": run.n_embedded, "precision": precision(device),
+              "strategy": _strategy(chosen, stage1, config, run.history)}
+    save_artifact(out_dir, model, head, backbone, classes, config, result)
+    run.report(1.0, "done", "Training finished")
+    return result
+
+
+class _Run:
+    """Progress reporting and cancellation for one fit() call."""
+
+    def __init__(self, config, classes, on_progress, should_stop, started):
+        self.config, self.classes, self.started = config, classes, started
+        self.on_progress, self.should_stop = on_progress, should_stop
+        self.history: list[dict] = []
+        self.feature_seconds, self.n_embedded = 0.0, 0
+        # Share of the progress bar per phase: features dominate stage 1, fine-tuning dominates "best".
+        self.features_end, self.head_end = (0.3, 0.35) if config.preset == "best" else (0.9, 1.0)
+        self.deadline = started + config.time_budget_s
+
+    def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False):
+        if self.on_progress:
+            event = {"stage": stage, "fraction": round(min(max(fraction, 0.0), 1.0), 4), "epoch": epoch,
+                     "total_epochs": total_epochs, "message": message}
+            if with_history:
+                event["history"] = list(self.history)
+            self.on_progress(event)
+
+    def check_stop(self):
+        if self.should_stop and self.should_stop():
+            raise TrainingCancelled("Training was cancelled.")
+
+    def epoch_done(self, row, fraction, message):
+        self.history.append(row)
+        stage = "head" if row["stage"] == "head" else "finetune"
+        total = 1 if stage == "head" else self.config.epochs
+        self.report(fraction, stage, message, row["epoch"], total, with_history=True)
+
+    def features(self, train, val, backbone, cache_dir, device):
+        t0 = time.perf_counter()
+        samples = train + val
+        counted = {"todo": 0}
+
+        def progress(done, total):
+            counted["todo"] = total
+            frac = self.features_end * (done / total if total else 1.0)
+            self.report(frac, "features", f"Computing image features {done}/{total}")
+
+        x = embed(samples, backbone, cache_dir=cache_dir, batch_size=self.config.batch_size,
+                  progress=progress, should_stop=self.should_stop, device=device)
+        self.feature_seconds, self.n_embedded = time.perf_counter() - t0, counted["todo"]
+        return x[:len(train)], x[len(train):]
+
+
+def _check_inputs(train, classes):
+    if len(classes) < 2:
+        raise ValueError("Need at least two classes to train.")
+    if not train:
+        raise ValueError("No training images.")
+    if any(not 0 <= s.label < len(classes) for s in train):
+        raise ValueError("A sample's label is outside the class list.")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _labels(samples: list[Sample]) -> np.ndarray:
+    return np.array([s.label for s in samples], dtype=np.int64)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Balanced weights n / (k * n_c), so every class counts equally in the loss."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(n_classes)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return w
+
+
+# --- stage 1: class-balanced L2 logistic regression on cached features ----------------------
+
+def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[nn.Linear, dict]:
+    """Pick C by stratified internal CV on the training features (the validation set stays
+    untouched for choosing between stages), refit on all of them, return a float32 nn.Linear."""
+    X = torch.as_tensor(x, dtype=torch.float64)
+    mean, std = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-6)
+    Xs = (X - mean) / std  # standardising makes one C grid fit every backbone and speeds up LBFGS
+    Y = torch.as_tensor(y)
+    w = torch.as_tensor(class_weights(y, n_classes))[Y]  # per-sample weight
+    C = _choose_c(Xs, Y, w, n_classes)
+    W, b = _lbfgs_logreg(Xs, Y, w, torch.ones(1, len(Y), dtype=torch.float64), torch.tensor([C]), n_classes,
+                         max_iter=150)
+    head = nn.Linear(x.shape[1], n_classes)
+    with torch.no_grad():  # fold the standardisation into the layer: head(raw features) == logits
+        head.weight.copy_((W[0] / std[:, None]).T.float())
+        head.bias.copy_((b[0] - (mean / std) @ W[0]).float())
+    return head, {"C": C}
+
+
+def _choose_c(Xs, Y, w, n_classes) -> float:
+    folds = _stratified_folds(Y.numpy(), seed=0)
+    if folds is None:
+        return 1.0  # too few images per class for CV: sklearn's default
+    grid = torch.tensor(C_GRID, dtype=torch.float64)
+    # One batched LBFGS solves every (fold, C) problem at once: they are independent, so summing
+    # their losses keeps each optimum while paying Python overhead once.
+    masks = torch.stack([torch.as_tensor(folds != k, dtype=torch.float64) for k in range(folds.max() + 1)
+                         for _ in C_GRID])
+    Cs = grid.repeat(folds.max() + 1)
+    W, b = _lbfgs_logreg(Xs, Y, w, masks, Cs, n_classes)
+    logp = torch.log_softmax(torch.einsum("nd,pdk->pnk", Xs, W) + b[:, None], -1)
+    nll = -logp[:, torch.arange(len(Y)), Y] * w  # held-out, class-balanced log loss
+    held = 1 - masks
+    scores = ((nll * held).sum(1) / (w * held).sum(1)).view(-1, len(C_GRID)).mean(0)
+    return float(grid[int(scores.argmin())])
+
+
+def _stratified_folds(y: np.ndarray, seed: int, max_folds: int = 5) -> np.ndarray | None:
+    k = min(max_folds, int(np.bincount(y).min()))
+    if k < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    folds = np.zeros(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        folds[idx] = np.arange(len(idx)) % k
+    return folds
+
+
+def _lbfgs_logreg(Xs, Y, w, masks, Cs, n_classes, max_iter: int = 60):
+    """Minimise, per problem p: sum_i m_pi w_i CE_i / sum_i m_pi w_i + ||W_p||^2 / (2 C_p n_p)."""
+    P, D = masks.shape[0], Xs.shape[1]
+    W = torch.zeros(P, D, n_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(P, n_classes, dtype=torch.float64, requires_grad=True)
+    sw = masks * w  # [P, n]
+    n_p = masks.sum(1)
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+    onehot = F.one_hot(Y, n_classes).to(torch.float64)
+
+    def closure():
+        opt.zero_grad()
+        logp = torch.log_softmax(torch.einsum("nd,pdk->pnk", Xs, W) + b[:, None], -1)
+        ce = -(logp * onehot).sum(-1)  # [P, n]
+        loss = ((ce * sw).sum(1) / sw.sum(1) + (W ** 2).sum((1, 2)) / (2 * Cs * n_p)).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return W.detach(), b.detach()
+
+
+def _head_probs(head: nn.Linear, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(head(torch.as_tensor(x, dtype=torch.float32)), -1).numpy()
+
+
+def _history_row(stage, epoch, train_probs, y_train, val_probs, y_val, train_loss=None) -> dict:
+    return {"stage": stage, "epoch": epoch,
+            "train_loss": round(M.log_loss(train_probs, y_train) if train_loss is None else train_loss, 4),
+            "val_loss": _round(M.log_loss(val_probs, y_val)),
+            "train_accuracy": round(float((train_probs.argmax(1) == y_train).mean()), 4),
+            "val_accuracy": _round(float((val_probs.argmax(1) == y_val).mean()) if len(y_val) else None)}
+
+
+def _round(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 4)
+
+
+# --- stage 2: fine-tune the top blocks ------------------------------------------------------
+
+def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run, device) -> dict | None:
+    """Train the top `unfrozen_blocks` blocks + head conv + head; returns the best epoch
+    ({state, row, val_probs}) or None when not one epoch fitted in the time budget."""
+    config = run.config
+    backbone_top = backbone.top_start(config.unfrozen_blocks)
+    model.to(device=device, memory_format=torch.channels_last)
+    trainable = _freeze_body(model, backbone_top)
+    prep = backbone.preprocessing
+    val_acts = _body_activations(model, val, backbone_top, prep, config.batch_size, device, run)
+    opt = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.05)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
+                                                pct_start=0.15, anneal_strategy="cos")
+    weights = torch.as_tensor(class_weights(_labels(train), model.head.out_features), dtype=torch.float32).to(device)
+    transform = train_transform(prep, config.augmentation)
+    generator = torch.Generator().manual_seed(config.seed)
+    best, stale = None, 0
+    for epoch in range(1, config.epochs + 1):
+        stats = _train_epoch(model, train, backbone_top, transform, prep, opt, sched, weights, generator,
+                             device, run, epoch)
+        if stats is None:
+            break  # time budget ran out mid-epoch: keep the best finished epoch
+        val_probs = _top_probs(model, val_acts, backbone_top)
+        row = _history_row("finetune", epoch, stats["probs"], stats["labels"], val_probs, y_val, stats["loss"])
+        frac = run.head_end + (1 - run.head_end) * epoch / config.epochs
+        run.epoch_done(row, frac, f"Fine-tuning epoch {epoch}/{config.epochs}: "
+                                  f"validation accuracy {row['val_accuracy']:.0%}")
+        if best is None or _better(row, best["row"]):
+            best, stale = {"state": copy.deepcopy(model.state_dict()), "row": row, "val_probs": val_probs}, 0
+        else:
+            stale += 1
+        if stale >= PATIENCE or time.perf_counter() > run.deadline:
+            break
+    return best
+
+
+def _freeze_body(model: Classifier, top: int) -> list[nn.Parameter]:
+    # BatchNorm stays in eval mode everywhere: batches of a few dozen images would wreck its statistics.
+    model.eval()
+    for i, stage in enumerate(model.body):
+        for p in stage.parameters():
+            p.requires_grad_(i >= top)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _load_batch(samples, transform, prep) -> torch.Tensor:
+    return torch.stack([transform(load_rgb(s.path, size=prep["resize"])) for s in samples])
+
+
+def _body_activations(model, samples, top, prep, batch_size, device, run) -> list[torch.Tensor]:
+    """The frozen body's output for the (unaugmented) validation images, computed once."""
+    transform, acts = eval_transform(prep), []
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            run.check_stop()
+            x = _load_batch(samples[start:start + batch_size], transform, prep)
+            acts.append(_run_body(model, x, top, device))
+    return acts
+
+
+def _run_body(model, x, top, device) -> torch.Tensor:
+    from .zoo import autocast
+    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    with autocast(device):
+        return model.body[:top](x)
+
+
+def _top_probs(model, acts, top) -> np.ndarray:
+    with torch.inference_mode():
+        return torch.cat([torch.softmax(model(a, start=top), -1).cpu() for a in acts]).numpy()
+
+
+def _train_epoch(model, train, top, transform, prep, opt, sched, weights, generator, device, run, epoch):
+    order = torch.randperm(len(train), generator=generator).tolist()
+    bs = run.config.batch_size
+    losses, probs, labels = [], [], []
+    for start in range(0, len(order), bs):
+        run.check_stop()
+        if time.perf_counter() > run.deadline:
+            return None
+        batch = [train[i] for i in order[start:start + bs]]
+        y = torch.tensor([s.label for s in batch], device=device)
+        with torch.no_grad():
+            acts = _run_body(model, _load_batch(batch, transform, prep), top, device)
+        logits = model(acts, start=top)
+        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched.last_epoch + 1 < sched.total_steps:
+            sched.step()
+        losses.append(loss.item() * len(batch))
+        probs.append(torch.softmax(logits.detach().float(), -1).cpu())
+        labels.append(y.cpu())
+        done = (epoch - 1 + (start + len(batch)) / len(order)) / run.config.epochs
+        run.report(run.head_end + (1 - run.head_end) * done, "finetune",
+                   f"Fine-tuning epoch {epoch}/{run.config.epochs}", epoch, run.config.epochs)
+    return {"loss": sum(losses) / len(order), "probs": torch.cat(probs).numpy(), "labels": torch.cat(labels).numpy()}
+
+
+def _better(row: dict, other: dict) -> bool:
+    """Higher validation accuracy wins; a tie goes to the lower validation loss."""
+    return (row["val_accuracy"], -row["val_loss"]) > (other["val_accuracy"], -other["val_loss"])
+
+
+def _choose(stage1_row: dict, best: dict | None) -> tuple[str, str]:
+    """Which stage becomes the artifact, and why in plain English."""
+    if best is None:
+        return "head", "Fine-tuning did not finish an epoch within the time budget, so the quick model was kept."
+    r, q = best["row"], stage1_row
+    if _better(r, q):
+        return "finetune", (f"Fine-tuning reached {r['val_accuracy']:.1%} validation accuracy (quick model: "
+                            f"{q['val_accuracy']:.1%}), so the fine-tuned model was kept.")
+    return "head", (f"The quick model ({q['val_accuracy']:.1%} validation accuracy) was at least as good as "
+                    f"fine-tuning ({r['val_accuracy']:.1%}), so the quick model was kept.")
+
+
+def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict]) -> str:
+    if chosen == "head":
+        return f"linear head on cached {config.base} features (C={stage1['C']})"
+    epochs = sum(1 for h in history if h["stage"] == "finetune")
+    return (f"linear head (C={stage1['C']}) then fine-tuned top {config.unfrozen_blocks} blocks "
+            f"for {epochs} epochs ({config.augmentation} augmentation)")
+
+
+# --- artifact -------------------------------------------------------------------------------
+
+def save_artifact(out_dir: Path, model: Classifier, stage1_head: nn.Linear, backbone: Backbone,
+                  classes: list[str], config: TrainConfig, result: dict) -> None:
+    """model.pt (full state dict) + meta.json: enough to predict without the database."""
+    import timm
+    import torchvision
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.cpu().state_dict(), out / "model.pt")
+    # The stage-1 head alone (a few KB): lets bench score the first model on a held-out test set.
+    torch.save(stage1_head.state_dict(), out / "stage1_head.pt")
+    meta = {"format": 1, "classes": list(classes), "base": config.base, "feature_dim": backbone.feature_dim,
+            "preprocessing": backbone.preprocessing, "config": asdict(config), "metrics": result,
+            "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__}}
+    tmp = out / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(out / "meta.json")

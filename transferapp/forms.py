@@ -1,0 +1,43 @@
+from django import forms
+
+from transferapp.engine.zoo import list_bases
+
+PRESETS = [
+    ("best", "Best: a quick first model, then fine-tuning for the best accuracy"),
+    ("fast", "Fast: a first model in seconds (frozen base, new top layer)"),
+]
+AUGMENTATION = [("none", "None"), ("light", "Light"), ("medium", "Medium"), ("strong", "Strong")]
+
+
+class NameForm(forms.Form):
+    name = forms.CharField(max_length=80)
+
+
+class TrainForm(forms.Form):
+    base_model = forms.ChoiceField(choices=())
+    preset = forms.ChoiceField(choices=PRESETS, initial="best")
+    # The advanced drawer: every field is optional and falls back to the engine's defaults.
+    epochs = forms.IntegerField(required=False, min_value=1, max_value=100)
+    learning_rate = forms.FloatField(required=False, min_value=1e-6, max_value=1.0)
+    batch_size = forms.IntegerField(required=False, min_value=2, max_value=256)
+    unfrozen_blocks = forms.IntegerField(required=False, min_value=0, max_value=6)
+    augmentation = forms.ChoiceField(required=False, choices=[("", "Default")] + AUGMENTATION)
+    time_budget_minutes = forms.FloatField(required=False, min_value=0.5, max_value=24 * 60)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        bases = list_bases()
+        self.fields["base_model"].choices = [(b.name, b.label) for b in bases]
+        self.fields["base_model"].initial = bases[0].name
+
+    def engine_config(self) -> dict:
+        data = self.cleaned_data
+        config = {
+            "epochs": data.get("epochs"),
+            "lr": data.get("learning_rate"),
+            "batch_size": data.get("batch_size"),
+            "unfrozen_blocks": data.get("unfrozen_blocks"),
+            "augmentation": data.get("augmentation") or None,
+            "time_budget_s": data["time_budget_minutes"] * 60 if data.get("time_budget_minutes") else None,
+        }
+        return {key: value for key, value in config.items() if value is not None}

@@ -1,0 +1,91 @@
+"""Checking and normalising uploaded image files (no Django models here).
+
+Every rejection raises ImageRejected with a sentence a domain expert understands;
+the caller reports it next to the file name and keeps every other file.
+"""
+import hashlib
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Formats we accept, by what the bytes are (a PNG named .jpg is still a PNG).
+ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
+MIN_SIDE = 16
+THUMB_SIZE = 256
+
+
+class ImageRejected(Exception):
+    pass
+
+
+@dataclass
+class CheckedImage:
+    data: bytes
+    sha256: str
+    extension: str
+    width: int
+    height: int
+    thumbnail_jpeg: bytes
+
+
+def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage:
+    if not data:
+        raise ImageRejected("The file is empty (0 bytes).")
+    if len(data) > max_bytes:
+        raise ImageRejected(f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+    image = _open(data, max_pixels)
+    width, height = image.size
+    if min(width, height) < MIN_SIDE:
+        raise ImageRejected(f"The image is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
+    return CheckedImage(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        extension=ACCEPTED_FORMATS[image.format],
+        width=width,
+        height=height,
+        thumbnail_jpeg=_thumbnail(image),
+    )
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejected("This is not an image file we can read (JPEG, PNG, GIF, WebP, BMP or TIFF).") from None
+    except Image.DecompressionBombError:
+        raise ImageRejected(f"The image has too many pixels (limit {max_pixels / 1e6:.0f} megapixels).") from None
+    if image.format not in ACCEPTED_FORMATS:
+        raise ImageRejected(f"{image.format} images are not supported; use JPEG, PNG, GIF, WebP, BMP or TIFF.")
+    if image.width * image.height > max_pixels:
+        raise ImageRejected(
+            f"The image is {image.width}x{image.height} pixels, over the limit of {max_pixels / 1e6:.0f} megapixels."
+        )
+    try:
+        image.load()  # decodes everything: truncated or corrupt files fail here, not during training
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageRejected(f"The image is corrupt or truncated ({exc}).") from None
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright RGB, whatever the mode (palette, RGBA, CMYK, 16-bit) and EXIF orientation."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = image.point(lambda value: value / 256).convert("L")
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _thumbnail(image: Image.Image) -> bytes:
+    rgb = to_rgb(image)
+    rgb.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    out = io.BytesIO()
+    rgb.save(out, format="JPEG", quality=85)
+    return out.getvalue()

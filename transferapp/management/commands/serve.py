@@ -1,0 +1,77 @@
+"""One command runs everything: the embedded Redis (when REDIS_URL is unset), the
+database migrations, N training workers and the web server, until Ctrl-C."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from transferapp.embedded_redis import start_embedded_redis
+
+
+class Command(BaseCommand):
+    help = "Run the web server, training worker(s) and, if REDIS_URL is unset, an embedded Redis."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--workers", type=int, default=1, help="training workers to start")
+
+    def handle(self, *args, host, port, workers, **options):
+        redis = self._start_redis()
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        env = {**os.environ, "REDIS_URL": settings.RQ_QUEUES["default"]["URL"]}
+        children = [self._spawn_worker(env) for _ in range(workers)]
+        children.append(self._spawn_web(env, host, port))
+        self.stdout.write(self.style.SUCCESS(f"\ntransferapp is running: open http://{host}:{port}/ (Ctrl-C stops it)\n"))
+        try:
+            self._wait(children)
+        finally:
+            self._stop(children)
+            del redis
+
+    def _start_redis(self):
+        if os.environ.get("REDIS_URL"):
+            return None
+        server = start_embedded_redis(settings.EMBEDDED_REDIS_SOCKET)
+        self.stdout.write(f"Embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
+        return server
+
+    def _spawn_worker(self, env):
+        return subprocess.Popen([sys.executable, "manage.py", "rqworker", "default"], env=env, cwd=settings.BASE_DIR)
+
+    def _spawn_web(self, env, host, port):
+        command = [
+            sys.executable, "-m", "gunicorn", "transferapp.wsgi",
+            "--bind", f"{host}:{port}",
+            # Threads keep pages responsive while an upload or a prediction is in progress.
+            "--worker-class", "gthread", "--threads", "8", "--workers", "1",
+            "--timeout", "120", "--access-logfile", "-",
+        ]  # fmt: skip
+        return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
+
+    def _wait(self, children):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while all(child.poll() is None for child in children):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        dead = [child for child in children if child.poll() is not None]
+        if dead:
+            self.stderr.write(f"A process exited (code {dead[0].returncode}); stopping the others.")
+
+    def _stop(self, children):
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()

@@ -1,0 +1,218 @@
+"""Writes: every change to projects, classes, images and runs goes through here.
+
+Functions take keyword-only arguments and objects the caller already fetched with an
+access check (see selectors.py), so ownership is never re-decided here.
+"""
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import django_rq
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from transferapp import intake
+from transferapp.engine.config import TrainConfig
+from transferapp.engine.zoo import get_base
+from transferapp.models import Image, Label, Project, TrainingRun
+
+MIN_CLASSES = 2
+MIN_IMAGES_PER_CLASS = 5
+
+
+class ServiceError(Exception):
+    """A user-facing refusal: the message is shown as is."""
+
+
+def project_create(*, owner, name: str) -> Project:
+    return Project.objects.create(owner=owner, name=_clean_name(name, "Project name"))
+
+
+def project_rename(*, project: Project, name: str) -> Project:
+    project.name = _clean_name(name, "Project name")
+    project.save(update_fields=["name"])
+    return project
+
+
+def project_delete(*, project: Project) -> None:
+    project_id = project.pk
+    project.delete()
+    _remove_tree(Path(settings.MEDIA_ROOT) / "projects" / str(project_id))
+    _remove_tree(Path(settings.ARTIFACTS_ROOT) / f"project-{project_id}")
+
+
+def label_create(*, project: Project, name: str) -> Label:
+    name = _clean_name(name, "Class name")
+    if project.labels.filter(name__iexact=name).exists():
+        raise ServiceError(f"There is already a class called “{name}”.")
+    return Label.objects.create(project=project, name=name)
+
+
+def label_rename(*, label: Label, name: str) -> Label:
+    name = _clean_name(name, "Class name")
+    if label.project.labels.filter(name__iexact=name).exclude(pk=label.pk).exists():
+        raise ServiceError(f"There is already a class called “{name}”.")
+    label.name = name
+    label.save(update_fields=["name"])
+    return label
+
+
+def label_delete(*, label: Label) -> None:
+    images = list(label.images.all())
+    label.delete()
+    for image in images:
+        _delete_image_files(image)
+
+
+@dataclass
+class UploadOutcome:
+    name: str
+    image: Image | None = None
+    error: str = ""
+
+
+def image_add(*, label: Label, name: str, data: bytes) -> UploadOutcome:
+    """Store one uploaded file in a class, or say (for this file only) why not."""
+    try:
+        checked = intake.check_image(
+            data, max_bytes=settings.MAX_UPLOAD_MB * 1024 * 1024, max_pixels=settings.MAX_IMAGE_PIXELS
+        )
+    except intake.ImageRejected as exc:
+        return UploadOutcome(name=name, error=str(exc))
+    existing = Image.objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
+    if existing:
+        return UploadOutcome(name=name, error=_duplicate_message(existing, label))
+    return UploadOutcome(name=name, image=_store_image(label, name, checked))
+
+
+def _duplicate_message(existing: Image, label: Label) -> str:
+    if existing.label_id == label.pk:
+        return f"Already in this class (as “{existing.original_name}”)."
+    return f"The same image is already in class “{existing.label.name}”: one image cannot have two labels."
+
+
+def _store_image(label: Label, name: str, checked: intake.CheckedImage) -> Image:
+    image = Image(
+        project_id=label.project_id,
+        label=label,
+        sha256=checked.sha256,
+        original_name=name[:255],
+        width=checked.width,
+        height=checked.height,
+    )
+    image.file.save(f"upload.{checked.extension}", ContentFile(checked.data), save=False)
+    image.thumbnail.save("thumb.jpg", ContentFile(checked.thumbnail_jpeg), save=False)
+    try:
+        with transaction.atomic():
+            image.save()
+    except IntegrityError:  # the same file arrived twice at once: keep the first
+        return Image.objects.get(project_id=label.project_id, sha256=checked.sha256)
+    return image
+
+
+def image_delete(*, image: Image) -> None:
+    image.delete()
+    _delete_image_files(image)
+
+
+def _delete_image_files(image: Image) -> None:
+    # Another project may hold the same bytes under its own folder, so paths never collide.
+    for field in (image.file, image.thumbnail):
+        if field:
+            field.storage.delete(field.name)
+
+
+def training_problems(*, project: Project) -> list[str]:
+    """Why this project cannot be trained yet; empty when it can."""
+    counts = {label.name: label.n_images for label in _labels_with_counts(project)}
+    problems = []
+    if len(counts) < MIN_CLASSES:
+        problems.append(f"Add at least {MIN_CLASSES} classes (this project has {len(counts)}).")
+    for name, count in counts.items():
+        if count < MIN_IMAGES_PER_CLASS:
+            problems.append(f"Class “{name}” has {count} image(s); add at least {MIN_IMAGES_PER_CLASS}.")
+    return problems
+
+
+def _labels_with_counts(project: Project):
+    return project.labels.annotate(n_images=Count("images"))
+
+
+def training_start(*, project: Project, base_model: str, preset: str, config: dict) -> TrainingRun:
+    problems = training_problems(project=project)
+    if problems:
+        raise ServiceError(" ".join(problems))
+    try:
+        get_base(base_model)
+        train_config = TrainConfig.from_dict({**config, "base": base_model, "preset": preset})
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from None
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            project=project,
+            base_model=base_model,
+            preset=preset,
+            config=asdict(train_config),
+            classes=[label.name for label in project.labels.all()],
+            n_images=project.images.count(),
+        )
+        run.job_id = f"run-{run.pk}"
+        run.save(update_fields=["job_id"])
+        # COMMIT_MODE on_db_commit: the job is enqueued only once the row exists for the worker.
+        django_rq.get_queue("default").enqueue("transferapp.tasks.run_training", run.pk, job_id=run.job_id)
+    return run
+
+
+def run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Queued runs stop at once; running ones stop at the worker's next check (a second or two)."""
+    if run.is_finished:
+        return run
+    if run.status == TrainingRun.Status.QUEUED:
+        updated = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+            status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(), message="Cancelled before it started."
+        )
+        if updated:
+            run.refresh_from_db()
+            return run
+    TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True, message="Cancelling…")
+    run.refresh_from_db()
+    return run
+
+
+def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
+    """A running run whose worker stopped reporting is failed, so nothing stays "running" forever."""
+    if run.status != TrainingRun.Status.RUNNING or run.heartbeat_at is None:
+        return run
+    silent_s = (timezone.now() - run.heartbeat_at).total_seconds()
+    if silent_s > settings.RUN_HEARTBEAT_TIMEOUT_S:
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+            status=TrainingRun.Status.FAILED,
+            finished_at=timezone.now(),
+            error=f"The worker stopped responding ({int(silent_s)} s without news); it may have been restarted "
+            "or run out of memory. Start the training again.",
+        )
+        run.refresh_from_db()
+    return run
+
+
+def run_delete(*, run: TrainingRun) -> None:
+    artifact_dir = run.artifact_dir
+    run.delete()
+    if artifact_dir:
+        _remove_tree(Path(artifact_dir))
+
+
+def _clean_name(name: str, what: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ServiceError(f"{what} cannot be empty.")
+    if len(name) > 80:
+        raise ServiceError(f"{what} is too long (80 characters at most).")
+    return name
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

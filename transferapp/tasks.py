@@ -1,0 +1,154 @@
+"""django-rq jobs: thin wrappers that load rows by id, call the engine, record the outcome.
+
+The TrainingRun row is the truth; RQ's own job state is only plumbing.
+"""
+import logging
+import time
+from pathlib import Path
+
+import torch
+from django.conf import settings
+from django.utils import timezone
+
+from transferapp.engine.config import TrainConfig
+from transferapp.engine.data import Sample, stratified_split
+from transferapp.engine.train import TrainingCancelled, fit
+from transferapp.engine.zoo import WeightsUnavailable
+from transferapp.models import TrainingRun
+
+logger = logging.getLogger(__name__)
+
+# Progress rows are written at most this often, so a fast loop does not hammer the database.
+PROGRESS_WRITE_INTERVAL_S = 1.0
+CANCEL_CHECK_INTERVAL_S = 1.0
+
+
+def run_training(run_id: int) -> str:
+    run = TrainingRun.objects.select_related("project").get(pk=run_id)
+    if not _claim(run):
+        return f"run {run_id} was {run.status} before it started"
+    _configure_threads()
+    try:
+        metrics = _fit_run(run)
+    except TrainingCancelled:
+        _finish(run, TrainingRun.Status.CANCELLED, message="Cancelled.")
+    except WeightsUnavailable as exc:
+        _finish(run, TrainingRun.Status.FAILED, error=str(exc))
+    except Exception as exc:  # the worker must record any failure, then carry on with the next job
+        logger.exception("Training run %s failed", run_id)
+        _finish(run, TrainingRun.Status.FAILED, error=_readable_error(exc))
+    else:
+        _finish(run, TrainingRun.Status.SUCCEEDED, metrics=metrics, message="Done.")
+    return run.status
+
+
+def _claim(run: TrainingRun) -> bool:
+    """Queued -> running, atomically, so a cancelled or duplicate job does nothing."""
+    now = timezone.now()
+    claimed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now, message="Starting…"
+    )
+    run.refresh_from_db()
+    return bool(claimed)
+
+
+def _configure_threads() -> None:
+    if settings.TORCH_THREADS > 0:
+        torch.set_num_threads(settings.TORCH_THREADS)
+
+
+def _fit_run(run: TrainingRun) -> dict:
+    samples, classes = _snapshot_samples(run)
+    config = TrainConfig.from_dict(run.config)
+    train, val = stratified_split(samples, config.val_fraction, config.seed)
+    out_dir = Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
+    TrainingRun.objects.filter(pk=run.pk).update(classes=classes, n_images=len(samples), artifact_dir=str(out_dir))
+    reporter = ProgressReporter(run.pk)
+    return fit(
+        train,
+        val,
+        classes,
+        config,
+        out_dir,
+        cache_dir=Path(settings.FEATURE_CACHE_DIR),
+        on_progress=reporter.report,
+        should_stop=reporter.should_stop,
+    )
+
+
+def _snapshot_samples(run: TrainingRun) -> tuple[list[Sample], list[str]]:
+    """The images as they are when training starts; later uploads belong to the next run."""
+    labels = list(run.project.labels.order_by("name"))
+    classes = [label.name for label in labels]
+    index = {label.pk: i for i, label in enumerate(labels)}
+    samples = [
+        Sample(path=image.file.path, label=index[image.label_id], key=str(image.pk))
+        for image in run.project.images.order_by("pk")
+    ]
+    return samples, classes
+
+
+class ProgressReporter:
+    """Turns the engine's callbacks into throttled row updates and cancellation checks."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self.last_write = 0.0
+        self.last_cancel_check = 0.0
+        self.cancelled = False
+
+    def report(self, progress: dict) -> None:
+        epoch_ended = "history" in progress
+        now = time.monotonic()
+        if not epoch_ended and now - self.last_write < PROGRESS_WRITE_INTERVAL_S:
+            return
+        self.last_write = now
+        fields = {
+            "heartbeat_at": timezone.now(),
+            "progress": float(progress.get("fraction", 0.0)),
+            "stage": progress.get("stage", ""),
+            "epoch": int(progress.get("epoch") or 0),
+            "total_epochs": int(progress.get("total_epochs") or 0),
+            "message": str(progress.get("message", ""))[:255],
+        }
+        if epoch_ended:
+            fields["history"] = progress["history"]
+        TrainingRun.objects.filter(pk=self.run_id).update(**fields)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self.cancelled and now - self.last_cancel_check >= CANCEL_CHECK_INTERVAL_S:
+            self.last_cancel_check = now
+            self.cancelled = TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
+            TrainingRun.objects.filter(pk=self.run_id).update(heartbeat_at=timezone.now())
+        return self.cancelled
+
+
+def _finish(run: TrainingRun, status: str, *, metrics=None, error: str = "", message: str = "") -> None:
+    fields = {"status": status, "finished_at": timezone.now(), "heartbeat_at": timezone.now(), "error": error}
+    if metrics is not None:
+        fields.update(metrics=metrics, history=metrics.get("history", []), progress=1.0)
+    if message:
+        fields["message"] = message
+    TrainingRun.objects.filter(pk=run.pk).update(**fields)
+    run.refresh_from_db()
+
+
+def _readable_error(exc: Exception) -> str:
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return "The training ran out of memory. Try a smaller base model or a smaller batch size."
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return "The server's disk is full. Free some space, then start the training again."
+    return f"Training failed: {type(exc).__name__}: {exc}"
+
+
+def precompute_features(image_ids: list[int], base_model: str) -> int:
+    """Embed freshly uploaded images in the background so that Train finds them ready."""
+    from transferapp.engine.features import precompute
+    from transferapp.models import Image
+
+    _configure_threads()
+    paths = [image.file.path for image in Image.objects.filter(pk__in=image_ids)]
+    config = TrainConfig(base=base_model)
+    precompute(paths, base_model, Path(settings.FEATURE_CACHE_DIR), config.image_size)
+    return len(paths)

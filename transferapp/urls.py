@@ -1,0 +1,32 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+from django.views.generic import RedirectView
+
+from transferapp import views
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="project_list"), name="home"),
+    path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/login/", auth_views.LoginView.as_view(template_name="transferapp/login.html"), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("projects/", views.project_list, name="project_list"),
+    path("projects/<int:pk>/", views.project_detail, name="project_detail"),
+    path("projects/<int:pk>/rename/", views.project_rename, name="project_rename"),
+    path("projects/<int:pk>/delete/", views.project_delete, name="project_delete"),
+    path("projects/<int:pk>/classes/new/", views.label_create, name="label_create"),
+    path("projects/<int:project_pk>/classes/<int:pk>/", views.label_detail, name="label_detail"),
+    path("projects/<int:project_pk>/classes/<int:pk>/rename/", views.label_rename, name="label_rename"),
+    path("projects/<int:project_pk>/classes/<int:pk>/delete/", views.label_delete, name="label_delete"),
+    path("projects/<int:project_pk>/classes/<int:pk>/upload/", views.label_upload, name="label_upload"),
+    path("projects/<int:pk>/train/", views.training_start, name="training_start"),
+    path("projects/<int:pk>/predict/", views.predict, name="predict"),
+    path("images/<int:pk>/thumbnail/", views.image_thumbnail, name="image_thumbnail"),
+    path("images/<int:pk>/file/", views.image_file, name="image_file"),
+    path("images/<int:pk>/delete/", views.image_delete, name="image_delete"),
+    path("runs/<int:pk>/", views.run_detail, name="run_detail"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<int:pk>/delete/", views.run_delete, name="run_delete"),
+    path("runs/<int:pk>/download/", views.run_download, name="run_download"),
+    path("admin/", admin.site.urls),
+]

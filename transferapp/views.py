@@ -1,0 +1,315 @@
+"""Function views: the first line of each is the access check (selectors.*_get_for_user)."""
+import io
+import zipfile
+from pathlib import Path
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.text import slugify
+from django.views.decorators.http import require_POST
+
+from transferapp import charts, forms, predictions, selectors, services
+from transferapp.engine.zoo import list_bases
+from transferapp.models import TrainingRun
+
+
+def signup(request):
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user)
+        messages.success(request, "Welcome! Create your first project to get started.")
+        return redirect("project_list")
+    return render(request, "transferapp/signup.html", {"form": form})
+
+
+@login_required
+def project_list(request):
+    form = forms.NameForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = services.project_create(owner=request.user, name=form.cleaned_data["name"])
+        except services.ServiceError as exc:
+            form.add_error("name", str(exc))
+        else:
+            return redirect(project)
+    projects = selectors.project_list_for_user(user=request.user)
+    return render(request, "transferapp/project_list.html", {"projects": projects, "form": form})
+
+
+@login_required
+def project_detail(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    runs = [services.run_expire_if_stale(run=run) for run in selectors.runs_for_project(project=project)]
+    context = {
+        "project": project,
+        "labels": selectors.labels_with_previews(project=project),
+        "runs": runs,
+        "problems": services.training_problems(project=project),
+        "bases": list_bases(),
+        "train_form": forms.TrainForm(),
+    }
+    return render(request, "transferapp/project_detail.html", context)
+
+
+@login_required
+@require_POST
+def project_rename(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    _apply(request, services.project_rename, project=project, name=request.POST.get("name", ""))
+    return redirect(project)
+
+
+@login_required
+@require_POST
+def project_delete(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    services.project_delete(project=project)
+    messages.success(request, f"Project “{project.name}” deleted.")
+    return redirect("project_list")
+
+
+@login_required
+@require_POST
+def label_create(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    label = _apply(request, services.label_create, project=project, name=request.POST.get("name", ""))
+    return redirect(label or project)
+
+
+@login_required
+def label_detail(request, project_pk, pk):
+    label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    context = {"project": label.project, "label": label, "images": label.images.all()}
+    if request.htmx:
+        return render(request, "transferapp/label_detail.html#image-grid", context)
+    return render(request, "transferapp/label_detail.html", context)
+
+
+@login_required
+@require_POST
+def label_rename(request, project_pk, pk):
+    label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    _apply(request, services.label_rename, label=label, name=request.POST.get("name", ""))
+    return redirect(label)
+
+
+@login_required
+@require_POST
+def label_delete(request, project_pk, pk):
+    label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    services.label_delete(label=label)
+    messages.success(request, f"Class “{label.name}” and its images deleted.")
+    return redirect(label.project)
+
+
+@login_required
+@require_POST
+def label_upload(request, project_pk, pk):
+    label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    files = request.FILES.getlist("files")
+    outcomes = [services.image_add(label=label, name=f.name, data=f.read()) for f in files]
+    if _is_script_request(request):
+        return _upload_json(outcomes)
+    _upload_messages(request, outcomes)
+    return redirect(label)
+
+
+def _is_script_request(request) -> bool:
+    return request.headers.get("X-Requested-With") == "XMLHttpRequest" or bool(request.htmx)
+
+
+def _upload_json(outcomes):
+    if not outcomes:
+        return JsonResponse({"error": "No file was received."}, status=400)
+    errors = [f"{o.name}: {o.error}" for o in outcomes if o.error]
+    if errors:
+        return JsonResponse({"error": " ".join(errors)}, status=400)
+    images = [{"id": o.image.pk, "thumbnail": reverse("image_thumbnail", args=[o.image.pk])} for o in outcomes]
+    return JsonResponse({"ok": True, "images": images})
+
+
+def _upload_messages(request, outcomes):
+    accepted = sum(1 for o in outcomes if not o.error)
+    if not outcomes:
+        messages.error(request, "Choose one or more image files first.")
+    if accepted:
+        messages.success(request, f"{accepted} image(s) added.")
+    for outcome in outcomes:
+        if outcome.error:
+            messages.error(request, f"{outcome.name}: {outcome.error}")
+
+
+@login_required
+def image_thumbnail(request, pk):
+    image = selectors.image_get_for_user(user=request.user, pk=pk)
+    field = image.thumbnail or image.file
+    return _private_file(field)
+
+
+@login_required
+def image_file(request, pk):
+    image = selectors.image_get_for_user(user=request.user, pk=pk)
+    return _private_file(image.file)
+
+
+def _private_file(field):
+    try:
+        response = FileResponse(field.open("rb"))
+    except FileNotFoundError:
+        raise Http404("File missing") from None
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+@require_POST
+def image_delete(request, pk):
+    image = selectors.image_get_for_user(user=request.user, pk=pk)
+    services.image_delete(image=image)
+    if request.htmx:
+        return HttpResponse("")
+    messages.success(request, f"Deleted {image.original_name}.")
+    return redirect(image.label)
+
+
+@login_required
+@require_POST
+def training_start(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    form = forms.TrainForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Check the training settings: " + form.errors.as_text())
+        return redirect(project)
+    data = form.cleaned_data
+    try:
+        run = services.training_start(
+            project=project, base_model=data["base_model"], preset=data["preset"], config=form.engine_config()
+        )
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+        return redirect(project)
+    return redirect(run)
+
+
+@login_required
+def run_detail(request, pk):
+    run = services.run_expire_if_stale(run=selectors.run_get_for_user(user=request.user, pk=pk))
+    context = _run_context(run)
+    if request.htmx and request.GET.get("live"):
+        response = render(request, "transferapp/run_detail.html#live", context)
+        if run.is_finished:
+            response["HX-Refresh"] = "true"  # the full page then shows the results
+            response.status_code = 286  # htmx: stop polling
+        return response
+    return render(request, "transferapp/run_detail.html", context)
+
+
+def _run_context(run: TrainingRun) -> dict:
+    history = run.history or []
+    metrics = run.metrics or {}
+    mistakes = metrics.get("mistakes", [])
+    images = selectors.images_by_pk(project=run.project, pks=[int(m["key"]) for m in mistakes if str(m["key"]).isdigit()])
+    return {
+        "run": run,
+        "project": run.project,
+        "loss_chart": charts.line_chart(_series(history, "loss"), y_label="loss"),
+        "accuracy_chart": charts.line_chart(_series(history, "accuracy"), y_max=1.0, y_label="accuracy"),
+        "confusion": charts.confusion_rows(metrics.get("confusion", []), metrics.get("classes", run.classes)),
+        "per_class": metrics.get("per_class", {}),
+        "mistakes": [{**m, "image": images.get(int(m["key"])) if str(m["key"]).isdigit() else None} for m in mistakes],
+        "waiting_for_worker": run.status == TrainingRun.Status.QUEUED and not predictions.workers_online(),
+    }
+
+
+def _series(history: list[dict], metric: str) -> dict[str, list[float]]:
+    return {
+        f"train {metric}": [h[f"train_{metric}"] for h in history if h.get(f"train_{metric}") is not None],
+        f"val {metric}": [h[f"val_{metric}"] for h in history if h.get(f"val_{metric}") is not None],
+    }
+
+
+@login_required
+@require_POST
+def run_cancel(request, pk):
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    services.run_cancel(run=run)
+    return redirect(run)
+
+
+@login_required
+@require_POST
+def run_delete(request, pk):
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    if not run.is_finished:
+        messages.error(request, "Cancel the run before deleting it.")
+        return redirect(run)
+    services.run_delete(run=run)
+    messages.success(request, "Run deleted.")
+    return redirect(run.project)
+
+
+@login_required
+def run_download(request, pk):
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    artifact_dir = Path(run.artifact_dir) if run.artifact_dir else None
+    if run.status != TrainingRun.Status.SUCCEEDED or not artifact_dir or not artifact_dir.is_dir():
+        raise Http404("No model for this run")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(artifact_dir.iterdir()):
+            archive.write(path, arcname=f"{_slug(run)}/{path.name}")
+    buffer.seek(0)
+    return FileResponse(buffer, as_attachment=True, filename=f"{_slug(run)}.zip")
+
+
+def _slug(run: TrainingRun) -> str:
+    return f"{slugify(run.project.name) or 'model'}-run-{run.pk}"
+
+
+@login_required
+def predict(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    runs = list(selectors.succeeded_runs(project=project))
+    if request.method == "POST":
+        return _predict_post(request, project, runs)
+    return render(request, "transferapp/predict.html", {"project": project, "runs": runs})
+
+
+def _predict_post(request, project, runs):
+    run = next((r for r in runs if str(r.pk) == request.POST.get("run")), runs[0] if runs else None)
+    if run is None:
+        return _predict_error(request, "Train a model first: this project has no finished run yet.")
+    results = []
+    for upload in request.FILES.getlist("files"):
+        try:
+            results.append(predictions.predict_upload(run, upload.name, upload.read()))
+        except predictions.PredictionError as exc:
+            results.append({"name": upload.name, "error": str(exc)})
+    if not results:
+        return _predict_error(request, "Choose one or more images first.")
+    context = {"project": project, "runs": runs, "run": run, "results": results}
+    if _is_script_request(request):
+        return render(request, "transferapp/predict.html#results", context)
+    return render(request, "transferapp/predict.html", context)
+
+
+def _predict_error(request, message):
+    if _is_script_request(request):
+        return JsonResponse({"error": message}, status=400)
+    messages.error(request, message)
+    return redirect(request.path)
+
+
+def _apply(request, service, **kwargs):
+    """Run a service; show its refusal as a message instead of an error page."""
+    try:
+        return service(**kwargs)
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+        return None
