@@ -28,5 +28,6 @@ urlpatterns = [
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<int:pk>/delete/", views.run_delete, name="run_delete"),
     path("runs/<int:pk>/download/", views.run_download, name="run_download"),
+    path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,70 @@
+"""A real django-rq worker (burst mode, real Redis) runs real training jobs end to end."""
+from pathlib import Path
+
+import django_rq
+import pytest
+from django.urls import reverse
+from rq import SimpleWorker
+
+from tests.conftest import image_bytes
+from tests.factories import project_with_images, upload
+from transferapp.models import TrainingRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _work_off_queue():
+    worker = django_rq.get_worker("default", worker_class=SimpleWorker)
+    worker.work(burst=True)
+
+
+def _train(client, project, **fields):
+    data = {"base_model": "efficientnet_lite0", "preset": "best", "epochs": 1, **fields}
+    response = client.post(reverse("training_start", args=[project.pk]), data)
+    assert response.status_code == 302, response.content
+    return TrainingRun.objects.get(project=project)
+
+
+def test_a_real_worker_trains_a_model_and_the_app_predicts_with_it(alice, user, queue):
+    project = project_with_images(user, classes=("red", "blue", "green"), per_class=6)
+    run = _train(alice, project)
+    assert queue.count == 1
+    _work_off_queue()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.metrics["accuracy"] >= 0.66 and run.metrics["n_val"] >= 3
+    assert len(run.metrics["confusion"]) == 3 and run.history
+    assert (Path(run.artifact_dir) / "meta.json").exists()
+    page = alice.get(run.get_absolute_url()).content.decode()
+    assert 'id="confusion-matrix"' in page
+    prediction = alice.post(
+        reverse("predict", args=[project.pk]),
+        {"run": run.pk, "files": [upload("new.png", image_bytes("green", shape_seed=40))]},
+        HTTP_X_REQUESTED_WITH="XMLHttpRequest",
+    )
+    assert prediction.status_code == 200
+    assert '<h3 class="top-class">green' in prediction.content.decode()
+
+
+def test_a_run_cancelled_before_the_worker_takes_it_never_trains(alice, user, queue):
+    project = project_with_images(user, per_class=5)
+    run = _train(alice, project)
+    alice.post(reverse("run_cancel", args=[run.pk]))
+    _work_off_queue()
+    run.refresh_from_db()
+    assert run.status == "cancelled" and not run.artifact_dir
+
+
+def test_a_missing_weights_file_fails_the_run_with_instructions(alice, user, queue):
+    from transferapp.engine.zoo import list_bases
+
+    missing = [b.name for b in list_bases() if not b.weights_available]
+    if not missing:
+        pytest.skip("every base model's weights are on this machine")
+    project = project_with_images(user, per_class=5)
+    run = _train(alice, project, base_model=missing[0])
+    _work_off_queue()
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert "fetch_weights" in run.error and "Traceback" not in run.error
+    assert "fetch_weights" in alice.get(run.get_absolute_url()).content.decode()
