@@ -8,7 +8,7 @@ from tests.factories import project_with_images, upload
 from transferapp import services
 from transferapp.models import Image, Label, Project, TrainingRun
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 
 
 def test_it_signs_up_and_lands_on_projects(client):

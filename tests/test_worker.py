@@ -68,3 +68,17 @@ def test_a_missing_weights_file_fails_the_run_with_instructions(alice, user, que
     assert run.status == "failed"
     assert "fetch_weights" in run.error and "Traceback" not in run.error
     assert "fetch_weights" in alice.get(run.get_absolute_url()).content.decode()
+
+
+def test_uploads_warm_the_feature_cache_in_the_background(alice, user, queue, settings):
+    from transferapp import services
+
+    project = services.project_create(owner=user, name="P")
+    label = services.label_create(project=project, name="red")
+    url = reverse("label_upload", args=[project.pk, label.pk])
+    for i in range(3):
+        alice.post(url, {"files": [upload(f"{i}.png", image_bytes(shape_seed=i))]}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert queue.job_ids == [f"features-{project.pk}"]  # one pending job per project, not one per file
+    _work_off_queue()
+    cached = list(Path(settings.FEATURE_CACHE_DIR).rglob("*.npy"))
+    assert len(cached) == 3

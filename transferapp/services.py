@@ -113,6 +113,21 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage) -> Image
     return image
 
 
+def features_schedule(*, project: Project) -> None:
+    """Compute new images' features in the background, so that Train finds most of them ready.
+
+    One pending job per project is enough: it embeds every image whose features are not cached.
+    """
+    queue = django_rq.get_queue("default")
+    job_id = f"features-{project.pk}"
+    pending = queue.fetch_job(job_id)
+    if pending is not None and pending.get_status(refresh=False) in ("queued", "deferred", "scheduled"):
+        return
+    latest = project.runs.first()
+    base_model = latest.base_model if latest else TrainConfig().base
+    queue.enqueue("transferapp.tasks.precompute_features", project.pk, base_model, job_id=job_id, result_ttl=60)
+
+
 def image_delete(*, image: Image) -> None:
     image.delete()
     _delete_image_files(image)

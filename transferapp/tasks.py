@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.data import Sample, stratified_split
+from transferapp.engine.features import precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
-from transferapp.models import TrainingRun
+from transferapp.models import Image, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -142,13 +143,14 @@ def _readable_error(exc: Exception) -> str:
     return f"Training failed: {type(exc).__name__}: {exc}"
 
 
-def precompute_features(image_ids: list[int], base_model: str) -> int:
-    """Embed freshly uploaded images in the background so that Train finds them ready."""
-    from transferapp.engine.features import precompute
-    from transferapp.models import Image
-
+def precompute_features(project_id: int, base_model: str) -> int:
+    """Embed a project's images in the background so that Train finds them ready."""
+    images = Image.objects.filter(project_id=project_id).order_by("pk")
+    paths = [image.file.path for image in images]
+    if not paths:
+        return 0
     _configure_threads()
-    paths = [image.file.path for image in Image.objects.filter(pk__in=image_ids)]
-    config = TrainConfig(base=base_model)
-    precompute(paths, base_model, Path(settings.FEATURE_CACHE_DIR), config.image_size)
-    return len(paths)
+    try:
+        return precompute(paths, base_model, Path(settings.FEATURE_CACHE_DIR), TrainConfig(base=base_model).image_size)
+    except WeightsUnavailable:
+        return 0  # the training run reports this properly; a warm-up cache job has nothing to add

@@ -115,6 +115,8 @@ def label_upload(request, project_pk, pk):
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
     files = request.FILES.getlist("files")
     outcomes = [services.image_add(label=label, name=f.name, data=f.read()) for f in files]
+    if any(outcome.image for outcome in outcomes):
+        services.features_schedule(project=label.project)
     if _is_script_request(request):
         return _upload_json(outcomes)
     _upload_messages(request, outcomes)

@@ -52,7 +52,7 @@ def load_predictor(artifact_dir, device=None) -> Predictor:
     # The architecture only: every weight comes from model.pt, so torchvision files need not exist.
     backbone = create_backbone(meta["base"], image_size=image_size, pretrained=False)
     backbone.preprocessing = meta["preprocessing"]
-    model = Classifier(backbone, len(meta["classes"]))
+    model = Classifier(backbone, len(meta["classes"]), fp32_from=meta.get("fp32_from"))
     model.load_state_dict(torch.load(artifact / "model.pt", map_location="cpu", weights_only=True))
     model.eval().to(device=device, memory_format=torch.channels_last)
     return Predictor(model, meta["classes"], meta["preprocessing"], device)

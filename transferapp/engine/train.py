@@ -58,6 +58,8 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         best = finetune(model, backbone, train, val, y_val, run, device)
         chosen, reason = _choose(row, best)
         model.load_state_dict(best["state"] if chosen == "finetune" else stage1_state)
+        if chosen == "head":
+            model.fp32_from = len(model.body)
         val_probs = best["val_probs"] if chosen == "finetune" else val_probs1
 
     report = M.report(val_probs, y_val, [s.key for s in val], classes)
@@ -246,6 +248,7 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
     backbone_top = backbone.top_start(config.unfrozen_blocks)
     model.to(device=device, memory_format=torch.channels_last)
     trainable = _freeze_body(model, backbone_top)
+    model.fp32_from = backbone_top
     prep = backbone.preprocessing
     val_acts = _body_activations(model, val, backbone_top, prep, config.batch_size, device, run)
     opt = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.05)
@@ -377,6 +380,7 @@ def save_artifact(out_dir: Path, model: Classifier, stage1_head: nn.Linear, back
     # The stage-1 head alone (a few KB): lets bench score the first model on a held-out test set.
     torch.save(stage1_head.state_dict(), out / "stage1_head.pt")
     meta = {"format": 1, "classes": list(classes), "base": config.base, "feature_dim": backbone.feature_dim,
+            "fp32_from": model.fp32_from,
             "preprocessing": backbone.preprocessing, "config": asdict(config), "metrics": result,
             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__}}
     tmp = out / "meta.json.tmp"

@@ -1,0 +1,22 @@
+import pytest
+
+from transferapp.engine import TrainConfig
+
+
+def test_defaults_are_the_documented_ones():
+    c = TrainConfig()
+    assert (c.base, c.preset, c.epochs, c.lr, c.batch_size) == ("efficientnet_lite0", "best", 8, 3e-4, 32)
+    assert (c.unfrozen_blocks, c.augmentation, c.val_fraction, c.seed, c.image_size) == (2, "medium", 0.2, 0, 224)
+
+
+def test_from_dict_ignores_unknown_keys_and_coerces_form_strings():
+    c = TrainConfig.from_dict({"epochs": "3", "lr": "0.001", "preset": "fast", "colour": "blue"})
+    assert (c.epochs, c.lr, c.preset) == (3, 0.001, "fast")
+
+
+@pytest.mark.parametrize("bad, word", [({"preset": "slow"}, "preset"), ({"epochs": 0}, "epochs"),
+                                       ({"val_fraction": 1.5}, "val_fraction"), ({"epochs": "many"}, "epochs"),
+                                       ({"augmentation": "wild"}, "augmentation")])
+def test_it_rejects_bad_values_with_a_readable_message(bad, word):
+    with pytest.raises(ValueError, match=word):
+        TrainConfig.from_dict(bad)

@@ -1,0 +1,143 @@
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from transferapp.engine import Sample, TrainingCancelled, fit, folder_samples, load_predictor, stratified_split
+from transferapp.engine.features import embed
+from transferapp.engine.train import class_weights
+from transferapp.engine.zoo import create_backbone
+
+from .conftest import make_dataset
+
+METRIC_KEYS = {"accuracy", "n_train", "n_val", "classes", "per_class", "confusion", "mistakes", "history",
+               "chosen_stage", "chosen_reason", "seconds", "first_model_s", "first_model_accuracy", "base", "config"}
+
+
+def _split(data_dir, config):
+    classes, samples, _ = folder_samples(data_dir)
+    train, val = stratified_split(samples, config.val_fraction, config.seed)
+    return classes, train, val
+
+
+@pytest.fixture(scope="module")
+def fast_run(shapes_dir, tmp_path_factory):
+    from transferapp.engine import TrainConfig
+    config = TrainConfig(preset="fast", image_size=64, batch_size=8)
+    classes, train, val = _split(shapes_dir, config)
+    out = tmp_path_factory.mktemp("artifact")
+    events = []
+    metrics = fit(train, val, classes, config, out, cache_dir=tmp_path_factory.mktemp("cache"),
+                  on_progress=events.append)
+    return {"metrics": metrics, "out": out, "val": val, "classes": classes, "events": events, "config": config}
+
+
+def test_a_model_trains_and_reports_everything(fast_run):
+    m = fast_run["metrics"]
+    assert METRIC_KEYS <= set(m)
+    assert m["accuracy"] == 1.0  # coloured shapes are trivially separable
+    assert m["n_val"] == 3 and m["n_train"] == 15
+    assert m["chosen_stage"] == "head" and m["chosen_reason"]
+    assert np.array(m["confusion"]).sum() == 3
+    assert set(m["per_class"]) == set(fast_run["classes"])
+    json.dumps(m)  # must be JSON-serialisable as is
+
+
+def test_the_artifact_is_enough_to_predict_the_same_probabilities(fast_run):
+    out, val = fast_run["out"], fast_run["val"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["classes"] == fast_run["classes"] and meta["base"] == "efficientnet_lite0"
+    assert {"torch", "torchvision", "timm"} <= set(meta["versions"])
+    predictor = load_predictor(out)
+    results = predictor.predict_paths([s.path for s in val])
+    probs = np.array([[r["probabilities"][c] for c in predictor.classes] for r in results])
+    # The stage-1 head on the cached features gives the probabilities fit() scored.
+    x = embed(val, create_backbone("efficientnet_lite0", image_size=64))
+    head = torch.nn.Linear(x.shape[1], 3)
+    head.load_state_dict(torch.load(out / "stage1_head.pt"))
+    expected = torch.softmax(head(torch.as_tensor(x)), -1).detach().numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
+    assert [r["top"] for r in results] == [fast_run["classes"][s.label] for s in val]
+
+
+def test_progress_reports_features_and_the_first_model(fast_run):
+    events = fast_run["events"]
+    assert {"stage", "fraction", "epoch", "total_epochs", "message"} <= set(events[0])
+    assert any(e["stage"] == "features" and "Computing image features" in e["message"] for e in events)
+    assert any(e.get("history") for e in events)
+    assert events[-1]["fraction"] == 1.0
+    assert [e["fraction"] for e in events] == sorted(e["fraction"] for e in events)
+
+
+def test_rerun_gives_the_same_split_and_model(fast_run, tmp_path):
+    config = fast_run["config"]
+    classes, train, val = _split(fast_run["out"].parent.parent / "shapes0", config) if False else (
+        fast_run["classes"], *stratified_split(fast_run["val"] + [], 0.2, 0))
+    out = tmp_path / "again"
+    # Rebuild the split from scratch, train again with a cold cache.
+    shapes = fast_run["val"][0].path.rsplit("/", 2)[0]
+    classes, train, val = _split(shapes, config)
+    assert val == fast_run["val"]
+    fit(train, val, classes, config, out, cache_dir=tmp_path / "cache")
+    a = load_predictor(fast_run["out"]).predict_paths([s.path for s in val])
+    b = load_predictor(out).predict_paths([s.path for s in val])
+    assert [r["probabilities"] for r in a] == pytest.approx([r["probabilities"] for r in b], abs=1e-6)
+
+
+def test_best_preset_fine_tunes_and_records_which_stage_it_kept(shapes_dir, tmp_path):
+    from transferapp.engine import TrainConfig
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)
+    classes, train, val = _split(shapes_dir, config)
+    m = fit(train, val, classes, config, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert m["chosen_stage"] in ("head", "finetune") and m["chosen_reason"]
+    stages = [h["stage"] for h in m["history"]]
+    assert stages[0] == "head" and "finetune" in stages
+    assert {"epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy"} <= set(m["history"][-1])
+    results = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])
+    accuracy = np.mean([r["top"] == classes[s.label] for r, s in zip(results, val)])
+    assert accuracy == pytest.approx(m["accuracy"])
+
+
+def test_balanced_weights_make_every_class_count_equally():
+    w = class_weights(np.array([0] * 8 + [1] * 2), 3)
+    assert w[0] * 8 == pytest.approx(w[1] * 2) and w[2] == 0
+
+
+def test_a_rare_class_is_still_learned(tmp_path):
+    from transferapp.engine import TrainConfig
+    data = make_dataset(tmp_path / "imbalanced", {"red_circle": 20, "green_square": 4, "blue_triangle": 20})
+    config = TrainConfig(preset="fast", image_size=64)
+    classes, train, val = _split(data, config)
+    m = fit(train, val, classes, config, tmp_path / "out")
+    assert m["per_class"]["green_square"]["recall"] == 1.0
+
+
+def test_it_works_with_one_image_in_a_class_and_no_validation(tmp_path):
+    from transferapp.engine import TrainConfig
+    data = make_dataset(tmp_path / "tiny", 1)
+    classes, train, _ = folder_samples(data)
+    m = fit(train, [], classes, TrainConfig(image_size=64), tmp_path / "out")
+    assert m["accuracy"] is None and m["chosen_stage"] == "head" and m["n_val"] == 0
+
+
+def test_cancelling_raises_promptly(shapes_dir, tmp_path):
+    from transferapp.engine import TrainConfig
+    config = TrainConfig(preset="best", image_size=64, batch_size=4)
+    classes, train, val = _split(shapes_dir, config)
+    polls = []
+
+    def should_stop():
+        polls.append(1)
+        return len(polls) > 3
+
+    with pytest.raises(TrainingCancelled):
+        fit(train, val, classes, config, tmp_path / "out", should_stop=should_stop)
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_labels_outside_the_class_list_are_rejected(tmp_path):
+    from transferapp.engine import TrainConfig
+    with pytest.raises(ValueError):
+        fit([Sample("x.png", 5, "x")], [], ["a", "b"], TrainConfig(), tmp_path)
