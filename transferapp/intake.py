@@ -55,6 +55,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejected("This is not an image file we can read (JPEG, PNG, GIF, WebP, BMP or TIFF).") from None
     except Image.DecompressionBombError:
         raise ImageRejected(f"The image has too many pixels (limit {max_pixels / 1e6:.0f} megapixels).") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(f"The image is corrupt or truncated ({exc}).") from None
     if image.format not in ACCEPTED_FORMATS:
         raise ImageRejected(f"{image.format} images are not supported; use JPEG, PNG, GIF, WebP, BMP or TIFF.")
     if image.width * image.height > max_pixels:

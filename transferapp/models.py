@@ -53,6 +53,8 @@ class Image(models.Model):
     thumbnail = models.FileField(upload_to=thumbnail_upload_path, max_length=255, blank=True)
     sha256 = models.CharField(max_length=64)
     original_name = models.CharField(max_length=255)
+    # "train" / "val" when an imported archive said so; "" lets each run split by itself.
+    split = models.CharField(max_length=8, blank=True, default="")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -118,3 +120,41 @@ class TrainingRun(models.Model):
     @property
     def percent(self) -> int:
         return round(100 * min(max(self.progress, 0.0), 1.0))
+
+
+class ImportJob(models.Model):
+    """A zip (or folder) import, done in the background with a per-file report."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    source_name = models.CharField(max_length=255)
+    upload_path = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    junk = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=list)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def get_absolute_url(self):
+        return reverse("import_detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.processed / self.total) if self.total else 0

@@ -6,7 +6,7 @@ whether someone else's project exists.
 from django.db.models import Count
 from django.shortcuts import get_object_or_404
 
-from transferapp.models import Image, Label, Project, TrainingRun
+from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 
 PREVIEW_THUMBS = 6
 
@@ -51,3 +51,7 @@ def succeeded_runs(*, project: Project):
 
 def images_by_pk(*, project: Project, pks) -> dict[int, Image]:
     return {image.pk: image for image in project.images.filter(pk__in=pks)}
+
+
+def import_get_for_user(*, user, pk) -> ImportJob:
+    return get_object_or_404(ImportJob.objects.select_related("project"), pk=pk, project__owner=user)

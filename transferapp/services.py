@@ -4,6 +4,7 @@ Functions take keyword-only arguments and objects the caller already fetched wit
 access check (see selectors.py), so ownership is never re-decided here.
 """
 import shutil
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from django.utils import timezone
 from transferapp import intake
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.zoo import get_base
-from transferapp.models import Image, Label, Project, TrainingRun
+from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 
 MIN_CLASSES = 2
 MIN_IMAGES_PER_CLASS = 5
@@ -74,7 +75,7 @@ class UploadOutcome:
     error: str = ""
 
 
-def image_add(*, label: Label, name: str, data: bytes) -> UploadOutcome:
+def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> UploadOutcome:
     """Store one uploaded file in a class, or say (for this file only) why not."""
     try:
         checked = intake.check_image(
@@ -85,7 +86,7 @@ def image_add(*, label: Label, name: str, data: bytes) -> UploadOutcome:
     existing = Image.objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
     if existing:
         return UploadOutcome(name=name, error=_duplicate_message(existing, label))
-    return UploadOutcome(name=name, image=_store_image(label, name, checked))
+    return UploadOutcome(name=name, image=_store_image(label, name, checked, split))
 
 
 def _duplicate_message(existing: Image, label: Label) -> str:
@@ -94,10 +95,11 @@ def _duplicate_message(existing: Image, label: Label) -> str:
     return f"The same image is already in class “{existing.label.name}”: one image cannot have two labels."
 
 
-def _store_image(label: Label, name: str, checked: intake.CheckedImage) -> Image:
+def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: str) -> Image:
     image = Image(
         project_id=label.project_id,
         label=label,
+        split=split,
         sha256=checked.sha256,
         original_name=name[:255],
         width=checked.width,
@@ -113,12 +115,66 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage) -> Image
     return image
 
 
+def import_create(*, project: Project, uploaded) -> ImportJob:
+    """Keep the uploaded zip on disk (streamed in chunks) and queue its import."""
+    folder = Path(settings.MEDIA_ROOT) / "imports"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{uuid.uuid4().hex}.zip"
+    with open(target, "wb") as out:
+        for chunk in uploaded.chunks():
+            out.write(chunk)
+    with transaction.atomic():
+        job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=str(target))
+        django_rq.get_queue("intake").enqueue("transferapp.tasks.run_import", job.pk, job_id=f"import-{job.pk}")
+    return job
+
+
+def import_entries(*, project: Project, entries, on_progress=None) -> dict:
+    """Import archive/folder entries one by one; returns counts and a per-file report.
+
+    Each file is stored as soon as it is checked, so a failure halfway keeps what came before.
+    """
+    labels = {label.name.lower(): label for label in project.labels.all()}
+    summary = {"accepted": 0, "skipped": 0, "junk": 0, "report": [], "created_classes": []}
+    for entry in entries:
+        _import_one(project, entry, labels, summary)
+        if on_progress:
+            on_progress(summary)
+    if summary["accepted"]:
+        features_schedule(project=project)
+    return summary
+
+
+def _import_one(project: Project, entry, labels: dict, summary: dict) -> None:
+    if entry.junk:
+        summary["junk"] += 1
+        return
+    reason, label_name = entry.skip, entry.label
+    if not reason:
+        try:
+            outcome = image_add(label=_label_for(project, label_name, labels, summary), name=entry.name, data=entry.read(), split=entry.split)
+            reason = outcome.error
+        except (ValueError, OSError, ServiceError) as exc:
+            reason = str(exc)
+    summary["skipped" if reason else "accepted"] += 1
+    summary["report"].append({"name": entry.name, "label": label_name, "ok": not reason, "reason": reason})
+
+
+def _label_for(project: Project, name: str, labels: dict, summary: dict) -> Label:
+    label = labels.get(name.lower())
+    if label is None:
+        label = label_create(project=project, name=name)
+        labels[name.lower()] = label
+        summary["created_classes"].append(label.name)
+    return label
+
+
 def features_schedule(*, project: Project) -> None:
     """Compute new images' features in the background, so that Train finds most of them ready.
 
     One pending job per project is enough: it embeds every image whose features are not cached.
     """
-    queue = django_rq.get_queue("default")
+    queue = django_rq.get_queue("intake")
     job_id = f"features-{project.pk}"
     pending = queue.fetch_job(job_id)
     if pending is not None and pending.get_status(refresh=False) in ("queued", "deferred", "scheduled"):

@@ -118,6 +118,8 @@ REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
 RQ_QUEUES = {
     # Training jobs run long; the database row, not RQ, is the truth about a run.
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("TRAINING_TIMEOUT_S", "21600")},
+    # Imports and feature warm-up run on their own worker so that they never wait behind a training.
+    "intake": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("IMPORT_TIMEOUT_S", "21600")},
 }
 RQ = {"COMMIT_MODE": "on_db_commit"}
 

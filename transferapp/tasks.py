@@ -15,7 +15,9 @@ from transferapp.engine.data import Sample, stratified_split
 from transferapp.engine.features import precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
-from transferapp.models import Image, TrainingRun
+from transferapp.archive import ArchiveRejected, Limits, ZipSource
+from transferapp.models import Image, ImportJob, TrainingRun
+from transferapp.services import import_entries
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +61,9 @@ def _configure_threads() -> None:
 
 
 def _fit_run(run: TrainingRun) -> dict:
-    samples, classes = _snapshot_samples(run)
+    samples, classes, given_val = _snapshot_samples(run)
     config = TrainConfig.from_dict(run.config)
-    train, val = stratified_split(samples, config.val_fraction, config.seed)
+    train, val = _split(samples, given_val, config)
     out_dir = Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
     TrainingRun.objects.filter(pk=run.pk).update(classes=classes, n_images=len(samples), artifact_dir=str(out_dir))
     reporter = ProgressReporter(run.pk)
@@ -77,16 +79,24 @@ def _fit_run(run: TrainingRun) -> dict:
     )
 
 
-def _snapshot_samples(run: TrainingRun) -> tuple[list[Sample], list[str]]:
+def _snapshot_samples(run: TrainingRun) -> tuple[list[Sample], list[str], set[str]]:
     """The images as they are when training starts; later uploads belong to the next run."""
     labels = list(run.project.labels.order_by("name"))
     classes = [label.name for label in labels]
     index = {label.pk: i for i, label in enumerate(labels)}
-    samples = [
-        Sample(path=image.file.path, label=index[image.label_id], key=str(image.pk))
-        for image in run.project.images.order_by("pk")
-    ]
-    return samples, classes
+    images = list(run.project.images.order_by("pk"))
+    samples = [Sample(path=image.file.path, label=index[image.label_id], key=str(image.pk)) for image in images]
+    given_val = {str(image.pk) for image in images if image.split == "val"}
+    return samples, classes, given_val
+
+
+def _split(samples: list[Sample], given_val: set[str], config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    """An imported train/val split is honoured when every class has validation images; otherwise
+    the run makes its own stratified split (fixed by the seed)."""
+    val = [s for s in samples if s.key in given_val]
+    if val and {s.label for s in val} == {s.label for s in samples}:
+        return [s for s in samples if s.key not in given_val], val
+    return stratified_split(samples, config.val_fraction, config.seed)
 
 
 class ProgressReporter:
@@ -154,3 +164,47 @@ def precompute_features(project_id: int, base_model: str) -> int:
         return precompute(paths, base_model, Path(settings.FEATURE_CACHE_DIR), TrainConfig(base=base_model).image_size)
     except WeightsUnavailable:
         return 0  # the training run reports this properly; a warm-up cache job has nothing to add
+
+
+def run_import(import_id: int) -> str:
+    job = ImportJob.objects.select_related("project").get(pk=import_id)
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING)
+    reporter = ImportReporter(job.pk)
+    try:
+        with ZipSource(Path(job.upload_path), Limits()) as source:
+            ImportJob.objects.filter(pk=job.pk).update(total=len(source))
+            summary = import_entries(project=job.project, entries=source, on_progress=reporter.report)
+    except ArchiveRejected as exc:
+        _finish_import(job.pk, ImportJob.Status.FAILED, error=str(exc))
+    except Exception as exc:  # what was imported so far stays; the report says where it stopped
+        logger.exception("Import %s failed", import_id)
+        _finish_import(job.pk, ImportJob.Status.FAILED, error=f"The import stopped: {type(exc).__name__}: {exc}")
+    else:
+        reporter.report(summary, force=True)
+        _finish_import(job.pk, ImportJob.Status.DONE)
+    finally:
+        Path(job.upload_path).unlink(missing_ok=True)
+    return str(import_id)
+
+
+class ImportReporter:
+    def __init__(self, import_id: int):
+        self.import_id = import_id
+        self.last_write = 0.0
+
+    def report(self, summary: dict, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_write < PROGRESS_WRITE_INTERVAL_S:
+            return
+        self.last_write = now
+        ImportJob.objects.filter(pk=self.import_id).update(
+            processed=summary["accepted"] + summary["skipped"] + summary["junk"],
+            accepted=summary["accepted"],
+            skipped=summary["skipped"],
+            junk=summary["junk"],
+            report=summary["report"],
+        )
+
+
+def _finish_import(import_id: int, status: str, error: str = "") -> None:
+    ImportJob.objects.filter(pk=import_id).update(status=status, error=error, finished_at=timezone.now())

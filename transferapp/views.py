@@ -51,6 +51,7 @@ def project_detail(request, pk):
         "project": project,
         "labels": selectors.labels_with_previews(project=project),
         "runs": runs,
+        "imports": project.imports.all()[:5],
         "problems": services.training_problems(project=project),
         "bases": list_bases(),
         "train_form": forms.TrainForm(),
@@ -323,3 +324,35 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return HttpResponse("ok", content_type="text/plain")
+
+
+@login_required
+@require_POST
+def import_create(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    archive = request.FILES.get("archive")
+    if archive is None or not archive.name.lower().endswith(".zip"):
+        return _import_refused(request, project, "Choose a .zip file whose folders are your classes.")
+    job = services.import_create(project=project, uploaded=archive)
+    if _is_script_request(request):
+        return render(request, "transferapp/import_detail.html#live", {"job": job, "project": project, "rejected": []})
+    return redirect(job)
+
+
+def _import_refused(request, project, message):
+    if _is_script_request(request):
+        return JsonResponse({"error": message}, status=400)
+    messages.error(request, message)
+    return redirect(project)
+
+
+@login_required
+def import_detail(request, pk):
+    job = selectors.import_get_for_user(user=request.user, pk=pk)
+    context = {"job": job, "project": job.project, "rejected": [row for row in job.report if not row["ok"]]}
+    if request.htmx and request.GET.get("live"):
+        response = render(request, "transferapp/import_detail.html#live", context)
+        if job.is_finished:
+            response.status_code = 286  # htmx: stop polling
+        return response
+    return render(request, "transferapp/import_detail.html", context)

@@ -71,19 +71,14 @@ def test_progress_reports_features_and_the_first_model(fast_run):
     assert [e["fraction"] for e in events] == sorted(e["fraction"] for e in events)
 
 
-def test_rerun_gives_the_same_split_and_model(fast_run, tmp_path):
+def test_rerun_gives_the_same_split_and_model(fast_run, shapes_dir, tmp_path):
     config = fast_run["config"]
-    classes, train, val = _split(fast_run["out"].parent.parent / "shapes0", config) if False else (
-        fast_run["classes"], *stratified_split(fast_run["val"] + [], 0.2, 0))
-    out = tmp_path / "again"
-    # Rebuild the split from scratch, train again with a cold cache.
-    shapes = fast_run["val"][0].path.rsplit("/", 2)[0]
-    classes, train, val = _split(shapes, config)
+    classes, train, val = _split(shapes_dir, config)  # the split rebuilt from scratch
     assert val == fast_run["val"]
-    fit(train, val, classes, config, out, cache_dir=tmp_path / "cache")
+    fit(train, val, classes, config, tmp_path / "again", cache_dir=tmp_path / "cache")  # cold cache
     a = load_predictor(fast_run["out"]).predict_paths([s.path for s in val])
-    b = load_predictor(out).predict_paths([s.path for s in val])
-    assert [r["probabilities"] for r in a] == pytest.approx([r["probabilities"] for r in b], abs=1e-6)
+    b = load_predictor(tmp_path / "again").predict_paths([s.path for s in val])
+    assert [r["probabilities"] for r in a] == [pytest.approx(r["probabilities"], abs=1e-6) for r in b]
 
 
 def test_best_preset_fine_tunes_and_records_which_stage_it_kept(shapes_dir, tmp_path):

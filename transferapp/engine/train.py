@@ -26,7 +26,7 @@ __all__ = ["fit", "TrainingCancelled", "fit_linear_head", "class_weights"]
 
 # Regularisation grid for stage 1 (sklearn's C: larger = weaker L2 penalty), chosen by internal CV.
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-PATIENCE = 2  # stage-2 epochs without validation improvement before stopping
+PATIENCE = 3  # stage-2 epochs without validation improvement before stopping
 
 
 def fit(train: list[Sample], val: list[Sample], classes: list[str], config: TrainConfig, out_dir: Path, *,

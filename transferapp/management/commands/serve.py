@@ -1,5 +1,6 @@
 """One command runs everything: the embedded Redis (when REDIS_URL is unset), the
-database migrations, N training workers and the web server, until Ctrl-C."""
+database migrations, N training workers, one intake worker (imports, feature warm-up)
+and the web server, until Ctrl-C."""
 import os
 import signal
 import subprocess
@@ -26,7 +27,8 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         env = {**os.environ, "REDIS_URL": settings.RQ_QUEUES["default"]["URL"]}
-        children = [self._spawn_worker(env) for _ in range(workers)]
+        children = [self._spawn_worker(env, "default") for _ in range(workers)]
+        children.append(self._spawn_worker(env, "intake"))
         children.append(self._spawn_web(env, host, port))
         self.stdout.write(self.style.SUCCESS(f"\ntransferapp is running: open http://{host}:{port}/ (Ctrl-C stops it)\n"))
         try:
@@ -42,8 +44,8 @@ class Command(BaseCommand):
         self.stdout.write(f"Embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
         return server
 
-    def _spawn_worker(self, env):
-        return subprocess.Popen([sys.executable, "manage.py", "rqworker", "default"], env=env, cwd=settings.BASE_DIR)
+    def _spawn_worker(self, env, queue):
+        return subprocess.Popen([sys.executable, "manage.py", "rqworker", queue], env=env, cwd=settings.BASE_DIR)
 
     def _spawn_web(self, env, host, port):
         command = [

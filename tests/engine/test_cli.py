@@ -1,0 +1,35 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _engine(*args) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "transferapp.engine", "--threads", "2", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_cli_trains_then_predicts_json_lines(shapes_dir, tmp_path):
+    (trained,) = _engine("train", str(shapes_dir), "--out", str(tmp_path / "art"), "--preset", "fast",
+                         "--image-size", "64")
+    assert {"accuracy", "n_train", "n_val", "classes", "seconds"} <= set(trained)
+    assert trained["n_train"] + trained["n_val"] == 18
+    images = sorted(str(p) for p in shapes_dir.rglob("*.png"))[:2]
+    predictions = _engine("predict", str(tmp_path / "art"), *images)
+    assert len(predictions) == 2
+    for p in predictions:
+        assert p["top"] in trained["classes"] and set(p["probabilities"]) == set(trained["classes"])
+        assert abs(sum(p["probabilities"].values()) - 1) < 1e-4
+
+
+def test_cli_reports_an_unknown_base_without_a_traceback(shapes_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "transferapp.engine", "train", str(shapes_dir), "--out",
+                           str(tmp_path), "--base", "vgg99"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 2 and "Valid names" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,139 @@
+"""Zip and folder imports: every real image lands in its class, every other file is reported."""
+import io
+import json
+import zipfile
+
+import django_rq
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from rq import SimpleWorker
+
+from tests.conftest import image_bytes
+from tests.factories import upload
+from transferapp import archive, services
+from transferapp.models import Image, ImportJob, Project
+
+
+def make_zip(files: dict[str, bytes], compression=zipfile.ZIP_STORED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def messy_zip() -> bytes:
+    return make_zip(
+        {
+            "flowers/daisy/d1.jpg": image_bytes("red", fmt="JPEG", shape_seed=1),
+            "flowers/daisy/d2.png": image_bytes("red", shape_seed=2),
+            "flowers/roses/r1.jpg": image_bytes("blue", fmt="JPEG", shape_seed=3),
+            "flowers/roses/notes.txt": b"picked in June",
+            "flowers/roses/broken.jpg": image_bytes("blue", fmt="JPEG", shape_seed=4)[:300],
+            "__MACOSX/flowers/daisy/._d1.jpg": b"\x00\x05\x16\x07",
+            "flowers/.DS_Store": b"\x00\x00\x00\x01Bud1",
+            "flowers/daisy/.hidden.jpg": image_bytes("red", shape_seed=5),
+            "flowers/Thumbs.db": b"junk",
+        }
+    )
+
+
+def _summary(project, data: bytes, tmp_path):
+    path = tmp_path / "upload.zip"
+    path.write_bytes(data)
+    with archive.ZipSource(path, archive.Limits()) as source:
+        return services.import_entries(project=project, entries=source)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_a_messy_zip_imports_every_image_and_reports_the_rest(user, tmp_path):
+    project = services.project_create(owner=user, name="Flowers")
+    summary = _summary(project, messy_zip(), tmp_path)
+    assert sorted(project.labels.values_list("name", flat=True)) == ["daisy", "roses"]
+    assert summary["accepted"] == 3 and summary["skipped"] == 2 and summary["junk"] == 4
+    reasons = {row["name"]: row["reason"] for row in summary["report"] if not row["ok"]}
+    assert "not an image file" in reasons["flowers/roses/notes.txt"]
+    assert "corrupt or truncated" in reasons["flowers/roses/broken.jpg"]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_nested_splits_are_kept_as_given(user, tmp_path):
+    project = services.project_create(owner=user, name="Split")
+    data = make_zip(
+        {
+            "train/cat/a.png": image_bytes("red", shape_seed=1),
+            "train/dog/b.png": image_bytes("blue", shape_seed=2),
+            "val/cat/c.png": image_bytes("red", shape_seed=3),
+            "test/dog/d.png": image_bytes("blue", shape_seed=4),
+        }
+    )
+    _summary(project, data, tmp_path)
+    splits = dict(Image.objects.values_list("original_name", "split"))
+    assert splits == {"train/cat/a.png": "train", "train/dog/b.png": "train", "val/cat/c.png": "val", "test/dog/d.png": "val"}
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_a_zip_slip_member_is_refused_and_nothing_is_written_outside(user, tmp_path):
+    project = services.project_create(owner=user, name="Slip")
+    data = make_zip({"../../evil/x.png": image_bytes("red"), "cat/ok.png": image_bytes("blue")})
+    summary = _summary(project, data, tmp_path)
+    assert summary["accepted"] == 1
+    assert "outside the archive" in summary["report"][0]["reason"]
+    assert not (tmp_path.parent / "evil").exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_a_zip_bomb_member_is_not_unpacked(user, tmp_path):
+    project = services.project_create(owner=user, name="Bomb")
+    data = make_zip({"cat/bomb.png": b"\x00" * 20_000_000, "cat/ok.png": image_bytes("red")}, zipfile.ZIP_DEFLATED)
+    assert len(data) < 100_000
+    summary = _summary(project, data, tmp_path)
+    assert summary["accepted"] == 1
+    assert "zip bomb" in summary["report"][0]["reason"]
+
+
+def test_an_archive_with_too_many_files_is_refused_whole(tmp_path):
+    path = tmp_path / "many.zip"
+    path.write_bytes(make_zip({f"cat/{i}.png": b"x" for i in range(5)}))
+    with pytest.raises(archive.ArchiveRejected, match="limit is 3"):
+        with archive.ZipSource(path, archive.Limits(max_files=3)):
+            pass
+
+
+def test_a_file_that_is_not_a_zip_is_refused(tmp_path):
+    path = tmp_path / "fake.zip"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(archive.ArchiveRejected, match="not a zip"):
+        with archive.ZipSource(path, archive.Limits()):
+            pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_zip_uploaded_in_the_browser_is_imported_by_the_worker(alice, user, queue):
+    project = services.project_create(owner=user, name="Flowers")
+    response = alice.post(reverse("import_create", args=[project.pk]), {"archive": upload("flowers.zip", messy_zip(), "application/zip")})
+    job = ImportJob.objects.get()
+    assert response["Location"] == job.get_absolute_url()
+    django_rq.get_worker("intake", worker_class=SimpleWorker).work(burst=True)
+    job.refresh_from_db()
+    assert job.status == "done" and job.accepted == 3 and job.skipped == 2 and job.junk == 4
+    page = alice.get(job.get_absolute_url()).content.decode()
+    assert "flowers/roses/notes.txt" in page and "3 images imported" in page
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_the_import_command_reads_a_folder_and_prints_json(user, tmp_path, capsys):
+    for i, color in enumerate(["red", "blue"]):
+        (tmp_path / "data" / color).mkdir(parents=True)
+        (tmp_path / "data" / color / f"{i}.png").write_bytes(image_bytes(color, shape_seed=i))
+    (tmp_path / "data" / "red" / "readme.txt").write_text("hello")
+    call_command("import_images", str(tmp_path / "data"), user="alice", project="Cmd", json=True)
+    document = json.loads(capsys.readouterr().out)
+    assert document["accepted"] == 2 and document["skipped"] == 1
+    assert Project.objects.get(name="Cmd").images.count() == 2

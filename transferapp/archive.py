@@ -1,0 +1,166 @@
+"""Reading class folders out of a zip (or a directory tree) safely and one file at a time.
+
+Nothing is ever extracted to a path taken from the archive: members are read into memory one at
+a time and stored under content-hash names, so a "zip slip" member cannot write anywhere. Such
+members are still reported, so that the user knows what was left out.
+"""
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+
+JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+
+
+class ArchiveRejected(Exception):
+    """The whole archive is refused (too many files, too large unpacked, not a zip)."""
+
+
+@dataclass
+class Limits:
+    max_files: int = 50_000
+    max_total_bytes: int = 20 * 1024**3
+    max_member_bytes: int = 50 * 1024**2
+    max_ratio: float = 200.0  # images barely compress; a higher ratio is a zip bomb
+
+
+@dataclass
+class Entry:
+    name: str  # the path as the user knows it
+    label: str = ""  # class folder, "" when the file is not inside one
+    split: str = ""  # "train" / "val" when the archive gave one, else ""
+    skip: str = ""  # why it is skipped, "" when it should be imported
+    junk: bool = False  # skipped quietly (system files), only counted
+    read: Callable[[], bytes] | None = None
+
+
+class ZipSource:
+    """`with ZipSource(path, limits) as source:` then len(source) and iterate its entries;
+    members are read one at a time while the archive is open."""
+
+    def __init__(self, path: Path, limits: Limits):
+        self.path, self.limits = path, limits
+
+    def __enter__(self):
+        try:
+            self.archive = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError):
+            raise ArchiveRejected("This file is not a zip archive we can read.") from None
+        self.members = [m for m in self.archive.infolist() if not m.is_dir()]
+        _check_archive(self.members, self.limits)
+        self.root = _common_root([_decoded_name(m) for m in self.members])
+        return self
+
+    def __exit__(self, *exc):
+        self.archive.close()
+
+    def __len__(self):
+        return len(self.members)
+
+    def __iter__(self) -> Iterator[Entry]:
+        for member in self.members:
+            yield _zip_entry(self.archive, member, self.root, self.limits)
+
+
+def _check_archive(members, limits: Limits) -> None:
+    if len(members) > limits.max_files:
+        raise ArchiveRejected(f"The archive holds {len(members):,} files; the limit is {limits.max_files:,}.")
+    total = sum(m.file_size for m in members)
+    if total > limits.max_total_bytes:
+        raise ArchiveRejected(
+            f"The archive unpacks to {total / 1024**3:.1f} GB; the limit is {limits.max_total_bytes / 1024**3:.0f} GB."
+        )
+
+
+def _decoded_name(member: zipfile.ZipInfo) -> str:
+    # Zips made on Windows without the UTF-8 flag store names in cp437; Python decodes them so.
+    if member.flag_bits & 0x800:
+        return member.filename
+    try:
+        return member.filename.encode("cp437").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return member.filename
+
+
+def _zip_entry(archive, member, root: tuple, limits: Limits) -> Entry:
+    name = _decoded_name(member)
+    entry = classify(name, root)
+    if entry.skip or entry.junk:
+        return entry
+    if member.file_size > limits.max_member_bytes:
+        entry.skip = f"The file unpacks to {member.file_size / 1024**2:.0f} MB; the limit is {limits.max_member_bytes / 1024**2:.0f} MB."
+    elif member.compress_size and member.file_size / member.compress_size > limits.max_ratio:
+        entry.skip = "The file is compressed suspiciously well (a possible zip bomb), so it was not unpacked."
+    else:
+        entry.read = lambda: _read_capped(archive, member, limits.max_member_bytes)
+    return entry
+
+
+def _read_capped(archive, member, cap: int) -> bytes:
+    # file_size in the header can lie: never read more than the cap.
+    with archive.open(member) as stream:
+        data = stream.read(cap + 1)
+    if len(data) > cap:
+        raise ValueError("The file is larger than its header says.")
+    return data
+
+
+class DirectorySource:
+    """The same interface over a folder on the server (for `manage.py import_images`)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def __enter__(self):
+        self.files = sorted(p for p in self.root.rglob("*") if p.is_file())
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def __len__(self):
+        return len(self.files)
+
+    def __iter__(self) -> Iterator[Entry]:
+        for path in self.files:
+            entry = classify(path.relative_to(self.root).as_posix(), ())
+            if not (entry.skip or entry.junk):
+                entry.read = path.read_bytes
+            yield entry
+
+
+def open_source(path: Path, limits: Limits):
+    path = Path(path)
+    if path.is_dir():
+        return DirectorySource(path)
+    return ZipSource(path, limits)
+
+
+def classify(name: str, root: tuple) -> Entry:
+    """Where a member belongs: [root/][split/]class/file; junk and unsafe paths are marked."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    parts = path.parts
+    if path.is_absolute() or ".." in parts:
+        return Entry(name=name, skip="The path points outside the archive (unsafe), so it was not imported.")
+    if any(part.lower() in JUNK_NAMES or part.startswith(".") for part in parts):
+        return Entry(name=name, junk=True)
+    folders = list(parts[len(root) : -1])
+    split = ""
+    if folders and folders[0].lower() in SPLIT_NAMES:
+        split = SPLIT_NAMES[folders.pop(0).lower()]
+    if not folders:
+        return Entry(name=name, split=split, skip="The file is not inside a class folder.")
+    # Deeper folders (class/subfolder/x.jpg) still count as the top class folder.
+    return Entry(name=name, label=folders[0].strip(), split=split)
+
+
+def _common_root(names: list[str]) -> tuple:
+    """A single folder wrapping everything (flowers/daisy/..., flowers/roses/...) is not a class."""
+    useful = [PurePosixPath(n).parts for n in names if not classify(n, ()).junk]
+    if not useful or any(len(parts) < 3 for parts in useful):
+        return ()
+    first = useful[0][0]
+    if first.lower() in SPLIT_NAMES or any(parts[0] != first for parts in useful):
+        return ()
+    return (first,)

@@ -1,0 +1,53 @@
+import json
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from transferapp import services
+from transferapp.archive import ArchiveRejected, Limits, open_source
+from transferapp.models import Project
+
+
+class Command(BaseCommand):
+    help = "Import a folder or zip of class folders into a user's project (created if needed)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", help="a folder or a .zip whose folders are the classes")
+        parser.add_argument("--user", required=True, help="the owner's username")
+        parser.add_argument("--project", required=True, help="project name; created when it does not exist")
+        parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+
+    def handle(self, *args, path, user, project, json: bool, **options):
+        owner = self._user(user)
+        target = Project.objects.filter(owner=owner, name=project).first() or services.project_create(owner=owner, name=project)
+        try:
+            with open_source(path, Limits()) as source:
+                summary = services.import_entries(project=target, entries=source)
+        except (ArchiveRejected, FileNotFoundError) as exc:
+            raise CommandError(str(exc)) from None
+        self._print(target, summary, as_json=json)
+
+    def _user(self, username):
+        try:
+            return get_user_model().objects.get(username=username)
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"No user called {username!r}.") from None
+
+    def _print(self, project, summary, *, as_json):
+        if as_json:
+            document = {"project": project.name, "project_id": project.pk, **summary}
+            self.stdout.write(_json_dumps(document))
+            return
+        for row in summary["report"]:
+            if not row["ok"]:
+                self.stdout.write(f"skipped  {row['name']}: {row['reason']}")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{summary['accepted']} imported, {summary['skipped']} skipped, {summary['junk']} system files ignored "
+                f"into “{project.name}”" + (f"; new classes: {', '.join(summary['created_classes'])}" if summary["created_classes"] else "")
+            )
+        )
+
+
+def _json_dumps(document) -> str:
+    return json.dumps(document, ensure_ascii=False)
