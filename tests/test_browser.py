@@ -12,9 +12,11 @@ from pathlib import Path
 
 import django_rq
 import pytest
+from django.db import connections
 from rq import SimpleWorker
 
 from tests.conftest import image_bytes
+from transferapp.models import TrainingRun
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -208,10 +210,13 @@ def test_a_user_builds_trains_and_uses_a_model_in_a_real_browser(
     # 5. A real worker, in this (main) thread; the page keeps polling on its own meanwhile.
     assert queue.count >= 1
     worker = django_rq.get_worker("default", worker_class=SimpleWorker)
-    worker.work(burst=True)
-    from transferapp.models import TrainingRun
-
-    run = TrainingRun.objects.get(pk=int(run_url.rstrip("/").rsplit("/", 1)[1]))
+    try:
+        worker.work(burst=True)
+        run = TrainingRun.objects.get(pk=int(run_url.rstrip("/").rsplit("/", 1)[1]))
+    finally:
+        # The job opened this thread's connection under Playwright's greenlet context, where
+        # the test teardown cannot see it; left open, Postgres refuses to drop the test database.
+        connections.close_all()
     assert run.status == "succeeded", run.error
     # The page polls every 2 s; a finished run makes it reload itself (HX-Refresh).
     expect(page.locator("#results")).to_be_visible(timeout=RESULTS_TIMEOUT_MS)

@@ -6,7 +6,7 @@ from django.urls import reverse
 from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
 from transferapp import services
-from transferapp.models import Image, Label, Project, TrainingRun
+from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 
@@ -190,20 +190,40 @@ def test_the_results_page_shows_metrics_confusion_and_mistakes(alice, user):
     assert "The first model was better." in page and "<polyline" in page
 
 
-URL_NAMES_BY_KIND = {
-    "project": ["project_detail", "project_rename", "project_delete", "label_create", "training_start", "predict"],
-    "label": ["label_detail", "label_rename", "label_delete", "label_upload"],
-    "image": ["image_thumbnail", "image_file", "image_delete"],
-    "run": ["run_detail", "run_cancel", "run_delete", "run_download"],
-}
+PUBLIC_URL_NAMES = {"home", "signup", "login", "logout", "healthz"}
+OWN_LIST_URL_NAMES = {"project_list"}  # shows each user their own projects: checked separately
+
+
+def _object_ids(project):
+    label = project.labels.first()
+    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded")
+    job = ImportJob.objects.create(project=project, source_name="x.zip")
+    return {
+        "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
+        "projects/": {"pk": project.pk},
+        "images/": {"pk": label.images.first().pk},
+        "runs/": {"pk": run.pk},
+        "imports/": {"pk": job.pk},
+    }
 
 
 def _all_urls(project):
-    label = project.labels.first()
-    image = label.images.first()
-    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded")
-    args = {"project": [project.pk], "label": [project.pk, label.pk], "image": [image.pk], "run": [run.pk]}
-    return [reverse(name, args=args[kind]) for kind, names in URL_NAMES_BY_KIND.items() for name in names]
+    """Every URL of the app (walked from urls.py, so a new page cannot be forgotten), with
+    the given project's ids filled in."""
+    from transferapp.urls import urlpatterns
+
+    ids = _object_ids(project)
+    urls = []
+    for pattern in urlpatterns:
+        name = getattr(pattern, "name", None)  # the admin (staff only) is a resolver without one
+        if name in PUBLIC_URL_NAMES | OWN_LIST_URL_NAMES or not name:
+            continue
+        prefix = next((p for p in ids if str(pattern.pattern).startswith(p)), None)
+        assert prefix is not None, f"no ids known for {pattern.pattern}: extend _object_ids"
+        kwargs = {key: value for key, value in ids[prefix].items() if key in pattern.pattern.converters}
+        urls.append(reverse(pattern.name, kwargs=kwargs))
+    assert len(urls) >= 19
+    return urls
 
 
 def test_another_user_gets_404_everywhere(client, user, other_user):
@@ -213,6 +233,7 @@ def test_another_user_gets_404_everywhere(client, user, other_user):
         assert client.get(url).status_code in (404, 405), url
         assert client.post(url).status_code == 404, url
     assert Project.objects.filter(pk=project.pk).exists() and project.images.count() == 2
+    assert project.name not in client.get(reverse("project_list")).content.decode()
 
 
 def test_anonymous_users_are_sent_to_login_everywhere(client, user):
@@ -220,3 +241,15 @@ def test_anonymous_users_are_sent_to_login_everywhere(client, user):
     for url in _all_urls(project):
         response = client.get(url)
         assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
+
+
+def test_sign_in_is_refused_after_too_many_failures(client, user, settings):
+    settings.LOGIN_ATTEMPTS_LIMIT = 3
+    from django.core.cache import cache
+
+    cache.clear()
+    for _ in range(3):
+        assert client.post(reverse("login"), {"username": "alice", "password": "wrong"}).status_code == 200
+    blocked = client.post(reverse("login"), {"username": "alice", "password": "a-long-password-1"})
+    assert blocked.status_code == 429 and "Too many failed sign-in attempts" in blocked.content.decode()
+    cache.clear()

@@ -33,7 +33,6 @@ DEBUG = envbool("DEBUG", "false")
 DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "data"))
 
 
-
 def local_secret_key(data_dir: Path) -> str:
     """A per-install key kept in DATA_DIR, for the zero-setup local mode only."""
     import secrets
@@ -54,6 +53,8 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set in production (DEBUG=false, LOCAL_MODE unset).")
     SECRET_KEY = local_secret_key(DATA_DIR)
 
+if not (DEBUG or LOCAL_MODE or os.environ.get("ALLOWED_HOSTS")):
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production (the host names users type).")
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
@@ -153,6 +154,13 @@ ARTIFACTS_ROOT = Path(os.environ.get("ARTIFACTS_ROOT", MEDIA_ROOT / "artifacts")
 FEATURE_CACHE_DIR = Path(os.environ.get("FEATURE_CACHE_DIR", MEDIA_ROOT / "feature-cache"))
 
 MAX_UPLOAD_MB = envint("MAX_UPLOAD_MB", "25")
+# A zip import may be large, and it is the largest request body the app accepts.
+MAX_IMPORT_MB = envint("MAX_IMPORT_MB", "4096")
+FILE_UPLOAD_HANDLERS = [
+    "transferapp.uploads.SizeCapUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_MB * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = envint("MAX_UPLOAD_FILES", "500")
@@ -162,10 +170,24 @@ MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", "40000000")
 RUN_HEARTBEAT_TIMEOUT_S = envint("RUN_HEARTBEAT_TIMEOUT_S", "180")
 TORCH_THREADS = envint("TORCH_THREADS", "0")  # 0 = let torch decide
 
-SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", "false")
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-if envbool("BEHIND_TLS_PROXY", "false"):
+# HTTPS=true when users reach the app over TLS (directly or through a proxy that sets
+# X-Forwarded-Proto): secure cookies, redirect to https, HSTS.
+HTTPS = envbool("HTTPS", "false")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = envint("HSTS_SECONDS", "31536000") if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# The cache is shared by all web processes (login rate limits must not reset per process).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "transferapp"}}
+LOGIN_ATTEMPTS_LIMIT = envint("LOGIN_ATTEMPTS_LIMIT", "10")
+LOGIN_ATTEMPTS_WINDOW_S = envint("LOGIN_ATTEMPTS_WINDOW_S", "900")
 
 LOGGING = {
     "version": 1,

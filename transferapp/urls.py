@@ -4,11 +4,12 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from transferapp import views
+from transferapp.auth import RateLimitedLoginView
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="project_list"), name="home"),
     path("accounts/signup/", views.signup, name="signup"),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="transferapp/login.html"), name="login"),
+    path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/", views.project_list, name="project_list"),
     path("projects/<int:pk>/", views.project_detail, name="project_detail"),

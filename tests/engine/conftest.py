@@ -39,6 +39,12 @@ def make_dataset(root: Path, per_class: dict[str, int] | int = 6, fmt: str = "PN
     return root
 
 
+@pytest.fixture(autouse=True)
+def private_storage(tmp_path):
+    """Overrides tests/conftest.py's Django-settings fixture: engine tests run without Django."""
+    return tmp_path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads():
     torch.set_num_threads(2)
