@@ -2,15 +2,10 @@
 when those are unset, SQLite and an embedded Redis, so the suite also runs on a bare machine."""
 import io
 import os
-import tempfile
 from pathlib import Path
 
-# Before Django reads its settings: local mode (no SECRET_KEY needed) and a throwaway DATA_DIR.
-os.environ.setdefault("LOCAL_MODE", "1")
-os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="transferapp-test-"))
-
-import pytest  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import pytest
+from PIL import Image, ImageDraw
 
 PALETTE = {"red": (220, 40, 40), "blue": (40, 60, 220), "green": (40, 180, 60)}
 

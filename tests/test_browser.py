@@ -68,6 +68,10 @@ def browser(monkeypatch):
         try:
             yield browser
         finally:
+            # While Playwright runs, asgiref's Local behind django.db.connections sees its event
+            # loop and hands the test its own connection objects, which pytest-django's teardown
+            # never closes; left open, Postgres refuses to drop the test database at the end.
+            connections.close_all()
             browser.close()
 
 
@@ -210,13 +214,8 @@ def test_a_user_builds_trains_and_uses_a_model_in_a_real_browser(
     # 5. A real worker, in this (main) thread; the page keeps polling on its own meanwhile.
     assert queue.count >= 1
     worker = django_rq.get_worker("default", worker_class=SimpleWorker)
-    try:
-        worker.work(burst=True)
-        run = TrainingRun.objects.get(pk=int(run_url.rstrip("/").rsplit("/", 1)[1]))
-    finally:
-        # The job opened this thread's connection under Playwright's greenlet context, where
-        # the test teardown cannot see it; left open, Postgres refuses to drop the test database.
-        connections.close_all()
+    worker.work(burst=True)
+    run = TrainingRun.objects.get(pk=int(run_url.rstrip("/").rsplit("/", 1)[1]))
     assert run.status == "succeeded", run.error
     # The page polls every 2 s; a finished run makes it reload itself (HX-Refresh).
     expect(page.locator("#results")).to_be_visible(timeout=RESULTS_TIMEOUT_MS)

@@ -29,6 +29,7 @@ urlpatterns = [
     path("images/<int:pk>/delete/", views.image_delete, name="image_delete"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<int:pk>/retry/", views.run_retry, name="run_retry"),
     path("runs/<int:pk>/delete/", views.run_delete, name="run_delete"),
     path("runs/<int:pk>/download/", views.run_download, name="run_download"),
     path("healthz", views.healthz, name="healthz"),

@@ -248,6 +248,18 @@ def run_cancel(request, pk):
 
 @login_required
 @require_POST
+def run_retry(request, pk):
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    try:
+        new_run = services.training_start(project=run.project, base_model=run.base_model, preset=run.preset, config=run.config)
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+        return redirect(run)
+    return redirect(new_run)
+
+
+@login_required
+@require_POST
 def run_delete(request, pk):
     run = selectors.run_get_for_user(user=request.user, pk=pk)
     if not run.is_finished:

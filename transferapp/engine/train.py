@@ -20,7 +20,7 @@ from . import metrics as M
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, train_transform
 from .features import TrainingCancelled, embed, pick_device, prepare_for_inference
-from .zoo import Backbone, Classifier, create_backbone, precision
+from .zoo import Backbone, Classifier, autocast, create_backbone, precision
 
 __all__ = ["fit", "TrainingCancelled", "fit_linear_head", "class_weights"]
 
@@ -303,7 +303,6 @@ def _body_activations(model, samples, top, prep, batch_size, device, run) -> lis
 
 
 def _run_body(model, x, top, device) -> torch.Tensor:
-    from .zoo import autocast
     x = x.to(device).contiguous(memory_format=torch.channels_last)
     with autocast(device):
         return model.body[:top](x)

@@ -1,0 +1,124 @@
+"""Failures with a real worker process: killed mid-training, cancelled, or absent."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.urls import reverse
+
+from tests.factories import project_with_images
+from transferapp.models import TrainingRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def start_worker(queue):
+    """`manage.py rqworker default` in its own process group, pointed at the test database."""
+    started = []
+
+    def start():
+        env = {
+            **os.environ,
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "ARTIFACTS_ROOT": str(settings.ARTIFACTS_ROOT),
+            "FEATURE_CACHE_DIR": str(settings.FEATURE_CACHE_DIR),
+            "TORCH_THREADS": "1",
+        }
+        command = [sys.executable, "manage.py", "rqworker", "default"]
+        process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _wait_for(run, condition, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if condition(run):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run.pk} stayed {run.status} ({run.message})")
+
+
+def _start_long_training(client, user):
+    project = project_with_images(user, classes=("red", "blue"), per_class=30, size=(96, 96))
+    response = client.post(
+        reverse("training_start", args=[project.pk]),
+        {"base_model": "efficientnet_lite0", "preset": "best", "epochs": 60, "time_budget_minutes": 30},
+    )
+    assert response.status_code == 302
+    return TrainingRun.objects.get(project=project)
+
+
+def test_a_queued_run_says_no_worker_is_running_then_a_worker_picks_it_up(alice, user, start_worker):
+    run = _start_long_training(alice, user)
+    assert "No worker is running" in alice.get(run.get_absolute_url()).content.decode()
+    start_worker()
+    _wait_for(run, lambda r: r.status == "running")
+    assert "No worker is running" not in alice.get(run.get_absolute_url()).content.decode()
+
+
+def test_cancel_stops_a_running_training_within_seconds(alice, user, start_worker):
+    worker = start_worker()
+    run = _start_long_training(alice, user)
+    _wait_for(run, lambda r: r.status == "running" and r.progress > 0)
+    asked = time.monotonic()
+    alice.post(reverse("run_cancel", args=[run.pk]))
+    _wait_for(run, lambda r: r.status == "cancelled", timeout_s=30)
+    assert time.monotonic() - asked < 10
+    assert worker.poll() is None  # the worker lives on, free for the next job
+
+
+def test_a_worker_killed_mid_training_leaves_a_failed_run_that_can_be_restarted(alice, user, start_worker, settings):
+    worker = start_worker()
+    run = _start_long_training(alice, user)
+    _wait_for(run, lambda r: r.status == "running" and r.progress > 0)
+    # The worker and its work horse (rq gives the horse its own session), as a reboot would.
+    for pid in [worker.pid, *_children(worker.pid)]:
+        os.kill(pid, signal.SIGKILL)
+    worker.wait()
+    settings.RUN_HEARTBEAT_TIMEOUT_S = 2
+    time.sleep(3)
+    page = alice.get(run.get_absolute_url()).content.decode()
+    run.refresh_from_db()
+    assert run.status == "failed" and "stopped responding" in run.error
+    assert "Train again" in page
+    response = alice.post(reverse("run_retry", args=[run.pk]))
+    retried = TrainingRun.objects.exclude(pk=run.pk).get()
+    assert response["Location"] == retried.get_absolute_url()
+    assert retried.status == "queued" and retried.config == run.config
