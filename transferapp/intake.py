@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from transferapp.duplicates import dhash
+
 # Formats we accept, by what the bytes are (a PNG named .jpg is still a PNG).
 ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
 MIN_SIDE = 16
@@ -27,6 +29,7 @@ class CheckedImage:
     width: int
     height: int
     thumbnail_jpeg: bytes
+    dhash: str
 
 
 def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage:
@@ -35,16 +38,18 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
     if len(data) > max_bytes:
         raise ImageRejected(f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
     image = _open(data, max_pixels)
-    width, height = image.size
+    width, height = image.size  # as stored; the upright RGB copy below feeds thumbnail and hash
     if min(width, height) < MIN_SIDE:
         raise ImageRejected(f"The image is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
+    rgb = to_rgb(image)
     return CheckedImage(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
         extension=ACCEPTED_FORMATS[image.format],
         width=width,
         height=height,
-        thumbnail_jpeg=_thumbnail(image),
+        thumbnail_jpeg=_thumbnail(rgb),
+        dhash=dhash(rgb),
     )
 
 
@@ -85,8 +90,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _thumbnail(image: Image.Image) -> bytes:
-    rgb = to_rgb(image)
+def _thumbnail(rgb: Image.Image) -> bytes:
+    rgb = rgb.copy()
     rgb.thumbnail((THUMB_SIZE, THUMB_SIZE))
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=85)

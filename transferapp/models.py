@@ -55,6 +55,8 @@ class Image(models.Model):
     original_name = models.CharField(max_length=255)
     # "train" / "val" when an imported archive said so; "" lets each run split by itself.
     split = models.CharField(max_length=8, blank=True, default="")
+    # Perceptual (difference) hash, to find resized or recompressed copies: see duplicates.py.
+    dhash = models.CharField(max_length=16, blank=True, default="")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)

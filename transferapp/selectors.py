@@ -6,6 +6,7 @@ whether someone else's project exists.
 from django.db.models import Count
 from django.shortcuts import get_object_or_404
 
+from transferapp import duplicates
 from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 
 PREVIEW_THUMBS = 6
@@ -55,3 +56,47 @@ def images_by_pk(*, project: Project, pks) -> dict[int, Image]:
 
 def import_get_for_user(*, user, pk) -> ImportJob:
     return get_object_or_404(ImportJob.objects.select_related("project"), pk=pk, project__owner=user)
+
+
+def near_duplicate_groups(*, project: Project) -> list[list[int]]:
+    """Ids of images that look the same (resized or recompressed copies), in groups of 2+."""
+    hashes = dict(project.images.exclude(dhash="").values_list("pk", "dhash"))
+    return duplicates.near_duplicate_groups(hashes)
+
+
+def training_warnings(*, project: Project) -> list[str]:
+    """Things that make a model worse, said before training (training is still allowed)."""
+    counts = {label.name: label.n_images for label in project.labels.annotate(n_images=Count("images"))}
+    warnings = [
+        f"“{name}” has only {count} image{'' if count == 1 else 's'}; 10 or more per class give a more reliable model."
+        for name, count in counts.items()
+        if 0 < count < 10
+    ]
+    non_empty = [c for c in counts.values() if c]
+    if len(non_empty) >= 2 and max(non_empty) > 3 * min(non_empty):
+        warnings.append(
+            f"The classes are out of balance ({max(non_empty)} vs {min(non_empty)} images); training compensates, "
+            "but more images of the small classes would help."
+        )
+    crossing = _groups_across_classes(project)
+    if crossing:
+        warnings.append(
+            f"{len(crossing)} group(s) of near-identical images sit in different classes: check their labels."
+        )
+    return warnings
+
+
+def _groups_across_classes(project: Project) -> list[list[Image]]:
+    groups = near_duplicate_groups(project=project)
+    images = images_by_pk(project=project, pks=[pk for group in groups for pk in group])
+    return [
+        [images[pk] for pk in group]
+        for group in groups
+        if len({images[pk].label_id for pk in group}) > 1
+    ]
+
+
+def near_duplicate_images(*, project: Project) -> list[list[Image]]:
+    groups = near_duplicate_groups(project=project)
+    images = {image.pk: image for image in project.images.select_related("label").filter(pk__in=[pk for g in groups for pk in g])}
+    return [[images[pk] for pk in group] for group in groups]

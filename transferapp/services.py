@@ -100,6 +100,7 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
         project_id=label.project_id,
         label=label,
         split=split,
+        dhash=checked.dhash,
         sha256=checked.sha256,
         original_name=name[:255],
         width=checked.width,

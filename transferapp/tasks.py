@@ -15,6 +15,7 @@ from transferapp.engine.data import Sample, stratified_split
 from transferapp.engine.features import precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
+from transferapp import selectors
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.models import Image, ImportJob, TrainingRun
 from transferapp.services import import_entries
@@ -63,7 +64,8 @@ def _configure_threads() -> None:
 def _fit_run(run: TrainingRun) -> dict:
     samples, classes, given_val = _snapshot_samples(run)
     config = TrainConfig.from_dict(run.config)
-    train, val = _split(samples, given_val, config)
+    groups = selectors.near_duplicate_groups(project=run.project)
+    train, val = _split(samples, given_val, groups, config)
     out_dir = Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
     TrainingRun.objects.filter(pk=run.pk).update(classes=classes, n_images=len(samples), artifact_dir=str(out_dir))
     reporter = ProgressReporter(run.pk)
@@ -90,13 +92,24 @@ def _snapshot_samples(run: TrainingRun) -> tuple[list[Sample], list[str], set[st
     return samples, classes, given_val
 
 
-def _split(samples: list[Sample], given_val: set[str], config: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+def _split(samples, given_val: set[str], groups: list[list[int]], config: TrainConfig):
     """An imported train/val split is honoured when every class has validation images; otherwise
-    the run makes its own stratified split (fixed by the seed)."""
+    the run makes its own stratified split (fixed by the seed) that keeps each group of
+    near-duplicates on one side, so that validation never sees a copy of a training image."""
     val = [s for s in samples if s.key in given_val]
     if val and {s.label for s in val} == {s.label for s in samples}:
         return [s for s in samples if s.key not in given_val], val
-    return stratified_split(samples, config.val_fraction, config.seed)
+    return grouped_split(samples, groups, config.val_fraction, config.seed)
+
+
+def grouped_split(samples: list[Sample], groups: list[list[int]], val_fraction: float, seed: int):
+    leader = {str(member): str(group[0]) for group in groups for member in group}
+    representatives = [s for s in samples if leader.get(s.key, s.key) == s.key]
+    _, val_representatives = stratified_split(representatives, val_fraction, seed)
+    val_leaders = {s.key for s in val_representatives}
+    train = [s for s in samples if leader.get(s.key, s.key) not in val_leaders]
+    val = [s for s in samples if leader.get(s.key, s.key) in val_leaders]
+    return train, val
 
 
 class ProgressReporter:
