@@ -253,3 +253,28 @@ def test_sign_in_is_refused_after_too_many_failures(client, user, settings):
     blocked = client.post(reverse("login"), {"username": "alice", "password": "a-long-password-1"})
     assert blocked.status_code == 429 and "Too many failed sign-in attempts" in blocked.content.decode()
     cache.clear()
+
+
+def test_selected_images_move_to_another_class_or_are_deleted(alice, user):
+    project = project_with_images(user, classes=("red", "blue"), per_class=5)
+    red, blue = project.labels.get(name="red"), project.labels.get(name="blue")
+    chosen = list(red.images.values_list("pk", flat=True)[:3])
+    url = reverse("label_bulk", args=[project.pk, red.pk])
+    alice.post(url, {"images": chosen[:2], "action": "move", "target": blue.pk})
+    assert red.images.count() == 3 and blue.images.count() == 7
+    alice.post(url, {"images": chosen[2:], "action": "delete"})
+    assert red.images.count() == 2
+
+
+def test_a_selection_cannot_reach_other_users_images_or_classes(client, user, other_user):
+    mine = project_with_images(user, classes=("red", "blue"), per_class=5)
+    theirs = project_with_images(other_user, classes=("green", "blue"), per_class=5, name="Theirs")
+    client.force_login(other_user)
+    own_label = theirs.labels.get(name="green")
+    victim_ids = list(mine.images.values_list("pk", flat=True))
+    client.post(reverse("label_bulk", args=[theirs.pk, own_label.pk]), {"images": victim_ids, "action": "delete"})
+    target = mine.labels.get(name="blue")
+    own_ids = list(own_label.images.values_list("pk", flat=True))
+    response = client.post(reverse("label_bulk", args=[theirs.pk, own_label.pk]), {"images": own_ids, "action": "move", "target": target.pk})
+    assert response.status_code == 404
+    assert mine.images.count() == 10 and own_label.images.count() == 5

@@ -30,6 +30,12 @@ def image_get_for_user(*, user, pk) -> Image:
     return get_object_or_404(Image.objects.select_related("project", "label"), pk=pk, project__owner=user)
 
 
+def images_in_label(*, label: Label, pks) -> list[Image]:
+    """The selected images that really are in this (already access-checked) class."""
+    clean = [int(pk) for pk in pks if str(pk).isdigit()]
+    return list(label.images.filter(pk__in=clean))
+
+
 def run_get_for_user(*, user, pk) -> TrainingRun:
     return get_object_or_404(TrainingRun.objects.select_related("project"), pk=pk, project__owner=user)
 

@@ -190,6 +190,18 @@ def image_delete(*, image: Image) -> None:
     _delete_image_files(image)
 
 
+def images_move(*, images: list[Image], label: Label) -> int:
+    """Relabel images (all from label's project: the caller selected them through selectors)."""
+    ids = [image.pk for image in images if image.project_id == label.project_id]
+    return Image.objects.filter(pk__in=ids).update(label=label)
+
+
+def images_delete(*, images: list[Image]) -> int:
+    for image in images:
+        image_delete(image=image)
+    return len(images)
+
+
 def _delete_image_files(image: Image) -> None:
     # Another project may hold the same bytes under its own folder, so paths never collide.
     for field in (image.file, image.thumbnail):

@@ -112,6 +112,24 @@ def label_delete(request, project_pk, pk):
 
 @login_required
 @require_POST
+def label_bulk(request, project_pk, pk):
+    """Move or delete the images selected in a class grid."""
+    label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    images = selectors.images_in_label(label=label, pks=request.POST.getlist("images"))
+    if not images:
+        messages.error(request, "Select one or more images first.")
+    elif request.POST.get("action") == "delete":
+        services.images_delete(images=images)
+        messages.success(request, f"Deleted {len(images)} image(s).")
+    else:
+        target = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=request.POST.get("target") or 0)
+        moved = services.images_move(images=images, label=target)
+        messages.success(request, f"Moved {moved} image(s) to “{target.name}”.")
+    return redirect(label)
+
+
+@login_required
+@require_POST
 def label_upload(request, project_pk, pk):
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
     files = request.FILES.getlist("files")
