@@ -2,49 +2,116 @@
 
 The template draws what these functions compute; each returns plain dicts.
 """
-WIDTH, HEIGHT, PAD = 520, 220, 36
+import math
+
+# viewBox size; the SVG scales to the card's width (about 480-520 px on a desktop), so
+# the font sizes in app.css (13 user units) render at roughly 12 px.
+WIDTH, HEIGHT = 520, 220
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 14, 12, 42
+MAX_MARKERS = 40  # beyond this many epochs only the last point of each line gets a dot
 
 
-def line_chart(series: dict[str, list[float]], *, y_max: float | None = None, y_label: str = "") -> dict:
-    """Polylines for curves sharing one x axis (epochs); y from 0 to y_max (or the data's max)."""
+def line_chart(
+    series: dict[str, list[float]], *, y_max: float | None = None, y_label: str = "", percent: bool | None = None
+) -> dict:
+    """Lines for curves sharing one x axis (epochs); y from 0 to y_max (or a round number above the data).
+
+    Every point gets a small dot (so a single epoch still shows); accuracy-like charts
+    (y_label starting with "acc", or percent=True) label the y axis in percent.
+    """
     lengths = [len(values) for values in series.values() if values]
     if not lengths:
         return {"empty": True}
     n = max(lengths)
-    top = y_max if y_max is not None else max(max(v) for v in series.values() if v) or 1.0
-    lines = [
-        {"name": name, "css": name.split()[0].lower(), "points": _points(values, n, top), "last": values[-1]}
-        for name, values in series.items()
-        if values
-    ]
+    if percent is None:
+        percent = y_label.lower().startswith("acc")
+    data_max = max(max(v) for v in series.values() if v)
+    if y_max is not None:
+        top, step = y_max, y_max / 4
+    else:
+        top, step = _nice_range(data_max)
+    y_ticks = [_y_tick(step * k, top, step, percent) for k in range(int(round(top / step)) + 1)]
+    lines = []
+    for name, values in series.items():
+        if not values:
+            continue
+        xy = [(_x(i, n), _y(v, top)) for i, v in enumerate(values)]
+        shown = range(len(values)) if n <= MAX_MARKERS else [len(values) - 1]
+        lines.append({
+            "name": name,
+            "css": name.split()[0].lower(),
+            "points": " ".join(f"{x:.1f},{y:.1f}" for x, y in xy),
+            "markers": [
+                {"x": round(xy[i][0], 1), "y": round(xy[i][1], 1), "title": f"{name}, epoch {i + 1}: {_fmt(values[i], percent)}"}
+                for i in shown
+            ],
+            "last": values[-1],
+            "last_text": _fmt(values[-1], percent),
+        })
     return {
         "empty": False,
         "width": WIDTH,
         "height": HEIGHT,
         "lines": lines,
-        "y_ticks": [_y_tick(top * f, top) for f in (0, 0.5, 1.0)],
-        "x_ticks": [_x_tick(i, n) for i in sorted({0, (n - 1) // 2, n - 1})],
+        "y_ticks": y_ticks,
+        "x_ticks": [_x_tick(i, n) for i in _epoch_ticks(n)],
         "y_label": y_label,
-        "plot": {"x0": PAD, "x1": WIDTH - PAD / 2, "y0": PAD / 2, "y1": HEIGHT - PAD},
+        "x_label": "epoch",
+        "x_label_y": HEIGHT - 6,
+        "x_label_x": round((PAD_LEFT + WIDTH - PAD_RIGHT) / 2, 1),
+        "tick_label_y": HEIGHT - PAD_BOTTOM + 17,
+        "y_tick_label_x": PAD_LEFT - 7,
+        "plot": {"x0": PAD_LEFT, "x1": WIDTH - PAD_RIGHT, "y0": PAD_TOP, "y1": HEIGHT - PAD_BOTTOM},
     }
 
 
+def _nice_range(data_max: float) -> tuple[float, float]:
+    """A round top above data_max and a tick step dividing it into 4-5 parts (0.0123 -> 0.015, 0.005)."""
+    if not data_max or data_max <= 0 or not math.isfinite(data_max):
+        return 1.0, 0.25
+    raw = data_max / 4
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        step = m * magnitude
+        if step >= raw:
+            break
+    top = step * math.ceil(data_max / step - 1e-9)
+    return top, step
+
+
 def _x(i: int, n: int) -> float:
-    span = WIDTH - PAD * 1.5
-    return PAD + (span * i / (n - 1) if n > 1 else span / 2)
+    span = WIDTH - PAD_LEFT - PAD_RIGHT
+    inset = 10  # keeps the first and last dot off the axes
+    return PAD_LEFT + (inset + (span - 2 * inset) * i / (n - 1) if n > 1 else span / 2)
 
 
 def _y(value: float, top: float) -> float:
-    span = HEIGHT - PAD * 1.5
-    return HEIGHT - PAD - span * min(max(value / top, 0.0), 1.0)
+    span = HEIGHT - PAD_TOP - PAD_BOTTOM
+    return HEIGHT - PAD_BOTTOM - span * min(max(value / top, 0.0), 1.0)
 
 
-def _points(values: list[float], n: int, top: float) -> str:
-    return " ".join(f"{_x(i, n):.1f},{_y(v, top):.1f}" for i, v in enumerate(values))
+def _fmt(value: float, percent: bool) -> str:
+    if percent:
+        return f"{value * 100:.1f}%".replace(".0%", "%")
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
-def _y_tick(value: float, top: float) -> dict:
-    return {"y": round(_y(value, top), 1), "text": f"{value:.2f}"}
+def _y_tick(value: float, top: float, step: float, percent: bool) -> dict:
+    if percent:
+        text = f"{value * 100:.0f}%"
+    else:
+        decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 2
+        if round(step, decimals) != round(step, decimals + 3):  # e.g. step 0.25 or 0.025
+            decimals += 1
+        text = f"{value:.{decimals}f}"
+    return {"y": round(_y(value, top), 1), "text": text}
+
+
+def _epoch_ticks(n: int) -> list[int]:
+    """Indexes (0-based) of the epochs to label: the first, the last, and round numbers between."""
+    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500, 10**9) if n / s <= 12)
+    inner = [e for e in range(step, n, step) if step == 1 or (e - 1 >= step * 0.5 and n - e >= step * 0.5)]
+    return sorted({0, n - 1, *(e - 1 for e in inner)})
 
 
 def _x_tick(i: int, n: int) -> dict:
@@ -52,13 +119,32 @@ def _x_tick(i: int, n: int) -> dict:
 
 
 def confusion_rows(matrix: list[list[int]], classes: list[str]) -> list[dict]:
-    """Table rows with a shade per cell: the share of that true class predicted as each class."""
+    """Table rows with a shade per cell: the share of that true class predicted as each class.
+
+    "dark" marks cells shaded strongly enough to need white text.
+    """
     rows = []
     for true_index, counts in enumerate(matrix):
         total = sum(counts) or 1
-        cells = [
-            {"count": c, "alpha": round(c / total, 2), "correct": i == true_index, "predicted": classes[i]}
-            for i, c in enumerate(counts)
-        ]
-        rows.append({"true": classes[true_index], "cells": cells, "total": sum(counts)})
+        cells = []
+        for i, c in enumerate(counts):
+            alpha = round(c / total, 2)
+            cells.append({
+                "count": c, "alpha": alpha, "dark": alpha > 0.5, "correct": i == true_index,
+                "predicted": classes[i] if i < len(classes) else str(i),
+            })
+        name = classes[true_index] if true_index < len(classes) else str(true_index)
+        rows.append({"true": name, "cells": cells, "total": sum(counts)})
+    return rows
+
+
+def per_class_rows(per_class: dict[str, dict], classes: list[str]) -> list[tuple[str, dict]]:
+    """(class name, metrics) pairs in the order of `classes` (the confusion matrix's order).
+
+    A class without metrics (no validation images) gets an empty dict, so the table shows
+    dashes; classes only in per_class follow at the end. The pairs have the same shape as
+    per_class.items(), so the template can fall back to that.
+    """
+    rows = [(name, per_class.get(name) or {}) for name in classes]
+    rows += [(name, m) for name, m in per_class.items() if name not in classes]
     return rows

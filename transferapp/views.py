@@ -15,7 +15,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from transferapp import charts, forms, predictions, selectors, services
-from transferapp.engine.zoo import list_bases
+from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
 
 
@@ -244,9 +244,18 @@ def _run_context(run: TrainingRun) -> dict:
         "accuracy_chart": charts.line_chart(_series(history, "accuracy"), y_max=1.0, y_label="accuracy"),
         "confusion": charts.confusion_rows(metrics.get("confusion", []), metrics.get("classes", run.classes)),
         "per_class": metrics.get("per_class", {}),
+        "per_class_rows": charts.per_class_rows(metrics.get("per_class", {}), metrics.get("classes", run.classes)),
+        "base_label": _base_label(run.base_model),
         "mistakes": [{**m, "image": images.get(int(m["key"])) if str(m["key"]).isdigit() else None} for m in mistakes],
         "waiting_for_worker": run.status == TrainingRun.Status.QUEUED and not predictions.workers_online(),
     }
+
+
+def _base_label(name: str) -> str:
+    try:
+        return get_base(name).label
+    except ValueError:
+        return name
 
 
 def _series(history: list[dict], metric: str) -> dict[str, list[float]]:

@@ -77,6 +77,25 @@
     el.classList.toggle("has-errors", !!hasErrors);
   }
 
+  // A neutral file icon instead of the browser's broken-image glyph. Removing the src is not
+  // enough (Chromium keeps drawing the glyph for an <img> that failed), so swap in a <span>.
+  function noPreview(img) {
+    img.onerror = null;
+    img.removeAttribute("src");
+    const placeholder = document.createElement("span");
+    placeholder.className = "upload-thumb no-preview";
+    placeholder.setAttribute("aria-hidden", "true");
+    img.replaceWith(placeholder);
+  }
+
+  // Wording per form: the predict page says "Classified" rather than "Uploaded".
+  const texts = (form) => ({
+    busy: form.dataset.busyText || "Uploading…",
+    done: form.dataset.doneText || "Uploaded",
+    verb: form.dataset.summaryVerb || "uploaded",
+  });
+  const progressText = (form, b) => `${texts(form).busy} ${b.total - b.pending} of ${b.total} done`;
+
   function addItem(list, file) {
     const li = document.createElement("li");
     li.className = "upload-item";
@@ -90,10 +109,10 @@
     if (file.type.startsWith("image/")) {
       const url = URL.createObjectURL(file);
       img.onload = () => URL.revokeObjectURL(url);
-      img.onerror = () => { URL.revokeObjectURL(url); img.classList.add("no-preview"); };
+      img.onerror = () => { URL.revokeObjectURL(url); noPreview(img); };
       img.src = url;
     } else {
-      img.classList.add("no-preview"); // e.g. DICOM/TIFF: the server may still accept it
+      noPreview(img); // e.g. DICOM/TIFF: the server may still accept it
     }
     list.append(li);
     return li;
@@ -108,7 +127,7 @@
     b.total += files.length;
     b.pending += files.length;
     for (const file of files) queue.push({ form, file, item: addItem(list, file) });
-    setSummary(form, `Uploading… ${b.total - b.pending} of ${b.total} done`);
+    setSummary(form, progressText(form, b));
     pump();
   }
 
@@ -152,7 +171,7 @@
     const token = form.querySelector("[name=csrfmiddlewaretoken]")?.value || cookie("csrftoken");
     if (token) xhr.setRequestHeader("X-CSRFToken", token);
 
-    status.textContent = "Uploading…";
+    status.textContent = texts(form).busy;
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.style.width = Math.round((100 * e.loaded) / e.total) + "%"; };
     // Bytes are sent but the server may still be working (e.g. running a prediction).
     xhr.upload.onload = () => { bar.style.width = "100%"; status.textContent = "Processing…"; };
@@ -176,18 +195,24 @@
     xhr.send(fd);
   }
 
+  // The item already shows the file name as its title: "notes.png: Not an image" -> "Not an image".
+  function withoutName(message, name) {
+    message = String(message || "");
+    return name && message.startsWith(name + ": ") ? message.slice(name.length + 2) : message;
+  }
+
   function finish(form, item, ok, message) {
     active--;
     item.classList.add(ok ? "done" : "error");
     item.querySelector(".progress-bar").style.width = "100%";
-    item.querySelector(".upload-status").textContent = ok ? "Uploaded" : message;
+    item.querySelector(".upload-status").textContent = ok ? texts(form).done : withoutName(message, item.title);
     const b = batches.get(form);
     if (ok) b.ok++; else b.failed++;
     b.pending--;
     pump();
-    if (b.pending > 0) return setSummary(form, `Uploading… ${b.total - b.pending} of ${b.total} done`, b.failed);
+    if (b.pending > 0) return setSummary(form, progressText(form, b), b.failed);
     batches.delete(form);
-    setSummary(form, `${b.ok} uploaded` + (b.failed ? `, ${b.failed} failed` : ""), b.failed);
+    setSummary(form, `${b.ok} ${texts(form).verb}` + (b.failed ? `, ${b.failed} failed` : ""), b.failed);
     const target = form.dataset.refresh && document.querySelector(form.dataset.refresh);
     if (target && window.htmx) window.htmx.trigger(target, "refresh");
     form.dispatchEvent(new CustomEvent("uploads:done", { bubbles: true, detail: { ok: b.ok, failed: b.failed } }));
