@@ -54,7 +54,7 @@ def test_the_split_never_puts_a_near_duplicate_group_on_both_sides():
 
 
 @pytest.mark.django_db
-def test_near_duplicates_across_classes_are_flagged_before_training(user):
+def test_near_duplicates_across_classes_are_flagged_before_training(alice, user):
     project = services.project_create(owner=user, name="Dups")
     cats = services.label_create(project=project, name="cats")
     dogs = services.label_create(project=project, name="dogs")
@@ -67,3 +67,5 @@ def test_near_duplicates_across_classes_are_flagged_before_training(user):
     warnings = " ".join(selectors.training_warnings(project=project))
     assert "near-identical images sit in different classes" in warnings
     assert "only 1 image;" in warnings and "out of balance" in warnings
+    page = alice.get(project.get_absolute_url()).content.decode()
+    assert "1 group of near-identical images" in page and "Worth a look before training" in page

@@ -53,6 +53,8 @@ def project_detail(request, pk):
         "runs": runs,
         "imports": project.imports.all()[:5],
         "problems": services.training_problems(project=project),
+        "warnings": selectors.training_warnings(project=project),
+        "duplicate_groups": selectors.near_duplicate_images(project=project),
         "bases": list_bases(),
         "train_form": forms.TrainForm(),
     }

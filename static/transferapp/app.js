@@ -272,3 +272,43 @@
     if (!window.confirm(form.dataset.confirm)) { e.preventDefault(); e.stopPropagation(); }
   }, true);
 })();
+
+/* Selecting images in a class grid: select all, Shift-click ranges, a live count.
+   The checkboxes sit in the grid and join the toolbar's form through their form= attribute. */
+(function () {
+  "use strict";
+  function boxesFor(form) {
+    return Array.from(document.querySelectorAll('input[type=checkbox][form="' + form.id + '"]'));
+  }
+  function updateCount(form) {
+    var count = boxesFor(form).filter(function (b) { return b.checked; }).length;
+    var label = form.querySelector("[data-selected-count]");
+    if (label) label.textContent = count ? count + " selected" : "Select images with their boxes (Shift-click selects a range).";
+    form.querySelectorAll("button[name=action]").forEach(function (b) { b.toggleAttribute("data-empty", !count); });
+  }
+  function bind(form) {
+    if (form.dataset.bound) return;
+    form.dataset.bound = "1";
+    var last = null;
+    document.addEventListener("click", function (event) {
+      var box = event.target;
+      if (!(box instanceof HTMLInputElement) || box.getAttribute("form") !== form.id) return;
+      var boxes = boxesFor(form);
+      if (event.shiftKey && last !== null) {
+        var a = boxes.indexOf(last), b = boxes.indexOf(box);
+        boxes.slice(Math.min(a, b), Math.max(a, b) + 1).forEach(function (x) { x.checked = box.checked; });
+      }
+      last = box;
+      updateCount(form);
+    });
+    var all = form.querySelector("[data-select-all]");
+    if (all) all.addEventListener("change", function () {
+      boxesFor(form).forEach(function (b) { b.checked = all.checked; });
+      updateCount(form);
+    });
+    updateCount(form);
+  }
+  function init(root) { (root || document).querySelectorAll("form[data-selection]").forEach(bind); }
+  document.addEventListener("DOMContentLoaded", function () { init(document); });
+  document.addEventListener("htmx:load", function (e) { init(e.target); });
+})();
