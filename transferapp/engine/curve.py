@@ -1,0 +1,89 @@
+""""Will more data help?": validation accuracy when training on growing shares of the training set.
+
+Cheap because it works on the cached features: every (share, seed) subset is one problem of a
+single batched logistic-regression solve, with the regularisation stage 1 chose.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .train import _lbfgs_logreg, class_weights
+
+FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
+SEEDS = (0, 1, 2)
+# Accuracy gained from half to all of the images, above which we call the curve still rising.
+RISING_GAIN = 0.02
+
+
+def learning_curve(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                   classes: list[str], *, C: float, fractions=FRACTIONS, seeds=SEEDS) -> dict:
+    """Mean validation accuracy (overall and per class) per share of the training images."""
+    n_classes = len(classes)
+    plans = [(f, s) for f in fractions for s in seeds]
+    masks = np.stack([_subset_mask(y_train, f, s) for f, s in plans])
+    correct = _fit_and_score(x_train, y_train, x_val, y_val, masks, C, n_classes)  # [P, n_val]
+    accuracy, per_class = _summarise(correct, y_val, plans, fractions, classes)
+    curve = {
+        "fractions": list(fractions),
+        "n_train": [int(masks[i * len(seeds)].sum()) for i in range(len(fractions))],
+        "accuracy": accuracy,
+        "per_class": per_class,
+    }
+    curve.update(verdict(curve))
+    return curve
+
+
+def _subset_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified subset: the same share of every class, at least 2 images of each."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(y), dtype=np.float64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        mask[idx[: max(2, round(len(idx) * fraction))]] = 1.0
+    return mask
+
+
+def _fit_and_score(x_train, y_train, x_val, y_val, masks, C, n_classes) -> np.ndarray:
+    X = torch.as_tensor(x_train, dtype=torch.float64)
+    mean, std = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-6)
+    Y = torch.as_tensor(y_train)
+    w = torch.as_tensor(class_weights(y_train, n_classes))[Y]
+    M = torch.as_tensor(masks)
+    W, b = _lbfgs_logreg((X - mean) / std, Y, w, M, torch.full((len(M),), C, dtype=torch.float64), n_classes)
+    V = (torch.as_tensor(x_val, dtype=torch.float64) - mean) / std
+    predicted = (torch.einsum("nd,pdk->pnk", V, W) + b[:, None]).argmax(-1).numpy()
+    return predicted == y_val[None, :]
+
+
+def _summarise(correct, y_val, plans, fractions, classes):
+    accuracy, per_class = [], {name: [] for name in classes}
+    for fraction in fractions:
+        rows = correct[[i for i, (f, _) in enumerate(plans) if f == fraction]]
+        accuracy.append(round(float(rows.mean()), 4))
+        for c, name in enumerate(classes):
+            members = y_val == c
+            per_class[name].append(round(float(rows[:, members].mean()), 4) if members.any() else None)
+    return accuracy, per_class
+
+
+def verdict(curve: dict) -> dict:
+    """A plain-language reading of the curve, and the class that would gain most from more images."""
+    half = curve["fractions"].index(0.5) if 0.5 in curve["fractions"] else len(curve["fractions"]) // 2
+    gain = curve["accuracy"][-1] - curve["accuracy"][half]
+    gains = {
+        name: values[-1] - values[half]
+        for name, values in curve["per_class"].items()
+        if values[-1] is not None and values[half] is not None
+    }
+    weakest = min(curve["per_class"], key=lambda n: curve["per_class"][n][-1] if curve["per_class"][n][-1] is not None else 2)
+    if gain >= RISING_GAIN:
+        most = max(gains, key=gains.get) if gains else weakest
+        text = (f"Accuracy is still rising ({gain * 100:+.1f} points from half to all of your images): "
+                f"more images would help, most of all more images of “{most}”.")
+        return {"rising": True, "help_most": most, "verdict": text}
+    text = (f"Accuracy has levelled off ({gain * 100:+.1f} points from half to all of your images): "
+            "more images of the same kind are unlikely to help much.")
+    if curve["per_class"][weakest][-1] is not None and curve["per_class"][weakest][-1] < 0.9:
+        text += f" “{weakest}” is the weakest class: check its mistakes, or add more varied images of it."
+    return {"rising": False, "help_most": weakest, "verdict": text}
