@@ -29,10 +29,12 @@ def embedded_redis():
 def queue(embedded_redis):
     import django_rq
 
-    q = django_rq.get_queue("default")
+    q, intake = django_rq.get_queue("default"), django_rq.get_queue("intake")
     q.empty()
+    intake.empty()
     yield q
     q.empty()
+    intake.empty()
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,8 @@ from transferapp.models import TrainingRun
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _work_off_queue():
-    worker = django_rq.get_worker("default", worker_class=SimpleWorker)
+def _work_off_queue(*queues):
+    worker = django_rq.get_worker(*(queues or ("default",)), worker_class=SimpleWorker)
     worker.work(burst=True)
 
 
@@ -78,7 +78,8 @@ def test_uploads_warm_the_feature_cache_in_the_background(alice, user, queue, se
     url = reverse("label_upload", args=[project.pk, label.pk])
     for i in range(3):
         alice.post(url, {"files": [upload(f"{i}.png", image_bytes(shape_seed=i))]}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
-    assert queue.job_ids == [f"features-{project.pk}"]  # one pending job per project, not one per file
-    _work_off_queue()
+    intake = django_rq.get_queue("intake")
+    assert intake.job_ids == [f"features-{project.pk}"]  # one pending job per project, not one per file
+    _work_off_queue("intake")
     cached = list(Path(settings.FEATURE_CACHE_DIR).rglob("*.npy"))
     assert len(cached) == 3

@@ -6,7 +6,7 @@ from transferapp.engine import TrainConfig
 def test_defaults_are_the_documented_ones():
     c = TrainConfig()
     assert (c.base, c.preset, c.epochs, c.lr, c.batch_size) == ("efficientnet_lite0", "best", 8, 3e-4, 32)
-    assert (c.unfrozen_blocks, c.augmentation, c.val_fraction, c.seed, c.image_size) == (2, "medium", 0.2, 0, 224)
+    assert (c.unfrozen_blocks, c.augmentation, c.val_fraction, c.seed, c.image_size) == (3, "medium", 0.2, 0, 224)
 
 
 def test_from_dict_ignores_unknown_keys_and_coerces_form_strings():

@@ -136,3 +136,12 @@ def test_labels_outside_the_class_list_are_rejected(tmp_path):
     from transferapp.engine import TrainConfig
     with pytest.raises(ValueError):
         fit([Sample("x.png", 5, "x")], [], ["a", "b"], TrainConfig(), tmp_path)
+
+
+def test_time_budget_keeps_the_quick_model_when_fine_tuning_cannot_finish(shapes_dir, tmp_path):
+    from transferapp.engine import TrainConfig
+    config = TrainConfig(preset="best", image_size=64, time_budget_s=0.001)
+    classes, train, val = _split(shapes_dir, config)
+    m = fit(train, val, classes, config, tmp_path / "out")
+    assert m["chosen_stage"] == "head" and "time budget" in m["chosen_reason"]
+    assert load_predictor(tmp_path / "out").predict_paths([val[0].path])[0]["top"] == classes[val[0].label]

@@ -19,8 +19,10 @@ class TrainConfig:
     # Stage-2 AdamW learning rate (stage 1 is a convex fit and needs none).
     lr: float = 3e-4
     batch_size: int = 32
-    # How many of the backbone's last blocks stage 2 trains (the head conv is always trained).
-    unfrozen_blocks: int = 2
+    # How many of the backbone's last blocks (stages) stage 2 trains; the head conv is always trained.
+    # 3 rather than 2: on flowers the extra EfficientNet-Lite0 stage lifted val/ accuracy from
+    # ~0.905 to ~0.92 for about one second more per epoch.
+    unfrozen_blocks: int = 3
     # Stage-2 augmentation strength: "none" | "light" | "medium" | "strong".
     augmentation: str = "medium"
     # Stage 2 stops, keeping its best epoch so far, once the whole fit has run this long.

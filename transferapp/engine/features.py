@@ -6,10 +6,12 @@ adding ten images therefore costs ten forward passes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -97,26 +99,37 @@ def _cache_file(folder: Path, path: str, view: str) -> Path:
 
 
 def _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, progress, should_stop) -> None:
-    """Stream the uncached images through the backbone a batch at a time (bounded memory)."""
-    transform = eval_transform(backbone.preprocessing)
-    resize = backbone.preprocessing["resize"]
+    """Stream the uncached images through the backbone a batch at a time (bounded memory); a helper
+    thread decodes the next batch while this one runs (PIL and torch release the GIL)."""
+    batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+    decode = functools.partial(_decode_batch, paths, eval_transform(backbone.preprocessing),
+                               backbone.preprocessing["resize"], view)
     if progress:
         progress(0, len(todo))
-    with torch.inference_mode():
-        for start in range(0, len(todo), batch_size):
+    done = 0
+    with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+        pending = pool.submit(decode, batches[0]) if batches else None
+        for k, idx in enumerate(batches):
             if should_stop and should_stop():
                 raise TrainingCancelled("Training was cancelled.")
-            idx = todo[start:start + batch_size]
-            images = [load_rgb(paths[i], size=resize) for i in idx]
-            if view == "flip":
-                images = [ImageOps.mirror(im) for im in images]
-            feats = forward_features(backbone, torch.stack([transform(im) for im in images]), device).cpu().numpy()
+            batch = pending.result()
+            if k + 1 < len(batches):
+                pending = pool.submit(decode, batches[k + 1])
+            feats = forward_features(backbone, batch, device).cpu().numpy()
             for i, f in zip(idx, feats):
                 out[i] = f
                 if cache_files[i] is not None:
                     _atomic_save(cache_files[i], f)
+            done += len(idx)
             if progress:
-                progress(min(start + batch_size, len(todo)), len(todo))
+                progress(done, len(todo))
+
+
+def _decode_batch(paths, transform, resize, view, idx) -> torch.Tensor:
+    images = [load_rgb(paths[i], size=resize) for i in idx]
+    if view == "flip":
+        images = [ImageOps.mirror(im) for im in images]
+    return torch.stack([transform(im) for im in images])
 
 
 def _atomic_save(target: Path, array: np.ndarray) -> None:

@@ -34,7 +34,7 @@ class Predictor:
             return []
         batch = torch.stack([self.transform(im.convert("RGB")) for im in images]).to(self.device)
         with torch.inference_mode():
-            probs = torch.softmax(self.model(batch.contiguous(memory_format=torch.channels_last)), -1).cpu()
+            probs = self.model.predict_proba(batch.contiguous(memory_format=torch.channels_last)).cpu()
         return [self._describe(p) for p in probs]
 
     def _describe(self, p: torch.Tensor) -> dict:
@@ -54,5 +54,6 @@ def load_predictor(artifact_dir, device=None) -> Predictor:
     backbone.preprocessing = meta["preprocessing"]
     model = Classifier(backbone, len(meta["classes"]), fp32_from=meta.get("fp32_from"))
     model.load_state_dict(torch.load(artifact / "model.pt", map_location="cpu", weights_only=True))
+    model.flip_tta = bool(meta.get("flip_tta", False))
     model.eval().to(device=device, memory_format=torch.channels_last)
     return Predictor(model, meta["classes"], meta["preprocessing"], device)

@@ -19,14 +19,14 @@ from torch import nn
 from . import metrics as M
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, train_transform
-from .features import TrainingCancelled, embed, pick_device, prepare_for_inference
+from .features import TrainingCancelled, embed, pick_device
 from .zoo import Backbone, Classifier, autocast, create_backbone, precision
 
 __all__ = ["fit", "TrainingCancelled", "fit_linear_head", "class_weights"]
 
 # Regularisation grid for stage 1 (sklearn's C: larger = weaker L2 penalty), chosen by internal CV.
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-PATIENCE = 3  # stage-2 epochs without validation improvement before stopping
+PATIENCE = 4  # stage-2 epochs that improve neither validation accuracy nor loss before stopping
 
 
 def fit(train: list[Sample], val: list[Sample], classes: list[str], config: TrainConfig, out_dir: Path, *,
@@ -36,7 +36,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     started = time.perf_counter()
     _check_inputs(train, classes)
     _seed_everything(config.seed)
-    run = _Run(config, classes, on_progress, should_stop, started)
+    run = _Run(config, on_progress, should_stop, started)
     device = pick_device()
     backbone = create_backbone(config.base, image_size=config.image_size)
     x_train, x_val = run.features(train, val, backbone, cache_dir, device)
@@ -59,7 +59,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         chosen, reason = _choose(row, best)
         model.load_state_dict(best["state"] if chosen == "finetune" else stage1_state)
         if chosen == "head":
-            model.fp32_from = len(model.body)
+            model.fp32_from, model.flip_tta = len(model.body), False
         val_probs = best["val_probs"] if chosen == "finetune" else val_probs1
 
     report = M.report(val_probs, y_val, [s.key for s in val], classes)
@@ -78,8 +78,8 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
 class _Run:
     """Progress reporting and cancellation for one fit() call."""
 
-    def __init__(self, config, classes, on_progress, should_stop, started):
-        self.config, self.classes, self.started = config, classes, started
+    def __init__(self, config, on_progress, should_stop, started):
+        self.config = config
         self.on_progress, self.should_stop = on_progress, should_stop
         self.history: list[dict] = []
         self.feature_seconds, self.n_embedded = 0.0, 0
@@ -248,34 +248,76 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
     backbone_top = backbone.top_start(config.unfrozen_blocks)
     model.to(device=device, memory_format=torch.channels_last)
     trainable = _freeze_body(model, backbone_top)
-    model.fp32_from = backbone_top
+    model.fp32_from, model.flip_tta = backbone_top, True
     prep = backbone.preprocessing
     val_acts = _body_activations(model, val, backbone_top, prep, config.batch_size, device, run)
-    opt = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.05)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
-                                                pct_start=0.15, anneal_strategy="cos")
+    opt, sched = _optimizer(trainable, config, len(train))
     weights = torch.as_tensor(class_weights(_labels(train), model.head.out_features), dtype=torch.float32).to(device)
     transform = train_transform(prep, config.augmentation)
     generator = torch.Generator().manual_seed(config.seed)
-    best, stale = None, 0
+    ema = _Ema(trainable)
+    best, best_loss, stale = None, math.inf, 0
     for epoch in range(1, config.epochs + 1):
-        stats = _train_epoch(model, train, backbone_top, transform, prep, opt, sched, weights, generator,
-                             device, run, epoch)
+        stats = train_one_epoch(model, train, backbone_top, transform, prep, opt, sched, weights, generator,
+                             device, run, epoch, ema)
         if stats is None:
             break  # time budget ran out mid-epoch: keep the best finished epoch
-        val_probs = _top_probs(model, val_acts, backbone_top)
+        ema.swap()  # score (and keep) the averaged weights; swap back to keep training the raw ones
+        val_probs = evaluate(model, val_acts, backbone_top)
         row = _history_row("finetune", epoch, stats["probs"], stats["labels"], val_probs, y_val, stats["loss"])
         frac = run.head_end + (1 - run.head_end) * epoch / config.epochs
         run.epoch_done(row, frac, f"Fine-tuning epoch {epoch}/{config.epochs}: "
                                   f"validation accuracy {row['val_accuracy']:.0%}")
+        # Patience counts epochs that improved neither validation accuracy nor loss: on a small
+        # validation set accuracy plateaus long before the model stops getting better.
+        improved = row["val_loss"] < best_loss
+        best_loss = min(best_loss, row["val_loss"])
         if best is None or _better(row, best["row"]):
-            best, stale = {"state": copy.deepcopy(model.state_dict()), "row": row, "val_probs": val_probs}, 0
-        else:
-            stale += 1
+            best, improved = {"state": copy.deepcopy(model.state_dict()), "row": row, "val_probs": val_probs}, True
+        stale = 0 if improved else stale + 1
+        ema.swap()
         if stale >= PATIENCE or time.perf_counter() > run.deadline:
             break
     return best
+
+
+def _optimizer(params, config: TrainConfig, n_train: int):
+    """AdamW with a short warm-up then cosine decay to zero over the maximum number of epochs."""
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.05)
+    total = config.epochs * math.ceil(n_train / config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15,
+                                                anneal_strategy="cos")
+    return opt, sched
+
+
+class _Ema:
+    """Exponential moving average of the trained weights. With a validation set of a hundred
+    images, single epochs swing by several points; the average is steadier and generalises better."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float = 0.9):
+        self.params, self.decay = params, decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach(), 1 - self.decay)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+
+def _regularise(model: Classifier, top: int, active: bool) -> None:
+    """Stochastic depth (in the trained stages) and head dropout: on while training, off for scoring."""
+    for stage in model.body[top:]:
+        for m in stage.modules():
+            if type(m).__name__ == "DropPath":
+                m.train(active)
+    model.dropout.train(active)
 
 
 def _freeze_body(model: Classifier, top: int) -> list[nn.Parameter]:
@@ -291,14 +333,14 @@ def _load_batch(samples, transform, prep) -> torch.Tensor:
     return torch.stack([transform(load_rgb(s.path, size=prep["resize"])) for s in samples])
 
 
-def _body_activations(model, samples, top, prep, batch_size, device, run) -> list[torch.Tensor]:
-    """The frozen body's output for the (unaugmented) validation images, computed once."""
+def _body_activations(model, samples, top, prep, batch_size, device, run) -> list[tuple]:
+    """The frozen body's output for the validation images and their mirrors, computed once."""
     transform, acts = eval_transform(prep), []
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
             run.check_stop()
             x = _load_batch(samples[start:start + batch_size], transform, prep)
-            acts.append(_run_body(model, x, top, device))
+            acts.append((_run_body(model, x, top, device), _run_body(model, torch.flip(x, dims=[3]), top, device)))
     return acts
 
 
@@ -308,12 +350,29 @@ def _run_body(model, x, top, device) -> torch.Tensor:
         return model.body[:top](x)
 
 
-def _top_probs(model, acts, top) -> np.ndarray:
+def evaluate(model, acts, top) -> np.ndarray:
+    """Validation probabilities from the cached body activations of each image and its mirror,
+    the same numbers Classifier.predict_proba gives on the images."""
     with torch.inference_mode():
-        return torch.cat([torch.softmax(model(a, start=top), -1).cpu() for a in acts]).numpy()
+        probs = []
+        for a, a_flip in acts:
+            p = torch.softmax(model(a, start=top), -1)
+            if model.flip_tta:
+                p = (p + torch.softmax(model(a_flip, start=top), -1)) / 2
+            probs.append(p.cpu())
+        return torch.cat(probs).numpy()
 
 
-def _train_epoch(model, train, top, transform, prep, opt, sched, weights, generator, device, run, epoch):
+def train_one_epoch(model, train, top, transform, prep, opt, sched, weights, generator, device, run, epoch, ema):
+    _regularise(model, top, True)
+    try:
+        return _train_batches(model, train, top, transform, prep, opt, sched, weights, generator, device, run,
+                              epoch, ema)
+    finally:
+        _regularise(model, top, False)
+
+
+def _train_batches(model, train, top, transform, prep, opt, sched, weights, generator, device, run, epoch, ema):
     order = torch.randperm(len(train), generator=generator).tolist()
     bs = run.config.batch_size
     losses, probs, labels = [], [], []
@@ -330,6 +389,7 @@ def _train_epoch(model, train, top, transform, prep, opt, sched, weights, genera
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        ema.update()
         if sched.last_epoch + 1 < sched.total_steps:
             sched.step()
         losses.append(loss.item() * len(batch))
@@ -379,7 +439,7 @@ def save_artifact(out_dir: Path, model: Classifier, stage1_head: nn.Linear, back
     # The stage-1 head alone (a few KB): lets bench score the first model on a held-out test set.
     torch.save(stage1_head.state_dict(), out / "stage1_head.pt")
     meta = {"format": 1, "classes": list(classes), "base": config.base, "feature_dim": backbone.feature_dim,
-            "fp32_from": model.fp32_from,
+            "fp32_from": model.fp32_from, "flip_tta": model.flip_tta,
             "preprocessing": backbone.preprocessing, "config": asdict(config), "metrics": result,
             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__}}
     tmp = out / "meta.json.tmp"

@@ -78,16 +78,26 @@ class Classifier(nn.Module):
         super().__init__()
         self.body = backbone.model
         self.head = nn.Linear(backbone.feature_dim, n_classes)
+        self.dropout = nn.Dropout(0.2)  # active only while fine-tuning (train._freeze_body)
         # Body stages before `fp32_from` run under autocast (bf16 is ~2.5x faster for inference);
         # the fine-tuned stages run in float32, where CPU backward passes are faster and exact.
         self.fp32_from = len(self.body) if fp32_from is None else fp32_from
+        # Fine-tuned models average the image and its mirror (they were trained on both).
+        self.flip_tta = False
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Logits from images, or (start > 0) from the activations entering body stage `start`."""
         split = max(start, self.fp32_from)
         with autocast(x.device):
             x = self.body[start:split](x)
-        return self.head(self.body[split:](x.float()).float())
+        return self.head(self.dropout(self.body[split:](x.float()).float()))
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self(images), -1)
+        if self.flip_tta:
+            mirrored = torch.flip(images, dims=[3]).contiguous(memory_format=torch.channels_last)
+            probs = (probs + torch.softmax(self(mirrored), -1)) / 2
+        return probs
 
 
 # name -> (label, params in millions, speed, description). torchvision names match get_model().
@@ -153,7 +163,8 @@ def _lite0_weights_path() -> Path:
 def _lite0_backbone(image_size: int, pretrained: bool) -> Backbone:
     import timm
     # TF "same" padding (tf_ variant) is what the bundled weights were trained with.
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    # drop_path only acts in stage 2 (see train._freeze_body): the regulariser these weights were trained with.
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_path_rate=0.2)
     if pretrained:
         _load_by_key_order(net, torch.load(_lite0_weights_path(), map_location="cpu", weights_only=True))
     stages = [nn.Sequential(net.conv_stem, net.bn1), *net.blocks,
