@@ -182,12 +182,16 @@ def test_the_results_page_shows_metrics_confusion_and_mistakes(alice, user):
         "confusion": [[1, 1], [0, 1]], "chosen_stage": "head", "chosen_reason": "The first model was better.",
         "mistakes": [{"key": str(wrong.pk), "true": "red", "predicted": "blue", "confidence": 0.77}],
         "history": [{"stage": "head", "epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "train_accuracy": 0.8, "val_accuracy": 0.9}],
+        "learning_curve": {"fractions": [0.5, 1.0], "n_train": [4, 8], "accuracy": [0.7, 0.9],
+                           "per_class": {"blue": [0.5, 1.0], "red": [0.9, 0.8]},
+                           "verdict": "Accuracy is still rising: more images of “blue” would help most."},
     }
     run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded", metrics=metrics, history=metrics["history"])
     page = alice.get(run.get_absolute_url()).content.decode()
     assert "90%" in page and 'id="confusion-matrix"' in page
     assert reverse("image_thumbnail", args=[wrong.pk]) in page and "77%" in page
     assert "The first model was better." in page and "<polyline" in page
+    assert "Will more images help?" in page and "more images of “blue” would help most" in page
 
 
 PUBLIC_URL_NAMES = {"home", "signup", "login", "logout", "healthz"}

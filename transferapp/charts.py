@@ -12,7 +12,8 @@ MAX_MARKERS = 40  # beyond this many epochs only the last point of each line get
 
 
 def line_chart(
-    series: dict[str, list[float]], *, y_max: float | None = None, y_label: str = "", percent: bool | None = None
+    series: dict[str, list[float]], *, y_max: float | None = None, y_label: str = "", percent: bool | None = None,
+    x_label: str = "epoch", x_texts: list[str] | None = None,
 ) -> dict:
     """Lines for curves sharing one x axis (epochs); y from 0 to y_max (or a round number above the data).
 
@@ -42,7 +43,8 @@ def line_chart(
             "css": name.split()[0].lower(),
             "points": " ".join(f"{x:.1f},{y:.1f}" for x, y in xy),
             "markers": [
-                {"x": round(xy[i][0], 1), "y": round(xy[i][1], 1), "title": f"{name}, epoch {i + 1}: {_fmt(values[i], percent)}"}
+                {"x": round(xy[i][0], 1), "y": round(xy[i][1], 1),
+                 "title": f"{name}, {x_label} {x_texts[i] if x_texts else i + 1}: {_fmt(values[i], percent)}"}
                 for i in shown
             ],
             "last": values[-1],
@@ -54,9 +56,9 @@ def line_chart(
         "height": HEIGHT,
         "lines": lines,
         "y_ticks": y_ticks,
-        "x_ticks": [_x_tick(i, n) for i in _epoch_ticks(n)],
+        "x_ticks": [_x_tick(i, n, x_texts) for i in (range(n) if x_texts else _epoch_ticks(n))],
         "y_label": y_label,
-        "x_label": "epoch",
+        "x_label": x_label,
         "x_label_y": HEIGHT - 6,
         "x_label_x": round((PAD_LEFT + WIDTH - PAD_RIGHT) / 2, 1),
         "tick_label_y": HEIGHT - PAD_BOTTOM + 17,
@@ -114,8 +116,23 @@ def _epoch_ticks(n: int) -> list[int]:
     return sorted({0, n - 1, *(e - 1 for e in inner)})
 
 
-def _x_tick(i: int, n: int) -> dict:
-    return {"x": round(_x(i, n), 1), "text": str(i + 1)}
+def _x_tick(i: int, n: int, texts: list[str] | None = None) -> dict:
+    return {"x": round(_x(i, n), 1), "text": texts[i] if texts else str(i + 1)}
+
+
+def learning_curve_chart(curve: dict | None) -> dict | None:
+    """Validation accuracy against the number of training images used."""
+    if not curve:
+        return None
+    chart = line_chart({"val accuracy": curve["accuracy"]}, y_max=1.0, y_label="accuracy",
+                       x_label="training images", x_texts=[str(n) for n in curve["n_train"]])
+    chart["verdict"] = curve["verdict"]
+    chart["per_class"] = [
+        {"name": name, "values": [f"{v * 100:.0f}%" if v is not None else "–" for v in values]}
+        for name, values in curve["per_class"].items()
+    ]
+    chart["shares"] = [f"{f * 100:.0f}%" for f in curve["fractions"]]
+    return chart
 
 
 def confusion_rows(matrix: list[list[int]], classes: list[str]) -> list[dict]:

@@ -3,7 +3,7 @@
 Anything that belongs to another user (or does not exist) is a 404: we never reveal
 whether someone else's project exists.
 """
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404
 
 from transferapp import duplicates
@@ -52,8 +52,12 @@ def runs_for_project(*, project: Project):
     return project.runs.all()
 
 
-def succeeded_runs(*, project: Project):
-    return project.runs.filter(status=TrainingRun.Status.SUCCEEDED)
+def predictable_runs(*, project: Project):
+    """Finished models, and running ones whose quick first model is already on disk."""
+    return project.runs.filter(
+        Q(status=TrainingRun.Status.SUCCEEDED)
+        | Q(status=TrainingRun.Status.RUNNING, metrics__first_model_ready=True)
+    )
 
 
 def images_by_pk(*, project: Project, pks) -> dict[int, Image]:

@@ -137,6 +137,9 @@ class ProgressReporter:
         }
         if epoch_ended:
             fields["history"] = progress["history"]
+        if progress.get("first_model_ready"):
+            # Stage 1's model is on disk: the predict page may use it while stage 2 runs.
+            fields["metrics"] = {"first_model_ready": True, "first_model_accuracy": progress["history"][-1]["val_accuracy"]}
         TrainingRun.objects.filter(pk=self.run_id).update(**fields)
 
     def should_stop(self) -> bool:

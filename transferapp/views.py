@@ -244,6 +244,7 @@ def _run_context(run: TrainingRun) -> dict:
         "project": run.project,
         "loss_chart": charts.line_chart(_series(history, "loss"), y_label="loss"),
         "accuracy_chart": charts.line_chart(_series(history, "accuracy"), y_max=1.0, y_label="accuracy"),
+        "curve_chart": charts.learning_curve_chart(metrics.get("learning_curve")),
         "confusion": charts.confusion_rows(metrics.get("confusion", []), metrics.get("classes", run.classes)),
         "per_class": metrics.get("per_class", {}),
         "per_class_rows": charts.per_class_rows(metrics.get("per_class", {}), metrics.get("classes", run.classes)),
@@ -320,7 +321,7 @@ def _slug(run: TrainingRun) -> str:
 @login_required
 def predict(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
-    runs = list(selectors.succeeded_runs(project=project))
+    runs = list(selectors.predictable_runs(project=project))
     if request.method == "POST":
         return _predict_post(request, project, runs)
     return render(request, "transferapp/predict.html", {"project": project, "runs": runs})

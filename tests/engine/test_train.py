@@ -7,7 +7,7 @@ import torch
 
 from transferapp.engine import Sample, TrainingCancelled, fit, folder_samples, load_predictor, stratified_split
 from transferapp.engine.features import embed
-from transferapp.engine.train import class_weights
+from transferapp.engine.head import class_weights
 from transferapp.engine.zoo import create_backbone
 
 from .conftest import make_dataset
@@ -145,3 +145,23 @@ def test_time_budget_keeps_the_quick_model_when_fine_tuning_cannot_finish(shapes
     m = fit(train, val, classes, config, tmp_path / "out")
     assert m["chosen_stage"] == "head" and "time budget" in m["chosen_reason"]
     assert load_predictor(tmp_path / "out").predict_paths([val[0].path])[0]["top"] == classes[val[0].label]
+
+
+def test_the_first_model_is_on_disk_and_predicts_while_training_goes_on(tmp_path):
+    from transferapp.engine import TrainConfig
+
+    data = make_dataset(tmp_path / "data", per_class=10)
+    config = TrainConfig(preset="best", image_size=64, batch_size=8, epochs=1)
+    classes, train, val = _split(data, config)
+    out, seen = tmp_path / "out", []
+
+    def on_progress(event):
+        if event.get("first_model_ready"):
+            meta = json.loads((out / "meta.json").read_text())
+            seen.append((meta["metrics"]["interim"], load_predictor(out).predict_paths([val[0].path])[0]["top"]))
+
+    metrics = fit(train, val, classes, config, out, on_progress=on_progress)
+    assert seen == [(True, classes[val[0].label])]
+    assert "interim" not in json.loads((out / "meta.json").read_text())["metrics"]  # replaced by the final model
+    curve = metrics["learning_curve"]
+    assert curve["n_train"][-1] == len(train) and len(curve["accuracy"]) == 5 and curve["verdict"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .train import _lbfgs_logreg, class_weights
+from .head import class_weights, solve_logreg
 
 FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 SEEDS = (0, 1, 2)
@@ -50,7 +50,7 @@ def _fit_and_score(x_train, y_train, x_val, y_val, masks, C, n_classes) -> np.nd
     Y = torch.as_tensor(y_train)
     w = torch.as_tensor(class_weights(y_train, n_classes))[Y]
     M = torch.as_tensor(masks)
-    W, b = _lbfgs_logreg((X - mean) / std, Y, w, M, torch.full((len(M),), C, dtype=torch.float64), n_classes)
+    W, b = solve_logreg((X - mean) / std, Y, w, M, torch.full((len(M),), C, dtype=torch.float64), n_classes)
     V = (torch.as_tensor(x_val, dtype=torch.float64) - mean) / std
     predicted = (torch.einsum("nd,pdk->pnk", V, W) + b[:, None]).argmax(-1).numpy()
     return predicted == y_val[None, :]

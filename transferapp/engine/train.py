@@ -19,13 +19,13 @@ from torch import nn
 from . import metrics as M
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, train_transform
+from .curve import learning_curve
+from .head import class_weights, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
 from .zoo import Backbone, Classifier, autocast, create_backbone, precision
 
 __all__ = ["fit", "TrainingCancelled", "fit_linear_head", "class_weights"]
 
-# Regularisation grid for stage 1 (sklearn's C: larger = weaker L2 penalty), chosen by internal CV.
-C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 PATIENCE = 4  # stage-2 epochs that improve neither validation accuracy nor loss before stopping
 
 
@@ -45,12 +45,14 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     head, stage1 = fit_linear_head(x_train, y_train, len(classes))
     val_probs1 = _head_probs(head, x_val)
     row = _history_row("head", 1, _head_probs(head, x_train), y_train, val_probs1, y_val)
-    run.epoch_done(row, fraction=run.head_end, message="First model ready")
     first_model_s = time.perf_counter() - started
-
     model = Classifier(backbone, len(classes))
     model.head.load_state_dict(head.state_dict())
     stage1_state = copy.deepcopy(model.state_dict())
+    _save_first_model(out_dir, model, head, backbone, classes, config, row, first_model_s)
+    run.epoch_done(row, fraction=run.head_end, message="First model ready: you can already predict with it",
+                   first_model_ready=True)
+    curve = _learning_curve(x_train, y_train, x_val, y_val, classes, stage1["C"])
     chosen, reason, val_probs = "head", "Only the quick model was trained (preset \"fast\").", val_probs1
     if config.preset == "best" and len(val) == 0:
         reason = "No validation images, so the quick model was kept."
@@ -69,10 +71,23 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
               "first_model_accuracy": row["val_accuracy"], "base": config.base, "config": asdict(config),
               "stage1_c": stage1["C"], "feature_seconds": round(run.feature_seconds, 2),
               "n_embedded": run.n_embedded, "precision": precision(device),
-              "strategy": _strategy(chosen, stage1, config, run.history)}
+              "strategy": _strategy(chosen, stage1, config, run.history), "learning_curve": curve}
     save_artifact(out_dir, model, head, backbone, classes, config, result)
     run.report(1.0, "done", "Training finished")
     return result
+
+
+def _save_first_model(out_dir, model, head, backbone, classes, config, row, first_model_s) -> None:
+    """Stage 1's model is written at once, so the app can predict with it while stage 2 runs;
+    the final artifact replaces it."""
+    interim = {"accuracy": row["val_accuracy"], "first_model_s": round(first_model_s, 2), "interim": True}
+    save_artifact(out_dir, model, head, backbone, classes, config, interim)
+
+
+def _learning_curve(x_train, y_train, x_val, y_val, classes, C) -> dict | None:
+    """Only meaningful with a few images of every class on both sides."""
+    enough = len(y_val) >= 2 * len(classes) and np.bincount(y_train, minlength=len(classes)).min() >= 4
+    return learning_curve(x_train, y_train, x_val, y_val, classes, C=C) if enough else None
 
 
 class _Run:
@@ -87,10 +102,10 @@ class _Run:
         self.features_end, self.head_end = (0.3, 0.35) if config.preset == "best" else (0.9, 1.0)
         self.deadline = started + config.time_budget_s
 
-    def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False):
+    def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
         if self.on_progress:
             event = {"stage": stage, "fraction": round(min(max(fraction, 0.0), 1.0), 4), "epoch": epoch,
-                     "total_epochs": total_epochs, "message": message}
+                     "total_epochs": total_epochs, "message": message, **extra}
             if with_history:
                 event["history"] = list(self.history)
             self.on_progress(event)
@@ -99,11 +114,11 @@ class _Run:
         if self.should_stop and self.should_stop():
             raise TrainingCancelled("Training was cancelled.")
 
-    def epoch_done(self, row, fraction, message):
+    def epoch_done(self, row, fraction, message, **extra):
         self.history.append(row)
         stage = "head" if row["stage"] == "head" else "finetune"
         total = 1 if stage == "head" else self.config.epochs
-        self.report(fraction, stage, message, row["epoch"], total, with_history=True)
+        self.report(fraction, stage, message, row["epoch"], total, with_history=True, **extra)
 
     def features(self, train, val, backbone, cache_dir, device):
         t0 = time.perf_counter()
@@ -138,88 +153,6 @@ def _seed_everything(seed: int) -> None:
 
 def _labels(samples: list[Sample]) -> np.ndarray:
     return np.array([s.label for s in samples], dtype=np.int64)
-
-
-def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Balanced weights n / (k * n_c), so every class counts equally in the loss."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    w = np.zeros(n_classes)
-    w[present] = counts.sum() / (present.sum() * counts[present])
-    return w
-
-
-# --- stage 1: class-balanced L2 logistic regression on cached features ----------------------
-
-def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[nn.Linear, dict]:
-    """Pick C by stratified internal CV on the training features (the validation set stays
-    untouched for choosing between stages), refit on all of them, return a float32 nn.Linear."""
-    X = torch.as_tensor(x, dtype=torch.float64)
-    mean, std = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-6)
-    Xs = (X - mean) / std  # standardising makes one C grid fit every backbone and speeds up LBFGS
-    Y = torch.as_tensor(y)
-    w = torch.as_tensor(class_weights(y, n_classes))[Y]  # per-sample weight
-    C = _choose_c(Xs, Y, w, n_classes)
-    W, b = _lbfgs_logreg(Xs, Y, w, torch.ones(1, len(Y), dtype=torch.float64), torch.tensor([C]), n_classes,
-                         max_iter=150)
-    head = nn.Linear(x.shape[1], n_classes)
-    with torch.no_grad():  # fold the standardisation into the layer: head(raw features) == logits
-        head.weight.copy_((W[0] / std[:, None]).T.float())
-        head.bias.copy_((b[0] - (mean / std) @ W[0]).float())
-    return head, {"C": C}
-
-
-def _choose_c(Xs, Y, w, n_classes) -> float:
-    folds = _stratified_folds(Y.numpy(), seed=0)
-    if folds is None:
-        return 1.0  # too few images per class for CV: sklearn's default
-    grid = torch.tensor(C_GRID, dtype=torch.float64)
-    # One batched LBFGS solves every (fold, C) problem at once: they are independent, so summing
-    # their losses keeps each optimum while paying Python overhead once.
-    masks = torch.stack([torch.as_tensor(folds != k, dtype=torch.float64) for k in range(folds.max() + 1)
-                         for _ in C_GRID])
-    Cs = grid.repeat(folds.max() + 1)
-    W, b = _lbfgs_logreg(Xs, Y, w, masks, Cs, n_classes)
-    logp = torch.log_softmax(torch.einsum("nd,pdk->pnk", Xs, W) + b[:, None], -1)
-    nll = -logp[:, torch.arange(len(Y)), Y] * w  # held-out, class-balanced log loss
-    held = 1 - masks
-    scores = ((nll * held).sum(1) / (w * held).sum(1)).view(-1, len(C_GRID)).mean(0)
-    return float(grid[int(scores.argmin())])
-
-
-def _stratified_folds(y: np.ndarray, seed: int, max_folds: int = 5) -> np.ndarray | None:
-    k = min(max_folds, int(np.bincount(y).min()))
-    if k < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    folds = np.zeros(len(y), dtype=np.int64)
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        folds[idx] = np.arange(len(idx)) % k
-    return folds
-
-
-def _lbfgs_logreg(Xs, Y, w, masks, Cs, n_classes, max_iter: int = 60):
-    """Minimise, per problem p: sum_i m_pi w_i CE_i / sum_i m_pi w_i + ||W_p||^2 / (2 C_p n_p)."""
-    P, D = masks.shape[0], Xs.shape[1]
-    W = torch.zeros(P, D, n_classes, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(P, n_classes, dtype=torch.float64, requires_grad=True)
-    sw = masks * w  # [P, n]
-    n_p = masks.sum(1)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
-                            history_size=20, line_search_fn="strong_wolfe")
-    onehot = F.one_hot(Y, n_classes).to(torch.float64)
-
-    def closure():
-        opt.zero_grad()
-        logp = torch.log_softmax(torch.einsum("nd,pdk->pnk", Xs, W) + b[:, None], -1)
-        ce = -(logp * onehot).sum(-1)  # [P, n]
-        loss = ((ce * sw).sum(1) / sw.sum(1) + (W ** 2).sum((1, 2)) / (2 * Cs * n_p)).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return W.detach(), b.detach()
 
 
 def _head_probs(head: nn.Linear, x: np.ndarray) -> np.ndarray:
@@ -435,7 +368,9 @@ def save_artifact(out_dir: Path, model: Classifier, stage1_head: nn.Linear, back
     import torchvision
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.cpu().state_dict(), out / "model.pt")
+    # Written beside, then renamed: the web process may be loading the previous (stage-1) model.
+    # CPU copies, without moving the model itself (fit() may still be using it on the GPU).
+    _save_atomically({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
     # The stage-1 head alone (a few KB): lets bench score the first model on a held-out test set.
     torch.save(stage1_head.state_dict(), out / "stage1_head.pt")
     meta = {"format": 1, "classes": list(classes), "base": config.base, "feature_dim": backbone.feature_dim,
@@ -445,3 +380,9 @@ def save_artifact(out_dir: Path, model: Classifier, stage1_head: nn.Linear, back
     tmp = out / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(out / "meta.json")
+
+
+def _save_atomically(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)

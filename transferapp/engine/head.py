@@ -1,0 +1,93 @@
+"""Stage 1: a class-balanced, L2-regularised logistic regression on cached backbone features.
+
+Seconds on a CPU, and the first usable model of every run; the learning curve reuses the solver.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Regularisation grid (sklearn's C: larger = weaker L2 penalty), chosen by internal CV.
+C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Balanced weights n / (k * n_c), so every class counts equally in the loss."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(n_classes)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return w
+
+
+def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[nn.Linear, dict]:
+    """Pick C by stratified internal CV on the training features (the validation set stays
+    untouched for choosing between stages), refit on all of them, return a float32 nn.Linear."""
+    X = torch.as_tensor(x, dtype=torch.float64)
+    mean, std = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-6)
+    Xs = (X - mean) / std  # standardising makes one C grid fit every backbone and speeds up LBFGS
+    Y = torch.as_tensor(y)
+    w = torch.as_tensor(class_weights(y, n_classes))[Y]  # per-sample weight
+    C = _choose_c(Xs, Y, w, n_classes)
+    W, b = solve_logreg(Xs, Y, w, torch.ones(1, len(Y), dtype=torch.float64), torch.tensor([C]), n_classes,
+                         max_iter=150)
+    head = nn.Linear(x.shape[1], n_classes)
+    with torch.no_grad():  # fold the standardisation into the layer: head(raw features) == logits
+        head.weight.copy_((W[0] / std[:, None]).T.float())
+        head.bias.copy_((b[0] - (mean / std) @ W[0]).float())
+    return head, {"C": C}
+
+
+def _choose_c(Xs, Y, w, n_classes) -> float:
+    folds = _stratified_folds(Y.numpy(), seed=0)
+    if folds is None:
+        return 1.0  # too few images per class for CV: sklearn's default
+    grid = torch.tensor(C_GRID, dtype=torch.float64)
+    # One batched LBFGS solves every (fold, C) problem at once: they are independent, so summing
+    # their losses keeps each optimum while paying Python overhead once.
+    masks = torch.stack([torch.as_tensor(folds != k, dtype=torch.float64) for k in range(folds.max() + 1)
+                         for _ in C_GRID])
+    Cs = grid.repeat(folds.max() + 1)
+    W, b = solve_logreg(Xs, Y, w, masks, Cs, n_classes)
+    logp = torch.log_softmax(torch.einsum("nd,pdk->pnk", Xs, W) + b[:, None], -1)
+    nll = -logp[:, torch.arange(len(Y)), Y] * w  # held-out, class-balanced log loss
+    held = 1 - masks
+    scores = ((nll * held).sum(1) / (w * held).sum(1)).view(-1, len(C_GRID)).mean(0)
+    return float(grid[int(scores.argmin())])
+
+
+def _stratified_folds(y: np.ndarray, seed: int, max_folds: int = 5) -> np.ndarray | None:
+    k = min(max_folds, int(np.bincount(y).min()))
+    if k < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    folds = np.zeros(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        folds[idx] = np.arange(len(idx)) % k
+    return folds
+
+
+def solve_logreg(Xs, Y, w, masks, Cs, n_classes, max_iter: int = 60):
+    """Minimise, per problem p: sum_i m_pi w_i CE_i / sum_i m_pi w_i + ||W_p||^2 / (2 C_p n_p)."""
+    P, D = masks.shape[0], Xs.shape[1]
+    W = torch.zeros(P, D, n_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(P, n_classes, dtype=torch.float64, requires_grad=True)
+    sw = masks * w  # [P, n]
+    n_p = masks.sum(1)
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+    onehot = F.one_hot(Y, n_classes).to(torch.float64)
+
+    def closure():
+        opt.zero_grad()
+        logp = torch.log_softmax(torch.einsum("nd,pdk->pnk", Xs, W) + b[:, None], -1)
+        ce = -(logp * onehot).sum(-1)  # [P, n]
+        loss = ((ce * sw).sum(1) / sw.sum(1) + (W ** 2).sum((1, 2)) / (2 * Cs * n_p)).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return W.detach(), b.detach()
