@@ -7,9 +7,10 @@ import hashlib
 import io
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from transferapp.duplicates import dhash
+from transferapp.engine.data import to_rgb
 
 # Formats we accept, by what the bytes are (a PNG named .jpg is still a PNG).
 ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
@@ -73,21 +74,6 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageRejected(f"The image is corrupt or truncated ({exc}).") from None
     return image
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Upright RGB, whatever the mode (palette, RGBA, CMYK, 16-bit) and EXIF orientation."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = image.point(lambda value: value / 256).convert("L")
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
 
 
 def _thumbnail(rgb: Image.Image) -> bytes:

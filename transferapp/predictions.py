@@ -10,6 +10,7 @@ from PIL import Image as PILImage
 from rq import Worker
 
 from transferapp import intake
+from transferapp.engine.data import to_rgb
 from transferapp.engine.predict import load_predictor
 from transferapp.models import TrainingRun
 
@@ -49,7 +50,7 @@ def predict_upload(run: TrainingRun, name: str, data: bytes) -> dict:
         checked = intake.check_image(data, max_bytes=MAX_PREDICT_BYTES, max_pixels=MAX_PREDICT_PIXELS)
     except intake.ImageRejected as exc:
         raise PredictionError(str(exc)) from None
-    image = intake.to_rgb(PILImage.open(io.BytesIO(data)))
+    image = to_rgb(PILImage.open(io.BytesIO(data)))
     result = predictor_for(run).predict_images([image])[0]
     ranked = sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)
     return {

@@ -42,16 +42,26 @@ def load_rgb(path, size: int | None = None) -> Image.Image:
     with Image.open(path) as img:
         if size and img.format == "JPEG":
             img.draft("RGB", (size, size))
-        img = ImageOps.exif_transpose(img)
-        if img.mode != "RGB":
-            # Palette/alpha images: flatten onto white rather than letting transparency turn black.
-            if img.mode in ("RGBA", "LA", "P", "PA"):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba)
-            img = img.convert("RGB")
+        img = to_rgb(img)
         img.load()
         return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Upright RGB whatever the mode (palette, alpha, CMYK, 16-bit grey) and EXIF orientation:
+    the one conversion used for thumbnails, training and prediction alike."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit scans: scale 0-65535 to 0-255 (a plain convert clips nearly everything to white).
+        img = img.point(lambda value: value / 256).convert("L")
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        # Flatten transparency onto white rather than letting it turn black.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
 
 
 def is_image_file(path: Path) -> bool:
