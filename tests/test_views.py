@@ -148,6 +148,7 @@ def test_the_run_page_shows_progress_and_stops_polling_when_done(alice, user):
     TrainingRun.objects.filter(pk=run.pk).update(status="failed", error="The weights file is missing.")
     live = alice.get(run.get_absolute_url() + "?live=1", HTTP_HX_REQUEST="true")
     assert live.status_code == 286 and live["HX-Refresh"] == "true"
+    assert 'id="run-status" hx-swap-oob="true">Failed' in live.content.decode()  # the header badge follows
     assert "The weights file is missing." in alice.get(run.get_absolute_url()).content.decode()
 
 

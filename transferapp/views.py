@@ -245,6 +245,7 @@ def _run_context(run: TrainingRun) -> dict:
         "loss_chart": charts.line_chart(_series(history, "loss"), y_label="loss"),
         "accuracy_chart": charts.line_chart(_series(history, "accuracy"), y_max=1.0, y_label="accuracy"),
         "curve_chart": charts.learning_curve_chart(metrics.get("learning_curve")),
+        "two_stages": len({row.get("stage") for row in history}) > 1,
         "confusion": charts.confusion_rows(metrics.get("confusion", []), metrics.get("classes", run.classes)),
         "per_class": metrics.get("per_class", {}),
         "per_class_rows": charts.per_class_rows(metrics.get("per_class", {}), metrics.get("classes", run.classes)),
