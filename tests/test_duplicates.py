@@ -69,3 +69,16 @@ def test_near_duplicates_across_classes_are_flagged_before_training(alice, user)
     assert "only 1 image;" in warnings and "out of balance" in warnings
     page = alice.get(project.get_absolute_url()).content.decode()
     assert "1 group of near-identical images" in page and "Worth a look before training" in page
+
+
+def test_an_imported_split_without_training_images_is_replaced_by_a_fresh_split():
+    from transferapp.engine.config import TrainConfig
+    from transferapp.tasks import _split
+
+    samples = [Sample(path=f"{i}.jpg", label=i % 2, key=str(i)) for i in range(20)]
+    everything_val = {s.key for s in samples}  # e.g. a zip of a folder called "test"
+    train, val = _split(samples, everything_val, [], TrainConfig())
+    assert {s.label for s in train} == {0, 1} and {s.label for s in val} == {0, 1}
+    half_val = {s.key for s in samples if int(s.key) < 6}
+    train, val = _split(samples, half_val, [], TrainConfig())
+    assert {s.key for s in val} == half_val  # a usable given split is honoured as is

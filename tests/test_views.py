@@ -283,3 +283,27 @@ def test_a_selection_cannot_reach_other_users_images_or_classes(client, user, ot
     response = client.post(reverse("label_bulk", args=[theirs.pk, own_label.pk]), {"images": own_ids, "action": "move", "target": target.pk})
     assert response.status_code == 404
     assert mine.images.count() == 10 and own_label.images.count() == 5
+
+
+def test_an_oversized_upload_is_refused_by_name_and_the_rest_kept(alice, user, settings):
+    settings.MAX_UPLOAD_MB = 1
+    project = services.project_create(owner=user, name="P")
+    label = services.label_create(project=project, name="red")
+    files = [upload("huge.png", b"\x89PNG" + b"0" * 2_000_000), upload("ok.png", image_bytes())]
+    page = alice.post(reverse("label_upload", args=[project.pk, label.pk]), {"files": files}, follow=True).content.decode()
+    assert "huge.png" in page and "the limit is 1 MB" in page
+    assert list(label.images.values_list("original_name", flat=True)) == ["ok.png"]
+
+
+def test_a_run_is_marked_failed_when_the_queue_cannot_be_reached(alice, user, monkeypatch, django_capture_on_commit_callbacks):
+    import django_rq
+    from redis import Redis
+    from rq import Queue
+
+    unreachable = Queue("default", connection=Redis(host="127.0.0.1", port=1, socket_connect_timeout=1))
+    monkeypatch.setattr(django_rq, "get_queue", lambda *args, **kwargs: unreachable)
+    project = project_with_images(user, per_class=5)
+    with django_capture_on_commit_callbacks(execute=True):
+        alice.post(reverse("training_start", args=[project.pk]), {"base_model": "efficientnet_lite0", "preset": "fast"})
+    run = TrainingRun.objects.get()
+    assert run.status == "failed" and "could not be reached" in run.error

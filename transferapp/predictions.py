@@ -38,11 +38,20 @@ def predictor_for(run: TrainingRun):
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-        predictor = load_predictor(artifact_dir)
+        try:
+            predictor = load_predictor(artifact_dir)
+        except Exception as exc:  # a damaged or half-copied model folder must not become a server error
+            raise PredictionError(f"This run's model could not be loaded ({type(exc).__name__}); train again.") from None
         _cache[key] = predictor
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
         return predictor
+
+
+def predict_uploaded(run: TrainingRun, uploaded) -> dict:
+    if uploaded.size > MAX_PREDICT_BYTES:
+        raise PredictionError(f"The file is {uploaded.size / 1e6:.1f} MB; the limit is {MAX_PREDICT_BYTES / 1e6:.0f} MB.")
+    return predict_upload(run, uploaded.name, uploaded.read())
 
 
 def predict_upload(run: TrainingRun, name: str, data: bytes) -> dict:
@@ -64,6 +73,6 @@ def predict_upload(run: TrainingRun, name: str, data: bytes) -> dict:
 
 def workers_online() -> bool:
     try:
-        return bool(Worker.all(connection=django_rq.get_connection("default")))
+        return bool(Worker.all(queue=django_rq.get_queue("default")))
     except Exception:  # Redis down: the page still renders; the run stays queued in the database
         return False

@@ -74,7 +74,7 @@ def near_duplicate_groups(*, project: Project) -> list[list[int]]:
     return duplicates.near_duplicate_groups(hashes)
 
 
-def training_warnings(*, project: Project) -> list[str]:
+def training_warnings(*, project: Project, groups: list[list[Image]] | None = None) -> list[str]:
     """Things that make a model worse, said before training (training is still allowed)."""
     counts = {label.name: label.n_images for label in project.labels.annotate(n_images=Count("images"))}
     warnings = [
@@ -88,22 +88,13 @@ def training_warnings(*, project: Project) -> list[str]:
             f"The classes are out of balance ({max(non_empty)} vs {min(non_empty)} images); training compensates, "
             "but more images of the small classes would help."
         )
-    crossing = _groups_across_classes(project)
+    groups = near_duplicate_images(project=project) if groups is None else groups
+    crossing = [group for group in groups if len({image.label_id for image in group}) > 1]
     if crossing:
         warnings.append(
             f"{len(crossing)} group(s) of near-identical images sit in different classes: check their labels."
         )
     return warnings
-
-
-def _groups_across_classes(project: Project) -> list[list[Image]]:
-    groups = near_duplicate_groups(project=project)
-    images = images_by_pk(project=project, pks=[pk for group in groups for pk in group])
-    return [
-        [images[pk] for pk in group]
-        for group in groups
-        if len({images[pk].label_id for pk in group}) > 1
-    ]
 
 
 def near_duplicate_images(*, project: Project) -> list[list[Image]]:

@@ -3,6 +3,7 @@
 Functions take keyword-only arguments and objects the caller already fetched with an
 access check (see selectors.py), so ownership is never re-decided here.
 """
+import logging
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
@@ -14,13 +15,17 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from transferapp import intake
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.zoo import get_base
 from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 
+logger = logging.getLogger(__name__)
+
 MIN_CLASSES = 2
+QUEUE_DOWN = "The job queue (Redis) could not be reached, so this was not started. Try again in a moment; if it persists, ask your administrator to check Redis."
 MIN_IMAGES_PER_CLASS = 5
 
 
@@ -75,6 +80,14 @@ class UploadOutcome:
     error: str = ""
 
 
+def image_add_uploaded(*, label: Label, uploaded) -> UploadOutcome:
+    """An uploaded file: its size is checked before it is read into memory."""
+    limit = settings.MAX_UPLOAD_MB * 1024 * 1024
+    if uploaded.size > limit:
+        return UploadOutcome(name=uploaded.name, error=f"The file is {uploaded.size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
+    return image_add(label=label, name=uploaded.name, data=uploaded.read())
+
+
 def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> UploadOutcome:
     """Store one uploaded file in a class, or say (for this file only) why not."""
     try:
@@ -126,8 +139,14 @@ def import_create(*, project: Project, uploaded) -> ImportJob:
             out.write(chunk)
     with transaction.atomic():
         job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=str(target))
-        django_rq.get_queue("intake").enqueue("transferapp.tasks.run_import", job.pk, job_id=f"import-{job.pk}")
+        _enqueue_on_commit("intake", "transferapp.tasks.run_import", job.pk, job_id=f"import-{job.pk}",
+                           on_failure=lambda: _import_not_queued(job))
     return job
+
+
+def _import_not_queued(job: ImportJob) -> None:
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.FAILED, error=QUEUE_DOWN, finished_at=timezone.now())
+    Path(job.upload_path).unlink(missing_ok=True)
 
 
 def import_entries(*, project: Project, entries, on_progress=None) -> dict:
@@ -175,14 +194,18 @@ def features_schedule(*, project: Project) -> None:
 
     One pending job per project is enough: it embeds every image whose features are not cached.
     """
-    queue = django_rq.get_queue("intake")
-    job_id = f"features-{project.pk}"
-    pending = queue.fetch_job(job_id)
-    if pending is not None and pending.get_status(refresh=False) in ("queued", "deferred", "scheduled"):
-        return
     latest = project.runs.first()
     base_model = latest.base_model if latest else TrainConfig().base
-    queue.enqueue("transferapp.tasks.precompute_features", project.pk, base_model, job_id=job_id, result_ttl=60)
+    try:
+        queue = django_rq.get_queue("intake")
+        job_id = f"features-{project.pk}"
+        pending = queue.fetch_job(job_id)
+        if pending is not None and pending.get_status(refresh=False) in ("queued", "deferred", "scheduled", "started"):
+            # A running warm-up misses the newest images; the training embeds those few itself.
+            return
+        queue.enqueue("transferapp.tasks.precompute_features", project.pk, base_model, job_id=job_id, result_ttl=60)
+    except RedisError:
+        logger.warning("Feature warm-up not queued for project %s: Redis unreachable", project.pk)
 
 
 def image_delete(*, image: Image) -> None:
@@ -245,9 +268,29 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
         )
         run.job_id = f"run-{run.pk}"
         run.save(update_fields=["job_id"])
-        # COMMIT_MODE on_db_commit: the job is enqueued only once the row exists for the worker.
-        django_rq.get_queue("default").enqueue("transferapp.tasks.run_training", run.pk, job_id=run.job_id)
+        # rq kills a job at its timeout: leave room for the user's time budget plus features and stage 1.
+        timeout = max(settings.RQ_QUEUES["default"]["DEFAULT_TIMEOUT"], int(train_config.time_budget_s) + 3600)
+        _enqueue_on_commit("default", "transferapp.tasks.run_training", run.pk, job_id=run.job_id, job_timeout=timeout,
+                           on_failure=lambda: _run_not_queued(run))
     return run
+
+
+def _run_not_queued(run: TrainingRun) -> None:
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, error=QUEUE_DOWN, finished_at=timezone.now())
+
+
+def _enqueue_on_commit(queue_name: str, func: str, *args, on_failure, **options) -> None:
+    """Enqueue once the rows exist for the worker; if Redis is unreachable, say so on the row
+    instead of leaving it "queued" with no job behind it."""
+
+    def enqueue():
+        try:
+            django_rq.get_queue(queue_name, commit_mode="auto").enqueue(func, *args, **options)
+        except RedisError:
+            logger.exception("Could not enqueue %s%s", func, args)
+            on_failure()
+
+    transaction.on_commit(enqueue)
 
 
 def run_cancel(*, run: TrainingRun) -> TrainingRun:

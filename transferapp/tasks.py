@@ -3,11 +3,14 @@
 The TrainingRun row is the truth; RQ's own job state is only plumbing.
 """
 import logging
+import shutil
+import threading
 import time
 from pathlib import Path
 
 import torch
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from transferapp.engine.config import TrainConfig
@@ -25,6 +28,7 @@ logger = logging.getLogger(__name__)
 # Progress rows are written at most this often, so a fast loop does not hammer the database.
 PROGRESS_WRITE_INTERVAL_S = 1.0
 CANCEL_CHECK_INTERVAL_S = 1.0
+HEARTBEAT_INTERVAL_S = 20.0
 
 
 def run_training(run_id: int) -> str:
@@ -32,6 +36,8 @@ def run_training(run_id: int) -> str:
     if not _claim(run):
         return f"run {run_id} was {run.status} before it started"
     _configure_threads()
+    heartbeat = Heartbeat(run.pk)
+    heartbeat.start()
     try:
         metrics = _fit_run(run)
     except TrainingCancelled:
@@ -43,7 +49,35 @@ def run_training(run_id: int) -> str:
         _finish(run, TrainingRun.Status.FAILED, error=_readable_error(exc))
     else:
         _finish(run, TrainingRun.Status.SUCCEEDED, metrics=metrics, message="Done.")
+    finally:
+        heartbeat.stop()
+    if not TrainingRun.objects.filter(pk=run_id).exists():  # deleted meanwhile: leave no files behind
+        shutil.rmtree(_artifact_dir(run), ignore_errors=True)
     return run.status
+
+
+class Heartbeat(threading.Thread):
+    """Tells the app this worker is alive, also during long steps that report no progress
+    (hashing thousands of files, the stage-1 search): a silent run is presumed dead."""
+
+    def __init__(self, run_id: int, interval_s: float = HEARTBEAT_INTERVAL_S):
+        super().__init__(daemon=True)
+        self.run_id, self.interval_s, self.stopped = run_id, interval_s, threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval_s):
+                TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def _artifact_dir(run: TrainingRun) -> Path:
+    return Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
 
 
 def _claim(run: TrainingRun) -> bool:
@@ -66,7 +100,7 @@ def _fit_run(run: TrainingRun) -> dict:
     config = TrainConfig.from_dict(run.config)
     groups = selectors.near_duplicate_groups(project=run.project)
     train, val = _split(samples, given_val, groups, config)
-    out_dir = Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
+    out_dir = _artifact_dir(run)
     TrainingRun.objects.filter(pk=run.pk).update(classes=classes, n_images=len(samples), artifact_dir=str(out_dir))
     reporter = ProgressReporter(run.pk)
     return fit(
@@ -93,12 +127,14 @@ def _snapshot_samples(run: TrainingRun) -> tuple[list[Sample], list[str], set[st
 
 
 def _split(samples, given_val: set[str], groups: list[list[int]], config: TrainConfig):
-    """An imported train/val split is honoured when every class has validation images; otherwise
+    """An imported train/val split is honoured when every class has images on both sides; otherwise
     the run makes its own stratified split (fixed by the seed) that keeps each group of
     near-duplicates on one side, so that validation never sees a copy of a training image."""
     val = [s for s in samples if s.key in given_val]
-    if val and {s.label for s in val} == {s.label for s in samples}:
-        return [s for s in samples if s.key not in given_val], val
+    train = [s for s in samples if s.key not in given_val]
+    every_class = {s.label for s in samples}
+    if val and {s.label for s in val} == every_class and {s.label for s in train} == every_class:
+        return train, val
     return grouped_split(samples, groups, config.val_fraction, config.seed)
 
 
@@ -143,22 +179,26 @@ class ProgressReporter:
         TrainingRun.objects.filter(pk=self.run_id).update(**fields)
 
     def should_stop(self) -> bool:
+        """Stop when cancelled, and also when the run was deleted or is no longer ours to run."""
         now = time.monotonic()
         if not self.cancelled and now - self.last_cancel_check >= CANCEL_CHECK_INTERVAL_S:
             self.last_cancel_check = now
-            self.cancelled = TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
-            TrainingRun.objects.filter(pk=self.run_id).update(heartbeat_at=timezone.now())
+            still_ours = TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING, cancel_requested=False)
+            self.cancelled = not still_ours.exists()
         return self.cancelled
 
 
 def _finish(run: TrainingRun, status: str, *, metrics=None, error: str = "", message: str = "") -> None:
+    """Record the outcome, unless the run was deleted; a finished model also replaces a
+    "failed" that the app wrote when it lost patience with a slow worker."""
     fields = {"status": status, "finished_at": timezone.now(), "heartbeat_at": timezone.now(), "error": error}
     if metrics is not None:
         fields.update(metrics=metrics, history=metrics.get("history", []), progress=1.0)
     if message:
         fields["message"] = message
-    TrainingRun.objects.filter(pk=run.pk).update(**fields)
-    run.refresh_from_db()
+    allowed = [TrainingRun.Status.RUNNING] + ([TrainingRun.Status.FAILED] if status == TrainingRun.Status.SUCCEEDED else [])
+    TrainingRun.objects.filter(pk=run.pk, status__in=allowed).update(**fields)
+    run.status = TrainingRun.objects.filter(pk=run.pk).values_list("status", flat=True).first() or "deleted"
 
 
 def _readable_error(exc: Exception) -> str:

@@ -47,14 +47,15 @@ def project_list(request):
 def project_detail(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
     runs = [services.run_expire_if_stale(run=run) for run in selectors.runs_for_project(project=project)]
+    duplicate_groups = selectors.near_duplicate_images(project=project)
     context = {
         "project": project,
         "labels": selectors.labels_with_previews(project=project),
         "runs": runs,
         "imports": project.imports.all()[:5],
         "problems": services.training_problems(project=project),
-        "warnings": selectors.training_warnings(project=project),
-        "duplicate_groups": selectors.near_duplicate_images(project=project),
+        "warnings": selectors.training_warnings(project=project, groups=duplicate_groups),
+        "duplicate_groups": duplicate_groups,
         "bases": list_bases(),
         "train_form": forms.TrainForm(),
     }
@@ -124,7 +125,8 @@ def label_bulk(request, project_pk, pk):
         services.images_delete(images=images)
         messages.success(request, f"Deleted {len(images)} image(s).")
     else:
-        target = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=request.POST.get("target") or 0)
+        target_pk = request.POST.get("target", "")
+        target = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=int(target_pk) if target_pk.isdigit() else 0)
         moved = services.images_move(images=images, label=target)
         messages.success(request, f"Moved {moved} image(s) to “{target.name}”.")
     return redirect(label)
@@ -135,7 +137,7 @@ def label_bulk(request, project_pk, pk):
 def label_upload(request, project_pk, pk):
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
     files = request.FILES.getlist("files")
-    outcomes = [services.image_add(label=label, name=f.name, data=f.read()) for f in files]
+    outcomes = [services.image_add_uploaded(label=label, uploaded=f) for f in files]
     if any(outcome.image for outcome in outcomes):
         services.features_schedule(project=label.project)
     if _is_script_request(request):
@@ -335,7 +337,7 @@ def _predict_post(request, project, runs):
     results = []
     for upload in request.FILES.getlist("files"):
         try:
-            results.append(predictions.predict_upload(run, upload.name, upload.read()))
+            results.append(predictions.predict_uploaded(run, upload))
         except predictions.PredictionError as exc:
             results.append({"name": upload.name, "error": str(exc)})
     if not results:

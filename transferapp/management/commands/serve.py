@@ -23,6 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=1, help="training workers to start")
 
     def handle(self, *args, host, port, workers, **options):
+        # Before any child exists: `kill <pid>` must stop the children too, like Ctrl-C does.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         redis = self._start_redis()
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
@@ -58,7 +60,6 @@ class Command(BaseCommand):
         return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
 
     def _wait(self, children):
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             while all(child.poll() is None for child in children):
                 time.sleep(1)
@@ -69,6 +70,12 @@ class Command(BaseCommand):
             self.stderr.write(f"A process exited (code {dead[0].returncode}); stopping the others.")
 
     def _stop(self, children):
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        # An rq worker answers a first SIGTERM by waiting for its job; a second one, a second
+        # later, kills the job's work horse (its own process group) so no training is orphaned.
+        time.sleep(1.5)
         for child in children:
             if child.poll() is None:
                 child.terminate()
