@@ -122,3 +122,17 @@ def test_a_worker_killed_mid_training_leaves_a_failed_run_that_can_be_restarted(
     retried = TrainingRun.objects.exclude(pk=run.pk).get()
     assert response["Location"] == retried.get_absolute_url()
     assert retried.status == "queued" and retried.config == run.config
+
+
+def test_two_workers_train_two_projects_at_once(alice, user, start_worker):
+    runs = []
+    for name in ("First", "Second"):
+        project = project_with_images(user, per_class=8, name=name)
+        alice.post(reverse("training_start", args=[project.pk]), {"base_model": "efficientnet_lite0", "preset": "best", "epochs": 2})
+        runs.append(TrainingRun.objects.get(project=project))
+    start_worker(), start_worker()
+    for run in runs:
+        _wait_for(run, lambda r: r.is_finished, timeout_s=240)
+        assert run.status == "succeeded", run.error
+    overlap = min(r.finished_at for r in runs) - max(r.started_at for r in runs)
+    assert overlap.total_seconds() > 0  # both ran at the same time: neither waited for the other

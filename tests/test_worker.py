@@ -83,3 +83,15 @@ def test_uploads_warm_the_feature_cache_in_the_background(alice, user, queue, se
     _work_off_queue("intake")
     cached = list(Path(settings.FEATURE_CACHE_DIR).rglob("*.npy"))
     assert len(cached) == 3
+
+
+def test_a_queued_run_survives_redis_losing_its_job(alice, user, queue):
+    project = project_with_images(user, per_class=5)
+    run = _train(alice, project, preset="fast")
+    queue.connection.flushdb()  # what a Redis restart without persistence does
+    assert queue.count == 0
+    alice.get(run.get_absolute_url())  # the row is the truth: showing the run queues it again
+    assert queue.job_ids == [run.job_id]
+    _work_off_queue()
+    run.refresh_from_db()
+    assert run.status == "succeeded"

@@ -268,10 +268,8 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
         )
         run.job_id = f"run-{run.pk}"
         run.save(update_fields=["job_id"])
-        # rq kills a job at its timeout: leave room for the user's time budget plus features and stage 1.
-        timeout = max(settings.RQ_QUEUES["default"]["DEFAULT_TIMEOUT"], int(train_config.time_budget_s) + 3600)
-        _enqueue_on_commit("default", "transferapp.tasks.run_training", run.pk, job_id=run.job_id, job_timeout=timeout,
-                           on_failure=lambda: _run_not_queued(run))
+        _enqueue_on_commit("default", "transferapp.tasks.run_training", run.pk, job_id=run.job_id,
+                           job_timeout=_job_timeout(run.config), on_failure=lambda: _run_not_queued(run))
     return run
 
 
@@ -307,6 +305,31 @@ def run_cancel(*, run: TrainingRun) -> TrainingRun:
     TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True, message="Cancelling…")
     run.refresh_from_db()
     return run
+
+
+def run_check(*, run: TrainingRun) -> TrainingRun:
+    """Reconcile the row (the truth) with the queue (plumbing) when a page shows a run."""
+    return run_requeue_if_lost(run=run_expire_if_stale(run=run))
+
+
+def run_requeue_if_lost(*, run: TrainingRun) -> TrainingRun:
+    """A queued run whose job vanished (Redis restarted without persistence) is queued again."""
+    if run.status != TrainingRun.Status.QUEUED:
+        return run
+    try:
+        queue = django_rq.get_queue("default")
+        if queue.fetch_job(run.job_id) is None:
+            logger.warning("Run %s had no job in Redis; queueing it again", run.pk)
+            queue.enqueue("transferapp.tasks.run_training", run.pk, job_id=run.job_id, job_timeout=_job_timeout(run.config))
+    except RedisError:
+        pass  # the page says no worker is reachable; the row keeps the run
+    return run
+
+
+def _job_timeout(config: dict) -> int:
+    # rq kills a job at its timeout: leave room for the user's time budget plus features and stage 1.
+    budget = TrainConfig.from_dict(config).time_budget_s
+    return max(settings.RQ_QUEUES["default"]["DEFAULT_TIMEOUT"], int(budget) + 3600)
 
 
 def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:

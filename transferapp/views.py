@@ -46,7 +46,7 @@ def project_list(request):
 @login_required
 def project_detail(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
-    runs = [services.run_expire_if_stale(run=run) for run in selectors.runs_for_project(project=project)]
+    runs = [services.run_check(run=run) for run in selectors.runs_for_project(project=project)]
     duplicate_groups = selectors.near_duplicate_images(project=project)
     context = {
         "project": project,
@@ -225,7 +225,7 @@ def training_start(request, pk):
 
 @login_required
 def run_detail(request, pk):
-    run = services.run_expire_if_stale(run=selectors.run_get_for_user(user=request.user, pk=pk))
+    run = services.run_check(run=selectors.run_get_for_user(user=request.user, pk=pk))
     context = _run_context(run)
     if request.htmx and request.GET.get("live"):
         response = render(request, "transferapp/run_detail.html#live", context)
