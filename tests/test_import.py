@@ -137,3 +137,57 @@ def test_the_import_command_reads_a_folder_and_prints_json(user, tmp_path, capsy
     document = json.loads(capsys.readouterr().out)
     assert document["accepted"] == 2 and document["skipped"] == 1
     assert Project.objects.get(name="Cmd").images.count() == 2
+
+
+def _every_bad_input() -> dict[str, tuple[bytes, str]]:
+    """Each crafted bad file of issue #4 with the reason the user must read for it."""
+    from PIL import Image as PILImage
+
+    save = _raw
+    return {
+        "cls/truncated.jpg": (image_bytes("red", size=(200, 200), fmt="JPEG", shape_seed=90)[:400], "corrupt or truncated"),
+        "cls/zero.jpg": (b"", "empty"),
+        "cls/text.png": (b"just words", "not an image file"),
+        "cls/bomb.png": (save(PILImage.new("1", (9000, 9000)), "PNG"), "megapixels"),
+        "cls/tiny.png": (save(PILImage.new("RGB", (1, 1)), "PNG"), "1x1 pixels"),
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_every_bad_input_is_reported_by_name_while_every_good_file_beside_it_is_kept(user, tmp_path, settings):
+    from PIL import Image as PILImage
+
+    settings.MAX_IMAGE_PIXELS = 40_000_000
+    good = {
+        "cls/png-named.jpg": image_bytes("red", shape_seed=91),
+        "cls/sixteen-bit.png": _raw(PILImage.new("I;16", (40, 30), 30000), "PNG"),
+        "cls/cmyk.jpg": _raw(PILImage.new("CMYK", (40, 30), (0, 200, 200, 0)), "JPEG"),
+        "cls/animated.gif": _animated_gif(),
+        "other/plain.png": image_bytes("blue", shape_seed=92),
+    }
+    bad = _every_bad_input()
+    data = make_zip({**good, **{name: content for name, (content, _) in bad.items()},
+                     "__MACOSX/cls/._x.jpg": b"junk", "cls/.hidden.png": image_bytes("green")})
+    project = services.project_create(owner=user, name="Everything")
+    summary = _summary(project, data, tmp_path)
+    reasons = {row["name"]: row["reason"] for row in summary["report"] if not row["ok"]}
+    for name, (_, reason) in bad.items():
+        assert reason in reasons[name], (name, reasons.get(name))
+    assert summary["accepted"] == len(good) and summary["junk"] == 2
+    assert set(project.images.values_list("original_name", flat=True)) == set(good)
+
+
+def _raw(image, fmt) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def _animated_gif() -> bytes:
+    from PIL import Image as PILImage
+
+    frames = [PILImage.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 0, 255))]
+    out = io.BytesIO()
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:])
+    return out.getvalue()
