@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from tests.conftest import image_bytes
@@ -307,3 +308,11 @@ def test_a_run_is_marked_failed_when_the_queue_cannot_be_reached(alice, user, mo
         alice.post(reverse("training_start", args=[project.pk]), {"base_model": "efficientnet_lite0", "preset": "fast"})
     run = TrainingRun.objects.get()
     assert run.status == "failed" and "could not be reached" in run.error
+
+
+def test_sign_up_can_be_closed_by_the_administrator(client, settings):
+    settings.ALLOW_SIGNUP = False
+    response = client.post(reverse("signup"), {"username": "x", "password1": "a-long-password-9", "password2": "a-long-password-9"})
+    assert response.status_code == 403 and "Sign-up is closed" in response.content.decode()
+    assert not get_user_model().objects.filter(username="x").exists()
+    assert "Create an account" not in client.get(reverse("login")).content.decode()

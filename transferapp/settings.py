@@ -96,6 +96,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "transferapp.context_processors.site",
             ],
         },
     }
@@ -132,6 +133,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Open sign-up suits a lab's own server; a public one sets ALLOW_SIGNUP=false and creates
+# accounts with `manage.py createsuperuser` or the admin.
+ALLOW_SIGNUP = envbool("ALLOW_SIGNUP", "true")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project_list"
 LOGOUT_REDIRECT_URL = "login"

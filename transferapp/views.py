@@ -3,6 +3,7 @@ import io
 import zipfile
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -20,6 +21,8 @@ from transferapp.models import TrainingRun
 
 
 def signup(request):
+    if not settings.ALLOW_SIGNUP:
+        return render(request, "transferapp/signup.html", {"closed": True}, status=403)
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
