@@ -95,3 +95,18 @@ def test_a_queued_run_survives_redis_losing_its_job(alice, user, queue):
     _work_off_queue()
     run.refresh_from_db()
     assert run.status == "succeeded"
+
+
+def test_images_deleted_during_a_training_stay_readable_until_it_ends(alice, user, queue):
+    from transferapp import services
+
+    project = project_with_images(user, per_class=6)
+    run = _train(alice, project, preset="fast")
+    TrainingRun.objects.filter(pk=run.pk).update(status="running")  # as if the worker were mid-way
+    doomed = project.images.first()
+    path = Path(doomed.file.path)
+    alice.post(reverse("image_delete", args=[doomed.pk]))
+    assert not project.images.filter(pk=doomed.pk).exists() and path.exists()
+    TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
+    assert services.project_purge_files(project_id=project.pk) == 2  # the image and its thumbnail
+    assert not path.exists() and all(Path(image.file.path).exists() for image in project.images.all())

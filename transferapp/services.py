@@ -226,10 +226,30 @@ def images_delete(*, images: list[Image]) -> int:
 
 
 def _delete_image_files(image: Image) -> None:
+    # A running training may still read this file (stage 2 re-reads images every epoch): then
+    # the file stays until the run ends and project_purge_files() removes it.
+    if TrainingRun.objects.filter(project_id=image.project_id, status=TrainingRun.Status.RUNNING).exists():
+        return
     # Another project may hold the same bytes under its own folder, so paths never collide.
     for field in (image.file, image.thumbnail):
         if field:
             field.storage.delete(field.name)
+
+
+def project_purge_files(*, project_id: int) -> int:
+    """Remove image files that no image row refers to any more (deleted during a training)."""
+    if TrainingRun.objects.filter(project_id=project_id, status=TrainingRun.Status.RUNNING).exists():
+        return 0
+    rows = Image.objects.filter(project_id=project_id).values_list("file", "thumbnail")
+    referenced = {name for pair in rows for name in pair if name}
+    root = Path(settings.MEDIA_ROOT)
+    removed = 0
+    for folder in ("images", "thumbs"):
+        for path in (root / "projects" / str(project_id) / folder).glob("*"):
+            if path.relative_to(root).as_posix() not in referenced:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def training_problems(*, project: Project) -> list[str]:

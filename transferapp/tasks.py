@@ -21,7 +21,7 @@ from transferapp.engine.zoo import WeightsUnavailable
 from transferapp import selectors
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.models import Image, ImportJob, TrainingRun
-from transferapp.services import import_entries
+from transferapp.services import import_entries, project_purge_files
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def run_training(run_id: int) -> str:
         heartbeat.stop()
     if not TrainingRun.objects.filter(pk=run_id).exists():  # deleted meanwhile: leave no files behind
         shutil.rmtree(_artifact_dir(run), ignore_errors=True)
+    project_purge_files(project_id=run.project_id)  # images deleted while this run read them
     return run.status
 
 
