@@ -1,14 +1,16 @@
 """A real django-rq worker (burst mode, real Redis) runs real training jobs end to end."""
+import os
 from pathlib import Path
 
 import django_rq
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from rq import SimpleWorker
 
 from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
-from transferapp.models import TrainingRun
+from transferapp.models import Image, TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,5 +110,11 @@ def test_images_deleted_during_a_training_stay_readable_until_it_ends(alice, use
     alice.post(reverse("image_delete", args=[doomed.pk]))
     assert not project.images.filter(pk=doomed.pk).exists() and path.exists()
     TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
-    assert services.project_purge_files(project_id=project.pk) == 2  # the image and its thumbnail
+    started = timezone.now()  # the run's start: the deleted image's files are older
+    os.utime(path, (started.timestamp() - 60,) * 2)
+    os.utime(Path(doomed.thumbnail.path), (started.timestamp() - 60,) * 2)
+    fresh = services.image_add(label=project.labels.first(), name="new.png", data=image_bytes("red", shape_seed=77))
+    Image.objects.filter(pk=fresh.image.pk).delete()  # an upload between file and row: newer than the run, kept
+    assert services.project_purge_files(project_id=project.pk, older_than=started) == 2  # the image and its thumbnail
+    assert Path(fresh.image.file.path).exists()
     assert not path.exists() and all(Path(image.file.path).exists() for image in project.images.all())

@@ -7,6 +7,7 @@ import logging
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import django_rq
@@ -236,8 +237,12 @@ def _delete_image_files(image: Image) -> None:
             field.storage.delete(field.name)
 
 
-def project_purge_files(*, project_id: int) -> int:
-    """Remove image files that no image row refers to any more (deleted during a training)."""
+def project_purge_files(*, project_id: int, older_than: datetime) -> int:
+    """Remove image files that no image row refers to any more (deleted during a training).
+
+    Only files older than `older_than` (the run's start): an upload in progress stores its file
+    a moment before its row, and must not be taken for an orphan.
+    """
     if TrainingRun.objects.filter(project_id=project_id, status=TrainingRun.Status.RUNNING).exists():
         return 0
     rows = Image.objects.filter(project_id=project_id).values_list("file", "thumbnail")
@@ -246,7 +251,8 @@ def project_purge_files(*, project_id: int) -> int:
     removed = 0
     for folder in ("images", "thumbs"):
         for path in (root / "projects" / str(project_id) / folder).glob("*"):
-            if path.relative_to(root).as_posix() not in referenced:
+            orphan = path.relative_to(root).as_posix() not in referenced
+            if orphan and path.stat().st_mtime < older_than.timestamp():
                 path.unlink(missing_ok=True)
                 removed += 1
     return removed

@@ -53,7 +53,7 @@ def run_training(run_id: int) -> str:
         heartbeat.stop()
     if not TrainingRun.objects.filter(pk=run_id).exists():  # deleted meanwhile: leave no files behind
         shutil.rmtree(_artifact_dir(run), ignore_errors=True)
-    project_purge_files(project_id=run.project_id)  # images deleted while this run read them
+    project_purge_files(project_id=run.project_id, older_than=run.started_at)  # images deleted while it read them
     return run.status
 
 
