@@ -216,14 +216,11 @@ def training_start(request, pk):
         messages.error(request, "Check the training settings: " + form.errors.as_text())
         return redirect(project)
     data = form.cleaned_data
-    try:
-        run = services.training_start(
-            project=project, base_model=data["base_model"], preset=data["preset"], config=form.engine_config()
-        )
-    except services.ServiceError as exc:
-        messages.error(request, str(exc))
-        return redirect(project)
-    return redirect(run)
+    run = _apply(
+        request, services.training_start,
+        project=project, base_model=data["base_model"], preset=data["preset"], config=form.engine_config(),
+    )
+    return redirect(run or project)
 
 
 @login_required
@@ -242,8 +239,11 @@ def run_detail(request, pk):
 def _run_context(run: TrainingRun) -> dict:
     history = run.history or []
     metrics = run.metrics or {}
+    classes = metrics.get("classes", run.classes)
     mistakes = metrics.get("mistakes", [])
-    images = selectors.images_by_pk(project=run.project, pks=[int(m["key"]) for m in mistakes if str(m["key"]).isdigit()])
+    # Keys are image pks as text (the engine's keys); an image deleted since shows as a placeholder.
+    pks = [int(m["key"]) if str(m["key"]).isdigit() else None for m in mistakes]
+    images = selectors.images_by_pk(project=run.project, pks=[pk for pk in pks if pk is not None])
     return {
         "run": run,
         "project": run.project,
@@ -251,11 +251,10 @@ def _run_context(run: TrainingRun) -> dict:
         "accuracy_chart": charts.line_chart(_series(history, "accuracy"), y_max=1.0, y_label="accuracy"),
         "curve_chart": charts.learning_curve_chart(metrics.get("learning_curve")),
         "two_stages": len({row.get("stage") for row in history}) > 1,
-        "confusion": charts.confusion_rows(metrics.get("confusion", []), metrics.get("classes", run.classes)),
-        "per_class": metrics.get("per_class", {}),
-        "per_class_rows": charts.per_class_rows(metrics.get("per_class", {}), metrics.get("classes", run.classes)),
+        "confusion": charts.confusion_rows(metrics.get("confusion", []), classes),
+        "per_class_rows": charts.per_class_rows(metrics.get("per_class", {}), classes),
         "base_label": _base_label(run.base_model),
-        "mistakes": [{**m, "image": images.get(int(m["key"])) if str(m["key"]).isdigit() else None} for m in mistakes],
+        "mistakes": [{**m, "image": images.get(pk)} for m, pk in zip(mistakes, pks)],
         "waiting_for_worker": run.status == TrainingRun.Status.QUEUED and not predictions.workers_online(),
     }
 
@@ -286,12 +285,11 @@ def run_cancel(request, pk):
 @require_POST
 def run_retry(request, pk):
     run = selectors.run_get_for_user(user=request.user, pk=pk)
-    try:
-        new_run = services.training_start(project=run.project, base_model=run.base_model, preset=run.preset, config=run.config)
-    except services.ServiceError as exc:
-        messages.error(request, str(exc))
-        return redirect(run)
-    return redirect(new_run)
+    new_run = _apply(
+        request, services.training_start,
+        project=run.project, base_model=run.base_model, preset=run.preset, config=run.config,
+    )
+    return redirect(new_run or run)
 
 
 @login_required
@@ -312,16 +310,13 @@ def run_download(request, pk):
     artifact_dir = Path(run.artifact_dir) if run.artifact_dir else None
     if run.status != TrainingRun.Status.SUCCEEDED or not artifact_dir or not artifact_dir.is_dir():
         raise Http404("No model for this run")
+    name = f"{slugify(run.project.name) or 'model'}-run-{run.pk}"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(artifact_dir.iterdir()):
-            archive.write(path, arcname=f"{_slug(run)}/{path.name}")
+            archive.write(path, arcname=f"{name}/{path.name}")
     buffer.seek(0)
-    return FileResponse(buffer, as_attachment=True, filename=f"{_slug(run)}.zip")
-
-
-def _slug(run: TrainingRun) -> str:
-    return f"{slugify(run.project.name) or 'model'}-run-{run.pk}"
+    return FileResponse(buffer, as_attachment=True, filename=f"{name}.zip")
 
 
 @login_required
@@ -336,7 +331,7 @@ def predict(request, pk):
 def _predict_post(request, project, runs):
     run = next((r for r in runs if str(r.pk) == request.POST.get("run")), runs[0] if runs else None)
     if run is None:
-        return _predict_error(request, "Train a model first: this project has no finished run yet.")
+        return _refuse(request, "Train a model first: this project has no finished run yet.", request.path)
     results = []
     for upload in request.FILES.getlist("files"):
         try:
@@ -344,18 +339,19 @@ def _predict_post(request, project, runs):
         except predictions.PredictionError as exc:
             results.append({"name": upload.name, "error": str(exc)})
     if not results:
-        return _predict_error(request, "Choose one or more images first.")
+        return _refuse(request, "Choose one or more images first.", request.path)
     context = {"project": project, "runs": runs, "run": run, "results": results}
     if _is_script_request(request):
         return render(request, "transferapp/predict.html#results", context)
     return render(request, "transferapp/predict.html", context)
 
 
-def _predict_error(request, message):
+def _refuse(request, message, redirect_to):
+    """A refusal the uploader script shows next to the file, or a message on the next page."""
     if _is_script_request(request):
         return JsonResponse({"error": message}, status=400)
     messages.error(request, message)
-    return redirect(request.path)
+    return redirect(redirect_to)
 
 
 def _apply(request, service, **kwargs):
@@ -380,18 +376,11 @@ def import_create(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
     archive = request.FILES.get("archive")
     if archive is None or not archive.name.lower().endswith(".zip"):
-        return _import_refused(request, project, "Choose a .zip file whose folders are your classes.")
+        return _refuse(request, "Choose a .zip file whose folders are your classes.", project)
     job = services.import_create(project=project, uploaded=archive)
     if _is_script_request(request):
         return render(request, "transferapp/import_detail.html#live", {"job": job, "project": project, "rejected": []})
     return redirect(job)
-
-
-def _import_refused(request, project, message):
-    if _is_script_request(request):
-        return JsonResponse({"error": message}, status=400)
-    messages.error(request, message)
-    return redirect(project)
 
 
 @login_required
