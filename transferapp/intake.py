@@ -31,13 +31,19 @@ class CheckedImage:
     height: int
     thumbnail_jpeg: bytes
     dhash: str
+    rgb: Image.Image  # upright RGB, decoded once for thumbnail, hash and prediction
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """Called with an upload's declared size before it is read, and again on the bytes."""
+    if size == 0:
+        raise ImageRejected("The file is empty (0 bytes).")
+    if size > max_bytes:
+        raise ImageRejected(f"The file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
 
 
 def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage:
-    if not data:
-        raise ImageRejected("The file is empty (0 bytes).")
-    if len(data) > max_bytes:
-        raise ImageRejected(f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+    check_size(len(data), max_bytes)
     image = _open(data, max_pixels)
     width, height = image.size  # as stored; the upright RGB copy below feeds thumbnail and hash
     if min(width, height) < MIN_SIDE:
@@ -51,6 +57,7 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
         height=height,
         thumbnail_jpeg=_thumbnail(rgb),
         dhash=dhash(rgb),
+        rgb=rgb,
     )
 
 

@@ -1,26 +1,23 @@
 """Predicting uploaded images with a run's artifact (not the database), for the web process."""
 import base64
-import io
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import django_rq
-from PIL import Image as PILImage
+from django.conf import settings
 from rq import Worker
 
 from transferapp import intake
-from transferapp.engine.data import to_rgb
 from transferapp.engine.predict import load_predictor
 from transferapp.models import TrainingRun
+from transferapp.services import max_upload_bytes
 
 # Loading a model costs far more than one prediction, and the uploader sends one image per
 # request, so the web process keeps the few most recently used models in memory.
 _CACHE_SIZE = 2
 _cache: "OrderedDict[tuple, object]" = OrderedDict()
 _cache_lock = threading.Lock()
-MAX_PREDICT_BYTES = 25 * 1024 * 1024
-MAX_PREDICT_PIXELS = 40_000_000
 TOP_K = 5
 
 
@@ -49,21 +46,16 @@ def predictor_for(run: TrainingRun):
 
 
 def predict_uploaded(run: TrainingRun, uploaded) -> dict:
-    if uploaded.size > MAX_PREDICT_BYTES:
-        raise PredictionError(f"The file is {uploaded.size / 1e6:.1f} MB; the limit is {MAX_PREDICT_BYTES / 1e6:.0f} MB.")
-    return predict_upload(run, uploaded.name, uploaded.read())
-
-
-def predict_upload(run: TrainingRun, name: str, data: bytes) -> dict:
+    """Top classes for one uploaded image; its size is checked before it is read."""
     try:
-        checked = intake.check_image(data, max_bytes=MAX_PREDICT_BYTES, max_pixels=MAX_PREDICT_PIXELS)
+        intake.check_size(uploaded.size, max_upload_bytes())
+        checked = intake.check_image(uploaded.read(), max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         raise PredictionError(str(exc)) from None
-    image = to_rgb(PILImage.open(io.BytesIO(data)))
-    result = predictor_for(run).predict_images([image])[0]
+    result = predictor_for(run).predict_images([checked.rgb])[0]
     ranked = sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)
     return {
-        "name": name,
+        "name": uploaded.name,
         "top": ranked[0][0],
         "confidence": ranked[0][1],
         "ranked": [{"label": label, "p": p, "percent": round(100 * p, 1)} for label, p in ranked[:TOP_K]],

@@ -81,20 +81,23 @@ class UploadOutcome:
     error: str = ""
 
 
+def max_upload_bytes() -> int:
+    return settings.MAX_UPLOAD_MB * 1024 * 1024
+
+
 def image_add_uploaded(*, label: Label, uploaded) -> UploadOutcome:
     """An uploaded file: its size is checked before it is read into memory."""
-    limit = settings.MAX_UPLOAD_MB * 1024 * 1024
-    if uploaded.size > limit:
-        return UploadOutcome(name=uploaded.name, error=f"The file is {uploaded.size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
+    try:
+        intake.check_size(uploaded.size, max_upload_bytes())
+    except intake.ImageRejected as exc:
+        return UploadOutcome(name=uploaded.name, error=str(exc))
     return image_add(label=label, name=uploaded.name, data=uploaded.read())
 
 
 def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> UploadOutcome:
     """Store one uploaded file in a class, or say (for this file only) why not."""
     try:
-        checked = intake.check_image(
-            data, max_bytes=settings.MAX_UPLOAD_MB * 1024 * 1024, max_pixels=settings.MAX_IMAGE_PIXELS
-        )
+        checked = intake.check_image(data, max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         return UploadOutcome(name=name, error=str(exc))
     existing = Image.objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
