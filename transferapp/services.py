@@ -52,26 +52,28 @@ def project_delete(*, project: Project) -> None:
 
 
 def label_create(*, project: Project, name: str) -> Label:
-    name = _clean_name(name, "Class name")
-    if project.labels.filter(name__iexact=name).exists():
-        raise ServiceError(f"There is already a class called “{name}”.")
-    return Label.objects.create(project=project, name=name)
+    return Label.objects.create(project=project, name=_free_label_name(project, name))
 
 
 def label_rename(*, label: Label, name: str) -> Label:
-    name = _clean_name(name, "Class name")
-    if label.project.labels.filter(name__iexact=name).exclude(pk=label.pk).exists():
-        raise ServiceError(f"There is already a class called “{name}”.")
-    label.name = name
+    label.name = _free_label_name(label.project, name, exclude=label)
     label.save(update_fields=["name"])
     return label
+
+
+def _free_label_name(project: Project, name: str, exclude: Label | None = None) -> str:
+    """The cleaned name, if no other class of the project has it (ignoring case)."""
+    name = _clean_name(name, "Class name")
+    others = project.labels.exclude(pk=exclude.pk) if exclude else project.labels.all()
+    if others.filter(name__iexact=name).exists():
+        raise ServiceError(f"There is already a class called “{name}”.")
+    return name
 
 
 def label_delete(*, label: Label) -> None:
     images = list(label.images.all())
     label.delete()
-    for image in images:
-        _delete_image_files(image)
+    _delete_image_files(label.project_id, images)
 
 
 @dataclass
@@ -143,7 +145,8 @@ def import_create(*, project: Project, uploaded) -> ImportJob:
             out.write(chunk)
     with transaction.atomic():
         job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=str(target))
-        _enqueue_on_commit("intake", "transferapp.tasks.run_import", job.pk, job_id=f"import-{job.pk}",
+        queue = django_rq.get_queue("intake", commit_mode="auto")
+        _on_commit_or_fail(lambda: queue.enqueue("transferapp.tasks.run_import", job.pk, job_id=f"import-{job.pk}"),
                            on_failure=lambda: _import_not_queued(job))
     return job
 
@@ -213,8 +216,7 @@ def features_schedule(*, project: Project) -> None:
 
 
 def image_delete(*, image: Image) -> None:
-    image.delete()
-    _delete_image_files(image)
+    images_delete(images=[image])
 
 
 def images_move(*, images: list[Image], label: Label) -> int:
@@ -224,20 +226,28 @@ def images_move(*, images: list[Image], label: Label) -> int:
 
 
 def images_delete(*, images: list[Image]) -> int:
-    for image in images:
-        image_delete(image=image)
+    """Delete images of one project (the caller selected them through selectors)."""
+    if not images:
+        return 0
+    Image.objects.filter(pk__in=[image.pk for image in images]).delete()
+    _delete_image_files(images[0].project_id, images)
     return len(images)
 
 
-def _delete_image_files(image: Image) -> None:
-    # A running training may still read this file (stage 2 re-reads images every epoch): then
-    # the file stays until the run ends and project_purge_files() removes it.
-    if TrainingRun.objects.filter(project_id=image.project_id, status=TrainingRun.Status.RUNNING).exists():
+def _delete_image_files(project_id: int, images: list[Image]) -> None:
+    # A running training may still read these files (stage 2 re-reads images every epoch): then
+    # they stay until the run ends and project_purge_files() removes them.
+    if _training_now(project_id):
         return
     # Another project may hold the same bytes under its own folder, so paths never collide.
-    for field in (image.file, image.thumbnail):
-        if field:
-            field.storage.delete(field.name)
+    for image in images:
+        for field in (image.file, image.thumbnail):
+            if field:
+                field.storage.delete(field.name)
+
+
+def _training_now(project_id: int) -> bool:
+    return TrainingRun.objects.filter(project_id=project_id, status=TrainingRun.Status.RUNNING).exists()
 
 
 def project_purge_files(*, project_id: int, older_than: datetime) -> int:
@@ -246,7 +256,7 @@ def project_purge_files(*, project_id: int, older_than: datetime) -> int:
     Only files older than `older_than` (the run's start): an upload in progress stores its file
     a moment before its row, and must not be taken for an orphan.
     """
-    if TrainingRun.objects.filter(project_id=project_id, status=TrainingRun.Status.RUNNING).exists():
+    if _training_now(project_id):
         return 0
     rows = Image.objects.filter(project_id=project_id).values_list("file", "thumbnail")
     referenced = {name for pair in rows for name in pair if name}
@@ -297,27 +307,34 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
         )
         run.job_id = f"run-{run.pk}"
         run.save(update_fields=["job_id"])
-        _enqueue_on_commit("default", "transferapp.tasks.run_training", run.pk, job_id=run.job_id,
-                           job_timeout=_job_timeout(run.config), on_failure=lambda: _run_not_queued(run))
+        _on_commit_or_fail(lambda: _enqueue_training(run), on_failure=lambda: _run_not_queued(run))
     return run
+
+
+def _enqueue_training(run: TrainingRun) -> None:
+    # rq kills a job at its timeout: leave room for the user's time budget plus features and stage 1.
+    budget = TrainConfig.from_dict(run.config).time_budget_s
+    timeout = max(settings.RQ_QUEUES["default"]["DEFAULT_TIMEOUT"], int(budget) + 3600)
+    queue = django_rq.get_queue("default", commit_mode="auto")
+    queue.enqueue("transferapp.tasks.run_training", run.pk, job_id=run.job_id, job_timeout=timeout)
 
 
 def _run_not_queued(run: TrainingRun) -> None:
     TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, error=QUEUE_DOWN, finished_at=timezone.now())
 
 
-def _enqueue_on_commit(queue_name: str, func: str, *args, on_failure, **options) -> None:
+def _on_commit_or_fail(enqueue, *, on_failure) -> None:
     """Enqueue once the rows exist for the worker; if Redis is unreachable, say so on the row
     instead of leaving it "queued" with no job behind it."""
 
-    def enqueue():
+    def attempt():
         try:
-            django_rq.get_queue(queue_name, commit_mode="auto").enqueue(func, *args, **options)
+            enqueue()
         except RedisError:
-            logger.exception("Could not enqueue %s%s", func, args)
+            logger.exception("Could not enqueue a job")
             on_failure()
 
-    transaction.on_commit(enqueue)
+    transaction.on_commit(attempt)
 
 
 def run_cancel(*, run: TrainingRun) -> TrainingRun:
@@ -346,19 +363,12 @@ def run_requeue_if_lost(*, run: TrainingRun) -> TrainingRun:
     if run.status != TrainingRun.Status.QUEUED:
         return run
     try:
-        queue = django_rq.get_queue("default")
-        if queue.fetch_job(run.job_id) is None:
+        if django_rq.get_queue("default").fetch_job(run.job_id) is None:
             logger.warning("Run %s had no job in Redis; queueing it again", run.pk)
-            queue.enqueue("transferapp.tasks.run_training", run.pk, job_id=run.job_id, job_timeout=_job_timeout(run.config))
+            _enqueue_training(run)
     except RedisError:
         pass  # the page says no worker is reachable; the row keeps the run
     return run
-
-
-def _job_timeout(config: dict) -> int:
-    # rq kills a job at its timeout: leave room for the user's time budget plus features and stage 1.
-    budget = TrainConfig.from_dict(config).time_budget_s
-    return max(settings.RQ_QUEUES["default"]["DEFAULT_TIMEOUT"], int(budget) + 3600)
 
 
 def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
