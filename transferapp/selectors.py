@@ -40,6 +40,11 @@ def run_get_for_user(*, user, pk) -> TrainingRun:
     return get_object_or_404(TrainingRun.objects.select_related("project"), pk=pk, project__owner=user)
 
 
+def image_counts(*, project: Project) -> dict[str, int]:
+    """Images per class name, classes without images included."""
+    return dict(project.labels.annotate(n_images=Count("images")).values_list("name", "n_images"))
+
+
 def labels_with_previews(*, project: Project) -> list[Label]:
     """Classes with their image count and the newest few images for a preview strip."""
     labels = list(project.labels.annotate(n_images=Count("images")))
@@ -76,7 +81,7 @@ def near_duplicate_groups(*, project: Project) -> list[list[int]]:
 
 def training_warnings(*, project: Project, groups: list[list[Image]] | None = None) -> list[str]:
     """Things that make a model worse, said before training (training is still allowed)."""
-    counts = {label.name: label.n_images for label in project.labels.annotate(n_images=Count("images"))}
+    counts = image_counts(project=project)
     warnings = [
         f"“{name}” has only {count} image{'' if count == 1 else 's'}; 10 or more per class give a more reliable model."
         for name, count in counts.items()

@@ -14,11 +14,10 @@ import django_rq
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import Count
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from transferapp import intake
+from transferapp import intake, selectors
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.zoo import get_base
 from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
@@ -273,7 +272,7 @@ def project_purge_files(*, project_id: int, older_than: datetime) -> int:
 
 def training_problems(*, project: Project) -> list[str]:
     """Why this project cannot be trained yet; empty when it can."""
-    counts = {label.name: label.n_images for label in _labels_with_counts(project)}
+    counts = selectors.image_counts(project=project)
     problems = []
     if len(counts) < MIN_CLASSES:
         problems.append(f"Add at least {MIN_CLASSES} classes (this project has {len(counts)}).")
@@ -281,10 +280,6 @@ def training_problems(*, project: Project) -> list[str]:
         if count < MIN_IMAGES_PER_CLASS:
             problems.append(f"Class “{name}” has {count} image(s); add at least {MIN_IMAGES_PER_CLASS}.")
     return problems
-
-
-def _labels_with_counts(project: Project):
-    return project.labels.annotate(n_images=Count("images"))
 
 
 def training_start(*, project: Project, base_model: str, preset: str, config: dict) -> TrainingRun:
