@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .head import class_weights, solve_logreg
+from .head import LogregProblem, solve_logreg
 
 FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 SEEDS = (0, 1, 2)
@@ -45,13 +45,10 @@ def _subset_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def _fit_and_score(x_train, y_train, x_val, y_val, masks, C, n_classes) -> np.ndarray:
-    X = torch.as_tensor(x_train, dtype=torch.float64)
-    mean, std = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-6)
-    Y = torch.as_tensor(y_train)
-    w = torch.as_tensor(class_weights(y_train, n_classes))[Y]
+    problem = LogregProblem.from_features(x_train, y_train, n_classes)
     M = torch.as_tensor(masks)
-    W, b = solve_logreg((X - mean) / std, Y, w, M, torch.full((len(M),), C, dtype=torch.float64), n_classes)
-    V = (torch.as_tensor(x_val, dtype=torch.float64) - mean) / std
+    W, b = solve_logreg(problem.Xs, problem.Y, problem.w, M, torch.full((len(M),), C, dtype=torch.float64), n_classes)
+    V = problem.standardise(x_val)
     predicted = (torch.einsum("nd,pdk->pnk", V, W) + b[:, None]).argmax(-1).numpy()
     return predicted == y_val[None, :]
 

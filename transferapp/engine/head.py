@@ -4,6 +4,8 @@ Seconds on a CPU, and the first usable model of every run; the learning curve re
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,14 +24,34 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return w
 
 
+@dataclass
+class LogregProblem:
+    """Training features standardised (so one C grid fits every backbone and LBFGS converges
+    fast), labels as a tensor, and class-balanced per-sample weights."""
+
+    Xs: torch.Tensor
+    Y: torch.Tensor
+    w: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def from_features(cls, x: np.ndarray, y: np.ndarray, n_classes: int) -> "LogregProblem":
+        X = torch.as_tensor(x, dtype=torch.float64)
+        mean, std = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-6)
+        Y = torch.as_tensor(y)
+        w = torch.as_tensor(class_weights(y, n_classes))[Y]
+        return cls((X - mean) / std, Y, w, mean, std)
+
+    def standardise(self, x: np.ndarray) -> torch.Tensor:
+        return (torch.as_tensor(x, dtype=torch.float64) - self.mean) / self.std
+
+
 def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[nn.Linear, dict]:
     """Pick C by stratified internal CV on the training features (the validation set stays
     untouched for choosing between stages), refit on all of them, return a float32 nn.Linear."""
-    X = torch.as_tensor(x, dtype=torch.float64)
-    mean, std = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-6)
-    Xs = (X - mean) / std  # standardising makes one C grid fit every backbone and speeds up LBFGS
-    Y = torch.as_tensor(y)
-    w = torch.as_tensor(class_weights(y, n_classes))[Y]  # per-sample weight
+    problem = LogregProblem.from_features(x, y, n_classes)
+    Xs, Y, w, mean, std = problem.Xs, problem.Y, problem.w, problem.mean, problem.std
     C = _choose_c(Xs, Y, w, n_classes)
     W, b = solve_logreg(Xs, Y, w, torch.ones(1, len(Y), dtype=torch.float64), torch.tensor([C]), n_classes,
                          max_iter=150)
