@@ -149,21 +149,33 @@ def grouped_split(samples: list[Sample], groups: list[list[int]], val_fraction: 
     return train, val
 
 
+class Every:
+    """True at most once per interval (or when forced): keeps fast loops off the database."""
+
+    def __init__(self, interval_s: float):
+        self.interval_s, self.last = interval_s, float("-inf")
+
+    def due(self, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval_s:
+            self.last = now
+            return True
+        return False
+
+
 class ProgressReporter:
     """Turns the engine's callbacks into throttled row updates and cancellation checks."""
 
     def __init__(self, run_id: int):
         self.run_id = run_id
-        self.last_write = 0.0
-        self.last_cancel_check = 0.0
+        self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
+        self.cancel_checks = Every(CANCEL_CHECK_INTERVAL_S)
         self.cancelled = False
 
     def report(self, progress: dict) -> None:
         epoch_ended = "history" in progress
-        now = time.monotonic()
-        if not epoch_ended and now - self.last_write < PROGRESS_WRITE_INTERVAL_S:
+        if not self.writes.due(force=epoch_ended):
             return
-        self.last_write = now
         fields = {
             "heartbeat_at": timezone.now(),
             "progress": float(progress.get("fraction", 0.0)),
@@ -181,9 +193,7 @@ class ProgressReporter:
 
     def should_stop(self) -> bool:
         """Stop when cancelled, and also when the run was deleted or is no longer ours to run."""
-        now = time.monotonic()
-        if not self.cancelled and now - self.last_cancel_check >= CANCEL_CHECK_INTERVAL_S:
-            self.last_cancel_check = now
+        if not self.cancelled and self.cancel_checks.due():
             still_ours = TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING, cancel_requested=False)
             self.cancelled = not still_ours.exists()
         return self.cancelled
@@ -247,13 +257,11 @@ def run_import(import_id: int) -> str:
 class ImportReporter:
     def __init__(self, import_id: int):
         self.import_id = import_id
-        self.last_write = 0.0
+        self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
 
     def report(self, summary: dict, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_write < PROGRESS_WRITE_INTERVAL_S:
+        if not self.writes.due(force=force):
             return
-        self.last_write = now
         ImportJob.objects.filter(pk=self.import_id).update(
             processed=summary["accepted"] + summary["skipped"] + summary["junk"],
             accepted=summary["accepted"],
