@@ -1,9 +1,11 @@
-"""Benchmark the engine on the shared data sets against DESIGN.md's reference figures.
+"""Benchmark the engine on the shared data sets against the reference, measured in the same run.
 
-    .venv/bin/python bench/run_bench.py [--preset best|fast] [--only flowers|brick_crack]
+    .venv/bin/python bench/run_bench.py [--preset best|fast] [--only flowers|brick_crack] [--design-figures]
 
-Each data set runs in its own `python -m transferapp.engine bench` process (a cold feature cache,
-honest peak RSS). Exits non-zero when a target is missed.
+For each data set, the reference (bench/reference.py: plain timm + scikit-learn linear probe, and a
+5-epoch full fine-tune) runs first on this machine, then the engine; every one in its own process (a
+cold feature cache, honest peak RSS). --design-figures skips the reference runs (about 9 minutes) and
+uses DESIGN.md's published figures instead. Exits non-zero when a target is missed.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from transferapp.engine.data import folder_samples, stratified_split  # noqa: E402
 
 # DESIGN.md, "What good looks like": linear probe (acc, s) and fine-tune 5 epochs (best acc, s).
-REFERENCE = {"flowers": {"lp_acc": 0.880, "lp_s": 27, "ft_acc": 0.915, "ft_s": 224},
+DESIGN_FIGURES = {"flowers": {"lp_acc": 0.880, "lp_s": 27, "ft_acc": 0.915, "ft_s": 224},
              "brick_crack": {"lp_acc": 0.981, "lp_s": 26, "ft_acc": 0.995, "ft_s": 248}}
 
 
@@ -41,12 +43,27 @@ def split_dir(name: str, tmp: Path) -> Path:
     return tmp / name
 
 
-def run_one(data_dir: Path, preset: str, base: str | None) -> dict:
-    cmd = [sys.executable, "-m", "transferapp.engine", "--threads", "2", "bench", str(data_dir), "--json",
-           "--preset", preset] + (["--base", base] if base else [])
+def _json_line(cmd: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_one(data_dir: Path, preset: str, base: str | None) -> dict:
+    return _json_line([sys.executable, "-m", "transferapp.engine", "--threads", "2", "bench", str(data_dir),
+                       "--json", "--preset", preset] + (["--base", base] if base else []))
+
+
+def measure_reference(data_dir: Path) -> dict:
+    """The reference's two methods on this machine, now, on the same split the engine gets."""
+    script = str(ROOT / "bench" / "reference.py")
+    lp = _json_line([sys.executable, script, str(data_dir), "--method", "linear_probe", "--threads", "2"])
+    print(f"  reference linear probe: {lp}", flush=True)
+    ft = _json_line([sys.executable, script, str(data_dir), "--method", "finetune", "--threads", "2"])
+    print(f"  reference fine-tune:    {ft}", flush=True)
+    return {"lp_acc": lp["accuracy"], "lp_s": lp["seconds"], "ft_acc": ft["accuracy"], "ft_s": ft["seconds"]}
 
 
 def targets(ref: dict, r: dict, preset: str) -> list[tuple[str, bool]]:
@@ -63,16 +80,22 @@ def targets(ref: dict, r: dict, preset: str) -> list[tuple[str, bool]]:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="best", choices=["fast", "best"])
-    p.add_argument("--only", choices=list(REFERENCE))
+    p.add_argument("--only", choices=list(DESIGN_FIGURES))
     p.add_argument("--base")
+    p.add_argument("--design-figures", action="store_true",
+                   help="compare with DESIGN.md's figures instead of re-measuring the reference")
     args = p.parse_args()
     missed = 0
     with tempfile.TemporaryDirectory() as tmp:  # symlink splits live outside the repo
-        for name, ref in REFERENCE.items():
+        for name, design in DESIGN_FIGURES.items():
             if args.only and name != args.only:
                 continue
-            r = run_one(split_dir(name, Path(tmp)), args.preset, args.base)
-            print(f"\n{name}: {json.dumps(r)}")
+            print(f"\n{name}", flush=True)
+            data_dir = split_dir(name, Path(tmp))
+            ref = design if args.design_figures else measure_reference(data_dir)
+            print(f"  reference ({'DESIGN.md' if args.design_figures else 'measured now'}): {json.dumps(ref)}")
+            r = run_one(data_dir, args.preset, args.base)
+            print(f"  engine: {json.dumps(r)}")
             for text, ok in targets(ref, r, args.preset):
                 print(f"  {'PASS' if ok else 'MISS'}  {text}")
                 missed += not ok
