@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -39,3 +40,28 @@ def test_torchvision_architectures_split_into_stages_without_weights():
         backbone = zoo.create_backbone(name, image_size=64, pretrained=False)
         with torch.inference_mode():
             assert backbone.model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, backbone.feature_dim)
+
+
+def test_onnx_runtime_runs_the_frozen_body_with_the_same_numbers():
+    """The CPU fast path for frozen stages must not change what the network computes."""
+    from transferapp.engine.zoo import _onnx_session
+    backbone = zoo.create_backbone("efficientnet_lite0", image_size=96)
+    frozen = backbone.model[:backbone.top_start(3)].eval()
+    session = _onnx_session(frozen, (3, 96, 96))
+    assert session is not None
+    x = torch.randn(5, 3, 96, 96)  # another batch size than the exported one: the batch axis is dynamic
+    with torch.inference_mode():
+        expected = frozen(x).numpy()
+    got = session.run(None, {"x": x.numpy()})[0]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-3)
+    assert not frozen.training and not any(m.training for m in frozen.modules())
+
+
+def test_frozen_runner_uses_eager_pytorch_for_a_few_images():
+    from transferapp.engine.zoo import frozen_runner
+    backbone = zoo.create_backbone("efficientnet_lite0", image_size=64)
+    run = frozen_runner(backbone.model, torch.device("cpu"), (3, 64, 64), n_images=3)
+    assert run.__name__ == "eager"
+    with torch.inference_mode():
+        assert run(torch.randn(2, 3, 64, 64)).shape == (2, backbone.feature_dim)

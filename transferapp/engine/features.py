@@ -20,7 +20,7 @@ import torch
 from PIL import ImageOps
 
 from .data import Sample, eval_transform, load_rgb
-from .zoo import Backbone, autocast, create_backbone, precision
+from .zoo import Backbone, create_backbone, frozen_runner, precision
 
 VIEWS = ("orig", "flip")
 
@@ -38,12 +38,6 @@ def pick_device(device=None) -> torch.device:
 def prepare_for_inference(backbone: Backbone, device: torch.device) -> None:
     # channels_last halves the CPU forward pass of these conv nets.
     backbone.model.eval().to(device=device, memory_format=torch.channels_last)
-
-
-def forward_features(backbone: Backbone, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-    with autocast(device):
-        return backbone.model(batch).float()
 
 
 def file_digest(path) -> str:
@@ -107,6 +101,8 @@ def _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, 
     if progress:
         progress(0, len(todo))
     done = 0
+    prep = backbone.preprocessing
+    forward = frozen_runner(backbone.model, device, (3, prep["crop"], prep["crop"]), len(todo))
     with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
         pending = pool.submit(decode, batches[0]) if batches else None
         for k, idx in enumerate(batches):
@@ -115,7 +111,7 @@ def _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, 
             batch = pending.result()
             if k + 1 < len(batches):
                 pending = pool.submit(decode, batches[k + 1])
-            feats = forward_features(backbone, batch, device).cpu().numpy()
+            feats = forward(batch).float().cpu().numpy()
             for i, f in zip(idx, feats):
                 out[i] = f
                 if cache_files[i] is not None:
