@@ -23,6 +23,7 @@ class TrainForm(forms.Form):
     unfrozen_blocks = forms.IntegerField(required=False, min_value=0, max_value=6)
     augmentation = forms.ChoiceField(required=False, choices=[("", "Default")] + AUGMENTATION)
     time_budget_minutes = forms.FloatField(required=False, min_value=0.5, max_value=24 * 60)
+    refit = forms.ChoiceField(required=False, choices=[("", "Default"), ("yes", "Yes"), ("no", "No")])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -39,5 +40,6 @@ class TrainForm(forms.Form):
             "unfrozen_blocks": data.get("unfrozen_blocks"),
             "augmentation": data.get("augmentation") or None,
             "time_budget_s": data["time_budget_minutes"] * 60 if data.get("time_budget_minutes") else None,
+            "refit": {"yes": True, "no": False}.get(data.get("refit")),
         }
         return {key: value for key, value in config.items() if value is not None}

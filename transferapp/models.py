@@ -123,6 +123,12 @@ class TrainingRun(models.Model):
     def percent(self) -> int:
         return round(100 * min(max(self.progress, 0.0), 1.0))
 
+    @property
+    def stage_label(self) -> str:
+        """The engine's phase names, in the user's words."""
+        return {"features": "Reading images", "head": "Quick model", "finetune": "Fine-tuning",
+                "refit": "Retraining on all images"}.get(self.stage, self.stage)
+
 
 class ImportJob(models.Model):
     """A zip (or folder) import, done in the background with a per-file report."""

@@ -53,10 +53,12 @@ def test_the_artifact_is_enough_to_predict_the_same_probabilities(fast_run):
     predictor = load_predictor(out)
     results = predictor.predict_paths([s.path for s in val])
     probs = np.array([[r["probabilities"][c] for c in predictor.classes] for r in results])
-    # The stage-1 head on the cached features gives the probabilities fit() scored.
+    # A "fast" model is a linear head on the frozen features: the artifact's head on the cached
+    # features must give the same probabilities as predicting from the image files.
     x = embed(val, create_backbone("efficientnet_lite0", image_size=64))
+    state = torch.load(out / "model.pt")
     head = torch.nn.Linear(x.shape[1], 3)
-    head.load_state_dict(torch.load(out / "stage1_head.pt"))
+    head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
     expected = torch.softmax(head(torch.as_tensor(x)), -1).detach().numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-4)
     assert [r["top"] for r in results] == [fast_run["classes"][s.label] for s in val]
@@ -83,7 +85,8 @@ def test_rerun_gives_the_same_split_and_model(fast_run, shapes_dir, tmp_path):
 
 def test_best_preset_fine_tunes_and_records_which_stage_it_kept(shapes_dir, tmp_path):
     from transferapp.engine import TrainConfig
-    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)
+    # Without the retrain on all images, the artifact is exactly the model validation scored.
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit=False)
     classes, train, val = _split(shapes_dir, config)
     m = fit(train, val, classes, config, tmp_path / "out", cache_dir=tmp_path / "cache")
     assert m["chosen_stage"] in ("head", "finetune") and m["chosen_reason"]
@@ -93,6 +96,36 @@ def test_best_preset_fine_tunes_and_records_which_stage_it_kept(shapes_dir, tmp_
     results = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])
     accuracy = np.mean([r["top"] == classes[s.label] for r, s in zip(results, val)])
     assert accuracy == pytest.approx(m["accuracy"])
+
+
+def test_the_chosen_recipe_is_retrained_on_every_image(shapes_dir, tmp_path):
+    from transferapp.engine import TrainConfig
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)
+    classes, train, val = _split(shapes_dir, config)
+    events = []
+    m = fit(train, val, classes, config, tmp_path / "out", cache_dir=tmp_path / "cache", on_progress=events.append)
+    refit = m["refit"]
+    assert refit["done"] and refit["n_images"] == len(train) + len(val)
+    assert "retrained on all" in m["chosen_reason"] and "retrained on all" in m["strategy"]
+    final = torch.load(tmp_path / "out" / "model.pt")
+    first = torch.load(tmp_path / "out" / "stage1_head.pt")
+    assert not torch.equal(final["head.weight"], first["weight"])  # the head saw the validation images too
+    if m["chosen_stage"] == "finetune":  # the validated epoch count, not the maximum
+        assert 1 <= refit["epochs"] <= len([h for h in m["history"] if h["stage"] == "finetune"])
+        refit_events = [e for e in events if e["stage"] == "refit"]
+        assert refit_events and refit_events[-1]["epoch"] == refit["epochs"]
+    assert [e["fraction"] for e in events] == sorted(e["fraction"] for e in events)
+
+
+def test_the_retrain_on_every_image_can_be_turned_off(shapes_dir, tmp_path):
+    from transferapp.engine import TrainConfig
+    config = TrainConfig(preset="fast", image_size=64, refit=False)
+    classes, train, val = _split(shapes_dir, config)
+    m = fit(train, val, classes, config, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert m["refit"] is None and "retrained" not in m["chosen_reason"]
+    state = torch.load(tmp_path / "out" / "model.pt")
+    first = torch.load(tmp_path / "out" / "stage1_head.pt")
+    assert torch.equal(state["head.weight"], first["weight"])
 
 
 def test_balanced_weights_make_every_class_count_equally():

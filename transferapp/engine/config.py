@@ -33,6 +33,10 @@ class TrainConfig:
     seed: int = 0
     # Side of the square crop the backbone sees.
     image_size: int = 224
+    # Once validation has chosen the stage (and stage 2's epoch count), train that recipe again on
+    # training + validation images, so the final model learns from every image the user labelled.
+    # The reported validation figures are those of the model before this retrain.
+    refit: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -75,6 +79,8 @@ class TrainConfig:
 
 def _coerce(key: str, value, type_name) -> object:
     """Accept form-style strings ("8", "0.2") while rejecting nonsense with a readable message."""
+    if str(type_name) == "bool":
+        return _boolean(key, value)
     target = {"int": int, "float": float, "str": str}.get(str(type_name), str)
     if target is int and isinstance(value, float) and not value.is_integer():
         raise ValueError(f"Invalid training settings: {key} must be a whole number (got {value!r}).")
@@ -84,3 +90,14 @@ def _coerce(key: str, value, type_name) -> object:
         return target(value)
     except (TypeError, ValueError):
         raise ValueError(f"Invalid training settings: {key} must be a {target.__name__} (got {value!r}).") from None
+
+
+def _boolean(key: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"Invalid training settings: {key} must be yes or no (got {value!r}).")

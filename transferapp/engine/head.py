@@ -47,12 +47,12 @@ class LogregProblem:
         return (torch.as_tensor(x, dtype=torch.float64) - self.mean) / self.std
 
 
-def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[nn.Linear, dict]:
+def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int, C: float | None = None) -> tuple[nn.Linear, dict]:
     """Pick C by stratified internal CV on the training features (the validation set stays
-    untouched for choosing between stages), refit on all of them, return a float32 nn.Linear."""
+    untouched for choosing between stages) unless given, fit on all of them, return a float32 nn.Linear."""
     problem = LogregProblem.from_features(x, y, n_classes)
     Xs, Y, w, mean, std = problem.Xs, problem.Y, problem.w, problem.mean, problem.std
-    C = _choose_c(Xs, Y, w, n_classes)
+    C = _choose_c(Xs, Y, w, n_classes) if C is None else C
     W, b = solve_logreg(Xs, Y, w, torch.ones(1, len(Y), dtype=torch.float64), torch.tensor([C]), n_classes,
                          max_iter=150)
     head = nn.Linear(x.shape[1], n_classes)

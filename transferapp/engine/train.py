@@ -22,7 +22,7 @@ from .data import Sample, eval_transform, load_rgb, train_transform
 from .curve import learning_curve
 from .head import class_weights, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
-from .zoo import Backbone, Classifier, autocast, create_backbone, precision
+from .zoo import Backbone, Classifier, create_backbone, frozen_runner, precision
 
 __all__ = ["fit", "TrainingCancelled", "fit_linear_head", "class_weights"]
 
@@ -53,7 +53,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     run.epoch_done(row, fraction=run.head_end, message="First model ready: you can already predict with it",
                    first_model_ready=True)
     curve = _learning_curve(x_train, y_train, x_val, y_val, classes, stage1["C"])
-    chosen, reason, val_probs = "head", "Only the quick model was trained (preset \"fast\").", val_probs1
+    chosen, reason, val_probs, best = "head", "Only the quick model was trained (preset \"fast\").", val_probs1, None
     if config.preset == "best" and len(val) == 0:
         reason = "No validation images, so the quick model was kept."
     elif config.preset == "best":
@@ -64,14 +64,20 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
             model.fp32_from, model.flip_tta = len(model.body), False
         val_probs = best["val_probs"] if chosen == "finetune" else val_probs1
 
+    # Validation figures describe the model validation chose, before any retrain on all images.
     report = M.report(val_probs, y_val, [s.key for s in val], classes)
+    refit = None
+    if config.refit and len(val):
+        refit = _refit(model, backbone, stage1_state, chosen, best, train, val, (x_train, x_val), stage1["C"],
+                       run, device)
+        reason = f"{reason} {refit['note']}"
     result = {**report, "n_train": len(train), "n_val": len(val), "classes": list(classes),
-              "history": run.history, "chosen_stage": chosen, "chosen_reason": reason,
+              "history": run.history, "chosen_stage": chosen, "chosen_reason": reason, "refit": refit,
               "seconds": round(time.perf_counter() - started, 2), "first_model_s": round(first_model_s, 2),
               "first_model_accuracy": row["val_accuracy"], "base": config.base, "config": asdict(config),
               "stage1_c": stage1["C"], "feature_seconds": round(run.feature_seconds, 2),
               "n_embedded": run.n_embedded, "precision": precision(device),
-              "strategy": _strategy(chosen, stage1, config, run.history), "learning_curve": curve}
+              "strategy": _strategy(chosen, stage1, config, run.history, refit), "learning_curve": curve}
     save_artifact(out_dir, model, head, backbone, classes, config, result)
     run.report(1.0, "done", "Training finished")
     return result
@@ -98,8 +104,10 @@ class _Run:
         self.on_progress, self.should_stop = on_progress, should_stop
         self.history: list[dict] = []
         self.feature_seconds, self.n_embedded = 0.0, 0
-        # Share of the progress bar per phase: features dominate stage 1, fine-tuning dominates "best".
-        self.features_end, self.head_end = (0.3, 0.35) if config.preset == "best" else (0.9, 1.0)
+        # Share of the progress bar per phase: features dominate stage 1, fine-tuning dominates "best";
+        # the retrain on all images runs about as long as fine-tuning did.
+        self.features_end, self.head_end = (0.2, 0.25) if config.preset == "best" else (0.9, 1.0)
+        self.finetune_end = 0.65 if config.refit and config.preset == "best" else 1.0
         self.deadline = started + config.time_budget_s
 
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
@@ -175,32 +183,22 @@ def _round(v):
 # --- stage 2: fine-tune the top blocks ------------------------------------------------------
 
 def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run, device) -> dict | None:
-    """Train the top `unfrozen_blocks` blocks + head conv + head; returns the best epoch
-    ({state, row, val_probs}) or None when not one epoch fitted in the time budget."""
+    """Train the top `unfrozen_blocks` blocks + head conv + head, scoring each epoch on validation;
+    returns the best epoch ({state, row, val_probs, epoch_s}) or None when not one epoch fitted in
+    the time budget."""
     config = run.config
-    backbone_top = backbone.top_start(config.unfrozen_blocks)
-    model.to(device=device, memory_format=torch.channels_last)
-    trainable = _freeze_body(model, backbone_top)
-    model.fp32_from, model.flip_tta = backbone_top, True
-    prep = backbone.preprocessing
-    val_acts = _body_activations(model, val, backbone_top, prep, config.batch_size, device, run)
-    opt, sched = _optimizer(trainable, config, len(train))
-    weights = torch.as_tensor(class_weights(_labels(train), model.head.out_features), dtype=torch.float32).to(device)
-    transform = train_transform(prep, config.augmentation)
-    generator = torch.Generator().manual_seed(config.seed)
-    ema = _Ema(trainable)
+    trainer = _Trainer(model, backbone, train, run, device, "finetune", (run.head_end, run.finetune_end))
+    val_acts = _body_activations(trainer.frozen, val, trainer.prep, config.batch_size, run)
     best, best_loss, stale = None, math.inf, 0
     for epoch in range(1, config.epochs + 1):
-        stats = train_one_epoch(model, train, backbone_top, transform, prep, opt, sched, weights, generator,
-                             device, run, epoch, ema)
+        stats = trainer.epoch(epoch)
         if stats is None:
             break  # time budget ran out mid-epoch: keep the best finished epoch
-        ema.swap()  # score (and keep) the averaged weights; swap back to keep training the raw ones
-        val_probs = evaluate(model, val_acts, backbone_top)
+        trainer.ema.swap()  # score (and keep) the averaged weights; swap back to keep training the raw ones
+        val_probs = evaluate(model, val_acts, trainer.top)
         row = _history_row("finetune", epoch, stats["probs"], stats["labels"], val_probs, y_val, stats["loss"])
-        frac = run.head_end + (1 - run.head_end) * epoch / config.epochs
-        run.epoch_done(row, frac, f"Fine-tuning epoch {epoch}/{config.epochs}: "
-                                  f"validation accuracy {row['val_accuracy']:.0%}")
+        run.epoch_done(row, trainer.fraction(epoch), f"Fine-tuning epoch {epoch}/{config.epochs}: "
+                                                     f"validation accuracy {row['val_accuracy']:.0%}")
         # Patience counts epochs that improved neither validation accuracy nor loss: on a small
         # validation set accuracy plateaus long before the model stops getting better.
         improved = row["val_loss"] < best_loss
@@ -208,10 +206,73 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
         if best is None or _better(row, best["row"]):
             best, improved = {"state": copy.deepcopy(model.state_dict()), "row": row, "val_probs": val_probs}, True
         stale = 0 if improved else stale + 1
-        ema.swap()
+        trainer.ema.swap()
         if stale >= PATIENCE or time.perf_counter() > run.deadline:
             break
+    if best is not None:
+        best["epoch_s"] = trainer.mean_epoch_s
     return best
+
+
+def finetune_fixed(model: Classifier, backbone: Backbone, samples, epochs: int, run: _Run, device) -> dict | None:
+    """The same recipe for a fixed number of epochs with no validation (the retrain on all images);
+    returns the averaged weights, or None when the time budget ran out first."""
+    trainer = _Trainer(model, backbone, samples, run, device, "refit", (run.finetune_end, 1.0), epochs)
+    for epoch in range(1, epochs + 1):
+        if trainer.epoch(epoch) is None:
+            return None
+    trainer.ema.swap()
+    return {"state": copy.deepcopy(model.state_dict())}
+
+
+class _Trainer:
+    """One stage-2 training: the frozen/trained split, optimiser, schedule, EMA and augmentation.
+    The schedule always spans config.epochs, so a shorter fixed-length retrain follows the very
+    learning-rate path its validated twin took up to the same epoch."""
+
+    def __init__(self, model, backbone, samples, run, device, stage, progress_span, shown_epochs=None):
+        config = run.config
+        self.model, self.samples, self.run, self.device, self.stage = model, samples, run, device, stage
+        self.top = backbone.top_start(config.unfrozen_blocks)
+        model.to(device=device, memory_format=torch.channels_last)
+        trainable = _freeze_body(model, self.top)
+        model.fp32_from, model.flip_tta = self.top, True
+        self.prep = backbone.preprocessing
+        # The frozen stages only ever run forward: the fastest inference engine here runs them.
+        crop = self.prep["crop"]
+        self.frozen = frozen_runner(model.body[:self.top], device, (3, crop, crop), len(samples) * config.epochs)
+        self.opt, self.sched = _optimizer(trainable, config, len(samples))
+        labels = _labels(samples)
+        self.weights = torch.as_tensor(class_weights(labels, model.head.out_features), dtype=torch.float32).to(device)
+        self.transform = train_transform(self.prep, config.augmentation)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.ema = _Ema(trainable)
+        self.span, self.shown_epochs = progress_span, shown_epochs or config.epochs
+        self.epoch_seconds: list[float] = []
+
+    @property
+    def mean_epoch_s(self) -> float:
+        return sum(self.epoch_seconds) / max(1, len(self.epoch_seconds))
+
+    def fraction(self, epochs_done: float) -> float:
+        lo, hi = self.span
+        return lo + (hi - lo) * min(1.0, epochs_done / self.shown_epochs)
+
+    def message(self, epoch: int) -> str:
+        if self.stage == "refit":
+            return f"Retraining on all {len(self.samples)} images: epoch {epoch}/{self.shown_epochs}"
+        return f"Fine-tuning epoch {epoch}/{self.shown_epochs}"
+
+    def epoch(self, epoch: int) -> dict | None:
+        t0 = time.perf_counter()
+        _regularise(self.model, self.top, True)
+        try:
+            stats = _train_batches(self, epoch)
+        finally:
+            _regularise(self.model, self.top, False)
+        if stats is not None:
+            self.epoch_seconds.append(time.perf_counter() - t0)
+        return stats
 
 
 def _optimizer(params, config: TrainConfig, n_train: int):
@@ -266,21 +327,19 @@ def _load_batch(samples, transform, prep) -> torch.Tensor:
     return torch.stack([transform(load_rgb(s.path, size=prep["resize"])) for s in samples])
 
 
-def _body_activations(model, samples, top, prep, batch_size, device, run) -> list[tuple]:
+def _body_activations(frozen, samples, prep, batch_size, run) -> list[tuple]:
     """The frozen body's output for the validation images and their mirrors, computed once."""
     transform, acts = eval_transform(prep), []
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
             run.check_stop()
             x = _load_batch(samples[start:start + batch_size], transform, prep)
-            acts.append((_run_body(model, x, top, device), _run_body(model, torch.flip(x, dims=[3]), top, device)))
+            acts.append((_activations(frozen, x), _activations(frozen, torch.flip(x, dims=[3]))))
     return acts
 
 
-def _run_body(model, x, top, device) -> torch.Tensor:
-    x = x.to(device).contiguous(memory_format=torch.channels_last)
-    with autocast(device):
-        return model.body[:top](x)
+def _activations(frozen, x) -> torch.Tensor:
+    return frozen(x).contiguous(memory_format=torch.channels_last)
 
 
 def evaluate(model, acts, top) -> np.ndarray:
@@ -296,41 +355,32 @@ def evaluate(model, acts, top) -> np.ndarray:
         return torch.cat(probs).numpy()
 
 
-def train_one_epoch(model, train, top, transform, prep, opt, sched, weights, generator, device, run, epoch, ema):
-    _regularise(model, top, True)
-    try:
-        return _train_batches(model, train, top, transform, prep, opt, sched, weights, generator, device, run,
-                              epoch, ema)
-    finally:
-        _regularise(model, top, False)
-
-
-def _train_batches(model, train, top, transform, prep, opt, sched, weights, generator, device, run, epoch, ema):
-    order = torch.randperm(len(train), generator=generator).tolist()
+def _train_batches(t: _Trainer, epoch: int) -> dict | None:
+    run, model, device = t.run, t.model, t.device
+    order = torch.randperm(len(t.samples), generator=t.generator).tolist()
     bs = run.config.batch_size
     losses, probs, labels = [], [], []
     for start in range(0, len(order), bs):
         run.check_stop()
         if time.perf_counter() > run.deadline:
             return None
-        batch = [train[i] for i in order[start:start + bs]]
+        batch = [t.samples[i] for i in order[start:start + bs]]
         y = torch.tensor([s.label for s in batch], device=device)
         with torch.no_grad():
-            acts = _run_body(model, _load_batch(batch, transform, prep), top, device)
-        logits = model(acts, start=top)
-        loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
+            acts = _activations(t.frozen, _load_batch(batch, t.transform, t.prep)).to(device)
+        logits = model(acts, start=t.top)
+        loss = F.cross_entropy(logits, y, weight=t.weights, label_smoothing=0.1)
+        t.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        ema.update()
-        if sched.last_epoch + 1 < sched.total_steps:
-            sched.step()
+        t.opt.step()
+        t.ema.update()
+        if t.sched.last_epoch + 1 < t.sched.total_steps:
+            t.sched.step()
         losses.append(loss.item() * len(batch))
         probs.append(torch.softmax(logits.detach().float(), -1).cpu())
         labels.append(y.cpu())
-        done = (epoch - 1 + (start + len(batch)) / len(order)) / run.config.epochs
-        run.report(run.head_end + (1 - run.head_end) * done, "finetune",
-                   f"Fine-tuning epoch {epoch}/{run.config.epochs}", epoch, run.config.epochs)
+        done = epoch - 1 + (start + len(batch)) / len(order)
+        run.report(t.fraction(done), t.stage, t.message(epoch), epoch, t.shown_epochs)
     return {"loss": sum(losses) / len(order), "probs": torch.cat(probs).numpy(), "labels": torch.cat(labels).numpy()}
 
 
@@ -351,12 +401,51 @@ def _choose(stage1_row: dict, best: dict | None) -> tuple[str, str]:
                     f"fine-tuning ({r['val_accuracy']:.1%}), so the quick model was kept.")
 
 
-def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict]) -> str:
+def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict], refit: dict | None) -> str:
     if chosen == "head":
-        return f"linear head on cached {config.base} features (C={stage1['C']})"
-    epochs = sum(1 for h in history if h["stage"] == "finetune")
-    return (f"linear head (C={stage1['C']}) then fine-tuned top {config.unfrozen_blocks} blocks "
-            f"for {epochs} epochs ({config.augmentation} augmentation)")
+        text = f"linear head on cached {config.base} features (C={stage1['C']})"
+    else:
+        epochs = sum(1 for h in history if h["stage"] == "finetune")
+        text = (f"linear head (C={stage1['C']}) then fine-tuned top {config.unfrozen_blocks} blocks "
+                f"for {epochs} epochs ({config.augmentation} augmentation)")
+    if refit and refit["done"]:
+        text += f", then retrained on all {refit['n_images']} images" + (
+            f" for {refit['epochs']} epochs" if refit["epochs"] else "")
+    return text
+
+
+# --- retrain the chosen recipe on every image -----------------------------------------------
+
+def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C, run, device) -> dict:
+    """Validation has chosen the stage and, for stage 2, the epoch; train that recipe again on
+    training + validation images (25 % more data at the default split). Keeps the validated model
+    when the retrain would not fit in the time budget."""
+    t0 = time.perf_counter()
+    samples = train + val
+    head, _ = fit_linear_head(np.concatenate(features), _labels(samples), model.head.out_features, C=C)
+    info = {"done": False, "n_images": len(samples), "epochs": 0, "seconds": 0.0}
+    if chosen == "head":
+        model.head.load_state_dict(head.state_dict())
+        return _refit_done(info, t0, "")
+    epochs = best["row"]["epoch"]
+    estimate = best["epoch_s"] * len(samples) / len(train) * epochs
+    if time.perf_counter() + estimate > run.deadline:
+        return {**info, "note": "There was no time left in the budget to retrain it on all images."}
+    model.load_state_dict(stage1_state)
+    model.head.load_state_dict(head.state_dict())
+    refitted = finetune_fixed(model, backbone, samples, epochs, run, device)
+    if refitted is None:
+        model.load_state_dict(best["state"])
+        return {**info, "note": "The retrain on all images ran out of time, so the validated model was kept."}
+    model.load_state_dict(refitted["state"])
+    return _refit_done({**info, "epochs": epochs}, t0, f" for the same {epochs} epochs")
+
+
+def _refit_done(info: dict, t0: float, how: str) -> dict:
+    n = info["n_images"]
+    return {**info, "done": True, "seconds": round(time.perf_counter() - t0, 2),
+            "note": (f"It was then retrained on all {n} images (training + validation){how}, so it learns from "
+                     f"every labelled image; the validation figures are from before that retrain.")}
 
 
 # --- artifact -------------------------------------------------------------------------------
