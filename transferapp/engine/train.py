@@ -240,14 +240,14 @@ class _Trainer:
         self.prep = backbone.preprocessing
         # The frozen stages only ever run forward: the fastest inference engine here runs them.
         crop = self.prep["crop"]
-        self.frozen = frozen_runner(model.body[:self.top], device, (3, crop, crop), len(samples) * config.epochs)
+        self.span, self.shown_epochs = progress_span, shown_epochs or config.epochs
+        self.frozen = frozen_runner(model.body[:self.top], device, (3, crop, crop), len(samples) * self.shown_epochs)
         self.opt, self.sched = _optimizer(trainable, config, len(samples))
         labels = _labels(samples)
         self.weights = torch.as_tensor(class_weights(labels, model.head.out_features), dtype=torch.float32).to(device)
         self.transform = train_transform(self.prep, config.augmentation)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.ema = _Ema(trainable)
-        self.span, self.shown_epochs = progress_span, shown_epochs or config.epochs
         self.epoch_seconds: list[float] = []
 
     @property
@@ -428,15 +428,21 @@ def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C,
         model.head.load_state_dict(head.state_dict())
         return _refit_done(info, t0, "")
     epochs = best["row"]["epoch"]
-    estimate = best["epoch_s"] * len(samples) / len(train) * epochs
+    # Epoch time grows with the image count; the margin covers setting up the second training.
+    estimate = 1.1 * best["epoch_s"] * len(samples) / len(train) * epochs + 2
     if time.perf_counter() + estimate > run.deadline:
         return {**info, "note": "There was no time left in the budget to retrain it on all images."}
     model.load_state_dict(stage1_state)
     model.head.load_state_dict(head.state_dict())
-    refitted = finetune_fixed(model, backbone, samples, epochs, run, device)
+    try:
+        refitted = finetune_fixed(model, backbone, samples, epochs, run, device)
+    except TrainingCancelled:  # the model is already chosen and validated: stop, but do not lose it
+        refitted, why = None, "The retrain on all images was cancelled, so the validated model was kept."
+    else:
+        why = "The retrain on all images ran out of time, so the validated model was kept."
     if refitted is None:
         model.load_state_dict(best["state"])
-        return {**info, "note": "The retrain on all images ran out of time, so the validated model was kept."}
+        return {**info, "note": why}
     model.load_state_dict(refitted["state"])
     return _refit_done({**info, "epochs": epochs}, t0, f" for the same {epochs} epochs")
 

@@ -107,12 +107,25 @@ def _onnx_session(module: nn.Module, input_shape: tuple[int, ...]):
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
         options.log_severity_level = 3
-        return ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+        _check_same_numbers(module, session, input_shape)
+        return session
     except Exception as exc:  # any exporter/runtime gap: the eager path computes the same numbers, slower
         log.warning("ONNX Runtime unavailable (%s); using eager PyTorch", exc)
         return None
     finally:
         module.eval()  # the exporter restores the training flag it found; keep the frozen part in eval
+
+
+def _check_same_numbers(module: nn.Module, session, input_shape: tuple[int, ...]) -> None:
+    """A batch of two through both engines: a graph traced with a fixed shape, or an operator ONNX
+    Runtime computes differently, must fall back to eager rather than train on wrong activations."""
+    x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = module(x).float()
+    got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-3, atol=1e-3):
+        raise RuntimeError("ONNX Runtime's output differs from PyTorch's")
 
 
 class Classifier(nn.Module):
