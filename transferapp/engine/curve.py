@@ -46,8 +46,8 @@ def _subset_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 def _fit_and_score(x_train, y_train, x_val, y_val, masks, C, n_classes) -> np.ndarray:
     problem = LogregProblem.from_features(x_train, y_train, n_classes)
-    M = torch.as_tensor(masks)
-    W, b = solve_logreg(problem.Xs, problem.Y, problem.w, M, torch.full((len(M),), C, dtype=torch.float64), n_classes)
+    M = torch.as_tensor(masks, dtype=problem.Xs.dtype)
+    W, b = solve_logreg(problem.Xs, problem.Y, problem.w, M, torch.full((len(M),), C, dtype=M.dtype), n_classes)
     V = problem.standardise(x_val)
     predicted = (torch.einsum("nd,pdk->pnk", V, W) + b[:, None]).argmax(-1).numpy()
     return predicted == y_val[None, :]
