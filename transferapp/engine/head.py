@@ -81,7 +81,7 @@ def _choose_c(Xs, Y, w, n_classes) -> float:
     nll = -logp[:, torch.arange(len(Y)), Y] * w  # held-out, class-balanced log loss
     held = 1 - masks
     scores = ((nll * held).sum(1) / (w * held).sum(1)).view(-1, len(C_GRID)).mean(0)
-    return float(grid[int(scores.argmin())])
+    return C_GRID[int(scores.argmin())]  # the grid's own value, not its float32 rounding
 
 
 def _stratified_folds(y: np.ndarray, seed: int, max_folds: int = 5) -> np.ndarray | None:
