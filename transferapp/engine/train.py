@@ -209,15 +209,16 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
         trainer.ema.swap()
         if stale >= PATIENCE or time.perf_counter() > run.deadline:
             break
-    if best is not None:
-        best["epoch_s"] = trainer.mean_epoch_s
+    if best is not None:  # the retrain reuses the frozen stages' runner: their weights never change
+        best["epoch_s"], best["frozen"] = trainer.mean_epoch_s, trainer.frozen
     return best
 
 
-def finetune_fixed(model: Classifier, backbone: Backbone, samples, epochs: int, run: _Run, device) -> dict | None:
+def finetune_fixed(model: Classifier, backbone: Backbone, samples, epochs: int, run: _Run, device,
+                   frozen=None) -> dict | None:
     """The same recipe for a fixed number of epochs with no validation (the retrain on all images);
     returns the averaged weights, or None when the time budget ran out first."""
-    trainer = _Trainer(model, backbone, samples, run, device, "refit", (run.finetune_end, 1.0), epochs)
+    trainer = _Trainer(model, backbone, samples, run, device, "refit", (run.finetune_end, 1.0), epochs, frozen)
     for epoch in range(1, epochs + 1):
         if trainer.epoch(epoch) is None:
             return None
@@ -230,7 +231,7 @@ class _Trainer:
     The schedule always spans config.epochs, so a shorter fixed-length retrain follows the very
     learning-rate path its validated twin took up to the same epoch."""
 
-    def __init__(self, model, backbone, samples, run, device, stage, progress_span, shown_epochs=None):
+    def __init__(self, model, backbone, samples, run, device, stage, progress_span, shown_epochs=None, frozen=None):
         config = run.config
         self.model, self.samples, self.run, self.device, self.stage = model, samples, run, device, stage
         self.top = backbone.top_start(config.unfrozen_blocks)
@@ -241,7 +242,8 @@ class _Trainer:
         # The frozen stages only ever run forward: the fastest inference engine here runs them.
         crop = self.prep["crop"]
         self.span, self.shown_epochs = progress_span, shown_epochs or config.epochs
-        self.frozen = frozen_runner(model.body[:self.top], device, (3, crop, crop), len(samples) * self.shown_epochs)
+        self.frozen = frozen or frozen_runner(model.body[:self.top], device, (3, crop, crop),
+                                              len(samples) * self.shown_epochs)
         self.opt, self.sched = _optimizer(trainable, config, len(samples))
         labels = _labels(samples)
         self.weights = torch.as_tensor(class_weights(labels, model.head.out_features), dtype=torch.float32).to(device)
@@ -435,7 +437,7 @@ def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C,
     model.load_state_dict(stage1_state)
     model.head.load_state_dict(head.state_dict())
     try:
-        refitted = finetune_fixed(model, backbone, samples, epochs, run, device)
+        refitted = finetune_fixed(model, backbone, samples, epochs, run, device, best["frozen"])
     except TrainingCancelled:  # the model is already chosen and validated: stop, but do not lose it
         refitted, why = None, "The retrain on all images was cancelled, so the validated model was kept."
     else:
