@@ -79,8 +79,10 @@ class TrainConfig:
 
 def _coerce(key: str, value, type_name) -> object:
     """Accept form-style strings ("8", "0.2") while rejecting nonsense with a readable message."""
-    if str(type_name) == "bool":
-        return _boolean(key, value)
+    if str(type_name) == "bool":  # the form and the CLI turn their choices into booleans already
+        if not isinstance(value, bool):
+            raise ValueError(f"Invalid training settings: {key} must be true or false (got {value!r}).")
+        return value
     target = {"int": int, "float": float, "str": str}.get(str(type_name), str)
     if target is int and isinstance(value, float) and not value.is_integer():
         raise ValueError(f"Invalid training settings: {key} must be a whole number (got {value!r}).")
@@ -91,13 +93,3 @@ def _coerce(key: str, value, type_name) -> object:
     except (TypeError, ValueError):
         raise ValueError(f"Invalid training settings: {key} must be a {target.__name__} (got {value!r}).") from None
 
-
-def _boolean(key: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"Invalid training settings: {key} must be yes or no (got {value!r}).")
