@@ -73,3 +73,6 @@ def other_user(django_user_model):
 def alice(client, user):
     client.force_login(user)
     return client
+
+
+pytest_plugins = ["tests.browser_support"]
