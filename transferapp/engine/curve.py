@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .head import LogregProblem, solve_logreg
+from .sampling import stratified_subset
 
 FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 SEEDS = (0, 1, 2)
@@ -21,7 +22,7 @@ def learning_curve(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     """Mean validation accuracy (overall and per class) per share of the training images."""
     n_classes = len(classes)
     plans = [(f, s) for f in fractions for s in seeds]
-    masks = np.stack([_subset_mask(y_train, f, s) for f, s in plans])
+    masks = np.stack([stratified_subset(y_train, f, s) for f, s in plans])
     correct = _fit_and_score(x_train, y_train, x_val, y_val, masks, C, n_classes)  # [P, n_val]
     accuracy, per_class = _summarise(correct, y_val, plans, fractions, classes)
     curve = {
@@ -32,16 +33,6 @@ def learning_curve(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     }
     curve.update(verdict(curve))
     return curve
-
-
-def _subset_mask(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A stratified subset: the same share of every class, at least 2 images of each."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(y), dtype=np.float64)
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        mask[idx[: max(2, round(len(idx) * fraction))]] = 1.0
-    return mask
 
 
 def _fit_and_score(x_train, y_train, x_val, y_val, masks, C, n_classes) -> np.ndarray:

@@ -1,13 +1,14 @@
 """Samples, deterministic splits, image loading and the transforms built from a base's preprocessing."""
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 from torchvision import transforms as T
+
+from .sampling import class_orders
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _VAL_DIR_NAMES = ("val", "valid", "validation", "test")
@@ -22,14 +23,10 @@ class Sample:
 
 def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Per-class shuffle with a fixed seed; every class with >= 2 images gets >= 1 val and >= 1 train."""
-    by_class: dict[int, list[Sample]] = defaultdict(list)
-    for s in sorted(samples, key=lambda s: (s.label, s.key, s.path)):
-        by_class[s.label].append(s)
-    rng = random.Random(seed)
+    ordered = sorted(samples, key=lambda s: (s.label, s.key, s.path))
     train, val = [], []
-    for label in sorted(by_class):
-        group = by_class[label]
-        rng.shuffle(group)
+    for order in class_orders(np.array([s.label for s in ordered], dtype=np.int64), seed).values():
+        group = [ordered[i] for i in order]
         n_val = 0 if len(group) < 2 else min(len(group) - 1, max(1, round(len(group) * val_fraction)))
         val += group[:n_val]
         train += group[n_val:]

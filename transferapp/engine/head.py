@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sampling import stratified_folds
+
 # float32, not float64: on flowers and brick_crack the heads agree on every validation image (logits
 # within 0.003) and a retrain's stage 1 takes half the time (the largest part of a retrain).
 DTYPE = torch.float32
@@ -67,7 +69,7 @@ def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int, C: float | Non
 
 
 def _choose_c(Xs, Y, w, n_classes) -> float:
-    folds = _stratified_folds(Y.numpy(), seed=0)
+    folds = stratified_folds(Y.numpy(), seed=0)
     if folds is None:
         return 1.0  # too few images per class for CV: sklearn's default
     grid = torch.tensor(C_GRID, dtype=DTYPE)
@@ -82,18 +84,6 @@ def _choose_c(Xs, Y, w, n_classes) -> float:
     held = 1 - masks
     scores = ((nll * held).sum(1) / (w * held).sum(1)).view(-1, len(C_GRID)).mean(0)
     return C_GRID[int(scores.argmin())]  # the grid's own value, not its float32 rounding
-
-
-def _stratified_folds(y: np.ndarray, seed: int, max_folds: int = 5) -> np.ndarray | None:
-    k = min(max_folds, int(np.bincount(y).min()))
-    if k < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    folds = np.zeros(len(y), dtype=np.int64)
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        folds[idx] = np.arange(len(idx)) % k
-    return folds
 
 
 def solve_logreg(Xs, Y, w, masks, Cs, n_classes, max_iter: int = 60):
