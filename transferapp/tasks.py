@@ -6,6 +6,7 @@ import logging
 import shutil
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ HEARTBEAT_INTERVAL_S = 20.0
 
 def run_training(run_id: int) -> str:
     run = TrainingRun.objects.select_related("project").get(pk=run_id)
-    if not _claim(run):
+    if not _claim(run, message="Starting…"):
         return f"run {run_id} was {run.status} before it started"
     snapshot = _snapshot(run)
     problems = services.problems_for_counts(snapshot.counts())
@@ -91,18 +92,14 @@ def _artifact_dir(run: TrainingRun) -> Path:
     return Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
 
 
-def _claim(row: TrainingRun | ImportJob) -> bool:
+def _claim(row: TrainingRun | ImportJob, **fields) -> bool:
     """Queued -> running, atomically, so a cancelled, expired or duplicate job does nothing."""
     now = timezone.now()
     claimed = type(row).objects.filter(pk=row.pk, status=row.Status.QUEUED).update(
-        status=row.Status.RUNNING, started_at=now, heartbeat_at=now, **_starting_message(row)
+        status=row.Status.RUNNING, started_at=now, heartbeat_at=now, **fields
     )
     row.refresh_from_db()
     return bool(claimed)
-
-
-def _starting_message(row) -> dict:
-    return {"message": "Starting…"} if isinstance(row, TrainingRun) else {}
 
 
 def _configure_threads() -> None:
@@ -139,7 +136,8 @@ class Snapshot:
     sha256s: set[str]
 
     def counts(self) -> dict[str, int]:
-        return {name: sum(1 for s in self.samples if s.label == i) for i, name in enumerate(self.classes)}
+        per_label = Counter(s.label for s in self.samples)
+        return {name: per_label[i] for i, name in enumerate(self.classes)}
 
 
 def _snapshot(run: TrainingRun) -> Snapshot:

@@ -54,7 +54,7 @@ def project_detail(request, pk):
         "project": project,
         "labels": selectors.labels_with_previews(project=project),
         "runs": runs,
-        "imports": project.imports.all()[:5],
+        "imports": [services.import_check(job=job) for job in project.imports.all()[:5]],
         "problems": services.training_problems(project=project),
         "warnings": selectors.training_warnings(project=project, groups=duplicate_groups),
         "duplicate_groups": duplicate_groups,
