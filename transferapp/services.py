@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
+from rq.job import JobStatus
 
 from transferapp import intake, selectors
 from transferapp.engine.config import TrainConfig
@@ -156,8 +157,7 @@ def _remove_unreferenced_files(image: Image) -> None:
     """The files written for a row that could not be saved. The storage may have renamed them (the
     winner's file had the name already), and a name another row uses is never removed."""
     for field in (image.file, image.thumbnail):
-        in_use = Image.objects.filter(Q(file=field.name) | Q(thumbnail=field.name)).exists()
-        if field.name and not in_use:
+        if field.name and not Image.objects.filter(Q(file=field.name) | Q(thumbnail=field.name)).exists():
             field.storage.delete(field.name)
 
 
@@ -411,8 +411,9 @@ def run_check(*, run: TrainingRun) -> TrainingRun:
 def run_requeue_if_lost(*, run: TrainingRun) -> TrainingRun:
     """A queued run whose job vanished (Redis restarted without persistence) is queued again; one
     whose job failed in rq before the worker claimed it (it could not even load it) is failed."""
-    _requeue_if_lost(run, queue_name="default", enqueue=_enqueue_training, fail=lambda reason: _run_fail_unclaimed(run, reason))
-    run.refresh_from_db()
+    if _requeue_if_lost(run, queue_name="default", enqueue=_enqueue_training,
+                        fail=lambda reason: _run_fail_unclaimed(run, reason)):
+        run.refresh_from_db()
     return run
 
 
@@ -444,10 +445,11 @@ def import_check(*, job: ImportJob) -> ImportJob:
         _import_fail(job, f"The worker stopped responding ({int(silent_s)} s without news); it may have been "
                      "restarted or run out of memory. The uploaded zip was deleted: upload it again to import the rest "
                      "(files already imported are recognised as duplicates).", among=[ImportJob.Status.RUNNING])
-    _requeue_if_lost(job, queue_name="intake", enqueue=_enqueue_import,
-                     fail=lambda reason: _import_fail(job, f"The worker could not start this import ({reason}). "
-                                                      "Upload the zip again.", among=[ImportJob.Status.QUEUED]))
-    job.refresh_from_db()
+    failed = _requeue_if_lost(job, queue_name="intake", enqueue=_enqueue_import,
+                              fail=lambda reason: _import_fail(job, f"The worker could not start this import ({reason}). "
+                                                               "Upload the zip again.", among=[ImportJob.Status.QUEUED]))
+    if silent_s is not None or failed:
+        job.refresh_from_db()
     return job
 
 
@@ -459,18 +461,21 @@ def _silent_for(row: TrainingRun | ImportJob) -> float | None:
     return silent_s if silent_s > settings.RUN_HEARTBEAT_TIMEOUT_S else None
 
 
-def _requeue_if_lost(row: TrainingRun | ImportJob, *, queue_name: str, enqueue, fail) -> None:
+def _requeue_if_lost(row: TrainingRun | ImportJob, *, queue_name: str, enqueue, fail) -> bool:
+    """Queue a queued row's vanished job again; fail the row if rq failed its job. True when failed."""
     if row.status != row.Status.QUEUED:
-        return
+        return False
     try:
         job = django_rq.get_queue(queue_name).fetch_job(row.job_id)
         if job is None:
             logger.warning("%s %s had no job in Redis; queueing it again", type(row).__name__, row.pk)
             enqueue(row)
-        elif job.get_status() in ("failed", "stopped", "canceled"):
+        elif job.get_status() in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
             fail(_job_failure(job))
+            return True
     except RedisError:
         pass  # the page says no worker is reachable; the row keeps the run
+    return False
 
 
 def _job_failure(job) -> str:
