@@ -202,6 +202,15 @@ def test_an_import_stops_when_its_project_is_deleted_and_leaves_no_files(alice, 
     assert not Path(job.upload_path).exists()
 
 
+def test_deleting_a_project_with_a_queued_import_removes_the_uploaded_zip(alice, user, queue):
+    project = services.project_create(owner=user, name="P")
+    job = _import_zip(alice, project, messy_zip())
+    alice.post(reverse("project_delete", args=[project.pk]))
+    assert not Path(job.upload_path).exists()
+    _work_off("intake")  # the job finds no row and does nothing
+    assert not (Path(settings.MEDIA_ROOT) / "projects" / str(project.pk)).exists()
+
+
 # 7. Cached features go when no image has those bytes any more.
 
 def _cache_entries_for(image: Image) -> list[Path]:

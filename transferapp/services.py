@@ -49,9 +49,12 @@ def project_rename(*, project: Project, name: str) -> Project:
 def project_delete(*, project: Project) -> None:
     project_id = project.pk
     sha256s = set(project.images.values_list("sha256", flat=True))
+    uploaded_zips = [Path(path) for path in project.imports.exclude(upload_path="").values_list("upload_path", flat=True)]
     project.delete()
     _remove_project_files(project_id)
     features_forget_unused(sha256s=sha256s)
+    for path in uploaded_zips:  # a queued import's job will find no row; a running one stops at its next file
+        path.unlink(missing_ok=True)
 
 
 def _remove_project_files(project_id: int) -> None:
