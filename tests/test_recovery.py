@@ -35,9 +35,13 @@ def _work_off(*queues, worker_class=SimpleWorker):
     django_rq.get_worker(*queues, worker_class=worker_class).work(burst=True)
 
 
-def _start_a_worker_with_nothing_to_do(queue_name):
-    """A worker as `manage.py rqworker` builds it (settings' worker class): it settles stale rows as it starts."""
-    django_rq.get_worker(queue_name).work(burst=True)
+def _start_a_worker_with_nothing_to_do():
+    """A worker of the class `manage.py rqworker` uses (settings.RQ), which settles stale rows as it
+    starts. It listens to an empty queue: a forking worker must not run torch jobs inside the test
+    process (a forked child of a process that already ran OpenMP can hang)."""
+    worker = django_rq.get_worker("default")
+    empty = django_rq.get_queue("default").__class__("nothing-to-do", connection=worker.connection)
+    type(worker)([empty], connection=worker.connection).work(burst=True)
 
 
 def _import_zip(client, project, data: bytes, name="photos.zip") -> ImportJob:
@@ -62,7 +66,7 @@ def test_an_import_whose_worker_died_is_failed_by_a_worker_keeping_its_images_an
     zip_path.write_bytes(messy_zip())
     job = ImportJob.objects.create(project=project, source_name="dead.zip", upload_path=str(zip_path),
                                    status="running", heartbeat_at=timezone.now() - LONG_AGO)
-    _start_a_worker_with_nothing_to_do("intake")  # no page view
+    _start_a_worker_with_nothing_to_do()  # no page view
     job.refresh_from_db()
     assert job.status == "failed" and "stopped responding" in job.error
     assert not zip_path.exists() and project.images.count() == 2
@@ -74,7 +78,7 @@ def test_a_queued_import_whose_job_vanished_is_queued_again_and_done(alice, user
     project = services.project_create(owner=user, name="P")
     job = _import_zip(alice, project, messy_zip())
     queue.connection.flushdb()  # Redis restarted without persistence
-    _start_a_worker_with_nothing_to_do("intake")
+    _start_a_worker_with_nothing_to_do()
     _work_off("intake")
     job.refresh_from_db()
     assert job.status == "done" and job.accepted == 3 and not Path(job.upload_path).exists()
@@ -118,7 +122,7 @@ def test_a_silent_running_run_is_failed_by_a_worker_without_a_page_view(alice, u
     run = _train(alice, project)
     TrainingRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=timezone.now() - LONG_AGO)
     queue.empty()
-    _start_a_worker_with_nothing_to_do("default")
+    _start_a_worker_with_nothing_to_do()
     run.refresh_from_db()
     assert run.status == "failed" and "stopped responding" in run.error
 
@@ -132,7 +136,7 @@ def test_a_run_whose_job_failed_in_rq_before_it_was_claimed_is_marked_failed(ali
     assert queue.fetch_job(run.job_id).get_status() == "failed"
     run.refresh_from_db()
     assert run.status == "queued"  # the row never heard of it
-    _start_a_worker_with_nothing_to_do("default")
+    _start_a_worker_with_nothing_to_do()
     run.refresh_from_db()
     assert run.status == "failed" and "could not start" in run.error
 

@@ -37,20 +37,16 @@ def run_training(run_id: int) -> str:
     run = TrainingRun.objects.select_related("project").get(pk=run_id)
     if not _claim(run, message="Starting…"):
         return f"run {run_id} was {run.status} before it started"
-    snapshot = _snapshot(run)
-    problems = services.problems_for_counts(snapshot.counts())
-    if problems:  # images or classes were deleted between "Train" and now
-        _finish(run, TrainingRun.Status.FAILED, error=" ".join(problems))
-        return run.status
-    TrainingRun.objects.filter(pk=run.pk).update(classes=snapshot.classes, n_images=len(snapshot.samples))
     _configure_threads()
     heartbeat = Heartbeat(run)
     heartbeat.start()
+    snapshot = None
     try:
+        snapshot = _snapshot(run)
         metrics = _fit_run(run, snapshot)
     except TrainingCancelled:
         _finish(run, TrainingRun.Status.CANCELLED, message="Cancelled.")
-    except WeightsUnavailable as exc:
+    except (Untrainable, WeightsUnavailable) as exc:
         _finish(run, TrainingRun.Status.FAILED, error=str(exc))
     except Exception as exc:  # the worker must record any failure, then carry on with the next job
         logger.exception("Training run %s failed", run_id)
@@ -62,7 +58,8 @@ def run_training(run_id: int) -> str:
     if not TrainingRun.objects.filter(pk=run_id).exists():  # deleted meanwhile: leave no files behind
         shutil.rmtree(_artifact_dir(run), ignore_errors=True)
     project_purge_files(project_id=run.project_id, older_than=run.started_at)  # images deleted while it read them
-    services.features_forget_unused(sha256s=snapshot.sha256s)
+    if snapshot:
+        services.features_forget_unused(sha256s=snapshot.sha256s)
     return run.status
 
 
@@ -107,12 +104,20 @@ def _configure_threads() -> None:
         torch.set_num_threads(settings.TORCH_THREADS)
 
 
+class Untrainable(Exception):
+    """The images no longer meet the training rules (deleted between "Train" and the start)."""
+
+
 def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
+    problems = services.problems_for_counts(snapshot.counts())
+    if problems:
+        raise Untrainable(" ".join(problems))
     config = TrainConfig.from_dict(run.config)
     groups = selectors.near_duplicate_groups(project=run.project)
     train, val = _split(snapshot.samples, snapshot.given_val, groups, config)
     out_dir = _artifact_dir(run)
-    TrainingRun.objects.filter(pk=run.pk).update(artifact_dir=str(out_dir))
+    TrainingRun.objects.filter(pk=run.pk).update(classes=snapshot.classes, n_images=len(snapshot.samples),
+                                                 artifact_dir=str(out_dir))
     reporter = ProgressReporter(run.pk)
     return fit(
         train,
