@@ -8,6 +8,7 @@ Uses only the standard library until the virtual environment exists.
 """
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -46,7 +47,21 @@ def main(argv: list[str]) -> int:
         args = [PYTHON, "manage.py", "serve", *rest]
     else:
         args = [PYTHON, "-m", "pytest", *rest]
-    return subprocess.call(args, cwd=ROOT, env=env)
+    return run_forwarding_signals(args, cwd=ROOT, env=env)
+
+
+def run_forwarding_signals(args, **popen_kwargs) -> int:
+    """Run the command until it exits; `kill <pid of dev.py>` (SIGTERM) or SIGINT reaches it too,
+    so it can stop its own children (web server, workers, Redis) instead of being orphaned."""
+    child = subprocess.Popen(args, **popen_kwargs)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    return child.wait()
 
 
 if __name__ == "__main__":

@@ -143,14 +143,16 @@ class ImportJob(models.Model):
     source_name = models.CharField(max_length=255)
     upload_path = models.CharField(max_length=500, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    job_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     total = models.PositiveIntegerField(default=0)
     processed = models.PositiveIntegerField(default=0)
     accepted = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     junk = models.PositiveIntegerField(default=0)
-    report = models.JSONField(default=list)
     error = models.TextField(blank=True)
 
     class Meta:
@@ -166,3 +168,16 @@ class ImportJob(models.Model):
     @property
     def percent(self) -> int:
         return round(100 * self.processed / self.total) if self.total else 0
+
+
+class ImportReportRow(models.Model):
+    """One file of an import and what became of it: appended as the import goes, never rewritten."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="report_rows")
+    name = models.CharField(max_length=500)
+    label = models.CharField(max_length=255, blank=True)
+    ok = models.BooleanField()
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["pk"]

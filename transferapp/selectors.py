@@ -58,10 +58,10 @@ def runs_for_project(*, project: Project):
 
 
 def predictable_runs(*, project: Project):
-    """Finished models, and running ones whose quick first model is already on disk."""
+    """Finished models, and running or cancelled ones whose quick first model is on disk."""
     return project.runs.filter(
         Q(status=TrainingRun.Status.SUCCEEDED)
-        | Q(status=TrainingRun.Status.RUNNING, metrics__first_model_ready=True)
+        | Q(status__in=[TrainingRun.Status.RUNNING, TrainingRun.Status.CANCELLED], metrics__first_model_ready=True)
     )
 
 
@@ -71,6 +71,14 @@ def images_by_pk(*, project: Project, pks) -> dict[int, Image]:
 
 def import_get_for_user(*, user, pk) -> ImportJob:
     return get_object_or_404(ImportJob.objects.select_related("project"), pk=pk, project__owner=user)
+
+
+# The page polls every second while an import runs: it shows this many skipped files at most.
+SKIPPED_ROWS_SHOWN = 1000
+
+
+def import_skipped_rows(*, job: ImportJob) -> list:
+    return list(job.report_rows.filter(ok=False)[:SKIPPED_ROWS_SHOWN])
 
 
 def near_duplicate_groups(*, project: Project) -> list[list[int]]:

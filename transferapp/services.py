@@ -14,11 +14,14 @@ import django_rq
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
+from rq.job import JobStatus
 
 from transferapp import intake, selectors
 from transferapp.engine.config import TrainConfig
+from transferapp.engine.features import forget_cached_features
 from transferapp.engine.zoo import get_base
 from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 
@@ -45,9 +48,24 @@ def project_rename(*, project: Project, name: str) -> Project:
 
 def project_delete(*, project: Project) -> None:
     project_id = project.pk
+    sha256s = set(project.images.values_list("sha256", flat=True))
+    uploaded_zips = [Path(path) for path in project.imports.exclude(upload_path="").values_list("upload_path", flat=True)]
     project.delete()
+    _remove_project_files(project_id)
+    features_forget_unused(sha256s=sha256s)
+    for path in uploaded_zips:  # a queued import's job will find no row; a running one stops at its next file
+        path.unlink(missing_ok=True)
+
+
+def _remove_project_files(project_id: int) -> None:
     _remove_tree(Path(settings.MEDIA_ROOT) / "projects" / str(project_id))
     _remove_tree(Path(settings.ARTIFACTS_ROOT) / f"project-{project_id}")
+
+
+def project_files_remove_if_deleted(*, project_id: int) -> None:
+    """A job that was still writing when its project was deleted may have recreated the folder."""
+    if not Project.objects.filter(pk=project_id).exists():
+        _remove_project_files(project_id)
 
 
 def label_create(*, project: Project, name: str) -> Label:
@@ -129,9 +147,21 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
     try:
         with transaction.atomic():
             image.save()
-    except IntegrityError:  # the same file arrived twice at once: keep the first
-        return Image.objects.get(project_id=label.project_id, sha256=checked.sha256)
+    except IntegrityError:  # the same file arrived twice at once (keep the first), or the class went
+        _remove_unreferenced_files(image)
+        existing = Image.objects.filter(project_id=label.project_id, sha256=checked.sha256).first()
+        if existing is None:
+            raise ServiceError("The class or project was deleted while this file was being added.") from None
+        return existing
     return image
+
+
+def _remove_unreferenced_files(image: Image) -> None:
+    """The files written for a row that could not be saved. The storage may have renamed them (the
+    winner's file had the name already), and a name another row uses is never removed."""
+    for field in (image.file, image.thumbnail):
+        if field.name and not Image.objects.filter(Q(file=field.name) | Q(thumbnail=field.name)).exists():
+            field.storage.delete(field.name)
 
 
 def import_create(*, project: Project, uploaded) -> ImportJob:
@@ -144,15 +174,27 @@ def import_create(*, project: Project, uploaded) -> ImportJob:
             out.write(chunk)
     with transaction.atomic():
         job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=str(target))
-        queue = django_rq.get_queue("intake", commit_mode="auto")
-        _on_commit_or_fail(lambda: queue.enqueue("transferapp.tasks.run_import", job.pk, job_id=f"import-{job.pk}"),
-                           on_failure=lambda: _import_not_queued(job))
+        job.job_id = f"import-{job.pk}"
+        job.save(update_fields=["job_id"])
+        _on_commit_or_fail(lambda: _enqueue_import(job), on_failure=lambda: _import_not_queued(job))
     return job
 
 
+def _enqueue_import(job: ImportJob) -> None:
+    queue = django_rq.get_queue("intake", commit_mode="auto")
+    queue.enqueue("transferapp.tasks.run_import", job.pk, job_id=job.job_id)
+
+
 def _import_not_queued(job: ImportJob) -> None:
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.FAILED, error=QUEUE_DOWN, finished_at=timezone.now())
-    Path(job.upload_path).unlink(missing_ok=True)
+    _import_fail(job, QUEUE_DOWN, among=[ImportJob.Status.QUEUED])
+
+
+def _import_fail(job: ImportJob, error: str, *, among: list[str]) -> None:
+    """Fail an import that is in one of these states; its zip goes (what was imported stays)."""
+    if ImportJob.objects.filter(pk=job.pk, status__in=among).update(
+        status=ImportJob.Status.FAILED, error=error, finished_at=timezone.now()
+    ):
+        Path(job.upload_path).unlink(missing_ok=True)
 
 
 def import_entries(*, project: Project, entries, on_progress=None) -> dict:
@@ -243,6 +285,18 @@ def _delete_image_files(project_id: int, images: list[Image]) -> None:
         for field in (image.file, image.thumbnail):
             if field:
                 field.storage.delete(field.name)
+    features_forget_unused(sha256s={image.sha256 for image in images})
+
+
+def features_forget_unused(*, sha256s) -> int:
+    """Remove the cached features of contents that no image row has any more (in any project:
+    projects may share bytes), so a deleted image leaves nothing derived from it on disk."""
+    wanted = sorted(set(sha256s))
+    still_used = set()
+    for start in range(0, len(wanted), 500):  # bounded IN lists
+        chunk = wanted[start:start + 500]
+        still_used.update(Image.objects.filter(sha256__in=chunk).values_list("sha256", flat=True))
+    return forget_cached_features(Path(settings.FEATURE_CACHE_DIR), set(wanted) - still_used)
 
 
 def _training_now(project_id: int) -> bool:
@@ -272,7 +326,11 @@ def project_purge_files(*, project_id: int, older_than: datetime) -> int:
 
 def training_problems(*, project: Project) -> list[str]:
     """Why this project cannot be trained yet; empty when it can."""
-    counts = selectors.image_counts(project=project)
+    return problems_for_counts(selectors.image_counts(project=project))
+
+
+def problems_for_counts(counts: dict[str, int]) -> list[str]:
+    """The same rules at "Train" and when the worker takes its snapshot of the images."""
     problems = []
     if len(counts) < MIN_CLASSES:
         problems.append(f"Add at least {MIN_CLASSES} classes (this project has {len(counts)}).")
@@ -349,29 +407,30 @@ def run_cancel(*, run: TrainingRun) -> TrainingRun:
 
 
 def run_check(*, run: TrainingRun) -> TrainingRun:
-    """Reconcile the row (the truth) with the queue (plumbing) when a page shows a run."""
+    """Reconcile the row (the truth) with the queue (plumbing): a page shows a run, or the reaper sweeps."""
     return run_requeue_if_lost(run=run_expire_if_stale(run=run))
 
 
 def run_requeue_if_lost(*, run: TrainingRun) -> TrainingRun:
-    """A queued run whose job vanished (Redis restarted without persistence) is queued again."""
-    if run.status != TrainingRun.Status.QUEUED:
-        return run
-    try:
-        if django_rq.get_queue("default").fetch_job(run.job_id) is None:
-            logger.warning("Run %s had no job in Redis; queueing it again", run.pk)
-            _enqueue_training(run)
-    except RedisError:
-        pass  # the page says no worker is reachable; the row keeps the run
+    """A queued run whose job vanished (Redis restarted without persistence) is queued again; one
+    whose job failed in rq before the worker claimed it (it could not even load it) is failed."""
+    if _requeue_if_lost(run, queue_name="default", enqueue=_enqueue_training,
+                        fail=lambda reason: _run_fail_unclaimed(run, reason)):
+        run.refresh_from_db()
     return run
+
+
+def _run_fail_unclaimed(run: TrainingRun, reason: str) -> None:
+    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
+        error=f"The worker could not start this training ({reason}). Start the training again.",
+    )
 
 
 def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
     """A running run whose worker stopped reporting is failed, so nothing stays "running" forever."""
-    if run.status != TrainingRun.Status.RUNNING or run.heartbeat_at is None:
-        return run
-    silent_s = (timezone.now() - run.heartbeat_at).total_seconds()
-    if silent_s > settings.RUN_HEARTBEAT_TIMEOUT_S:
+    silent_s = _silent_for(run)
+    if silent_s is not None:
         TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
             status=TrainingRun.Status.FAILED,
             finished_at=timezone.now(),
@@ -380,6 +439,53 @@ def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
         )
         run.refresh_from_db()
     return run
+
+
+def import_check(*, job: ImportJob) -> ImportJob:
+    """The import's row reconciled with its worker and its queue, as run_check does for runs."""
+    silent_s = _silent_for(job)
+    if silent_s is not None:
+        _import_fail(job, f"The worker stopped responding ({int(silent_s)} s without news); it may have been "
+                     "restarted or run out of memory. The uploaded zip was deleted: upload it again to import the rest "
+                     "(files already imported are recognised as duplicates).", among=[ImportJob.Status.RUNNING])
+    failed = _requeue_if_lost(job, queue_name="intake", enqueue=_enqueue_import,
+                              fail=lambda reason: _import_fail(job, f"The worker could not start this import ({reason}). "
+                                                               "Upload the zip again.", among=[ImportJob.Status.QUEUED]))
+    if silent_s is not None or failed:
+        job.refresh_from_db()
+    return job
+
+
+def _silent_for(row: TrainingRun | ImportJob) -> float | None:
+    """Seconds since a running row's worker last said it was alive, when that is too long."""
+    if row.status != row.Status.RUNNING:
+        return None
+    silent_s = (timezone.now() - (row.heartbeat_at or row.created_at)).total_seconds()
+    return silent_s if silent_s > settings.RUN_HEARTBEAT_TIMEOUT_S else None
+
+
+def _requeue_if_lost(row: TrainingRun | ImportJob, *, queue_name: str, enqueue, fail) -> bool:
+    """Queue a queued row's vanished job again; fail the row if rq failed its job. True when failed."""
+    if row.status != row.Status.QUEUED:
+        return False
+    try:
+        job = django_rq.get_queue(queue_name).fetch_job(row.job_id)
+        if job is None:
+            logger.warning("%s %s had no job in Redis; queueing it again", type(row).__name__, row.pk)
+            enqueue(row)
+        elif job.get_status() in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            fail(_job_failure(job))
+            return True
+    except RedisError:
+        pass  # the page says no worker is reachable; the row keeps the run
+    return False
+
+
+def _job_failure(job) -> str:
+    """The last line of rq's record of why the job failed, e.g. "DeserializationError"."""
+    result = job.latest_result()
+    lines = (getattr(result, "exc_string", "") or "").strip().splitlines()
+    return lines[-1][:200] if lines else f"the job {job.get_status()} in the queue"
 
 
 def run_delete(*, run: TrainingRun) -> None:

@@ -5,6 +5,7 @@ embedded Redis started by `manage.py serve` when REDIS_URL is unset.
 """
 import os
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -27,6 +28,17 @@ def envint(name: str, default: str) -> int:
         return int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+
+
+def next_redis_database(url: str) -> str:
+    """The same Redis server, the database after the URL's (redis://host:port/N or unix://path?db=N)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = dict(parse_qsl(parts.query))
+        query["db"] = str(int(query.get("db", "0")) + 1)
+        return f"unix://{parts.path}?{urlencode(query)}"
+    database = int(parts.path.strip("/") or "0") + 1
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 DEBUG = envbool("DEBUG", "false")
@@ -126,7 +138,10 @@ RQ_QUEUES = {
     # Imports and feature warm-up run on their own worker so that they never wait behind a training.
     "intake": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("IMPORT_TIMEOUT_S", "21600")},
 }
-RQ = {"COMMIT_MODE": "on_db_commit"}
+# The worker class settles stale runs and imports on a timer, with no page view needed (workers.py):
+# `manage.py rqworker` and `manage.py serve` both use it.
+RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "transferapp.workers.ReapingWorker"}
+REAPER_INTERVAL_S = envint("REAPER_INTERVAL_S", "60")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -192,7 +207,9 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
 # The cache is shared by all web processes (login rate limits must not reset per process).
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "transferapp"}}
+# Its own Redis database: clearing the cache must never empty the job queues.
+CACHE_REDIS_URL = os.environ.get("CACHE_REDIS_URL") or next_redis_database(REDIS_URL)
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_REDIS_URL, "KEY_PREFIX": "transferapp"}}
 LOGIN_ATTEMPTS_LIMIT = envint("LOGIN_ATTEMPTS_LIMIT", "10")
 LOGIN_ATTEMPTS_WINDOW_S = envint("LOGIN_ATTEMPTS_WINDOW_S", "900")
 

@@ -6,6 +6,8 @@ import logging
 import shutil
 import threading
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,9 +20,9 @@ from transferapp.engine.data import Sample, stratified_split
 from transferapp.engine.features import precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
-from transferapp import selectors
+from transferapp import selectors, services
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
-from transferapp.models import Image, ImportJob, TrainingRun
+from transferapp.models import Image, ImportJob, ImportReportRow, TrainingRun
 from transferapp.services import import_entries, project_purge_files
 
 logger = logging.getLogger(__name__)
@@ -33,16 +35,18 @@ HEARTBEAT_INTERVAL_S = 20.0
 
 def run_training(run_id: int) -> str:
     run = TrainingRun.objects.select_related("project").get(pk=run_id)
-    if not _claim(run):
+    if not _claim(run, message="Starting…"):
         return f"run {run_id} was {run.status} before it started"
     _configure_threads()
-    heartbeat = Heartbeat(run.pk)
+    heartbeat = Heartbeat(run)
     heartbeat.start()
+    snapshot = None
     try:
-        metrics = _fit_run(run)
+        snapshot = _snapshot(run)
+        metrics = _fit_run(run, snapshot)
     except TrainingCancelled:
         _finish(run, TrainingRun.Status.CANCELLED, message="Cancelled.")
-    except WeightsUnavailable as exc:
+    except (Untrainable, WeightsUnavailable) as exc:
         _finish(run, TrainingRun.Status.FAILED, error=str(exc))
     except Exception as exc:  # the worker must record any failure, then carry on with the next job
         logger.exception("Training run %s failed", run_id)
@@ -54,21 +58,25 @@ def run_training(run_id: int) -> str:
     if not TrainingRun.objects.filter(pk=run_id).exists():  # deleted meanwhile: leave no files behind
         shutil.rmtree(_artifact_dir(run), ignore_errors=True)
     project_purge_files(project_id=run.project_id, older_than=run.started_at)  # images deleted while it read them
+    if snapshot:
+        services.features_forget_unused(sha256s=snapshot.sha256s)
     return run.status
 
 
 class Heartbeat(threading.Thread):
     """Tells the app this worker is alive, also during long steps that report no progress
-    (hashing thousands of files, the stage-1 search): a silent run is presumed dead."""
+    (hashing thousands of files, the stage-1 search, one huge file of an import): a silent
+    training run or import is presumed dead."""
 
-    def __init__(self, run_id: int, interval_s: float = HEARTBEAT_INTERVAL_S):
+    def __init__(self, row: TrainingRun | ImportJob, interval_s: float = HEARTBEAT_INTERVAL_S):
         super().__init__(daemon=True)
-        self.run_id, self.interval_s, self.stopped = run_id, interval_s, threading.Event()
+        self.rows = type(row).objects.filter(pk=row.pk, status=row.Status.RUNNING)
+        self.interval_s, self.stopped = interval_s, threading.Event()
 
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.interval_s):
-                TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=timezone.now())
+                self.rows.update(heartbeat_at=timezone.now())
         finally:
             connection.close()  # this thread's own database connection
 
@@ -81,13 +89,13 @@ def _artifact_dir(run: TrainingRun) -> Path:
     return Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
 
 
-def _claim(run: TrainingRun) -> bool:
-    """Queued -> running, atomically, so a cancelled or duplicate job does nothing."""
+def _claim(row: TrainingRun | ImportJob, **fields) -> bool:
+    """Queued -> running, atomically, so a cancelled, expired or duplicate job does nothing."""
     now = timezone.now()
-    claimed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
-        status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now, message="Starting…"
+    claimed = type(row).objects.filter(pk=row.pk, status=row.Status.QUEUED).update(
+        status=row.Status.RUNNING, started_at=now, heartbeat_at=now, **fields
     )
-    run.refresh_from_db()
+    row.refresh_from_db()
     return bool(claimed)
 
 
@@ -96,18 +104,25 @@ def _configure_threads() -> None:
         torch.set_num_threads(settings.TORCH_THREADS)
 
 
-def _fit_run(run: TrainingRun) -> dict:
-    samples, classes, given_val = _snapshot_samples(run)
+class Untrainable(Exception):
+    """The images no longer meet the training rules (deleted between "Train" and the start)."""
+
+
+def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
+    problems = services.problems_for_counts(snapshot.counts())
+    if problems:
+        raise Untrainable(" ".join(problems))
     config = TrainConfig.from_dict(run.config)
     groups = selectors.near_duplicate_groups(project=run.project)
-    train, val = _split(samples, given_val, groups, config)
+    train, val = _split(snapshot.samples, snapshot.given_val, groups, config)
     out_dir = _artifact_dir(run)
-    TrainingRun.objects.filter(pk=run.pk).update(classes=classes, n_images=len(samples), artifact_dir=str(out_dir))
+    TrainingRun.objects.filter(pk=run.pk).update(classes=snapshot.classes, n_images=len(snapshot.samples),
+                                                 artifact_dir=str(out_dir))
     reporter = ProgressReporter(run.pk)
     return fit(
         train,
         val,
-        classes,
+        snapshot.classes,
         config,
         out_dir,
         cache_dir=Path(settings.FEATURE_CACHE_DIR),
@@ -116,15 +131,31 @@ def _fit_run(run: TrainingRun) -> dict:
     )
 
 
-def _snapshot_samples(run: TrainingRun) -> tuple[list[Sample], list[str], set[str]]:
-    """The images as they are when training starts; later uploads belong to the next run."""
-    labels = list(run.project.labels.order_by("name"))
-    classes = [label.name for label in labels]
-    index = {label.pk: i for i, label in enumerate(labels)}
-    images = list(run.project.images.order_by("pk"))
-    samples = [Sample(path=image.file.path, label=index[image.label_id], key=str(image.pk)) for image in images]
-    given_val = {str(image.pk) for image in images if image.split == "val"}
-    return samples, classes, given_val
+@dataclass
+class Snapshot:
+    """The images and classes as they are when the run starts; later changes belong to the next run."""
+
+    samples: list[Sample]
+    classes: list[str]
+    given_val: set[str]
+    sha256s: set[str]
+
+    def counts(self) -> dict[str, int]:
+        per_label = Counter(s.label for s in self.samples)
+        return {name: per_label[i] for i, name in enumerate(self.classes)}
+
+
+def _snapshot(run: TrainingRun) -> Snapshot:
+    """One query of images joined to their classes, so a class created or emptied meanwhile cannot
+    make the rows disagree; the classes are those that have images."""
+    rows = list(Image.objects.filter(project_id=run.project_id).order_by("pk")
+                .values_list("pk", "file", "split", "sha256", "label__name"))
+    classes = sorted({row[4] for row in rows})
+    index = {name: i for i, name in enumerate(classes)}
+    storage = Image._meta.get_field("file").storage
+    samples = [Sample(path=storage.path(file), label=index[label], key=str(pk)) for pk, file, _, _, label in rows]
+    given_val = {str(pk) for pk, _, split, _, _ in rows if split == "val"}
+    return Snapshot(samples, classes, given_val, {row[3] for row in rows})
 
 
 def _split(samples, given_val: set[str], groups: list[list[int]], config: TrainConfig):
@@ -234,13 +265,18 @@ def precompute_features(project_id: int, base_model: str) -> int:
 
 
 def run_import(import_id: int) -> str:
-    job = ImportJob.objects.select_related("project").get(pk=import_id)
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING)
+    job = ImportJob.objects.select_related("project").filter(pk=import_id).first()
+    if job is None or not _claim(job):
+        return f"import {import_id} was {job.status if job else 'deleted'} before it started"
+    heartbeat = Heartbeat(job)
+    heartbeat.start()
     reporter = ImportReporter(job.pk)
     try:
         with ZipSource(Path(job.upload_path), Limits()) as source:
             ImportJob.objects.filter(pk=job.pk).update(total=len(source))
             summary = import_entries(project=job.project, entries=source, on_progress=reporter.report)
+    except ImportStopped:
+        pass  # the import (or its whole project) was deleted: nothing to record
     except ArchiveRejected as exc:
         _finish_import(job.pk, ImportJob.Status.FAILED, error=str(exc))
     except Exception as exc:  # what was imported so far stays; the report says where it stopped
@@ -250,26 +286,48 @@ def run_import(import_id: int) -> str:
         reporter.report(summary, force=True)
         _finish_import(job.pk, ImportJob.Status.DONE)
     finally:
+        heartbeat.stop()
         Path(job.upload_path).unlink(missing_ok=True)
+        services.project_files_remove_if_deleted(project_id=job.project_id)
     return str(import_id)
 
 
+class ImportStopped(Exception):
+    """The import's row is gone (deleted with its project): storing more files would orphan them."""
+
+
 class ImportReporter:
+    """Appends the new lines of the per-file report and the counts, at most once a second; checks
+    before every next file that the import still exists."""
+
     def __init__(self, import_id: int):
         self.import_id = import_id
         self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
+        self.rows_written = 0
 
     def report(self, summary: dict, force: bool = False) -> None:
+        if not ImportJob.objects.filter(pk=self.import_id).exists():
+            raise ImportStopped()
         if not self.writes.due(force=force):
             return
+        new_rows = summary["report"][self.rows_written:]
+        ImportReportRow.objects.bulk_create(
+            [ImportReportRow(job_id=self.import_id, name=row["name"][:500], label=(row["label"] or "")[:255],
+                             ok=row["ok"], reason=row["reason"]) for row in new_rows],
+            batch_size=500,
+        )
+        self.rows_written += len(new_rows)
         ImportJob.objects.filter(pk=self.import_id).update(
             processed=summary["accepted"] + summary["skipped"] + summary["junk"],
             accepted=summary["accepted"],
             skipped=summary["skipped"],
             junk=summary["junk"],
-            report=summary["report"],
+            heartbeat_at=timezone.now(),
         )
 
 
 def _finish_import(import_id: int, status: str, error: str = "") -> None:
-    ImportJob.objects.filter(pk=import_id).update(status=status, error=error, finished_at=timezone.now())
+    """Record the outcome; an import that completes also replaces a "failed" written when the
+    app lost patience with a slow worker (as a finished training does)."""
+    allowed = [ImportJob.Status.RUNNING] + ([ImportJob.Status.FAILED] if status == ImportJob.Status.DONE else [])
+    ImportJob.objects.filter(pk=import_id, status__in=allowed).update(status=status, error=error, finished_at=timezone.now())

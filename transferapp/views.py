@@ -1,6 +1,4 @@
 """Function views: the first line of each is the access check (selectors.*_get_for_user)."""
-import io
-import zipfile
 from pathlib import Path
 
 from django.conf import settings
@@ -9,13 +7,14 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.db import connection
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, forms, predictions, selectors, services
+from transferapp import charts, forms, predictions, selectors, services, zipstream
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
 
@@ -55,7 +54,7 @@ def project_detail(request, pk):
         "project": project,
         "labels": selectors.labels_with_previews(project=project),
         "runs": runs,
-        "imports": project.imports.all()[:5],
+        "imports": [services.import_check(job=job) for job in project.imports.all()[:5]],
         "problems": services.training_problems(project=project),
         "warnings": selectors.training_warnings(project=project, groups=duplicate_groups),
         "duplicate_groups": duplicate_groups,
@@ -311,12 +310,11 @@ def run_download(request, pk):
     if run.status != TrainingRun.Status.SUCCEEDED or not artifact_dir or not artifact_dir.is_dir():
         raise Http404("No model for this run")
     name = f"{slugify(run.project.name) or 'model'}-run-{run.pk}"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(artifact_dir.iterdir()):
-            archive.write(path, arcname=f"{name}/{path.name}")
-    buffer.seek(0)
-    return FileResponse(buffer, as_attachment=True, filename=f"{name}.zip")
+    files = [(path, f"{name}/{path.name}") for path in sorted(artifact_dir.iterdir()) if path.is_file()]
+    # Written while it is sent: a large base's weights are never held in memory whole.
+    response = StreamingHttpResponse(zipstream.zip_chunks(files), content_type="application/zip")
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=f"{name}.zip")
+    return response
 
 
 @login_required
@@ -385,8 +383,8 @@ def import_create(request, pk):
 
 @login_required
 def import_detail(request, pk):
-    job = selectors.import_get_for_user(user=request.user, pk=pk)
-    context = {"job": job, "project": job.project, "rejected": [row for row in job.report if not row["ok"]]}
+    job = services.import_check(job=selectors.import_get_for_user(user=request.user, pk=pk))
+    context = {"job": job, "project": job.project, "rejected": selectors.import_skipped_rows(job=job)}
     if request.htmx and request.GET.get("live"):
         response = render(request, "transferapp/import_detail.html#live", context)
         if job.is_finished:

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,6 +86,22 @@ def precompute(paths: Iterable, base: str, cache_dir: Path, image_size: int = 22
     for view in views:
         embed(paths, backbone, cache_dir=cache_dir, view=view, should_stop=should_stop, progress=progress)
     return len(paths)
+
+
+def forget_cached_features(cache_dir: Path, digests: Iterable[str]) -> int:
+    """Delete every cached feature (any base, precision or view) of these file contents (sha256 hex
+    digests): features are derived from the images, so they must go when the images go."""
+    removed = 0
+    for digest in digests:
+        if not _HEX_DIGEST.fullmatch(digest):
+            raise ValueError(f"not a sha256 hex digest: {digest!r}")
+        for path in Path(cache_dir).glob(f"*/{digest[:2]}/{digest}.*.npy"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def _cache_file(folder: Path, path: str, view: str) -> Path:

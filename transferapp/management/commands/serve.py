@@ -70,6 +70,9 @@ class Command(BaseCommand):
             self.stderr.write(f"A process exited (code {dead[0].returncode}); stopping the others.")
 
     def _stop(self, children):
+        # A second SIGTERM/Ctrl-C (dev.py passes its signals on) must not cut the clean-up short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for child in children:
             if child.poll() is None:
                 child.terminate()

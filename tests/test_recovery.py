@@ -1,0 +1,406 @@
+"""Recovery and data retention: jobs that die or vanish, files that must not outlive their rows."""
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import django_rq
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.urls import reverse
+from django.utils import timezone
+from rq import SimpleWorker
+
+from tests.conftest import image_bytes
+from tests.factories import project_with_images, upload
+from tests.test_failures import _wait_for, start_worker  # noqa: F401 (a fixture)
+from tests.test_import import make_zip, messy_zip
+from transferapp import intake, services, tasks
+from transferapp.models import Image, ImportJob, Project, TrainingRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LONG_AGO = timedelta(hours=1)
+
+
+def _work_off(*queues, worker_class=SimpleWorker):
+    django_rq.get_worker(*queues, worker_class=worker_class).work(burst=True)
+
+
+def _start_a_worker_with_nothing_to_do():
+    """A worker of the class `manage.py rqworker` uses (settings.RQ), which settles stale rows as it
+    starts. It listens to an empty queue: a forking worker must not run torch jobs inside the test
+    process (a forked child of a process that already ran OpenMP can hang)."""
+    worker = django_rq.get_worker("default")
+    empty = django_rq.get_queue("default").__class__("nothing-to-do", connection=worker.connection)
+    type(worker)([empty], connection=worker.connection).work(burst=True)
+
+
+def _import_zip(client, project, data: bytes, name="photos.zip") -> ImportJob:
+    response = client.post(reverse("import_create", args=[project.pk]), {"archive": upload(name, data, "application/zip")})
+    assert response.status_code == 302, response.content
+    return ImportJob.objects.get(project=project)
+
+
+def _train(client, project, **fields) -> TrainingRun:
+    data = {"base_model": "efficientnet_lite0", "preset": "fast", "epochs": 1, **fields}
+    response = client.post(reverse("training_start", args=[project.pk]), data)
+    assert response.status_code == 302, response.content
+    return TrainingRun.objects.filter(project=project).first()
+
+
+# 1. Imports claim, heartbeat, expire and requeue like training runs.
+
+def test_an_import_whose_worker_died_is_failed_by_a_worker_keeping_its_images_and_deleting_its_zip(alice, user, queue):
+    project = project_with_images(user, per_class=1)
+    zip_path = Path(settings.MEDIA_ROOT) / "imports" / "dead.zip"
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    zip_path.write_bytes(messy_zip())
+    job = ImportJob.objects.create(project=project, source_name="dead.zip", upload_path=str(zip_path),
+                                   status="running", heartbeat_at=timezone.now() - LONG_AGO)
+    _start_a_worker_with_nothing_to_do()  # no page view
+    job.refresh_from_db()
+    assert job.status == "failed" and "stopped responding" in job.error
+    assert not zip_path.exists() and project.images.count() == 2
+    page = alice.get(job.get_absolute_url()).content.decode()
+    assert "stopped responding" in page and "imported before this point was kept" in page
+
+
+def test_a_queued_import_whose_job_vanished_is_queued_again_and_done(alice, user, queue):
+    project = services.project_create(owner=user, name="P")
+    job = _import_zip(alice, project, messy_zip())
+    queue.connection.flushdb()  # Redis restarted without persistence
+    _start_a_worker_with_nothing_to_do()
+    _work_off("intake")
+    job.refresh_from_db()
+    assert job.status == "done" and job.accepted == 3 and not Path(job.upload_path).exists()
+
+
+def test_an_import_that_is_no_longer_queued_is_not_run_again(alice, user, queue):
+    project = services.project_create(owner=user, name="P")
+    job = _import_zip(alice, project, messy_zip())
+    ImportJob.objects.filter(pk=job.pk).update(status="failed", error="Expired.")
+    _work_off("intake")
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error == "Expired." and project.images.count() == 0
+
+
+def test_a_running_import_claims_its_row_and_keeps_a_heartbeat(alice, user, queue):
+    project = services.project_create(owner=user, name="P")
+    job = _import_zip(alice, project, messy_zip())
+    _work_off("intake")
+    job.refresh_from_db()
+    assert job.status == "done" and job.started_at and job.heartbeat_at >= job.started_at
+
+
+# 2. The report grows by rows instead of being rewritten.
+
+def test_an_import_reports_each_file_as_its_own_row_and_the_page_lists_the_skipped_ones(alice, user, queue):
+    from transferapp.models import ImportReportRow
+
+    project = services.project_create(owner=user, name="P")
+    job = _import_zip(alice, project, messy_zip())
+    _work_off("intake")
+    rows = ImportReportRow.objects.filter(job=job)
+    assert rows.count() == 5 and rows.filter(ok=False).count() == 2
+    page = alice.get(job.get_absolute_url()).content.decode()
+    assert "notes.txt" in page and "broken.jpg" in page and "d1.jpg" not in page
+
+
+# 3. A reaper in the workers settles runs without a page view.
+
+def test_a_silent_running_run_is_failed_by_a_worker_without_a_page_view(alice, user, queue):
+    project = project_with_images(user, per_class=5)
+    run = _train(alice, project)
+    TrainingRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=timezone.now() - LONG_AGO)
+    queue.empty()
+    _start_a_worker_with_nothing_to_do()
+    run.refresh_from_db()
+    assert run.status == "failed" and "stopped responding" in run.error
+
+
+def test_a_run_whose_job_failed_in_rq_before_it_was_claimed_is_marked_failed(alice, user, queue):
+    project = project_with_images(user, per_class=5)
+    run = _train(alice, project)
+    job = queue.fetch_job(run.job_id)
+    queue.connection.hset(job.key, "data", b"not a pickled job")  # the worker cannot even load it
+    _work_off("default")
+    assert queue.fetch_job(run.job_id).get_status() == "failed"
+    run.refresh_from_db()
+    assert run.status == "queued"  # the row never heard of it
+    _start_a_worker_with_nothing_to_do()
+    run.refresh_from_db()
+    assert run.status == "failed" and "could not start" in run.error
+
+
+def test_the_worker_class_used_by_rqworker_and_serve_runs_the_reaper():
+    from transferapp.workers import ReapingWorker
+
+    assert isinstance(django_rq.get_worker("default"), ReapingWorker)
+    assert isinstance(django_rq.get_worker("intake"), ReapingWorker)
+
+
+# 4. The run trains on a consistent snapshot taken when it starts.
+
+def test_a_class_created_after_train_is_not_an_output_of_the_model(alice, user, queue):
+    project = project_with_images(user, per_class=5)
+    run = _train(alice, project)
+    services.label_create(project=project, name="green")  # empty, created before the worker starts
+    _work_off("default")
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert run.classes == ["blue", "red"] and run.metrics["classes"] == ["blue", "red"] and run.n_images == 10
+
+
+def test_a_run_whose_classes_lost_images_before_it_started_fails_with_the_plain_reason(alice, user, queue):
+    project = project_with_images(user, per_class=5)
+    run = _train(alice, project)
+    services.images_delete(images=list(project.images.filter(label__name="red")[:1]))
+    _work_off("default")
+    run.refresh_from_db()
+    assert run.status == "failed" and "“red” has 4 image(s); add at least 5" in run.error
+    assert "Traceback" not in run.error and not (Path(settings.ARTIFACTS_ROOT) / f"project-{project.pk}").exists()
+
+
+# 5. A file stored for a row that could not be saved is removed.
+
+def test_an_image_that_loses_the_race_for_its_row_leaves_no_files_behind(user):
+    project = project_with_images(user, per_class=1)
+    winner = project.images.first()
+    checked = intake.check_image(winner.file.read(), max_bytes=10**7, max_pixels=10**7)
+    # The same bytes, stored by a second request that checked for duplicates before the first saved its row.
+    kept = services._store_image(winner.label, "again.png", checked, "")
+    assert kept.pk == winner.pk
+    folder = Path(settings.MEDIA_ROOT) / "projects" / str(project.pk)
+    stored = {p.relative_to(settings.MEDIA_ROOT).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert stored == {name for image in project.images.all() for name in (image.file.name, image.thumbnail.name)}
+
+
+# 6. An import stops when its project goes, and leaves nothing behind.
+
+def test_an_import_stops_when_its_project_is_deleted_and_leaves_no_files(alice, user, queue, monkeypatch):
+    project = services.project_create(owner=user, name="P")
+    files = {f"photos/{'red' if i % 2 else 'blue'}/{i}.png": image_bytes("red" if i % 2 else "blue", shape_seed=i) for i in range(12)}
+    job = _import_zip(alice, project, make_zip(files))
+    real_image_add, calls = services.image_add, []
+
+    def image_add_then_delete_the_project(**kwargs):
+        calls.append(kwargs["name"])
+        if len(calls) == 3:  # the owner deletes the project while the worker imports
+            alice.post(reverse("project_delete", args=[project.pk]))
+        return real_image_add(**kwargs)
+
+    monkeypatch.setattr(services, "image_add", image_add_then_delete_the_project)
+    _work_off("intake")
+    assert len(calls) <= 4, calls
+    assert not Project.objects.filter(pk=project.pk).exists() and not Image.objects.exists()
+    assert not (Path(settings.MEDIA_ROOT) / "projects" / str(project.pk)).exists()
+    assert not Path(job.upload_path).exists()
+
+
+def test_deleting_a_project_with_a_queued_import_removes_the_uploaded_zip(alice, user, queue):
+    project = services.project_create(owner=user, name="P")
+    job = _import_zip(alice, project, messy_zip())
+    alice.post(reverse("project_delete", args=[project.pk]))
+    assert not Path(job.upload_path).exists()
+    _work_off("intake")  # the job finds no row and does nothing
+    assert not (Path(settings.MEDIA_ROOT) / "projects" / str(project.pk)).exists()
+
+
+# 7. Cached features go when no image has those bytes any more.
+
+def _cache_entries_for(image: Image) -> list[Path]:
+    return list(Path(settings.FEATURE_CACHE_DIR).rglob(f"{image.sha256}.*.npy"))
+
+
+def _fake_cache_entries(images):
+    for image in images:
+        for base in ("efficientnet_lite0-0123456789ab", "resnet18-ba9876543210"):
+            for view in ("orig", "flip"):
+                path = Path(settings.FEATURE_CACHE_DIR) / base / image.sha256[:2] / f"{image.sha256}.{view}.npy"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"features")
+
+
+def test_deleting_images_classes_and_projects_removes_their_cached_features_unless_still_used(alice, user):
+    mine = project_with_images(user, per_class=2, name="Mine")
+    shared = project_with_images(user, classes=("red",), per_class=1, name="Shares red-0")
+    images = {(image.project_id, image.original_name): image for image in Image.objects.all()}
+    _fake_cache_entries(images.values())
+    only_mine = images[(mine.pk, "blue-1.png")]
+    alice.post(reverse("image_delete", args=[only_mine.pk]))
+    assert not _cache_entries_for(only_mine)
+    same_bytes = images[(mine.pk, "red-0.png")]
+    alice.post(reverse("label_delete", args=[mine.pk, same_bytes.label_id]))
+    assert len(_cache_entries_for(same_bytes)) == 4  # the other project still has these bytes
+    assert not _cache_entries_for(images[(mine.pk, "red-1.png")])
+    alice.post(reverse("project_delete", args=[shared.pk]))
+    assert not _cache_entries_for(same_bytes)
+    assert len(_cache_entries_for(images[(mine.pk, "blue-0.png")])) == 4
+
+
+# 8. The cache has its own Redis database.
+
+def test_clearing_the_cache_leaves_queued_jobs_in_place(alice, user, queue):
+    project = project_with_images(user, per_class=5)
+    run = _train(alice, project)
+    cache.set("something", 1)
+    cache.clear()
+    assert queue.job_ids == [run.job_id]
+
+
+@pytest.mark.parametrize("queue_url, cache_url", [
+    ("redis://redis:6379/0", "redis://redis:6379/1"),
+    ("redis://:secret@redis:6379", "redis://:secret@redis:6379/1"),
+    ("rediss://redis:6380/4", "rediss://redis:6380/5"),
+    ("unix:///data/redis.sock", "unix:///data/redis.sock?db=1"),
+    ("unix:///data/redis.sock?db=2", "unix:///data/redis.sock?db=3"),
+])
+def test_the_cache_uses_the_next_redis_database_after_the_queues(queue_url, cache_url):
+    from transferapp.settings import next_redis_database
+
+    assert next_redis_database(queue_url) == cache_url
+
+
+# 9. A model download is streamed.
+
+def _fake_artifact(run: TrainingRun, weights_mb: int) -> Path:
+    folder = Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text('{"classes": ["blue", "red"]}')
+    (folder / "model.pt").write_bytes(os.urandom(weights_mb * 1024 * 1024))
+    TrainingRun.objects.filter(pk=run.pk).update(status="succeeded", artifact_dir=str(folder))
+    return folder
+
+
+def test_the_owner_downloads_the_model_as_a_streamed_zip_and_others_get_404(alice, user, other_user, client, queue, tmp_path):
+    project = project_with_images(user, per_class=5)
+    run = _train(alice, project)
+    folder = _fake_artifact(run, weights_mb=24)
+    tracemalloc.start()
+    response = alice.get(reverse("run_download", args=[run.pk]))
+    with open(tmp_path / "download.zip", "wb") as saved:  # as a browser saves it, chunk by chunk
+        for chunk in response.streaming_content:
+            saved.write(chunk)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Disposition"] == f'attachment; filename="colours-run-{run.pk}.zip"'
+    with zipfile.ZipFile(tmp_path / "download.zip") as archive:
+        assert archive.read(f"colours-run-{run.pk}/meta.json") == (folder / "meta.json").read_bytes()
+        assert archive.read(f"colours-run-{run.pk}/model.pt") == (folder / "model.pt").read_bytes()
+    assert peak < 8 * 1024 * 1024, peak  # the weights are 24 MB: never whole in memory
+    client.force_login(other_user)
+    assert client.get(reverse("run_download", args=[run.pk])).status_code == 404
+
+
+# 10. A cancelled run keeps its quick first model.
+
+def test_a_run_cancelled_after_its_first_model_keeps_it_for_predictions(alice, user, start_worker):  # noqa: F811
+    start_worker()
+    project = project_with_images(user, classes=("red", "blue"), per_class=30, size=(96, 96))
+    alice.post(reverse("training_start", args=[project.pk]),
+               {"base_model": "efficientnet_lite0", "preset": "best", "epochs": 60, "time_budget_minutes": 30})
+    run = TrainingRun.objects.get(project=project)
+    _wait_for(run, lambda r: r.metrics.get("first_model_ready"))
+    alice.post(reverse("run_cancel", args=[run.pk]))
+    run = _wait_for(run, lambda r: r.is_finished)
+    assert run.status == "cancelled"
+    accuracy = round(100 * run.metrics["first_model_accuracy"])
+    page = alice.get(run.get_absolute_url()).content.decode()
+    assert f"Cancelled - the quick first model ({accuracy}%) was kept and can be used for predictions" in page
+    assert f'<option value="{run.pk}"' in alice.get(reverse("predict", args=[project.pk])).content.decode()
+    prediction = alice.post(reverse("predict", args=[project.pk]),
+                            {"run": run.pk, "files": [upload("x.png", image_bytes("blue", (96, 96), shape_seed=3))]},
+                            HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert prediction.status_code == 200 and 'class="top-class"' in prediction.content.decode()
+
+
+# 11. `dev.py run` stops everything it started.
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> set[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.django_db(transaction=False)
+@pytest.mark.parametrize("command, signum", [
+    (["dev.py", "run"], signal.SIGTERM),
+    (["manage.py", "serve"], signal.SIGINT),
+], ids=["dev.py run, SIGTERM", "manage.py serve, SIGINT"])
+def test_the_server_stops_every_process_it_started_when_signalled(tmp_path, command, signum):
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(DATA_DIR=str(tmp_path / "data"), TORCH_THREADS="1", LOCAL_MODE="1")
+    parent = subprocess.Popen([sys.executable, *command, "--port", str(port)], cwd=settings.BASE_DIR, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(port):
+            assert time.monotonic() < deadline and parent.poll() is None, "dev.py run never answered"
+            time.sleep(0.5)
+        time.sleep(2)  # the workers start beside the web server
+        children = _descendants(parent.pid)
+        redis_socket = tmp_path / "data" / "redis.sock"
+        assert len(children) >= 4 and redis_socket.exists()  # serve, gunicorn, two workers (+ their helpers)
+        started = time.monotonic()
+        parent.send_signal(signum)
+        parent.wait(timeout=60)
+        while any(_alive(pid) for pid in children) and time.monotonic() - started < 60:
+            time.sleep(0.2)
+        assert not [pid for pid in children if _alive(pid)]
+        assert not _answers(port)
+        assert not redis_socket.exists() or not _unix_socket_answers(redis_socket)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+        for pid in _descendants(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _unix_socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False

@@ -1,0 +1,56 @@
+"""Settles runs and imports whose worker died or whose job vanished, without waiting for a page view.
+
+Every worker runs one Reaper thread (see workers.py). A sweep only makes conditional updates
+(queued -> failed, running -> failed), so several workers sweeping at once agree; a job queued
+twice is claimed once.
+"""
+import logging
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from transferapp import services
+from transferapp.models import ImportJob, TrainingRun
+
+logger = logging.getLogger(__name__)
+
+UNFINISHED = ("queued", "running")
+
+
+def sweep() -> None:
+    for run in TrainingRun.objects.filter(status__in=UNFINISHED):
+        services.run_check(run=run)
+    for job in ImportJob.objects.filter(status__in=UNFINISHED):
+        services.import_check(job=job)
+
+
+class Reaper(threading.Thread):
+    """Sweeps at once, then every `interval_s`, in the worker process (its own database connection)."""
+
+    def __init__(self, interval_s: float | None = None):
+        super().__init__(daemon=True, name="transferapp-reaper")
+        self.interval_s = settings.REAPER_INTERVAL_S if interval_s is None else interval_s
+        self.stopped = threading.Event()
+        self.first_sweep_done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while True:
+                self._sweep_safely()
+                self.first_sweep_done.set()
+                if self.stopped.wait(self.interval_s):
+                    return
+        finally:
+            connection.close()
+
+    def _sweep_safely(self) -> None:
+        close_old_connections()  # a database restarted since the last sweep
+        try:
+            sweep()
+        except Exception:  # a sweep that fails (database briefly down) is retried at the next tick
+            logger.exception("The reaper's sweep failed")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=10)
