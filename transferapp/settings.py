@@ -64,7 +64,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django.contrib.admin",
+    "transferapp.apps.AdminConfig",  # django.contrib.admin, signing in through the app's throttle
     "django_htmx",
     "template_partials",
     "django_rq",
@@ -135,7 +135,13 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Open sign-up suits a lab's own server; a public one sets ALLOW_SIGNUP=false and creates
 # accounts with `manage.py createsuperuser` or the admin.
-ALLOW_SIGNUP = envbool("ALLOW_SIGNUP", "true")
+# Open by default only in local mode (one person's machine); a server opens it explicitly, and
+# then SIGNUP_RATE_LIMIT accounts per SIGNUP_RATE_WINDOW_S per client address can be created.
+ALLOW_SIGNUP = envbool("ALLOW_SIGNUP", "true" if LOCAL_MODE else "false")
+SIGNUP_RATE_LIMIT = envint("SIGNUP_RATE_LIMIT", "5")
+SIGNUP_RATE_WINDOW_S = envint("SIGNUP_RATE_WINDOW_S", "3600")
+# False removes /admin/ entirely (404), for sites that manage accounts from the command line.
+ADMIN_ENABLED = envbool("ADMIN_ENABLED", "true")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project_list"
 LOGOUT_REDIRECT_URL = "login"
@@ -195,6 +201,17 @@ X_FRAME_OPTIONS = "DENY"
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "transferapp"}}
 LOGIN_ATTEMPTS_LIMIT = envint("LOGIN_ATTEMPTS_LIMIT", "10")
 LOGIN_ATTEMPTS_WINDOW_S = envint("LOGIN_ATTEMPTS_WINDOW_S", "900")
+# Failed sign-ins from one address across all accounts (see auth.py for why both limits).
+LOGIN_ADDRESS_ATTEMPTS_LIMIT = envint("LOGIN_ADDRESS_ATTEMPTS_LIMIT", "50")
+# Behind a reverse proxy every request comes from the proxy's address: name the header it sets
+# (e.g. X-Forwarded-For) and how many proxies append to it, so rate limits see real clients.
+# Unset, the header is ignored: a client could write anything into it.
+TRUSTED_PROXY_HEADER = os.environ.get("TRUSTED_PROXY_HEADER", "").strip()
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", "1")
+if TRUSTED_PROXY_COUNT < 1:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 1 or more.")
+# Images predicted per user per minute in the web process (0 = no limit).
+PREDICT_RATE_PER_MIN = envint("PREDICT_RATE_PER_MIN", "120")
 
 LOGGING = {
     "version": 1,

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, forms, predictions, selectors, services
+from transferapp import charts, forms, predictions, selectors, services, throttle
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
 
@@ -23,9 +23,13 @@ from transferapp.models import TrainingRun
 def signup(request):
     if not settings.ALLOW_SIGNUP:
         return render(request, "transferapp/signup.html", {"closed": True}, status=403)
+    refusal = throttle.signup_refusal(request) if request.method == "POST" else ""
+    if refusal:
+        return HttpResponse(refusal, status=429, content_type="text/plain; charset=utf-8")
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
+        throttle.signup_counted(request)
         login(request, user)
         messages.success(request, "Welcome! Create your first project to get started.")
         return redirect("project_list")
