@@ -140,3 +140,54 @@ def test_one_address_guessing_many_accounts_is_stopped(client, settings):
     for i in range(5):
         assert client.post(reverse("login"), {"username": f"user{i}", "password": "wrong"}).status_code == 200
     assert client.post(reverse("login"), {"username": "someone-else", "password": "wrong"}).status_code == 429
+
+
+# 6. Security headers on every response, and templates that need no inline script.
+
+CSP_DIRECTIVES = [
+    "default-src 'self'", "script-src 'self'", "img-src 'self' data: blob:", "frame-ancestors 'none'",
+    "form-action 'self'", "base-uri 'self'", "object-src 'none'",
+]
+
+
+def _directives(response):
+    return [part.strip() for part in response["Content-Security-Policy"].split(";")]
+
+
+@pytest.mark.parametrize("url", ["/accounts/login/", "/admin/login/", "/healthz", "/no-such-page/"])
+def test_every_response_carries_the_security_headers(client, url):
+    response = client.get(url)
+    for directive in CSP_DIRECTIVES:
+        assert directive in _directives(response), (url, directive)
+    assert not any("unsafe-inline" in d for d in _directives(response) if d.startswith(("script-src", "default-src")))
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "Strict-Transport-Security" not in response  # plain HTTP: no HSTS
+
+
+def test_pages_of_a_signed_in_user_carry_the_policy_too(alice, user):
+    from tests.factories import project_with_images
+
+    project = project_with_images(user, per_class=1)
+    for url in (reverse("project_list"), project.get_absolute_url(), reverse("predict", args=[project.pk])):
+        assert "object-src 'none'" in _directives(alice.get(url)), url
+
+
+def test_https_sites_send_hsts(client, settings):
+    assert _settings_value("SECURE_HSTS_SECONDS", HTTPS="true") == "31536000"
+    settings.SECURE_HSTS_SECONDS, settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = 31536000, True
+    response = client.get("/accounts/login/", secure=True)
+    assert response["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def test_templates_have_no_inline_scripts_or_event_handlers():
+    import re
+    from pathlib import Path
+
+    from django.conf import settings
+
+    for path in Path(settings.BASE_DIR, "templates").rglob("*.html"):
+        text = path.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), f"inline <script> in {path}"
+        assert not re.search(r"\son[a-z]+\s*=", text), f"inline event handler in {path}"
+        assert "javascript:" not in text, path
