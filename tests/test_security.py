@@ -11,6 +11,7 @@ from django.core.cache import cache
 from django.test import override_settings
 from django.urls import clear_url_caches, reverse
 
+from tests.conftest import image_bytes
 from transferapp.throttle import client_address
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue", "clean_cache")]
@@ -191,3 +192,104 @@ def test_templates_have_no_inline_scripts_or_event_handlers():
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), f"inline <script> in {path}"
         assert not re.search(r"\son[a-z]+\s*=", text), f"inline event handler in {path}"
         assert "javascript:" not in text, path
+
+
+# 2. Upload caps: per request (all files together), and per file on the image endpoints.
+
+from django.core.files.uploadhandler import FileUploadHandler  # noqa: E402
+
+from tests.factories import upload  # noqa: E402
+from transferapp import services  # noqa: E402
+from transferapp.models import Image, ImportJob  # noqa: E402
+
+SPOOLED = {}  # file name -> bytes that reached the handlers after the cap
+
+
+class RecordingHandler(FileUploadHandler):
+    """Sits after the cap and records how many bytes of each file went on to be spooled."""
+
+    def new_file(self, field_name, file_name, *args, **kwargs):
+        super().new_file(field_name, file_name, *args, **kwargs)
+        SPOOLED[file_name] = 0
+
+    def receive_data_chunk(self, raw_data, start):
+        SPOOLED[self.file_name] += len(raw_data)
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None
+
+
+@pytest.fixture
+def recorded_uploads(settings):
+    SPOOLED.clear()
+    handlers = list(settings.FILE_UPLOAD_HANDLERS)
+    settings.FILE_UPLOAD_HANDLERS = handlers[:1] + [f"{__name__}.RecordingHandler"] + handlers[1:]
+    return SPOOLED
+
+
+@pytest.fixture
+def red_label(user):
+    project = services.project_create(owner=user, name="P")
+    return services.label_create(project=project, name="red")
+
+
+def _upload_url(label):
+    return reverse("label_upload", args=[label.project_id, label.pk])
+
+
+def test_the_request_cap_counts_every_file_of_a_request(alice, red_label, settings):
+    settings.MAX_IMPORT_MB = 1
+    files = [upload(f"part-{i}.png", b"\x89PNG" + b"0" * 800_000) for i in range(3)]
+    response = alice.post(_upload_url(red_label), {"files": files}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert response.status_code == 413
+    assert "1 MB" in response.json()["error"] and "too large" in response.json()["error"]
+    assert not Image.objects.exists()
+
+
+def test_a_request_declared_too_large_is_refused_before_its_body_is_read(alice, red_label, settings, recorded_uploads):
+    settings.MAX_IMPORT_MB = 1
+    files = [upload("a.png", image_bytes())]
+    response = alice.post(_upload_url(red_label), {"files": files}, CONTENT_LENGTH=str(5 * 1024**3), HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert response.status_code == 413 and "1 MB" in response.json()["error"]
+    assert recorded_uploads == {} and not Image.objects.exists()
+
+
+def test_a_form_post_over_the_cap_comes_back_with_a_message(alice, red_label, settings):
+    settings.MAX_IMPORT_MB = 1
+    files = [upload(f"part-{i}.png", b"\x89PNG" + b"0" * 800_000) for i in range(2)]
+    page = alice.post(_upload_url(red_label), {"files": files}, HTTP_REFERER=red_label.get_absolute_url(), follow=True)
+    assert page.redirect_chain[-1][0] == red_label.get_absolute_url()
+    assert "too large" in page.content.decode() and not Image.objects.exists()
+
+
+def test_an_image_endpoint_stops_spooling_a_file_past_the_image_cap(alice, red_label, settings, recorded_uploads):
+    settings.MAX_UPLOAD_MB = 1
+    files = [upload("huge.png", b"\x89PNG" + b"0" * 3_000_000), upload("ok.png", image_bytes())]
+    response = alice.post(_upload_url(red_label), {"files": files}, follow=True)
+    assert recorded_uploads["huge.png"] <= 1024 * 1024 + 64 * 1024  # the cap plus one chunk at most
+    page = response.content.decode()
+    assert "huge.png" in page and "the limit is 1 MB" in page
+    assert list(red_label.images.values_list("original_name", flat=True)) == ["ok.png"]
+
+
+def test_the_predict_endpoint_also_stops_a_file_past_the_image_cap(alice, red_label, settings, recorded_uploads):
+    settings.MAX_UPLOAD_MB = 1
+    project = red_label.project
+    project.runs.create(base_model="efficientnet_lite0", status="succeeded")  # the view reads files only with a model
+    alice.post(reverse("predict", args=[project.pk]), {"files": [upload("huge.png", b"\x89PNG" + b"0" * 3_000_000)]})
+    assert recorded_uploads["huge.png"] <= 1024 * 1024 + 64 * 1024
+
+
+def test_the_zip_import_may_take_a_file_larger_than_the_image_cap(alice, red_label, settings):
+    import io
+    import zipfile
+
+    settings.MAX_UPLOAD_MB, settings.MAX_IMPORT_MB = 1, 10
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("red/noise.bin", os.urandom(2_000_000))
+    archive_file = upload("photos.zip", buffer.getvalue(), "application/zip")
+    response = alice.post(reverse("import_create", args=[red_label.project_id]), {"archive": archive_file})
+    assert response.status_code == 302
+    assert ImportJob.objects.filter(project=red_label.project, source_name="photos.zip").exists()

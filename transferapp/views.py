@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, forms, predictions, selectors, services, throttle
+from transferapp import charts, forms, predictions, selectors, services, throttle, uploads
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
 
@@ -144,7 +144,8 @@ def label_bulk(request, project_pk, pk):
 def label_upload(request, project_pk, pk):
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
     files = request.FILES.getlist("files")
-    outcomes = [services.image_add_uploaded(label=label, uploaded=f) for f in files]
+    outcomes = [services.UploadOutcome(name=name, error=reason) for name, reason in uploads.refused_files(request)]
+    outcomes += [services.image_add_uploaded(label=label, uploaded=f) for f in files]
     if any(outcome.image for outcome in outcomes):
         services.features_schedule(project=label.project)
     if _is_script_request(request):
@@ -336,7 +337,7 @@ def _predict_post(request, project, runs):
     run = next((r for r in runs if str(r.pk) == request.POST.get("run")), runs[0] if runs else None)
     if run is None:
         return _refuse(request, "Train a model first: this project has no finished run yet.", request.path)
-    results = []
+    results = [{"name": name, "error": reason} for name, reason in uploads.refused_files(request)]
     for upload in request.FILES.getlist("files"):
         try:
             results.append(predictions.predict_uploaded(run, upload))
@@ -376,6 +377,7 @@ def healthz(request):
 
 @login_required
 @require_POST
+@uploads.accepts_archives
 def import_create(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
     archive = request.FILES.get("archive")
