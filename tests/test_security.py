@@ -293,3 +293,48 @@ def test_the_zip_import_may_take_a_file_larger_than_the_image_cap(alice, red_lab
     response = alice.post(reverse("import_create", args=[red_label.project_id]), {"archive": archive_file})
     assert response.status_code == 302
     assert ImportJob.objects.filter(project=red_label.project, source_name="photos.zip").exists()
+
+
+# 7. Predictions in the web process: a per-user rate, and torch on one thread there.
+
+def test_predictions_are_limited_per_user_per_minute(alice, red_label, settings):
+    settings.PREDICT_RATE_PER_MIN = 2
+    project = red_label.project
+    project.runs.create(base_model="efficientnet_lite0", status="succeeded")
+    url = reverse("predict", args=[project.pk])
+    for seed in range(2):
+        files = [upload(f"{seed}.png", image_bytes(shape_seed=seed))]
+        assert alice.post(url, {"files": files}, HTTP_X_REQUESTED_WITH="XMLHttpRequest").status_code == 200
+    refused = alice.post(url, {"files": [upload("2.png", image_bytes(shape_seed=2))]}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert refused.status_code == 429 and "Too many predictions" in refused.json()["error"]
+
+
+def test_one_users_predictions_do_not_use_up_anothers(client, user, other_user, settings):
+    from tests.factories import project_with_images
+
+    settings.PREDICT_RATE_PER_MIN = 1
+    for owner in (user, other_user):
+        project = project_with_images(owner, per_class=1, name=f"P {owner.username}")
+        project.runs.create(base_model="efficientnet_lite0", status="succeeded")
+        client.force_login(owner)
+        response = client.post(reverse("predict", args=[project.pk]), {"files": [upload("a.png", image_bytes())]}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+        assert response.status_code == 200, owner
+
+
+def _torch_threads_after(code, **env):
+    clean = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
+    clean.update(LOCAL_MODE="1", DATA_DIR=os.environ.get("DATA_DIR", "/tmp"), **env)
+    script = f"import torch; before = torch.get_num_threads(); {code}; print(before, torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", script], env=clean, capture_output=True, text=True, check=True).stdout
+    return [int(n) for n in out.split()]
+
+
+def test_the_web_process_runs_torch_on_web_torch_threads():
+    _, after = _torch_threads_after("import transferapp.wsgi", WEB_TORCH_THREADS="1", TORCH_THREADS="3")
+    assert after == 1
+
+
+def test_a_worker_process_keeps_its_own_torch_threads():
+    code = "import django; django.setup(); from transferapp import tasks; tasks._configure_threads()"
+    before, after = _torch_threads_after(code, DJANGO_SETTINGS_MODULE="transferapp.settings", WEB_TORCH_THREADS="1", TORCH_THREADS="3")
+    assert after == 3

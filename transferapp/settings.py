@@ -185,6 +185,8 @@ MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", "40000000")
 # A worker that has not touched its run for this long is presumed dead.
 RUN_HEARTBEAT_TIMEOUT_S = envint("RUN_HEARTBEAT_TIMEOUT_S", "180")
 TORCH_THREADS = envint("TORCH_THREADS", "0")  # 0 = let torch decide
+# Torch threads in each web process (predictions), set once by wsgi.py; 0 = let torch decide.
+WEB_TORCH_THREADS = envint("WEB_TORCH_THREADS", "1")
 
 # HTTPS=true when users reach the app over TLS (directly or through a proxy that sets
 # X-Forwarded-Proto): secure cookies, redirect to https, HSTS.

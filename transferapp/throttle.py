@@ -89,3 +89,15 @@ def signup_refusal(request) -> str:
 
 def signup_counted(request) -> None:
     signups_per_address().hit(client_address(request))
+
+
+def prediction_refusal(user, images: int) -> str:
+    """Why this user may not have `images` more predictions now ("" when they may; then counted).
+
+    Refused once the minute's allowance is used up; the request that crosses it still runs.
+    """
+    limit = predictions_per_user()
+    if limit.exceeded(str(user.pk)):
+        return f"Too many predictions: {limit.limit} images a minute at most. Wait a minute, then try again."
+    limit.hit(str(user.pk), images)
+    return ""

@@ -337,6 +337,9 @@ def _predict_post(request, project, runs):
     run = next((r for r in runs if str(r.pk) == request.POST.get("run")), runs[0] if runs else None)
     if run is None:
         return _refuse(request, "Train a model first: this project has no finished run yet.", request.path)
+    refusal = throttle.prediction_refusal(request.user, len(request.FILES.getlist("files")))
+    if refusal:
+        return _refuse(request, refusal, request.path, status=429)
     results = [{"name": name, "error": reason} for name, reason in uploads.refused_files(request)]
     for upload in request.FILES.getlist("files"):
         try:
@@ -351,10 +354,10 @@ def _predict_post(request, project, runs):
     return render(request, "transferapp/predict.html", context)
 
 
-def _refuse(request, message, redirect_to):
+def _refuse(request, message, redirect_to, status=400):
     """A refusal the uploader script shows next to the file, or a message on the next page."""
     if _is_script_request(request):
-        return JsonResponse({"error": message}, status=400)
+        return JsonResponse({"error": message}, status=status)
     messages.error(request, message)
     return redirect(redirect_to)
 
