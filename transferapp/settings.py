@@ -182,6 +182,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = envint("MAX_UPLOAD_FILES", "500")
 MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", "40000000")
 
+# Per-user quotas (0 = no limit); the admin overrides them per user (UserQuota, on the user's page).
+QUOTA_STORAGE_MB = envint("QUOTA_STORAGE_MB", "10000")  # bytes of stored images, in 10^6 bytes
+QUOTA_IMAGES = envint("QUOTA_IMAGES", "50000")
+QUOTA_PROJECTS = envint("QUOTA_PROJECTS", "100")
+QUOTA_RUNS = envint("QUOTA_RUNS", "2")  # trainings queued or running at once
+QUOTA_IMPORTS = envint("QUOTA_IMPORTS", "2")  # zip imports queued or running at once
+
 # A worker that has not touched its run for this long is presumed dead.
 RUN_HEARTBEAT_TIMEOUT_S = envint("RUN_HEARTBEAT_TIMEOUT_S", "180")
 TORCH_THREADS = envint("TORCH_THREADS", "0")  # 0 = let torch decide

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, forms, predictions, selectors, services, throttle, uploads
+from transferapp import charts, forms, predictions, quotas, selectors, services, throttle, uploads
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
 
@@ -47,7 +47,8 @@ def project_list(request):
         else:
             return redirect(project)
     projects = selectors.project_list_for_user(user=request.user)
-    return render(request, "transferapp/project_list.html", {"projects": projects, "form": form})
+    context = {"projects": projects, "form": form, "usage": quotas.usage_text(request.user)}
+    return render(request, "transferapp/project_list.html", context)
 
 
 @login_required
@@ -386,7 +387,10 @@ def import_create(request, pk):
     archive = request.FILES.get("archive")
     if archive is None or not archive.name.lower().endswith(".zip"):
         return _refuse(request, "Choose a .zip file whose folders are your classes.", project)
-    job = services.import_create(project=project, uploaded=archive)
+    try:
+        job = services.import_create(project=project, uploaded=archive)
+    except services.ServiceError as exc:
+        return _refuse(request, str(exc), project)
     if _is_script_request(request):
         return render(request, "transferapp/import_detail.html#live", {"job": job, "project": project, "rejected": []})
     return redirect(job)
