@@ -338,3 +338,22 @@ def test_a_worker_process_keeps_its_own_torch_threads():
     code = "import django; django.setup(); from transferapp import tasks; tasks._configure_threads()"
     before, after = _torch_threads_after(code, DJANGO_SETTINGS_MODULE="transferapp.settings", WEB_TORCH_THREADS="1", TORCH_THREADS="3")
     assert after == 3
+
+
+def test_the_handler_stops_a_body_longer_than_it_declared_at_the_request_cap(settings, rf):
+    """Content-Length normally bounds the body (refused unread above); this is the backstop."""
+    from django.core.files.uploadhandler import StopUpload
+
+    from transferapp.uploads import SizeCapUploadHandler
+
+    settings.MAX_IMPORT_MB, settings.MAX_UPLOAD_MB = 1, 1
+    request = rf.post("/")
+    handler = SizeCapUploadHandler(request)
+    chunk = b"0" * 300_000
+    for name in ("a.png", "b.png", "c.png"):  # each under the file cap; with d.png, over the request cap
+        handler.new_file("files", name, "image/png", None)
+        assert handler.receive_data_chunk(chunk, 0) == chunk
+    handler.new_file("files", "d.png", "image/png", None)
+    with pytest.raises(StopUpload):
+        handler.receive_data_chunk(chunk, 0)
+    assert "1 MB" in request.upload_refused
