@@ -59,6 +59,8 @@ class Image(models.Model):
     dhash = models.CharField(max_length=16, blank=True, default="")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
+    # Bytes of the stored file: what counts against the owner's storage quota.
+    size_bytes = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -181,3 +183,22 @@ class ImportReportRow(models.Model):
 
     class Meta:
         ordering = ["pk"]
+
+
+class UserQuota(models.Model):
+    """One user's limits, where they differ from the server's defaults (QUOTA_* settings).
+
+    An empty field means "the default"; 0 means "no limit". See quotas.py.
+    """
+
+    HELP = "Empty: the server's default. 0: no limit."
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
+    storage_mb = models.PositiveIntegerField("storage (MB)", null=True, blank=True, help_text=HELP)
+    max_images = models.PositiveIntegerField("images", null=True, blank=True, help_text=HELP)
+    max_projects = models.PositiveIntegerField("projects", null=True, blank=True, help_text=HELP)
+    max_runs = models.PositiveIntegerField("trainings at once", null=True, blank=True, help_text=HELP)
+    max_imports = models.PositiveIntegerField("imports at once", null=True, blank=True, help_text=HELP)
+
+    def __str__(self):
+        return f"Quota of {self.user}"

@@ -5,6 +5,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import django_rq
+import torch
 from django.conf import settings
 from rq import Worker
 
@@ -23,6 +24,17 @@ TOP_K = 5
 
 class PredictionError(Exception):
     pass
+
+
+def use_web_threads() -> None:
+    """Run torch on WEB_TORCH_THREADS threads in this (web) process.
+
+    Each web worker thread predicts on its own; torch's default of one thread per core in every
+    one of them oversubscribes the CPUs (0.26-2 s for one forward pass on 2 shared cores).
+    Called once from wsgi.py, so rq workers (TORCH_THREADS, tasks.py) are not affected.
+    """
+    if settings.WEB_TORCH_THREADS > 0:
+        torch.set_num_threads(settings.WEB_TORCH_THREADS)
 
 
 def predictor_for(run: TrainingRun):

@@ -19,7 +19,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 from rq.job import JobStatus
 
-from transferapp import intake, selectors
+from transferapp import intake, quotas, selectors
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.features import forget_cached_features
 from transferapp.engine.zoo import get_base
@@ -37,7 +37,14 @@ class ServiceError(Exception):
 
 
 def project_create(*, owner, name: str) -> Project:
-    return Project.objects.create(owner=owner, name=_clean_name(name, "Project name"))
+    name = _clean_name(name, "Project name")
+    _refuse_if(quotas.project_refusal(owner=owner))
+    return Project.objects.create(owner=owner, name=name)
+
+
+def _refuse_if(reason: str) -> None:
+    if reason:
+        raise ServiceError(reason)
 
 
 def project_rename(*, project: Project, name: str) -> Project:
@@ -122,6 +129,9 @@ def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> Uploa
     existing = Image.objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
     if existing:
         return UploadOutcome(name=name, error=_duplicate_message(existing, label))
+    over_quota = quotas.image_refusal(owner=label.project.owner_id, size=len(checked.data))
+    if over_quota:
+        return UploadOutcome(name=name, error=over_quota)
     return UploadOutcome(name=name, image=_store_image(label, name, checked, split))
 
 
@@ -141,6 +151,7 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
         original_name=name[:255],
         width=checked.width,
         height=checked.height,
+        size_bytes=len(checked.data),
     )
     image.file.save(f"upload.{checked.extension}", ContentFile(checked.data), save=False)
     image.thumbnail.save("thumb.jpg", ContentFile(checked.thumbnail_jpeg), save=False)
@@ -166,6 +177,7 @@ def _remove_unreferenced_files(image: Image) -> None:
 
 def import_create(*, project: Project, uploaded) -> ImportJob:
     """Keep the uploaded zip on disk (streamed in chunks) and queue its import."""
+    _refuse_if(quotas.import_refusal(owner=project.owner_id))
     folder = Path(settings.MEDIA_ROOT) / "imports"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{uuid.uuid4().hex}.zip"
@@ -344,6 +356,7 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
     problems = training_problems(project=project)
     if problems:
         raise ServiceError(" ".join(problems))
+    _refuse_if(quotas.run_refusal(owner=project.owner_id))
     try:
         get_base(base_model)
         train_config = TrainConfig.from_dict({**config, "base": base_model, "preset": preset})

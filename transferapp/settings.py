@@ -76,7 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django.contrib.admin",
+    "transferapp.apps.AdminConfig",  # django.contrib.admin, signing in through the app's throttle
     "django_htmx",
     "template_partials",
     "django_rq",
@@ -85,9 +85,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "transferapp.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before the CSRF check: a body refused unread has no form token, and deserves its own message.
+    "transferapp.uploads.RequestRefusalMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -150,7 +153,13 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Open sign-up suits a lab's own server; a public one sets ALLOW_SIGNUP=false and creates
 # accounts with `manage.py createsuperuser` or the admin.
-ALLOW_SIGNUP = envbool("ALLOW_SIGNUP", "true")
+# Open by default only in local mode (one person's machine); a server opens it explicitly, and
+# then SIGNUP_RATE_LIMIT accounts per SIGNUP_RATE_WINDOW_S per client address can be created.
+ALLOW_SIGNUP = envbool("ALLOW_SIGNUP", "true" if LOCAL_MODE else "false")
+SIGNUP_RATE_LIMIT = envint("SIGNUP_RATE_LIMIT", "5")
+SIGNUP_RATE_WINDOW_S = envint("SIGNUP_RATE_WINDOW_S", "3600")
+# False removes /admin/ entirely (404), for sites that manage accounts from the command line.
+ADMIN_ENABLED = envbool("ADMIN_ENABLED", "true")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project_list"
 LOGOUT_REDIRECT_URL = "login"
@@ -188,9 +197,18 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = envint("MAX_UPLOAD_FILES", "500")
 MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", "40000000")
 
+# Per-user quotas (0 = no limit); the admin overrides them per user (UserQuota, on the user's page).
+QUOTA_STORAGE_MB = envint("QUOTA_STORAGE_MB", "10000")  # bytes of stored images, in 10^6 bytes
+QUOTA_IMAGES = envint("QUOTA_IMAGES", "50000")
+QUOTA_PROJECTS = envint("QUOTA_PROJECTS", "100")
+QUOTA_RUNS = envint("QUOTA_RUNS", "2")  # trainings queued or running at once
+QUOTA_IMPORTS = envint("QUOTA_IMPORTS", "2")  # zip imports queued or running at once
+
 # A worker that has not touched its run for this long is presumed dead.
 RUN_HEARTBEAT_TIMEOUT_S = envint("RUN_HEARTBEAT_TIMEOUT_S", "180")
 TORCH_THREADS = envint("TORCH_THREADS", "0")  # 0 = let torch decide
+# Torch threads in each web process (predictions), set once by wsgi.py; 0 = let torch decide.
+WEB_TORCH_THREADS = envint("WEB_TORCH_THREADS", "1")
 
 # HTTPS=true when users reach the app over TLS (directly or through a proxy that sets
 # X-Forwarded-Proto): secure cookies, redirect to https, HSTS.
@@ -212,6 +230,17 @@ CACHE_REDIS_URL = os.environ.get("CACHE_REDIS_URL") or next_redis_database(REDIS
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_REDIS_URL, "KEY_PREFIX": "transferapp"}}
 LOGIN_ATTEMPTS_LIMIT = envint("LOGIN_ATTEMPTS_LIMIT", "10")
 LOGIN_ATTEMPTS_WINDOW_S = envint("LOGIN_ATTEMPTS_WINDOW_S", "900")
+# Failed sign-ins from one address across all accounts (see auth.py for why both limits).
+LOGIN_ADDRESS_ATTEMPTS_LIMIT = envint("LOGIN_ADDRESS_ATTEMPTS_LIMIT", "50")
+# Behind a reverse proxy every request comes from the proxy's address: name the header it sets
+# (e.g. X-Forwarded-For) and how many proxies append to it, so rate limits see real clients.
+# Unset, the header is ignored: a client could write anything into it.
+TRUSTED_PROXY_HEADER = os.environ.get("TRUSTED_PROXY_HEADER", "").strip()
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", "1")
+if TRUSTED_PROXY_COUNT < 1:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 1 or more.")
+# Images predicted per user per minute in the web process (0 = no limit).
+PREDICT_RATE_PER_MIN = envint("PREDICT_RATE_PER_MIN", "120")
 
 LOGGING = {
     "version": 1,

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -34,5 +35,6 @@ urlpatterns = [
     path("runs/<int:pk>/delete/", views.run_delete, name="run_delete"),
     path("runs/<int:pk>/download/", views.run_download, name="run_download"),
     path("healthz", views.healthz, name="healthz"),
-    path("admin/", admin.site.urls),
 ]
+if settings.ADMIN_ENABLED:
+    urlpatterns.append(path("admin/", admin.site.urls))

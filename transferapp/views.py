@@ -14,7 +14,7 @@ from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, forms, predictions, selectors, services, zipstream
+from transferapp import charts, forms, predictions, quotas, selectors, services, throttle, uploads, zipstream
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
 
@@ -22,9 +22,13 @@ from transferapp.models import TrainingRun
 def signup(request):
     if not settings.ALLOW_SIGNUP:
         return render(request, "transferapp/signup.html", {"closed": True}, status=403)
+    refusal = throttle.signup_refusal(request) if request.method == "POST" else ""
+    if refusal:
+        return HttpResponse(refusal, status=429, content_type="text/plain; charset=utf-8")
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
+        throttle.signup_counted(request)
         login(request, user)
         messages.success(request, "Welcome! Create your first project to get started.")
         return redirect("project_list")
@@ -42,7 +46,8 @@ def project_list(request):
         else:
             return redirect(project)
     projects = selectors.project_list_for_user(user=request.user)
-    return render(request, "transferapp/project_list.html", {"projects": projects, "form": form})
+    context = {"projects": projects, "form": form, "usage": quotas.usage_text(request.user)}
+    return render(request, "transferapp/project_list.html", context)
 
 
 @login_required
@@ -139,7 +144,8 @@ def label_bulk(request, project_pk, pk):
 def label_upload(request, project_pk, pk):
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
     files = request.FILES.getlist("files")
-    outcomes = [services.image_add_uploaded(label=label, uploaded=f) for f in files]
+    outcomes = [services.UploadOutcome(name=name, error=reason) for name, reason in uploads.refused_files(request)]
+    outcomes += [services.image_add_uploaded(label=label, uploaded=f) for f in files]
     if any(outcome.image for outcome in outcomes):
         services.features_schedule(project=label.project)
     if _is_script_request(request):
@@ -330,7 +336,10 @@ def _predict_post(request, project, runs):
     run = next((r for r in runs if str(r.pk) == request.POST.get("run")), runs[0] if runs else None)
     if run is None:
         return _refuse(request, "Train a model first: this project has no finished run yet.", request.path)
-    results = []
+    refusal = throttle.prediction_refusal(request.user, len(request.FILES.getlist("files")))
+    if refusal:
+        return _refuse(request, refusal, request.path, status=429)
+    results = [{"name": name, "error": reason} for name, reason in uploads.refused_files(request)]
     for upload in request.FILES.getlist("files"):
         try:
             results.append(predictions.predict_uploaded(run, upload))
@@ -344,10 +353,10 @@ def _predict_post(request, project, runs):
     return render(request, "transferapp/predict.html", context)
 
 
-def _refuse(request, message, redirect_to):
+def _refuse(request, message, redirect_to, status=400):
     """A refusal the uploader script shows next to the file, or a message on the next page."""
     if _is_script_request(request):
-        return JsonResponse({"error": message}, status=400)
+        return JsonResponse({"error": message}, status=status)
     messages.error(request, message)
     return redirect(redirect_to)
 
@@ -370,12 +379,16 @@ def healthz(request):
 
 @login_required
 @require_POST
+@uploads.accepts_archives
 def import_create(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
     archive = request.FILES.get("archive")
     if archive is None or not archive.name.lower().endswith(".zip"):
         return _refuse(request, "Choose a .zip file whose folders are your classes.", project)
-    job = services.import_create(project=project, uploaded=archive)
+    try:
+        job = services.import_create(project=project, uploaded=archive)
+    except services.ServiceError as exc:
+        return _refuse(request, str(exc), project)
     if _is_script_request(request):
         return render(request, "transferapp/import_detail.html#live", {"job": job, "project": project, "rejected": []})
     return redirect(job)

@@ -1,0 +1,120 @@
+"""Per-user quotas: storage, images, projects, and trainings and imports queued or running at once.
+
+The server's defaults come from QUOTA_* settings; a UserQuota row (edited in the admin, on the
+user's page) overrides any of them for one user. 0 means no limit. Each check returns the
+sentence to show the user, or "" when the action is allowed; services.py turns it into a refusal.
+
+Two requests at the very same moment may both pass a check and overshoot a quota by one item:
+quotas keep usage bounded, they are not an accounting system, so no locking is spent on that.
+"""
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Sum
+
+from transferapp.models import Image, ImportJob, Project, TrainingRun, UserQuota
+
+MB = 1_000_000  # quotas are in decimal units, as disks are sold and as the project list shows them
+ASK = "Ask your administrator if you need more."
+
+
+@dataclass(frozen=True)
+class Quota:
+    storage_bytes: int
+    images: int
+    projects: int
+    runs: int
+    imports: int
+
+
+def quota_for(user) -> Quota:
+    override = UserQuota.objects.filter(user_id=_user_id(user)).first()
+
+    def pick(field: str, default: int) -> int:
+        value = getattr(override, field, None)
+        return default if value is None else value
+
+    return Quota(
+        storage_bytes=pick("storage_mb", settings.QUOTA_STORAGE_MB) * MB,
+        images=pick("max_images", settings.QUOTA_IMAGES),
+        projects=pick("max_projects", settings.QUOTA_PROJECTS),
+        runs=pick("max_runs", settings.QUOTA_RUNS),
+        imports=pick("max_imports", settings.QUOTA_IMPORTS),
+    )
+
+
+def _user_id(user) -> int:
+    return user if isinstance(user, int) else user.pk
+
+
+def storage_used(owner) -> int:
+    return Image.objects.filter(project__owner_id=_user_id(owner)).aggregate(total=Sum("size_bytes"))["total"] or 0
+
+
+def images_used(owner) -> int:
+    return Image.objects.filter(project__owner_id=_user_id(owner)).count()
+
+
+def image_refusal(*, owner, size: int) -> str:
+    """Why one more image of `size` bytes may not be stored for this owner ("" when it may)."""
+    quota = quota_for(owner)
+    if quota.images and images_used(owner) >= quota.images:
+        return f"Your image quota is used up ({quota.images:,} images). Delete some images first. {ASK}"
+    if quota.storage_bytes:
+        used = storage_used(owner)
+        if used + size > quota.storage_bytes:
+            return (
+                f"Your storage quota is used up ({format_bytes(used)} of {format_bytes(quota.storage_bytes)}). "
+                f"Delete some images first. {ASK}"
+            )
+    return ""
+
+
+def project_refusal(*, owner) -> str:
+    limit = quota_for(owner).projects
+    if limit and Project.objects.filter(owner_id=_user_id(owner)).count() >= limit:
+        return f"Your project quota is used up ({_plural(limit, 'project')}). Delete a project first. {ASK}"
+    return ""
+
+
+def run_refusal(*, owner) -> str:
+    limit = quota_for(owner).runs
+    active = TrainingRun.objects.filter(
+        project__owner_id=_user_id(owner), status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+    )
+    if limit and active.count() >= limit:
+        return (
+            f"You already have {_plural(limit, 'training')} queued or running, your limit. "
+            "Wait for one to finish or cancel one, then start this one."
+        )
+    return ""
+
+
+def import_refusal(*, owner) -> str:
+    limit = quota_for(owner).imports
+    active = ImportJob.objects.filter(
+        project__owner_id=_user_id(owner), status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING]
+    )
+    if limit and active.count() >= limit:
+        return f"You already have {_plural(limit, 'import')} queued or running, your limit. Wait for one to finish."
+    return ""
+
+
+def usage_text(user) -> str:
+    """For the project list: "2.1 GB of 10 GB · 120 of 50,000 images" (limits only where set)."""
+    quota = quota_for(user)
+    storage = format_bytes(storage_used(user)) + (f" of {format_bytes(quota.storage_bytes)}" if quota.storage_bytes else "")
+    images = f"{images_used(user):,}" + (f" of {quota.images:,}" if quota.images else "") + " images"
+    return f"Storage used: {storage} · {images}"
+
+
+def format_bytes(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.1f} {unit}".replace(".0 ", " ")
+    return f"{size} bytes"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
