@@ -96,8 +96,7 @@ def _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, 
     """Stream the uncached images through the backbone a batch at a time (bounded memory); a helper
     thread decodes the next batch while this one runs (PIL and torch release the GIL)."""
     batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
-    decode = functools.partial(_decode_batch, paths, eval_transform(backbone.preprocessing),
-                               backbone.preprocessing["resize"], view)
+    decode = functools.partial(_decode_batch, paths, eval_transform(backbone.preprocessing), view)
     if progress:
         progress(0, len(todo))
     done = 0
@@ -121,8 +120,8 @@ def _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, 
                 progress(done, len(todo))
 
 
-def _decode_batch(paths, transform, resize, view, idx) -> torch.Tensor:
-    images = [load_rgb(paths[i], size=resize) for i in idx]
+def _decode_batch(paths, transform, view, idx) -> torch.Tensor:
+    images = [load_rgb(paths[i]) for i in idx]
     if view == "flip":
         images = [ImageOps.mirror(im) for im in images]
     return torch.stack([transform(im) for im in images])

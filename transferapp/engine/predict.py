@@ -24,7 +24,7 @@ class Predictor:
         paths = [str(p) for p in paths]
         for start in range(0, len(paths), self.batch_size):
             chunk = paths[start:start + self.batch_size]  # decode a batch at a time: bounded memory
-            images = [load_rgb(p, size=self.preprocessing["resize"]) for p in chunk]
+            images = [load_rgb(p) for p in chunk]
             for path, result in zip(chunk, self.predict_images(images)):
                 results.append({"path": path, **result})
         return results

@@ -326,7 +326,7 @@ def _freeze_body(model: Classifier, top: int) -> list[nn.Parameter]:
 
 
 def _load_batch(samples, transform, prep) -> torch.Tensor:
-    return torch.stack([transform(load_rgb(s.path, size=prep["resize"])) for s in samples])
+    return torch.stack([transform(load_rgb(s.path)) for s in samples])
 
 
 def _body_activations(frozen, samples, prep, batch_size, run) -> list[tuple]:
