@@ -16,6 +16,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from transferapp import charts, forms, predictions, selectors, services
+from transferapp.engine import imaging
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
 
@@ -184,7 +185,26 @@ def image_thumbnail(request, pk):
 @login_required
 def image_file(request, pk):
     image = selectors.image_get_for_user(user=request.user, pk=pk)
+    if image.file.name.endswith(".dcm"):
+        return _rendered_dicom(image.file)
     return _private_file(image.file)
+
+
+def _rendered_dicom(field):
+    """The picture of a DICOM file as a PNG: the stored file also holds the patient's identifying
+    tags, which the browser must never receive."""
+    try:
+        with field.open("rb") as f:
+            rgb = imaging.load_rgb(f.read())
+    except FileNotFoundError:
+        raise Http404("File missing") from None
+    except imaging.DecodeError as exc:
+        return HttpResponse(str(exc), status=422, content_type="text/plain")
+    out = io.BytesIO()
+    rgb.save(out, format="PNG")
+    response = HttpResponse(out.getvalue(), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 def _private_file(field):

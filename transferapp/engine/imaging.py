@@ -145,7 +145,9 @@ def _decode_dicom(data: bytes, max_pixels) -> Decoded:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings can quote element values: keep them out of logs
+            ds = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, Exception) as exc:
         raise DecodeError(f"This DICOM file is damaged and could not be read ({_reason(exc)}).") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -204,12 +206,12 @@ def _voi_window(ds, values: np.ndarray) -> np.ndarray:
     return window_to_uint8(values)
 
 
-def _first_value(element):
-    if element is None or element.value in (None, ""):
+def _first_value(value):
+    """WindowCenter/WindowWidth may hold several presets; the first is the default view."""
+    if value is None or value == "":
         return None
-    value = element.value
-    if element.VM > 1:
-        value = value[0]
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else None
     try:
         return float(value)
     except (TypeError, ValueError):
