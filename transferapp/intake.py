@@ -34,6 +34,7 @@ class CheckedImage:
     dhash: str
     rgb: Image.Image  # upright RGB, decoded once for thumbnail, hash and prediction
     grayscale: bool = False  # one-channel source (X-ray, microscopy)
+    patient_id: str = ""  # DICOM PatientID: only hashed (grouping.patient_key), never stored or shown
 
 
 def check_size(size: int, max_bytes: int) -> None:
@@ -63,6 +64,7 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
         dhash=dhash(decoded.rgb),
         rgb=decoded.rgb,
         grayscale=decoded.grayscale,
+        patient_id=decoded.patient_id,
     )
 
 

@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from transferapp import intake, selectors
+from transferapp import grouping, intake, selectors
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.zoo import get_base
 from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
@@ -40,6 +40,17 @@ def project_create(*, owner, name: str) -> Project:
 def project_rename(*, project: Project, name: str) -> Project:
     project.name = _clean_name(name, "Project name")
     project.save(update_fields=["name"])
+    return project
+
+
+def project_set_image_options(*, project: Project, no_mirroring: bool, group_by: str, group_folder_level: int = 1) -> Project:
+    """"Images must not be mirrored" and what ties images together (see grouping.py)."""
+    if group_by not in Project.GroupBy.values:
+        raise ServiceError("Choose what ties images together from the list.")
+    if not 1 <= group_folder_level <= 10:
+        raise ServiceError("The folder level must be between 1 and 10.")
+    project.no_mirroring, project.group_by, project.group_folder_level = no_mirroring, group_by, group_folder_level
+    project.save(update_fields=["no_mirroring", "group_by", "group_folder_level"])
     return project
 
 
@@ -123,6 +134,8 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
         original_name=name[:255],
         width=checked.width,
         height=checked.height,
+        grayscale=checked.grayscale,
+        patient_key=grouping.patient_key(label.project_id, checked.patient_id),
     )
     image.file.save(f"upload.{checked.extension}", ContentFile(checked.data), save=False)
     image.thumbnail.save("thumb.jpg", ContentFile(checked.thumbnail_jpeg), save=False)
@@ -288,7 +301,8 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
         raise ServiceError(" ".join(problems))
     try:
         get_base(base_model)
-        train_config = TrainConfig.from_dict({**config, "base": base_model, "preset": preset})
+        no_mirroring = selectors.project_no_mirroring(project=project)
+        train_config = TrainConfig.from_dict({**config, "base": base_model, "preset": preset, "no_mirroring": no_mirroring})
     except ValueError as exc:
         raise ServiceError(str(exc)) from None
     with transaction.atomic():

@@ -62,8 +62,22 @@ def project_detail(request, pk):
         "duplicate_groups": duplicate_groups,
         "bases": list_bases(),
         "train_form": forms.TrainForm(),
+        "no_mirroring": selectors.project_no_mirroring(project=project),
+        "has_grayscale": selectors.project_has_grayscale(project=project),
+        "group_choices": project.GroupBy.choices,
     }
     return render(request, "transferapp/project_detail.html", context)
+
+
+@login_required
+@require_POST
+def project_image_options(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    level = request.POST.get("group_folder_level", "1")
+    _apply(request, services.project_set_image_options, project=project,
+           no_mirroring=request.POST.get("no_mirroring") == "on", group_by=request.POST.get("group_by", ""),
+           group_folder_level=int(level) if level.isdigit() else 0)
+    return redirect(project)
 
 
 @login_required

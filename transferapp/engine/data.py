@@ -97,12 +97,14 @@ def eval_transform(prep: dict) -> T.Compose:
 _AUGMENT = {"light": (0.6, 0.0), "medium": (0.35, 0.1), "strong": (0.2, 0.3)}
 
 
-def train_transform(prep: dict, augmentation: str) -> T.Compose:
+def train_transform(prep: dict, augmentation: str, mirror: bool = True) -> T.Compose:
+    """`mirror=False` for images that must not be mirrored (see TrainConfig.no_mirroring)."""
     if augmentation == "none":
         return eval_transform(prep)
     min_scale, jitter = _AUGMENT[augmentation]
-    steps = [T.RandomResizedCrop(prep["crop"], scale=(min_scale, 1.0), interpolation=_interp(prep)),
-             T.RandomHorizontalFlip()]
+    steps = [T.RandomResizedCrop(prep["crop"], scale=(min_scale, 1.0), interpolation=_interp(prep))]
+    if mirror:
+        steps.append(T.RandomHorizontalFlip())
     if jitter:
         steps.append(T.ColorJitter(jitter, jitter, jitter))
     return T.Compose(steps + [T.ToTensor(), T.Normalize(prep["mean"], prep["std"])])
