@@ -3,7 +3,9 @@
 Anything that belongs to another user (or does not exist) is a 404: we never reveal
 whether someone else's project exists.
 """
+from django.core.files.storage import default_storage
 from django.db.models import Count, Q
+from PIL import Image as PILImage
 from django.shortcuts import get_object_or_404
 
 from transferapp import duplicates, grouping
@@ -76,7 +78,24 @@ def import_get_for_user(*, user, pk) -> ImportJob:
 def near_duplicate_groups(*, project: Project) -> list[list[int]]:
     """Ids of images that look the same (resized or recompressed copies), in groups of 2+."""
     hashes = dict(project.images.exclude(dhash="").values_list("pk", "dhash"))
-    return duplicates.near_duplicate_groups(hashes)
+    return duplicates.near_duplicate_groups(hashes, signature=_thumbnail_signatures(project))
+
+
+def _thumbnail_signatures(project: Project):
+    """Grey signatures read from the stored thumbnails, only for the images a hash match asks about."""
+    names = dict(project.images.values_list("pk", "thumbnail"))
+    cache = {}
+
+    def signature(pk):
+        if pk not in cache:
+            try:
+                with default_storage.open(names[pk], "rb") as f:
+                    cache[pk] = duplicates.grey_signature(PILImage.open(f))
+            except (KeyError, OSError, ValueError):  # no or unreadable thumbnail: the hash alone decides
+                cache[pk] = None
+        return cache[pk]
+
+    return signature
 
 
 def project_no_mirroring(*, project: Project) -> bool:
