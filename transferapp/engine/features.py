@@ -1,7 +1,8 @@
 """Backbone embeddings and their on-disk cache.
 
 Each image's features are computed once ever: the cache key is the sha256 of the file's bytes plus
-the base, its preprocessing (so image_size), the numeric precision and the view. A retrain after
+the base, its preprocessing (so image_size), the numeric precision, the decoder version
+(imaging.DECODE_VERSION) and the view. A retrain after
 adding ten images therefore costs ten forward passes.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from PIL import ImageOps
 
+from . import imaging
 from .data import Sample, eval_transform, load_rgb
 from .zoo import Backbone, create_backbone, frozen_runner, precision
 
@@ -49,7 +51,8 @@ def file_digest(path) -> str:
 
 
 def cache_folder(cache_dir: Path, backbone: Backbone, device: torch.device) -> Path:
-    signature = json.dumps({"prep": backbone.preprocessing, "precision": precision(device)}, sort_keys=True)
+    signature = json.dumps({"prep": backbone.preprocessing, "precision": precision(device),
+                            "decode": imaging.DECODE_VERSION}, sort_keys=True)
     return Path(cache_dir) / f"{backbone.name}-{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
 
 

@@ -17,6 +17,7 @@ Design choices, so that every caller sees the same pixels:
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
 # Robust window for data without a display range of its own; a few hot or dead pixels do not matter.
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
+# Part of the feature cache's key (features.cache_folder): bump it whenever the pixels this module
+# produces for a file change, so that no feature computed from the old pixels is reused.
+DECODE_VERSION = 2
+# pydicom logs its warnings as well as raising them, and a warning can quote an element's value
+# (a patient's name): nothing from pydicom below an error reaches the application's logs.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
+# Percentiles of a few million values take long; a regular sample gives the same window.
+_PERCENTILE_SAMPLE = 1_000_000
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "I;32", "I;32B", "F")
 
 
@@ -127,7 +136,8 @@ def window_to_uint8(values: np.ndarray, low: float | None = None, high: float | 
     if finite.size == 0:
         return np.zeros(values.shape, dtype=np.uint8)
     if low is None or high is None:
-        low, high = np.percentile(finite, [LOW_PERCENTILE, HIGH_PERCENTILE])
+        sample = finite[::max(1, finite.size // _PERCENTILE_SAMPLE)]
+        low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
         if high <= low:  # mostly one value (a mask, a mostly blank field): fall back to min-max
             low, high = float(finite.min()), float(finite.max())
     if high <= low:  # a flat image: keep its place in its container's range (all-white stays white)
