@@ -191,3 +191,38 @@ def _animated_gif() -> bytes:
     out = io.BytesIO()
     frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:])
     return out.getvalue()
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_import_images_accepts_dicom_16_bit_and_ordinary_files_and_names_each_refusal(user, tmp_path, capsys):
+    import numpy as np
+    import pydicom
+    from PIL import Image as PILImage
+    from tests.test_dicom import dataset_bytes, dicom_file
+
+    folder = tmp_path / "mixed"
+    for name in ("ct", "xray"):
+        (folder / name).mkdir(parents=True)
+    (folder / "ct" / "slice.dcm").write_bytes(dicom_file("CT_small.dcm").read_bytes())
+    (folder / "ct" / "IM000002").write_bytes(dicom_file("MR_small_RLE.dcm").read_bytes())  # no extension, RLE
+    (folder / "ct" / "IM000003").write_bytes(dicom_file("JPEG2000.dcm").read_bytes())
+    ramp = np.tile(np.linspace(0, 4095, 64), (48, 1)).astype(np.uint16)
+    (folder / "xray" / "twelve_bit.png").write_bytes(_raw(PILImage.fromarray(ramp), "PNG"))
+    big_endian = PILImage.frombuffer("I;16B", (64, 48), ramp.astype(">u2").tobytes(), "raw", "I;16B", 0, 1)
+    (folder / "xray" / "big_endian.tif").write_bytes(_raw(big_endian, "TIFF"))
+    (folder / "xray" / "photo.jpg").write_bytes(image_bytes("red", fmt="JPEG"))
+    multi = pydicom.dcmread(dicom_file("MR_small.dcm"))
+    multi.NumberOfFrames, multi.PixelData = 3, multi.PixelData * 3
+    (folder / "ct" / "cine.dcm").write_bytes(dataset_bytes(multi))
+    (folder / "ct" / "report.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    (folder / "xray" / "notes.txt").write_text("not an image")
+    call_command("import_images", str(folder), user="alice", project="Mixed", json=True)
+    document = json.loads(capsys.readouterr().out)
+    refused = {row["name"]: row["reason"] for row in document["report"] if not row["ok"]}
+    assert document["accepted"] == 6, document
+    assert set(refused) == {"ct/cine.dcm", "ct/report.dcm", "xray/notes.txt"}
+    assert "3 frames" in refused["ct/cine.dcm"] and "DICOM" in refused["ct/report.dcm"]
+    assert "not an image file" in refused["xray/notes.txt"]
+    images = Project.objects.get(name="Mixed").images.all()
+    assert sorted(image.file.name.rsplit(".", 1)[1] for image in images) == ["dcm", "dcm", "dcm", "jpg", "png", "tif"]

@@ -6,6 +6,7 @@ from PIL import Image
 
 from tests.conftest import image_bytes
 from transferapp import intake
+from transferapp.engine import imaging
 
 LIMITS = {"max_bytes": 5 * 1024 * 1024, "max_pixels": 4_000_000}
 
@@ -69,12 +70,12 @@ def test_a_png_named_jpg_is_stored_as_png():
 def test_every_mode_becomes_rgb(image):
     fmt = "JPEG" if image.mode == "CMYK" else "PNG"
     checked = intake.check_image(_save(image, fmt), **LIMITS)
-    rgb = intake.to_rgb(Image.open(io.BytesIO(checked.data)))
+    rgb = imaging.load_rgb(checked.data)
     assert rgb.mode == "RGB" and rgb.size == (40, 30)
 
 
 def test_a_sixteen_bit_png_keeps_its_brightness():
-    rgb = intake.to_rgb(Image.open(io.BytesIO(_save(Image.new("I;16", (20, 20), 65535), "PNG"))))
+    rgb = imaging.load_rgb(_save(Image.new("I;16", (20, 20), 65535), "PNG"))
     assert rgb.getpixel((0, 0)) == (255, 255, 255)
 
 
@@ -84,7 +85,7 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # "rotate 90° clockwise to display": a phone held upright
     data = _save(wide, "JPEG", exif=exif.tobytes())
     checked = intake.check_image(data, **LIMITS)
-    assert intake.to_rgb(Image.open(io.BytesIO(checked.data))).size == (20, 60)
+    assert imaging.load_rgb(checked.data).size == (20, 60)
     assert Image.open(io.BytesIO(checked.thumbnail_jpeg)).size == (20, 60)
 
 
@@ -93,6 +94,6 @@ def test_an_animated_gif_uses_its_first_frame():
     out = io.BytesIO()
     frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=100)
     checked = intake.check_image(out.getvalue(), **LIMITS)
-    first = intake.to_rgb(Image.open(io.BytesIO(checked.data)))
+    first = imaging.load_rgb(checked.data)
     red, green, blue = first.getpixel((5, 5))
     assert red > 200 and blue < 50

@@ -7,13 +7,14 @@ import hashlib
 import io
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from transferapp.duplicates import dhash
-from transferapp.engine.data import to_rgb
+from transferapp.engine import imaging
 
 # Formats we accept, by what the bytes are (a PNG named .jpg is still a PNG).
-ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
+ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg",
+                    "DICOM": "dcm"}
 MIN_SIDE = 16
 THUMB_SIZE = 256
 
@@ -32,6 +33,8 @@ class CheckedImage:
     thumbnail_jpeg: bytes
     dhash: str
     rgb: Image.Image  # upright RGB, decoded once for thumbnail, hash and prediction
+    grayscale: bool = False  # one-channel source (X-ray, microscopy)
+    patient_id: str = ""  # DICOM PatientID: only hashed (grouping.patient_key), never stored or shown
 
 
 def check_size(size: int, max_bytes: int) -> None:
@@ -44,43 +47,25 @@ def check_size(size: int, max_bytes: int) -> None:
 
 def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage:
     check_size(len(data), max_bytes)
-    image = _open(data, max_pixels)
-    width, height = image.size  # as stored; the upright RGB copy below feeds thumbnail and hash
+    try:
+        decoded = imaging.decode(data, max_pixels=max_pixels, accepted_formats=ACCEPTED_FORMATS)
+    except imaging.DecodeError as exc:
+        raise ImageRejected(str(exc)) from None
+    width, height = decoded.width, decoded.height  # as stored; the upright RGB copy feeds thumbnail and hash
     if min(width, height) < MIN_SIDE:
         raise ImageRejected(f"The image is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
-    rgb = to_rgb(image)
     return CheckedImage(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
-        extension=ACCEPTED_FORMATS[image.format],
+        extension=ACCEPTED_FORMATS[decoded.format],
         width=width,
         height=height,
-        thumbnail_jpeg=_thumbnail(rgb),
-        dhash=dhash(rgb),
-        rgb=rgb,
+        thumbnail_jpeg=_thumbnail(decoded.rgb),
+        dhash=dhash(decoded.rgb),
+        rgb=decoded.rgb,
+        grayscale=decoded.grayscale,
+        patient_id=decoded.patient_id,
     )
-
-
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageRejected("This is not an image file we can read (JPEG, PNG, GIF, WebP, BMP or TIFF).") from None
-    except Image.DecompressionBombError:
-        raise ImageRejected(f"The image has too many pixels (limit {max_pixels / 1e6:.0f} megapixels).") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageRejected(f"The image is corrupt or truncated ({exc}).") from None
-    if image.format not in ACCEPTED_FORMATS:
-        raise ImageRejected(f"{image.format} images are not supported; use JPEG, PNG, GIF, WebP, BMP or TIFF.")
-    if image.width * image.height > max_pixels:
-        raise ImageRejected(
-            f"The image is {image.width}x{image.height} pixels, over the limit of {max_pixels / 1e6:.0f} megapixels."
-        )
-    try:
-        image.load()  # decodes everything: truncated or corrupt files fail here, not during training
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageRejected(f"The image is corrupt or truncated ({exc}).") from None
-    return image
 
 
 def _thumbnail(rgb: Image.Image) -> bytes:

@@ -7,6 +7,20 @@ class Project(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects")
     name = models.CharField(max_length=120)
     created_at = models.DateTimeField(auto_now_add=True)
+    # "Images must not be mirrored" (no flip augmentation, no flip test-time averaging).
+    # None: not chosen by the user, which means on when the project holds DICOM images.
+    no_mirroring = models.BooleanField(null=True, blank=True, default=None)
+
+    class GroupBy(models.TextChoices):
+        NONE = "", "Nothing (near-identical images are still kept together)"
+        FOLDER = "folder", "A folder of the import path (e.g. one folder per patient or slide)"
+        FILENAME = "filename", "The start of the file name, up to the first “_”"
+        PATIENT = "patient", "The DICOM patient"
+
+    # What ties images together (one patient's follow-up scans): every split keeps a group on one side.
+    group_by = models.CharField(max_length=16, choices=GroupBy.choices, blank=True, default="")
+    # For group_by="folder": 1 = the folder the file is in, 2 = the folder above it, ...
+    group_folder_level = models.PositiveSmallIntegerField(default=1)
 
     class Meta:
         ordering = ["-created_at"]
@@ -61,6 +75,11 @@ class Image(models.Model):
     height = models.PositiveIntegerField()
     # Bytes of the stored file: what counts against the owner's storage quota.
     size_bytes = models.PositiveBigIntegerField(default=0)
+    # One channel (X-ray, fluorescence): the project page then offers "images must not be mirrored".
+    grayscale = models.BooleanField(default=False)
+    # A keyed hash (HMAC with SECRET_KEY and the project) of the DICOM PatientID, never the ID itself:
+    # enough to keep one patient's images on one side of a split.
+    patient_key = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -3,10 +3,12 @@
 Anything that belongs to another user (or does not exist) is a 404: we never reveal
 whether someone else's project exists.
 """
+from django.core.files.storage import default_storage
 from django.db.models import Count, Q
+from PIL import Image as PILImage
 from django.shortcuts import get_object_or_404
 
-from transferapp import duplicates
+from transferapp import duplicates, grouping
 from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 
 PREVIEW_THUMBS = 6
@@ -84,7 +86,59 @@ def import_skipped_rows(*, job: ImportJob) -> list:
 def near_duplicate_groups(*, project: Project) -> list[list[int]]:
     """Ids of images that look the same (resized or recompressed copies), in groups of 2+."""
     hashes = dict(project.images.exclude(dhash="").values_list("pk", "dhash"))
-    return duplicates.near_duplicate_groups(hashes)
+    return duplicates.near_duplicate_groups(hashes, signature=_thumbnail_signatures(project))
+
+
+def _thumbnail_signatures(project: Project):
+    """Grey signatures read from the stored thumbnails, only for the images a hash match asks about."""
+    names = dict(project.images.values_list("pk", "thumbnail"))
+    cache = {}
+
+    def signature(pk):
+        if pk not in cache:
+            try:
+                with default_storage.open(names[pk], "rb") as f:
+                    cache[pk] = duplicates.grey_signature(PILImage.open(f))
+            except (KeyError, OSError, ValueError):  # no or unreadable thumbnail: the hash alone decides
+                cache[pk] = None
+        return cache[pk]
+
+    return signature
+
+
+def project_no_mirroring(*, project: Project) -> bool:
+    """The user's choice, else on for projects of DICOM images (left/right matter in radiology)."""
+    if project.no_mirroring is not None:
+        return project.no_mirroring
+    return project.images.filter(file__endswith=".dcm").exists()
+
+
+def project_has_grayscale(*, project: Project) -> bool:
+    return project.images.filter(grayscale=True).exists()
+
+
+def group_keys(*, project: Project) -> dict[int, str]:
+    """Each image's group key under the project's rule ("" when none applies)."""
+    if not project.group_by:
+        return {}
+    rows = project.images.values_list("pk", "original_name", "patient_key")
+    return {pk: grouping.group_key(group_by=project.group_by, folder_level=project.group_folder_level,
+                                   original_name=name, patient=patient) for pk, name, patient in rows}
+
+
+def split_groups(*, project: Project) -> list[list[int]]:
+    """Images every split keeps on one side: the project's groups joined with near-identical images."""
+    return grouping.merge([near_duplicate_groups(project=project), grouping.keyed_groups(group_keys(project=project))])
+
+
+def groups_broken_by_imported_split(*, project: Project) -> list[list[Image]]:
+    """Groups of the project's rule that an imported train/val split puts on both sides."""
+    if not project.images.exclude(split="").exists():
+        return []
+    splits = dict(project.images.values_list("pk", "split"))
+    broken = grouping.broken_by_split(grouping.keyed_groups(group_keys(project=project)), splits)
+    images = images_by_pk(project=project, pks=[pk for group in broken for pk in group])
+    return [[images[pk] for pk in group] for group in broken]
 
 
 def training_warnings(*, project: Project, groups: list[list[Image]] | None = None) -> list[str]:
@@ -107,6 +161,10 @@ def training_warnings(*, project: Project, groups: list[list[Image]] | None = No
         warnings.append(
             f"{len(crossing)} group(s) of near-identical images sit in different classes: check their labels."
         )
+    for group in groups_broken_by_imported_split(project=project)[:5]:
+        sides = ", ".join(f"{image.original_name} ({image.split or 'train'})" for image in group[:8])
+        warnings.append(f"The imported split puts one group on both sides of the train/validation split: {sides}. "
+                        "Validation then sees what training saw; move them to one side or let the run split.")
     return warnings
 
 

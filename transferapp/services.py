@@ -19,7 +19,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 from rq.job import JobStatus
 
-from transferapp import intake, quotas, selectors
+from transferapp import grouping, intake, quotas, selectors
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.features import forget_cached_features
 from transferapp.engine.zoo import get_base
@@ -50,6 +50,17 @@ def _refuse_if(reason: str) -> None:
 def project_rename(*, project: Project, name: str) -> Project:
     project.name = _clean_name(name, "Project name")
     project.save(update_fields=["name"])
+    return project
+
+
+def project_set_image_options(*, project: Project, no_mirroring: bool, group_by: str, group_folder_level: int = 1) -> Project:
+    """"Images must not be mirrored" and what ties images together (see grouping.py)."""
+    if group_by not in Project.GroupBy.values:
+        raise ServiceError("Choose what ties images together from the list.")
+    if not 1 <= group_folder_level <= 10:
+        raise ServiceError("The folder level must be between 1 and 10.")
+    project.no_mirroring, project.group_by, project.group_folder_level = no_mirroring, group_by, group_folder_level
+    project.save(update_fields=["no_mirroring", "group_by", "group_folder_level"])
     return project
 
 
@@ -152,6 +163,8 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
         width=checked.width,
         height=checked.height,
         size_bytes=len(checked.data),
+        grayscale=checked.grayscale,
+        patient_key=grouping.patient_key(label.project_id, checked.patient_id),
     )
     image.file.save(f"upload.{checked.extension}", ContentFile(checked.data), save=False)
     image.thumbnail.save("thumb.jpg", ContentFile(checked.thumbnail_jpeg), save=False)
@@ -359,7 +372,8 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
     _refuse_if(quotas.run_refusal(owner=project.owner_id))
     try:
         get_base(base_model)
-        train_config = TrainConfig.from_dict({**config, "base": base_model, "preset": preset})
+        no_mirroring = selectors.project_no_mirroring(project=project)
+        train_config = TrainConfig.from_dict({**config, "base": base_model, "preset": preset, "no_mirroring": no_mirroring})
     except ValueError as exc:
         raise ServiceError(str(exc)) from None
     with transaction.atomic():

@@ -20,7 +20,7 @@ from transferapp.engine.data import Sample, stratified_split
 from transferapp.engine.features import precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
-from transferapp import selectors, services
+from transferapp import grouping, selectors, services
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.models import Image, ImportJob, ImportReportRow, TrainingRun
 from transferapp.services import import_entries, project_purge_files
@@ -113,13 +113,12 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
     if problems:
         raise Untrainable(" ".join(problems))
     config = TrainConfig.from_dict(run.config)
-    groups = selectors.near_duplicate_groups(project=run.project)
-    train, val = _split(snapshot.samples, snapshot.given_val, groups, config)
+    train, val, how_split = split_for_run(run.project, snapshot.samples, snapshot.given_val, config)
     out_dir = _artifact_dir(run)
     TrainingRun.objects.filter(pk=run.pk).update(classes=snapshot.classes, n_images=len(snapshot.samples),
                                                  artifact_dir=str(out_dir))
     reporter = ProgressReporter(run.pk)
-    return fit(
+    metrics = fit(
         train,
         val,
         snapshot.classes,
@@ -129,6 +128,7 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
         on_progress=reporter.report,
         should_stop=reporter.should_stop,
     )
+    return {**metrics, "split": how_split}
 
 
 @dataclass
@@ -158,10 +158,25 @@ def _snapshot(run: TrainingRun) -> Snapshot:
     return Snapshot(samples, classes, given_val, {row[3] for row in rows})
 
 
+def split_for_run(project, samples, given_val: set[str], config: TrainConfig):
+    """(train, val, a sentence saying how the split was made) for the results page."""
+    groups = selectors.split_groups(project=project)
+    train, val = _split(samples, given_val, groups, config)
+    if given_val and {s.key for s in val} == given_val:
+        broken = selectors.groups_broken_by_imported_split(project=project)
+        note = f" {len(broken)} group(s) of related images sit on both sides of it." if broken else ""
+        return train, val, "The train/validation split imported with the images was used as given." + note
+    rule = grouping.describe(project.group_by, project.group_folder_level)
+    kept = f"{rule} and near-identical images" if rule else "near-identical images"
+    how = (f"A stratified split made by the run (seed {config.seed}, {round(config.val_fraction * 100)}% of each class for "
+           f"validation) that keeps {kept} on one side.")
+    return train, val, how
+
+
 def _split(samples, given_val: set[str], groups: list[list[int]], config: TrainConfig):
     """An imported train/val split is honoured when every class has images on both sides; otherwise
-    the run makes its own stratified split (fixed by the seed) that keeps each group of
-    near-duplicates on one side, so that validation never sees a copy of a training image."""
+    the run makes its own stratified split (fixed by the seed) that keeps each group (related
+    images, near-duplicates) on one side, so that validation never sees a copy of a training image."""
     val = [s for s in samples if s.key in given_val]
     train = [s for s in samples if s.key not in given_val]
     every_class = {s.label for s in samples}

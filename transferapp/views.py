@@ -15,6 +15,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from transferapp import charts, forms, predictions, quotas, selectors, services, throttle, uploads, zipstream
+from transferapp.engine import imaging
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
 
@@ -65,8 +66,22 @@ def project_detail(request, pk):
         "duplicate_groups": duplicate_groups,
         "bases": list_bases(),
         "train_form": forms.TrainForm(),
+        "no_mirroring": selectors.project_no_mirroring(project=project),
+        "has_grayscale": selectors.project_has_grayscale(project=project),
+        "group_choices": project.GroupBy.choices,
     }
     return render(request, "transferapp/project_detail.html", context)
+
+
+@login_required
+@require_POST
+def project_image_options(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    level = request.POST.get("group_folder_level", "1")
+    _apply(request, services.project_set_image_options, project=project,
+           no_mirroring=request.POST.get("no_mirroring") == "on", group_by=request.POST.get("group_by", ""),
+           group_folder_level=int(level) if level.isdigit() else 0)
+    return redirect(project)
 
 
 @login_required
@@ -189,7 +204,26 @@ def image_thumbnail(request, pk):
 @login_required
 def image_file(request, pk):
     image = selectors.image_get_for_user(user=request.user, pk=pk)
+    if image.file.name.endswith(".dcm"):
+        return _rendered_dicom(image.file)
     return _private_file(image.file)
+
+
+def _rendered_dicom(field):
+    """The picture of a DICOM file as a PNG: the stored file also holds the patient's identifying
+    tags, which the browser must never receive."""
+    try:
+        with field.open("rb") as f:
+            rgb = imaging.load_rgb(f.read())
+    except FileNotFoundError:
+        raise Http404("File missing") from None
+    except imaging.DecodeError as exc:
+        return HttpResponse(str(exc), status=422, content_type="text/plain")
+    out = io.BytesIO()
+    rgb.save(out, format="PNG")
+    response = HttpResponse(out.getvalue(), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 def _private_file(field):

@@ -33,3 +33,19 @@ def test_cli_reports_an_unknown_base_without_a_traceback(shapes_dir, tmp_path):
     done = subprocess.run([sys.executable, "-m", "transferapp.engine", "train", str(shapes_dir), "--out",
                            str(tmp_path), "--base", "vgg99"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 2 and "Valid names" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_trains_on_and_predicts_dicom_files_with_or_without_an_extension(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    sources = {"ct": "CT_small.dcm", "mr": "MR_small.dcm"}
+    for label, name in sources.items():
+        (tmp_path / "data" / label).mkdir(parents=True)
+        data = Path(get_testdata_file(name, download=False)).read_bytes()
+        for i in range(4):
+            (tmp_path / "data" / label / (f"IM{i:06d}" if i % 2 else f"slice{i}.dcm")).write_bytes(data)
+    (trained,) = _engine("train", str(tmp_path / "data"), "--out", str(tmp_path / "art"), "--preset", "fast",
+                         "--image-size", "64")
+    assert trained["n_train"] + trained["n_val"] == 8
+    (prediction,) = _engine("predict", str(tmp_path / "art"), str(tmp_path / "data" / "mr" / "IM000001"))
+    assert prediction["top"] == "mr"

@@ -37,6 +37,9 @@ class TrainConfig:
     # training + validation images, so the final model learns from every image the user labelled.
     # The reported validation figures are those of the model before this retrain.
     refit: bool = True
+    # "Images must not be mirrored": no flip augmentation and no flip test-time averaging, for
+    # images where left and right differ (X-rays with side markers, text, asymmetric anatomy).
+    no_mirroring: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

@@ -5,12 +5,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision import transforms as T
 
+from . import imaging
 from .sampling import class_orders
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom"}
 _VAL_DIR_NAMES = ("val", "valid", "validation", "test")
 
 
@@ -33,36 +34,20 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
     return train, val
 
 
-def load_rgb(path, size: int | None = None) -> Image.Image:
-    """Decode any image as upright RGB; with `size`, JPEG draft mode decodes at a reduced scale
-    (never below `size` on the short side), which is several times faster for large photos."""
-    with Image.open(path) as img:
-        if size and img.format == "JPEG":
-            img.draft("RGB", (size, size))
-        img = to_rgb(img)
-        img.load()
-        return img
+def load_rgb(path) -> Image.Image:
+    """Decode any supported file (DICOM and 16-bit included) as upright 8-bit RGB: the same decode
+    as uploads and web predictions (imaging.py), always full resolution, never JPEG draft mode."""
+    return imaging.load_rgb(path)
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Upright RGB whatever the mode (palette, alpha, CMYK, 16-bit grey) and EXIF orientation:
-    the one conversion used for thumbnails, training and prediction alike."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit scans: scale 0-65535 to 0-255 (a plain convert clips nearly everything to white).
-        img = img.point(lambda value: value / 256).convert("L")
-    if img.mode in ("RGBA", "LA", "P", "PA"):
-        # Flatten transparency onto white rather than letting it turn black.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    return img.convert("RGB")
+to_rgb = imaging.to_rgb  # the one conversion for thumbnails, training and prediction alike
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+    """By extension, or by content for DICOM files exported without one (e.g. IM000001)."""
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and imaging.is_dicom_path(path))
 
 
 def folder_samples(data_dir) -> tuple[list[str], list[Sample], list[Sample] | None]:
@@ -112,12 +97,14 @@ def eval_transform(prep: dict) -> T.Compose:
 _AUGMENT = {"light": (0.6, 0.0), "medium": (0.35, 0.1), "strong": (0.2, 0.3)}
 
 
-def train_transform(prep: dict, augmentation: str) -> T.Compose:
+def train_transform(prep: dict, augmentation: str, mirror: bool = True) -> T.Compose:
+    """`mirror=False` for images that must not be mirrored (see TrainConfig.no_mirroring)."""
     if augmentation == "none":
         return eval_transform(prep)
     min_scale, jitter = _AUGMENT[augmentation]
-    steps = [T.RandomResizedCrop(prep["crop"], scale=(min_scale, 1.0), interpolation=_interp(prep)),
-             T.RandomHorizontalFlip()]
+    steps = [T.RandomResizedCrop(prep["crop"], scale=(min_scale, 1.0), interpolation=_interp(prep))]
+    if mirror:
+        steps.append(T.RandomHorizontalFlip())
     if jitter:
         steps.append(T.ColorJitter(jitter, jitter, jitter))
     return T.Compose(steps + [T.ToTensor(), T.Normalize(prep["mean"], prep["std"])])

@@ -1,7 +1,8 @@
 """Backbone embeddings and their on-disk cache.
 
 Each image's features are computed once ever: the cache key is the sha256 of the file's bytes plus
-the base, its preprocessing (so image_size), the numeric precision and the view. A retrain after
+the base, its preprocessing (so image_size), the numeric precision, the decoder version
+(imaging.DECODE_VERSION) and the view. A retrain after
 adding ten images therefore costs ten forward passes.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from PIL import ImageOps
 
+from . import imaging
 from .data import Sample, eval_transform, load_rgb
 from .zoo import Backbone, create_backbone, frozen_runner, precision
 
@@ -50,7 +52,8 @@ def file_digest(path) -> str:
 
 
 def cache_folder(cache_dir: Path, backbone: Backbone, device: torch.device) -> Path:
-    signature = json.dumps({"prep": backbone.preprocessing, "precision": precision(device)}, sort_keys=True)
+    signature = json.dumps({"prep": backbone.preprocessing, "precision": precision(device),
+                            "decode": imaging.DECODE_VERSION}, sort_keys=True)
     return Path(cache_dir) / f"{backbone.name}-{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
 
 
@@ -113,8 +116,7 @@ def _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, 
     """Stream the uncached images through the backbone a batch at a time (bounded memory); a helper
     thread decodes the next batch while this one runs (PIL and torch release the GIL)."""
     batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
-    decode = functools.partial(_decode_batch, paths, eval_transform(backbone.preprocessing),
-                               backbone.preprocessing["resize"], view)
+    decode = functools.partial(_decode_batch, paths, eval_transform(backbone.preprocessing), view)
     if progress:
         progress(0, len(todo))
     done = 0
@@ -138,8 +140,8 @@ def _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, 
                 progress(done, len(todo))
 
 
-def _decode_batch(paths, transform, resize, view, idx) -> torch.Tensor:
-    images = [load_rgb(paths[i], size=resize) for i in idx]
+def _decode_batch(paths, transform, view, idx) -> torch.Tensor:
+    images = [load_rgb(paths[i]) for i in idx]
     if view == "flip":
         images = [ImageOps.mirror(im) for im in images]
     return torch.stack([transform(im) for im in images])

@@ -24,7 +24,7 @@ class Predictor:
         paths = [str(p) for p in paths]
         for start in range(0, len(paths), self.batch_size):
             chunk = paths[start:start + self.batch_size]  # decode a batch at a time: bounded memory
-            images = [load_rgb(p, size=self.preprocessing["resize"]) for p in chunk]
+            images = [load_rgb(p) for p in chunk]
             for path, result in zip(chunk, self.predict_images(images)):
                 results.append({"path": path, **result})
         return results
@@ -54,6 +54,7 @@ def load_predictor(artifact_dir, device=None) -> Predictor:
     backbone.preprocessing = meta["preprocessing"]
     model = Classifier(backbone, len(meta["classes"]), fp32_from=meta.get("fp32_from"))
     model.load_state_dict(torch.load(artifact / "model.pt", map_location="cpu", weights_only=True))
-    model.flip_tta = bool(meta.get("flip_tta", False))
+    # A model trained with "images must not be mirrored" never averages with a mirror image.
+    model.flip_tta = bool(meta.get("flip_tta", False)) and not meta.get("config", {}).get("no_mirroring", False)
     model.eval().to(device=device, memory_format=torch.channels_last)
     return Predictor(model, meta["classes"], meta["preprocessing"], device)

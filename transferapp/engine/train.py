@@ -237,7 +237,7 @@ class _Trainer:
         self.top = backbone.top_start(config.unfrozen_blocks)
         model.to(device=device, memory_format=torch.channels_last)
         trainable = _freeze_body(model, self.top)
-        model.fp32_from, model.flip_tta = self.top, True
+        model.fp32_from, model.flip_tta = self.top, not config.no_mirroring
         self.prep = backbone.preprocessing
         # The frozen stages only ever run forward: the fastest inference engine here runs them.
         crop = self.prep["crop"]
@@ -247,7 +247,7 @@ class _Trainer:
         self.opt, self.sched = _optimizer(trainable, config, len(samples))
         labels = _labels(samples)
         self.weights = torch.as_tensor(class_weights(labels, model.head.out_features), dtype=torch.float32).to(device)
-        self.transform = train_transform(self.prep, config.augmentation)
+        self.transform = train_transform(self.prep, config.augmentation, mirror=not config.no_mirroring)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.ema = _Ema(trainable)
         self.epoch_seconds: list[float] = []
@@ -326,7 +326,7 @@ def _freeze_body(model: Classifier, top: int) -> list[nn.Parameter]:
 
 
 def _load_batch(samples, transform, prep) -> torch.Tensor:
-    return torch.stack([transform(load_rgb(s.path, size=prep["resize"])) for s in samples])
+    return torch.stack([transform(load_rgb(s.path)) for s in samples])
 
 
 def _body_activations(frozen, samples, prep, batch_size, run) -> list[tuple]:

@@ -1,0 +1,245 @@
+"""The one decode path: bytes or a path (JPEG, PNG, TIFF, GIF, WebP, BMP, 16-bit, float, DICOM) to
+the upright 8-bit RGB image that thumbnails, training, evaluation and prediction all see.
+
+Design choices, so that every caller sees the same pixels:
+- Always a full decode. JPEG draft mode (decoding at 1/2, 1/4, 1/8 scale) was used for training
+  and the CLI but not for uploads and web predictions, so the accuracy reported was not measured
+  on the pipeline that served predictions. Features are cached per file, so a full decode costs
+  once per image (see README, "Image decoding", for the measured difference).
+- High-bit-depth grey (16-bit integers holding 10-, 12- or 14-bit data, 32-bit integers, floats)
+  is mapped to 0-255 through a robust window: the 0.5th to 99.5th percentile of the values the
+  image actually holds. Dividing by 256 turned a 12-bit X-ray (0-4095) into levels 0-15: black.
+- DICOM goes through pydicom: modality LUT (rescale slope/intercept), then the file's VOI LUT or
+  window centre/width, else the same percentile window; MONOCHROME1 is inverted, so the result is
+  what a radiologist's viewer shows. Identifying fields are never returned except a patient key the
+  caller hashes (see dicom_patient_id).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
+# Robust window for data without a display range of its own; a few hot or dead pixels do not matter.
+LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
+# Part of the feature cache's key (features.cache_folder): bump it whenever the pixels this module
+# produces for a file change, so that no feature computed from the old pixels is reused.
+DECODE_VERSION = 2
+# pydicom logs its warnings as well as raising them, and a warning can quote an element's value
+# (a patient's name): nothing from pydicom below an error reaches the application's logs.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
+# Percentiles of a few million values take long; a regular sample gives the same window.
+_PERCENTILE_SAMPLE = 1_000_000
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "I;32", "I;32B", "F")
+
+
+class DecodeError(Exception):
+    """The file cannot be turned into an image; the message is for the user, about this file only."""
+
+
+@dataclass
+class Decoded:
+    rgb: Image.Image  # upright, 8-bit RGB
+    format: str  # "JPEG", "PNG", ..., or "DICOM"
+    width: int  # as stored (before EXIF rotation)
+    height: int
+    grayscale: bool  # the source had one channel (X-rays, microscopy): offered "do not mirror"
+    patient_id: str = ""  # DICOM PatientID, only for the caller to hash at once; never store or show it
+
+
+def is_dicom(head: bytes) -> bool:
+    """DICOM Part 10 files carry 'DICM' after a 128-byte preamble, whatever their name."""
+    return head[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC
+
+
+def is_dicom_path(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return is_dicom(f.read(DICOM_MAGIC_OFFSET + 4))
+    except OSError:
+        return False
+
+
+def load_rgb(source) -> Image.Image:
+    """Bytes or a path to upright RGB; the function training, evaluation and prediction call."""
+    return decode(source).rgb
+
+
+def decode(source, *, max_pixels: int | None = None, accepted_formats=None) -> Decoded:
+    """Bytes or a path to a Decoded image; any failure is a DecodeError with a sentence for the user."""
+    data = source if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
+    data = bytes(data)
+    if is_dicom(data):
+        return _decode_dicom(data, max_pixels)
+    return _decode_pillow(data, max_pixels, accepted_formats)
+
+
+# --- ordinary image files --------------------------------------------------------------------
+
+def _decode_pillow(data: bytes, max_pixels, accepted_formats) -> Decoded:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeError("This is not an image file we can read (JPEG, PNG, GIF, WebP, BMP, TIFF or DICOM).") from None
+    except Image.DecompressionBombError:
+        raise DecodeError(_too_many_pixels(max_pixels)) from None
+    except Exception as exc:  # any decoder failure is this file's problem, never a server error
+        raise DecodeError(f"The image is corrupt or truncated ({_reason(exc)}).") from None
+    if accepted_formats is not None and image.format not in accepted_formats:
+        raise DecodeError(f"{image.format} images are not supported; use JPEG, PNG, GIF, WebP, BMP, TIFF or DICOM.")
+    _check_pixels(image.width, image.height, max_pixels)
+    try:
+        image.load()  # decodes everything: truncated or corrupt files fail here, not during training
+        grayscale = image.mode in ("1", "L", "LA", *_HIGH_DEPTH_MODES) or (image.mode == "P" and _palette_is_grey(image))
+        rgb = to_rgb(image)
+    except Image.DecompressionBombError:
+        raise DecodeError(_too_many_pixels(max_pixels)) from None
+    except Exception as exc:
+        raise DecodeError(f"The image is corrupt or truncated, or uses an encoding we cannot decode ({_reason(exc)}).") from None
+    return Decoded(rgb=rgb, format=image.format, width=image.width, height=image.height, grayscale=grayscale)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Upright 8-bit RGB whatever the mode (palette, alpha, CMYK, 1-bit, 16-bit, float) and EXIF orientation."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode == "RGB":
+        return img
+    if img.mode in _HIGH_DEPTH_MODES:
+        return Image.fromarray(window_to_uint8(np.asarray(img))).convert("RGB")
+    if img.mode in ("RGBA", "LA", "P", "PA", "La", "RGBa"):
+        # Flatten transparency onto white rather than letting it turn black.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def _palette_is_grey(image: Image.Image) -> bool:
+    palette = image.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+
+
+def window_to_uint8(values: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """Map values linearly so that [low, high] (default: the robust percentile window of the finite
+    values) spans 0-255; a flat image becomes mid grey rather than a division by zero."""
+    source_dtype = np.asarray(values).dtype
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros(values.shape, dtype=np.uint8)
+    if low is None or high is None:
+        sample = finite[::max(1, finite.size // _PERCENTILE_SAMPLE)]
+        low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
+        if high <= low:  # mostly one value (a mask, a mostly blank field): fall back to min-max
+            low, high = float(finite.min()), float(finite.max())
+    if high <= low:  # a flat image: keep its place in its container's range (all-white stays white)
+        full_scale = np.iinfo(source_dtype).max if np.issubdtype(source_dtype, np.integer) else 0
+        level = 255 * low / full_scale if full_scale else 128
+        return np.full(values.shape, int(np.clip(round(level), 0, 255)), dtype=np.uint8)
+    scaled = (np.nan_to_num(values, nan=low, posinf=high, neginf=low) - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+# --- DICOM -----------------------------------------------------------------------------------
+
+def _decode_dicom(data: bytes, max_pixels) -> Decoded:
+    import pydicom  # imported here: only DICOM files pay for it
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings can quote element values: keep them out of logs
+            ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, Exception) as exc:
+        raise DecodeError(f"This DICOM file is damaged and could not be read ({_reason(exc)}).") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DecodeError("This DICOM file holds no image (it may be a report, a structured document or a dose file).")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DecodeError(f"This DICOM file holds {frames} frames (a series or cine loop); "
+                          "export each frame as its own file to use it here.")
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    _check_pixels(columns, rows, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about harmless oddities of real files
+            array = ds.pixel_array
+            rgb = _dicom_to_rgb(ds, array)
+    except Exception as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", "unknown")
+        raise DecodeError(f"The pixels of this DICOM file could not be decoded (transfer syntax “{name}”: "
+                          f"{_reason(exc)}).") from None
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    return Decoded(rgb=rgb, format="DICOM", width=columns or rgb.width, height=rows or rgb.height,
+                   grayscale=photometric.startswith("MONOCHROME"), patient_id=str(ds.get("PatientID", "") or ""))
+
+
+def _dicom_to_rgb(ds, array: np.ndarray) -> Image.Image:
+    from pydicom.pixels import apply_modality_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if not photometric.startswith("MONOCHROME"):
+        # Colour (RGB, or YBR that pydicom has already converted to RGB): 8-bit data is shown as is.
+        if array.ndim != 3 or array.shape[-1] != 3:
+            raise ValueError(f"unexpected colour array shape {array.shape}")
+        if array.dtype != np.uint8:
+            array = np.stack([window_to_uint8(array[..., c]) for c in range(3)], axis=-1)
+        return Image.fromarray(np.ascontiguousarray(array), "RGB")
+    values = apply_modality_lut(array, ds)  # stored values to physical units (e.g. Hounsfield)
+    grey = _voi_window(ds, values)
+    if photometric == "MONOCHROME1":  # high values mean dark in MONOCHROME1 (many CR/DX X-rays)
+        grey = 255 - grey
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
+def _voi_window(ds, values: np.ndarray) -> np.ndarray:
+    """The file's own display range: its VOI LUT, else its first window centre/width, else the
+    robust percentile window."""
+    from pydicom.pixels import apply_voi_lut
+
+    if "VOILUTSequence" in ds:
+        return window_to_uint8(apply_voi_lut(values, ds, index=0))
+    center, width = _first_value(ds.get("WindowCenter")), _first_value(ds.get("WindowWidth"))
+    if center is not None and width is not None and width >= 1:
+        # DICOM PS3.3 C.11.2.1.2.1, the LINEAR function: [c - 0.5 - (w-1)/2, c - 0.5 + (w-1)/2] -> 0-255.
+        low = center - 0.5 - (width - 1) / 2
+        return window_to_uint8(values, low, low + max(width - 1, 1))
+    return window_to_uint8(values)
+
+
+def _first_value(value):
+    """WindowCenter/WindowWidth may hold several presets; the first is the default view."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --- shared --------------------------------------------------------------------------------
+
+def _check_pixels(width: int, height: int, max_pixels) -> None:
+    if max_pixels and width * height > max_pixels:
+        raise DecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels / 1e6:.0f} megapixels.")
+
+
+def _too_many_pixels(max_pixels) -> str:
+    limit = f" (limit {max_pixels / 1e6:.0f} megapixels)" if max_pixels else ""
+    return f"The image has too many pixels{limit}."
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
