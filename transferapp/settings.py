@@ -50,7 +50,10 @@ LOCAL_MODE = envbool("LOCAL_MODE", "false")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not (DEBUG or LOCAL_MODE):
-        raise ImproperlyConfigured("SECRET_KEY must be set in production (DEBUG=false, LOCAL_MODE unset).")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set in production (DEBUG=false, LOCAL_MODE unset). "
+            "On your own machine, run commands as `python3 dev.py manage COMMAND ...` (or set LOCAL_MODE=1)."
+        )
     SECRET_KEY = local_secret_key(DATA_DIR)
 
 if not (DEBUG or LOCAL_MODE or os.environ.get("ALLOWED_HOSTS")):

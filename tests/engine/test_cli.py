@@ -1,4 +1,5 @@
 import json
+import re
 import os
 import subprocess
 import sys
@@ -33,3 +34,45 @@ def test_cli_reports_an_unknown_base_without_a_traceback(shapes_dir, tmp_path):
     done = subprocess.run([sys.executable, "-m", "transferapp.engine", "train", str(shapes_dir), "--out",
                            str(tmp_path), "--base", "vgg99"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 2 and "Valid names" in done.stderr and "Traceback" not in done.stderr
+
+
+def _run(*args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "transferapp.engine", "--threads", "2", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def test_predict_accepts_the_downloaded_zip_its_outer_folder_and_a_folder_of_images(shapes_dir, tmp_path):
+    import shutil
+    import zipfile
+
+    _engine("train", str(shapes_dir), "--out", str(tmp_path / "art"), "--preset", "fast", "--image-size", "64")
+    outer = tmp_path / "unzipped"  # what unzipping the app's download gives: one model folder inside
+    shutil.copytree(tmp_path / "art", outer / "shapes-run-1")
+    archive = tmp_path / "shapes-run-1.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in (outer / "shapes-run-1").iterdir():
+            out.write(path, arcname=f"shapes-run-1/{path.name}")
+    folder = shapes_dir / "red_circle"
+    n_images = len(list(folder.glob("*.png")))
+    for model in (archive, outer, outer / "shapes-run-1"):
+        results = _engine("predict", str(model), str(folder))
+        assert len(results) == n_images and all(r["path"].endswith(".png") for r in results)
+
+
+def test_predict_answers_a_wrong_path_with_one_plain_line(shapes_dir, tmp_path):
+    image = str(next(shapes_dir.rglob("*.png")))
+    for args in (("predict", str(tmp_path / "missing"), image), ("predict", image, image),
+                 ("predict", str(shapes_dir), image)):
+        done = _run(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error:")
+
+
+def test_help_describes_every_argument():
+    for command in ("train", "predict", "bench"):
+        done = _run(command, "--help")
+        assert done.returncode == 0
+        options = re.findall(r"^  (\S+)(?: [A-Z_]+)?\s*$|^  (\S+)(?: [A-Z_]+)? {2,}(.*)$", done.stdout, re.M)
+        undocumented = [o[0] for o in options if o[0] and o[0] not in ("-h,",)]
+        assert not undocumented, f"{command}: no help for {undocumented}\n{done.stdout}"
