@@ -178,6 +178,8 @@ MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", "40000000")
 
 # A worker that has not touched its run for this long is presumed dead.
 RUN_HEARTBEAT_TIMEOUT_S = envint("RUN_HEARTBEAT_TIMEOUT_S", "180")
+# Deleted images can be restored ("Undo") for this long; then their rows and files are purged.
+DELETED_IMAGES_KEPT_MINUTES = envint("DELETED_IMAGES_KEPT_MINUTES", "30")
 TORCH_THREADS = envint("TORCH_THREADS", "0")  # 0 = let torch decide
 
 # HTTPS=true when users reach the app over TLS (directly or through a proxy that sets

@@ -21,6 +21,7 @@ urlpatterns = [
     path("projects/<int:project_pk>/classes/<int:pk>/delete/", views.label_delete, name="label_delete"),
     path("projects/<int:project_pk>/classes/<int:pk>/upload/", views.label_upload, name="label_upload"),
     path("projects/<int:project_pk>/classes/<int:pk>/selection/", views.label_bulk, name="label_bulk"),
+    path("projects/<int:pk>/images/restore/", views.images_restore, name="images_restore"),
     path("projects/<int:pk>/train/", views.training_start, name="training_start"),
     path("projects/<int:pk>/predict/", views.predict, name="predict"),
     path("projects/<int:pk>/import/", views.import_create, name="import_create"),
