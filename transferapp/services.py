@@ -75,14 +75,11 @@ def label_delete(*, label: Label) -> None:
     _delete_image_files(label.project_id, images)
 
 
-class NameMismatch(ServiceError):
-    pass
-
-
-def confirm_name(*, typed: str, name: str, what: str) -> None:
+def confirm_name(*, typed: str, name: str, what: str) -> bool:
     """A class or project is deleted only when its name is typed: no undo is offered for those."""
     if (typed or "").strip() != name:
-        raise NameMismatch(f"Type the {what} name “{name}” to confirm that it should be deleted.")
+        raise ServiceError(f"Type the {what} name “{name}” to confirm that it should be deleted.")
+    return True
 
 
 @dataclass

@@ -79,7 +79,7 @@ def project_rename(request, pk):
 @require_POST
 def project_delete(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
-    if not _apply(request, services.confirm_name, typed=request.POST.get("confirm_name", ""), name=project.name, what="project", ok=True):
+    if not _apply(request, services.confirm_name, typed=request.POST.get("confirm_name", ""), name=project.name, what="project"):
         return redirect(project)
     services.project_delete(project=project)
     messages.success(request, f"Project “{project.name}” deleted.")
@@ -132,7 +132,7 @@ def label_rename(request, project_pk, pk):
 @require_POST
 def label_delete(request, project_pk, pk):
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
-    if not _apply(request, services.confirm_name, typed=request.POST.get("confirm_name", ""), name=label.name, what="class", ok=True):
+    if not _apply(request, services.confirm_name, typed=request.POST.get("confirm_name", ""), name=label.name, what="class"):
         return redirect(label)
     services.label_delete(label=label)
     messages.success(request, f"Class “{label.name}” and its images deleted.")
@@ -409,15 +409,13 @@ def _refuse(request, message, redirect_to):
     return redirect(redirect_to)
 
 
-def _apply(request, service, ok=None, **kwargs):
-    """Run a service; show its refusal as a message instead of an error page. Returns the
-    service's result (or `ok` when given), None when refused."""
+def _apply(request, service, **kwargs):
+    """Run a service; show its refusal as a message instead of an error page."""
     try:
-        result = service(**kwargs)
+        return service(**kwargs)
     except services.ServiceError as exc:
         messages.error(request, str(exc))
         return None
-    return result if ok is None else ok
 
 
 def healthz(request):
