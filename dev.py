@@ -3,6 +3,8 @@
 
     python3 dev.py run     # create .venv, install, migrate, start web + worker + embedded Redis
     python3 dev.py test    # create .venv, install with test extras, run the whole test suite
+    python3 dev.py manage COMMAND ...   # a manage.py command (fetch_weights, import_images, ...)
+                                        # on this machine's local set-up, like `run`
 
 Uses only the standard library until the virtual environment exists.
 """
@@ -37,7 +39,7 @@ def ensure_environment(extras: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test"):
+    if not argv or argv[0] not in ("run", "test", "manage"):
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
@@ -45,6 +47,8 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "LOCAL_MODE": os.environ.get("LOCAL_MODE", "1")}
     if command == "run":
         args = [PYTHON, "manage.py", "serve", *rest]
+    elif command == "manage":
+        args = [PYTHON, "manage.py", *rest]
     else:
         args = [PYTHON, "-m", "pytest", *rest]
     return run_forwarding_signals(args, cwd=ROOT, env=env)

@@ -76,9 +76,9 @@ def test_a_user_builds_trains_and_uses_a_model_in_a_real_browser(
             expect(bad.locator(".upload-name")).to_have_text("notes.png")
             expect(bad.locator(".upload-status")).to_contain_text("not an image file")
             assert "HTTP" not in bad.locator(".upload-status").inner_text()
-            expect(summary).to_have_text(f"{PER_CLASS} uploaded, 1 failed")
+            expect(summary).to_have_text(f"{PER_CLASS} added, 1 refused")
         else:
-            expect(summary).to_have_text(f"{PER_CLASS} uploaded")
+            expect(summary).to_have_text(f"{PER_CLASS} added")
         # The grid refreshes itself through htmx after the batch.
         expect(page.locator("#image-grid .thumb")).to_have_count(PER_CLASS)
         expect(page.locator("#image-grid")).to_contain_text(f"{PER_CLASS} images in this class")

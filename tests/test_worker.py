@@ -1,5 +1,6 @@
 """A real django-rq worker (burst mode, real Redis) runs real training jobs end to end."""
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import django_rq
@@ -48,7 +49,7 @@ def test_a_real_worker_trains_a_model_and_the_app_predicts_with_it(alice, user, 
         HTTP_X_REQUESTED_WITH="XMLHttpRequest",
     )
     assert prediction.status_code == 200
-    assert '<h3 class="top-class">green' in prediction.content.decode()
+    assert '<td class="top-class"><strong>green' in prediction.content.decode()
 
 
 def test_a_run_cancelled_before_the_worker_takes_it_never_trains(alice, user, queue):
@@ -112,6 +113,10 @@ def test_images_deleted_during_a_training_stay_readable_until_it_ends(alice, use
     path = Path(doomed.file.path)
     alice.post(reverse("image_delete", args=[doomed.pk]))
     assert not project.images.filter(pk=doomed.pk).exists() and path.exists()
+    # The undo window ends while the training still runs: the row goes, the files stay for it.
+    Image.all_objects.filter(pk=doomed.pk).update(deleted_at=timezone.now() - timedelta(days=1))
+    assert services.deleted_images_purge(project_id=project.pk) == 1
+    assert not Image.all_objects.filter(pk=doomed.pk).exists() and path.exists()
     TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
     started = timezone.now()  # the run's start: the deleted image's files are older
     os.utime(path, (started.timestamp() - 60,) * 2)

@@ -165,3 +165,43 @@ def per_class_rows(per_class: dict[str, dict], classes: list[str]) -> list[tuple
     rows = [(name, per_class.get(name) or {}) for name in classes]
     rows += [(name, m) for name, m in per_class.items() if name not in classes]
     return rows
+
+
+# The engine's setting names, in the words of the training form.
+SETTING_LABELS = {
+    "base": "Base model",
+    "preset": "Strategy",
+    "epochs": "Fine-tuning epochs (at most)",
+    "lr": "Learning rate",
+    "batch_size": "Batch size",
+    "unfrozen_blocks": "Unfrozen top blocks",
+    "augmentation": "Augmentation",
+    "time_budget_s": "Time budget",
+    "val_fraction": "Validation share",
+    "seed": "Random seed",
+    "image_size": "Image size",
+    "refit": "Retrained on all images",
+}
+
+
+def settings_rows(config: dict) -> list[tuple[str, str]]:
+    """(label, value) pairs for the "Settings used" table, known settings first in form order."""
+    rows = [(SETTING_LABELS[key], _setting_text(key, config[key])) for key in SETTING_LABELS if key in config]
+    rows += [(key.replace("_", " ").capitalize(), _setting_text(key, value)) for key, value in config.items() if key not in SETTING_LABELS]
+    return rows
+
+
+def _setting_text(key: str, value) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    if key == "val_fraction":
+        return f"{100 * value:.0f}% of each class"
+    if key == "time_budget_s":
+        return f"{value / 60:g} min"
+    if key == "image_size":
+        return f"{value} × {value} pixels"
+    if key in ("preset", "augmentation"):
+        return str(value).capitalize()
+    return f"{value:g}" if isinstance(value, float) else str(value)

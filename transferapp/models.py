@@ -60,6 +60,15 @@ def thumbnail_upload_path(instance, filename):
     return f"projects/{instance.project_id}/thumbs/{instance.sha256}.jpg"
 
 
+class LiveImageManager(models.Manager):
+    """Images not in the trash. As the first manager it is also the default one, so every list,
+    count, related manager (project.images, label.images) and training snapshot leaves deleted
+    images out; joins (Count("images")) must filter on images__deleted_at themselves."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(deleted_at__isnull=True)
+
+
 class Image(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
     label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="images")
@@ -81,9 +90,16 @@ class Image(models.Model):
     # enough to keep one patient's images on one side of a split.
     patient_key = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when the user deletes the image: it can be undone until the row and its files are
+    # purged (services.deleted_images_purge, after DELETED_IMAGES_KEPT_MINUTES).
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = LiveImageManager()
+    all_objects = models.Manager()  # the trash included: restore, purge and file bookkeeping
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        base_manager_name = "all_objects"  # cascades and forward relations see trashed rows too
         constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="unique_image_content_per_project")]
 
     def __str__(self):

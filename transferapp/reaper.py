@@ -1,4 +1,5 @@
-"""Settles runs and imports whose worker died or whose job vanished, without waiting for a page view.
+"""Settles runs and imports whose worker died or whose job vanished, and purges deleted images
+whose undo window has passed, without waiting for a page view.
 
 Every worker runs one Reaper thread (see workers.py). A sweep only makes conditional updates
 (queued -> failed, running -> failed), so several workers sweeping at once agree; a job queued
@@ -23,6 +24,10 @@ def sweep() -> None:
         services.run_check(run=run)
     for job in ImportJob.objects.filter(status__in=UNFINISHED):
         services.import_check(job=job)
+    # Deleted images leave the disk (files and cached features) once their undo window has passed,
+    # even in a project nobody touches again.
+    for project_id in services.projects_with_expired_trash():
+        services.deleted_images_purge(project_id=project_id)
 
 
 class Reaper(threading.Thread):

@@ -12,12 +12,44 @@ from transferapp import duplicates, grouping
 from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 
 PREVIEW_THUMBS = 6
+# Joins do not go through Image's default manager: counts leave the trash out themselves.
+LIVE_IMAGES = Q(images__deleted_at__isnull=True)
+MIN_IMAGES_PER_CLASS = 5  # services.training_problems says the same in words
 
 
 def project_list_for_user(*, user):
     return Project.objects.filter(owner=user).annotate(
-        n_labels=Count("labels", distinct=True), n_images=Count("images", distinct=True)
+        n_labels=Count("labels", distinct=True), n_images=Count("images", filter=LIVE_IMAGES, distinct=True)
     )
+
+
+def project_overviews(*, user) -> list[Project]:
+    """The user's projects with counts, their latest run and a one-word status, in few queries."""
+    projects = list(project_list_for_user(user=user))
+    ids = [p.pk for p in projects]
+    latest = {}
+    for run in TrainingRun.objects.filter(project_id__in=ids).order_by("project_id", "-created_at", "-pk"):
+        latest.setdefault(run.project_id, run)
+    smallest = {}
+    for row in Label.objects.filter(project_id__in=ids).annotate(n=Count("images", filter=LIVE_IMAGES)).values("project_id", "n"):
+        smallest[row["project_id"]] = min(row["n"], smallest.get(row["project_id"], row["n"]))
+    for project in projects:
+        project.last_run = latest.get(project.pk)
+        project.status_text, project.status_css = _project_status(project, smallest.get(project.pk, 0))
+    return projects
+
+
+def _project_status(project: Project, smallest_class: int) -> tuple[str, str]:
+    run = project.last_run
+    if run is not None and not run.is_finished:
+        return "Training", "running"
+    if project.n_labels < 2:
+        return "Needs classes", "queued"
+    if smallest_class < MIN_IMAGES_PER_CLASS:
+        return "Needs images", "queued"
+    if run is not None and run.status == TrainingRun.Status.SUCCEEDED:
+        return "Trained", "succeeded"
+    return "Ready to train", "ready"
 
 
 def project_get_for_user(*, user, pk) -> Project:
@@ -44,12 +76,12 @@ def run_get_for_user(*, user, pk) -> TrainingRun:
 
 def image_counts(*, project: Project) -> dict[str, int]:
     """Images per class name, classes without images included."""
-    return dict(project.labels.annotate(n_images=Count("images")).values_list("name", "n_images"))
+    return dict(project.labels.annotate(n_images=Count("images", filter=LIVE_IMAGES)).values_list("name", "n_images"))
 
 
 def labels_with_previews(*, project: Project) -> list[Label]:
     """Classes with their image count and the newest few images for a preview strip."""
-    labels = list(project.labels.annotate(n_images=Count("images")))
+    labels = list(project.labels.annotate(n_images=Count("images", filter=LIVE_IMAGES)))
     for label in labels:
         label.preview = list(label.images.all()[:PREVIEW_THUMBS])
     return labels
@@ -69,6 +101,12 @@ def predictable_runs(*, project: Project):
 
 def images_by_pk(*, project: Project, pks) -> dict[int, Image]:
     return {image.pk: image for image in project.images.filter(pk__in=pks)}
+
+
+def deleted_images_in_project(*, project: Project, pks) -> list[Image]:
+    """Trashed images of this (already access-checked) project, for an undo."""
+    clean = [int(pk) for pk in pks if str(pk).isdigit()]
+    return list(Image.all_objects.filter(project=project, deleted_at__isnull=False, pk__in=clean))
 
 
 def import_get_for_user(*, user, pk) -> ImportJob:

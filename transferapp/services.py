@@ -7,7 +7,7 @@ import logging
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import django_rq
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 MIN_CLASSES = 2
 QUEUE_DOWN = "The job queue (Redis) could not be reached, so this was not started. Try again in a moment; if it persists, ask your administrator to check Redis."
-MIN_IMAGES_PER_CLASS = 5
+MIN_IMAGES_PER_CLASS = selectors.MIN_IMAGES_PER_CLASS
 
 
 class ServiceError(Exception):
@@ -66,7 +66,7 @@ def project_set_image_options(*, project: Project, no_mirroring: bool, group_by:
 
 def project_delete(*, project: Project) -> None:
     project_id = project.pk
-    sha256s = set(project.images.values_list("sha256", flat=True))
+    sha256s = set(Image.all_objects.filter(project=project).values_list("sha256", flat=True))
     uploaded_zips = [Path(path) for path in project.imports.exclude(upload_path="").values_list("upload_path", flat=True)]
     project.delete()
     _remove_project_files(project_id)
@@ -106,16 +106,32 @@ def _free_label_name(project: Project, name: str, exclude: Label | None = None) 
 
 
 def label_delete(*, label: Label) -> None:
-    images = list(label.images.all())
+    images = list(Image.all_objects.filter(label=label))  # the trashed ones' files go too
     label.delete()
     _delete_image_files(label.project_id, images)
 
 
+def confirm_name(*, typed: str, name: str, what: str) -> bool:
+    """A class or project is deleted only when its name is typed: no undo is offered for those."""
+    if (typed or "").strip() != name:
+        raise ServiceError(f"Type the {what} name “{name}” to confirm that it should be deleted.")
+    return True
+
+
 @dataclass
 class UploadOutcome:
+    """One file's fate: added, skipped (harmless: already in this class) or refused (with why)."""
+
     name: str
     image: Image | None = None
     error: str = ""
+    skipped: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.image is not None:
+            return "added"
+        return "skipped" if self.skipped else "refused"
 
 
 def max_upload_bytes() -> int:
@@ -137,13 +153,22 @@ def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> Uploa
         checked = intake.check_image(data, max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         return UploadOutcome(name=name, error=str(exc))
-    existing = Image.objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
+    existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
+    if existing and existing.deleted_at is not None:
+        return UploadOutcome(name=name, image=_bring_back(existing, label, name, split))
     if existing:
-        return UploadOutcome(name=name, error=_duplicate_message(existing, label))
+        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk)
     over_quota = quotas.image_refusal(owner=label.project.owner_id, size=len(checked.data))
     if over_quota:
         return UploadOutcome(name=name, error=over_quota)
     return UploadOutcome(name=name, image=_store_image(label, name, checked, split))
+
+
+def _bring_back(image: Image, label: Label, name: str, split: str) -> Image:
+    """The same bytes, deleted a moment ago and uploaded again: the trashed row comes back here."""
+    image.label, image.original_name, image.split, image.deleted_at = label, name[:255], split, None
+    image.save(update_fields=["label", "original_name", "split", "deleted_at"])
+    return image
 
 
 def _duplicate_message(existing: Image, label: Label) -> str:
@@ -173,7 +198,7 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
             image.save()
     except IntegrityError:  # the same file arrived twice at once (keep the first), or the class went
         _remove_unreferenced_files(image)
-        existing = Image.objects.filter(project_id=label.project_id, sha256=checked.sha256).first()
+        existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).first()
         if existing is None:
             raise ServiceError("The class or project was deleted while this file was being added.") from None
         return existing
@@ -184,7 +209,7 @@ def _remove_unreferenced_files(image: Image) -> None:
     """The files written for a row that could not be saved. The storage may have renamed them (the
     winner's file had the name already), and a name another row uses is never removed."""
     for field in (image.file, image.thumbnail):
-        if field.name and not Image.objects.filter(Q(file=field.name) | Q(thumbnail=field.name)).exists():
+        if field.name and not Image.all_objects.filter(Q(file=field.name) | Q(thumbnail=field.name)).exists():
             field.storage.delete(field.name)
 
 
@@ -292,12 +317,36 @@ def images_move(*, images: list[Image], label: Label) -> int:
 
 
 def images_delete(*, images: list[Image]) -> int:
-    """Delete images of one project (the caller selected them through selectors)."""
+    """Move images of one project to the trash (the caller selected them through selectors): they
+    leave every list at once and can be restored until deleted_images_purge() removes them."""
     if not images:
         return 0
-    Image.objects.filter(pk__in=[image.pk for image in images]).delete()
-    _delete_image_files(images[0].project_id, images)
+    deleted_images_purge(project_id=images[0].project_id)
+    Image.objects.filter(pk__in=[image.pk for image in images]).update(deleted_at=timezone.now())
     return len(images)
+
+
+def images_restore(*, images: list[Image]) -> int:
+    """Undo a delete: the rows come back with their untouched files (selected through selectors)."""
+    return Image.all_objects.filter(pk__in=[image.pk for image in images]).update(deleted_at=None)
+
+
+def _trash_cutoff() -> datetime:
+    return timezone.now() - timedelta(minutes=settings.DELETED_IMAGES_KEPT_MINUTES)
+
+
+def projects_with_expired_trash() -> list[int]:
+    return list(Image.all_objects.filter(deleted_at__lt=_trash_cutoff()).values_list("project_id", flat=True).distinct())
+
+
+def deleted_images_purge(*, project_id: int) -> int:
+    """Remove trashed images older than the undo window, rows and files."""
+    cutoff = _trash_cutoff()
+    expired = list(Image.all_objects.filter(project_id=project_id, deleted_at__lt=cutoff))
+    if expired:
+        Image.all_objects.filter(pk__in=[image.pk for image in expired]).delete()
+        _delete_image_files(project_id, expired)
+    return len(expired)
 
 
 def _delete_image_files(project_id: int, images: list[Image]) -> None:
@@ -320,7 +369,7 @@ def features_forget_unused(*, sha256s) -> int:
     still_used = set()
     for start in range(0, len(wanted), 500):  # bounded IN lists
         chunk = wanted[start:start + 500]
-        still_used.update(Image.objects.filter(sha256__in=chunk).values_list("sha256", flat=True))
+        still_used.update(Image.all_objects.filter(sha256__in=chunk).values_list("sha256", flat=True))
     return forget_cached_features(Path(settings.FEATURE_CACHE_DIR), set(wanted) - still_used)
 
 
@@ -336,7 +385,7 @@ def project_purge_files(*, project_id: int, older_than: datetime) -> int:
     """
     if _training_now(project_id):
         return 0
-    rows = Image.objects.filter(project_id=project_id).values_list("file", "thumbnail")
+    rows = Image.all_objects.filter(project_id=project_id).values_list("file", "thumbnail")  # the trash keeps its files
     referenced = {name for pair in rows for name in pair if name}
     root = Path(settings.MEDIA_ROOT)
     removed = 0

@@ -62,7 +62,10 @@ LOCAL_MODE = envbool("LOCAL_MODE", "false")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not (DEBUG or LOCAL_MODE):
-        raise ImproperlyConfigured("SECRET_KEY must be set in production (DEBUG=false, LOCAL_MODE unset).")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set in production (DEBUG=false, LOCAL_MODE unset). "
+            "On your own machine, run commands as `python3 dev.py manage COMMAND ...` (or set LOCAL_MODE=1)."
+        )
     SECRET_KEY = local_secret_key(DATA_DIR)
 
 if not (DEBUG or LOCAL_MODE or os.environ.get("ALLOWED_HOSTS")):
@@ -206,6 +209,8 @@ QUOTA_IMPORTS = envint("QUOTA_IMPORTS", "2")  # zip imports queued or running at
 
 # A worker that has not touched its run for this long is presumed dead.
 RUN_HEARTBEAT_TIMEOUT_S = envint("RUN_HEARTBEAT_TIMEOUT_S", "180")
+# Deleted images can be restored ("Undo") for this long; then their rows and files are purged.
+DELETED_IMAGES_KEPT_MINUTES = envint("DELETED_IMAGES_KEPT_MINUTES", "30")
 TORCH_THREADS = envint("TORCH_THREADS", "0")  # 0 = let torch decide
 # Torch threads in each web process (predictions), set once by wsgi.py; 0 = let torch decide.
 WEB_TORCH_THREADS = envint("WEB_TORCH_THREADS", "1")

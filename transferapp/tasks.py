@@ -23,7 +23,7 @@ from transferapp.engine.zoo import WeightsUnavailable
 from transferapp import grouping, selectors, services
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.models import Image, ImportJob, ImportReportRow, TrainingRun
-from transferapp.services import import_entries, project_purge_files
+from transferapp.services import deleted_images_purge, import_entries, project_purge_files
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def run_training(run_id: int) -> str:
         heartbeat.stop()
     if not TrainingRun.objects.filter(pk=run_id).exists():  # deleted meanwhile: leave no files behind
         shutil.rmtree(_artifact_dir(run), ignore_errors=True)
+    deleted_images_purge(project_id=run.project_id)  # the trash past its undo window
     project_purge_files(project_id=run.project_id, older_than=run.started_at)  # images deleted while it read them
     if snapshot:
         services.features_forget_unused(sha256s=snapshot.sha256s)

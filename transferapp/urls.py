@@ -23,6 +23,7 @@ urlpatterns = [
     path("projects/<int:pk>/image-options/", views.project_image_options, name="project_image_options"),
     path("projects/<int:project_pk>/classes/<int:pk>/upload/", views.label_upload, name="label_upload"),
     path("projects/<int:project_pk>/classes/<int:pk>/selection/", views.label_bulk, name="label_bulk"),
+    path("projects/<int:pk>/images/restore/", views.images_restore, name="images_restore"),
     path("projects/<int:pk>/train/", views.training_start, name="training_start"),
     path("projects/<int:pk>/predict/", views.predict, name="predict"),
     path("projects/<int:pk>/import/", views.import_create, name="import_create"),

@@ -14,7 +14,9 @@ from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, forms, predictions, quotas, selectors, services, throttle, uploads, zipstream
+from django.utils import timezone
+
+from transferapp import charts, estimates, forms, predictions, quotas, selectors, services, throttle, uploads, zipstream
 from transferapp.engine import imaging
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
@@ -46,7 +48,7 @@ def project_list(request):
             form.add_error("name", str(exc))
         else:
             return redirect(project)
-    projects = selectors.project_list_for_user(user=request.user)
+    projects = selectors.project_overviews(user=request.user)
     context = {"projects": projects, "form": form, "usage": quotas.usage_text(request.user)}
     return render(request, "transferapp/project_list.html", context)
 
@@ -96,6 +98,8 @@ def project_rename(request, pk):
 @require_POST
 def project_delete(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
+    if not _apply(request, services.confirm_name, typed=request.POST.get("confirm_name", ""), name=project.name, what="project"):
+        return redirect(project)
     services.project_delete(project=project)
     messages.success(request, f"Project “{project.name}” deleted.")
     return redirect("project_list")
@@ -112,10 +116,27 @@ def label_create(request, pk):
 @login_required
 def label_detail(request, project_pk, pk):
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
-    context = {"project": label.project, "label": label, "images": label.images.all()}
-    if request.htmx:
+    return _label_page(request, label, partial=bool(request.htmx))
+
+
+def _label_page(request, label, *, partial: bool):
+    context = {"project": label.project, "label": label, "images": label.images.all(), "undo": _pop_undo(request, label)}
+    if partial:
         return render(request, "transferapp/label_detail.html#image-grid", context)
     return render(request, "transferapp/label_detail.html", context)
+
+
+def _offer_undo(request, label, images) -> None:
+    """The next view of this class shows "Deleted N images · Undo" once; the trash keeps them longer."""
+    request.session["undo"] = {"label": label.pk, "images": [image.pk for image in images]}
+
+
+def _pop_undo(request, label) -> dict | None:
+    undo = request.session.get("undo")
+    if not undo or undo.get("label") != label.pk:
+        return None
+    del request.session["undo"]
+    return {"images": undo["images"], "count": len(undo["images"])}
 
 
 @login_required
@@ -130,6 +151,8 @@ def label_rename(request, project_pk, pk):
 @require_POST
 def label_delete(request, project_pk, pk):
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    if not _apply(request, services.confirm_name, typed=request.POST.get("confirm_name", ""), name=label.name, what="class"):
+        return redirect(label)
     services.label_delete(label=label)
     messages.success(request, f"Class “{label.name}” and its images deleted.")
     return redirect(label.project)
@@ -145,7 +168,7 @@ def label_bulk(request, project_pk, pk):
         messages.error(request, "Select one or more images first.")
     elif request.POST.get("action") == "delete":
         services.images_delete(images=images)
-        messages.success(request, f"Deleted {len(images)} image(s).")
+        _offer_undo(request, label, images)
     else:
         target_pk = request.POST.get("target", "")
         target = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=int(target_pk) if target_pk.isdigit() else 0)
@@ -173,25 +196,42 @@ def _is_script_request(request) -> bool:
     return request.headers.get("X-Requested-With") == "XMLHttpRequest" or bool(request.htmx)
 
 
+UPLOAD_STATES = ("added", "skipped", "refused")
+
+
 def _upload_json(outcomes):
+    """Per file: status (added / skipped / refused) and why; 400 only when every file was refused."""
     if not outcomes:
         return JsonResponse({"error": "No file was received."}, status=400)
-    errors = [f"{o.name}: {o.error}" for o in outcomes if o.error]
-    if errors:
-        return JsonResponse({"error": " ".join(errors)}, status=400)
-    images = [{"id": o.image.pk, "thumbnail": reverse("image_thumbnail", args=[o.image.pk])} for o in outcomes]
-    return JsonResponse({"ok": True, "images": images})
+    files = [{"name": o.name, "status": o.status, "reason": o.error} for o in outcomes]
+    for entry, o in zip(files, outcomes):
+        if o.image is not None:
+            entry.update(id=o.image.pk, thumbnail=reverse("image_thumbnail", args=[o.image.pk]))
+    counts = {state: sum(1 for o in outcomes if o.status == state) for state in UPLOAD_STATES}
+    body = {"files": files, **counts, "images": [f for f in files if f["status"] == "added"]}
+    if counts["refused"] == len(outcomes):
+        body["error"] = " ".join(f"{o.name}: {o.error}" for o in outcomes)
+        return JsonResponse(body, status=400)
+    return JsonResponse(body)
+
+
+def upload_summary(outcomes) -> str:
+    """ "5 added, 1 skipped, 1 refused": the states that occurred, in that order."""
+    counts = [(sum(1 for o in outcomes if o.status == state), state) for state in UPLOAD_STATES]
+    return ", ".join(f"{n} {state}" for n, state in counts if n)
 
 
 def _upload_messages(request, outcomes):
-    accepted = sum(1 for o in outcomes if not o.error)
     if not outcomes:
         messages.error(request, "Choose one or more image files first.")
-    if accepted:
-        messages.success(request, f"{accepted} image(s) added.")
+        return
+    refused = any(o.status == "refused" for o in outcomes)
+    (messages.warning if refused else messages.success)(request, upload_summary(outcomes) + ".")
     for outcome in outcomes:
-        if outcome.error:
-            messages.error(request, f"{outcome.name}: {outcome.error}")
+        if outcome.status == "skipped":
+            messages.info(request, f"Skipped {outcome.name}: {outcome.error}")
+        elif outcome.status == "refused":
+            messages.error(request, f"Refused {outcome.name}: {outcome.error}")
 
 
 @login_required
@@ -240,10 +280,23 @@ def _private_file(field):
 def image_delete(request, pk):
     image = selectors.image_get_for_user(user=request.user, pk=pk)
     services.image_delete(image=image)
-    if request.htmx:
-        return HttpResponse("")
-    messages.success(request, f"Deleted {image.original_name}.")
+    _offer_undo(request, image.label, [image])
+    if request.htmx:  # the grid again: its count and the undo bar change with it
+        return _label_page(request, image.label, partial=True)
     return redirect(image.label)
+
+
+@login_required
+@require_POST
+def images_restore(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    images = selectors.deleted_images_in_project(project=project, pks=request.POST.getlist("images"))
+    restored = services.images_restore(images=images)
+    if restored:
+        messages.success(request, f"Restored {restored} image{'' if restored == 1 else 's'}.")
+    else:
+        messages.error(request, "Those images can no longer be restored.")
+    return redirect(images[0].label if images else project)
 
 
 @login_required
@@ -295,6 +348,8 @@ def _run_context(run: TrainingRun) -> dict:
         "base_label": _base_label(run.base_model),
         "mistakes": [{**m, "image": images.get(pk)} for m, pk in zip(mistakes, pks)],
         "waiting_for_worker": run.status == TrainingRun.Status.QUEUED and not predictions.workers_online(),
+        "time_left": estimates.time_left(run, timezone.now()),
+        "settings_used": charts.settings_rows(run.config),
     }
 
 
@@ -436,5 +491,6 @@ def import_detail(request, pk):
         response = render(request, "transferapp/import_detail.html#live", context)
         if job.is_finished:
             response.status_code = 286  # htmx: stop polling
+            response["HX-Trigger"] = "import-finished"  # the project page refreshes its counts
         return response
     return render(request, "transferapp/import_detail.html", context)

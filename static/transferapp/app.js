@@ -7,7 +7,7 @@
   // A WeakSet rather than a data-* flag: htmx history snapshots copy attributes but not
   // listeners, so a flag would stop restored dropzones from being re-bound.
   const bound = new WeakSet();
-  const batches = new WeakMap(); // form -> {total, pending, ok, failed}
+  const batches = new WeakMap(); // form -> {total, pending, ok, skipped, refused}
   const queue = [];
   let active = 0;
 
@@ -88,11 +88,11 @@
     img.replaceWith(placeholder);
   }
 
-  // Wording per form: the predict page says "Classified" rather than "Uploaded".
+  // Wording per form: the predict page says "Classified" rather than "Added".
   const texts = (form) => ({
     busy: form.dataset.busyText || "Uploading…",
-    done: form.dataset.doneText || "Uploaded",
-    verb: form.dataset.summaryVerb || "uploaded",
+    done: form.dataset.doneText || "Added",
+    verb: form.dataset.summaryVerb || "added",
   });
   const progressText = (form, b) => `${texts(form).busy} ${b.total - b.pending} of ${b.total} done`;
 
@@ -122,7 +122,7 @@
     files = files.filter((f) => !skipped(f.name));
     if (!files.length) return;
     const list = ensure(form, "ul", "upload-list");
-    const b = batches.get(form) || { total: 0, pending: 0, ok: 0, failed: 0 };
+    const b = batches.get(form) || { total: 0, pending: 0, ok: 0, skipped: 0, refused: 0 };
     batches.set(form, b);
     b.total += files.length;
     b.pending += files.length;
@@ -156,6 +156,23 @@
     const method = { beforebegin: "before", afterbegin: "prepend", beforeend: "append", afterend: "after" }[pos] || "append";
     target[method](tpl.content);
     for (const node of nodes) { if (window.htmx) window.htmx.process(node); initAll(node); }
+    const reveal = form.dataset.resultsReveal && document.querySelector(form.dataset.resultsReveal);
+    if (reveal) reveal.hidden = false;
+    return nodes;
+  }
+
+  // The server says per file whether it was done, skipped (harmless, e.g. already in this class)
+  // or refused: in the JSON's files[].status, or on an inserted row's data-upload-status.
+  function jsonOutcome(body) {
+    try {
+      const file = (JSON.parse(body).files || [])[0];
+      if (file) return { state: file.status === "added" ? "done" : file.status, reason: file.reason };
+    } catch (_) { /* not our JSON: treat as done */ }
+    return { state: "done" };
+  }
+  function htmlOutcome(nodes) {
+    const marked = nodes.map((n) => (n.matches("[data-upload-status]") ? n : n.querySelector("[data-upload-status]"))).find(Boolean);
+    return marked ? { state: marked.dataset.uploadStatus, reason: marked.dataset.uploadReason } : { state: "done" };
   }
 
   function send({ form, file, item }) {
@@ -175,22 +192,26 @@
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.style.width = Math.round((100 * e.loaded) / e.total) + "%"; };
     // Bytes are sent but the server may still be working (e.g. running a prediction).
     xhr.upload.onload = () => { bar.style.width = "100%"; status.textContent = "Processing…"; };
-    xhr.onerror = () => finish(form, item, false, "Network error, file not uploaded");
+    xhr.onerror = () => finish(form, item, "refused", "Network error, file not uploaded");
     xhr.onload = () => {
       const type = (xhr.getResponseHeader("Content-Type") || "").toLowerCase();
       const body = xhr.responseText || "";
-      if (xhr.status < 200 || xhr.status >= 300) return finish(form, item, false, errorText(xhr.status, type, body));
+      if (xhr.status < 200 || xhr.status >= 300) return finish(form, item, "refused", errorText(xhr.status, type, body));
       // XHR follows redirects silently; a redirect to a login page means nothing was saved,
       // and any other redirected page is a full document we must not insert.
       const landed = xhr.responseURL ? new URL(xhr.responseURL).pathname : new URL(url).pathname;
       if (landed !== new URL(url).pathname) {
         if (/login|signin|accounts/i.test(landed)) {
-          return finish(form, item, false, "Your session has expired – reload the page and sign in again");
+          return finish(form, item, "refused", "Your session has expired – reload the page and sign in again");
         }
       } else if (type.includes("text/html") && form.dataset.results && body.trim()) {
-        insertResults(form, body);
+        const outcome = htmlOutcome(insertResults(form, body) || []);
+        return finish(form, item, outcome.state, outcome.reason);
+      } else if (type.includes("json")) {
+        const outcome = jsonOutcome(body);
+        return finish(form, item, outcome.state, outcome.reason);
       }
-      finish(form, item, true);
+      finish(form, item, "done");
     };
     xhr.send(fd);
   }
@@ -201,21 +222,28 @@
     return name && message.startsWith(name + ": ") ? message.slice(name.length + 2) : message;
   }
 
-  function finish(form, item, ok, message) {
+  // state: "done" (green), "skipped" (neutral: nothing was wrong, e.g. already in this class)
+  // or "refused" (red, with the reason).
+  function finish(form, item, state, message) {
     active--;
-    item.classList.add(ok ? "done" : "error");
+    item.classList.add({ done: "done", skipped: "skipped" }[state] || "error");
     item.querySelector(".progress-bar").style.width = "100%";
-    item.querySelector(".upload-status").textContent = ok ? texts(form).done : withoutName(message, item.title);
+    const reason = withoutName(message, item.title);
+    item.querySelector(".upload-status").textContent =
+      state === "done" ? texts(form).done : state === "skipped" ? `Skipped: ${reason}` : `Refused: ${reason}`;
     const b = batches.get(form);
-    if (ok) b.ok++; else b.failed++;
+    if (state === "done") b.ok++; else if (state === "skipped") b.skipped++; else b.refused++;
     b.pending--;
     pump();
-    if (b.pending > 0) return setSummary(form, progressText(form, b), b.failed);
+    if (b.pending > 0) return setSummary(form, progressText(form, b), b.refused);
     batches.delete(form);
-    setSummary(form, `${b.ok} ${texts(form).verb}` + (b.failed ? `, ${b.failed} failed` : ""), b.failed);
+    const parts = [`${b.ok} ${texts(form).verb}`];
+    if (b.skipped) parts.push(`${b.skipped} skipped`);
+    if (b.refused) parts.push(`${b.refused} refused`);
+    setSummary(form, parts.join(", "), b.refused);
     const target = form.dataset.refresh && document.querySelector(form.dataset.refresh);
     if (target && window.htmx) window.htmx.trigger(target, "refresh");
-    form.dispatchEvent(new CustomEvent("uploads:done", { bubbles: true, detail: { ok: b.ok, failed: b.failed } }));
+    form.dispatchEvent(new CustomEvent("uploads:done", { bubbles: true, detail: { ok: b.ok, skipped: b.skipped, refused: b.refused } }));
   }
 
   // ---- binding ----
@@ -238,6 +266,10 @@
       enqueue(form, await droppedFiles(e.dataTransfer));
     });
     if (input) {
+      // A focused file input opens the chooser on Space only; Enter is what most people press.
+      input.addEventListener("keydown", (e) => {
+        if (e.key === "Enter") { e.preventDefault(); input.click(); }
+      });
       input.addEventListener("change", () => {
         enqueue(form, [...input.files]);
         input.value = ""; // so choosing the same files again fires change again
@@ -311,4 +343,21 @@
   function init(root) { (root || document).querySelectorAll("form[data-selection]").forEach(bind); }
   document.addEventListener("DOMContentLoaded", function () { init(document); });
   document.addEventListener("htmx:load", function (e) { init(e.target); });
+})();
+
+/* Sorting the predictions table by confidence (lowest first shows what to double-check). */
+(function () {
+  "use strict";
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-sort-confidence]");
+    if (!button) return;
+    var th = button.closest("th"), table = button.closest("table"), body = table.tBodies[0];
+    var ascending = th.getAttribute("aria-sort") === "descending"; // toggle; the first click sorts high to low
+    var rows = Array.from(body.rows).sort(function (a, b) {
+      var x = parseFloat(a.dataset.confidence), y = parseFloat(b.dataset.confidence);
+      return ascending ? x - y : y - x;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  });
 })();

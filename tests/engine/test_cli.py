@@ -49,3 +49,49 @@ def test_cli_trains_on_and_predicts_dicom_files_with_or_without_an_extension(tmp
     assert trained["n_train"] + trained["n_val"] == 8
     (prediction,) = _engine("predict", str(tmp_path / "art"), str(tmp_path / "data" / "mr" / "IM000001"))
     assert prediction["top"] == "mr"
+
+
+def _run(*args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "transferapp.engine", "--threads", "2", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def test_predict_accepts_the_downloaded_zip_its_outer_folder_and_a_folder_of_images(shapes_dir, tmp_path):
+    import shutil
+    import zipfile
+
+    _engine("train", str(shapes_dir), "--out", str(tmp_path / "art"), "--preset", "fast", "--image-size", "64")
+    outer = tmp_path / "unzipped"  # what unzipping the app's download gives: one model folder inside
+    shutil.copytree(tmp_path / "art", outer / "shapes-run-1")
+    archive = tmp_path / "shapes-run-1.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in (outer / "shapes-run-1").iterdir():
+            out.write(path, arcname=f"shapes-run-1/{path.name}")
+    folder = shapes_dir / "red_circle"
+    n_images = len(list(folder.glob("*.png")))
+    for model in (archive, outer, outer / "shapes-run-1"):
+        results = _engine("predict", str(model), str(folder))
+        assert len(results) == n_images and all(r["path"].endswith(".png") for r in results)
+
+
+def test_predict_answers_a_wrong_path_with_one_plain_line(shapes_dir, tmp_path):
+    image = str(next(shapes_dir.rglob("*.png")))
+    for args in (("predict", str(tmp_path / "missing"), image), ("predict", image, image),
+                 ("predict", str(shapes_dir), image)):
+        done = _run(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error:")
+
+
+def test_help_describes_every_argument():
+    import argparse
+
+    from transferapp.engine.cli import _parser
+
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in {"": parser, **commands.choices}.items():
+        undocumented = [a.dest for a in sub._actions if not a.help and not isinstance(a, argparse._SubParsersAction)]
+        assert not undocumented, f"{name or 'engine'}: no help for {undocumented}"
+    assert _run("predict", "--help").stdout.count("zip") >= 1

@@ -7,6 +7,7 @@ import resource
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,26 +27,39 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ValueError, WeightsUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, WeightsUnavailable, OSError, zipfile.BadZipFile) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.filename}: no such file or folder"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return " ".join(str(exc).split())
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m transferapp.engine")
+    p = argparse.ArgumentParser(prog="python -m transferapp.engine",
+                                description="Train, use and benchmark image classifiers without the web app.")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     sub = p.add_subparsers(required=True)
-    train = sub.add_parser("train", help="train on DATA_DIR (class folders, or train/ + val/)")
-    train.add_argument("data_dir")
-    train.add_argument("--out", required=True)
+    train = sub.add_parser("train", help="train on DATA_DIR (class folders, or train/ + val/)",
+                           description="Train a classifier; prints one JSON line with its scores.")
+    train.add_argument("data_dir", help="one folder per class, or train/ and val/ (or test/) folders of class folders")
+    train.add_argument("--out", required=True, help="folder to write the model to (meta.json + model.pt)")
     _add_training_options(train)
     train.set_defaults(func=cmd_train)
-    predict = sub.add_parser("predict", help="predict images with an artifact")
-    predict.add_argument("artifact")
-    predict.add_argument("images", nargs="+")
+    predict = sub.add_parser("predict", help="predict images with a trained model",
+                             description="Classify images; prints one JSON line per image.")
+    predict.add_argument("artifact", help="the model: the zip downloaded from the app, the folder it unzips to, "
+                                          "or the model folder itself (meta.json + model.pt)")
+    predict.add_argument("images", nargs="+", help="image files, or folders of images (read recursively)")
     predict.set_defaults(func=cmd_predict)
-    bench = sub.add_parser("bench", help="time and score a cold-cache training run")
-    bench.add_argument("data_dir")
+    bench = sub.add_parser("bench", help="time and score a cold-cache training run",
+                           description="Train from a cold feature cache and print timings and scores as JSON.")
+    bench.add_argument("data_dir", help="like train's DATA_DIR; a given val/ or test/ folder is scored as held out")
     bench.add_argument("--json", action="store_true", help="JSON line only (the default output too)")
     _add_training_options(bench)
     bench.set_defaults(func=cmd_bench)
@@ -53,14 +67,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--preset", choices=["fast", "best"])
-    p.add_argument("--seed", type=int)
-    p.add_argument("--image-size", dest="image_size", type=int)
-    p.add_argument("--unfrozen-blocks", dest="unfrozen_blocks", type=int)
-    p.add_argument("--augmentation")
-    p.add_argument("--lr", type=float)
+    p.add_argument("--base", help="base model name, e.g. efficientnet_lite0 (the default) or resnet50")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: chosen from the data size)")
+    p.add_argument("--preset", choices=["fast", "best"], help="fast: new top layer only; best: then fine-tune (default)")
+    p.add_argument("--seed", type=int, help="random seed for the split and training (default 0)")
+    p.add_argument("--image-size", dest="image_size", type=int, help="input side in pixels (default: the base's own)")
+    p.add_argument("--unfrozen-blocks", dest="unfrozen_blocks", type=int, help="top blocks fine-tuned in the best preset")
+    p.add_argument("--augmentation", help="none, light, medium or strong")
+    p.add_argument("--lr", type=float, help="learning rate (default: chosen per stage)")
     p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
                    help="keep the model validation scored instead of retraining it on all images")
     p.add_argument("--cache-dir", dest="cache_dir", help="feature cache (default: a fresh temporary one)")
@@ -92,10 +106,51 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    predictor = load_predictor(args.artifact)
-    for result in predictor.predict_paths(args.images):
-        print(json.dumps(result))
+    images = _image_paths(args.images)  # a wrong image path is reported before the model loads
+    with tempfile.TemporaryDirectory() as tmp:
+        predictor = load_predictor(_model_folder(Path(args.artifact), Path(tmp)))
+        for result in predictor.predict_paths(images):
+            print(json.dumps(result))
     return 0
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def _model_folder(path: Path, scratch: Path) -> Path:
+    """The folder holding meta.json, from what a user has after downloading a model: the zip, the
+    folder it unzips to (one model folder inside), or the model folder itself."""
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not a model: give the downloaded .zip or the folder it unzips to")
+        with zipfile.ZipFile(path) as archive:
+            archive.extractall(scratch)  # our own download: a few files under one folder
+        path = scratch
+    if (path / "meta.json").is_file():
+        return path
+    inner = [d for d in path.iterdir() if (d / "meta.json").is_file()]
+    if len(inner) == 1:
+        return inner[0]
+    raise ValueError(f"{path} holds no model (no meta.json inside)" if not inner
+                     else f"{path} holds {len(inner)} models: name one of its folders")
+
+
+def _image_paths(items: list[str]) -> list[Path]:
+    """Files as given; folders expanded to the images inside them."""
+    paths = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            if not found:
+                raise ValueError(f"{item}: no images in this folder")
+            paths += found
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise ValueError(f"{item}: no such file or folder")
+    return paths
 
 
 def cmd_bench(args) -> int:
