@@ -294,10 +294,13 @@ def test_dropped_images_are_predicted_and_a_bad_file_is_reported_by_name(
         card = cards.filter(has_text=name)
         expect(card.locator(".top-class")).to_contain_text(color)
         expect(card.locator(".prob-row")).to_have_count(2)
-    refused = page.locator("#predictions .prediction-error")
+    # The refused file is marked as not done in the uploader, by name and with its reason.
+    expect(page.locator("form[data-dropzone] .upload-item.done")).to_have_count(2)
+    refused = page.locator("form[data-dropzone] .upload-item.error")
     expect(refused).to_have_count(1)
-    expect(refused).to_contain_text("notes.png")
-    expect(refused).to_contain_text("not an image")
+    expect(refused.locator(".upload-name")).to_have_text("notes.png")
+    expect(refused.locator(".upload-status")).to_contain_text("not an image")
+    expect(page.locator("form[data-dropzone] .upload-summary")).to_contain_text("1")
     assert project.images.count() == 12  # predicting stores nothing
     screenshots(page, "predictions")
     assert not page.problems, page.problems
