@@ -235,7 +235,6 @@ def test_a_running_training_is_cancelled_from_its_page(live_server, queue, user,
         expect(page.locator("#run-status")).to_have_text(re.compile("cancelled", re.I), timeout=TRAINING_TIMEOUT_MS)
     run.refresh_from_db()
     assert run.status == "cancelled" and run.cancel_requested
-    assert run.metrics.get("accuracy") is None  # it stopped before a final model
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
     expect(page.locator("#live [role=progressbar]")).to_have_count(0)
     screenshots(page, "cancelled")
