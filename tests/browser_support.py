@@ -62,9 +62,12 @@ def sync_playwright():
 
 
 def expect(*args, **kwargs):
-    """Playwright's expect, imported late so that test modules load (and skip) without playwright."""
+    """Playwright's expect, imported late so that test modules load (and skip) without playwright,
+    and waiting as long as the pages' own default: its 5 s is too short for a first prediction
+    (which loads the model) on a busy shared machine."""
     from playwright.sync_api import expect as playwright_expect
 
+    playwright_expect.set_options(timeout=TIMEOUT_MS)
     return playwright_expect(*args, **kwargs)
 
 
