@@ -8,66 +8,47 @@ runs. Prints p50/p95 in milliseconds; exits non-zero when p95 exceeds the target
     .venv/bin/python bench/page_latency.py [--data ../shared/datasets/flowers/train] [--p95-ms 500]
 """
 import argparse
-import http.cookiejar
 import json
-import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from live_app import ROOT, Client, Server, app_env, manage, run_status
 
 
 def main() -> int:
     args = _arguments()
-    data_dir = tempfile.mkdtemp(prefix="transferapp-latency-")
-    env = {**os.environ, "LOCAL_MODE": "1", "DATA_DIR": data_dir, "TORCH_THREADS": "2"}
-    env.pop("REDIS_URL", None)
-    env.pop("DATABASE_URL", None)
-    _manage(env, "migrate", "--verbosity", "0")
-    _manage(env, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('bench', password='bench-password-1')")
-    _manage(env, "import_images", "--user", "bench", "--project", "Latency", str(args.data))
-    server = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(args.port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        return _measure(args)
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    env = app_env(tempfile.mkdtemp(prefix="transferapp-latency-"), TORCH_THREADS="2")
+    manage(env, "migrate", "--verbosity", "0")
+    manage(env, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('bench', password='bench-password-1')")
+    manage(env, "import_images", "--user", "bench", "--project", "Latency", str(args.data))
+    with Server(env, port=args.port) as server:
+        return _measure(args, server.base)
 
 
 def _arguments():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/datasets/flowers/train")
-    parser.add_argument("--port", type=int, default=8931)
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--p95-ms", type=float, default=500.0)
     return parser.parse_args()
 
 
-def _manage(env, *command):
-    subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-
-
-def _measure(args) -> int:
-    base = f"http://127.0.0.1:{args.port}"
-    opener = _logged_in_opener(base)
-    project_url = base + "/projects/1/"
-    run_url = _start_training(opener, base)
+def _measure(args, base) -> int:
+    client = Client(base)
+    client.log_in("bench", "bench-password-1")
+    project_url = "/projects/1/"
+    run_url = _start_training(client)
     latencies, statuses = [], []
     for i in range(args.requests):
         url = run_url if i % 2 else project_url
         started = time.perf_counter()
-        with opener.open(url, timeout=30) as response:
-            response.read()
+        client.get(url)
         latencies.append((time.perf_counter() - started) * 1000)
-        statuses.append(_run_status(opener, run_url) if i % 20 == 0 else None)
+        statuses.append(run_status(client.get(run_url).text) if i % 20 == 0 else None)
         time.sleep(0.05)
     training_during = sum(1 for s in statuses if s in ("queued", "running"))
     p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20)[18]
@@ -78,33 +59,11 @@ def _measure(args) -> int:
     return 0 if ok else 1
 
 
-def _logged_in_opener(base):
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    for _ in range(60):  # the server takes a few seconds to start
-        try:
-            page = opener.open(base + "/accounts/login/", timeout=5).read().decode()
-            break
-        except OSError:
-            time.sleep(1)
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    form = urllib.parse.urlencode({"username": "bench", "password": "bench-password-1", "csrfmiddlewaretoken": token})
-    opener.open(urllib.request.Request(base + "/accounts/login/", data=form.encode(), headers={"Referer": base}))
-    return opener
-
-
-def _start_training(opener, base) -> str:
-    page = opener.open(base + "/projects/1/").read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    form = urllib.parse.urlencode({"base_model": "efficientnet_lite0", "preset": "best", "csrfmiddlewaretoken": token})
-    response = opener.open(urllib.request.Request(base + "/projects/1/train/", data=form.encode(), headers={"Referer": base}))
-    return response.geturl()
-
-
-def _run_status(opener, run_url) -> str:
-    page = opener.open(run_url).read().decode()
-    match = re.search(r'id="run-status">([^<]+)<', page)
-    return match.group(1).strip().lower() if match else "unknown"
+def _start_training(client) -> str:
+    client.get("/projects/1/")
+    response = client.post("/projects/1/train/", {"base_model": "efficientnet_lite0", "preset": "best"})
+    assert response.status == 302, f"training was not started (HTTP {response.status})"
+    return response.location
 
 
 if __name__ == "__main__":

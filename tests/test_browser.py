@@ -8,15 +8,15 @@ Screenshots of each step go to $SCREENSHOT_DIR (default: the test's tmp dir).
 import re
 
 import django_rq
-import pytest
 from rq import SimpleWorker
 
-from tests.browser_support import BROWSER_MARKS, PASSWORD, PER_CLASS, RESULTS_TIMEOUT_MS, TIMEOUT_MS, assert_assets_loaded, drop_files, pngs
+from tests.browser_support import (
+    BROWSER_MARKS, PASSWORD, PER_CLASS, RESULTS_TIMEOUT_MS, TIMEOUT_MS, assert_assets_loaded, drop_files, expect, pngs,
+)
 from tests.conftest import image_bytes
 from transferapp.models import TrainingRun
 
 pytestmark = BROWSER_MARKS
-expect = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed").expect
 
 
 def test_a_user_builds_trains_and_uses_a_model_in_a_real_browser(
