@@ -1,4 +1,5 @@
 """Function views: the first line of each is the access check (selectors.*_get_for_user)."""
+import io
 from pathlib import Path
 
 from django.conf import settings
