@@ -65,6 +65,14 @@ def predictable_runs(*, project: Project):
     )
 
 
+def latest_finished_run(*, project: Project) -> TrainingRun | None:
+    return project.runs.filter(status=TrainingRun.Status.SUCCEEDED).first()
+
+
+def test_image_pks(*, project: Project) -> list[int]:
+    return list(project.images.filter(split="test").values_list("pk", flat=True))
+
+
 def images_by_pk(*, project: Project, pks) -> dict[int, Image]:
     return {image.pk: image for image in project.images.filter(pk__in=pks)}
 

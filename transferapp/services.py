@@ -224,6 +224,45 @@ def images_move(*, images: list[Image], label: Label) -> int:
     return Image.objects.filter(pk__in=ids).update(label=label)
 
 
+def images_set_aside(*, images: list[Image], for_testing: bool) -> int:
+    """Hold images out of training (scored only, as a test set), or give them back to training."""
+    ids = [image.pk for image in images]
+    if for_testing:
+        return Image.objects.filter(pk__in=ids).update(split="test")
+    return Image.objects.filter(pk__in=ids, split="test").update(split="")
+
+
+def image_confirm_label(*, image: Image) -> None:
+    """The user checked a suspected mislabel and says the label is right: not asked again."""
+    Image.objects.filter(pk=image.pk).update(label_confirmed=True)
+
+
+def image_relabel(*, image: Image, label: Label) -> None:
+    """Move one image to another class of its project; a label the user chose is a checked one."""
+    if label.project_id != image.project_id:
+        raise ServiceError("That class belongs to another project.")
+    Image.objects.filter(pk=image.pk).update(label=label, label_confirmed=True)
+
+
+def run_set_alpha(*, run: TrainingRun, alpha: float) -> None:
+    """The risk level of the run's prediction sets; refused below what its calibration supports."""
+    floor = (run.metrics.get("trust") or {}).get("min_alpha", 0.0)
+    if alpha <= 0 or alpha < floor or alpha > 0.5:
+        raise ServiceError(f"Choose a risk level between {max(floor, 0.001):g} and 0.5: with "
+                           f"{(run.metrics.get('trust') or {}).get('n_calibration', 0)} calibration images a "
+                           "smaller one cannot be promised.")
+    TrainingRun.objects.filter(pk=run.pk).update(alpha=alpha)
+
+
+def run_set_threshold(*, run: TrainingRun, positive_class: str, threshold: float | None) -> None:
+    """Two-class runs: which class is positive and the score from which predictions call it."""
+    if len(run.classes) != 2 or positive_class not in run.classes:
+        raise ServiceError("A decision threshold needs a two-class model and one of its classes.")
+    if threshold is not None and not 0 < threshold < 1:
+        raise ServiceError("The threshold must be between 0 and 1.")
+    TrainingRun.objects.filter(pk=run.pk).update(positive_class=positive_class, decision_threshold=threshold)
+
+
 def images_delete(*, images: list[Image]) -> int:
     """Delete images of one project (the caller selected them through selectors)."""
     if not images:

@@ -98,6 +98,7 @@ def _configure_threads() -> None:
 
 def _fit_run(run: TrainingRun) -> dict:
     samples, classes, given_val = _snapshot_samples(run)
+    samples, test = _hold_out_test(run, samples)
     config = TrainConfig.from_dict(run.config)
     groups = selectors.near_duplicate_groups(project=run.project)
     train, val = _split(samples, given_val, groups, config)
@@ -110,6 +111,7 @@ def _fit_run(run: TrainingRun) -> dict:
         classes,
         config,
         out_dir,
+        test=test,
         cache_dir=Path(settings.FEATURE_CACHE_DIR),
         on_progress=reporter.report,
         should_stop=reporter.should_stop,
@@ -125,6 +127,13 @@ def _snapshot_samples(run: TrainingRun) -> tuple[list[Sample], list[str], set[st
     samples = [Sample(path=image.file.path, label=index[image.label_id], key=str(image.pk)) for image in images]
     given_val = {str(image.pk) for image in images if image.split == "val"}
     return samples, classes, given_val
+
+
+def _hold_out_test(run: TrainingRun, samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """Images in the test split (imported test/ folders, or set aside on a class page) go to the
+    engine apart: it only scores them with the final model."""
+    test_keys = {str(pk) for pk in selectors.test_image_pks(project=run.project)}
+    return [s for s in samples if s.key not in test_keys], [s for s in samples if s.key in test_keys]
 
 
 def _split(samples, given_val: set[str], groups: list[list[int]], config: TrainConfig):

@@ -86,6 +86,9 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
                   "evaluated_on": "test", "validation": _summary(report)}
     else:
         report = {**report, "evaluated_on": "validation"}
+    if len(classes) == 2:  # what the page's decision-threshold control trades off, image by image
+        probs, ys = (final["test_probs"], y_test) if test else (val_probs, y_val)
+        report["eval_scores"] = [[int(y), round(float(p[1]), 4)] for p, y in zip(probs, ys)]
     if curve:
         curve.update(verdict(curve, kept_recall={n: m["recall"] for n, m in report["per_class"].items()}))
     trust, trust_arrays = calibrate(
