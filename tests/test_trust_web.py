@@ -191,3 +191,14 @@ def test_the_threshold_decides_between_the_two_classes():
     assert _with_threshold(run, result)["top"] == "sick"
     assert _with_threshold(TrainingRun(positive_class="sick", decision_threshold=0.5), result)["top"] == "healthy"
     assert _with_threshold(run, {**result, "unfamiliar": True})["top"] == "healthy"
+
+
+def test_training_is_refused_when_setting_aside_leaves_a_class_too_few_training_images(alice, user):
+    project = project_with_images(user, classes=("blue", "red"), per_class=5)
+    label = project.labels.get(name="blue")
+    alice.post(reverse("label_bulk", args=[project.pk, label.pk]),
+               {"images": list(label.images.values_list("pk", flat=True)[:2]), "action": "test"})
+    response = alice.post(reverse("training_start", args=[project.pk]),
+                          {"base_model": "efficientnet_lite0", "preset": "fast"}, follow=True)
+    assert "3 image(s) left for training (2 set aside for testing)" in response.content.decode()
+    assert not TrainingRun.objects.filter(project=project).exists()

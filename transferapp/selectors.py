@@ -45,6 +45,11 @@ def image_counts(*, project: Project) -> dict[str, int]:
     return dict(project.labels.annotate(n_images=Count("images")).values_list("name", "n_images"))
 
 
+def test_image_counts(*, project: Project) -> dict[str, int]:
+    """Images per class name set aside for testing (held out of training)."""
+    return dict(project.labels.annotate(n=Count("images", filter=Q(images__split="test"))).values_list("name", "n"))
+
+
 def labels_with_previews(*, project: Project) -> list[Label]:
     """Classes with their image count and the newest few images for a preview strip."""
     labels = list(project.labels.annotate(n_images=Count("images")))

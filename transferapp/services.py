@@ -315,9 +315,13 @@ def training_problems(*, project: Project) -> list[str]:
     problems = []
     if len(counts) < MIN_CLASSES:
         problems.append(f"Add at least {MIN_CLASSES} classes (this project has {len(counts)}).")
+    held = selectors.test_image_counts(project=project)
     for name, count in counts.items():
         if count < MIN_IMAGES_PER_CLASS:
             problems.append(f"Class “{name}” has {count} image(s); add at least {MIN_IMAGES_PER_CLASS}.")
+        elif count - held.get(name, 0) < MIN_IMAGES_PER_CLASS:
+            problems.append(f"Class “{name}” has {count - held.get(name, 0)} image(s) left for training "
+                            f"({held[name]} set aside for testing); keep at least {MIN_IMAGES_PER_CLASS} for training.")
     return problems
 
 

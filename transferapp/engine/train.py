@@ -77,7 +77,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         refit = _refit(model, backbone, stage1_state, chosen, best, train, val, (x_train, x_val), stage1["C"],
                        run, device)
         reason = f"{reason} {refit['note']}"
-    run.report(0.99, "calibrate", "Checking how far each answer can be trusted")
+    run.report(run.last_fraction, "calibrate", "Checking how far each answer can be trusted")
     dev = train + val
     final = _final_outputs(model, chosen, dev, test, np.concatenate([x_train, x_val]), x_test, backbone, device, run)
     y_test = _labels(test)
@@ -172,6 +172,7 @@ class _Run:
         self.on_progress, self.should_stop = on_progress, should_stop
         self.history: list[dict] = []
         self.feature_seconds, self.n_embedded = 0.0, 0
+        self.last_fraction = 0.0
         # Share of the progress bar per phase: features dominate stage 1, fine-tuning dominates "best";
         # the retrain on all images runs about as long as fine-tuning did.
         self.features_end, self.head_end = (0.2, 0.25) if config.preset == "best" else (0.9, 1.0)
@@ -179,6 +180,7 @@ class _Run:
         self.deadline = started + config.time_budget_s
 
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
+        self.last_fraction = max(self.last_fraction, fraction)
         if self.on_progress:
             event = {"stage": stage, "fraction": round(min(max(fraction, 0.0), 1.0), 4), "epoch": epoch,
                      "total_epochs": total_epochs, "message": message, **extra}
