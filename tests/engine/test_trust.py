@@ -246,3 +246,16 @@ def test_the_cli_prediction_carries_the_set_and_whether_it_abstained(shapes_mode
     _noise_image().save(tmp_path / "noise.png")
     (result,) = _engine("predict", str(shapes_model["out"]), str(tmp_path / "noise.png"))
     assert result["prediction_set"] == [] and result["abstained"] is True and result["unfamiliar"] is True
+
+
+def test_a_model_with_too_few_calibration_images_still_predicts_and_says_so(shapes_model, tmp_path):
+    import shutil
+    out = tmp_path / "few"
+    shutil.copytree(shapes_model["out"], out)
+    arrays = dict(np.load(out / "trust.npz"))
+    np.savez(out / "trust.npz", **{**arrays, "scores": arrays["scores"][:3]})
+    predictor = load_predictor(out)
+    (result,) = predictor.predict_paths([shapes_model["val"][0].path])
+    assert result["calibrated"] is False and "too few images to say how sure" in result["answer"]
+    with pytest.raises(ValueError, match="calibration images"):
+        predictor.predict_paths([shapes_model["val"][0].path], alpha=0.1)

@@ -33,9 +33,15 @@ class Trust:
         return len(self.scores) > 0
 
     def threshold(self, alpha: float | None) -> float | None:
+        """The conformal threshold at `alpha`; ValueError when an explicit alpha needs more
+        calibration images than the model has, None (no sets) when the default one does."""
         if not self.available:
             return None
-        return cal.conformal_threshold(self.scores, self.default_alpha if alpha is None else alpha)
+        if alpha is None:
+            if self.default_alpha < cal.min_alpha(len(self.scores)):
+                return None
+            alpha = self.default_alpha
+        return cal.conformal_threshold(self.scores, alpha)
 
     def unfamiliar(self, features: np.ndarray) -> np.ndarray:
         if self.bank is None or self.novelty_threshold is None:
@@ -84,7 +90,9 @@ class Predictor:
         return {"top": self.classes[top], "confidence": float(p[top]),
                 "probabilities": dict(sorted(probabilities.items(), key=lambda kv: -kv[1])),
                 "prediction_set": [] if unfamiliar else names, "unfamiliar": unfamiliar,
-                "abstained": unfamiliar or len(names) != 1, "answer": cal.answer_text(names, unfamiliar),
+                "abstained": unfamiliar or len(names) != 1,
+                "answer": cal.answer_text(names, unfamiliar) if q is not None or unfamiliar else
+                f"{names[0]} (too few images to say how sure)",
                 "novelty": None if np.isnan(distance) else round(distance, 4), "calibrated": q is not None}
 
 

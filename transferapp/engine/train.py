@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics as M
-from .calibrate import calibrate
+from .calibrate import calibrate, head_input
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, train_transform
 from .curve import learning_curve, verdict
@@ -135,13 +135,13 @@ def _final_outputs(model, chosen, dev, test, x_dev, x_test, backbone, device, ru
 
 
 def _model_outputs(model, samples, prep, batch_size, device, run) -> tuple[np.ndarray, np.ndarray]:
-    """(penultimate features, probabilities) of the model on the images, as Predictor computes them."""
-    from .calibrate import head_input
+    """(penultimate features, probabilities) of the model on the images, as Predictor computes them.
+    No cancellation check: the model is final by now (a cancelled retrain keeps the validated one),
+    and one forward pass over the images finishes the run."""
     transform, feats, probs = eval_transform(prep), [], []
     model.eval().to(device=device, memory_format=torch.channels_last)
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
-            run.check_stop()
             x = _load_batch(samples[start:start + batch_size], transform, prep).to(device)
             x = x.contiguous(memory_format=torch.channels_last)
             with head_input(model) as seen:
