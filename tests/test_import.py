@@ -72,7 +72,7 @@ def test_nested_splits_are_kept_as_given(user, tmp_path):
     )
     _summary(project, data, tmp_path)
     splits = dict(Image.objects.values_list("original_name", "split"))
-    assert splits == {"train/cat/a.png": "train", "train/dog/b.png": "train", "val/cat/c.png": "val", "test/dog/d.png": "val"}
+    assert splits == {"train/cat/a.png": "train", "train/dog/b.png": "train", "val/cat/c.png": "val", "test/dog/d.png": "test"}
 
 
 @pytest.mark.django_db

@@ -186,7 +186,7 @@ def test_a_bulk_delete_offers_undo_and_deleted_images_stay_out_of_every_list(ali
     assert red.images.count() == 2
     assert selectors.image_counts(project=project) == {"red": 2, "blue": 5}
     assert selectors.project_list_for_user(user=user).get().n_images == 7
-    assert services.training_problems(project=project) == ["Class “red” has 2 image(s); add at least 5."]
+    assert selectors.training_problems(project=project) == ["Class “red” has 2 image(s); add at least 5."]
     assert all(image.label.name == "blue" or image.pk not in chosen for image in project.images.all())
     assert all(pk not in chosen for group in selectors.near_duplicate_groups(project=project) for pk in group)
     assert str(chosen[0]) not in {str(pk) for pk in project.images.values_list("pk", flat=True)}
@@ -194,13 +194,13 @@ def test_a_bulk_delete_offers_undo_and_deleted_images_stay_out_of_every_list(ali
 
 @pytest.mark.django_db
 def test_a_training_snapshot_leaves_deleted_images_out(user):
-    from transferapp.tasks import _snapshot_samples
+    from transferapp.tasks import _snapshot
 
     project = project_with_images(user, classes=("red", "blue"), per_class=5)
     gone = project.images.first()
     services.images_delete(images=[gone])
     run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0")
-    samples, _, _ = _snapshot_samples(run)
+    samples = _snapshot(run).samples
     assert len(samples) == 9 and str(gone.pk) not in {s.key for s in samples}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 class ArchiveRejected(Exception):

@@ -77,7 +77,12 @@ class Image(models.Model):
     sha256 = models.CharField(max_length=64)
     original_name = models.CharField(max_length=255)
     # "train" / "val" when an imported archive said so; "" lets each run split by itself.
+    # "test" (an imported test/ folder, or set aside on the class page) is held out of every run:
+    # never trained on nor chosen with, only scored by the final model.
     split = models.CharField(max_length=8, blank=True, default="")
+    # The user looked at this image when it was suspected of a wrong label and said it is right:
+    # it is not listed as a suspect again.
+    label_confirmed = models.BooleanField(default=False)
     # Perceptual (difference) hash, to find resized or recompressed copies: see duplicates.py.
     dhash = models.CharField(max_length=16, blank=True, default="")
     width = models.PositiveIntegerField()
@@ -138,6 +143,12 @@ class TrainingRun(models.Model):
     metrics = models.JSONField(default=dict)
     error = models.TextField(blank=True)
     artifact_dir = models.CharField(max_length=500, blank=True)
+    # Risk level of the prediction sets: answers miss the true class at most this often on average.
+    alpha = models.FloatField(default=0.1)
+    # Two classes only: the class that counts as "positive" and the score from which predictions
+    # call it (chosen on the results page from the sensitivity/specificity trade-off).
+    positive_class = models.CharField(max_length=80, blank=True)
+    decision_threshold = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

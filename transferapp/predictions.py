@@ -4,10 +4,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-import django_rq
 import torch
 from django.conf import settings
-from rq import Worker
 
 from transferapp import intake
 from transferapp.engine.predict import load_predictor
@@ -64,19 +62,32 @@ def predict_uploaded(run: TrainingRun, uploaded) -> dict:
         checked = intake.check_image(uploaded.read(), max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         raise PredictionError(str(exc)) from None
-    result = predictor_for(run).predict_images([checked.rgb])[0]
+    try:
+        result = predictor_for(run).predict_images([checked.rgb], alpha=run.alpha)[0]
+    except ValueError:  # a risk level the model's calibration cannot support: answer at its own
+        result = predictor_for(run).predict_images([checked.rgb])[0]
+    result = _with_threshold(run, result)
     ranked = sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)
     return {
         "name": uploaded.name,
-        "top": ranked[0][0],
-        "confidence": ranked[0][1],
+        "top": result["top"],
+        "confidence": result["probabilities"][result["top"]],
+        "answer": result.get("answer", result["top"]),
+        "prediction_set": result.get("prediction_set", [result["top"]]),
+        "abstained": result.get("abstained", False),
+        "unfamiliar": result.get("unfamiliar", False),
         "ranked": [{"label": label, "p": p, "percent": round(100 * p, 1)} for label, p in ranked[:TOP_K]],
         "thumbnail": "data:image/jpeg;base64," + base64.b64encode(checked.thumbnail_jpeg).decode(),
     }
 
 
-def workers_online() -> bool:
-    try:
-        return bool(Worker.all(queue=django_rq.get_queue("default")))
-    except Exception:  # Redis down: the page still renders; the run stays queued in the database
-        return False
+def _with_threshold(run: TrainingRun, result: dict) -> dict:
+    """Two-class runs with a saved decision threshold call the positive class from that score; an
+    image refused as unfamiliar stays refused."""
+    if run.decision_threshold is None or run.positive_class not in result["probabilities"] or result.get("unfamiliar"):
+        return result
+    positive = run.positive_class
+    other = next(c for c in result["probabilities"] if c != positive)
+    top = positive if result["probabilities"][positive] >= run.decision_threshold else other
+    return {**result, "top": top, "prediction_set": [top], "abstained": False,
+            "answer": f"Likely {top} (threshold {run.decision_threshold:g} on “{positive}”)"}

@@ -3,10 +3,12 @@
 Anything that belongs to another user (or does not exist) is a 404: we never reveal
 whether someone else's project exists.
 """
+import django_rq
 from django.core.files.storage import default_storage
 from django.db.models import Count, Q
 from PIL import Image as PILImage
 from django.shortcuts import get_object_or_404
+from rq import Worker
 
 from transferapp import duplicates, grouping
 from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
@@ -14,7 +16,8 @@ from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 PREVIEW_THUMBS = 6
 # Joins do not go through Image's default manager: counts leave the trash out themselves.
 LIVE_IMAGES = Q(images__deleted_at__isnull=True)
-MIN_IMAGES_PER_CLASS = 5  # services.training_problems says the same in words
+MIN_CLASSES = 2
+MIN_IMAGES_PER_CLASS = 5  # training_problems() says the same in words
 
 
 def project_list_for_user(*, user):
@@ -79,6 +82,11 @@ def image_counts(*, project: Project) -> dict[str, int]:
     return dict(project.labels.annotate(n_images=Count("images", filter=LIVE_IMAGES)).values_list("name", "n_images"))
 
 
+def test_image_counts(*, project: Project) -> dict[str, int]:
+    """Images per class name set aside for testing (held out of training)."""
+    return dict(project.labels.annotate(n=Count("images", filter=Q(images__split="test") & LIVE_IMAGES)).values_list("name", "n"))
+
+
 def labels_with_previews(*, project: Project) -> list[Label]:
     """Classes with their image count and the newest few images for a preview strip."""
     labels = list(project.labels.annotate(n_images=Count("images", filter=LIVE_IMAGES)))
@@ -97,6 +105,10 @@ def predictable_runs(*, project: Project):
         Q(status=TrainingRun.Status.SUCCEEDED)
         | Q(status__in=[TrainingRun.Status.RUNNING, TrainingRun.Status.CANCELLED], metrics__first_model_ready=True)
     )
+
+
+def latest_finished_run(*, project: Project) -> TrainingRun | None:
+    return project.runs.filter(status=TrainingRun.Status.SUCCEEDED).first()
 
 
 def images_by_pk(*, project: Project, pks) -> dict[int, Image]:
@@ -210,3 +222,32 @@ def near_duplicate_images(*, project: Project) -> list[list[Image]]:
     groups = near_duplicate_groups(project=project)
     images = {image.pk: image for image in project.images.select_related("label").filter(pk__in=[pk for g in groups for pk in g])}
     return [[images[pk] for pk in group] for group in groups]
+
+
+def training_problems(*, project: Project) -> list[str]:
+    """Why this project cannot be trained yet; empty when it can."""
+    return problems_for_counts(image_counts(project=project), held_out=test_image_counts(project=project))
+
+
+def problems_for_counts(counts: dict[str, int], *, held_out: dict[str, int]) -> list[str]:
+    """The rules at "Train" and again when the worker takes its snapshot of the images: `counts`
+    are images per class, `held_out` those of them set aside for testing (never trained on)."""
+    problems = []
+    if len(counts) < MIN_CLASSES:
+        problems.append(f"Add at least {MIN_CLASSES} classes (this project has {len(counts)}).")
+    for name, count in counts.items():
+        held = held_out.get(name, 0)
+        if count < MIN_IMAGES_PER_CLASS:
+            problems.append(f"Class “{name}” has {count} image(s); add at least {MIN_IMAGES_PER_CLASS}.")
+        elif count - held < MIN_IMAGES_PER_CLASS:
+            problems.append(f"Class “{name}” has {count - held} image(s) left for training "
+                            f"({held} set aside for testing); keep at least {MIN_IMAGES_PER_CLASS} for training.")
+    return problems
+
+
+def workers_online() -> bool:
+    """Whether any training worker is listening, so a queued run's page can say why it waits."""
+    try:
+        return bool(Worker.all(queue=django_rq.get_queue("default")))
+    except Exception:  # Redis down: the page still renders; the run stays queued in the database
+        return False

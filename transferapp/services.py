@@ -27,9 +27,7 @@ from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
 
 logger = logging.getLogger(__name__)
 
-MIN_CLASSES = 2
 QUEUE_DOWN = "The job queue (Redis) could not be reached, so this was not started. Try again in a moment; if it persists, ask your administrator to check Redis."
-MIN_IMAGES_PER_CLASS = selectors.MIN_IMAGES_PER_CLASS
 
 
 class ServiceError(Exception):
@@ -316,6 +314,45 @@ def images_move(*, images: list[Image], label: Label) -> int:
     return Image.objects.filter(pk__in=ids).update(label=label)
 
 
+def images_set_aside(*, images: list[Image], for_testing: bool) -> int:
+    """Hold images out of training (scored only, as a test set), or give them back to training."""
+    ids = [image.pk for image in images]
+    if for_testing:
+        return Image.objects.filter(pk__in=ids).update(split="test")
+    return Image.objects.filter(pk__in=ids, split="test").update(split="")
+
+
+def image_confirm_label(*, image: Image) -> None:
+    """The user checked a suspected mislabel and says the label is right: not asked again."""
+    Image.objects.filter(pk=image.pk).update(label_confirmed=True)
+
+
+def image_relabel(*, image: Image, label: Label) -> None:
+    """Move one image to another class of its project; a label the user chose is a checked one."""
+    if label.project_id != image.project_id:
+        raise ServiceError("That class belongs to another project.")
+    Image.objects.filter(pk=image.pk).update(label=label, label_confirmed=True)
+
+
+def run_set_alpha(*, run: TrainingRun, alpha: float) -> None:
+    """The risk level of the run's prediction sets; refused below what its calibration supports."""
+    floor = (run.metrics.get("trust") or {}).get("min_alpha", 0.0)
+    if alpha <= 0 or alpha < floor or alpha > 0.5:
+        raise ServiceError(f"Choose a risk level between {max(floor, 0.001):g} and 0.5: with "
+                           f"{(run.metrics.get('trust') or {}).get('n_calibration', 0)} calibration images a "
+                           "smaller one cannot be promised.")
+    TrainingRun.objects.filter(pk=run.pk).update(alpha=alpha)
+
+
+def run_set_threshold(*, run: TrainingRun, positive_class: str, threshold: float | None) -> None:
+    """Two-class runs: which class is positive and the score from which predictions call it."""
+    if len(run.classes) != 2 or positive_class not in run.classes:
+        raise ServiceError("A decision threshold needs a two-class model and one of its classes.")
+    if threshold is not None and not 0 < threshold < 1:
+        raise ServiceError("The threshold must be between 0 and 1.")
+    TrainingRun.objects.filter(pk=run.pk).update(positive_class=positive_class, decision_threshold=threshold)
+
+
 def images_delete(*, images: list[Image]) -> int:
     """Move images of one project to the trash (the caller selected them through selectors): they
     leave every list at once and can be restored until deleted_images_purge() removes them."""
@@ -398,24 +435,8 @@ def project_purge_files(*, project_id: int, older_than: datetime) -> int:
     return removed
 
 
-def training_problems(*, project: Project) -> list[str]:
-    """Why this project cannot be trained yet; empty when it can."""
-    return problems_for_counts(selectors.image_counts(project=project))
-
-
-def problems_for_counts(counts: dict[str, int]) -> list[str]:
-    """The same rules at "Train" and when the worker takes its snapshot of the images."""
-    problems = []
-    if len(counts) < MIN_CLASSES:
-        problems.append(f"Add at least {MIN_CLASSES} classes (this project has {len(counts)}).")
-    for name, count in counts.items():
-        if count < MIN_IMAGES_PER_CLASS:
-            problems.append(f"Class “{name}” has {count} image(s); add at least {MIN_IMAGES_PER_CLASS}.")
-    return problems
-
-
 def training_start(*, project: Project, base_model: str, preset: str, config: dict) -> TrainingRun:
-    problems = training_problems(project=project)
+    problems = selectors.training_problems(project=project)
     if problems:
         raise ServiceError(" ".join(problems))
     _refuse_if(quotas.run_refusal(owner=project.owner_id))

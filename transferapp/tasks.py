@@ -110,11 +110,12 @@ class Untrainable(Exception):
 
 
 def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
-    problems = services.problems_for_counts(snapshot.counts())
+    problems = selectors.problems_for_counts(snapshot.counts(), held_out=snapshot.counts(held_out=True))
     if problems:
         raise Untrainable(" ".join(problems))
+    samples, test = snapshot.trainable(), snapshot.held_out()
     config = TrainConfig.from_dict(run.config)
-    train, val, how_split = split_for_run(run.project, snapshot.samples, snapshot.given_val, config)
+    train, val, how_split = split_for_run(run.project, samples, snapshot.given_val, config)
     out_dir = _artifact_dir(run)
     TrainingRun.objects.filter(pk=run.pk).update(classes=snapshot.classes, n_images=len(snapshot.samples),
                                                  artifact_dir=str(out_dir))
@@ -125,6 +126,7 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
         snapshot.classes,
         config,
         out_dir,
+        test=test,
         cache_dir=Path(settings.FEATURE_CACHE_DIR),
         on_progress=reporter.report,
         should_stop=reporter.should_stop,
@@ -140,9 +142,17 @@ class Snapshot:
     classes: list[str]
     given_val: set[str]
     sha256s: set[str]
+    test_keys: set[str]  # imported test/ folders or images set aside: only ever scored
 
-    def counts(self) -> dict[str, int]:
-        per_label = Counter(s.label for s in self.samples)
+    def trainable(self) -> list[Sample]:
+        return [s for s in self.samples if s.key not in self.test_keys]
+
+    def held_out(self) -> list[Sample]:
+        return [s for s in self.samples if s.key in self.test_keys]
+
+    def counts(self, held_out: bool = False) -> dict[str, int]:
+        """Images per class (all of them, or only those held out for testing)."""
+        per_label = Counter(s.label for s in (self.held_out() if held_out else self.samples))
         return {name: per_label[i] for i, name in enumerate(self.classes)}
 
 
@@ -156,7 +166,8 @@ def _snapshot(run: TrainingRun) -> Snapshot:
     storage = Image._meta.get_field("file").storage
     samples = [Sample(path=storage.path(file), label=index[label], key=str(pk)) for pk, file, _, _, label in rows]
     given_val = {str(pk) for pk, _, split, _, _ in rows if split == "val"}
-    return Snapshot(samples, classes, given_val, {row[3] for row in rows})
+    test_keys = {str(pk) for pk, _, split, _, _ in rows if split == "test"}
+    return Snapshot(samples, classes, given_val, {row[3] for row in rows}, test_keys)
 
 
 def split_for_run(project, samples, given_val: set[str], config: TrainConfig):

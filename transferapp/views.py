@@ -11,13 +11,12 @@ from django.db import connection
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.http import content_disposition_header
+from django.utils import timezone
+from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from django.utils import timezone
-
-from transferapp import charts, estimates, forms, predictions, quotas, selectors, services, throttle, uploads, zipstream
+from transferapp import charts, estimates, forms, predictions, quotas, selectors, services, throttle, trust, uploads, zipstream
 from transferapp.engine import imaging
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
@@ -64,7 +63,7 @@ def project_detail(request, pk):
         "labels": selectors.labels_with_previews(project=project),
         "runs": runs,
         "imports": [services.import_check(job=job) for job in project.imports.all()[:5]],
-        "problems": services.training_problems(project=project),
+        "problems": selectors.training_problems(project=project),
         "warnings": selectors.training_warnings(project=project, groups=duplicate_groups),
         "duplicate_groups": duplicate_groups,
         "bases": list_bases(),
@@ -122,6 +121,10 @@ def label_detail(request, project_pk, pk):
 
 def _label_page(request, label, *, partial: bool):
     context = {"project": label.project, "label": label, "images": label.images.all(), "undo": _pop_undo(request, label)}
+    if request.GET.get("suspects"):  # the latest run's suspected mislabels in this class, most suspect first
+        run = selectors.latest_finished_run(project=label.project)
+        found = trust.suspects(run, limit=100, label=label) if run else []
+        context.update(images=[row["image"] for row in found], suspects_only=True)
     if partial:
         return render(request, "transferapp/label_detail.html#image-grid", context)
     return render(request, "transferapp/label_detail.html", context)
@@ -162,12 +165,18 @@ def label_delete(request, project_pk, pk):
 @login_required
 @require_POST
 def label_bulk(request, project_pk, pk):
-    """Move or delete the images selected in a class grid."""
+    """Move, delete, set aside for testing or give back to training the images selected in a class grid."""
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
     images = selectors.images_in_label(label=label, pks=request.POST.getlist("images"))
+    action = request.POST.get("action")
     if not images:
         messages.error(request, "Select one or more images first.")
-    elif request.POST.get("action") == "delete":
+    elif action in ("test", "train"):
+        changed = services.images_set_aside(images=images, for_testing=action == "test")
+        messages.success(request, f"Set aside {changed} image(s) for testing: no run trains on them or chooses with "
+                                  "them; each run scores its final model on them." if action == "test"
+                         else f"{changed} image(s) will be used for training again.")
+    elif action == "delete":
         services.images_delete(images=images)
         _offer_undo(request, label, images)
     else:
@@ -302,6 +311,60 @@ def images_restore(request, pk):
 
 @login_required
 @require_POST
+def image_relabel(request, pk):
+    """One click from the "please look at these first" gallery: move the image to another class."""
+    image = selectors.image_get_for_user(user=request.user, pk=pk)
+    target_pk = request.POST.get("target", "")
+    target = selectors.label_get_for_user(user=request.user, project_pk=image.project_id,
+                                          pk=int(target_pk) if target_pk.isdigit() else 0)
+    _apply(request, services.image_relabel, image=image, label=target)
+    if request.htmx:
+        return HttpResponse(f'<p class="small muted">Moved to “{target.name}”.</p>')
+    messages.success(request, f"Moved {image.original_name} to “{target.name}”.")
+    return _back(request, image.label)
+
+
+@login_required
+@require_POST
+def image_confirm(request, pk):
+    """"Label is right": the image is not listed as a suspect again."""
+    image = selectors.image_get_for_user(user=request.user, pk=pk)
+    services.image_confirm_label(image=image)
+    if request.htmx:
+        return HttpResponse('<p class="small muted">Kept as it is.</p>')
+    messages.success(request, f"{image.original_name}: label kept; it will not be listed again.")
+    return _back(request, image.label)
+
+
+def _back(request, fallback):
+    """Return to the page the form came from (the results page's gallery), if it is ours."""
+    target = request.POST.get("next", "")
+    return redirect(target if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}) else fallback)
+
+
+@login_required
+@require_POST
+def run_trust_settings(request, pk):
+    """The run's risk level and, for two classes, the positive class and decision threshold."""
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    try:
+        if "alpha" in request.POST:
+            services.run_set_alpha(run=run, alpha=float(request.POST["alpha"]))
+        if "positive_class" in request.POST:
+            raw = request.POST.get("threshold", "").strip()
+            services.run_set_threshold(run=run, positive_class=request.POST["positive_class"],
+                                       threshold=float(raw) if raw else None)
+    except ValueError:
+        messages.error(request, "Enter a number such as 0.1.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Saved: predictions with this model use it from now on.")
+    return redirect(run)
+
+
+@login_required
+@require_POST
 def training_start(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
     form = forms.TrainForm(request.POST)
@@ -319,7 +382,7 @@ def training_start(request, pk):
 @login_required
 def run_detail(request, pk):
     run = services.run_check(run=selectors.run_get_for_user(user=request.user, pk=pk))
-    context = _run_context(run)
+    context = {**_run_context(run), **trust.run_context(run, cell=request.GET.get("cell", ""))}
     if request.htmx and request.GET.get("live"):
         response = render(request, "transferapp/run_detail.html#live", context)
         if run.is_finished:
@@ -348,7 +411,7 @@ def _run_context(run: TrainingRun) -> dict:
         "per_class_rows": charts.per_class_rows(metrics.get("per_class", {}), classes),
         "base_label": _base_label(run.base_model),
         "mistakes": [{**m, "image": images.get(pk)} for m, pk in zip(mistakes, pks)],
-        "waiting_for_worker": run.status == TrainingRun.Status.QUEUED and not predictions.workers_online(),
+        "waiting_for_worker": run.status == TrainingRun.Status.QUEUED and not selectors.workers_online(),
         "time_left": estimates.time_left(run, timezone.now()),
         "settings_used": charts.settings_rows(run.config),
     }

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("artifact", help="the model: the zip downloaded from the app, the folder it unzips to, "
                                           "or the model folder itself (meta.json + model.pt)")
     predict.add_argument("images", nargs="+", help="image files, or folders of images (read recursively)")
+    predict.add_argument("--alpha", type=float, default=None,
+                         help="risk level: prediction sets miss the true class at most this often on average "
+                              "(default: the model's, 0.1)")
     predict.set_defaults(func=cmd_predict)
     bench = sub.add_parser("bench", help="time and score a cold-cache training run",
                            description="Train from a cold feature cache and print timings and scores as JSON.")
@@ -93,15 +96,20 @@ def _split(data_dir, config):
 
 
 def cmd_train(args) -> int:
+    """A val/ or test/ folder on disk is held out: scored by the final model, never chosen on."""
     config = _config(args)
     classes, train, val, test = _split(args.data_dir, config)
-    if test is not None:  # a split given on disk is used as given
-        train, val = train + val, test
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = fit(train, val, classes, config, Path(args.out), cache_dir=Path(args.cache_dir or tmp))
-    keys = ("accuracy", "n_train", "n_val", "classes", "seconds", "first_model_s", "first_model_accuracy",
-            "chosen_stage", "chosen_reason")
-    print(json.dumps({k: metrics[k] for k in keys}))
+        metrics = fit(train, val, classes, config, Path(args.out), test=test, cache_dir=Path(args.cache_dir or tmp))
+    keys = ("accuracy", "accuracy_ci", "n_scored", "balanced_accuracy", "baseline", "evaluated_on", "n_train",
+            "n_val", "n_test", "classes", "seconds", "first_model_s", "first_model_accuracy", "chosen_stage",
+            "chosen_reason")
+    paths = {s.key: s.path for s in train + val}
+    suspects = [paths[row["key"]] for row in metrics["suspected_mislabels"]]
+    trust = metrics["trust"]
+    print(json.dumps({**{k: metrics.get(k) for k in keys}, "validation": metrics.get("validation"),
+                      "conformal": trust.get("eval"), "ece": (trust.get("reliability") or {}).get("ece"),
+                      "suspected_mislabels": suspects}))
     return 0
 
 
@@ -109,7 +117,7 @@ def cmd_predict(args) -> int:
     images = _image_paths(args.images)  # a wrong image path is reported before the model loads
     with tempfile.TemporaryDirectory() as tmp:
         predictor = load_predictor(_model_folder(Path(args.artifact), Path(tmp)))
-        for result in predictor.predict_paths(images):
+        for result in predictor.predict_paths(images, alpha=args.alpha):
             print(json.dumps(result))
     return 0
 

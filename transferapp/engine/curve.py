@@ -55,8 +55,10 @@ def _summarise(correct, y_val, plans, fractions, classes):
     return accuracy, per_class
 
 
-def verdict(curve: dict) -> dict:
-    """A plain-language reading of the curve, and the class that would gain most from more images."""
+def verdict(curve: dict, kept_recall: dict | None = None) -> dict:
+    """A plain-language reading of the curve, and the class that would gain most from more images.
+    `kept_recall` (per-class recall of the model the page reports) names the weakest class, so the
+    advice describes that model rather than the curve's quick ones."""
     half = curve["fractions"].index(0.5) if 0.5 in curve["fractions"] else len(curve["fractions"]) // 2
     gain = curve["accuracy"][-1] - curve["accuracy"][half]
     gains = {
@@ -64,7 +66,8 @@ def verdict(curve: dict) -> dict:
         for name, values in curve["per_class"].items()
         if values[-1] is not None and values[half] is not None
     }
-    weakest = min(curve["per_class"], key=lambda n: curve["per_class"][n][-1] if curve["per_class"][n][-1] is not None else 2)
+    final = {n: (kept_recall or {}).get(n, v[-1]) for n, v in curve["per_class"].items()}
+    weakest = min(final, key=lambda n: final[n] if final[n] is not None else 2)
     if gain >= RISING_GAIN:
         most = max(gains, key=gains.get) if gains else weakest
         text = (f"Accuracy is still rising ({gain * 100:+.1f} points from half to all of your images): "
@@ -72,6 +75,6 @@ def verdict(curve: dict) -> dict:
         return {"rising": True, "help_most": most, "verdict": text}
     text = (f"Accuracy has levelled off ({gain * 100:+.1f} points from half to all of your images): "
             "more images of the same kind are unlikely to help much.")
-    if curve["per_class"][weakest][-1] is not None and curve["per_class"][weakest][-1] < 0.9:
+    if final[weakest] is not None and final[weakest] < 0.9:
         text += f" “{weakest}” is the weakest class: check its mistakes, or add more varied images of it."
     return {"rising": False, "help_most": weakest, "verdict": text}

@@ -1,5 +1,8 @@
-"""Validation report: accuracy, per-class precision/recall/F1, confusion matrix, mistakes."""
+"""Evaluation report: accuracy with its evidence (n, Wilson interval, balanced accuracy, the
+majority-class baseline), per-class precision/recall/F1, confusion matrix, mistakes."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -16,11 +19,12 @@ def per_class_scores(confusion: np.ndarray, classes: list[str]) -> dict:
     for i, name in enumerate(classes):
         tp = int(confusion[i, i])
         predicted, support = int(confusion[:, i].sum()), int(confusion[i].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        scores[name] = {"precision": round(precision, 4), "recall": round(recall, 4),
-                        "f1": round(f1, 4), "support": support}
+        # None, not 0: a class with no evaluation images (or never predicted) was not measured.
+        precision = tp / predicted if predicted else None
+        recall = tp / support if support else None
+        f1 = (2 * precision * recall / (precision + recall) if precision + recall else 0.0) \
+            if precision is not None and recall is not None else None
+        scores[name] = {"precision": _r(precision), "recall": _r(recall), "f1": _r(f1), "support": support}
     return scores
 
 
@@ -29,7 +33,7 @@ def report(probs: np.ndarray, labels: np.ndarray, keys: list[str], classes: list
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         return {"accuracy": None, "per_class": per_class_scores(np.zeros((len(classes),) * 2, int), classes),
-                "confusion": [[0] * len(classes) for _ in classes], "mistakes": []}
+                "confusion": [[0] * len(classes) for _ in classes], "mistakes": [], **evidence(labels, labels, classes)}
     pred = probs.argmax(1)
     confusion = confusion_matrix(labels, pred, len(classes))
     mistakes = [{"key": keys[i], "true": classes[labels[i]], "predicted": classes[pred[i]],
@@ -38,7 +42,62 @@ def report(probs: np.ndarray, labels: np.ndarray, keys: list[str], classes: list
     mistakes.sort(key=lambda m: -m["confidence"])  # most confident errors first: likely label noise
     return {"accuracy": round(float((pred == labels).mean()), 4),
             "per_class": per_class_scores(confusion, classes),
-            "confusion": confusion.tolist(), "mistakes": mistakes}
+            "confusion": confusion.tolist(), "mistakes": mistakes, **evidence(labels, pred, classes),
+            "confusion_keys": _cell_keys(labels, pred, keys, len(classes))}
+
+
+def _cell_keys(labels, pred, keys, n_classes) -> list[list[list[str]]]:
+    """The images behind every confusion-matrix cell, so the page can open a cell."""
+    cells = [[[] for _ in range(n_classes)] for _ in range(n_classes)]
+    for t, p, key in zip(labels, pred, keys):
+        cells[int(t)][int(p)].append(str(key))
+    return cells
+
+
+def _r(v):
+    return None if v is None else round(v, 4)
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """95% Wilson score interval for a proportion: sensible at 0 and n, unlike the normal one."""
+    if n == 0:
+        return None
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evidence(labels: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    """What an accuracy rests on: how many images, how uncertain, and what guessing would score."""
+    labels, pred = np.asarray(labels, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    n = len(labels)
+    correct = int((labels == pred).sum())
+    ci = wilson_interval(correct, n)
+    present = [c for c in range(len(classes)) if (labels == c).any()]
+    recalls = [float((pred[labels == c] == c).mean()) for c in present]
+    counts = np.bincount(labels, minlength=len(classes))
+    majority = int(counts.argmax()) if n else None
+    out = {"n_scored": n, "n_correct": correct,
+           "accuracy_ci": [round(ci[0], 4), round(ci[1], 4)] if ci else None,
+           "balanced_accuracy": round(sum(recalls) / len(recalls), 4) if recalls else None,
+           "baseline": {"class": classes[majority], "accuracy": round(float(counts[majority] / n), 4)} if n else None}
+    if len(classes) == 2:
+        out["binary"] = {name: binary_rates(labels, pred, c) for c, name in enumerate(classes)}
+    return out
+
+
+def binary_rates(labels: np.ndarray, pred: np.ndarray, positive: int) -> dict:
+    """Sensitivity (positives found) and specificity (negatives left alone), each with n and interval."""
+    pos, neg = labels == positive, labels != positive
+    tp, tn = int((pred[pos] == positive).sum()), int((pred[neg] != positive).sum())
+    return {"sensitivity": _rate(tp, int(pos.sum())), "specificity": _rate(tn, int(neg.sum()))}
+
+
+def _rate(k: int, n: int) -> dict:
+    ci = wilson_interval(k, n)
+    return {"value": round(k / n, 4) if n else None, "k": k, "n": n,
+            "ci": [round(ci[0], 4), round(ci[1], 4)] if ci else None}
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -4,44 +4,96 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
+from . import calibrate as cal
 from .data import eval_transform, load_rgb
 from .features import pick_device
 from .zoo import Classifier, create_backbone
 
 
+class Trust:
+    """What an artifact keeps for honest answers: sorted conformal scores, the temperature, the
+    novelty bank and threshold. Empty for artifacts written before it existed (and the interim
+    first model): then every answer is the top class, as before."""
+
+    def __init__(self, summary: dict | None = None, arrays: dict | None = None):
+        summary, arrays = summary or {}, arrays or {}
+        self.scores = np.asarray(arrays.get("scores", np.zeros(0)), dtype=np.float64)
+        self.bank = np.asarray(arrays["bank"], dtype=np.float32) if "bank" in arrays else None
+        self.temperature = float(summary.get("temperature", 1.0))
+        self.novelty_threshold = summary.get("novelty_threshold")
+        self.k = int(summary.get("novelty_k", cal.NOVELTY_K))
+        self.default_alpha = float(summary.get("alpha", cal.DEFAULT_ALPHA))
+
+    @property
+    def available(self) -> bool:
+        return len(self.scores) > 0
+
+    def threshold(self, alpha: float | None) -> float | None:
+        """The conformal threshold at `alpha`; ValueError when an explicit alpha needs more
+        calibration images than the model has, None (no sets) when the default one does."""
+        if not self.available:
+            return None
+        if alpha is None:
+            if self.default_alpha < cal.min_alpha(len(self.scores)):
+                return None
+            alpha = self.default_alpha
+        return cal.conformal_threshold(self.scores, alpha)
+
+    def unfamiliar(self, features: np.ndarray) -> np.ndarray:
+        if self.bank is None or self.novelty_threshold is None:
+            return np.zeros(len(features), dtype=bool), np.full(len(features), np.nan)
+        distance = cal.knn_distance(cal.normalise(features), self.bank, self.k)
+        return distance > self.novelty_threshold, distance
+
+
 class Predictor:
     def __init__(self, model: Classifier, classes: list[str], preprocessing: dict, device: torch.device,
-                 batch_size: int = 32):
+                 batch_size: int = 32, trust: Trust | None = None):
         self.model, self.classes, self.preprocessing = model, list(classes), preprocessing
         self.device, self.batch_size = device, batch_size
         self.transform = eval_transform(preprocessing)
+        self.trust = trust or Trust()
 
-    def predict_paths(self, paths) -> list[dict]:
+    def predict_paths(self, paths, alpha: float | None = None) -> list[dict]:
         results = []
         paths = [str(p) for p in paths]
         for start in range(0, len(paths), self.batch_size):
             chunk = paths[start:start + self.batch_size]  # decode a batch at a time: bounded memory
             images = [load_rgb(p) for p in chunk]
-            for path, result in zip(chunk, self.predict_images(images)):
+            for path, result in zip(chunk, self.predict_images(images, alpha=alpha)):
                 results.append({"path": path, **result})
         return results
 
-    def predict_images(self, images: list[Image.Image]) -> list[dict]:
+    def predict_images(self, images: list[Image.Image], alpha: float | None = None) -> list[dict]:
+        """Top class and probabilities, plus the prediction set at risk level `alpha` (ValueError
+        when the model has too few calibration images for it), whether the image is unlike the
+        training images, and the answer in words."""
         if not images:
             return []
+        q = self.trust.threshold(alpha)
         batch = torch.stack([self.transform(im.convert("RGB")) for im in images]).to(self.device)
-        with torch.inference_mode():
-            probs = self.model.predict_proba(batch.contiguous(memory_format=torch.channels_last)).cpu()
-        return [self._describe(p) for p in probs]
+        with torch.inference_mode(), cal.head_input(self.model) as seen:
+            probs = self.model.predict_proba(batch.contiguous(memory_format=torch.channels_last)).float().cpu()
+        probs = cal.apply_temperature(probs.numpy().astype(np.float64), self.trust.temperature)
+        unfamiliar, distance = self.trust.unfamiliar(seen[0].float().cpu().numpy())
+        return [self._describe(p, q, bool(u), float(d)) for p, u, d in zip(probs, unfamiliar, distance)]
 
-    def _describe(self, p: torch.Tensor) -> dict:
+    def _describe(self, p: np.ndarray, q: float | None, unfamiliar: bool, distance: float) -> dict:
         top = int(p.argmax())
         probabilities = {c: float(v) for c, v in zip(self.classes, p)}
+        members = cal.prediction_sets(p[None], q)[0] if q is not None else [top]
+        names = [self.classes[i] for i in members]
         return {"top": self.classes[top], "confidence": float(p[top]),
-                "probabilities": dict(sorted(probabilities.items(), key=lambda kv: -kv[1]))}
+                "probabilities": dict(sorted(probabilities.items(), key=lambda kv: -kv[1])),
+                "prediction_set": [] if unfamiliar else names, "unfamiliar": unfamiliar,
+                "abstained": unfamiliar or len(names) != 1,
+                "answer": cal.answer_text(names, unfamiliar) if q is not None or unfamiliar else
+                f"{names[0]} (too few images to say how sure)",
+                "novelty": None if np.isnan(distance) else round(distance, 4), "calibrated": q is not None}
 
 
 def load_predictor(artifact_dir, device=None) -> Predictor:
@@ -57,4 +109,6 @@ def load_predictor(artifact_dir, device=None) -> Predictor:
     # A model trained with "images must not be mirrored" never averages with a mirror image.
     model.flip_tta = bool(meta.get("flip_tta", False)) and not meta.get("config", {}).get("no_mirroring", False)
     model.eval().to(device=device, memory_format=torch.channels_last)
-    return Predictor(model, meta["classes"], meta["preprocessing"], device)
+    trust_file = artifact / "trust.npz"
+    arrays = dict(np.load(trust_file)) if trust_file.exists() and meta.get("trust") else None
+    return Predictor(model, meta["classes"], meta["preprocessing"], device, trust=Trust(meta.get("trust"), arrays))

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics as M
+from .calibrate import calibrate, head_input
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, train_transform
-from .curve import learning_curve
+from .curve import learning_curve, verdict
 from .head import class_weights, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
 from .zoo import Backbone, Classifier, create_backbone, frozen_runner, precision
@@ -30,16 +31,21 @@ PATIENCE = 4  # stage-2 epochs that improve neither validation accuracy nor loss
 
 
 def fit(train: list[Sample], val: list[Sample], classes: list[str], config: TrainConfig, out_dir: Path, *,
-        cache_dir: Path | None = None, on_progress: Callable[[dict], None] | None = None,
-        should_stop: Callable[[], bool] | None = None) -> dict:
-    """Train, write out_dir/model.pt + meta.json, return the metrics (also in meta.json)."""
+        test: list[Sample] | None = None, cache_dir: Path | None = None,
+        on_progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train, write out_dir/model.pt + meta.json, return the metrics (also in meta.json).
+
+    `test` images are held out: they are scored once, by the final model, and take part in no
+    training, early stopping, choice of stage, calibration or retrain."""
     started = time.perf_counter()
+    test = list(test or [])
     _check_inputs(train, classes)
+    _check_held_out(train, val, test)
     _seed_everything(config.seed)
     run = _Run(config, on_progress, should_stop, started)
     device = pick_device()
     backbone = create_backbone(config.base, image_size=config.image_size)
-    x_train, x_val = run.features(train, val, backbone, cache_dir, device)
+    x_train, x_val, x_test = run.features(train, val, backbone, cache_dir, device, test)
     y_train, y_val = _labels(train), _labels(val)
 
     head, stage1 = fit_linear_head(x_train, y_train, len(classes))
@@ -71,16 +77,78 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         refit = _refit(model, backbone, stage1_state, chosen, best, train, val, (x_train, x_val), stage1["C"],
                        run, device)
         reason = f"{reason} {refit['note']}"
-    result = {**report, "n_train": len(train), "n_val": len(val), "classes": list(classes),
+    run.report(run.last_fraction, "calibrate", "Checking how far each answer can be trusted")
+    dev = train + val
+    final = _final_outputs(model, chosen, dev, test, np.concatenate([x_train, x_val]), x_test, backbone, device, run)
+    y_test = _labels(test)
+    if test:  # the headline: images that took part in nothing
+        report = {**M.report(final["test_probs"], y_test, [s.key for s in test], classes),
+                  "evaluated_on": "test", "validation": _summary(report)}
+    else:
+        report = {**report, "evaluated_on": "validation"}
+    if len(classes) == 2:  # what the page's decision-threshold control trades off, image by image
+        probs, ys = (final["test_probs"], y_test) if test else (val_probs, y_val)
+        report["eval_scores"] = [[int(y), round(float(p[1]), 4)] for p, y in zip(probs, ys)]
+    if curve:
+        curve.update(verdict(curve, kept_recall={n: m["recall"] for n, m in report["per_class"].items()}))
+    trust, trust_arrays = calibrate(
+        dev_features=final["dev_features"], dev_labels=_labels(dev), dev_keys=[s.key for s in dev],
+        oof_features=np.concatenate([x_train, x_val]), C=stage1["C"], n_classes=len(classes),
+        finetuned=chosen == "finetune", val_probs=val_probs, val_labels=y_val,
+        eval_probs=final["test_probs"] if test else val_probs, eval_labels=y_test if test else y_val,
+        seed=config.seed)
+    result = {**report, "n_train": len(train), "n_val": len(val), "n_test": len(test), "classes": list(classes),
+              "trust": trust, "suspected_mislabels": trust.pop("suspected_mislabels"),
+              "odd_ones_out": trust.pop("odd_ones_out"),
               "history": run.history, "chosen_stage": chosen, "chosen_reason": reason, "refit": refit,
               "seconds": round(time.perf_counter() - started, 2), "first_model_s": round(first_model_s, 2),
               "first_model_accuracy": row["val_accuracy"], "base": config.base, "config": asdict(config),
               "stage1_c": stage1["C"], "feature_seconds": round(run.feature_seconds, 2),
               "n_embedded": run.n_embedded, "precision": precision(device),
               "strategy": _strategy(chosen, stage1, config, run.history, refit), "learning_curve": curve}
-    save_artifact(out_dir, model, head, backbone, classes, config, result)
+    save_artifact(out_dir, model, head, backbone, classes, config, result, trust_arrays)
     run.report(1.0, "done", "Training finished")
     return result
+
+
+def _summary(report: dict) -> dict:
+    keys = ("accuracy", "accuracy_ci", "n_scored", "balanced_accuracy", "baseline", "per_class")
+    return {k: report.get(k) for k in keys}
+
+
+def _check_held_out(train, val, test) -> None:
+    held = {s.key for s in test}
+    if held & {s.key for s in train + val}:
+        raise ValueError("An image is both in the test set and in the training or validation images.")
+
+
+def _final_outputs(model, chosen, dev, test, x_dev, x_test, backbone, device, run) -> dict:
+    """The final model's features of the development images (its novelty bank) and its
+    probabilities on the test images. A kept quick model's body is the pretrained one, so the
+    cached features are its features; a fine-tuned body has to look at the images again."""
+    if chosen == "head":
+        head = copy.deepcopy(model.head).cpu()
+        return {"dev_features": x_dev, "test_probs": _head_probs(head, x_test) if len(test) else None}
+    dev_feats, _ = _model_outputs(model, dev, backbone.preprocessing, run.config.batch_size, device, run)
+    test_probs = _model_outputs(model, test, backbone.preprocessing, run.config.batch_size, device, run)[1] if test else None
+    return {"dev_features": dev_feats, "test_probs": test_probs}
+
+
+def _model_outputs(model, samples, prep, batch_size, device, run) -> tuple[np.ndarray, np.ndarray]:
+    """(penultimate features, probabilities) of the model on the images, as Predictor computes them.
+    No cancellation check: the model is final by now (a cancelled retrain keeps the validated one),
+    and one forward pass over the images finishes the run."""
+    transform, feats, probs = eval_transform(prep), [], []
+    model.eval().to(device=device, memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            x = _load_batch(samples[start:start + batch_size], transform, prep).to(device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with head_input(model) as seen:
+                p = model.predict_proba(x)
+            feats.append(seen[0].float().cpu())
+            probs.append(p.float().cpu())
+    return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
 
 def _save_first_model(out_dir, model, head, backbone, classes, config, row, first_model_s) -> None:
@@ -104,6 +172,7 @@ class _Run:
         self.on_progress, self.should_stop = on_progress, should_stop
         self.history: list[dict] = []
         self.feature_seconds, self.n_embedded = 0.0, 0
+        self.last_fraction = 0.0
         # Share of the progress bar per phase: features dominate stage 1, fine-tuning dominates "best";
         # the retrain on all images runs about as long as fine-tuning did.
         self.features_end, self.head_end = (0.2, 0.25) if config.preset == "best" else (0.9, 1.0)
@@ -111,6 +180,7 @@ class _Run:
         self.deadline = started + config.time_budget_s
 
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
+        self.last_fraction = max(self.last_fraction, fraction)
         if self.on_progress:
             event = {"stage": stage, "fraction": round(min(max(fraction, 0.0), 1.0), 4), "epoch": epoch,
                      "total_epochs": total_epochs, "message": message, **extra}
@@ -128,9 +198,9 @@ class _Run:
         total = 1 if stage == "head" else self.config.epochs
         self.report(fraction, stage, message, row["epoch"], total, with_history=True, **extra)
 
-    def features(self, train, val, backbone, cache_dir, device):
+    def features(self, train, val, backbone, cache_dir, device, test=()):
         t0 = time.perf_counter()
-        samples = train + val
+        samples = train + val + list(test)
         counted = {"todo": 0}
 
         def progress(done, total):
@@ -141,7 +211,8 @@ class _Run:
         x = embed(samples, backbone, cache_dir=cache_dir, batch_size=self.config.batch_size,
                   progress=progress, should_stop=self.should_stop, device=device)
         self.feature_seconds, self.n_embedded = time.perf_counter() - t0, counted["todo"]
-        return x[:len(train)], x[len(train):]
+        n_dev = len(train) + len(val)
+        return x[:len(train)], x[len(train):n_dev], x[n_dev:]
 
 
 def _check_inputs(train, classes):
@@ -459,7 +530,7 @@ def _refit_done(info: dict, t0: float, how: str) -> dict:
 # --- artifact -------------------------------------------------------------------------------
 
 def save_artifact(out_dir: Path, model: Classifier, stage1_head: nn.Linear, backbone: Backbone,
-                  classes: list[str], config: TrainConfig, result: dict) -> None:
+                  classes: list[str], config: TrainConfig, result: dict, trust_arrays: dict | None = None) -> None:
     """model.pt (full state dict) + meta.json: enough to predict without the database."""
     import timm
     import torchvision
@@ -470,9 +541,13 @@ def save_artifact(out_dir: Path, model: Classifier, stage1_head: nn.Linear, back
     _save_atomically({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
     # The stage-1 head alone (a few KB): lets bench score the first model on a held-out test set.
     torch.save(stage1_head.state_dict(), out / "stage1_head.pt")
+    if trust_arrays:  # what predict needs for prediction sets and the novelty check, without the DB
+        np.savez(out / "trust.npz.tmp.npz", **trust_arrays)
+        (out / "trust.npz.tmp.npz").replace(out / "trust.npz")
     meta = {"format": 1, "classes": list(classes), "base": config.base, "feature_dim": backbone.feature_dim,
             "fp32_from": model.fp32_from, "flip_tta": model.flip_tta,
             "preprocessing": backbone.preprocessing, "config": asdict(config), "metrics": result,
+            "trust": result.get("trust"),
             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__}}
     tmp = out / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
