@@ -4,7 +4,9 @@ good images in a batch are still predicted, and nobody reaches another user's mo
 One real model is trained once per session by the engine (fast preset, tiny images); each test
 gets its own copy of its folder, so a test that damages it harms no other.
 """
+import html
 import json
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -64,8 +66,14 @@ def _predict(client, project, *files, script=False, follow=False, **data):
 
 
 def _error(response) -> str:
-    assert response.status_code == 400, response.content[:300]
-    return json.loads(response.content)["error"]
+    """The reason given for a refusal: a JSON error (nothing to predict with, or nothing sent), or a
+    refused row of the predictions table (a file the model could not be given)."""
+    if response.status_code == 400:
+        return json.loads(response.content)["error"]
+    assert response.status_code == 200, response.content[:300]
+    row = re.search(r'data-upload-status="refused" data-upload-reason="([^"]*)"', response.content.decode())
+    assert row, response.content[:300]
+    return html.unescape(row.group(1))
 
 
 def _red():
@@ -75,7 +83,7 @@ def _red():
 def test_it_predicts_a_good_image(alice, run):
     response = _predict(alice, run.project, _red(), script=True)
     assert response.status_code == 200
-    assert '<h3 class="top-class">red' in response.content.decode()
+    assert '<td class="top-class"><strong>red' in response.content.decode()
 
 
 def test_it_says_to_train_first_when_the_project_has_no_model(alice, user):
@@ -107,8 +115,10 @@ def test_it_asks_for_a_file_when_none_was_sent(alice, run):
     ],
 )
 def test_an_unusable_file_is_refused_with_its_reason(alice, run, name, data, says):
-    reason = _error(_predict(alice, run.project, upload(name, data), script=True))
-    assert name in reason and says in reason and "Traceback" not in reason
+    response = _predict(alice, run.project, upload(name, data), script=True)
+    reason = _error(response)
+    assert says in reason and "Traceback" not in reason
+    assert f'title="{name}"' in response.content.decode()  # the refused row names its file
 
 
 def test_an_oversized_file_is_refused_before_it_is_read(alice, run, settings):
@@ -139,8 +149,8 @@ def test_a_mixed_batch_still_predicts_the_good_images(alice, run):
         upload("empty.png", b""),
     ]
     page = _predict(alice, run.project, *files).content.decode()
-    assert page.count('class="card prediction"') == 2
-    assert '<h3 class="top-class">red' in page and '<h3 class="top-class">blue' in page
+    assert page.count('<tr class="prediction"') == 2
+    assert '<td class="top-class"><strong>red' in page and '<td class="top-class"><strong>blue' in page
     assert page.count("prediction-error") == 2 and "notes.png" in page and "empty.png" in page
     assert run.project.images.count() == 10  # predicting stores nothing
 
@@ -154,4 +164,4 @@ def test_another_users_project_and_model_are_a_404(client, run, other_user, trai
     own = _finished_run(project_with_images(other_user, classes=CLASSES, name="Mine"), trained_model_dir, tmp_path)
     response = _predict(client, own.project, _red(), script=True, run=run.pk)
     assert response.status_code == 200
-    assert f"run #{own.pk}" in response.content.decode() and f"run #{run.pk}" not in response.content.decode()
+    assert f'data-run="{own.pk}"' in response.content.decode() and f'data-run="{run.pk}"' not in response.content.decode()

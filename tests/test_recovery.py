@@ -23,7 +23,7 @@ from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
 from tests.test_failures import _wait_for, start_worker  # noqa: F401 (a fixture)
 from tests.test_import import make_zip, messy_zip
-from transferapp import intake, services, tasks
+from transferapp import intake, reaper, services, tasks
 from transferapp.models import Image, ImportJob, Project, TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -195,7 +195,7 @@ def test_an_import_stops_when_its_project_is_deleted_and_leaves_no_files(alice, 
     def image_add_then_delete_the_project(**kwargs):
         calls.append(kwargs["name"])
         if len(calls) == 3:  # the owner deletes the project while the worker imports
-            alice.post(reverse("project_delete", args=[project.pk]))
+            alice.post(reverse("project_delete", args=[project.pk]), {"confirm_name": project.name})
         return real_image_add(**kwargs)
 
     monkeypatch.setattr(services, "image_add", image_add_then_delete_the_project)
@@ -209,7 +209,7 @@ def test_an_import_stops_when_its_project_is_deleted_and_leaves_no_files(alice, 
 def test_deleting_a_project_with_a_queued_import_removes_the_uploaded_zip(alice, user, queue):
     project = services.project_create(owner=user, name="P")
     job = _import_zip(alice, project, messy_zip())
-    alice.post(reverse("project_delete", args=[project.pk]))
+    alice.post(reverse("project_delete", args=[project.pk]), {"confirm_name": project.name})
     assert not Path(job.upload_path).exists()
     _work_off("intake")  # the job finds no row and does nothing
     assert not (Path(settings.MEDIA_ROOT) / "projects" / str(project.pk)).exists()
@@ -237,12 +237,16 @@ def test_deleting_images_classes_and_projects_removes_their_cached_features_unle
     _fake_cache_entries(images.values())
     only_mine = images[(mine.pk, "blue-1.png")]
     alice.post(reverse("image_delete", args=[only_mine.pk]))
+    assert len(_cache_entries_for(only_mine)) == 4  # in the trash: "Undo" may still bring it back
+    Image.all_objects.filter(pk=only_mine.pk).update(deleted_at=timezone.now() - timedelta(days=1))
+    reaper.sweep()  # the undo window has passed: a worker purges it without anyone visiting
     assert not _cache_entries_for(only_mine)
+    assert not Image.all_objects.filter(pk=only_mine.pk).exists()
     same_bytes = images[(mine.pk, "red-0.png")]
-    alice.post(reverse("label_delete", args=[mine.pk, same_bytes.label_id]))
+    alice.post(reverse("label_delete", args=[mine.pk, same_bytes.label_id]), {"confirm_name": "red"})
     assert len(_cache_entries_for(same_bytes)) == 4  # the other project still has these bytes
     assert not _cache_entries_for(images[(mine.pk, "red-1.png")])
-    alice.post(reverse("project_delete", args=[shared.pk]))
+    alice.post(reverse("project_delete", args=[shared.pk]), {"confirm_name": shared.name})
     assert not _cache_entries_for(same_bytes)
     assert len(_cache_entries_for(images[(mine.pk, "blue-0.png")])) == 4
 

@@ -500,11 +500,6 @@ def _predict_post(request, project, runs):
             results.append({"name": upload.name, "error": str(exc)})
     if not results:
         return _refuse(request, "Choose one or more images first.", request.path)
-    refused = [r for r in results if "error" in r]
-    if _is_script_request(request) and len(refused) == len(results):
-        # An error status, so the uploader marks the file as refused (with the reason) instead of
-        # "Classified"; the uploader sends one file per request.
-        return JsonResponse({"error": " ".join(f"{r['name']}: {r['error']}" for r in refused)}, status=400)
     context = {"project": project, "runs": runs, "run": run, "results": results}
     if _is_script_request(request):
         return render(request, "transferapp/predict.html#results", context)
