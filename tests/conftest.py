@@ -10,9 +10,10 @@ from PIL import Image, ImageDraw
 PALETTE = {"red": (220, 40, 40), "blue": (40, 60, 220), "green": (40, 180, 60)}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def embedded_redis():
-    """Start the embedded Redis when no REDIS_URL was given (the same one `serve` uses)."""
+    """Start the embedded Redis when no REDIS_URL was given (the same one `serve` uses). For every
+    test: the cache behind the sign-in and sign-up throttles lives there too."""
     from django.conf import settings
 
     if os.environ.get("REDIS_URL"):

@@ -36,7 +36,8 @@ def _trained_project(owner):
 def test_no_page_or_flow_violates_the_content_security_policy(live_server, queue, user, browser, watched_page):
     project, run = _trained_project(user)
     label = project.labels.get(name="red")
-    job = ImportJob.objects.create(project=project, source_name="photos.zip", status="done", report=[{"name": "x.txt", "label": "red", "ok": False, "reason": "not an image"}])
+    job = ImportJob.objects.create(project=project, source_name="photos.zip", status="done")
+    job.report_rows.create(name="x.txt", label="red", ok=False, reason="not an image")
     page, base = watched_page, live_server.url
     page.context.add_init_script(RECORD_VIOLATIONS)
     console = []

@@ -181,13 +181,18 @@ SETTING_LABELS = {
     "seed": "Random seed",
     "image_size": "Image size",
     "refit": "Retrained on all images",
+    "no_mirroring": "Images must not be mirrored",
 }
+# Settings only fine-tuning reads: a "fast" run never used them, so its table leaves them out.
+FINETUNE_ONLY = {"epochs", "lr", "batch_size", "unfrozen_blocks", "augmentation"}
 
 
 def settings_rows(config: dict) -> list[tuple[str, str]]:
     """(label, value) pairs for the "Settings used" table, known settings first in form order."""
-    rows = [(SETTING_LABELS[key], _setting_text(key, config[key])) for key in SETTING_LABELS if key in config]
-    rows += [(key.replace("_", " ").capitalize(), _setting_text(key, value)) for key, value in config.items() if key not in SETTING_LABELS]
+    unused = FINETUNE_ONLY if config.get("preset") == "fast" else set()
+    shown = {key: value for key, value in config.items() if key not in unused}
+    rows = [(SETTING_LABELS[key], _setting_text(key, shown[key])) for key in SETTING_LABELS if key in shown]
+    rows += [(key.replace("_", " ").capitalize(), _setting_text(key, value)) for key, value in shown.items() if key not in SETTING_LABELS]
     return rows
 
 
