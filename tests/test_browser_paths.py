@@ -329,3 +329,37 @@ def test_the_owner_downloads_the_model_as_a_zip_with_its_weights_and_meta(
     # Chromium reports a navigation that turned into a download as an aborted request.
     problems = [p for p in page.problems if not ("/download/" in p and "ERR_ABORTED" in p)]
     assert not problems, problems
+
+
+COUNT_DOCUMENT_LISTENERS = """
+  // How many click listeners the page's scripts add to the document, however often htmx swaps.
+  window.documentClickListeners = 0;
+  const add = Document.prototype.addEventListener;
+  Document.prototype.addEventListener = function (type, ...rest) {
+    if (type === "click") window.documentClickListeners += 1;
+    return add.call(this, type, ...rest);
+  };
+"""
+
+
+def test_swapping_the_class_grid_adds_no_listeners_and_selection_still_works(
+    live_server, queue, user, screenshots, watched_page
+):
+    project = project_with_images(user, classes=("red", "blue"), per_class=6)
+    red = project.labels.get(name="red")
+    page = _signed_in(watched_page, live_server, user)
+    page.context.add_init_script(COUNT_DOCUMENT_LISTENERS)
+    page.goto(f"{live_server.url}{red.get_absolute_url()}")
+    grid = page.locator("#image-grid")
+    expect(grid.locator(".thumb")).to_have_count(6)
+    listeners = page.evaluate("window.documentClickListeners")
+    for remaining in (5, 4, 3):  # each × deletes one image and htmx swaps the whole grid
+        grid.locator(".thumb-delete").first.click(force=True)
+        expect(grid.locator(".thumb")).to_have_count(remaining)
+    assert page.evaluate("window.documentClickListeners") == listeners
+    boxes = grid.locator("input.thumb-select")
+    boxes.nth(0).click()
+    boxes.nth(2).click(modifiers=["Shift"])
+    expect(page.locator("[data-selected-count]")).to_contain_text("3 selected")
+    screenshots(page, "selection-after-swaps")
+    assert not page.problems, page.problems

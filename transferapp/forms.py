@@ -7,6 +7,7 @@ PRESETS = [
     ("fast", "Fast: a first model in seconds (frozen base, new top layer)"),
 ]
 AUGMENTATION = [("none", "None"), ("light", "Light"), ("medium", "Medium"), ("strong", "Strong")]
+REFIT = [("", "Default (yes)"), ("yes", "Yes"), ("no", "No: keep the model validation scored")]
 
 
 class NameForm(forms.Form):
@@ -23,13 +24,15 @@ class TrainForm(forms.Form):
     unfrozen_blocks = forms.IntegerField(required=False, min_value=0, max_value=6)
     augmentation = forms.ChoiceField(required=False, choices=[("", "Default")] + AUGMENTATION)
     time_budget_minutes = forms.FloatField(required=False, min_value=0.5, max_value=24 * 60)
-    refit = forms.ChoiceField(required=False, choices=[("", "Default"), ("yes", "Yes"), ("no", "No")])
+    refit = forms.ChoiceField(required=False, choices=REFIT)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         bases = list_bases()
         self.fields["base_model"].choices = [(b.name, b.label) for b in bases]
         self.fields["base_model"].initial = bases[0].name
+        for name in ("epochs", "learning_rate", "batch_size", "unfrozen_blocks", "time_budget_minutes"):
+            self.fields[name].widget.attrs["placeholder"] = "auto"  # empty: the engine's default
 
     def engine_config(self) -> dict:
         data = self.cleaned_data

@@ -251,3 +251,8 @@ def workers_online() -> bool:
         return bool(Worker.all(queue=django_rq.get_queue("default")))
     except Exception:  # Redis down: the page still renders; the run stays queued in the database
         return False
+
+
+def other_labels(*, label: Label) -> list[Label]:
+    """The classes an image of `label` can be moved to."""
+    return list(label.project.labels.exclude(pk=label.pk))

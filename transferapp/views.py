@@ -120,7 +120,8 @@ def label_detail(request, project_pk, pk):
 
 
 def _label_page(request, label, *, partial: bool):
-    context = {"project": label.project, "label": label, "images": label.images.all(), "undo": _pop_undo(request, label)}
+    context = {"project": label.project, "label": label, "images": label.images.all(), "undo": _pop_undo(request, label),
+               "other_labels": selectors.other_labels(label=label)}
     if request.GET.get("suspects"):  # the latest run's suspected mislabels in this class, most suspect first
         run = selectors.latest_finished_run(project=label.project)
         found = trust.suspects(run, limit=100, label=label) if run else []

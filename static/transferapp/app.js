@@ -318,29 +318,29 @@
     if (label) label.textContent = count ? count + " selected" : "Select images with their boxes (Shift-click selects a range).";
     form.querySelectorAll("button[name=action]").forEach(function (b) { b.toggleAttribute("data-empty", !count); });
   }
-  function bind(form) {
-    if (form.dataset.bound) return;
-    form.dataset.bound = "1";
-    var last = null;
-    document.addEventListener("click", function (event) {
-      var box = event.target;
-      if (!(box instanceof HTMLInputElement) || box.getAttribute("form") !== form.id) return;
-      var boxes = boxesFor(form);
-      if (event.shiftKey && last !== null) {
-        var a = boxes.indexOf(last), b = boxes.indexOf(box);
-        boxes.slice(Math.min(a, b), Math.max(a, b) + 1).forEach(function (x) { x.checked = box.checked; });
-      }
-      last = box;
-      updateCount(form);
-    });
-    var all = form.querySelector("[data-select-all]");
-    if (all) all.addEventListener("change", function () {
-      boxesFor(form).forEach(function (b) { b.checked = all.checked; });
-      updateCount(form);
-    });
+  // One listener for the whole document, added once: the grid is swapped by htmx, and a listener
+  // per swapped-in form would pile up (and keep the old forms alive).
+  var lastBox = {}; // form id -> the box clicked last, for Shift-click ranges
+  document.addEventListener("click", function (event) {
+    var box = event.target;
+    var form = box instanceof HTMLInputElement && box.form && box.form.matches("form[data-selection]") ? box.form : null;
+    if (!form || box.type !== "checkbox" || box.hasAttribute("data-select-all")) return;
+    var boxes = boxesFor(form), last = lastBox[form.id];
+    if (event.shiftKey && last && boxes.indexOf(last) >= 0) {
+      var a = boxes.indexOf(last), b = boxes.indexOf(box);
+      boxes.slice(Math.min(a, b), Math.max(a, b) + 1).forEach(function (x) { x.checked = box.checked; });
+    }
+    lastBox[form.id] = box;
     updateCount(form);
-  }
-  function init(root) { (root || document).querySelectorAll("form[data-selection]").forEach(bind); }
+  });
+  document.addEventListener("change", function (event) {
+    var all = event.target;
+    if (!(all instanceof HTMLInputElement) || !all.hasAttribute("data-select-all")) return;
+    var form = all.closest("form[data-selection]");
+    boxesFor(form).forEach(function (b) { b.checked = all.checked; });
+    updateCount(form);
+  });
+  function init(root) { (root || document).querySelectorAll("form[data-selection]").forEach(updateCount); }
   document.addEventListener("DOMContentLoaded", function () { init(document); });
   document.addEventListener("htmx:load", function (e) { init(e.target); });
 })();
