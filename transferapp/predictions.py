@@ -13,8 +13,9 @@ from transferapp.models import TrainingRun
 from transferapp.services import max_upload_bytes
 
 # Loading a model costs far more than one prediction, and the uploader sends one image per
-# request, so the web process keeps the few most recently used models in memory.
-_CACHE_SIZE = 2
+# request, so the web process keeps the most recently used models in memory: PREDICT_CACHE_MODELS
+# of them (an EfficientNet-Lite0 model is about 20 MB; with 2, four users predicting at once made
+# every request reload a model, 3x slower in the soak bench).
 _cache: "OrderedDict[tuple, object]" = OrderedDict()
 _cache_lock = threading.Lock()
 TOP_K = 5
@@ -50,7 +51,7 @@ def predictor_for(run: TrainingRun):
         except Exception as exc:  # a damaged or half-copied model folder must not become a server error
             raise PredictionError(f"This run's model could not be loaded ({type(exc).__name__}); train again.") from None
         _cache[key] = predictor
-        while len(_cache) > _CACHE_SIZE:
+        while len(_cache) > settings.PREDICT_CACHE_MODELS:
             _cache.popitem(last=False)
         return predictor
 

@@ -199,6 +199,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_MB * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = envint("MAX_UPLOAD_FILES", "500")
 MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", "40000000")
+# Trained models each web process keeps loaded for predictions (least recently used goes first).
+PREDICT_CACHE_MODELS = envint("PREDICT_CACHE_MODELS", "8")
 
 # Per-user quotas (0 = no limit); the admin overrides them per user (UserQuota, on the user's page).
 QUOTA_STORAGE_MB = envint("QUOTA_STORAGE_MB", "10000")  # bytes of stored images, in 10^6 bytes
