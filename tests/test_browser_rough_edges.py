@@ -278,7 +278,7 @@ def test_every_main_page_passes_axe_and_works_from_the_keyboard(live_server, que
             .filter((el) => el.tabIndex >= 0).length""")
         assert stops == bees.images.count()
         page.focus("form[data-dropzone] input[type=file]")
-        with page.expect_file_chooser(timeout=5000):
+        with page.expect_file_chooser(timeout=TIMEOUT_MS):
             page.keyboard.press("Enter")
     finally:
         context.close()
