@@ -50,7 +50,9 @@ def main() -> int:
     args = _arguments()
     data_dir = Path(tempfile.mkdtemp(prefix="transferapp-soak-"))
     # One torch thread per job: two trainings and the feature warm-up share a small machine.
-    env = app_env(data_dir, TORCH_THREADS="1")
+    # Five simulated users share each account, so the per-user limits that stop one person from
+    # flooding the server (predictions a minute, trainings at once) are raised: this measures capacity.
+    env = app_env(data_dir, TORCH_THREADS="1", PREDICT_RATE_PER_MIN="100000", QUOTA_RUNS="0")
     setup, stats = Stats(), Stats()  # set-up requests are counted apart from the load's
     print(f"soak: starting the app in {data_dir} ...", flush=True)
     with Server(env, workers=args.workers, log_path=data_dir / "serve.log") as server:
@@ -366,7 +368,7 @@ def _upload_forever(base, role, stats, stop_at, think_s):
             return
         name = f"upload-{project.pk}-{n}.png"
         response = _upload(client, stats, project.pk, label_pk, name, _png())
-        if response is not None and json.loads(response.body).get("ok"):
+        if response is not None and json.loads(response.body).get("added") == 1:
             role.accepted.append(name)
             with stats.lock:
                 stats.uploads_accepted += 1
