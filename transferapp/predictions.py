@@ -80,3 +80,25 @@ def workers_online() -> bool:
         return bool(Worker.all(queue=django_rq.get_queue("default")))
     except Exception:  # Redis down: the page still renders; the run stays queued in the database
         return False
+
+
+def prediction_set_for(run: TrainingRun, ranked: list[dict]) -> tuple[list[str], bool]:
+    """(prediction set, abstained): the labels the model cannot rule out, and whether it declines
+    to answer. The one place where calibrated "don't know" plugs in; until the run carries
+    calibrated thresholds, the set is the top label alone and the model never abstains."""
+    return [ranked[0]["label"]], False
+
+
+def describe_for_api(run: TrainingRun, name: str, result: dict) -> dict:
+    """One image's answer in the API's (and the export's) shape, from Predictor's result."""
+    ranked = [{"label": label, "probability": p}
+              for label, p in sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)]
+    prediction_set, abstained = prediction_set_for(run, ranked)
+    return {"file": name, "model": {"project": run.project.name, "version": run.version, "base": run.base_model},
+            "top": ranked[0], "predictions": ranked, "prediction_set": prediction_set, "abstained": abstained}
+
+
+def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]]) -> list[dict]:
+    """API-shaped answers for already checked images, predicted as one batch."""
+    results = predictor_for(run).predict_images([checked.rgb for _, checked in items])
+    return [describe_for_api(run, name, result) for (name, _), result in zip(items, results)]

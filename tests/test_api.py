@@ -1,0 +1,237 @@
+"""The REST API, model versions and the export bundle, through HTTP with real keys and a real worker."""
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from django.urls import reverse
+
+from tests.api_support import CLASS_TINTS, photo_bytes, photo_project, train_version
+from tests.conftest import image_bytes
+from tests.factories import project_with_images, upload
+from transferapp import predictions, services
+from transferapp.models import ApiKey, Project, TrainingRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+API = "/api/v1"
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits(embedded_redis):
+    """Rate-limit counters live in the shared cache (Redis): each test starts with none."""
+    from django.core.cache import cache
+    cache.clear()
+
+
+def bearer(key):
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def predict_raw(client, project, key, data, version=None, content_type="image/jpeg"):
+    path = f"{API}/projects/{project.pk}/predict" if version is None else f"{API}/projects/{project.pk}/versions/{version}/predict"
+    return client.post(path, data=data, content_type=content_type, **bearer(key))
+
+
+@pytest.fixture
+def trained(user, queue):
+    project = photo_project(user)
+    run = train_version(project)
+    _, key = services.api_key_create(project=project)
+    return project, run, key
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+def test_the_api_refuses_requests_without_a_key(client, user):
+    project = project_with_images(user)
+    response = client.get(f"{API}/projects/{project.pk}/versions")
+    assert response.status_code == 401
+    assert "API key" in response.json()["error"]
+
+
+def test_the_api_refuses_a_wrong_key(client, user):
+    project = project_with_images(user)
+    services.api_key_create(project=project)
+    response = client.get(f"{API}/projects", **bearer("ta_not-a-real-key"))
+    assert response.status_code == 401 and "error" in response.json()
+
+
+def test_a_revoked_key_no_longer_opens_the_project(client, user, alice):
+    project = project_with_images(user)
+    row, key = services.api_key_create(project=project)
+    assert client.get(f"{API}/projects", **bearer(key)).status_code == 200
+    alice.post(reverse("api_key_revoke", args=[row.pk]))
+    assert ApiKey.objects.get(pk=row.pk).revoked_at is not None
+    assert client.get(f"{API}/projects", **bearer(key)).status_code == 401
+
+
+def test_a_key_opens_only_its_own_project(client, user, other_user):
+    mine = project_with_images(user)
+    theirs = project_with_images(other_user, name="Theirs")
+    _, key = services.api_key_create(project=theirs)
+    assert client.get(f"{API}/projects/{mine.pk}/versions", **bearer(key)).status_code == 404
+    response = predict_raw(client, mine, key, image_bytes("red"))
+    assert response.status_code == 404 and "error" in response.json()
+    listed = client.get(f"{API}/projects", **bearer(key)).json()
+    assert [p["id"] for p in listed] == [theirs.pk]
+
+
+def test_keys_are_created_on_the_project_page_shown_once_and_stored_hashed(alice, user):
+    project = project_with_images(user)
+    page = alice.post(reverse("api_key_create", args=[project.pk]), {"name": "camera 2"}).content.decode()
+    row = ApiKey.objects.get(project=project)
+    key = page.split('id="new-api-key">')[1].split("<")[0]
+    assert key.startswith(row.prefix) and row.name == "camera 2"
+    assert row.key_hash == ApiKey.hash_of(key) and key not in row.key_hash
+    assert key not in alice.get(project.get_absolute_url()).content.decode()  # never shown again
+    assert row.prefix in alice.get(project.get_absolute_url()).content.decode()
+
+
+def test_another_user_cannot_revoke_a_key(client, user, other_user):
+    project = project_with_images(user)
+    row, _ = services.api_key_create(project=project)
+    client.force_login(other_user)
+    assert client.post(reverse("api_key_revoke", args=[row.pk])).status_code == 404
+    assert ApiKey.objects.get(pk=row.pk).revoked_at is None
+
+
+def test_the_create_api_key_command_prints_a_working_key(client, user, capsys):
+    from django.core.management import call_command
+    project = project_with_images(user)
+    call_command("create_api_key", user="alice", project="Colours")
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert client.get(f"{API}/projects", **bearer(key)).json()[0]["id"] == project.pk
+
+
+# --- schema and docs -------------------------------------------------------------------------------
+
+def test_the_openapi_schema_lists_the_endpoints(client):
+    schema = client.get(f"{API}/openapi.json").json()
+    paths = set(schema["paths"])
+    for path in ("/api/v1/projects", "/api/v1/health", "/api/v1/projects/{project_id}/predict",
+                 "/api/v1/projects/{project_id}/versions/{version}/predict", "/api/v1/projects/{project_id}/versions",
+                 "/api/v1/projects/{project_id}/versions/{version}", "/api/v1/projects/{project_id}/runs/{run_id}",
+                 "/api/v1/projects/{project_id}/classes/{name}/images", "/api/v1/projects/{project_id}/train"):
+        assert path in paths, path
+
+
+def test_the_docs_page_loads_swagger_from_this_server_not_a_cdn(client):
+    page = client.get(f"{API}/docs")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "/static/ninja/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
+    assert "script-src 'self'" in page["Content-Security-Policy"]
+
+
+def test_health_needs_no_key(client):
+    assert client.get(f"{API}/health").json() == {"status": "ok"}
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+def test_predicting_before_any_training_is_a_404_with_a_message(client, user):
+    project = project_with_images(user)
+    _, key = services.api_key_create(project=project)
+    response = predict_raw(client, project, key, image_bytes("red"))
+    assert response.status_code == 404 and "no trained version" in response.json()["error"]
+
+
+def test_api_errors_have_the_right_status(client, trained, settings):
+    project, run, key = trained
+    assert predict_raw(client, project, key, b"not an image at all").status_code == 415
+    settings.MAX_UPLOAD_MB = 1
+    big = predict_raw(client, project, key, b"\xff" * (1024 * 1024 + 10))
+    assert big.status_code == 413 and "limit" in big.json()["error"]
+    settings.MAX_UPLOAD_MB = 25
+    settings.MAX_IMAGE_PIXELS = 1000
+    assert predict_raw(client, project, key, photo_bytes("sea", 1)).status_code == 413
+    settings.MAX_IMAGE_PIXELS = 50_000_000
+    assert predict_raw(client, project, key, photo_bytes("sea", 1), version=99).status_code == 404
+    settings.API_RATE_PER_MIN = 2
+    statuses = [predict_raw(client, project, key, photo_bytes("sea", 1)).status_code for _ in range(4)]
+    assert statuses[-1] == 429 and 200 in statuses
+    assert "a minute" in predict_raw(client, project, key, photo_bytes("sea", 1)).json()["error"]
+
+
+def test_a_multipart_request_over_the_request_cap_is_a_json_413(client, user, settings):
+    project = project_with_images(user)
+    _, key = services.api_key_create(project=project)
+    settings.MAX_IMPORT_MB = 1
+    files = [upload(f"f{i}.png", os.urandom(400_000)) for i in range(4)]
+    response = client.post(f"{API}/projects/{project.pk}/classes/red/images", {"files": files}, **bearer(key))
+    assert response.status_code == 413 and "too large" in response.json()["error"]
+
+
+# --- predictions -------------------------------------------------------------------------------------
+
+def test_a_prediction_has_the_documented_shape(client, trained):
+    project, run, key = trained
+    body = predict_raw(client, project, key, photo_bytes("sea", 3), ).json()
+    assert set(body) == {"file", "model", "top", "predictions", "prediction_set", "abstained"}
+    assert body["model"] == {"project": project.name, "version": run.version, "base": "efficientnet_lite0"}
+    assert set(body["top"]) == {"label", "probability"} and body["top"] == body["predictions"][0]
+    assert sorted(p["label"] for p in body["predictions"]) == sorted(CLASS_TINTS)
+    assert body["prediction_set"] == [body["top"]["label"]] and body["abstained"] is False
+
+
+def test_several_files_are_predicted_and_a_bad_one_is_reported_by_name(client, trained):
+    project, run, key = trained
+    files = [upload("a.jpg", photo_bytes("sea", 30), "image/jpeg"), upload("broken.png", b"garbage"),
+             upload("b.jpg", photo_bytes("sand", 31), "image/jpeg")]
+    body = client.post(f"{API}/projects/{project.pk}/predict", {"files": files}, **bearer(key)).json()
+    by_name = {row["file"]: row for row in body}
+    assert set(by_name) == {"a.jpg", "b.jpg", "broken.png"}
+    assert by_name["broken.png"]["status"] == 415 and by_name["a.jpg"]["top"]["label"] in CLASS_TINTS
+
+
+def test_versions_are_numbered_and_the_published_one_answers(client, alice, trained):
+    project, v1, key = trained
+    v2 = train_version(project)
+    assert (v1.version, v2.version) == (1, 2)
+    assert predict_raw(client, project, key, photo_bytes("sea", 5)).json()["model"]["version"] == 2  # latest
+    alice.post(reverse("run_publish", args=[v1.pk]))
+    assert Project.objects.get(pk=project.pk).published_run_id == v1.pk
+    assert predict_raw(client, project, key, photo_bytes("sea", 5)).json()["model"]["version"] == 1
+    assert predict_raw(client, project, key, photo_bytes("sea", 5), version=2).json()["model"]["version"] == 2
+    versions = client.get(f"{API}/projects/{project.pk}/versions", **bearer(key)).json()
+    assert [(v["version"], v["published"]) for v in versions] == [(2, False), (1, True)]
+    page = alice.get(project.get_absolute_url()).content.decode()
+    assert 'id="versions"' in page and "Publish v2" in page and "Publish v1" not in page
+
+
+def test_the_train_endpoint_starts_a_run_that_gets_a_version(client, user, queue):
+    project = photo_project(user, per_class=6)
+    _, key = services.api_key_create(project=project)
+    started = client.post(f"{API}/projects/{project.pk}/train", data={"preset": "fast"}, content_type="application/json", **bearer(key))
+    assert started.status_code == 202, started.content
+    run_id = started.json()["run"]
+    from tests.api_support import work_off_queue
+    work_off_queue()
+    body = client.get(f"{API}/projects/{project.pk}/runs/{run_id}", **bearer(key)).json()
+    assert body["status"] == "succeeded" and body["version"] == 1 and body["metrics"]["accuracy"] is not None
+    assert client.get(f"{API}/projects/{project.pk}/versions/1", **bearer(key)).json()["run"] == run_id
+
+
+def test_images_uploaded_through_the_api_get_the_upload_pages_report(client, user, settings):
+    project = project_with_images(user)
+    _, key = services.api_key_create(project=project)
+    files = [upload("new.png", image_bytes("red", shape_seed=40)), upload("red-0.png", image_bytes("red", shape_seed=0)),
+             upload("junk.png", b"junk")]
+    body = client.post(f"{API}/projects/{project.pk}/classes/red/images", {"files": files}, **bearer(key)).json()
+    assert [(r["file"], r["status"]) for r in body["results"]] == [("new.png", "added"), ("red-0.png", "skipped"), ("junk.png", "refused")]
+    assert project.images.filter(original_name="new.png").exists()
+    assert client.post(f"{API}/projects/{project.pk}/classes/nope/images", {"files": files[:1]}, **bearer(key)).status_code == 404
+
+
+def test_api_uploads_respect_the_owners_image_quota(client, user, settings):
+    project = project_with_images(user)
+    settings.QUOTA_IMAGES = project.images.count()
+    _, key = services.api_key_create(project=project)
+    body = client.post(f"{API}/projects/{project.pk}/classes/red/images",
+                       {"files": [upload("more.png", image_bytes("red", shape_seed=41))]}, **bearer(key)).json()
+    assert body["results"][0]["status"] == "refused" and body["added"] == 0
