@@ -189,9 +189,7 @@ def _checked(name: str, data: bytes) -> tuple[str, intake.CheckedImage]:
     try:
         return name, intake.check_image(data, max_bytes=services.max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
-        message = str(exc)
-        too_large = "limit is" in message or "too many pixels" in message
-        raise HttpError(413 if too_large else 415, message) from None
+        raise HttpError(413 if exc.too_large else 415, str(exc)) from None
 
 
 def _checked_files(request):
