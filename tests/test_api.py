@@ -237,3 +237,61 @@ def test_api_uploads_respect_the_owners_image_quota(client, user, settings):
     body = client.post(f"{API}/projects/{project.pk}/classes/red/images",
                        {"files": [upload("more.png", image_bytes("red", shape_seed=41))]}, **bearer(key)).json()
     assert body["results"][0]["status"] == "refused" and body["added"] == 0
+
+
+# --- export bundle and parity ----------------------------------------------------------------------
+
+def test_the_exported_bundle_predicts_what_the_app_and_the_api_predict(client, alice, trained, tmp_path):
+    project, run, key = trained
+    response = alice.post(reverse("run_export", args=[run.pk]), follow=True)
+    assert "Export ready" in response.content.decode(), [str(m) for m in response.context["messages"]]
+    bundle_zip = alice.get(reverse("run_export_download", args=[run.pk]))
+    assert bundle_zip.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(b"".join(bundle_zip.streaming_content))) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    bundle = next((tmp_path / "unzipped").iterdir())
+    assert {"model.onnx", "labels.json", "config.json", "predict.py", "requirements.txt", "README.md", "samples.json"} <= {
+        p.name for p in bundle.iterdir()}
+    assert len(json.loads((bundle / "samples.json").read_text())) >= 20
+    assert "meadow: 8 images" in (bundle / "README.md").read_text()
+
+    # >= 20 unseen photo-like images, each predicted three ways.
+    images = {f"new-{kind}-{i}.jpg": photo_bytes(kind, 100 + i, size=(120 + 7 * i, 90)) for kind in CLASS_TINTS for i in range(7)}
+    for name, data in images.items():
+        (tmp_path / name).write_bytes(data)
+    from transferapp.engine.imaging import load_rgb
+    in_app = {name: predictions.describe_for_api(run, name, predictions.predictor_for(run).predict_images([load_rgb(data)])[0])
+              for name, data in images.items()}
+    over_http = {name: predict_raw(client, project, key, data, content_type="image/jpeg", ).json() for name, data in images.items()}
+    done = subprocess.run([sys.executable, "-I", str(bundle / "predict.py"), *[str(tmp_path / n) for n in images]],
+                          capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    exported = {row["file"]: row for row in map(json.loads, done.stdout.splitlines())}
+    assert len(exported) == len(images) >= 20
+    worst = 0.0
+    for name in images:
+        app, http, onnx = in_app[name], over_http[name], exported[name]
+        assert app["top"]["label"] == http["top"]["label"] == onnx["top"]["label"], name
+        assert http["model"] == onnx["model"] == app["model"]
+        for source in (http, onnx):
+            theirs = {p["label"]: p["probability"] for p in source["predictions"]}
+            worst = max([worst] + [abs(theirs[p["label"]] - p["probability"]) for p in app["predictions"]])
+    assert worst <= 1e-4, worst
+    assert subprocess.run([sys.executable, "-I", str(bundle / "predict.py"), "--selftest"], env={"PATH": os.environ["PATH"]},
+                          capture_output=True, timeout=300).returncode == 0
+
+
+def test_an_export_whose_self_test_fails_is_not_offered(alice, trained, monkeypatch):
+    project, run, key = trained
+    from transferapp.engine import export
+    recorded = export._sample_expectations
+
+    def off_by_a_little(*args):  # what the app "computed" no longer matches what the bundle computes
+        rows = recorded(*args)
+        rows[0]["probabilities"] = {label: p + 0.01 for label, p in rows[0]["probabilities"].items()}
+        return rows
+
+    monkeypatch.setattr(export, "_sample_expectations", off_by_a_little)
+    page = alice.post(reverse("run_export", args=[run.pk]), follow=True).content.decode()
+    assert "failed its self-test" in page and 'id="export-download"' not in page
+    assert alice.get(reverse("run_export_download", args=[run.pk])).status_code == 404

@@ -50,8 +50,8 @@ def run_export(*, run: TrainingRun) -> dict:
     started = time.perf_counter()
     samples, counts = _validation_samples(run)
     name = f"{slugify(run.project.name) or 'model'}-v{run.version}"
-    result = export_bundle(run.artifact_dir, export_dir(run), samples=samples,
-                           model_info={**model_info(run), "name": name}, card=model_card(run, counts))
+    result = export_bundle(run.artifact_dir, export_dir(run), name=name, samples=samples, model_info=model_info(run),
+                           card=model_card(run, counts))
     status = {"passed": result.passed, "report": result.report, "seconds": round(time.perf_counter() - started, 2),
               "name": name}
     (export_dir(run) / "result.json").write_text(json.dumps(status))

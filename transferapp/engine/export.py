@@ -59,10 +59,11 @@ class ExportResult:
     report: dict
 
 
-def export_bundle(artifact_dir, out_dir, *, samples: list[tuple[str, str]], model_info: dict, card: str,
+def export_bundle(artifact_dir, out_dir, *, name: str, samples: list[tuple[str, str]], model_info: dict, card: str,
                   thresholds: dict | None = None) -> ExportResult:
     """Write the bundle into out_dir/bundle, run its self-test in a clean interpreter, zip it.
 
+    name: the zip's top folder; model_info: what predict.py reports as "model" ({project, version, base});
     samples: (name, path) of images to ship as the parity proof (shrunk, stored as PNG).
     """
     predictor = load_predictor(artifact_dir, device="cpu")
@@ -86,7 +87,7 @@ def export_bundle(artifact_dir, out_dir, *, samples: list[tuple[str, str]], mode
     (folder / "README.md").write_text(card)
     passed, report = run_selftest(folder)
     zip_path = Path(out_dir) / "bundle.zip"
-    _zip(folder, zip_path, root=model_info.get("name", "model"))
+    _zip(folder, zip_path, root=name)
     return ExportResult(folder, zip_path, passed, report)
 
 
