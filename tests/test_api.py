@@ -13,7 +13,7 @@ from django.urls import reverse
 from tests.api_support import CLASS_TINTS, photo_bytes, photo_project, train_version
 from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
-from transferapp import predictions, services
+from transferapp import intake, predictions, services
 from transferapp.models import ApiKey, Project, TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -295,3 +295,32 @@ def test_an_export_whose_self_test_fails_is_not_offered(alice, trained, monkeypa
     page = alice.post(reverse("run_export", args=[run.pk]), follow=True).content.decode()
     assert "failed its self-test" in page and 'id="export-download"' not in page
     assert alice.get(reverse("run_export_download", args=[run.pk])).status_code == 404
+
+
+def test_a_zip_and_loose_files_come_back_as_one_csv(alice, trained):
+    project, run, key = trained
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("batch/sea-1.jpg", photo_bytes("sea", 50))
+        zf.writestr("batch/sand-1.jpg", photo_bytes("sand", 51))
+        zf.writestr("batch/notes.txt", "not an image")
+    files = [upload("photos.zip", archive.getvalue(), "application/zip"), upload("meadow.jpg", photo_bytes("meadow", 52), "image/jpeg"),
+             upload("broken.jpg", b"nope", "image/jpeg")]
+    response = alice.post(reverse("predict_batch", args=[project.pk]), {"files": files})
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    by_file = {row["file"]: row for row in rows}
+    assert set(by_file) == {"batch/sea-1.jpg", "batch/sand-1.jpg", "meadow.jpg", "broken.jpg"}
+    expected = predictions.predict_checked(run, [("m", intake.check_image(photo_bytes("meadow", 52), max_bytes=10**8,
+                                                                          max_pixels=10**8))])[0]
+    assert by_file["meadow.jpg"]["label"] == expected["top"]["label"]
+    assert abs(float(by_file["meadow.jpg"]["probability"]) - expected["top"]["probability"]) < 1e-6
+    assert by_file["meadow.jpg"]["prediction_set"] == expected["top"]["label"] and by_file["meadow.jpg"]["abstained"] == "False"
+    assert by_file["broken.jpg"]["label"] == "" and by_file["broken.jpg"]["error"]
+
+
+def test_another_user_cannot_batch_predict_with_my_project(client, other_user, trained):
+    project, run, key = trained
+    client.force_login(other_user)
+    response = client.post(reverse("predict_batch", args=[project.pk]), {"files": [upload("a.jpg", photo_bytes("sea", 1), "image/jpeg")]})
+    assert response.status_code == 404

@@ -4,11 +4,12 @@ Like views.py: the first line of each is the access check through selectors.
 """
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
+from django.utils.text import slugify
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from transferapp import exports, selectors, services
+from transferapp import batch, exports, selectors, services, throttle, uploads
 
 
 @login_required
@@ -69,3 +70,26 @@ def api_key_revoke(request, pk):
     services.api_key_revoke(key=key)
     messages.success(request, f"Key {key.prefix}… revoked: requests with it are now refused.")
     return redirect(key.project)
+
+
+@login_required
+@require_POST
+@uploads.accepts_archives
+def predict_batch(request, pk):
+    """Many images or zips in, one CSV out, predicted with the project's model (published, else latest)."""
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    run = selectors.model_run(project=project)
+    files = request.FILES.getlist("files")
+    if run is None or not files:
+        messages.error(request, "Train a model first." if run is None else "Choose images, a zip or a folder first.")
+        return redirect("predict", pk=project.pk)
+    rows = [{"file": name, "error": reason} for name, reason in uploads.refused_files(request)]
+    rows += batch.predict_rows(run, batch.named_images(files))
+    refusal = throttle.prediction_refusal(request.user, len(rows))
+    if refusal:
+        messages.error(request, refusal)
+        return redirect("predict", pk=project.pk)
+    response = HttpResponse(batch.to_csv(rows), content_type="text/csv; charset=utf-8")
+    name = f"{slugify(project.name) or 'project'}-v{run.version}-predictions.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

@@ -43,6 +43,7 @@ urlpatterns = [
     path("runs/<int:pk>/export/download/", model_views.run_export_download, name="run_export_download"),
     path("projects/<int:pk>/api-keys/", model_views.api_key_create, name="api_key_create"),
     path("api-keys/<int:pk>/revoke/", model_views.api_key_revoke, name="api_key_revoke"),
+    path("projects/<int:pk>/predict/batch/", model_views.predict_batch, name="predict_batch"),
     path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:
