@@ -10,6 +10,7 @@ from django.conf import settings
 from rq import Worker
 
 from transferapp import intake
+from transferapp.engine.onnx_predict import onnx_predictor
 from transferapp.engine.predict import load_predictor
 from transferapp.models import TrainingRun
 from transferapp.services import max_upload_bytes
@@ -49,6 +50,8 @@ def predictor_for(run: TrainingRun):
             return _cache[key]
         try:
             predictor = load_predictor(artifact_dir)
+            if predictor.device.type == "cpu":  # GPUs stay with PyTorch
+                predictor = onnx_predictor(predictor, artifact_dir)
         except Exception as exc:  # a damaged or half-copied model folder must not become a server error
             raise PredictionError(f"This run's model could not be loaded ({type(exc).__name__}); train again.") from None
         _cache[key] = predictor

@@ -72,7 +72,7 @@ def export_bundle(artifact_dir, out_dir, *, name: str, samples: list[tuple[str, 
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "samples").mkdir(parents=True)
     prep = meta["preprocessing"]
-    _write_onnx(predictor, folder / "model.onnx", prep)
+    write_onnx(predictor, folder / "model.onnx")
     config = {"format": 1, "model": model_info, "preprocessing": prep, "flip_tta": bool(predictor.model.flip_tta),
               "input": {"name": "pixels", "dtype": "uint8", "layout": "NCHW", "shape": ["batch", 3, prep["crop"], prep["crop"]],
                         "channels": "RGB"},
@@ -91,7 +91,9 @@ def export_bundle(artifact_dir, out_dir, *, name: str, samples: list[tuple[str, 
     return ExportResult(folder, zip_path, passed, report)
 
 
-def _write_onnx(predictor, path: Path, prep: dict) -> None:
+def write_onnx(predictor, path: Path) -> None:
+    """The predictor's model as ONNX: uint8 NCHW pixels in, probabilities out (see the module docstring)."""
+    prep = predictor.preprocessing
     model = predictor.model.to("cpu").float()
     wrapper = PixelsToProbabilities(model, prep, bool(model.flip_tta)).eval()
     example = torch.zeros(1, 3, prep["crop"], prep["crop"], dtype=torch.uint8)
