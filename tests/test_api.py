@@ -324,3 +324,22 @@ def test_another_user_cannot_batch_predict_with_my_project(client, other_user, t
     client.force_login(other_user)
     response = client.post(reverse("predict_batch", args=[project.pk]), {"files": [upload("a.jpg", photo_bytes("sea", 1), "image/jpeg")]})
     assert response.status_code == 404
+
+
+def test_the_export_model_command_writes_a_bundle_that_passed_its_self_test(trained, tmp_path, capsys):
+    from django.core.management import call_command
+    project, run, key = trained
+    call_command("export_model", user="alice", project=project.name, model_version=1, out=str(tmp_path / "out"))
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["passed"] and printed["report"]["max_abs_difference"] <= 1e-4
+    assert (tmp_path / "out" / "model.onnx").stat().st_size > 1_000_000
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model"]["version"] == 1 and config["input"]["layout"] == "NCHW" and config["input"]["dtype"] == "uint8"
+
+
+def test_the_train_command_starts_a_run_for_the_owners_project(user, queue, capsys):
+    from django.core.management import call_command
+    project = photo_project(user, per_class=5)
+    call_command("train", user="alice", project=project.name, preset="fast")
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert TrainingRun.objects.get(pk=printed["run"]).project == project and queue.count == 1

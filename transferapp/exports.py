@@ -1,7 +1,7 @@
 """Exporting a model version as a bundle that runs without the app (engine/export.py does the work).
 
-Synchronous: for EfficientNet-Lite0 the export plus its self-test take a few seconds (measured in
-tests/test_api.py and the report), short enough to answer the button's POST directly.
+Synchronous: for EfficientNet-Lite0 the export plus its self-test took 2.0 s on 2 shared cores (manage.py
+export_model on a flowers model, 20 samples), short enough to answer the button's POST directly.
 """
 import json
 import time

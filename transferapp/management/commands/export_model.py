@@ -12,6 +12,10 @@ from ._project_arg import add_project_arguments, owned_project
 class Command(BaseCommand):
     help = "Export a model version (default: the published one) as a bundle that runs without the app."
 
+    def add_base_argument(self, parser, *args, **kwargs):
+        if "--version" not in args:  # here --version names the model version, not Django's
+            super().add_base_argument(parser, *args, **kwargs)
+
     def add_arguments(self, parser):
         add_project_arguments(parser)
         parser.add_argument("--version", type=int, default=None, dest="model_version")
