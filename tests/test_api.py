@@ -343,3 +343,11 @@ def test_the_train_command_starts_a_run_for_the_owners_project(user, queue, caps
     call_command("train", user="alice", project=project.name, preset="fast")
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert TrainingRun.objects.get(pk=printed["run"]).project == project and queue.count == 1
+
+
+def test_a_deleted_versions_number_is_never_given_again(alice, trained):
+    project, v1, key = trained
+    v2 = train_version(project)
+    alice.post(reverse("run_delete", args=[v2.pk]))
+    assert not TrainingRun.objects.filter(pk=v2.pk).exists()
+    assert train_version(project).version == 3

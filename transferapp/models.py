@@ -26,6 +26,9 @@ class Project(models.Model):
     # The version the owner published as "the project's model": what the predict page, the API and
     # the export use unless told otherwise. None: the latest succeeded version.
     published_run = models.ForeignKey("TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The last version number given: a deleted version's number is never given again, so an API
+    # client naming v3 can never silently get another model.
+    last_version = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -143,7 +146,7 @@ class TrainingRun(models.Model):
     metrics = models.JSONField(default=dict)
     error = models.TextField(blank=True)
     artifact_dir = models.CharField(max_length=500, blank=True)
-    # v1, v2, ... per project: given when the run succeeds (tasks._finish), never reused.
+    # v1, v2, ... per project: given when the run succeeds (tasks._finish), from Project.last_version.
     version = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:

@@ -14,7 +14,7 @@ from pathlib import Path
 import django_rq
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -595,9 +595,10 @@ def run_assign_version(*, run_id: int) -> int | None:
         run = TrainingRun.objects.filter(pk=run_id).first()
         if run is None or run.version is not None or run.status != TrainingRun.Status.SUCCEEDED:
             return run.version if run else None
-        Project.objects.select_for_update().filter(pk=run.project_id).first()
-        latest = TrainingRun.objects.filter(project_id=run.project_id).aggregate(m=models.Max("version"))["m"]
-        run.version = (latest or 0) + 1
+        project = Project.objects.select_for_update().get(pk=run.project_id)
+        project.last_version += 1
+        project.save(update_fields=["last_version"])
+        run.version = project.last_version
         run.save(update_fields=["version"])
         return run.version
 
