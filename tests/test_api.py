@@ -351,3 +351,13 @@ def test_a_deleted_versions_number_is_never_given_again(alice, trained):
     alice.post(reverse("run_delete", args=[v2.pk]))
     assert not TrainingRun.objects.filter(pk=v2.pk).exists()
     assert train_version(project).version == 3
+
+
+def test_api_training_respects_the_owners_training_quota(client, user, queue, settings):
+    project = project_with_images(user)
+    _, key = services.api_key_create(project=project)
+    settings.QUOTA_RUNS = 1
+    first = client.post(f"{API}/projects/{project.pk}/train", data={}, content_type="application/json", **bearer(key))
+    second = client.post(f"{API}/projects/{project.pk}/train", data={}, content_type="application/json", **bearer(key))
+    assert first.status_code == 202 and second.status_code == 409
+    assert second.json()["error"] and TrainingRun.objects.filter(project=project).count() == 1
