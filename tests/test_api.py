@@ -361,3 +361,12 @@ def test_api_training_respects_the_owners_training_quota(client, user, queue, se
     second = client.post(f"{API}/projects/{project.pk}/train", data={}, content_type="application/json", **bearer(key))
     assert first.status_code == 202 and second.status_code == 409
     assert second.json()["error"] and TrainingRun.objects.filter(project=project).count() == 1
+
+
+def test_a_version_whose_model_files_are_gone_is_a_clear_error_not_a_crash(client, user):
+    project = project_with_images(user)
+    run = project.runs.create(base_model="efficientnet_lite0", status="succeeded", artifact_dir="/nonexistent/run")
+    services.run_assign_version(run_id=run.pk)
+    _, key = services.api_key_create(project=project)
+    response = predict_raw(client, project, key, image_bytes("red"), content_type="image/png")
+    assert response.status_code == 409 and "model files are missing" in response.json()["error"]

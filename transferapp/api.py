@@ -51,6 +51,12 @@ def _http_error(request, exc):
     return _error(request, str(exc), exc.status_code)
 
 
+@api.exception_handler(predictions.PredictionError)
+def _model_unusable(request, exc):
+    # The version's files are gone or damaged: the client can do nothing but name another version.
+    return _error(request, str(exc), 409)
+
+
 @api.exception_handler(ValidationError)
 def _invalid(request, exc):
     fields = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}" for e in exc.errors)
