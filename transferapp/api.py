@@ -67,15 +67,16 @@ def _api_limit() -> throttle.Limit:
     return throttle.Limit("api", settings.API_RATE_PER_MIN, 60)
 
 
-def _project_for_key(request, project_id: int, hits: int = 1):
-    """The key's own project (404 for any other), counted against the key's allowance."""
+def _project_for_key(request, project_id: int, hits=lambda: 1):
+    """The key's own project (404 for any other), counted against the key's allowance
+    (`hits`: how many, asked only once the project is known to be the key's)."""
     key = request.auth
     if key.project_id != project_id:
         raise Http404("No such project for this key.")
     limit = _api_limit()
     if limit.exceeded(str(key.pk)):
         raise HttpError(429, f"Too many requests: {limit.limit} a minute per key at most. Wait a minute, then try again.")
-    limit.hit(str(key.pk), max(hits, 1))
+    limit.hit(str(key.pk), max(hits(), 1))
     return key.project
 
 
@@ -142,13 +143,13 @@ def _run_json(run: TrainingRun, project) -> dict:
 @api.post("/projects/{project_id}/predict")
 def predict_published(request, project_id: int):
     """The published version (else the latest). Body: the raw image, or multipart with files."""
-    project = _project_for_key(request, project_id, hits=_image_count(request))
+    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
     return _predict(request, project, version=None)
 
 
 @api.post("/projects/{project_id}/versions/{version}/predict")
 def predict_version(request, project_id: int, version: int):
-    project = _project_for_key(request, project_id, hits=_image_count(request))
+    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
     return _predict(request, project, version=version)
 
 
@@ -218,7 +219,7 @@ def _checked_files(request):
 @api.post("/projects/{project_id}/classes/{name}/images")
 def images_add(request, project_id: int, name: str):
     """Add images to a class: the upload page's checks, quotas and per-file report."""
-    project = _project_for_key(request, project_id, hits=_image_count(request))
+    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
     label = project.labels.filter(name=name).first()
     if label is None:
         raise Http404(f"This project has no class “{name}”.")
