@@ -204,12 +204,14 @@ def _object_ids(project):
     label = project.labels.first()
     run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded")
     job = ImportJob.objects.create(project=project, source_name="x.zip")
+    key, _ = services.api_key_create(project=project)
     return {
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
         "projects/": {"pk": project.pk},
         "images/": {"pk": label.images.first().pk},
         "runs/": {"pk": run.pk},
         "imports/": {"pk": job.pk},
+        "api-keys/": {"pk": key.pk},
     }
 
 

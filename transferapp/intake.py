@@ -20,7 +20,9 @@ THUMB_SIZE = 256
 
 
 class ImageRejected(Exception):
-    pass
+    def __init__(self, message: str, *, too_large: bool = False):
+        super().__init__(message)
+        self.too_large = too_large  # over a size or pixel cap (HTTP 413), rather than not a usable image
 
 
 @dataclass
@@ -42,7 +44,7 @@ def check_size(size: int, max_bytes: int) -> None:
     if size == 0:
         raise ImageRejected("The file is empty (0 bytes).")
     if size > max_bytes:
-        raise ImageRejected(f"The file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+        raise ImageRejected(f"The file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.", too_large=True)
 
 
 def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage:
@@ -50,7 +52,7 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
     try:
         decoded = imaging.decode(data, max_pixels=max_pixels, accepted_formats=ACCEPTED_FORMATS)
     except imaging.DecodeError as exc:
-        raise ImageRejected(str(exc)) from None
+        raise ImageRejected(str(exc), too_large=isinstance(exc, imaging.TooManyPixels)) from None
     width, height = decoded.width, decoded.height  # as stored; the upright RGB copy feeds thumbnail and hash
     if min(width, height) < MIN_SIDE:
         raise ImageRejected(f"The image is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")

@@ -1,3 +1,5 @@
+import hashlib
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
@@ -21,6 +23,12 @@ class Project(models.Model):
     group_by = models.CharField(max_length=16, choices=GroupBy.choices, blank=True, default="")
     # For group_by="folder": 1 = the folder the file is in, 2 = the folder above it, ...
     group_folder_level = models.PositiveSmallIntegerField(default=1)
+    # The version the owner published as "the project's model": what the predict page, the API and
+    # the export use unless told otherwise. None: the latest succeeded version.
+    published_run = models.ForeignKey("TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The last version number given: a deleted version's number is never given again, so an API
+    # client naming v3 can never silently get another model.
+    last_version = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -149,9 +157,12 @@ class TrainingRun(models.Model):
     # call it (chosen on the results page from the sensitivity/specificity trade-off).
     positive_class = models.CharField(max_length=80, blank=True)
     decision_threshold = models.FloatField(null=True, blank=True)
+    # v1, v2, ... per project: given when the run succeeds (tasks._finish), from Project.last_version.
+    version = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        constraints = [models.UniqueConstraint(fields=["project", "version"], name="unique_version_per_project")]
 
     def __str__(self):
         return f"Run {self.pk} of {self.project}"
@@ -248,3 +259,33 @@ class UserQuota(models.Model):
 
     def __str__(self):
         return f"Quota of {self.user}"
+
+
+class ApiKey(models.Model):
+    """A key for the REST API that opens one project. Only a SHA-256 of the key is stored: keys are
+    long random strings, so a fast hash is safe, and a slow password hasher would add ~100 ms to
+    every request. `prefix` (the key's first characters, shown on the page) finds the row."""
+
+    PREFIX_LENGTH = 12
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=80, blank=True)
+    prefix = models.CharField(max_length=PREFIX_LENGTH, db_index=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.project})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def hash_of(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()

@@ -63,11 +63,7 @@ def predict_uploaded(run: TrainingRun, uploaded) -> dict:
         checked = intake.check_image(uploaded.read(), max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         raise PredictionError(str(exc)) from None
-    try:
-        result = predictor_for(run).predict_images([checked.rgb], alpha=run.alpha)[0]
-    except ValueError:  # a risk level the model's calibration cannot support: answer at its own
-        result = predictor_for(run).predict_images([checked.rgb])[0]
-    result = _with_threshold(run, result)
+    result = _answers(run, [checked.rgb])[0]
     ranked = sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)
     return {
         "name": uploaded.name,
@@ -82,6 +78,16 @@ def predict_uploaded(run: TrainingRun, uploaded) -> dict:
     }
 
 
+def _answers(run: TrainingRun, images: list) -> list[dict]:
+    """The engine's results at the run's risk level and decision threshold (set on its results page)."""
+    predictor = predictor_for(run)
+    try:
+        results = predictor.predict_images(images, alpha=run.alpha)
+    except ValueError:  # a risk level the model's calibration cannot support: answer at its own
+        results = predictor.predict_images(images)
+    return [_with_threshold(run, result) for result in results]
+
+
 def _with_threshold(run: TrainingRun, result: dict) -> dict:
     """Two-class runs with a saved decision threshold call the positive class from that score; an
     image refused as unfamiliar stays refused."""
@@ -92,3 +98,20 @@ def _with_threshold(run: TrainingRun, result: dict) -> dict:
     top = positive if result["probabilities"][positive] >= run.decision_threshold else other
     return {**result, "top": top, "prediction_set": [top], "abstained": False,
             "answer": f"Likely {top} (threshold {run.decision_threshold:g} on “{positive}”)"}
+
+
+def describe_for_api(run: TrainingRun, name: str, result: dict) -> dict:
+    """One image's answer in the API's (and the export's) shape, from the calibrated result: the
+    prediction set holds the labels the model cannot rule out; abstained is its "don't know"."""
+    ranked = [{"label": label, "probability": p}
+              for label, p in sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)]
+    top = {"label": result["top"], "probability": result["probabilities"][result["top"]]}
+    return {"file": name, "model": {"project": run.project.name, "version": run.version, "base": run.base_model},
+            "top": top, "predictions": ranked, "prediction_set": result.get("prediction_set", [result["top"]]),
+            "abstained": bool(result.get("abstained", False))}
+
+
+def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]]) -> list[dict]:
+    """API-shaped answers for already checked images, predicted as one batch."""
+    results = _answers(run, [checked.rgb for _, checked in items])
+    return [describe_for_api(run, name, result) for (name, _), result in zip(items, results)]

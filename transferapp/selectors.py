@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404
 from rq import Worker
 
 from transferapp import duplicates, grouping
-from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
+from transferapp.models import ApiKey, Image, ImportJob, Label, Project, TrainingRun
 
 PREVIEW_THUMBS = 6
 # Joins do not go through Image's default manager: counts leave the trash out themselves.
@@ -256,3 +256,36 @@ def workers_online() -> bool:
 def other_labels(*, label: Label) -> list[Label]:
     """The classes an image of `label` can be moved to."""
     return list(label.project.labels.exclude(pk=label.pk))
+
+
+# --- model versions and API keys ----------------------------------------------------------------
+
+def versions_for_project(*, project: Project):
+    """Succeeded runs, newest version first."""
+    return project.runs.filter(status=TrainingRun.Status.SUCCEEDED, version__isnull=False).order_by("-version")
+
+
+def model_run(*, project: Project, version: int | None = None) -> TrainingRun | None:
+    """The run that answers for the project: version `version`, else the published one, else the latest."""
+    versions = versions_for_project(project=project)
+    if version is not None:
+        return versions.filter(version=version).first()
+    if project.published_run_id:
+        published = versions.filter(pk=project.published_run_id).first()
+        if published:
+            return published
+    return versions.first()
+
+
+def api_keys_for_project(*, project: Project):
+    return project.api_keys.all()
+
+
+def api_key_get_for_user(*, user, pk) -> ApiKey:
+    return get_object_or_404(ApiKey, pk=pk, project__owner=user)
+
+
+def api_key_for_secret(*, key: str) -> ApiKey | None:
+    """The active key with this secret, or None (unknown, malformed or revoked)."""
+    row = ApiKey.objects.select_related("project").filter(prefix=key[:ApiKey.PREFIX_LENGTH], key_hash=ApiKey.hash_of(key)).first()
+    return row if row is not None and row.is_active else None

@@ -4,6 +4,7 @@ Functions take keyword-only arguments and objects the caller already fetched wit
 access check (see selectors.py), so ownership is never re-decided here.
 """
 import logging
+import secrets
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
@@ -23,7 +24,7 @@ from transferapp import grouping, intake, quotas, selectors
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.features import forget_cached_features
 from transferapp.engine.zoo import get_base
-from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
+from transferapp.models import ApiKey, Image, ImportJob, Label, Project, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -603,3 +604,59 @@ def _clean_name(name: str, what: str) -> str:
 
 def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- model versions ---------------------------------------------------------------------------
+
+def run_assign_version(*, run_id: int) -> int | None:
+    """Number a succeeded run v1, v2, ... within its project (once: a run keeps its number).
+
+    The project row is locked so two runs finishing together cannot take the same number."""
+    with transaction.atomic():
+        run = TrainingRun.objects.filter(pk=run_id).first()
+        if run is None or run.version is not None or run.status != TrainingRun.Status.SUCCEEDED:
+            return run.version if run else None
+        project = Project.objects.select_for_update().get(pk=run.project_id)
+        project.last_version += 1
+        project.save(update_fields=["last_version"])
+        run.version = project.last_version
+        run.save(update_fields=["version"])
+        return run.version
+
+
+def run_publish(*, run: TrainingRun) -> Project:
+    """Make this version the project's model (predict page, API and export default to it)."""
+    if run.status != TrainingRun.Status.SUCCEEDED or run.version is None:
+        raise ServiceError("Only a finished, successful training can be published.")
+    project = run.project
+    project.published_run = run
+    project.save(update_fields=["published_run"])
+    return project
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+API_KEY_PREFIX = "ta_"
+
+
+def api_key_create(*, project: Project, name: str = "") -> tuple[ApiKey, str]:
+    """A new key for this project: (row, the key itself). The key is shown once and never stored."""
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey.objects.create(project=project, name=(name or "").strip()[:80], prefix=key[:ApiKey.PREFIX_LENGTH],
+                                key_hash=ApiKey.hash_of(key))
+    return row, key
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key
+
+
+def api_key_touch(*, key: ApiKey) -> None:
+    """Record "last used", at most once a minute per key (no write per prediction)."""
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_rq",
+    "ninja",  # the API docs page's Swagger UI files, served locally (no CDN)
     "transferapp",
 ]
 
@@ -248,6 +249,8 @@ if TRUSTED_PROXY_COUNT < 1:
     raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 1 or more.")
 # Images predicted per user per minute in the web process (0 = no limit).
 PREDICT_RATE_PER_MIN = envint("PREDICT_RATE_PER_MIN", "120")
+# REST API: requests (images, for predictions and uploads) per key and minute; 0 = no limit.
+API_RATE_PER_MIN = envint("API_RATE_PER_MIN", "600")
 
 LOGGING = {
     "version": 1,

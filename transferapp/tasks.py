@@ -268,6 +268,8 @@ def _finish(run: TrainingRun, status: str, *, metrics=None, error: str = "", mes
     allowed = [TrainingRun.Status.RUNNING] + ([TrainingRun.Status.FAILED] if status == TrainingRun.Status.SUCCEEDED else [])
     TrainingRun.objects.filter(pk=run.pk, status__in=allowed).update(**fields)
     run.status = TrainingRun.objects.filter(pk=run.pk).values_list("status", flat=True).first() or "deleted"
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        run.version = services.run_assign_version(run_id=run.pk)
 
 
 def _readable_error(exc: Exception) -> str:

@@ -88,7 +88,8 @@ class RequestRefusalMiddleware:
         message = getattr(request, "upload_refused", "")
         if not message:
             return None
-        if request.headers.get("X-Requested-With") == "XMLHttpRequest" or request.headers.get("HX-Request"):
+        if (request.headers.get("X-Requested-With") == "XMLHttpRequest" or request.headers.get("HX-Request")
+                or request.path.startswith("/api/")):
             return JsonResponse({"error": message}, status=413)
         messages.error(request, message)
         back = request.headers.get("Referer", "")

@@ -4,7 +4,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from transferapp import views
+from transferapp import model_views, views
+from transferapp.api import api
 from transferapp.auth import RateLimitedLoginView
 
 urlpatterns = [
@@ -40,6 +41,13 @@ urlpatterns = [
     path("runs/<int:pk>/delete/", views.run_delete, name="run_delete"),
     path("runs/<int:pk>/download/", views.run_download, name="run_download"),
     path("healthz", views.healthz, name="healthz"),
+    path("runs/<int:pk>/publish/", model_views.run_publish, name="run_publish"),
+    path("runs/<int:pk>/export/", model_views.run_export, name="run_export"),
+    path("runs/<int:pk>/export/download/", model_views.run_export_download, name="run_export_download"),
+    path("projects/<int:pk>/api-keys/", model_views.api_key_create, name="api_key_create"),
+    path("api-keys/<int:pk>/revoke/", model_views.api_key_revoke, name="api_key_revoke"),
+    path("projects/<int:pk>/predict/batch/", model_views.predict_batch, name="predict_batch"),
+    path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:
     urlpatterns.append(path("admin/", admin.site.urls))

@@ -16,7 +16,7 @@ from django.utils.http import content_disposition_header, url_has_allowed_host_a
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, estimates, forms, predictions, quotas, selectors, services, throttle, trust, uploads, zipstream
+from transferapp import charts, estimates, exports, forms, predictions, quotas, selectors, services, throttle, trust, uploads, zipstream
 from transferapp.engine import imaging
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
@@ -71,6 +71,9 @@ def project_detail(request, pk):
         "no_mirroring": selectors.project_no_mirroring(project=project),
         "has_grayscale": selectors.project_has_grayscale(project=project),
         "group_choices": project.GroupBy.choices,
+        "versions": selectors.versions_for_project(project=project),
+        "current_run": selectors.model_run(project=project),
+        "api_keys": selectors.api_keys_for_project(project=project),
     }
     return render(request, "transferapp/project_detail.html", context)
 
@@ -383,7 +386,8 @@ def training_start(request, pk):
 @login_required
 def run_detail(request, pk):
     run = services.run_check(run=selectors.run_get_for_user(user=request.user, pk=pk))
-    context = {**_run_context(run), **trust.run_context(run, cell=request.GET.get("cell", ""))}
+    context = {**_run_context(run), **trust.run_context(run, cell=request.GET.get("cell", "")),
+               "export": exports.export_status(run) if run.status == TrainingRun.Status.SUCCEEDED else None}
     if request.htmx and request.GET.get("live"):
         response = render(request, "transferapp/run_detail.html#live", context)
         if run.is_finished:
@@ -480,10 +484,15 @@ def run_download(request, pk):
 @login_required
 def predict(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
-    runs = list(selectors.predictable_runs(project=project))
+    runs = _current_first(list(selectors.predictable_runs(project=project)), selectors.model_run(project=project))
     if request.method == "POST":
         return _predict_post(request, project, runs)
     return render(request, "transferapp/predict.html", {"project": project, "runs": runs})
+
+
+def _current_first(runs: list, current) -> list:
+    """The project's model (published, else latest) first: the predict page's default choice."""
+    return sorted(runs, key=lambda run: run != current) if current else runs
 
 
 def _predict_post(request, project, runs):

@@ -8,7 +8,7 @@ import torch
 from transferapp.engine import Sample, TrainingCancelled, fit, folder_samples, load_predictor, stratified_split
 from transferapp.engine.features import embed
 from transferapp.engine.head import class_weights
-from transferapp.engine.zoo import create_backbone
+from transferapp.engine.zoo import create_backbone, precision
 
 from .conftest import make_dataset
 
@@ -60,7 +60,10 @@ def test_the_artifact_is_enough_to_predict_the_same_probabilities(fast_run):
     head = torch.nn.Linear(x.shape[1], 3)
     head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
     expected = torch.softmax(head(torch.as_tensor(x)), -1).detach().numpy()
-    np.testing.assert_allclose(probs, expected, atol=1e-4)
+    # The artifact predicts in float32 (so an ONNX export matches the app exactly); where the
+    # features were computed under bf16 autocast (CPUs with fast bf16), they differ by up to ~1e-2.
+    atol = 1e-4 if precision(torch.device("cpu")) == "fp32" else 2e-2
+    np.testing.assert_allclose(probs, expected, atol=atol)
     assert [r["top"] for r in results] == [fast_run["classes"][s.label] for s in val]
 
 

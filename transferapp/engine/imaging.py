@@ -43,6 +43,10 @@ class DecodeError(Exception):
     """The file cannot be turned into an image; the message is for the user, about this file only."""
 
 
+class TooManyPixels(DecodeError):
+    """Over the pixel cap: too large (HTTP 413), not malformed."""
+
+
 @dataclass
 class Decoded:
     rgb: Image.Image  # upright, 8-bit RGB
@@ -90,7 +94,7 @@ def _decode_pillow(data: bytes, max_pixels, accepted_formats) -> Decoded:
     except UnidentifiedImageError:
         raise DecodeError("This is not an image file we can read (JPEG, PNG, GIF, WebP, BMP, TIFF or DICOM).") from None
     except Image.DecompressionBombError:
-        raise DecodeError(_too_many_pixels(max_pixels)) from None
+        raise TooManyPixels(_too_many_pixels(max_pixels)) from None
     except Exception as exc:  # any decoder failure is this file's problem, never a server error
         raise DecodeError(f"The image is corrupt or truncated ({_reason(exc)}).") from None
     if accepted_formats is not None and image.format not in accepted_formats:
@@ -101,7 +105,7 @@ def _decode_pillow(data: bytes, max_pixels, accepted_formats) -> Decoded:
         grayscale = image.mode in ("1", "L", "LA", *_HIGH_DEPTH_MODES) or (image.mode == "P" and _palette_is_grey(image))
         rgb = to_rgb(image)
     except Image.DecompressionBombError:
-        raise DecodeError(_too_many_pixels(max_pixels)) from None
+        raise TooManyPixels(_too_many_pixels(max_pixels)) from None
     except Exception as exc:
         raise DecodeError(f"The image is corrupt or truncated, or uses an encoding we cannot decode ({_reason(exc)}).") from None
     return Decoded(rgb=rgb, format=image.format, width=image.width, height=image.height, grayscale=grayscale)
@@ -232,7 +236,7 @@ def _first_value(value):
 
 def _check_pixels(width: int, height: int, max_pixels) -> None:
     if max_pixels and width * height > max_pixels:
-        raise DecodeError(f"The image is {width}x{height} pixels, over the limit of {max_pixels / 1e6:.0f} megapixels.")
+        raise TooManyPixels(f"The image is {width}x{height} pixels, over the limit of {max_pixels / 1e6:.0f} megapixels.")
 
 
 def _too_many_pixels(max_pixels) -> str:

@@ -104,7 +104,9 @@ def load_predictor(artifact_dir, device=None) -> Predictor:
     # The architecture only: every weight comes from model.pt, so torchvision files need not exist.
     backbone = create_backbone(meta["base"], image_size=image_size, pretrained=False)
     backbone.preprocessing = meta["preprocessing"]
-    model = Classifier(backbone, len(meta["classes"]), fp32_from=meta.get("fp32_from"))
+    # Predictions run wholly in float32 (fp32_from=0), even where training used bf16 autocast: bf16
+    # moves probabilities by ~4e-3, and an exported model (float32 ONNX) must predict exactly as the app.
+    model = Classifier(backbone, len(meta["classes"]), fp32_from=0)
     model.load_state_dict(torch.load(artifact / "model.pt", map_location="cpu", weights_only=True))
     # A model trained with "images must not be mirrored" never averages with a mirror image.
     model.flip_tta = bool(meta.get("flip_tta", False)) and not meta.get("config", {}).get("no_mirroring", False)

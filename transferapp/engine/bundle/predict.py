@@ -1,0 +1,116 @@
+"""Predict with this exported model: Pillow, numpy and onnxruntime only (no PyTorch, no server).
+
+    python predict.py photo1.jpg photo2.png      # one JSON object per image, as the app's API answers
+    python predict.py --selftest                 # recompute samples/ and compare with the app's numbers
+
+The preprocessing below reproduces the app's own (decode, upright, transparency onto white, resize
+of the shorter side with the model's interpolation, centre crop); model.onnx does the rest
+(uint8 NCHW pixels in, normalisation, mirror averaging when the model uses it, softmax out).
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+HERE = Path(__file__).resolve().parent
+TOLERANCE = 1e-4  # largest difference in any probability the self-test accepts
+
+
+def load_config():
+    return json.loads((HERE / "config.json").read_text()), json.loads((HERE / "labels.json").read_text())
+
+
+def to_rgb(img):
+    img = ImageOps.exif_transpose(img)
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "P", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def preprocess(path, prep):
+    """The app's eval transform (torchvision Resize + CenterCrop on a PIL image), with Pillow only."""
+    with Image.open(path) as opened:
+        opened.load()
+        img = to_rgb(opened)
+    resample = Image.BICUBIC if prep.get("interpolation") == "bicubic" else Image.BILINEAR
+    width, height = img.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = prep["resize"], int(prep["resize"] * long / short)
+    size = (new_short, new_long) if width <= height else (new_long, new_short)
+    if size != (width, height):
+        img = img.resize(size, resample)
+    crop = prep["crop"]
+    left, top = int(round((img.width - crop) / 2.0)), int(round((img.height - crop) / 2.0))
+    img = img.crop((left, top, left + crop, top + crop))
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)  # HWC -> CHW
+
+
+def describe(name, probs, labels, config):
+    order = np.argsort(-probs, kind="stable")
+    ranked = [{"label": labels[i], "probability": float(probs[i])} for i in order]
+    prediction_set, abstained = prediction_set_for(ranked, config.get("thresholds"))
+    return {"file": name, "model": config["model"], "top": ranked[0], "predictions": ranked,
+            "prediction_set": prediction_set, "abstained": abstained}
+
+
+def prediction_set_for(ranked, thresholds):
+    """The labels the model cannot rule out. Without calibrated thresholds: the top label alone."""
+    if thresholds and "set_threshold" in thresholds:
+        chosen = [r["label"] for r in ranked if r["probability"] >= thresholds["set_threshold"]]
+        return chosen, len(chosen) != 1
+    return [ranked[0]["label"]], False
+
+
+def predict(paths, session, config, labels, batch_size=16):
+    results = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        batch = np.stack([preprocess(p, config["preprocessing"]) for p in chunk])
+        probs = session.run(None, {"pixels": batch})[0]
+        results += [describe(Path(p).name, row, labels, config) for p, row in zip(chunk, probs)]
+    return results
+
+
+def selftest(session, config, labels) -> int:
+    expected = json.loads((HERE / "samples.json").read_text())
+    paths = [str(HERE / "samples" / row["file"]) for row in expected]
+    got = predict(paths, session, config, labels)
+    worst, wrong = 0.0, []
+    for row, result in zip(expected, got):
+        mine = {p["label"]: p["probability"] for p in result["predictions"]}
+        worst = max([worst] + [abs(mine[label] - p) for label, p in row["probabilities"].items()])
+        if result["top"]["label"] != row["top"]:
+            wrong.append(row["file"])
+    ok = not wrong and worst <= TOLERANCE
+    print(json.dumps({"selftest": "passed" if ok else "FAILED", "images": len(expected),
+                      "max_abs_difference": worst, "different_top_label": wrong}))
+    return 0 if ok else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="*")
+    parser.add_argument("--selftest", action="store_true", help="check this bundle against the app's own predictions")
+    args = parser.parse_args(argv)
+    config, labels = load_config()
+    options = ort.SessionOptions()
+    session = ort.InferenceSession(str(HERE / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    if args.selftest:
+        return selftest(session, config, labels)
+    if not args.images:
+        parser.error("name one or more image files (or --selftest)")
+    for result in predict(args.images, session, config, labels):
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Views for model versions, their export bundles and the project's API keys.
+
+Like views.py: the first line of each is the access check through selectors.
+"""
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpResponse
+from django.utils.text import slugify
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from transferapp import batch, exports, selectors, services, throttle, uploads
+
+
+@login_required
+@require_POST
+def run_publish(request, pk):
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    try:
+        services.run_publish(run=run)
+        messages.success(request, f"Version {run.version} is now the project's model (predict page, API and export).")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect(run.project)
+
+
+@login_required
+@require_POST
+def run_export(request, pk):
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    try:
+        status = exports.run_export(run=run)
+    except exports.ExportError as exc:
+        messages.error(request, str(exc))
+        return redirect(run)
+    if status["passed"]:
+        report = status["report"]
+        messages.success(request, f"Export ready: its self-test predicted {report['images']} images exactly as the app "
+                                  f"does (largest difference {report['max_abs_difference']:.1e}).")
+    else:
+        messages.error(request, "The export failed its self-test, so it is not offered for download: "
+                                f"{status['report']}")
+    return redirect(run)
+
+
+@login_required
+def run_export_download(request, pk):
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    path = exports.bundle_zip(run)
+    if path is None:
+        raise Http404("No export that passed its self-test")
+    name = exports.export_status(run)["name"]
+    return FileResponse(path.open("rb"), as_attachment=True, filename=f"{name}.zip", content_type="application/zip")
+
+
+@login_required
+@require_POST
+def api_key_create(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    _, key = services.api_key_create(project=project, name=request.POST.get("name", ""))
+    # Shown on this one response only: the database keeps its hash.
+    context = {"project": project, "new_key": key, "api_keys": selectors.api_keys_for_project(project=project)}
+    return render(request, "transferapp/api_key_created.html", context)
+
+
+@login_required
+@require_POST
+def api_key_revoke(request, pk):
+    key = selectors.api_key_get_for_user(user=request.user, pk=pk)
+    services.api_key_revoke(key=key)
+    messages.success(request, f"Key {key.prefix}… revoked: requests with it are now refused.")
+    return redirect(key.project)
+
+
+@login_required
+@require_POST
+@uploads.accepts_archives
+def predict_batch(request, pk):
+    """Many images or zips in, one CSV out, predicted with the project's model (published, else latest)."""
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    run = selectors.model_run(project=project)
+    files = request.FILES.getlist("files")
+    if run is None or not files:
+        messages.error(request, "Train a model first." if run is None else "Choose images, a zip or a folder first.")
+        return redirect("predict", pk=project.pk)
+    rows = [{"file": name, "error": reason} for name, reason in uploads.refused_files(request)]
+    rows += batch.predict_rows(run, batch.named_images(files))
+    refusal = throttle.prediction_refusal(request.user, len(rows))
+    if refusal:
+        messages.error(request, refusal)
+        return redirect("predict", pk=project.pk)
+    response = HttpResponse(batch.to_csv(rows), content_type="text/csv; charset=utf-8")
+    name = f"{slugify(project.name) or 'project'}-v{run.version}-predictions.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
