@@ -408,3 +408,17 @@ def _unix_socket_answers(path: Path) -> bool:
             return True
         except OSError:
             return False
+
+
+@pytest.mark.django_db
+def test_a_run_that_failed_after_its_first_model_still_offers_that_model(alice, user):
+    from transferapp import selectors
+
+    project = project_with_images(user, per_class=5)
+    failed = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="failed",
+                                        error="The worker stopped responding.",
+                                        metrics={"first_model_ready": True, "first_model_accuracy": 0.8})
+    TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="failed", error="Out of memory.")
+    assert list(selectors.predictable_runs(project=project)) == [failed]
+    page = alice.get(failed.get_absolute_url()).content.decode()
+    assert "Predict with the quick first model" in page and "can still be used for predictions" in page

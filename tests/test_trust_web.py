@@ -202,3 +202,38 @@ def test_training_is_refused_when_setting_aside_leaves_a_class_too_few_training_
                           {"base_model": "efficientnet_lite0", "preset": "fast"}, follow=True)
     assert "3 image(s) left for training (2 set aside for testing)" in response.content.decode()
     assert not TrainingRun.objects.filter(project=project).exists()
+
+
+def _jpeg_copy(png: bytes, size=(48, 48)) -> bytes:
+    out = io.BytesIO()
+    PILImage.open(io.BytesIO(png)).convert("RGB").resize(size).save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def test_a_near_identical_copy_of_a_test_image_is_held_out_with_it(alice, user, queue, received):
+    project = project_with_images(user, classes=("red", "blue"), per_class=7)
+    blue = project.labels.get(name="blue")
+    original = blue.images.order_by("pk").first()
+    copy = alice.post(reverse("label_upload", args=[project.pk, blue.pk]),
+                      {"files": [upload("copy.jpg", _jpeg_copy(image_bytes("blue", shape_seed=0)), "image/jpeg")]})
+    assert copy.status_code == 302
+    duplicate = Image.objects.get(original_name="copy.jpg")
+    alice.post(reverse("label_bulk", args=[project.pk, blue.pk]), {"images": [original.pk], "action": "test"})
+    run = _train(alice, project)
+    _work_off_queue()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert {str(original.pk), str(duplicate.pk)} <= received["test"]
+    assert str(duplicate.pk) not in received["train"] | received["val"]
+    assert "held out with them" in run.metrics["split"]
+
+
+def test_a_risk_level_that_is_not_a_number_is_refused_with_a_message(alice, user):
+    project = project_with_images(user)
+    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded",
+                                     metrics={"trust": {"min_alpha": 0.05, "n_calibration": 20}})
+    for bad in ("nan", "inf", "-1"):
+        response = alice.post(reverse("run_trust_settings", args=[run.pk]), {"alpha": bad}, follow=True)
+        assert response.status_code == 200
+        run.refresh_from_db()
+        assert run.alpha == 0.1, bad

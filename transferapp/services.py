@@ -4,6 +4,7 @@ Functions take keyword-only arguments and objects the caller already fetched wit
 access check (see selectors.py), so ownership is never re-decided here.
 """
 import logging
+import math
 import secrets
 import shutil
 import uuid
@@ -338,7 +339,7 @@ def image_relabel(*, image: Image, label: Label) -> None:
 def run_set_alpha(*, run: TrainingRun, alpha: float) -> None:
     """The risk level of the run's prediction sets; refused below what its calibration supports."""
     floor = (run.metrics.get("trust") or {}).get("min_alpha", 0.0)
-    if alpha <= 0 or alpha < floor or alpha > 0.5:
+    if not math.isfinite(alpha) or alpha <= 0 or alpha < floor or alpha > 0.5:
         raise ServiceError(f"Choose a risk level between {max(floor, 0.001):g} and 0.5: with "
                            f"{(run.metrics.get('trust') or {}).get('n_calibration', 0)} calibration images a "
                            "smaller one cannot be promised.")

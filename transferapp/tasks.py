@@ -110,6 +110,7 @@ class Untrainable(Exception):
 
 
 def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
+    pulled_in = snapshot.hold_out_whole_groups(selectors.split_groups(project=run.project))
     problems = selectors.problems_for_counts(snapshot.counts(), held_out=snapshot.counts(held_out=True))
     if problems:
         raise Untrainable(" ".join(problems))
@@ -131,6 +132,9 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
         on_progress=reporter.report,
         should_stop=reporter.should_stop,
     )
+    if pulled_in:
+        how_split += (f" {pulled_in} image(s) related to test images (near-identical, or in the same group) "
+                      "were held out with them, so no copy of a test image was trained on.")
     return {**metrics, "split": how_split}
 
 
@@ -149,6 +153,17 @@ class Snapshot:
 
     def held_out(self) -> list[Sample]:
         return [s for s in self.samples if s.key in self.test_keys]
+
+    def hold_out_whole_groups(self, groups: list[list[int]]) -> int:
+        """A group (near-identical images, one patient, one folder) with a test image in it is held
+        out whole: a copy of a test image in training would make the test figure measure memory.
+        Returns how many images were pulled into the test set."""
+        before = len(self.test_keys)
+        for group in groups:
+            keys = {str(pk) for pk in group}
+            if keys & self.test_keys:
+                self.test_keys |= keys
+        return len(self.test_keys) - before
 
     def counts(self, held_out: bool = False) -> dict[str, int]:
         """Images per class (all of them, or only those held out for testing)."""
