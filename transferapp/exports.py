@@ -79,6 +79,19 @@ def _validation_samples(run: TrainingRun) -> tuple[list[tuple[str, str]], dict]:
     return [(s.key, s.path) for s in chosen], dict(counts)
 
 
+def _evaluated_on(metrics: dict) -> str:
+    """"test" when held-out test images were scored, else "validation" (they also chose the model)."""
+    return "test" if metrics.get("evaluated_on") == "test" else "validation"
+
+
+def _scored(metrics: dict) -> int:
+    return metrics.get("n_scored") or metrics.get("n_val", 0)
+
+
+def _score(value) -> str:
+    return "—" if value is None else f"{value:.2f}"  # None: no image of the class to measure it on
+
+
 def model_card(run: TrainingRun, counts: dict) -> str:
     metrics = run.metrics or {}
     accuracy = metrics.get("accuracy")
@@ -89,12 +102,12 @@ def model_card(run: TrainingRun, counts: dict) -> str:
         "## What it was trained on", "",
         *[f"- {name}: {count} images" for name, count in sorted(counts.items())], "",
         "## How well it did", "",
-        (f"- Accuracy {accuracy:.1%} on {metrics.get('n_val', 0)} validation images "
-         f"(trained on {metrics.get('n_train', 0)})." if accuracy is not None else "- No validation figures."),
+        (f"- Accuracy {accuracy:.1%} on {_scored(metrics)} {_evaluated_on(metrics)} images "
+         f"(trained on {metrics.get('n_train', 0)})." if accuracy is not None else "- No figures."),
     ]
     for name, scores in (metrics.get("per_class") or {}).items():
-        lines.append(f"- {name}: precision {scores['precision']:.2f}, recall {scores['recall']:.2f} "
-                     f"({scores['support']} validation images)")
+        lines.append(f"- {name}: precision {_score(scores.get('precision'))}, recall {_score(scores.get('recall'))} "
+                     f"({scores.get('support', 0)} {_evaluated_on(metrics)} images)")
     if (metrics.get("refit") or {}).get("note"):
         lines.append(f"- {metrics['refit']['note']}")
     lines += [
