@@ -123,7 +123,10 @@ def watched_page(browser):
         lambda r: (r.status >= 500 or ("/static/" in r.url and r.status >= 400))
         and page.problems.append(f"HTTP {r.status} {r.request.method} {r.url}"),
     )
-    page.on("requestfailed", lambda r: page.problems.append(f"request failed: {r.method} {r.url} {r.failure}"))
+    # ERR_ABORTED is the browser cancelling its own request (a lazy image scrolled away while a
+    # full-page screenshot resizes the page, an element swapped out): not a failure of the app.
+    page.on("requestfailed", lambda r: "ERR_ABORTED" not in (r.failure or "")
+            and page.problems.append(f"request failed: {r.method} {r.url} {r.failure}"))
     yield page
     context.close()
 
