@@ -78,25 +78,19 @@ def project_refusal(*, owner) -> str:
 
 
 def run_refusal(*, owner) -> str:
-    limit = quota_for(owner).runs
-    active = TrainingRun.objects.filter(
-        project__owner_id=_user_id(owner), status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
-    )
-    if limit and active.count() >= limit:
-        return (
-            f"You already have {_plural(limit, 'training')} queued or running, your limit. "
-            "Wait for one to finish or cancel one, then start this one."
-        )
-    return ""
+    return _at_once_refusal(TrainingRun, owner, quota_for(owner).runs, "training",
+                            "Wait for one to finish or cancel one, then start this one.")
 
 
 def import_refusal(*, owner) -> str:
-    limit = quota_for(owner).imports
-    active = ImportJob.objects.filter(
-        project__owner_id=_user_id(owner), status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING]
-    )
+    return _at_once_refusal(ImportJob, owner, quota_for(owner).imports, "import", "Wait for one to finish.")
+
+
+def _at_once_refusal(model, owner, limit: int, noun: str, advice: str) -> str:
+    """Trainings and imports share one rule: at most `limit` of them queued or running per user."""
+    active = model.objects.filter(project__owner_id=_user_id(owner), status__in=["queued", "running"])
     if limit and active.count() >= limit:
-        return f"You already have {_plural(limit, 'import')} queued or running, your limit. Wait for one to finish."
+        return f"You already have {_plural(limit, noun)} queued or running, your limit. {advice}"
     return ""
 
 
