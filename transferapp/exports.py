@@ -51,7 +51,7 @@ def run_export(*, run: TrainingRun) -> dict:
     samples, counts = _validation_samples(run)
     name = f"{slugify(run.project.name) or 'model'}-v{run.version}"
     result = export_bundle(run.artifact_dir, export_dir(run), name=name, samples=samples, model_info=model_info(run),
-                           card=model_card(run, counts))
+                           card=model_card(run, counts), alpha=run.alpha)
     status = {"passed": result.passed, "report": result.report, "seconds": round(time.perf_counter() - started, 2),
               "name": name}
     (export_dir(run) / "result.json").write_text(json.dumps(status))

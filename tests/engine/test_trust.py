@@ -259,3 +259,30 @@ def test_a_model_with_too_few_calibration_images_still_predicts_and_says_so(shap
     assert result["calibrated"] is False and "too few images to say how sure" in result["answer"]
     with pytest.raises(ValueError, match="calibration images"):
         predictor.predict_paths([shapes_model["val"][0].path], alpha=0.1)
+
+
+def test_the_export_carries_the_temperature_and_the_prediction_sets_of_the_app(shapes_model, tmp_path):
+    import importlib.util
+    import shutil
+
+    from transferapp.engine.export import export_bundle
+
+    artifact = tmp_path / "artifact"
+    shutil.copytree(shapes_model["out"], artifact)
+    meta = json.loads((artifact / "meta.json").read_text())
+    meta["trust"]["temperature"] = 1.7  # as a fine-tuned model's calibration would set it
+    (artifact / "meta.json").write_text(json.dumps(meta))
+    samples = [(f"s{i}.png", s.path) for i, s in enumerate(shapes_model["val"][:6])]
+    result = export_bundle(artifact, tmp_path / "export", name="shapes", samples=samples,
+                           model_info={"project": "shapes", "version": 1, "base": "efficientnet_lite0"}, card="# shapes")
+    assert result.passed, result.report  # the app's tempered probabilities, recomputed by the bundle
+    config = json.loads((result.folder / "config.json").read_text())
+    spec = importlib.util.spec_from_file_location("bundle_predict", result.folder / "predict.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    app = load_predictor(artifact)
+    for row in json.loads((result.folder / "samples.json").read_text()):
+        ranked = sorted(({"label": k, "probability": v} for k, v in row["probabilities"].items()),
+                        key=lambda r: -r["probability"])
+        (expected,) = app.predict_images([Image.open(result.folder / "samples" / row["file"]).convert("RGB")])
+        assert bundle.prediction_set_for(ranked, config["thresholds"])[0] == expected["prediction_set"]

@@ -32,11 +32,12 @@ OPSET = 17
 
 
 class PixelsToProbabilities(nn.Module):
-    """uint8 NCHW pixels -> probabilities, exactly as Predictor does after its ToTensor."""
+    """uint8 NCHW pixels -> probabilities, exactly as Predictor does after its ToTensor, including
+    the temperature a fine-tuned model was calibrated with."""
 
-    def __init__(self, model, preprocessing: dict, flip_tta: bool):
+    def __init__(self, model, preprocessing: dict, flip_tta: bool, temperature: float = 1.0):
         super().__init__()
-        self.body, self.head, self.flip_tta = model.body, model.head, flip_tta
+        self.body, self.head, self.flip_tta, self.temperature = model.body, model.head, flip_tta, temperature
         self.register_buffer("mean", torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -48,6 +49,8 @@ class PixelsToProbabilities(nn.Module):
         probs = self._probs(x)
         if self.flip_tta:
             probs = (probs + self._probs(torch.flip(x, dims=[3]))) / 2
+        if self.temperature != 1.0:  # as calibrate.apply_temperature: on the averaged probabilities
+            probs = torch.softmax(torch.log(probs.clamp_min(1e-12)) / self.temperature, -1)
         return probs
 
 
@@ -60,11 +63,12 @@ class ExportResult:
 
 
 def export_bundle(artifact_dir, out_dir, *, name: str, samples: list[tuple[str, str]], model_info: dict, card: str,
-                  thresholds: dict | None = None) -> ExportResult:
+                  alpha: float | None = None) -> ExportResult:
     """Write the bundle into out_dir/bundle, run its self-test in a clean interpreter, zip it.
 
     name: the zip's top folder; model_info: what predict.py reports as "model" ({project, version, base});
-    samples: (name, path) of images to ship as the parity proof (shrunk, stored as PNG).
+    samples: (name, path) of images to ship as the parity proof (shrunk, stored as PNG); alpha: the
+    risk level of the bundle's prediction sets (the model's own when None or not supported).
     """
     predictor = load_predictor(artifact_dir, device="cpu")
     meta = json.loads((Path(artifact_dir) / "meta.json").read_text())
@@ -77,8 +81,9 @@ def export_bundle(artifact_dir, out_dir, *, name: str, samples: list[tuple[str, 
               "input": {"name": "pixels", "dtype": "uint8", "layout": "NCHW", "shape": ["batch", 3, prep["crop"], prep["crop"]],
                         "channels": "RGB"},
               "output": {"name": "probabilities", "shape": ["batch", len(predictor.classes)]}}
-    if thresholds:
-        config["thresholds"] = thresholds
+    q = _conformal_threshold(predictor, alpha)
+    if q is not None:  # predict.py then answers with the app's prediction sets
+        config["thresholds"] = {"alpha": alpha if alpha is not None else predictor.trust.default_alpha, "q": q}
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "labels.json").write_text(json.dumps(predictor.classes, indent=2))
     (folder / "samples.json").write_text(json.dumps(_sample_expectations(predictor, samples, folder / "samples"), indent=1))
@@ -91,11 +96,18 @@ def export_bundle(artifact_dir, out_dir, *, name: str, samples: list[tuple[str, 
     return ExportResult(folder, zip_path, passed, report)
 
 
+def _conformal_threshold(predictor, alpha: float | None) -> float | None:
+    try:
+        return predictor.trust.threshold(alpha)
+    except ValueError:  # too few calibration images for this alpha: the model's own level
+        return predictor.trust.threshold(None)
+
+
 def write_onnx(predictor, path: Path) -> None:
     """The predictor's model as ONNX: uint8 NCHW pixels in, probabilities out (see the module docstring)."""
     prep = predictor.preprocessing
     model = predictor.model.to("cpu").float()
-    wrapper = PixelsToProbabilities(model, prep, bool(model.flip_tta)).eval()
+    wrapper = PixelsToProbabilities(model, prep, bool(model.flip_tta), predictor.trust.temperature).eval()
     example = torch.zeros(1, 3, prep["crop"], prep["crop"], dtype=torch.uint8)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, not broken (zoo.py does the same)

@@ -62,9 +62,10 @@ def describe(name, probs, labels, config):
 
 
 def prediction_set_for(ranked, thresholds):
-    """The labels the model cannot rule out. Without calibrated thresholds: the top label alone."""
-    if thresholds and "set_threshold" in thresholds:
-        chosen = [r["label"] for r in ranked if r["probability"] >= thresholds["set_threshold"]]
+    """The labels the model cannot rule out at the exported risk level (1 - p <= q, as the app's
+    conformal sets), never empty; without calibration, the top label alone."""
+    if thresholds and "q" in thresholds:
+        chosen = [r["label"] for r in ranked if 1.0 - r["probability"] <= thresholds["q"] + 1e-12] or [ranked[0]["label"]]
         return chosen, len(chosen) != 1
     return [ranked[0]["label"]], False
 
