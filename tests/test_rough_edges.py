@@ -306,3 +306,12 @@ def test_the_settings_used_have_human_labels_and_a_cancelled_run_says_so_once(al
     page = alice.get(cancelled.get_absolute_url()).content.decode()
     assert "Cancelled. Cancelled." not in page and "cancelled. Cancelled." not in page
     assert "This run was cancelled" in page
+
+
+@pytest.mark.django_db
+def test_the_project_list_counts_images_set_aside_for_testing_as_not_trainable(alice, user):
+    project = project_with_images(user, classes=("red", "blue"), per_class=6)
+    aside = list(project.labels.get(name="red").images.values_list("pk", flat=True)[:3])
+    project.images.filter(pk__in=aside).update(split="test")
+    page = alice.get(reverse("project_list")).content.decode()
+    assert "Needs images" in page and "Ready to train" not in page  # "Train" would refuse it

@@ -5,7 +5,7 @@ whether someone else's project exists.
 """
 import django_rq
 from django.core.files.storage import default_storage
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery
 from PIL import Image as PILImage
 from django.shortcuts import get_object_or_404
 from rq import Worker
@@ -27,28 +27,31 @@ def project_list_for_user(*, user):
 
 
 def project_overviews(*, user) -> list[Project]:
-    """The user's projects with counts, their latest run and a one-word status, in few queries."""
-    projects = list(project_list_for_user(user=user))
-    ids = [p.pk for p in projects]
-    latest = {}
-    for run in TrainingRun.objects.filter(project_id__in=ids).order_by("project_id", "-created_at", "-pk"):
-        latest.setdefault(run.project_id, run)
-    smallest = {}
-    for row in Label.objects.filter(project_id__in=ids).annotate(n=Count("images", filter=LIVE_IMAGES)).values("project_id", "n"):
-        smallest[row["project_id"]] = min(row["n"], smallest.get(row["project_id"], row["n"]))
+    """The user's projects with counts, their latest run and a one-word status, in four queries."""
+    latest_run = TrainingRun.objects.filter(project=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
+    projects = list(project_list_for_user(user=user).annotate(latest_run_pk=Subquery(latest_run)))
+    runs = TrainingRun.objects.in_bulk([p.latest_run_pk for p in projects if p.latest_run_pk])
+    counts, held = {}, {}
+    rows = Label.objects.filter(project__in=projects).annotate(
+        n=Count("images", filter=LIVE_IMAGES), held=Count("images", filter=Q(images__split="test") & LIVE_IMAGES))
+    for row in rows.values("project_id", "name", "n", "held"):
+        counts.setdefault(row["project_id"], {})[row["name"]] = row["n"]
+        held.setdefault(row["project_id"], {})[row["name"]] = row["held"]
     for project in projects:
-        project.last_run = latest.get(project.pk)
-        project.status_text, project.status_css = _project_status(project, smallest.get(project.pk, 0))
+        project.last_run = runs.get(project.latest_run_pk)
+        problems = problems_for_counts(counts.get(project.pk, {}), held_out=held.get(project.pk, {}))
+        project.status_text, project.status_css = _project_status(project, problems)
     return projects
 
 
-def _project_status(project: Project, smallest_class: int) -> tuple[str, str]:
+def _project_status(project: Project, problems: list[str]) -> tuple[str, str]:
+    """The training rules of problems_for_counts(), in one word for the project list."""
     run = project.last_run
     if run is not None and not run.is_finished:
         return "Training", "running"
-    if project.n_labels < 2:
+    if project.n_labels < MIN_CLASSES:
         return "Needs classes", "queued"
-    if smallest_class < MIN_IMAGES_PER_CLASS:
+    if problems:
         return "Needs images", "queued"
     if run is not None and run.status == TrainingRun.Status.SUCCEEDED:
         return "Trained", "succeeded"
