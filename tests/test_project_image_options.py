@@ -132,5 +132,5 @@ def test_the_results_page_says_how_the_split_was_made(user):
     samples = [Sample(im.file.path, 0 if im.label.name == "red" else 1, str(im.pk)) for im in project.images.all()]
     from transferapp import selectors
     from transferapp.engine.config import TrainConfig
-    _, _, how = tasks.split_for_run(project, samples, set(), TrainConfig())
+    _, _, how = tasks.split_for_run(project, samples, set(), TrainConfig(), selectors.split_groups(project=project))
     assert "file name" in how and "one side" in how

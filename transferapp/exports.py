@@ -10,7 +10,6 @@ from pathlib import Path
 
 from django.utils.text import slugify
 
-from transferapp.engine.config import TrainConfig
 from transferapp.engine.export import export_bundle
 from transferapp.models import TrainingRun
 
@@ -59,12 +58,13 @@ def run_export(*, run: TrainingRun) -> dict:
 
 
 def _validation_samples(run: TrainingRun) -> tuple[list[tuple[str, str]], dict]:
-    """Up to SAMPLES of the run's own validation images (the same split the run made), spread over the classes."""
-    from transferapp.tasks import _snapshot, split_for_run  # the run's own split rule, not a copy of it
+    """Up to SAMPLES of the run's own validation images (as the run recorded them; still present
+    ones), spread over the classes."""
+    from transferapp.tasks import _snapshot
 
     snapshot = _snapshot(run)
-    _, val, _ = split_for_run(run.project, snapshot.samples, snapshot.given_val, TrainConfig.from_dict(run.config))
-    pool = val or snapshot.samples
+    val_keys = set(run.metrics.get("val_keys") or [])
+    pool = [s for s in snapshot.samples if s.key in val_keys] or snapshot.samples
     by_class: dict[int, list] = {}
     for sample in pool:
         by_class.setdefault(sample.label, []).append(sample)

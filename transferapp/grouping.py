@@ -80,5 +80,5 @@ def keyed_groups(keys: dict[int, str]) -> list[list[int]]:
 
 
 def broken_by_split(groups: list[list[int]], splits: dict[int, str]) -> list[list[int]]:
-    """Groups with images on both sides of an imported train/val split."""
-    return [g for g in groups if len({splits.get(pk) or "train" for pk in g}) > 1]
+    """Groups with images on both sides of an imported train/val split (test images left aside)."""
+    return [g for g in groups if len({splits.get(pk) or "train" for pk in g if splits.get(pk) != "test"}) > 1]

@@ -186,8 +186,9 @@ def split_groups(*, project: Project) -> list[list[int]]:
 
 
 def groups_broken_by_imported_split(*, project: Project) -> list[list[Image]]:
-    """Groups of the project's rule that an imported train/val split puts on both sides."""
-    if not project.images.exclude(split="").exists():
+    """Groups of the project's rule that an imported train/val split puts on both sides (a test
+    image does not count as a side: training holds its whole group out with it)."""
+    if not project.images.filter(split__in=["train", "val"]).exists():
         return []
     splits = dict(project.images.values_list("pk", "split"))
     broken = grouping.broken_by_split(grouping.keyed_groups(group_keys(project=project)), splits)

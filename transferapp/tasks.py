@@ -110,13 +110,14 @@ class Untrainable(Exception):
 
 
 def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
-    pulled_in = snapshot.hold_out_whole_groups(selectors.split_groups(project=run.project))
+    groups = selectors.split_groups(project=run.project)  # thumbnails re-read: once per run
+    pulled_in = snapshot.hold_out_whole_groups(groups)
     problems = selectors.problems_for_counts(snapshot.counts(), held_out=snapshot.counts(held_out=True))
     if problems:
         raise Untrainable(" ".join(problems))
     samples, test = snapshot.trainable(), snapshot.held_out()
     config = TrainConfig.from_dict(run.config)
-    train, val, how_split = split_for_run(run.project, samples, snapshot.given_val, config)
+    train, val, how_split = split_for_run(run.project, samples, snapshot.given_val, config, groups)
     out_dir = _artifact_dir(run)
     TrainingRun.objects.filter(pk=run.pk).update(classes=snapshot.classes, n_images=len(snapshot.samples),
                                                  artifact_dir=str(out_dir))
@@ -135,7 +136,8 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
     if pulled_in:
         how_split += (f" {pulled_in} image(s) related to test images (near-identical, or in the same group) "
                       "were held out with them, so no copy of a test image was trained on.")
-    return {**metrics, "split": how_split}
+    # The validation images by key: the export ships some of them as its parity samples.
+    return {**metrics, "split": how_split, "val_keys": [s.key for s in val]}
 
 
 @dataclass
@@ -185,9 +187,9 @@ def _snapshot(run: TrainingRun) -> Snapshot:
     return Snapshot(samples, classes, given_val, {row[3] for row in rows}, test_keys)
 
 
-def split_for_run(project, samples, given_val: set[str], config: TrainConfig):
-    """(train, val, a sentence saying how the split was made) for the results page."""
-    groups = selectors.split_groups(project=project)
+def split_for_run(project, samples, given_val: set[str], config: TrainConfig, groups: list[list[int]]):
+    """(train, val, a sentence saying how the split was made) for the results page; `groups` are
+    selectors.split_groups(), kept on one side."""
     train, val = _split(samples, given_val, groups, config)
     if given_val and {s.key for s in val} == given_val:
         broken = selectors.groups_broken_by_imported_split(project=project)
