@@ -132,6 +132,20 @@ def test_the_suspects_gallery_moves_confirms_and_remembers(alice, user):
     assert f'id="image-{c.pk}"' in class_page and f'id="image-{b.pk}"' not in class_page
 
 
+def test_deleting_a_suspect_from_the_gallery_replaces_only_its_card_and_can_be_undone(alice, user):
+    project = project_with_images(user, classes=("blue", "red"), per_class=3)
+    image = project.labels.get(name="blue").images.first()
+    rows = [{"key": str(image.pk), "label": 0, "suggested": 1, "p_given": 0.1, "p_suggested": 0.9}]
+    run = _finished_run(project, suspected_mislabels=rows)
+    card = alice.post(reverse("image_delete", args=[image.pk]),
+                      HTTP_HX_REQUEST="true", HTTP_HX_TARGET=f"suspect-{image.pk}").content.decode()
+    assert "Deleted" in card and "selection-form" not in card and "image-grid" not in card  # not the class grid
+    assert not Image.objects.filter(pk=image.pk).exists()
+    alice.post(reverse("images_restore", args=[project.pk]), {"images": [image.pk]})
+    assert Image.objects.filter(pk=image.pk).exists()
+    assert "Please look at these first (1)" in alice.get(run.get_absolute_url()).content.decode()
+
+
 def test_someone_else_cannot_relabel_or_confirm_my_images(client, other_user, user):
     project = project_with_images(user, classes=("blue", "red"), per_class=2)
     image, red = project.labels.get(name="blue").images.first(), project.labels.get(name="red")
