@@ -3,17 +3,15 @@ upload and predict flows, and the browser reports no policy violation (issue 13,
 import re
 
 import django_rq
-import pytest
 from rq import SimpleWorker
 
-from tests.browser_support import BROWSER_MARKS, TIMEOUT_MS, assert_assets_loaded, drop_files, pngs
+from tests.browser_support import BROWSER_MARKS, expect, TIMEOUT_MS, assert_assets_loaded, drop_files, pngs
 from tests.conftest import image_bytes
 from tests.factories import project_with_images
 from transferapp import services
 from transferapp.models import ImportJob
 
 pytestmark = BROWSER_MARKS
-expect = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed").expect
 
 # Chromium fires this event for every blocked script, style, image, frame or form target.
 RECORD_VIOLATIONS = """

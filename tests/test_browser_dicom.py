@@ -5,9 +5,8 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import expect
 
-from tests.browser_support import BROWSER_MARKS, PASSWORD, assert_assets_loaded, drop_files
+from tests.browser_support import BROWSER_MARKS, expect, PASSWORD, assert_assets_loaded, drop_files
 from tests.test_dicom import dicom_file
 from transferapp import services
 

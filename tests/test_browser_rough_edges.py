@@ -16,13 +16,12 @@ import pytest
 from django.utils import timezone
 from rq import SimpleWorker
 
-from tests.browser_support import BROWSER_MARKS, PASSWORD, TIMEOUT_MS, drop_files, pngs
+from tests.browser_support import BROWSER_MARKS, expect, PASSWORD, TIMEOUT_MS, drop_files, pngs
 from tests.conftest import image_bytes
 from transferapp import services
 from transferapp.models import Image, TrainingRun
 
 pytestmark = BROWSER_MARKS
-expect = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed").expect
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 
 

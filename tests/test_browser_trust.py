@@ -6,19 +6,17 @@ import re
 
 import django_rq
 import numpy as np
-import pytest
 from django.urls import reverse
 from PIL import Image as PILImage
 from rq import SimpleWorker
 
-from tests.browser_support import BROWSER_MARKS, drop_files
+from tests.browser_support import BROWSER_MARKS, expect, drop_files
 from tests.conftest import image_bytes
 from tests.factories import project_with_images
 from transferapp import services
 from transferapp.models import Image, TrainingRun
 
 pytestmark = BROWSER_MARKS
-expect = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed").expect
 
 
 def _noise_png() -> bytes:

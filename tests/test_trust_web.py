@@ -137,7 +137,7 @@ def test_deleting_a_suspect_from_the_gallery_replaces_only_its_card_and_can_be_u
     image = project.labels.get(name="blue").images.first()
     rows = [{"key": str(image.pk), "label": 0, "suggested": 1, "p_given": 0.1, "p_suggested": 0.9}]
     run = _finished_run(project, suspected_mislabels=rows)
-    card = alice.post(reverse("image_delete", args=[image.pk]),
+    card = alice.post(reverse("image_delete", args=[image.pk]), {"card": "1"},
                       HTTP_HX_REQUEST="true", HTTP_HX_TARGET=f"suspect-{image.pk}").content.decode()
     assert "Deleted" in card and "selection-form" not in card and "image-grid" not in card  # not the class grid
     assert not Image.objects.filter(pk=image.pk).exists()

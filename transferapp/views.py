@@ -294,7 +294,7 @@ def _private_file(field):
 def image_delete(request, pk):
     image = selectors.image_get_for_user(user=request.user, pk=pk)
     services.image_delete(image=image)
-    if request.htmx and request.htmx.target != "image-grid":  # a card elsewhere (the suspects gallery)
+    if request.htmx and request.POST.get("card"):  # a card outside the class grid (the suspects gallery)
         return render(request, "transferapp/_image_deleted.html", {"image": image})
     _offer_undo(request, image.label, [image])
     if request.htmx:  # the grid again: its count and the undo bar change with it
