@@ -357,3 +357,16 @@ def test_the_handler_stops_a_body_longer_than_it_declared_at_the_request_cap(set
     with pytest.raises(StopUpload):
         handler.receive_data_chunk(chunk, 0)
     assert "1 MB" in request.upload_refused
+
+
+def test_a_batch_over_the_prediction_allowance_is_refused_before_any_image_is_predicted(alice, red_label, settings, monkeypatch):
+    from transferapp import batch, throttle
+
+    settings.PREDICT_RATE_PER_MIN = 2
+    project = red_label.project
+    project.runs.create(base_model="efficientnet_lite0", status="succeeded", version=1)
+    throttle.predictions_counted(red_label.project.owner, 2)  # the minute's allowance is used up
+    predicted = []
+    monkeypatch.setattr(batch, "predict_rows", lambda run, images: predicted.append(run) or [])
+    response = alice.post(reverse("predict_batch", args=[project.pk]), {"files": [upload("a.png", image_bytes())]}, follow=True)
+    assert "Too many predictions" in response.content.decode() and not predicted

@@ -83,12 +83,13 @@ def predict_batch(request, pk):
     if run is None or not files:
         messages.error(request, "Train a model first." if run is None else "Choose images, a zip or a folder first.")
         return redirect("predict", pk=project.pk)
-    rows = [{"file": name, "error": reason} for name, reason in uploads.refused_files(request)]
-    rows += batch.predict_rows(run, batch.named_images(files))
-    refusal = throttle.prediction_refusal(request.user, len(rows))
+    refusal = throttle.prediction_refusal(request.user, 0)  # before any work; counted below, once known
     if refusal:
         messages.error(request, refusal)
         return redirect("predict", pk=project.pk)
+    rows = [{"file": name, "error": reason} for name, reason in uploads.refused_files(request)]
+    rows += batch.predict_rows(run, batch.named_images(files))
+    throttle.predictions_counted(request.user, len(rows))
     response = HttpResponse(batch.to_csv(rows), content_type="text/csv; charset=utf-8")
     name = f"{slugify(project.name) or 'project'}-v{run.version}-predictions.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'

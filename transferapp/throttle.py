@@ -101,3 +101,8 @@ def prediction_refusal(user, images: int) -> str:
         return f"Too many predictions: {limit.limit} images a minute at most. Wait a minute, then try again."
     limit.hit(str(user.pk), images)
     return ""
+
+
+def predictions_counted(user, images: int) -> None:
+    """Count predictions made after a prediction_refusal(user, 0) check (a batch's size is known late)."""
+    predictions_per_user().hit(str(user.pk), images)
