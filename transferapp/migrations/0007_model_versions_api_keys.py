@@ -4,6 +4,18 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def number_existing_models(apps, schema_editor):
+    """Models trained before versions existed become v1, v2, ... of their project, oldest first,
+    so the predict page, the API and the export still find them."""
+    Project = apps.get_model("transferapp", "Project")
+    TrainingRun = apps.get_model("transferapp", "TrainingRun")
+    for project in Project.objects.filter(runs__status="succeeded").distinct():
+        runs = TrainingRun.objects.filter(project=project, status="succeeded").order_by("created_at", "pk")
+        for number, run in enumerate(runs, 1):
+            TrainingRun.objects.filter(pk=run.pk).update(version=number)
+        Project.objects.filter(pk=project.pk).update(last_version=number)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -50,4 +62,5 @@ class Migration(migrations.Migration):
             name='project',
             field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_keys', to='transferapp.project'),
         ),
+        migrations.RunPython(number_existing_models, migrations.RunPython.noop),
     ]
