@@ -3,6 +3,7 @@
 Every rejection raises ImageRejected with a sentence a domain expert understands;
 the caller reports it next to the file name and keeps every other file.
 """
+import functools
 import hashlib
 import io
 from dataclasses import dataclass
@@ -27,16 +28,29 @@ class ImageRejected(Exception):
 
 @dataclass
 class CheckedImage:
+    """A decoded, accepted file. Its hash, thumbnail and dHash are made when first asked for:
+    storing an upload needs them, a prediction (page, API, batch) needs only `rgb` (and the page
+    the thumbnail), and they cost about half as much again as the decode."""
+
     data: bytes
-    sha256: str
     extension: str
     width: int
     height: int
-    thumbnail_jpeg: bytes
-    dhash: str
     rgb: Image.Image  # upright RGB, decoded once for thumbnail, hash and prediction
     grayscale: bool = False  # one-channel source (X-ray, microscopy)
     patient_id: str = ""  # DICOM PatientID: only hashed (grouping.patient_key), never stored or shown
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @functools.cached_property
+    def thumbnail_jpeg(self) -> bytes:
+        return _thumbnail(self.rgb)
+
+    @functools.cached_property
+    def dhash(self) -> str:
+        return dhash(self.rgb)
 
 
 def check_size(size: int, max_bytes: int) -> None:
@@ -58,12 +72,9 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
         raise ImageRejected(f"The image is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
     return CheckedImage(
         data=data,
-        sha256=hashlib.sha256(data).hexdigest(),
         extension=ACCEPTED_FORMATS[decoded.format],
         width=width,
         height=height,
-        thumbnail_jpeg=_thumbnail(decoded.rgb),
-        dhash=dhash(decoded.rgb),
         rgb=decoded.rgb,
         grayscale=decoded.grayscale,
         patient_id=decoded.patient_id,
