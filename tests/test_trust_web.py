@@ -251,3 +251,19 @@ def test_a_risk_level_that_is_not_a_number_is_refused_with_a_message(alice, user
         assert response.status_code == 200
         run.refresh_from_db()
         assert run.alpha == 0.1, bad
+
+
+def test_the_results_page_costs_the_same_queries_for_3_or_12_suspects(alice, user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    project = project_with_images(user, classes=("blue", "red"), per_class=12)
+    blue = list(project.labels.get(name="blue").images.all())
+    counts = []
+    for n in (3, 12):
+        rows = [{"key": str(img.pk), "label": 0, "suggested": 1, "p_given": 0.1, "p_suggested": 0.9} for img in blue[:n]]
+        run = _finished_run(project, suspected_mislabels=rows)
+        with CaptureQueriesContext(connection) as queries:
+            assert f"Please look at these first ({n})" in alice.get(run.get_absolute_url()).content.decode()
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts

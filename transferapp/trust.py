@@ -23,7 +23,6 @@ def run_context(run: TrainingRun, cell: str = "") -> dict:
         "odd_ones": _odd_ones(run, metrics, classes),
         "cell": _cell(run, metrics, classes, cell),
         "binary": _binary(run, metrics, classes),
-        "labels": list(run.project.labels.all()),
     }}
 
 
@@ -50,7 +49,8 @@ def suspects(run: TrainingRun, limit: int, label=None) -> list[dict]:
     for row in rows:
         image = images.get(int(row["key"])) if str(row["key"]).isdigit() else None
         given, suggested = classes[row["label"]], classes[row["suggested"]]
-        if image is None or image.label_confirmed or image.label.name != given:
+        given_label = labels.get(given)  # by id: image.label.name would be one query per image
+        if image is None or image.label_confirmed or given_label is None or image.label_id != given_label.pk:
             continue
         if label is not None and image.label_id != label.pk:
             continue
