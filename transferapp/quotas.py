@@ -10,7 +10,7 @@ quotas keep usage bounded, they are not an accounting system, so no locking is s
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Count, Sum
 
 from transferapp.models import Image, ImportJob, Project, TrainingRun, UserQuota
 
@@ -47,26 +47,25 @@ def _user_id(user) -> int:
     return user if isinstance(user, int) else user.pk
 
 
-def storage_used(owner) -> int:
-    return Image.objects.filter(project__owner_id=_user_id(owner)).aggregate(total=Sum("size_bytes"))["total"] or 0
-
-
-def images_used(owner) -> int:
-    return Image.objects.filter(project__owner_id=_user_id(owner)).count()
+def usage(owner) -> tuple[int, int]:
+    """(images, bytes) the owner's live images hold, in one query (it runs for every stored file)."""
+    row = Image.objects.filter(project__owner_id=_user_id(owner)).aggregate(n=Count("pk"), total=Sum("size_bytes"))
+    return row["n"], row["total"] or 0
 
 
 def image_refusal(*, owner, size: int) -> str:
     """Why one more image of `size` bytes may not be stored for this owner ("" when it may)."""
     quota = quota_for(owner)
-    if quota.images and images_used(owner) >= quota.images:
+    if not (quota.images or quota.storage_bytes):
+        return ""
+    images, used = usage(owner)
+    if quota.images and images >= quota.images:
         return f"Your image quota is used up ({quota.images:,} images). Delete some images first. {ASK}"
-    if quota.storage_bytes:
-        used = storage_used(owner)
-        if used + size > quota.storage_bytes:
-            return (
-                f"Your storage quota is used up ({format_bytes(used)} of {format_bytes(quota.storage_bytes)}). "
-                f"Delete some images first. {ASK}"
-            )
+    if quota.storage_bytes and used + size > quota.storage_bytes:
+        return (
+            f"Your storage quota is used up ({format_bytes(used)} of {format_bytes(quota.storage_bytes)}). "
+            f"Delete some images first. {ASK}"
+        )
     return ""
 
 
@@ -88,7 +87,7 @@ def import_refusal(*, owner) -> str:
 
 def _at_once_refusal(model, owner, limit: int, noun: str, advice: str) -> str:
     """Trainings and imports share one rule: at most `limit` of them queued or running per user."""
-    active = model.objects.filter(project__owner_id=_user_id(owner), status__in=["queued", "running"])
+    active = model.objects.filter(project__owner_id=_user_id(owner), status__in=[model.Status.QUEUED, model.Status.RUNNING])
     if limit and active.count() >= limit:
         return f"You already have {_plural(limit, noun)} queued or running, your limit. {advice}"
     return ""
@@ -97,8 +96,9 @@ def _at_once_refusal(model, owner, limit: int, noun: str, advice: str) -> str:
 def usage_text(user) -> str:
     """For the project list: "2.1 GB of 10 GB · 120 of 50,000 images" (limits only where set)."""
     quota = quota_for(user)
-    storage = format_bytes(storage_used(user)) + (f" of {format_bytes(quota.storage_bytes)}" if quota.storage_bytes else "")
-    images = f"{images_used(user):,}" + (f" of {quota.images:,}" if quota.images else "") + " images"
+    n_images, used = usage(user)
+    storage = format_bytes(used) + (f" of {format_bytes(quota.storage_bytes)}" if quota.storage_bytes else "")
+    images = f"{n_images:,}" + (f" of {quota.images:,}" if quota.images else "") + " images"
     return f"Storage used: {storage} · {images}"
 
 
