@@ -95,3 +95,17 @@ def test_help_describes_every_argument():
         undocumented = [a.dest for a in sub._actions if not a.help and not isinstance(a, argparse._SubParsersAction)]
         assert not undocumented, f"{name or 'engine'}: no help for {undocumented}"
     assert _run("predict", "--help").stdout.count("zip") >= 1
+
+
+def test_predict_expands_a_folder_to_its_dicom_files_too(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    from transferapp.engine.cli import _image_paths
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    data = Path(get_testdata_file("CT_small.dcm", download=False)).read_bytes()
+    (folder / "IM000001").write_bytes(data)  # a DICOM export without an extension
+    (folder / "slice.dcm").write_bytes(data)
+    (folder / "notes.txt").write_text("not an image")
+    assert sorted(p.name for p in _image_paths([str(folder)])) == ["IM000001", "slice.dcm"]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import folder_samples, stratified_split
+from .data import folder_samples, is_image_file, stratified_split
 from .features import embed
 from .predict import load_predictor
 from .train import fit
@@ -122,9 +122,6 @@ def cmd_predict(args) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
-
-
 def _model_folder(path: Path, scratch: Path) -> Path:
     """The folder holding meta.json, from what a user has after downloading a model: the zip, the
     folder it unzips to (one model folder inside), or the model folder itself."""
@@ -150,7 +147,7 @@ def _image_paths(items: list[str]) -> list[Path]:
     paths = []
     for item in map(Path, items):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            found = sorted(p for p in item.rglob("*") if is_image_file(p))  # training's rule: DICOM too
             if not found:
                 raise ValueError(f"{item}: no images in this folder")
             paths += found

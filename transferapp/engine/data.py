@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from torchvision import transforms as T
 
 from . import imaging
+from .imaging import load_rgb  # noqa: F401 (the one decode path, re-exported for the engine's modules)
 from .sampling import class_orders
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -32,15 +32,6 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
         val += group[:n_val]
         train += group[n_val:]
     return train, val
-
-
-def load_rgb(path) -> Image.Image:
-    """Decode any supported file (DICOM and 16-bit included) as upright 8-bit RGB: the same decode
-    as uploads and web predictions (imaging.py), always full resolution, never JPEG draft mode."""
-    return imaging.load_rgb(path)
-
-
-to_rgb = imaging.to_rgb  # the one conversion for thumbnails, training and prediction alike
 
 
 def is_image_file(path: Path) -> bool:
