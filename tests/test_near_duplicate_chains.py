@@ -52,3 +52,14 @@ def test_different_uniform_scans_are_not_grouped_and_groups_show_file_names(alic
     assert [sorted(image.original_name for image in group) for group in groups] == [["scan3-copy.jpg", "scan3.png"]]
     page = alice.get(project.get_absolute_url()).content.decode()
     assert "scan3-copy.jpg" in page
+
+
+def test_a_split_keeps_every_near_identical_pair_together_even_outside_the_shown_groups():
+    # 2 is close to 1, 3 and 4, which are far from each other: the page shows one group of two, but
+    # every image close to 2 must sit on 2's side of a split.
+    hashes = {1: "0000000000000000", 2: "000000000000001f", 3: "00000000000003ff", 4: "00000000000f801f"}
+    shown = duplicates.near_duplicate_groups(hashes)
+    assert len(shown) == 1 and len(shown[0]) == 2
+    from transferapp import grouping
+
+    assert grouping.merge([duplicates.near_duplicate_pairs(hashes)]) == [[1, 2, 3, 4]]

@@ -56,10 +56,9 @@ def near_duplicate_groups(hashes: dict[int, str], max_bits: int = NEAR_DUPLICATE
     friends of friends) and, when `signature` gives both images' grey thumbnails, also within
     MAX_SIGNATURE_DIFF grey levels on average."""
     neighbours = defaultdict(set)
-    for a, b in _candidate_pairs(hashes):
-        if distance(hashes[a], hashes[b]) <= max_bits and _confirmed(a, b, signature):
-            neighbours[a].add(b)
-            neighbours[b].add(a)
+    for a, b in near_duplicate_pairs(hashes, max_bits, signature):
+        neighbours[a].add(b)
+        neighbours[b].add(a)
     groups: list[list[int]] = []
     # Best-connected first, so that a tight cluster forms before its outliers can claim members.
     for key in sorted(neighbours, key=lambda k: (-len(neighbours[k]), k)):
@@ -69,6 +68,16 @@ def near_duplicate_groups(hashes: dict[int, str], max_bits: int = NEAR_DUPLICATE
         else:
             groups.append([key])
     return sorted((sorted(g) for g in groups if len(g) > 1), key=lambda g: g[0])
+
+
+def near_duplicate_pairs(hashes: dict[int, str], max_bits: int = NEAR_DUPLICATE_BITS,
+                         signature: Callable[[int], np.ndarray | None] | None = None) -> list[tuple[int, int]]:
+    """Every pair of near-identical images, each confirmed on its own (hash, then grey thumbnail).
+
+    The groups above are for people to look at; a split must keep every such pair on one side
+    (an image close to only part of a group is in no group there, but is still a copy)."""
+    return [(a, b) for a, b in _candidate_pairs(hashes)
+            if distance(hashes[a], hashes[b]) <= max_bits and _confirmed(a, b, signature)]
 
 
 def _confirmed(a, b, signature) -> bool:

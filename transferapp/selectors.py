@@ -143,6 +143,11 @@ def near_duplicate_groups(*, project: Project) -> list[list[int]]:
     return duplicates.near_duplicate_groups(hashes, signature=_thumbnail_signatures(project))
 
 
+def near_duplicate_pairs(*, project: Project) -> list[tuple[int, int]]:
+    hashes = dict(project.images.exclude(dhash="").values_list("pk", "dhash"))
+    return duplicates.near_duplicate_pairs(hashes, signature=_thumbnail_signatures(project))
+
+
 def _thumbnail_signatures(project: Project):
     """Grey signatures read from the stored thumbnails, only for the images a hash match asks about."""
     names = dict(project.images.values_list("pk", "thumbnail"))
@@ -181,8 +186,8 @@ def group_keys(*, project: Project) -> dict[int, str]:
 
 
 def split_groups(*, project: Project) -> list[list[int]]:
-    """Images every split keeps on one side: the project's groups joined with near-identical images."""
-    return grouping.merge([near_duplicate_groups(project=project), grouping.keyed_groups(group_keys(project=project))])
+    """Images every split keeps on one side: the project's groups joined with every near-identical pair."""
+    return grouping.merge([near_duplicate_pairs(project=project), grouping.keyed_groups(group_keys(project=project))])
 
 
 def groups_broken_by_imported_split(*, project: Project) -> list[list[Image]]:
