@@ -169,6 +169,14 @@ def test_a_multipart_request_over_the_request_cap_is_a_json_413(client, user, se
     assert response.status_code == 413 and "too large" in response.json()["error"]
 
 
+def test_an_empty_file_sent_as_multipart_is_not_an_image_rather_than_too_large(client, user):
+    project = project_with_images(user)
+    project.runs.create(base_model="efficientnet_lite0", status="succeeded", version=1)
+    _, key = services.api_key_create(project=project)
+    response = client.post(f"{API}/projects/{project.pk}/predict", {"files": [upload("empty.png", b"")]}, **bearer(key))
+    assert response.status_code == 415 and "empty" in response.json()["error"]
+
+
 # --- predictions -------------------------------------------------------------------------------------
 
 def test_a_prediction_has_the_documented_shape(client, trained):

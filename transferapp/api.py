@@ -196,7 +196,11 @@ def _checked(name: str, data: bytes) -> tuple[str, intake.CheckedImage]:
     try:
         return name, intake.check_image(data, max_bytes=services.max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
-        raise HttpError(413 if exc.too_large else 415, str(exc)) from None
+        raise _refusal(exc) from None
+
+
+def _refusal(exc: intake.ImageRejected) -> HttpError:
+    return HttpError(413 if exc.too_large else 415, str(exc))
 
 
 def _checked_files(request):
@@ -205,8 +209,8 @@ def _checked_files(request):
         try:
             intake.check_size(upload.size, services.max_upload_bytes())
             items.append(_checked(upload.name, upload.read()))
-        except intake.ImageRejected as exc:
-            failures.append((upload.name, HttpError(413, str(exc))))
+        except intake.ImageRejected as exc:  # its declared size: too large, or an empty file
+            failures.append((upload.name, _refusal(exc)))
         except HttpError as exc:
             failures.append((upload.name, exc))
     if not items and not failures:
