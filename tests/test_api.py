@@ -83,7 +83,9 @@ def test_a_key_opens_only_its_own_project(client, user, other_user):
 
 def test_keys_are_created_on_the_project_page_shown_once_and_stored_hashed(alice, user):
     project = project_with_images(user)
-    page = alice.post(reverse("api_key_create", args=[project.pk]), {"name": "camera 2"}).content.decode()
+    response = alice.post(reverse("api_key_create", args=[project.pk]), {"name": "camera 2"})
+    assert response["Cache-Control"] == "no-store"  # the one page with the secret is never cached
+    page = response.content.decode()
     row = ApiKey.objects.get(project=project)
     key = page.split('id="new-api-key">')[1].split("<")[0]
     assert key.startswith(row.prefix) and row.name == "camera 2"

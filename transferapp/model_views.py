@@ -59,8 +59,9 @@ def api_key_create(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
     _, key = services.api_key_create(project=project, name=request.POST.get("name", ""))
     # Shown on this one response only: the database keeps its hash.
-    context = {"project": project, "new_key": key, "api_keys": selectors.api_keys_for_project(project=project)}
-    return render(request, "transferapp/api_key_created.html", context)
+    response = render(request, "transferapp/api_key_created.html", {"project": project, "new_key": key})
+    response["Cache-Control"] = "no-store"  # the secret must not stay in a cache or the history
+    return response
 
 
 @login_required
