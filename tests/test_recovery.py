@@ -422,3 +422,13 @@ def test_a_run_that_failed_after_its_first_model_still_offers_that_model(alice, 
     assert list(selectors.predictable_runs(project=project)) == [failed]
     page = alice.get(failed.get_absolute_url()).content.decode()
     assert "Predict with the quick first model" in page and "can still be used for predictions" in page
+
+
+@pytest.mark.django_db
+def test_the_predict_page_names_a_failed_runs_quick_model_and_offers_no_batch_without_a_version(alice, user):
+    project = project_with_images(user, per_class=5)
+    failed = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="failed",
+                                        metrics={"first_model_ready": True, "first_model_accuracy": 0.8})
+    page = alice.get(reverse("predict", args=[project.pk])).content.decode()
+    assert f"Run #{failed.pk} · efficientnet_lite0 · quick first model (run failed) · 80% accuracy" in page
+    assert 'id="batch-predict"' not in page  # a batch uses a trained version; there is none yet

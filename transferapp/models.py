@@ -188,6 +188,17 @@ class TrainingRun(models.Model):
         return {"features": "Reading images", "head": "Quick model", "finetune": "Fine-tuning",
                 "refit": "Retraining on all images"}.get(self.stage, self.stage)
 
+    @property
+    def model_choice_label(self) -> str:
+        """How the predict page's model picker names this run's model."""
+        if self.status == self.Status.SUCCEEDED:
+            version = f"v{self.version} · " if self.version else ""
+            return f"{version}Run #{self.pk} · {self.base_model} · {round(100 * (self.accuracy or 0))}% accuracy"
+        why = {self.Status.RUNNING: "still training", self.Status.CANCELLED: "run cancelled",
+               self.Status.FAILED: "run failed"}.get(self.status, self.status)
+        accuracy = round(100 * (self.metrics or {}).get("first_model_accuracy", 0))
+        return f"Run #{self.pk} · {self.base_model} · quick first model ({why}) · {accuracy}% accuracy"
+
 
 class ImportJob(models.Model):
     """A zip (or folder) import, done in the background with a per-file report."""

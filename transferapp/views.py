@@ -487,10 +487,11 @@ def run_download(request, pk):
 @login_required
 def predict(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
-    runs = _current_first(list(selectors.predictable_runs(project=project)), selectors.model_run(project=project))
+    model_run = selectors.model_run(project=project)  # the published version, else the latest
+    runs = _current_first(list(selectors.predictable_runs(project=project)), model_run)
     if request.method == "POST":
         return _predict_post(request, project, runs)
-    return render(request, "transferapp/predict.html", {"project": project, "runs": runs})
+    return render(request, "transferapp/predict.html", {"project": project, "runs": runs, "model_run": model_run})
 
 
 def _current_first(runs: list, current) -> list:
@@ -513,7 +514,8 @@ def _predict_post(request, project, runs):
             results.append({"name": upload.name, "error": str(exc)})
     if not results:
         return _refuse(request, "Choose one or more images first.", request.path)
-    context = {"project": project, "runs": runs, "run": run, "results": results}
+    context = {"project": project, "runs": runs, "run": run, "results": results,
+               "model_run": selectors.model_run(project=project)}
     if _is_script_request(request):
         return render(request, "transferapp/predict.html#results", context)
     return render(request, "transferapp/predict.html", context)
