@@ -234,3 +234,19 @@ def test_the_first_model_is_on_disk_and_predicts_while_training_goes_on(tmp_path
     assert "interim" not in json.loads((out / "meta.json").read_text())["metrics"]  # replaced by the final model
     curve = metrics["learning_curve"]
     assert curve["n_train"][-1] == len(train) and len(curve["accuracy"]) == 5 and curve["verdict"]
+
+
+def test_a_fine_tuned_models_reported_scores_are_the_ones_it_serves(shapes_dir, tmp_path, monkeypatch):
+    """The decision-threshold table and the mistakes show the temperature-scaled probabilities that
+    predictions use, so a threshold chosen on the page cuts where the page says."""
+    from transferapp.engine import TrainConfig
+    _force_fine_tuned_choice(monkeypatch)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit=False)
+    classes, train, val = _split(shapes_dir, config)
+    keep = {0, 1}  # two classes: the threshold table exists
+    train, val = [s for s in train if s.label in keep], [s for s in val if s.label in keep]
+    m = fit(train, val, classes[:2], config, tmp_path / "out")
+    assert m["chosen_stage"] == "finetune" and m["trust"]["temperature"] != 1.0
+    served = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])
+    reported = [p for _, p in m["eval_scores"]]
+    assert reported == pytest.approx([r["probabilities"][classes[1]] for r in served], abs=2e-3)

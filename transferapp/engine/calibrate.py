@@ -233,19 +233,16 @@ class head_input:
         self.handle.remove()
 
 
-def calibrate(*, dev_features, dev_labels, dev_keys, oof_features, C, n_classes, finetuned, val_probs, val_labels,
+def calibrate(*, dev_features, dev_labels, dev_keys, oof_features, C, n_classes, finetuned, temperature, val_probs, val_labels,
               eval_probs, eval_labels, seed=0, alpha=DEFAULT_ALPHA) -> tuple[dict, dict]:
     """Everything fit() reports and the artifact keeps about trust, from images that are never the
-    test set: (summary for the metrics, arrays for trust.npz)."""
+    test set: (summary for the metrics, arrays for trust.npz). A fine-tuned model comes with the
+    temperature fit() rescaled it by (1.0 otherwise); val_probs and eval_probs are already rescaled."""
     oof, folds = oof_probabilities(oof_features, dev_labels, n_classes, C, seed)
-    summary = {"alpha": alpha, "suspected_mislabels": [], "odd_ones_out": [], "temperature": 1.0}
-    if finetuned and len(val_labels) >= 2:
-        # A fine-tuned network's outputs (label smoothing, balanced classes) are not probabilities
-        # until rescaled; only validation images were not trained on before the retrain.
-        t = fit_temperature(val_probs, val_labels)
-        summary.update(temperature=t, calibrated_on="validation images (they also chose the epoch and stage)")
-        scores = nonconformity(apply_temperature(val_probs, t), val_labels)
-        eval_probs = apply_temperature(eval_probs, t) if eval_probs is not None else None
+    summary = {"alpha": alpha, "suspected_mislabels": [], "odd_ones_out": [], "temperature": temperature}
+    if finetuned and len(val_labels) >= 2:  # only validation images were not trained on before the retrain
+        summary["calibrated_on"] = "validation images (they also chose the epoch and stage)"
+        scores = nonconformity(val_probs, val_labels)
     elif oof is not None:
         summary["calibrated_on"] = "out-of-fold probabilities of every training and validation image"
         scores = nonconformity(oof, dev_labels)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics as M
-from .calibrate import calibrate, head_input
+from .calibrate import apply_temperature, calibrate, fit_temperature, head_input
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, train_transform
 from .curve import learning_curve, verdict
@@ -70,6 +70,10 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
             model.fp32_from, model.flip_tta = len(model.body), False
         val_probs = best["val_probs"] if chosen == "finetune" else val_probs1
 
+    # A fine-tuned network's outputs (label smoothing, balanced classes) are not probabilities until
+    # rescaled: one temperature, fitted here, serves every figure, the threshold table and predictions.
+    temperature = fit_temperature(val_probs, y_val) if chosen == "finetune" and len(val) >= 2 else 1.0
+    val_probs = apply_temperature(val_probs, temperature)
     # Validation figures describe the model validation chose, before any retrain on all images.
     report = M.report(val_probs, y_val, [s.key for s in val], classes)
     refit = None
@@ -81,21 +85,22 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     dev = train + val
     final = _final_outputs(model, chosen, dev, test, np.concatenate([x_train, x_val]), x_test, backbone, device, run)
     y_test = _labels(test)
+    test_probs = apply_temperature(final["test_probs"], temperature) if test else None
     if test:  # the headline: images that took part in nothing
-        report = {**M.report(final["test_probs"], y_test, [s.key for s in test], classes),
+        report = {**M.report(test_probs, y_test, [s.key for s in test], classes),
                   "evaluated_on": "test", "validation": _summary(report)}
     else:
         report = {**report, "evaluated_on": "validation"}
     if len(classes) == 2:  # what the page's decision-threshold control trades off, image by image
-        probs, ys = (final["test_probs"], y_test) if test else (val_probs, y_val)
+        probs, ys = (test_probs, y_test) if test else (val_probs, y_val)
         report["eval_scores"] = [[int(y), round(float(p[1]), 4)] for p, y in zip(probs, ys)]
     if curve:
         curve.update(verdict(curve, kept_recall={n: m["recall"] for n, m in report["per_class"].items()}))
     trust, trust_arrays = calibrate(
         dev_features=final["dev_features"], dev_labels=_labels(dev), dev_keys=[s.key for s in dev],
         oof_features=np.concatenate([x_train, x_val]), C=stage1["C"], n_classes=len(classes),
-        finetuned=chosen == "finetune", val_probs=val_probs, val_labels=y_val,
-        eval_probs=final["test_probs"] if test else val_probs, eval_labels=y_test if test else y_val,
+        finetuned=chosen == "finetune", temperature=temperature, val_probs=val_probs, val_labels=y_val,
+        eval_probs=test_probs if test else val_probs, eval_labels=y_test if test else y_val,
         seed=config.seed)
     result = {**report, "n_train": len(train), "n_val": len(val), "n_test": len(test), "classes": list(classes),
               "trust": trust, "suspected_mislabels": trust.pop("suspected_mislabels"),
