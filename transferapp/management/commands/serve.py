@@ -13,6 +13,9 @@ from django.core.management.base import BaseCommand
 
 from transferapp.embedded_redis import start_embedded_redis
 
+# Seconds the children get, all together, to stop after Ctrl-C or SIGTERM before they are killed.
+STOP_GRACE_S = 20
+
 
 class Command(BaseCommand):
     help = "Run the web server, training worker(s) and, if REDIS_URL is unset, an embedded Redis."
@@ -55,7 +58,7 @@ class Command(BaseCommand):
             "--bind", f"{host}:{port}",
             # Threads keep pages responsive while an upload or a prediction is in progress.
             "--worker-class", "gthread", "--threads", "8", "--workers", "1",
-            "--timeout", "120", "--access-logfile", "-",
+            "--timeout", "120", "--graceful-timeout", str(STOP_GRACE_S - 5), "--access-logfile", "-",
         ]  # fmt: skip
         return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
 
@@ -82,8 +85,11 @@ class Command(BaseCommand):
         for child in children:
             if child.poll() is None:
                 child.terminate()
+        # One deadline for all of them (not 15 s each): a stop that hangs is worse than a kill.
+        deadline = time.monotonic() + STOP_GRACE_S
         for child in children:
             try:
-                child.wait(timeout=15)
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
