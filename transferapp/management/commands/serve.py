@@ -11,10 +11,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from transferapp.embedded_redis import start_embedded_redis
+from transferapp.embedded_redis import start_embedded_redis, stop_embedded_redis
 
 # Seconds the children get, all together, to stop after Ctrl-C or SIGTERM before they are killed.
-STOP_GRACE_S = 20
+STOP_GRACE_S = 15
 
 
 class Command(BaseCommand):
@@ -40,7 +40,7 @@ class Command(BaseCommand):
             self._wait(children)
         finally:
             self._stop(children)
-            del redis
+            stop_embedded_redis(redis)
 
     def _start_redis(self):
         if os.environ.get("REDIS_URL"):
