@@ -35,15 +35,19 @@ DATASETS = next((p / "shared" / "datasets" for p in ROOT.parents if (p / "shared
 sys.path.insert(0, str(ROOT))
 
 from transferapp.engine import TrainConfig, fit, folder_samples, load_predictor, stratified_split  # noqa: E402
-from transferapp.engine.data import Sample  # noqa: E402
+from transferapp.engine.data import Sample, grouped_by_name  # noqa: E402
 
 NAMES = ("flowers", "brick_crack", "knee_kl")
+# Both knees of one patient share the file name's digits (9004315L.png, 9004315R.png): one group,
+# as a user would declare it (engine CLI --group-pattern), so folds never score a knee by its twin.
+GROUP_PATTERNS = {"knee_kl": r"^\d+"}
 FLIP_SHARE, OTHER_SET_IMAGES = 0.10, 40
 TARGETS = {"top10": 8, "top25": 18, "coverage": 0.88, "ood_dont_know": 0.9}
 
 
 def dev_and_test(name: str) -> tuple[list[str], list[Sample], list[Sample]]:
     classes, samples, given = folder_samples(DATASETS / name)
+    samples = grouped_by_name(samples, GROUP_PATTERNS.get(name))
     if given is not None:
         return classes, samples, given
     dev, test = stratified_split(samples, 0.3, seed=0)

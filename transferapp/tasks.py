@@ -7,7 +7,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -115,7 +115,7 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
     problems = selectors.problems_for_counts(snapshot.counts(), held_out=snapshot.counts(held_out=True))
     if problems:
         raise Untrainable(" ".join(problems))
-    samples, test = snapshot.trainable(), snapshot.held_out()
+    samples, test = with_split_groups(snapshot.trainable(), groups), snapshot.held_out()
     config = TrainConfig.from_dict(run.config)
     train, val, how_split = split_for_run(run.project, samples, snapshot.given_val, config, groups)
     out_dir = _artifact_dir(run)
@@ -215,13 +215,14 @@ def _split(samples, given_val: set[str], groups: list[list[int]], config: TrainC
 
 
 def grouped_split(samples: list[Sample], groups: list[list[int]], val_fraction: float, seed: int):
-    leader = {str(member): str(group[0]) for group in groups for member in group}
-    representatives = [s for s in samples if leader.get(s.key, s.key) == s.key]
-    _, val_representatives = stratified_split(representatives, val_fraction, seed)
-    val_leaders = {s.key for s in val_representatives}
-    train = [s for s in samples if leader.get(s.key, s.key) not in val_leaders]
-    val = [s for s in samples if leader.get(s.key, s.key) in val_leaders]
-    return train, val
+    return stratified_split(with_split_groups(samples, groups), val_fraction, seed)
+
+
+def with_split_groups(samples: list[Sample], groups: list[list[int]]) -> list[Sample]:
+    """The samples tagged with their group (selectors.split_groups(): related images, near-identical
+    copies), which the engine keeps whole in its split and in every cross-validation fold."""
+    leader = {str(member): str(group[0]) for group in groups if len(group) > 1 for member in group}
+    return [replace(s, group=leader[s.key]) if s.key in leader else s for s in samples]
 
 
 class Every:

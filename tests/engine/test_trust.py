@@ -1,6 +1,8 @@
 """Answers a domain expert can trust: held-out test sets, figures with their evidence, prediction
 sets, the novelty check and suspected mislabels."""
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,3 +288,54 @@ def test_the_export_carries_the_temperature_and_the_prediction_sets_of_the_app(s
                         key=lambda r: -r["probability"])
         (expected,) = app.predict_images([Image.open(result.folder / "samples" / row["file"]).convert("RGB")])
         assert bundle.prediction_set_for(ranked, config["thresholds"])[0] == expected["prediction_set"]
+
+
+# --- groups (one patient's images) stay whole in every split and fold ------------------------
+
+def test_groups_stay_whole_in_the_split_the_choice_of_c_and_every_calibration_fold(tmp_path, monkeypatch):
+    from transferapp.engine import head as head_module
+
+    root = make_dataset(tmp_path / "data", per_class=12)
+    classes, samples, _ = folder_samples(root)
+    # "<colour>_<j>.png": j // 2 names a "patient" with two images of one class.
+    def patient(path):
+        kind, j = Path(path).stem.rsplit("_", 1)
+        return f"{kind}-{int(j) // 2}"
+    samples = [replace(s, group=patient(s.path)) for s in samples]
+    train, val = stratified_split(samples, 0.25, seed=0)
+    assert {s.group for s in train}.isdisjoint({s.group for s in val})
+    calls = []
+    original = head_module.stratified_folds
+
+    def spy(labels, seed, max_folds=5, groups=None):
+        folds = original(labels, seed, max_folds, groups)
+        calls.append((groups, folds))
+        return folds
+    monkeypatch.setattr(head_module, "stratified_folds", spy)
+    fit(train, val, classes, TrainConfig(preset="fast", image_size=64), tmp_path / "art", cache_dir=tmp_path / "cache")
+    assert len(calls) >= 3  # C's internal CV, the cross-fitted retrain, the calibration's folds
+    for groups, folds in calls:
+        assert groups is not None and folds is not None
+        fold_of = {}
+        for g, f in zip(groups, folds):
+            assert fold_of.setdefault(g, int(f)) == int(f), f"group {g} split across folds"
+
+
+def test_the_quick_models_retrain_is_the_average_of_the_models_that_calibrate_it(tmp_path):
+    root = make_dataset(tmp_path / "data", per_class=10)
+    classes, samples, _ = folder_samples(root)
+    train, val = stratified_split(samples, 0.25, seed=0)
+    metrics = fit(train, val, classes, TrainConfig(preset="fast", image_size=64), tmp_path / "art",
+                  cache_dir=tmp_path / "cache")
+    assert metrics["refit"]["done"] and "average of 5 models" in metrics["refit"]["note"]
+    import torch
+    from transferapp.engine.features import embed
+    from transferapp.engine.head import cross_fit
+    from transferapp.engine.zoo import create_backbone
+
+    dev = train + val
+    x = embed(dev, create_backbone("efficientnet_lite0", image_size=64), cache_dir=tmp_path / "cache")
+    y = np.array([s.label for s in dev])
+    fitted = cross_fit(x, y, len(classes), metrics["stage1_c"], seed=0, groups=[""] * len(dev))
+    served = torch.load(tmp_path / "art" / "model.pt", weights_only=True)
+    assert torch.allclose(served["head.weight"], fitted.head.weight, atol=1e-5)

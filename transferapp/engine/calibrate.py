@@ -10,8 +10,7 @@ import math
 import numpy as np
 import torch
 
-from .head import LogregProblem, solve_logreg
-from .sampling import stratified_folds
+from .head import cross_fit
 
 DEFAULT_ALPHA = 0.1
 # Nearest training images a new image is compared with; their mean cosine distance is its novelty.
@@ -24,25 +23,25 @@ NOVELTY_QUANTILE = 0.98
 # The bank of training features kept in the artifact (float16): enough for kNN, a few MB at most.
 MAX_BANK = 4000
 SUSPECTS_KEPT = 50
+MISLABEL_REPEATS = 3
 
 
 # --- out-of-fold probabilities --------------------------------------------------------------
 
-def oof_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int = 0):
+def oof_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int = 0, groups=None):
     """(probabilities [n, k], folds [n]): every image scored by the stage-1 logistic regression fitted
-    on the other folds, all folds solved in one batched LBFGS. (None, None) with < 2 images a class."""
-    folds = stratified_folds(y, seed=seed)
-    if folds is None or len(np.unique(y)) < n_classes:
-        return None, None
-    problem = LogregProblem.from_features(x, y, n_classes)
-    k = int(folds.max()) + 1
-    masks = torch.stack([torch.as_tensor(folds != f, dtype=problem.Xs.dtype) for f in range(k)])
-    W, b = solve_logreg(problem.Xs, problem.Y, problem.w, masks, torch.full((k,), C, dtype=masks.dtype),
-                        n_classes, max_iter=150)
-    logits = torch.einsum("nd,pdk->pnk", problem.Xs, W) + b[:, None]  # [fold model, image, class]
-    own = torch.as_tensor(folds)
-    probs = torch.softmax(logits[own, torch.arange(len(y))], -1)
-    return probs.numpy().astype(np.float64), folds
+    on the other folds (a group never on both sides). (None, None) with < 2 images a class."""
+    fitted = cross_fit(x, y, n_classes, C, seed, groups)
+    return (fitted.probs, fitted.folds) if fitted else (None, None)
+
+
+def repeated_oof(first: np.ndarray, x, y, n_classes: int, C: float, seed: int, groups, repeats: int = MISLABEL_REPEATS):
+    """Out-of-fold probabilities averaged over `repeats` fold draws (the first is the calibration's
+    own): which images share a fold with an image decides a lot when the model is weak (knee
+    X-rays, 10% flipped labels: 6 to 9 true flips in the top 10 across five single draws, 8 for the
+    average of three), and a user should not get a different list from a different seed."""
+    draws = [first] + [cross_fit(x, y, n_classes, C, seed + r, groups) for r in range(1, repeats)]
+    return np.mean([d if isinstance(d, np.ndarray) else d.probs for d in draws if d is not None], axis=0)
 
 
 # --- split conformal ------------------------------------------------------------------------
@@ -203,9 +202,17 @@ def bank_rows(labels: np.ndarray, seed: int = 0, limit: int = MAX_BANK) -> np.nd
 
 def suspected_mislabels(oof: np.ndarray, labels: np.ndarray, keys: list[str], limit: int = SUSPECTS_KEPT) -> list[dict]:
     """Images ranked by the out-of-fold probability of their given label, lowest (most suspect)
-    first, with the class the other folds' models preferred."""
+    first, with the class the other folds' models preferred.
+
+    Each probability is taken relative to its class's mean self-confidence (confident learning's
+    per-class threshold, Northcutt et al. 2021): in a class the model finds hard, a low probability
+    is ordinary and should not crowd out a clear flip from an easy class. With 10% of labels
+    flipped, the top 25 held 18 true flips instead of 17 on knee X-rays, and the same on flowers and
+    brick cracks."""
     given = oof[np.arange(len(labels)), labels]
-    order = np.argsort(given, kind="stable")
+    self_confidence = np.array([given[labels == c].mean() if (labels == c).any() else 1.0
+                                for c in range(oof.shape[1])])
+    order = np.argsort(given / np.maximum(self_confidence[labels], 1e-12), kind="stable")
     rows = []
     for i in order[:limit]:
         suggested = int(oof[i].argmax())
@@ -234,11 +241,11 @@ class head_input:
 
 
 def calibrate(*, dev_features, dev_labels, dev_keys, oof_features, C, n_classes, finetuned, temperature, val_probs, val_labels,
-              eval_probs, eval_labels, seed=0, alpha=DEFAULT_ALPHA) -> tuple[dict, dict]:
+              eval_probs, eval_labels, seed=0, alpha=DEFAULT_ALPHA, dev_groups=None) -> tuple[dict, dict]:
     """Everything fit() reports and the artifact keeps about trust, from images that are never the
     test set: (summary for the metrics, arrays for trust.npz). A fine-tuned model comes with the
     temperature fit() rescaled it by (1.0 otherwise); val_probs and eval_probs are already rescaled."""
-    oof, folds = oof_probabilities(oof_features, dev_labels, n_classes, C, seed)
+    oof, folds = oof_probabilities(oof_features, dev_labels, n_classes, C, seed, dev_groups)
     summary = {"alpha": alpha, "suspected_mislabels": [], "odd_ones_out": [], "temperature": temperature}
     if finetuned and len(val_labels) >= 2:  # only validation images were not trained on before the retrain
         summary["calibrated_on"] = "validation images (they also chose the epoch and stage)"
@@ -250,7 +257,8 @@ def calibrate(*, dev_features, dev_labels, dev_keys, oof_features, C, n_classes,
         scores = np.zeros(0)
         summary["calibrated_on"] = "nothing: too few images per class"
     if oof is not None:
-        summary["suspected_mislabels"] = suspected_mislabels(oof, dev_labels, dev_keys)
+        ranked_on = repeated_oof(oof, oof_features, dev_labels, n_classes, C, seed, dev_groups)
+        summary["suspected_mislabels"] = suspected_mislabels(ranked_on, dev_labels, dev_keys)
     summary.update(n_calibration=int(len(scores)), min_alpha=round(min_alpha(len(scores)), 4))
     if eval_probs is not None and len(eval_labels) and len(scores) and alpha >= min_alpha(len(scores)):
         summary["eval"] = set_quality(eval_probs, eval_labels, conformal_threshold(scores, alpha))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import folder_samples, is_image_file, stratified_split
+from .data import folder_samples, grouped_by_name, is_image_file, stratified_split
 from .features import embed
 from .predict import load_predictor
 from .train import fit
@@ -81,6 +81,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
                    help="keep the model validation scored instead of retraining it on all images")
     p.add_argument("--cache-dir", dest="cache_dir", help="feature cache (default: a fresh temporary one)")
+    p.add_argument("--group-pattern", dest="group_pattern",
+                   help="regular expression on file names: images whose names give the same match (e.g. one "
+                        "patient's ID) stay together in every split and fold; e.g. '^\\d+' or '^([^_]+)_'")
 
 
 def _config(args) -> TrainConfig:
@@ -88,17 +91,17 @@ def _config(args) -> TrainConfig:
     return TrainConfig.from_dict({k: getattr(args, k) for k in keys})
 
 
-def _split(data_dir, config):
+def _split(data_dir, config, group_pattern=None):
     """Training and every choice see only the training images; a given val/ or test/ is held out."""
     classes, train, test = folder_samples(data_dir)
-    inner_train, inner_val = stratified_split(train, config.val_fraction, config.seed)
+    inner_train, inner_val = stratified_split(grouped_by_name(train, group_pattern), config.val_fraction, config.seed)
     return classes, inner_train, inner_val, test
 
 
 def cmd_train(args) -> int:
     """A val/ or test/ folder on disk is held out: scored by the final model, never chosen on."""
     config = _config(args)
-    classes, train, val, test = _split(args.data_dir, config)
+    classes, train, val, test = _split(args.data_dir, config, args.group_pattern)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = fit(train, val, classes, config, Path(args.out), test=test, cache_dir=Path(args.cache_dir or tmp))
     keys = ("accuracy", "accuracy_ci", "n_scored", "balanced_accuracy", "baseline", "evaluated_on", "n_train",
@@ -160,7 +163,7 @@ def _image_paths(items: list[str]) -> list[Path]:
 
 def cmd_bench(args) -> int:
     config = _config(args)
-    classes, train, val, test = _split(args.data_dir, config)
+    classes, train, val, test = _split(args.data_dir, config, args.group_pattern)
     with tempfile.TemporaryDirectory() as tmp:
         cache, out = Path(tmp) / "cache", Path(tmp) / "artifact"
         started = time.perf_counter()

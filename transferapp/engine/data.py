@@ -1,7 +1,8 @@
 """Samples, deterministic splits, image loading and the transforms built from a base's preprocessing."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +21,39 @@ class Sample:
     path: str
     label: int
     key: str  # the caller's id: a Django image pk as str, or a relative path in the CLI
+    # Images that must stay on one side of every split and fold (one patient, near-identical
+    # copies); "" = the image is a group of its own.
+    group: str = ""
 
 
 def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Per-class shuffle with a fixed seed; every class with >= 2 images gets >= 1 val and >= 1 train."""
-    ordered = sorted(samples, key=lambda s: (s.label, s.key, s.path))
+    """Per-class shuffle with a fixed seed; every class with >= 2 images (groups) gets >= 1 val and
+    >= 1 train. A group goes whole to the side its first member (by key) is dealt to."""
+    members: dict[str, list[Sample]] = {}
+    for s in sorted(samples, key=lambda s: (s.label, s.key, s.path)):
+        members.setdefault(s.group or s.key, []).append(s)
+    heads = [group[0] for group in members.values()]
     train, val = [], []
-    for order in class_orders(np.array([s.label for s in ordered], dtype=np.int64), seed).values():
-        group = [ordered[i] for i in order]
-        n_val = 0 if len(group) < 2 else min(len(group) - 1, max(1, round(len(group) * val_fraction)))
-        val += group[:n_val]
-        train += group[n_val:]
+    for order in class_orders(np.array([s.label for s in heads], dtype=np.int64), seed).values():
+        n_val = 0 if len(order) < 2 else min(len(order) - 1, max(1, round(len(order) * val_fraction)))
+        for rank, i in enumerate(order):
+            (val if rank < n_val else train).extend(members[heads[i].group or heads[i].key])
     return train, val
+
+
+def grouped_by_name(samples: list[Sample], pattern: str | None) -> list[Sample]:
+    """Samples whose group is the part of the file name the regular expression matches (its first
+    capture group when it has one), e.g. r"^\\d+" for "9004315L.png" and "9004315R.png": one patient.
+    A name it does not match stays a group of its own."""
+    if not pattern:
+        return samples
+    rule = re.compile(pattern)
+
+    def group(name: str) -> str:
+        found = rule.search(name)
+        return (found.group(1) if rule.groups else found.group(0)) if found else ""
+
+    return [replace(s, group=group(Path(s.path).name)) for s in samples]
 
 
 def is_image_file(path: Path) -> bool:

@@ -53,23 +53,60 @@ class LogregProblem:
         return (torch.as_tensor(x, dtype=DTYPE) - self.mean) / self.std
 
 
-def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int, C: float | None = None) -> tuple[nn.Linear, dict]:
+def fit_linear_head(x: np.ndarray, y: np.ndarray, n_classes: int, C: float | None = None,
+                    groups=None) -> tuple[nn.Linear, dict]:
     """Pick C by stratified internal CV on the training features (the validation set stays
     untouched for choosing between stages) unless given, fit on all of them, return a float32 nn.Linear."""
     problem = LogregProblem.from_features(x, y, n_classes)
-    Xs, Y, w, mean, std = problem.Xs, problem.Y, problem.w, problem.mean, problem.std
-    C = _choose_c(Xs, Y, w, n_classes) if C is None else C
+    Xs, Y, w = problem.Xs, problem.Y, problem.w
+    C = _choose_c(Xs, Y, w, n_classes, groups) if C is None else C
     W, b = solve_logreg(Xs, Y, w, torch.ones(1, len(Y), dtype=DTYPE), torch.tensor([C], dtype=DTYPE), n_classes,
                          max_iter=150)
-    head = nn.Linear(x.shape[1], n_classes)
-    with torch.no_grad():  # fold the standardisation into the layer: head(raw features) == logits
-        head.weight.copy_((W[0] / std[:, None]).T.float())
-        head.bias.copy_((b[0] - (mean / std) @ W[0]).float())
-    return head, {"C": C}
+    return _as_linear(W[0], b[0], problem), {"C": C}
 
 
-def _choose_c(Xs, Y, w, n_classes) -> float:
-    folds = stratified_folds(Y.numpy(), seed=0)
+@dataclass
+class CrossFit:
+    """K logistic regressions, each fitted with one fold left out (groups kept whole)."""
+
+    probs: np.ndarray  # [n, k]: each image scored by the model that did not see it
+    folds: np.ndarray  # [n]: the fold each image was left out of
+    head: nn.Linear  # the K models' average (weights and bias), for raw features
+
+
+def cross_fit(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int = 0, groups=None) -> CrossFit | None:
+    """All folds solved in one batched LBFGS. None with fewer than 2 images (groups) a class.
+
+    The averaged head is what a quick model serves after the retrain on all images: its scores come
+    from the same K models whose out-of-fold scores calibrate the prediction sets, so the sets'
+    coverage holds on new images. A single fit on all images is sharper than the fold models
+    (knee X-rays, alpha 0.1: coverage 0.85 on 240 unseen images against 0.89 for the average, and
+    no less accurate)."""
+    folds = stratified_folds(y, seed=seed, groups=groups)
+    if folds is None or len(np.unique(y)) < n_classes:
+        return None
+    problem = LogregProblem.from_features(x, y, n_classes)
+    k = int(folds.max()) + 1
+    masks = torch.stack([torch.as_tensor(folds != f, dtype=DTYPE) for f in range(k)])
+    W, b = solve_logreg(problem.Xs, problem.Y, problem.w, masks, torch.full((k,), C, dtype=DTYPE), n_classes,
+                        max_iter=150)
+    logits = torch.einsum("nd,pdk->pnk", problem.Xs, W) + b[:, None]  # [fold model, image, class]
+    probs = torch.softmax(logits[torch.as_tensor(folds), torch.arange(len(y))], -1)
+    head = _as_linear(W.mean(0), b.mean(0), problem)
+    return CrossFit(probs.numpy().astype(np.float64), folds, head)
+
+
+def _as_linear(W: torch.Tensor, b: torch.Tensor, problem: LogregProblem) -> nn.Linear:
+    """Fold the standardisation into the layer: head(raw features) == logits."""
+    head = nn.Linear(W.shape[0], W.shape[1])
+    with torch.no_grad():
+        head.weight.copy_((W / problem.std[:, None]).T.float())
+        head.bias.copy_((b - (problem.mean / problem.std) @ W).float())
+    return head
+
+
+def _choose_c(Xs, Y, w, n_classes, groups=None) -> float:
+    folds = stratified_folds(Y.numpy(), seed=0, groups=groups)
     if folds is None:
         return 1.0  # too few images per class for CV: sklearn's default
     grid = torch.tensor(C_GRID, dtype=DTYPE)

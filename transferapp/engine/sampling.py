@@ -3,6 +3,10 @@
 Splits (train/validation), cross-validation folds and the learning curve's subsets all take their
 share of each class from the front of these orders, so they treat classes alike and one seed
 reproduces every one of them.
+
+Splits and folds keep groups whole (one patient's two knees, follow-up scans, near-identical
+copies): an image scored by a model that trained on its twin gets an optimistic score, and every
+figure built on such scores (the choice of C, conformal thresholds, mislabel ranks) inherits it.
 """
 from __future__ import annotations
 
@@ -16,16 +20,34 @@ def class_orders(labels: np.ndarray, seed: int) -> dict[int, np.ndarray]:
     return {int(c): rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)}
 
 
-def stratified_folds(labels: np.ndarray, seed: int, max_folds: int = 5) -> np.ndarray | None:
-    """A fold number per sample, each class dealt round-robin; None when a class has < 2 samples."""
+def group_leaders(groups) -> np.ndarray:
+    """For each sample, the index of the first sample of its group; None or "" = a group of its own."""
+    if groups is None:
+        return None
+    first: dict[str, int] = {}
+    return np.array([first.setdefault(g, i) if g else i for i, g in enumerate(groups)], dtype=np.int64)
+
+
+def stratified_folds(labels: np.ndarray, seed: int, max_folds: int = 5, groups=None) -> np.ndarray | None:
+    """A fold number per sample, each class dealt round-robin (whole groups dealt by their first
+    member's class); None when a class has fewer than 2 samples (or groups)."""
     labels = np.asarray(labels)
-    k = min(max_folds, int(np.bincount(labels).min()))
+    leaders = group_leaders(groups)
+    heads = np.arange(len(labels)) if leaders is None else np.unique(leaders)
+    k = min(max_folds, int(np.bincount(labels[heads]).min())) if len(heads) else 0
+    if k < 2 and leaders is not None:
+        # Too few groups in some class to deal them (say, one patient per class): folds that split
+        # groups are still better than no out-of-fold estimate at all.
+        return stratified_folds(labels, seed, max_folds)
     if k < 2:
         return None
-    folds = np.zeros(len(labels), dtype=np.int64)
-    for order in class_orders(labels, seed).values():
-        folds[order] = np.arange(len(order)) % k
-    return folds
+    head_fold = np.zeros(len(heads), dtype=np.int64)
+    for order in class_orders(labels[heads], seed).values():
+        head_fold[order] = np.arange(len(order)) % k
+    if leaders is None:
+        return head_fold
+    fold_of = dict(zip(heads.tolist(), head_fold.tolist()))
+    return np.array([fold_of[int(leader)] for leader in leaders], dtype=np.int64)
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int, minimum: int = 2) -> np.ndarray:

@@ -21,7 +21,7 @@ from .calibrate import apply_temperature, calibrate, fit_temperature, head_input
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, train_transform
 from .curve import learning_curve, verdict
-from .head import class_weights, fit_linear_head
+from .head import class_weights, cross_fit, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
 from .zoo import Backbone, Classifier, create_backbone, frozen_runner, precision
 
@@ -48,7 +48,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     x_train, x_val, x_test = run.features(train, val, backbone, cache_dir, device, test)
     y_train, y_val = _labels(train), _labels(val)
 
-    head, stage1 = fit_linear_head(x_train, y_train, len(classes))
+    head, stage1 = fit_linear_head(x_train, y_train, len(classes), groups=_groups(train))
     val_probs1 = _head_probs(head, x_val)
     row = _history_row("head", 1, _head_probs(head, x_train), y_train, val_probs1, y_val)
     first_model_s = time.perf_counter() - started
@@ -101,7 +101,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         oof_features=np.concatenate([x_train, x_val]), C=stage1["C"], n_classes=len(classes),
         finetuned=chosen == "finetune", temperature=temperature, val_probs=val_probs, val_labels=y_val,
         eval_probs=test_probs if test else val_probs, eval_labels=y_test if test else y_val,
-        seed=config.seed)
+        seed=config.seed, dev_groups=_groups(dev))
     result = {**report, "n_train": len(train), "n_val": len(val), "n_test": len(test), "classes": list(classes),
               "trust": trust, "suspected_mislabels": trust.pop("suspected_mislabels"),
               "odd_ones_out": trust.pop("odd_ones_out"),
@@ -237,6 +237,11 @@ def _seed_everything(seed: int) -> None:
 
 def _labels(samples: list[Sample]) -> np.ndarray:
     return np.array([s.label for s in samples], dtype=np.int64)
+
+
+def _groups(samples: list[Sample]) -> list[str]:
+    """What folds must keep whole ("" = on its own); see sampling.py for why."""
+    return [s.group for s in samples]
 
 
 def _head_probs(head: nn.Linear, x: np.ndarray) -> np.ndarray:
@@ -500,11 +505,18 @@ def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C,
     when the retrain would not fit in the time budget."""
     t0 = time.perf_counter()
     samples = train + val
-    head, _ = fit_linear_head(np.concatenate(features), _labels(samples), model.head.out_features, C=C)
+    x, y = np.concatenate(features), _labels(samples)
     info = {"done": False, "n_images": len(samples), "epochs": 0, "seconds": 0.0}
-    if chosen == "head":
-        model.head.load_state_dict(head.state_dict())
-        return _refit_done(info, t0, "")
+    if chosen == "head":  # the models calibration scores with (same folds, seed and C), averaged
+        fitted = cross_fit(x, y, model.head.out_features, C, run.config.seed, _groups(samples))
+        if fitted is None:
+            model.head.load_state_dict(fit_linear_head(x, y, model.head.out_features, C=C)[0].state_dict())
+            return _refit_done(info, t0, "")
+        model.head.load_state_dict(fitted.head.state_dict())
+        k = int(fitted.folds.max()) + 1
+        return _refit_done(info, t0, f", as the average of {k} models that each left 1/{k} of them out (their "
+                                     f"scores on the images they left out calibrate its answers)")
+    head, _ = fit_linear_head(x, y, model.head.out_features, C=C)
     epochs = best["row"]["epoch"]
     # Epoch time grows with the image count; the margin covers setting up the second training.
     estimate = 1.1 * best["epoch_s"] * len(samples) / len(train) * epochs + 2
