@@ -199,6 +199,7 @@ def table_rows(batch: BatchPrediction, order: str) -> list[dict]:
     for row in shown:
         row["percent"] = round(100 * row["confidence"], 1)
         row["abstained"] = row["abstained"] == "True"
+        row["prediction_set"] = row["prediction_set"].split(";") if row["prediction_set"] else []
         row["thumbnail"] = _thumbnail_uri(batch.thumbs_dir / f"{row['index']}.jpg")
     return shown
 
