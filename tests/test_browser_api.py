@@ -52,7 +52,7 @@ def test_the_owner_makes_a_key_exports_a_bundle_and_batch_predicts(live_server, 
 
 
 def test_a_dropped_zip_is_predicted_in_the_worker_with_a_progress_bar_then_a_table_and_a_csv(live_server, queue, user, screenshots,
-                                                                                              watched_page):
+                                                                                              watched_page, settings):
     project = photo_project(user, per_class=6)
     train_version(project)
     page = watched_page
@@ -84,6 +84,16 @@ def test_a_dropped_zip_is_predicted_in_the_worker_with_a_progress_bar_then_a_tab
         page.locator("#batch-download").click()
     rows = list(csv.DictReader(io.StringIO(open(info.value.path(), encoding="utf-8").read())))
     assert len(rows) == 41 and sum(1 for row in rows if row["label"]) == 40
+
+    # A dropped folder with more loose images than the page answers at once goes the same way.
+    settings.BATCH_INLINE_MAX_IMAGES = 3
+    page.goto(f"{live_server.url}/projects/{project.pk}/predict/")
+    drop_files(page, "form.dropzone", [(f"sea-{i}.jpg", "image/jpeg", photo_bytes("sea", 200 + i)) for i in range(4)])
+    expect(panel).to_contain_text("Batch prediction of 4 files")
+    with BackgroundWorker("intake"):
+        expect(panel).to_contain_text("4 images predicted", timeout=RESULTS_TIMEOUT_MS * 4)
+    expect(panel.locator("img.pred-thumb")).to_have_count(4)
+    expect(page.locator(".batch-list li")).to_have_count(2)  # both batches under "Recent batches"
     assert not page.problems, page.problems
 
 
