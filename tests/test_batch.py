@@ -159,6 +159,10 @@ def test_loose_images_go_to_the_worker_above_the_inline_limit_and_count_against_
                          HTTP_X_REQUESTED_WITH="XMLHttpRequest")
     assert refused.status_code == 429
 
+    # Large images make smaller chunks: at most `pixels` decoded pixels are held at once.
+    chunks = list(batches.answered(run, images, pixels=2 * 88 * 72))  # photos are 88x72
+    assert [len(chunk) for chunk in chunks] == [2, 2, 2]
+
 
 # --- no training needed below: rows and files made directly --------------------------------------
 

@@ -20,6 +20,8 @@ from transferapp.models import BatchPrediction
 
 CSV_COLUMNS = ["file", "label", "probability", "prediction_set", "abstained", "error"]
 BATCH = 32  # images decoded and predicted together: bounded memory for any number of files
+# ... or fewer, when they are large: 32 images at the 40-megapixel cap would hold ~4 GB decoded.
+CHUNK_PIXELS = 100_000_000  # about 300 MB of decoded RGB
 THUMB_PX = 96  # the results table shows them at 56 px; ~3 KB each
 TABLE_ROWS = 100  # rows the finished batch's table shows (the CSV has them all)
 ORDERS = {"file": "file order", "low": "least confident first", "high": "most confident first"}
@@ -107,14 +109,17 @@ def count_stored(batch: BatchPrediction) -> int:
 
 # --- predicting -----------------------------------------------------------------------------
 
-def answered(run, images, size: int = BATCH):
-    """Chunks of (API-shaped answer or {"file", "error"}, the checked image or None), in input order."""
-    slots = []
+def answered(run, images, size: int = BATCH, pixels: int = CHUNK_PIXELS):
+    """Chunks of (API-shaped answer or {"file", "error"}, the checked image or None), in input
+    order; a chunk ends at `size` files or `pixels` decoded pixels, whichever comes first."""
+    slots, held = [], 0
     for name, data in images:
-        slots.append((name, _checked(data)))
-        if len(slots) == size:
+        checked = _checked(data)
+        slots.append((name, checked))
+        held += 0 if isinstance(checked, str) else checked.rgb.width * checked.rgb.height
+        if len(slots) == size or held >= pixels:
             yield _answer(run, slots)
-            slots = []
+            slots, held = [], 0
     if slots:
         yield _answer(run, slots)
 
