@@ -700,7 +700,12 @@ def batch_create(*, project: Project, run: TrainingRun, uploads: list, refused: 
     name = uploads[0].name if len(uploads) == 1 else f"{len(uploads)} files"
     batch = BatchPrediction(project=project, run=run, version=run.version, source_name=name[:255],
                             folder=str(Path(settings.MEDIA_ROOT) / "batches" / uuid.uuid4().hex))
-    _store_batch_inputs(batch, uploads, refused)
+    try:
+        _store_batch_inputs(batch, uploads, refused)
+    except OSError as exc:
+        _remove_tree(Path(batch.folder))
+        raise ServiceError(f"The server could not store the files ({exc.strerror or exc}). Try again later, or "
+                           "ask your administrator to check its disk.") from None
     with transaction.atomic():
         batch.save()
         batch.job_id = f"batch-{batch.pk}"
