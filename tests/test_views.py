@@ -7,7 +7,7 @@ from django.urls import reverse
 from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
 from transferapp import services
-from transferapp.models import Image, ImportJob, Label, Project, TrainingRun
+from transferapp.models import BatchPrediction, Image, ImportJob, Label, Project, TrainingRun
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 
@@ -205,6 +205,7 @@ def _object_ids(project):
     run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded")
     job = ImportJob.objects.create(project=project, source_name="x.zip")
     key, _ = services.api_key_create(project=project)
+    batch = BatchPrediction.objects.create(project=project, run=run, source_name="x.zip", folder="/nonexistent")
     return {
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
         "projects/": {"pk": project.pk},
@@ -212,6 +213,7 @@ def _object_ids(project):
         "runs/": {"pk": run.pk},
         "imports/": {"pk": job.pk},
         "api-keys/": {"pk": key.pk},
+        "batches/": {"pk": batch.pk},
     }
 
 

@@ -13,6 +13,9 @@ JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
+UNSAFE_PATH = "The path points outside the archive (unsafe), so it was not imported."
+
+
 class ArchiveRejected(Exception):
     """The whole archive is refused (too many files, too large unpacked, not a zip)."""
 
@@ -39,8 +42,9 @@ class ZipSource:
     """`with ZipSource(path, limits) as source:` then len(source) and iterate its entries;
     members are read one at a time while the archive is open."""
 
-    def __init__(self, path: Path, limits: Limits):
-        self.path, self.limits = path, limits
+    def __init__(self, path: Path, limits: Limits, *, loose: bool = False):
+        # loose: the members are files to predict, not a training set, so folders are not classes.
+        self.path, self.limits, self.loose = path, limits, loose
 
     def __enter__(self):
         try:
@@ -60,7 +64,7 @@ class ZipSource:
 
     def __iter__(self) -> Iterator[Entry]:
         for member in self.members:
-            yield _zip_entry(self.archive, member, self.root, self.limits)
+            yield _zip_entry(self.archive, member, () if self.loose else self.root, self.limits, self.loose)
 
 
 def _check_archive(members, limits: Limits) -> None:
@@ -83,9 +87,9 @@ def _decoded_name(member: zipfile.ZipInfo) -> str:
         return member.filename
 
 
-def _zip_entry(archive, member, root: tuple, limits: Limits) -> Entry:
+def _zip_entry(archive, member, root: tuple, limits: Limits, loose: bool = False) -> Entry:
     name = _decoded_name(member)
-    entry = classify(name, root)
+    entry = classify_loose(name) if loose else classify(name, root)
     if entry.skip or entry.junk:
         return entry
     if member.file_size > limits.max_member_bytes:
@@ -142,7 +146,7 @@ def classify(name: str, root: tuple) -> Entry:
     path = PurePosixPath(name.replace("\\", "/"))
     parts = path.parts
     if path.is_absolute() or ".." in parts:
-        return Entry(name=name, skip="The path points outside the archive (unsafe), so it was not imported.")
+        return Entry(name=name, skip=UNSAFE_PATH)
     if any(part.lower() in JUNK_NAMES or part.startswith(".") for part in parts):
         return Entry(name=name, junk=True)
     folders = list(parts[len(root) : -1])
@@ -153,6 +157,12 @@ def classify(name: str, root: tuple) -> Entry:
         return Entry(name=name, split=split, skip="The file is not inside a class folder.")
     # Deeper folders (class/subfolder/x.jpg) still count as the top class folder.
     return Entry(name=name, label=folders[0].strip(), split=split)
+
+
+def classify_loose(name: str) -> Entry:
+    """A file of a batch to predict: its folders mean nothing; junk and unsafe paths are still set apart."""
+    entry = classify(name, ())
+    return entry if entry.junk or entry.skip == UNSAFE_PATH else Entry(name=name)
 
 
 def _common_root(names: list[str]) -> tuple:

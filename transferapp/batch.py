@@ -1,6 +1,13 @@
-"""Batch predictions as a CSV: many files, or zips of them, predicted with one model version."""
+"""Batch predictions as a CSV: many files, or zips of them, predicted with one model version.
+
+A small batch is answered in the request (model_views.predict_batch); a large one is stored by
+services.batch_create and predicted here by the worker (tasks.run_batch), a chunk at a time, into a
+CSV and small thumbnails for the results table.
+"""
+import base64
 import csv
 import io
+import json
 import tempfile
 from pathlib import Path
 
@@ -9,10 +16,23 @@ from django.conf import settings
 from transferapp import intake, predictions, services
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.engine.data import IMAGE_SUFFIXES
+from transferapp.models import BatchPrediction
 
 CSV_COLUMNS = ["file", "label", "probability", "prediction_set", "abstained", "error"]
 BATCH = 32  # images decoded and predicted together: bounded memory for any number of files
+# ... or fewer, when they are large: 32 images at the 40-megapixel cap would hold ~4 GB decoded.
+CHUNK_PIXELS = 100_000_000  # about 300 MB of decoded RGB
+THUMB_PX = 96  # the results table shows them at 56 px; ~3 KB each
+TABLE_ROWS = 100  # rows the finished batch's table shows (the CSV has them all)
+ORDERS = {"file": "file order", "low": "least confident first", "high": "most confident first"}
 
+
+def runs_in_worker(uploads: list) -> bool:
+    """More than BATCH_INLINE_MAX_IMAGES loose images, or any zip (it may hold thousands)."""
+    return len(uploads) > settings.BATCH_INLINE_MAX_IMAGES or any(u.name.lower().endswith(".zip") for u in uploads)
+
+
+# --- reading the images: uploads (in the request) or the stored inputs (in the worker) ------------
 
 def named_images(uploaded_files):
     """(name, bytes or an error) for each image among the uploads, zips unpacked (safely, see archive.py)."""
@@ -28,14 +48,22 @@ def _zip_members(upload):
         for chunk in upload.chunks():
             spooled.write(chunk)
         spooled.flush()
-        try:
-            with ZipSource(Path(spooled.name), Limits(max_member_bytes=services.max_upload_bytes())) as source:
-                for entry in source:
-                    if entry.junk or Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
-                        continue
+        yield from zip_images(Path(spooled.name), upload.name)
+
+
+def zip_images(path: Path, zip_name: str):
+    """(name, bytes or an error) for each image in the zip; its folders are not classes here."""
+    try:
+        with ZipSource(path, Limits(max_member_bytes=services.max_upload_bytes()), loose=True) as source:
+            for entry in source:
+                if _is_image(entry):
                     yield entry.name, (entry.skip or _read(entry))
-        except ArchiveRejected as exc:
-            yield upload.name, str(exc)
+    except ArchiveRejected as exc:
+        yield zip_name, str(exc)
+
+
+def _is_image(entry) -> bool:
+    return not entry.junk and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _read(entry):
@@ -45,33 +73,141 @@ def _read(entry):
         return str(exc)
 
 
-def predict_rows(run, images) -> list[dict]:
-    """One API-shaped answer (or {"file", "error"}) per image, predicted BATCH at a time."""
-    rows, pending = [], []
-    for name, data in images:
-        if isinstance(data, str):
-            rows.append({"file": name, "error": data})
+def stored_images(batch: BatchPrediction):
+    """(name, bytes or an error) for each image of a stored batch, one file in memory at a time."""
+    for item in json.loads(batch.manifest_path.read_text()):
+        if "error" in item:
+            yield item["name"], item["error"]
+        elif item["zip"]:
+            yield from zip_images(batch.inputs_dir / item["path"], item["name"])
+        else:
+            yield item["name"], _stored_file(batch.inputs_dir / item["path"])
+
+
+def _stored_file(path: Path):
+    try:  # the upload cap of a batch request is the zip's: a loose file is checked before it is read
+        intake.check_size(path.stat().st_size, services.max_upload_bytes())
+    except intake.ImageRejected as exc:
+        return str(exc)
+    return path.read_bytes()
+
+
+def count_stored(batch: BatchPrediction) -> int:
+    """The number of CSV rows a stored batch will have (zips are opened, not unpacked)."""
+    total = 0
+    for item in json.loads(batch.manifest_path.read_text()):
+        if not item.get("zip"):
+            total += 1
             continue
         try:
-            pending.append((name, intake.check_image(data, max_bytes=services.max_upload_bytes(),
-                                                     max_pixels=settings.MAX_IMAGE_PIXELS)))
-        except intake.ImageRejected as exc:
-            rows.append({"file": name, "error": str(exc)})
-        if len(pending) == BATCH:
-            rows += predictions.predict_checked(run, pending)
-            pending = []
-    return rows + (predictions.predict_checked(run, pending) if pending else [])
+            with ZipSource(batch.inputs_dir / item["path"], Limits(), loose=True) as source:
+                total += sum(1 for entry in source if _is_image(entry))
+        except ArchiveRejected:
+            total += 1  # one error row for the whole zip
+    return total
+
+
+# --- predicting -----------------------------------------------------------------------------
+
+def answered(run, images, size: int = BATCH, pixels: int = CHUNK_PIXELS):
+    """Chunks of (API-shaped answer or {"file", "error"}, the checked image or None), in input
+    order; a chunk ends at `size` files or `pixels` decoded pixels, whichever comes first."""
+    slots, held = [], 0
+    for name, data in images:
+        checked = _checked(data)
+        slots.append((name, checked))
+        held += 0 if isinstance(checked, str) else checked.rgb.width * checked.rgb.height
+        if len(slots) == size or held >= pixels:
+            yield _answer(run, slots)
+            slots, held = [], 0
+    if slots:
+        yield _answer(run, slots)
+
+
+def _checked(data):
+    """The decoded image, or the reason it cannot be predicted (caps as for uploads)."""
+    if isinstance(data, str):
+        return data
+    try:
+        return intake.check_image(data, max_bytes=services.max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
+    except intake.ImageRejected as exc:
+        return str(exc)
+
+
+def _answer(run, slots) -> list[tuple[dict, object]]:
+    good = [(name, checked) for name, checked in slots if not isinstance(checked, str)]
+    answers = iter(predictions.predict_checked(run, good) if good else [])
+    return [({"file": name, "error": checked}, None) if isinstance(checked, str) else (next(answers), checked)
+            for name, checked in slots]
+
+
+def predict_rows(run, images) -> list[dict]:
+    """One API-shaped answer (or {"file", "error"}) per image, predicted BATCH at a time."""
+    return [row for chunk in answered(run, images) for row, _ in chunk]
+
+
+def predict_stored(run, batch: BatchPrediction, on_chunk) -> Path:
+    """Predict a stored batch into its CSV and thumbnails; on_chunk(done, refused, images) after
+    each chunk (progress, the allowance). Returns the CSV's path, written whole or not at all."""
+    batch.thumbs_dir.mkdir(parents=True, exist_ok=True)
+    final = Path(batch.folder) / "predictions.csv"
+    partial = final.with_suffix(".partial")
+    done = refused = 0
+    with open(partial, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for chunk in answered(run, stored_images(batch)):
+            for row, checked in chunk:
+                writer.writerow(csv_row(row))
+                if checked is not None:
+                    (batch.thumbs_dir / f"{done}.jpg").write_bytes(_small_thumbnail(checked))
+                done += 1
+                refused += "error" in row
+            out.flush()
+            on_chunk(done, refused, sum(1 for _, checked in chunk if checked is not None))
+    partial.replace(final)
+    return final
+
+
+def _small_thumbnail(checked) -> bytes:
+    image = checked.rgb.copy()
+    image.thumbnail((THUMB_PX, THUMB_PX))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def csv_row(row: dict) -> dict:
+    if "error" in row:
+        return {"file": row["file"], "error": row["error"]}
+    return {"file": row["file"], "label": row["top"]["label"], "probability": f"{row['top']['probability']:.6f}",
+            "prediction_set": ";".join(row["prediction_set"]), "abstained": row["abstained"]}
 
 
 def to_csv(rows) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     writer.writeheader()
-    for row in rows:
-        if "error" in row:
-            writer.writerow({"file": row["file"], "error": row["error"]})
-        else:
-            writer.writerow({"file": row["file"], "label": row["top"]["label"],
-                             "probability": f"{row['top']['probability']:.6f}",
-                             "prediction_set": ";".join(row["prediction_set"]), "abstained": row["abstained"]})
+    writer.writerows(csv_row(row) for row in rows)
     return out.getvalue()
+
+
+# --- the finished batch's table ---------------------------------------------------------------
+
+def table_rows(batch: BatchPrediction, order: str) -> list[dict]:
+    """The first TABLE_ROWS rows of the CSV in `order` (see ORDERS), each with its thumbnail."""
+    with open(batch.csv_path, newline="", encoding="utf-8") as source:
+        rows = [{**row, "index": i, "confidence": float(row["probability"] or -1)} for i, row in enumerate(csv.DictReader(source))]
+    if order in ("low", "high"):
+        rows.sort(key=lambda row: row["confidence"], reverse=order == "high")
+    shown = rows[:TABLE_ROWS]
+    for row in shown:
+        row["percent"] = round(100 * row["confidence"], 1)
+        row["abstained"] = row["abstained"] == "True"
+        row["prediction_set"] = row["prediction_set"].split(";") if row["prediction_set"] else []
+        row["thumbnail"] = _thumbnail_uri(batch.thumbs_dir / f"{row['index']}.jpg")
+    return shown
+
+
+def _thumbnail_uri(path: Path) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode() if path.exists() else ""

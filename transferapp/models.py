@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 
 from django.conf import settings
 from django.db import models
@@ -200,8 +201,9 @@ class TrainingRun(models.Model):
         return f"Run #{self.pk} · {self.base_model} · quick first model ({why}) · {accuracy}% accuracy"
 
 
-class ImportJob(models.Model):
-    """A zip (or folder) import, done in the background with a per-file report."""
+class WorkerJob(models.Model):
+    """What a row run by a worker job records (imports, batch predictions): the row is the truth
+    about the work, the rq job (job_id) only plumbing; the reaper watches heartbeat_at."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -209,9 +211,6 @@ class ImportJob(models.Model):
         DONE = "done"
         FAILED = "failed"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
-    source_name = models.CharField(max_length=255)
-    upload_path = models.CharField(max_length=500, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     job_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -219,21 +218,30 @@ class ImportJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     total = models.PositiveIntegerField(default=0)
-    processed = models.PositiveIntegerField(default=0)
-    accepted = models.PositiveIntegerField(default=0)
-    skipped = models.PositiveIntegerField(default=0)
-    junk = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at", "-pk"]
-
-    def get_absolute_url(self):
-        return reverse("import_detail", args=[self.pk])
 
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
+class ImportJob(WorkerJob):
+    """A zip (or folder) import, done in the background with a per-file report."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    source_name = models.CharField(max_length=255)
+    upload_path = models.CharField(max_length=500, blank=True)
+    processed = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    junk = models.PositiveIntegerField(default=0)
+
+    def get_absolute_url(self):
+        return reverse("import_detail", args=[self.pk])
 
     @property
     def percent(self) -> int:
@@ -300,3 +308,42 @@ class ApiKey(models.Model):
     @staticmethod
     def hash_of(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
+
+
+class BatchPrediction(WorkerJob):
+    """A large batch prediction (many images or a zip) run by the worker, with a CSV as its result.
+
+    Its folder holds the uploaded inputs until the job ends, then the CSV and small thumbnails
+    until BATCH_KEPT_DAYS have passed. `total` counts the CSV's rows: images and unreadable files.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches")
+    # The model used; a batch's CSV stays readable after its version is deleted.
+    run = models.ForeignKey(TrainingRun, on_delete=models.SET_NULL, null=True, related_name="batches")
+    version = models.PositiveIntegerField(null=True)
+    source_name = models.CharField(max_length=255)  # "shots.zip", or "120 files"
+    folder = models.CharField(max_length=500)  # MEDIA_ROOT/batches/<random>: inputs/, thumbs/, predictions.csv
+    csv_path = models.CharField(max_length=500, blank=True)  # set once the CSV is complete
+    done = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)  # rows with an error instead of a prediction
+    message = models.CharField(max_length=255, blank=True)  # e.g. paused by the per-user allowance
+
+    def get_absolute_url(self):
+        return reverse("batch_detail", args=[self.pk])
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 0
+
+    # The folder's layout, shared by services (which stores the inputs) and batch.py (which reads them).
+    @property
+    def inputs_dir(self) -> Path:
+        return Path(self.folder) / "inputs"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.inputs_dir / "manifest.json"  # [{"name", "path", "zip"} or {"name", "error"}, ...]
+
+    @property
+    def thumbs_dir(self) -> Path:
+        return Path(self.folder) / "thumbs"  # <row index>.jpg for each predicted image

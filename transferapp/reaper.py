@@ -1,5 +1,6 @@
-"""Settles runs and imports whose worker died or whose job vanished, and purges deleted images
-whose undo window has passed, without waiting for a page view.
+"""Settles runs, imports and batch predictions whose worker died or whose job vanished, purges
+deleted images whose undo window has passed and batches older than BATCH_KEPT_DAYS, without
+waiting for a page view.
 
 Every worker runs one Reaper thread (see workers.py). A sweep only makes conditional updates
 (queued -> failed, running -> failed), so several workers sweeping at once agree; a job queued
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from transferapp import services
-from transferapp.models import ImportJob, TrainingRun
+from transferapp.models import BatchPrediction, ImportJob, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ def sweep() -> None:
         services.run_check(run=run)
     for job in ImportJob.objects.filter(status__in=UNFINISHED):
         services.import_check(job=job)
+    for batch in BatchPrediction.objects.filter(status__in=UNFINISHED):
+        services.batch_check(batch=batch)
+    services.batches_purge_expired()  # their CSVs and thumbnails, BATCH_KEPT_DAYS after they ended
     # Deleted images leave the disk (files and cached features) once their undo window has passed,
     # even in a project nobody touches again.
     for project_id in services.projects_with_expired_trash():

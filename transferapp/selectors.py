@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404
 from rq import Worker
 
 from transferapp import duplicates, grouping
-from transferapp.models import ApiKey, Image, ImportJob, Label, Project, TrainingRun
+from transferapp.models import ApiKey, BatchPrediction, Image, ImportJob, Label, Project, TrainingRun
 
 PREVIEW_THUMBS = 6
 # Joins do not go through Image's default manager: counts leave the trash out themselves.
@@ -127,6 +127,10 @@ def deleted_images_in_project(*, project: Project, pks) -> list[Image]:
 
 def import_get_for_user(*, user, pk) -> ImportJob:
     return get_object_or_404(ImportJob.objects.select_related("project"), pk=pk, project__owner=user)
+
+
+def batch_get_for_user(*, user, pk) -> BatchPrediction:
+    return get_object_or_404(BatchPrediction.objects.select_related("project"), pk=pk, project__owner=user)
 
 
 # The page polls every second while an import runs: it shows this many skipped files at most.

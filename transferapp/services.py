@@ -3,6 +3,7 @@
 Functions take keyword-only arguments and objects the caller already fetched with an
 access check (see selectors.py), so ownership is never re-decided here.
 """
+import json
 import logging
 import math
 import secrets
@@ -25,7 +26,7 @@ from transferapp import grouping, intake, quotas, selectors
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.features import forget_cached_features
 from transferapp.engine.zoo import get_base
-from transferapp.models import ApiKey, Image, ImportJob, Label, Project, TrainingRun
+from transferapp.models import ApiKey, BatchPrediction, Image, ImportJob, Label, Project, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,11 @@ def project_delete(*, project: Project) -> None:
     project_id = project.pk
     sha256s = set(Image.all_objects.filter(project=project).values_list("sha256", flat=True))
     uploaded_zips = [Path(path) for path in project.imports.exclude(upload_path="").values_list("upload_path", flat=True)]
+    batch_folders = [Path(folder) for folder in project.batches.values_list("folder", flat=True)]
     project.delete()
     _remove_project_files(project_id)
+    for folder in batch_folders:  # a running batch stops at its next chunk, finding no row
+        _remove_tree(folder)
     features_forget_unused(sha256s=sha256s)
     for path in uploaded_zips:  # a queued import's job will find no row; a running one stops at its next file
         path.unlink(missing_ok=True)
@@ -555,7 +559,23 @@ def import_check(*, job: ImportJob) -> ImportJob:
     return job
 
 
-def _silent_for(row: TrainingRun | ImportJob) -> float | None:
+def batch_check(*, batch: BatchPrediction) -> BatchPrediction:
+    """The batch's row reconciled with its worker and its queue, as import_check does for imports."""
+    silent_s = _silent_for(batch)
+    if silent_s is not None:
+        batch_fail(batch=batch, among=[BatchPrediction.Status.RUNNING],
+                   error=f"The worker stopped responding ({int(silent_s)} s without news); it may have been restarted or "
+                   "run out of memory. The uploaded files were deleted: send them again to predict them.")
+    failed = _requeue_if_lost(batch, queue_name="intake", enqueue=_enqueue_batch,
+                              fail=lambda reason: batch_fail(batch=batch, among=[BatchPrediction.Status.QUEUED],
+                                                             error=f"The worker could not start this batch ({reason}). "
+                                                             "Send the files again."))
+    if silent_s is not None or failed:
+        batch.refresh_from_db()
+    return batch
+
+
+def _silent_for(row: TrainingRun | ImportJob | BatchPrediction) -> float | None:
     """Seconds since a running row's worker last said it was alive, when that is too long."""
     if row.status != row.Status.RUNNING:
         return None
@@ -563,7 +583,7 @@ def _silent_for(row: TrainingRun | ImportJob) -> float | None:
     return silent_s if silent_s > settings.RUN_HEARTBEAT_TIMEOUT_S else None
 
 
-def _requeue_if_lost(row: TrainingRun | ImportJob, *, queue_name: str, enqueue, fail) -> bool:
+def _requeue_if_lost(row: TrainingRun | ImportJob | BatchPrediction, *, queue_name: str, enqueue, fail) -> bool:
     """Queue a queued row's vanished job again; fail the row if rq failed its job. True when failed."""
     if row.status != row.Status.QUEUED:
         return False
@@ -661,3 +681,71 @@ def api_key_touch(*, key: ApiKey) -> None:
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+
+
+# --- batch predictions run by the worker ------------------------------------------------------
+
+BATCHES_AT_ONCE = 2  # per user, queued or running: one user's uploads cannot fill the intake queue
+
+
+def batch_create(*, project: Project, run: TrainingRun, uploads: list, refused: list[tuple[str, str]]) -> BatchPrediction:
+    """Store the uploaded files (streamed in chunks) and queue their prediction with `run`.
+
+    `refused` are (name, reason) for files the upload handler dropped: they become error rows."""
+    unfinished = BatchPrediction.objects.filter(project__owner_id=project.owner_id,
+                                                status__in=[BatchPrediction.Status.QUEUED, BatchPrediction.Status.RUNNING])
+    if unfinished.count() >= BATCHES_AT_ONCE:
+        raise ServiceError(f"{BATCHES_AT_ONCE} batch predictions of yours are waiting or running. Send this one when one "
+                           "of them has finished.")
+    name = uploads[0].name if len(uploads) == 1 else f"{len(uploads)} files"
+    batch = BatchPrediction(project=project, run=run, version=run.version, source_name=name[:255],
+                            folder=str(Path(settings.MEDIA_ROOT) / "batches" / uuid.uuid4().hex))
+    try:
+        _store_batch_inputs(batch, uploads, refused)
+    except OSError as exc:
+        _remove_tree(Path(batch.folder))
+        raise ServiceError(f"The server could not store the files ({exc.strerror or exc}). Try again later, or "
+                           "ask your administrator to check its disk.") from None
+    with transaction.atomic():
+        batch.save()
+        batch.job_id = f"batch-{batch.pk}"
+        batch.save(update_fields=["job_id"])
+        _on_commit_or_fail(lambda: _enqueue_batch(batch),
+                           on_failure=lambda: batch_fail(batch=batch, error=QUEUE_DOWN, among=[BatchPrediction.Status.QUEUED]))
+    return batch
+
+
+def _store_batch_inputs(batch: BatchPrediction, uploads: list, refused: list[tuple[str, str]]) -> None:
+    batch.inputs_dir.mkdir(parents=True)
+    manifest = [{"name": name, "error": reason} for name, reason in refused]
+    for number, upload in enumerate(uploads):
+        stored = batch.inputs_dir / str(number)  # never the user's name: it could hold a path
+        with open(stored, "wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+        manifest.append({"name": upload.name, "path": stored.name, "zip": upload.name.lower().endswith(".zip")})
+    batch.manifest_path.write_text(json.dumps(manifest))
+
+
+def _enqueue_batch(batch: BatchPrediction) -> None:
+    queue = django_rq.get_queue("intake", commit_mode="auto")
+    queue.enqueue("transferapp.tasks.run_batch", batch.pk, job_id=batch.job_id)
+
+
+def batch_fail(*, batch: BatchPrediction, error: str, among: list[str]) -> bool:
+    """Fail a batch that is in one of these states; its uploaded files go. True when it was failed."""
+    failed = BatchPrediction.objects.filter(pk=batch.pk, status__in=among).update(
+        status=BatchPrediction.Status.FAILED, error=error, message="", finished_at=timezone.now())
+    if failed:
+        _remove_tree(batch.inputs_dir)
+    return bool(failed)
+
+
+def batches_purge_expired() -> int:
+    """Delete the batches (rows, CSVs, thumbnails) finished more than BATCH_KEPT_DAYS ago."""
+    cutoff = timezone.now() - timedelta(days=settings.BATCH_KEPT_DAYS)
+    expired = list(BatchPrediction.objects.filter(finished_at__lt=cutoff).values_list("pk", "folder"))
+    for pk, folder in expired:
+        _remove_tree(Path(folder))
+        BatchPrediction.objects.filter(pk=pk).delete()
+    return len(expired)

@@ -249,6 +249,11 @@ if TRUSTED_PROXY_COUNT < 1:
     raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 1 or more.")
 # Images predicted per user per minute in the web process (0 = no limit).
 PREDICT_RATE_PER_MIN = envint("PREDICT_RATE_PER_MIN", "120")
+# Batch predictions on the predict page: up to this many loose images are answered at once in the
+# request (about 3 s on 2 cores); more, or any zip (its size is unknown until opened), go to the
+# worker with a progress bar. Their CSV and thumbnails are kept BATCH_KEPT_DAYS, then deleted.
+BATCH_INLINE_MAX_IMAGES = envint("BATCH_INLINE_MAX_IMAGES", "50")
+BATCH_KEPT_DAYS = envint("BATCH_KEPT_DAYS", "7")
 # REST API: requests (images, for predictions and uploads) per key and minute; 0 = no limit.
 API_RATE_PER_MIN = envint("API_RATE_PER_MIN", "600")
 

@@ -20,9 +20,9 @@ from transferapp.engine.data import Sample, stratified_split
 from transferapp.engine.features import precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
-from transferapp import grouping, selectors, services
+from transferapp import batch as batches, grouping, predictions, selectors, services, throttle
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
-from transferapp.models import Image, ImportJob, ImportReportRow, TrainingRun
+from transferapp.models import BatchPrediction, Image, ImportJob, ImportReportRow, TrainingRun
 from transferapp.services import deleted_images_purge, import_entries, project_purge_files
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class Heartbeat(threading.Thread):
     (hashing thousands of files, the stage-1 search, one huge file of an import): a silent
     training run or import is presumed dead."""
 
-    def __init__(self, row: TrainingRun | ImportJob, interval_s: float = HEARTBEAT_INTERVAL_S):
+    def __init__(self, row: TrainingRun | ImportJob | BatchPrediction, interval_s: float = HEARTBEAT_INTERVAL_S):
         super().__init__(daemon=True)
         self.rows = type(row).objects.filter(pk=row.pk, status=row.Status.RUNNING)
         self.interval_s, self.stopped = interval_s, threading.Event()
@@ -90,7 +90,7 @@ def _artifact_dir(run: TrainingRun) -> Path:
     return Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
 
 
-def _claim(row: TrainingRun | ImportJob, **fields) -> bool:
+def _claim(row: TrainingRun | ImportJob | BatchPrediction, **fields) -> bool:
     """Queued -> running, atomically, so a cancelled, expired or duplicate job does nothing."""
     now = timezone.now()
     claimed = type(row).objects.filter(pk=row.pk, status=row.Status.QUEUED).update(
@@ -378,3 +378,68 @@ def _finish_import(import_id: int, status: str, error: str = "") -> None:
     app lost patience with a slow worker (as a finished training does)."""
     allowed = [ImportJob.Status.RUNNING] + ([ImportJob.Status.FAILED] if status == ImportJob.Status.DONE else [])
     ImportJob.objects.filter(pk=import_id, status__in=allowed).update(status=status, error=error, finished_at=timezone.now())
+
+
+def run_batch(batch_id: int) -> str:
+    """Predict a stored batch into its CSV; the uploaded files are deleted however it ends."""
+    batch = BatchPrediction.objects.select_related("project", "run").filter(pk=batch_id).first()
+    if batch is None or not _claim(batch):
+        return f"batch {batch_id} was {batch.status if batch else 'deleted'} before it started"
+    _configure_threads()
+    heartbeat = Heartbeat(batch)
+    heartbeat.start()
+    try:
+        if batch.run is None:
+            raise predictions.PredictionError("The model version chosen for this batch was deleted; send the files again.")
+        total = batches.count_stored(batch)
+        BatchPrediction.objects.filter(pk=batch.pk).update(total=total)
+        csv_path = batches.predict_stored(batch.run, batch, on_chunk=BatchReporter(batch, total).report)
+    except BatchStopped:
+        pass  # deleted with its project: project_delete removed the folder
+    except predictions.PredictionError as exc:
+        _finish_batch(batch, BatchPrediction.Status.FAILED, error=str(exc))
+    except Exception as exc:  # the worker must record any failure, then carry on with the next job
+        logger.exception("Batch prediction %s failed", batch_id)
+        _finish_batch(batch, BatchPrediction.Status.FAILED, error=f"The batch stopped: {type(exc).__name__}: {exc}")
+    else:
+        _finish_batch(batch, BatchPrediction.Status.DONE, csv_path=str(csv_path))
+    finally:
+        heartbeat.stop()
+        shutil.rmtree(batch.inputs_dir, ignore_errors=True)
+    return str(batch_id)
+
+
+class BatchStopped(Exception):
+    """The batch's row is gone (its project was deleted)."""
+
+
+class BatchReporter:
+    """After each chunk: records progress, counts the images against the owner's prediction
+    allowance (the same one the predict page uses) and, when it is used up, waits for the next
+    minute's instead of refusing the rest of the batch."""
+
+    WAIT_STEP_S = 1.0
+
+    def __init__(self, batch: BatchPrediction, total: int):
+        self.rows, self.total = BatchPrediction.objects.filter(pk=batch.pk), total
+        self.owner = str(batch.project.owner_id)
+        self.allowance = throttle.predictions_per_user()
+
+    def report(self, done: int, refused: int, images: int) -> None:
+        if not self.rows.update(done=done, refused=refused, heartbeat_at=timezone.now()):
+            raise BatchStopped()
+        self.allowance.hit(self.owner, images)
+        if done < self.total and self.allowance.exceeded(self.owner):
+            self.rows.update(message=f"Paused: {self.allowance.limit} predictions a minute are allowed; "
+                                     "it goes on within a minute.")
+            while self.allowance.exceeded(self.owner):
+                time.sleep(self.WAIT_STEP_S)
+            self.rows.update(message="")
+
+
+def _finish_batch(batch: BatchPrediction, status: str, *, error: str = "", csv_path: str = "") -> None:
+    """Record the outcome; a batch that completes also replaces a "failed" written when the app lost
+    patience with a slow worker (as a finished import does)."""
+    allowed = [BatchPrediction.Status.RUNNING] + ([BatchPrediction.Status.FAILED] if status == BatchPrediction.Status.DONE else [])
+    BatchPrediction.objects.filter(pk=batch.pk, status__in=allowed).update(
+        status=status, error=error, csv_path=csv_path, message="", finished_at=timezone.now())

@@ -47,6 +47,8 @@ urlpatterns = [
     path("projects/<int:pk>/api-keys/", model_views.api_key_create, name="api_key_create"),
     path("api-keys/<int:pk>/revoke/", model_views.api_key_revoke, name="api_key_revoke"),
     path("projects/<int:pk>/predict/batch/", model_views.predict_batch, name="predict_batch"),
+    path("batches/<int:pk>/", model_views.batch_detail, name="batch_detail"),
+    path("batches/<int:pk>/download/", model_views.batch_download, name="batch_download"),
     path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:

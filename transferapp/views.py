@@ -16,7 +16,7 @@ from django.utils.http import content_disposition_header, url_has_allowed_host_a
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, estimates, exports, forms, predictions, quotas, selectors, services, throttle, trust, uploads, zipstream
+from transferapp import charts, estimates, exports, forms, model_views, predictions, quotas, selectors, services, throttle, trust, uploads, zipstream
 from transferapp.engine import imaging
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
@@ -491,7 +491,8 @@ def predict(request, pk):
     runs = _current_first(list(selectors.predictable_runs(project=project)), model_run)
     if request.method == "POST":
         return _predict_post(request, project, runs)
-    return render(request, "transferapp/predict.html", {"project": project, "runs": runs, "model_run": model_run})
+    context = {"project": project, "runs": runs, "model_run": model_run, **model_views.batch_panel(request, project)}
+    return render(request, "transferapp/predict.html", context)
 
 
 def _current_first(runs: list, current) -> list:
@@ -515,7 +516,7 @@ def _predict_post(request, project, runs):
     if not results:
         return _refuse(request, "Choose one or more images first.", request.path)
     context = {"project": project, "runs": runs, "run": run, "results": results,
-               "model_run": selectors.model_run(project=project)}
+               "model_run": selectors.model_run(project=project), **model_views.batch_panel(request, project)}
     if _is_script_request(request):
         return render(request, "transferapp/predict.html#results", context)
     return render(request, "transferapp/predict.html", context)

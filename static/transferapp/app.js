@@ -121,6 +121,10 @@
   function enqueue(form, files) {
     files = files.filter((f) => !skipped(f.name));
     if (!files.length) return;
+    const batchForm = form.dataset.batchForm && document.querySelector(form.dataset.batchForm);
+    if (batchForm && (files.length > Number(form.dataset.batchAbove) || files.some((f) => /\.zip$/i.test(f.name)))) {
+      return submitBatch(batchForm, files, form);
+    }
     const list = ensure(form, "ul", "upload-list");
     const b = batches.get(form) || { total: 0, pending: 0, ok: 0, skipped: 0, refused: 0 };
     batches.set(form, b);
@@ -129,6 +133,22 @@
     for (const file of files) queue.push({ form, file, item: addItem(list, file) });
     setSummary(form, progressText(form, b));
     pump();
+  }
+
+  // A zip or many images (the predict page): one request to the batch form, which the worker
+  // predicts with a progress bar, rather than one request per image.
+  function submitBatch(batchForm, files, from) {
+    const most = Number(batchForm.dataset.maxFiles) || Infinity;
+    if (files.length > most) {
+      return setSummary(from, `${files.length} files are more than one upload may carry (${most}). Put them in a zip and drop the zip.`, true);
+    }
+    const inputs = batchForm.querySelectorAll("input[type=file]");
+    const chosen = new DataTransfer();
+    for (const file of files) chosen.items.add(file);
+    inputs.forEach((input) => { input.value = ""; });
+    inputs[0].files = chosen.files;
+    setSummary(from, `Sending ${files.length} file${files.length === 1 ? "" : "s"} for a batch prediction…`);
+    batchForm.submit();
   }
 
   function pump() {
