@@ -120,3 +120,11 @@ def test_the_cli_writes_one_overlay_per_image(shapes_dir, tmp_path):
     for line in lines:
         with Image.open(line["heatmap"]) as im:
             assert im.format == "PNG" and min(im.size) == 73  # shorter side = the model's resize for 64 px
+
+
+def test_the_upsampling_matches_torch_bilinear():
+    import torch.nn.functional as F
+    heat = np.random.default_rng(0).random((7, 7)).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(heat)[None, None], size=(224, 200), mode="bilinear",
+                             align_corners=False)[0, 0].numpy()
+    assert np.abs(explain._upsample(heat, 224, 200) - expected).max() < 1e-5

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -97,8 +96,10 @@ def class_map(model, evidence: Evidence, class_index: int, method: str = "cam") 
 
 
 def _cam(model, maps: torch.Tensor, class_index: int) -> torch.Tensor:
-    weights = model.head.weight[class_index].detach().float().cpu()
-    return torch.einsum("k,vkhw->vhw", weights, maps)
+    # numpy, not torch: a 1280 x 49 product is too small to share out, and torch's thread pool
+    # costs ~14 ms to wake on a busy 2-core machine (measured; 0.05 ms on one thread).
+    weights = model.head.weight[class_index].detach().float().cpu().numpy()
+    return torch.from_numpy(np.einsum("k,vkhw->vhw", weights, maps.numpy()))
 
 
 def _grad_cam(model, maps: torch.Tensor, class_index: int) -> torch.Tensor:
@@ -135,13 +136,26 @@ def overlay(image: Image.Image, heat: np.ndarray, preprocessing: dict) -> Image.
     resized = np.asarray(image.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32)
     out = resized * OUTSIDE_CROP_DIM
     left, top, right, bottom = box  # inside the resized image: `resize` is larger than `crop`
-    # Bilinear upsampling with cell centres on patch centres (align_corners=False): each feature
-    # cell sits over the patch of the crop it summarises.
-    fine = F.interpolate(torch.from_numpy(heat)[None, None], size=(bottom - top, right - left), mode="bilinear",
-                         align_corners=False)[0, 0].clamp(0, 1).numpy()
+    fine = _upsample(heat, bottom - top, right - left)
     alpha = (HEAT_OPACITY * fine)[..., None]
     out[top:bottom, left:right] = resized[top:bottom, left:right] * (1 - alpha) + colour_ramp(fine) * alpha
     return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
+def _upsample(heat: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear, with cell centres on patch centres (torch's align_corners=False): each feature cell
+    sits over the patch of the crop it summarises. Two small matrix products in numpy."""
+    return np.clip(_bilinear_matrix(height, heat.shape[0]) @ heat @ _bilinear_matrix(width, heat.shape[1]).T, 0, 1)
+
+
+def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+    src = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
+    low = np.floor(src).astype(int)
+    high = np.minimum(low + 1, in_size - 1)
+    matrix = np.zeros((out_size, in_size), np.float32)
+    np.add.at(matrix, (np.arange(out_size), low), 1 - (src - low))
+    np.add.at(matrix, (np.arange(out_size), high), src - low)
+    return matrix
 
 
 def colour_ramp(values: np.ndarray) -> np.ndarray:
@@ -151,5 +165,6 @@ def colour_ramp(values: np.ndarray) -> np.ndarray:
 
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, "PNG", optimize=False)  # optimize=True triples the encoding time for ~10% smaller files
+    # zlib level 1: a third of the default's encoding time (8 vs 25 ms at 256 px) for ~6% more bytes.
+    image.save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
