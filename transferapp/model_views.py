@@ -4,12 +4,14 @@ Like views.py: the first line of each is the access check through selectors.
 """
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotFound
 from django.utils.text import slugify
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from transferapp import batch, exports, selectors, services, throttle, uploads
+from transferapp.engine import imaging
+
+from transferapp import batch, exports, predictions, selectors, services, throttle, uploads
 
 
 @login_required
@@ -94,4 +96,48 @@ def predict_batch(request, pk):
     response = HttpResponse(batch.to_csv(rows), content_type="text/csv; charset=utf-8")
     name = f"{slugify(project.name) or 'project'}-v{run.version}-predictions.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@login_required
+def run_heatmap(request, pk, digest, class_index):
+    """Where the run's model looked for a class in an image predicted on the predict page (kept
+    by content hash for a while: those images are not stored)."""
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    try:
+        png = predictions.heatmap_png(run, digest, _class_name(run, class_index))
+    except predictions.PredictionError as exc:
+        raise Http404(str(exc)) from None
+    if png is None:  # the page shows its own sentence; this one is for API clients and curious users
+        return HttpResponseNotFound("This heat map is no longer kept: predict the image again to see it.",
+                                    content_type="text/plain; charset=utf-8")
+    return _png(png)
+
+
+@login_required
+def run_image_heatmap(request, pk, image_pk, class_index):
+    """The same for an image of the project (the results page's misclassified gallery)."""
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    image = selectors.images_by_pk(project=run.project, pks=[image_pk]).get(image_pk)
+    if image is None:
+        raise Http404("No such image in this project")
+    try:
+        return _png(predictions.stored_heatmap_png(run, image, _class_name(run, class_index)))
+    except (FileNotFoundError, imaging.DecodeError):
+        raise Http404("This image's file is missing or unreadable") from None
+    except predictions.PredictionError as exc:
+        raise Http404(str(exc)) from None
+
+
+def _class_name(run, class_index: int) -> str:
+    classes = (run.metrics or {}).get("classes") or run.classes
+    if class_index >= len(classes):
+        raise Http404("This model has no such class")
+    return classes[class_index]
+
+
+def _png(data: bytes) -> HttpResponse:
+    response = HttpResponse(data, content_type="image/png")
+    # The URL names the run, the image's content and the class: a reload is served by the browser.
+    response["Cache-Control"] = "private, max-age=3600"
     return response

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from django.conf import settings
 
-from transferapp import intake
+from transferapp import heatmaps, intake
 from transferapp.engine.predict import load_predictor
 from transferapp.models import TrainingRun
 from transferapp.services import max_upload_bytes
@@ -63,7 +63,7 @@ def predict_uploaded(run: TrainingRun, uploaded) -> dict:
         checked = intake.check_image(uploaded.read(), max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         raise PredictionError(str(exc)) from None
-    result = _answers(run, [checked.rgb])[0]
+    result = _answers(run, [checked.rgb], digests=[checked.sha256])[0]
     ranked = sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)
     return {
         "name": uploaded.name,
@@ -75,16 +75,21 @@ def predict_uploaded(run: TrainingRun, uploaded) -> dict:
         "unfamiliar": result.get("unfamiliar", False),
         "ranked": [{"label": label, "p": p, "percent": round(100 * p, 1)} for label, p in ranked[:TOP_K]],
         "thumbnail": "data:image/jpeg;base64," + base64.b64encode(checked.thumbnail_jpeg).decode(),
+        "digest": checked.sha256,  # names the image's heat maps (heatmaps.py keeps what they need)
+        "classes": predictor_for(run).classes,  # the model's order: heat-map URLs name a class by its index
     }
 
 
-def _answers(run: TrainingRun, images: list) -> list[dict]:
-    """The engine's results at the run's risk level and decision threshold (set on its results page)."""
+def _answers(run: TrainingRun, images: list, digests: list[str] | None = None) -> list[dict]:
+    """The engine's results at the run's risk level and decision threshold (set on its results
+    page). With `digests`, each image's heat-map evidence from the same forward pass is kept."""
     predictor = predictor_for(run)
     try:
-        results = predictor.predict_images(images, alpha=run.alpha)
+        results, evidence = predictor.predict_explained(images, alpha=run.alpha, keep_maps=digests is not None)
     except ValueError:  # a risk level the model's calibration cannot support: answer at its own
-        results = predictor.predict_images(images)
+        results, evidence = predictor.predict_explained(images, keep_maps=digests is not None)
+    for image, digest, kept in zip(images, digests or [], evidence):
+        heatmaps.remember(run, predictor, digest, image, kept)
     return [_with_threshold(run, result) for result in results]
 
 
@@ -111,7 +116,22 @@ def describe_for_api(run: TrainingRun, name: str, result: dict) -> dict:
             "abstained": bool(result.get("abstained", False))}
 
 
-def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]]) -> list[dict]:
-    """API-shaped answers for already checked images, predicted as one batch."""
-    results = _answers(run, [checked.rgb for _, checked in items])
-    return [describe_for_api(run, name, result) for (name, _), result in zip(items, results)]
+def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]], heatmap: bool = False) -> list[dict]:
+    """API-shaped answers for already checked images, predicted as one batch; with `heatmap`, each
+    carries its overlay for the predicted class as a base64 PNG."""
+    digests = [checked.sha256 for _, checked in items] if heatmap else None
+    results = _answers(run, [checked.rgb for _, checked in items], digests=digests)
+    answers = [describe_for_api(run, name, result) for (name, _), result in zip(items, results)]
+    for answer, digest in zip(answers, digests or []):
+        png = heatmap_png(run, digest, answer["top"]["label"])
+        answer["heatmap_png_base64"] = base64.b64encode(png).decode() if png else None
+    return answers
+
+
+def heatmap_png(run: TrainingRun, digest: str, class_name: str) -> bytes | None:
+    """A recently predicted image's overlay for `class_name`, or None once it is no longer kept."""
+    return heatmaps.cached_png(run, predictor_for(run), digest, class_name)
+
+
+def stored_heatmap_png(run: TrainingRun, image, class_name: str) -> bytes:
+    return heatmaps.stored_image_png(run, predictor_for(run), image, class_name)

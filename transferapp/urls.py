@@ -47,6 +47,9 @@ urlpatterns = [
     path("projects/<int:pk>/api-keys/", model_views.api_key_create, name="api_key_create"),
     path("api-keys/<int:pk>/revoke/", model_views.api_key_revoke, name="api_key_revoke"),
     path("projects/<int:pk>/predict/batch/", model_views.predict_batch, name="predict_batch"),
+    path("runs/<int:pk>/heatmap/<str:digest>/<int:class_index>.png", model_views.run_heatmap, name="run_heatmap"),
+    path("runs/<int:pk>/images/<int:image_pk>/heatmap/<int:class_index>.png", model_views.run_image_heatmap,
+         name="run_image_heatmap"),
     path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:
