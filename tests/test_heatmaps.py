@@ -9,11 +9,13 @@ from PIL import Image
 
 from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
-from tests.test_predict import CLASSES, SCRIPT, _finished_run, trained_model_dir  # noqa: F401 (a fixture)
+from tests import test_predict
+from tests.test_predict import CLASSES, SCRIPT, _finished_run
 from transferapp import heatmaps
 from transferapp.engine.predict import Predictor
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
+trained_model_dir = test_predict.trained_model_dir  # the session's real model (a fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +26,7 @@ def empty_cache():
 
 
 @pytest.fixture
-def run(user, trained_model_dir, tmp_path):  # noqa: F811
+def run(user, trained_model_dir, tmp_path):
     return _finished_run(project_with_images(user, classes=CLASSES), trained_model_dir, tmp_path)
 
 

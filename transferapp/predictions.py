@@ -63,7 +63,9 @@ def predict_uploaded(run: TrainingRun, uploaded) -> dict:
         checked = intake.check_image(uploaded.read(), max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         raise PredictionError(str(exc)) from None
-    result = _answers(run, [checked.rgb], digests=[checked.sha256])[0]
+    (result,), (evidence,) = _answers(run, [checked.rgb], keep_maps=True)
+    # Kept for the heat-map URLs the page offers: the image itself is not stored.
+    heatmaps.remember(run, predictor_for(run), checked.sha256, checked.rgb, evidence)
     ranked = sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)
     return {
         "name": uploaded.name,
@@ -80,17 +82,15 @@ def predict_uploaded(run: TrainingRun, uploaded) -> dict:
     }
 
 
-def _answers(run: TrainingRun, images: list, digests: list[str] | None = None) -> list[dict]:
+def _answers(run: TrainingRun, images: list, keep_maps: bool = False) -> tuple[list[dict], list]:
     """The engine's results at the run's risk level and decision threshold (set on its results
-    page). With `digests`, each image's heat-map evidence from the same forward pass is kept."""
+    page), and with `keep_maps` each image's heat-map evidence from the same forward pass."""
     predictor = predictor_for(run)
     try:
-        results, evidence = predictor.predict_explained(images, alpha=run.alpha, keep_maps=digests is not None)
+        results, evidence = predictor.predict_explained(images, alpha=run.alpha, keep_maps=keep_maps)
     except ValueError:  # a risk level the model's calibration cannot support: answer at its own
-        results, evidence = predictor.predict_explained(images, keep_maps=digests is not None)
-    for image, digest, kept in zip(images, digests or [], evidence):
-        heatmaps.remember(run, predictor, digest, image, kept)
-    return [_with_threshold(run, result) for result in results]
+        results, evidence = predictor.predict_explained(images, keep_maps=keep_maps)
+    return [_with_threshold(run, result) for result in results], evidence
 
 
 def _with_threshold(run: TrainingRun, result: dict) -> dict:
@@ -119,12 +119,12 @@ def describe_for_api(run: TrainingRun, name: str, result: dict) -> dict:
 def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]], heatmap: bool = False) -> list[dict]:
     """API-shaped answers for already checked images, predicted as one batch; with `heatmap`, each
     carries its overlay for the predicted class as a base64 PNG."""
-    digests = [checked.sha256 for _, checked in items] if heatmap else None
-    results = _answers(run, [checked.rgb for _, checked in items], digests=digests)
+    images = [checked.rgb for _, checked in items]
+    results, evidence = _answers(run, images, keep_maps=heatmap)
     answers = [describe_for_api(run, name, result) for (name, _), result in zip(items, results)]
-    for answer, digest in zip(answers, digests or []):
-        png = heatmap_png(run, digest, answer["top"]["label"])
-        answer["heatmap_png_base64"] = base64.b64encode(png).decode() if png else None
+    for answer, image, kept in zip(answers, images, evidence):  # drawn at once: an API client fetches no URL
+        png = predictor_for(run).heat_map_png(image, kept, answer["top"]["label"])
+        answer["heatmap_png_base64"] = base64.b64encode(png).decode()
     return answers
 
 

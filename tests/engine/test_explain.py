@@ -128,3 +128,20 @@ def test_the_upsampling_matches_torch_bilinear():
     expected = F.interpolate(torch.from_numpy(heat)[None, None], size=(224, 200), mode="bilinear",
                              align_corners=False)[0, 0].numpy()
     assert np.abs(explain._upsample(heat, 224, 200) - expected).max() < 1e-5
+
+
+def test_fine_tuned_models_and_tails_that_are_not_linear_use_grad_cam(object_predictor):
+    from types import SimpleNamespace
+
+    from torch import nn
+    model = object_predictor.model
+    assert explain.method_for(model, finetuned=False) == "cam"
+    assert explain.method_for(model, finetuned=True) == "gradcam"
+    # ConvNeXt's shape: a normalisation after the pooling, so CAM would not be exact.
+    toy = SimpleNamespace(body=nn.Sequential(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.GroupNorm(1, 8), nn.Flatten(1))),
+                          head=nn.Linear(8, 2))
+    assert not explain.cam_is_exact(toy) and explain.method_for(toy, finetuned=False) == "gradcam"
+    maps = torch.zeros(1, 8, 4, 4)
+    maps[0, :, :, 0] = torch.arange(8.0)[:, None]  # only the left column carries anything
+    heat = explain.class_map(toy, explain.Evidence(maps), 0, "gradcam")
+    assert heat.shape == (4, 4) and np.isfinite(heat).all()
