@@ -2,11 +2,12 @@
 
 Predict-page images are not stored, so what their heat maps need is kept when the image is
 predicted (the API draws its one overlay at once and keeps nothing): the last feature maps from
-that same forward pass (float16, 125 KB for EfficientNet-Lite0) and the image as the model
-resized it (~200 KB), keyed by (run, model file, SHA-256 of the image's bytes). Any class's overlay is then drawn from them on demand (CAM: one small product;
-Grad-CAM: a backward pass through the head only), never by running the model again, and kept as
-a PNG under the same key plus the class, so a reload costs a dictionary lookup. One LRU holds
-both, bounded by HEATMAP_CACHE_MB (default 64: about 150 images' evidence and their overlays).
+that same forward pass (float16, 125 KB for EfficientNet-Lite0) and the image as the model resized
+it (~200 KB), keyed by (run, model file, SHA-256 of the image's bytes). Any class's overlay is then
+drawn from them on demand (CAM: one small product; Grad-CAM: a backward pass through the head
+only), never by running the model again, and kept as a PNG under the same key plus the class, so a
+reload costs a dictionary lookup. One LRU holds both, bounded by HEATMAP_CACHE_MB (default 64:
+about 150 images' evidence and their overlays).
 Images stored in the project (the misclassified gallery) are recomputed from their file when
 evicted; a predict-page image, once evicted, needs predicting again (the page says so).
 """
