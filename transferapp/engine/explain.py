@@ -104,15 +104,16 @@ def _cam(model, maps: torch.Tensor, class_index: int) -> torch.Tensor:
 
 def _grad_cam(model, maps: torch.Tensor, class_index: int) -> torch.Tensor:
     pool, after = _tail(model)
+    device = model.head.weight.device  # evidence is kept on the CPU; the model may be on a GPU
     with torch.inference_mode(False), torch.enable_grad():
-        leaf = maps.clone().requires_grad_(True)  # a normal tensor, even if the maps came from inference mode
+        leaf = maps.to(device).clone().requires_grad_(True)  # a normal tensor, even from inference mode
         x = pool(leaf)
         for module in after:
             x = module(x)
         logits = model.head(x.flatten(1))
         (grad,) = torch.autograd.grad(logits[:, class_index].sum(), leaf)
     weights = grad.mean(dim=(2, 3), keepdim=True)  # [views, C, 1, 1]
-    return (weights * maps).sum(1)
+    return (weights * leaf.detach()).sum(1).cpu()
 
 
 # --- drawing ----------------------------------------------------------------------------------
