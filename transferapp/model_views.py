@@ -9,9 +9,8 @@ from django.utils.text import slugify
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from transferapp.engine import imaging
-
 from transferapp import batch, exports, predictions, selectors, services, throttle, uploads
+from transferapp.engine import imaging
 
 
 @login_required
@@ -105,7 +104,7 @@ def run_heatmap(request, pk, digest, class_index):
     by content hash for a while: those images are not stored)."""
     run = selectors.run_get_for_user(user=request.user, pk=pk)
     try:
-        png = predictions.heatmap_png(run, digest, _class_name(run, class_index))
+        png = predictions.heatmap_png(run, digest, class_index)
     except predictions.PredictionError as exc:
         raise Http404(str(exc)) from None
     if png is None:  # the page shows its own sentence; this one is for API clients and curious users
@@ -122,18 +121,11 @@ def run_image_heatmap(request, pk, image_pk, class_index):
     if image is None:
         raise Http404("No such image in this project")
     try:
-        return _png(predictions.stored_heatmap_png(run, image, _class_name(run, class_index)))
+        return _png(predictions.stored_heatmap_png(run, image, class_index))
     except (FileNotFoundError, imaging.DecodeError):
         raise Http404("This image's file is missing or unreadable") from None
     except predictions.PredictionError as exc:
         raise Http404(str(exc)) from None
-
-
-def _class_name(run, class_index: int) -> str:
-    classes = (run.metrics or {}).get("classes") or run.classes
-    if class_index >= len(classes):
-        raise Http404("This model has no such class")
-    return classes[class_index]
 
 
 def _png(data: bytes) -> HttpResponse:

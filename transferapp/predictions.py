@@ -128,10 +128,19 @@ def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImag
     return answers
 
 
-def heatmap_png(run: TrainingRun, digest: str, class_name: str) -> bytes | None:
-    """A recently predicted image's overlay for `class_name`, or None once it is no longer kept."""
-    return heatmaps.cached_png(run, predictor_for(run), digest, class_name)
+def heatmap_png(run: TrainingRun, digest: str, class_index: int) -> bytes | None:
+    """A recently predicted image's overlay for the model's class number `class_index`, or None
+    once it is no longer kept."""
+    predictor = predictor_for(run)
+    return heatmaps.cached_png(run, predictor, digest, _class_name(predictor, class_index))
 
 
-def stored_heatmap_png(run: TrainingRun, image, class_name: str) -> bytes:
-    return heatmaps.stored_image_png(run, predictor_for(run), image, class_name)
+def stored_heatmap_png(run: TrainingRun, image, class_index: int) -> bytes:
+    predictor = predictor_for(run)
+    return heatmaps.stored_image_png(run, predictor, image, _class_name(predictor, class_index))
+
+
+def _class_name(predictor, class_index: int) -> str:
+    if class_index >= len(predictor.classes):
+        raise PredictionError("This model has no such class.")
+    return predictor.classes[class_index]

@@ -78,10 +78,6 @@ class Evidence:
         views = torch.stack([m.cpu() for m in seen], dim=1)  # [N, views, C, h, w]
         return [cls(v.clone()) for v in views]
 
-    @property
-    def nbytes(self) -> int:
-        return self.maps.numel() * self.maps.element_size()
-
 
 def class_map(model, evidence: Evidence, class_index: int, method: str = "cam") -> np.ndarray:
     """The heat map [h, w] for one class, in [0, 1] (all zeros: nothing in the image speaks for it)."""
