@@ -191,6 +191,26 @@ def test_a_prediction_has_the_documented_shape(client, trained):
     assert body["prediction_set"] == [body["top"]["label"]] and body["abstained"] is False
 
 
+def test_heatmap_1_adds_the_predicted_class_overlay_as_a_base64_png(client, trained):
+    import base64
+
+    from PIL import Image as PILImage
+    project, run, key = trained
+    path = f"{API}/projects/{project.pk}/predict?heatmap=1"
+    body = client.post(path, data=photo_bytes("sea", 3), content_type="image/jpeg", **bearer(key)).json()
+    png = base64.b64decode(body["heatmap_png_base64"])
+    with PILImage.open(io.BytesIO(png)) as overlay:
+        assert overlay.format == "PNG" and min(overlay.size) > 0
+    many = client.post(f"{API}/projects/{project.pk}/versions/{run.version}/predict?heatmap=true",
+                       {"files": [upload("a.jpg", photo_bytes("sea", 4)), upload("b.jpg", photo_bytes("sea", 5))]},
+                       **bearer(key)).json()
+    assert [bool(answer["heatmap_png_base64"]) for answer in many] == [True, True]
+    plain = predict_raw(client, project, key, photo_bytes("sea", 3)).json()
+    assert "heatmap_png_base64" not in plain  # only when asked: it costs time and bytes
+    schema = json.dumps(client.get(f"{API}/openapi.json").json())
+    assert "heatmap_png_base64" in schema
+
+
 def test_several_files_are_predicted_and_a_bad_one_is_reported_by_name(client, trained):
     project, run, key = trained
     files = [upload("a.jpg", photo_bytes("sea", 30), "image/jpeg"), upload("broken.png", b"garbage"),

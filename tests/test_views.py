@@ -210,7 +210,7 @@ def _object_ids(project):
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
         "projects/": {"pk": project.pk},
         "images/": {"pk": label.images.first().pk},
-        "runs/": {"pk": run.pk},
+        "runs/": {"pk": run.pk, "image_pk": label.images.first().pk, "digest": "0" * 64, "class_index": 0},
         "imports/": {"pk": job.pk},
         "api-keys/": {"pk": key.pk},
         "batches/": {"pk": batch.pk},

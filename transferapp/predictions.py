@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from django.conf import settings
 
-from transferapp import intake
+from transferapp import heatmaps, intake
 from transferapp.engine.predict import load_predictor
 from transferapp.models import TrainingRun
 from transferapp.services import max_upload_bytes
@@ -63,7 +63,9 @@ def predict_uploaded(run: TrainingRun, uploaded) -> dict:
         checked = intake.check_image(uploaded.read(), max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         raise PredictionError(str(exc)) from None
-    result = _answers(run, [checked.rgb])[0]
+    (result,), (evidence,) = _answers(run, [checked.rgb], keep_maps=True)
+    # Kept for the heat-map URLs the page offers: the image itself is not stored.
+    heatmaps.remember(run, predictor_for(run), checked.sha256, checked.rgb, evidence)
     ranked = sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)
     return {
         "name": uploaded.name,
@@ -75,17 +77,20 @@ def predict_uploaded(run: TrainingRun, uploaded) -> dict:
         "unfamiliar": result.get("unfamiliar", False),
         "ranked": [{"label": label, "p": p, "percent": round(100 * p, 1)} for label, p in ranked[:TOP_K]],
         "thumbnail": "data:image/jpeg;base64," + base64.b64encode(checked.thumbnail_jpeg).decode(),
+        "digest": checked.sha256,  # names the image's heat maps (heatmaps.py keeps what they need)
+        "classes": predictor_for(run).classes,  # the model's order: heat-map URLs name a class by its index
     }
 
 
-def _answers(run: TrainingRun, images: list) -> list[dict]:
-    """The engine's results at the run's risk level and decision threshold (set on its results page)."""
+def _answers(run: TrainingRun, images: list, keep_maps: bool = False) -> tuple[list[dict], list]:
+    """The engine's results at the run's risk level and decision threshold (set on its results
+    page), and with `keep_maps` each image's heat-map evidence from the same forward pass."""
     predictor = predictor_for(run)
     try:
-        results = predictor.predict_images(images, alpha=run.alpha)
+        results, evidence = predictor.predict_explained(images, alpha=run.alpha, keep_maps=keep_maps)
     except ValueError:  # a risk level the model's calibration cannot support: answer at its own
-        results = predictor.predict_images(images)
-    return [_with_threshold(run, result) for result in results]
+        results, evidence = predictor.predict_explained(images, keep_maps=keep_maps)
+    return [_with_threshold(run, result) for result in results], evidence
 
 
 def _with_threshold(run: TrainingRun, result: dict) -> dict:
@@ -111,7 +116,31 @@ def describe_for_api(run: TrainingRun, name: str, result: dict) -> dict:
             "abstained": bool(result.get("abstained", False))}
 
 
-def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]]) -> list[dict]:
-    """API-shaped answers for already checked images, predicted as one batch."""
-    results = _answers(run, [checked.rgb for _, checked in items])
-    return [describe_for_api(run, name, result) for (name, _), result in zip(items, results)]
+def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]], heatmap: bool = False) -> list[dict]:
+    """API-shaped answers for already checked images, predicted as one batch; with `heatmap`, each
+    carries its overlay for the predicted class as a base64 PNG."""
+    images = [checked.rgb for _, checked in items]
+    results, evidence = _answers(run, images, keep_maps=heatmap)
+    answers = [describe_for_api(run, name, result) for (name, _), result in zip(items, results)]
+    for answer, image, kept in zip(answers, images, evidence):  # drawn at once: an API client fetches no URL
+        png = predictor_for(run).heat_map_png(image, kept, answer["top"]["label"])
+        answer["heatmap_png_base64"] = base64.b64encode(png).decode()
+    return answers
+
+
+def heatmap_png(run: TrainingRun, digest: str, class_index: int) -> bytes | None:
+    """A recently predicted image's overlay for the model's class number `class_index`, or None
+    once it is no longer kept."""
+    predictor = predictor_for(run)
+    return heatmaps.cached_png(run, predictor, digest, _class_name(predictor, class_index))
+
+
+def stored_heatmap_png(run: TrainingRun, image, class_index: int) -> bytes:
+    predictor = predictor_for(run)
+    return heatmaps.stored_image_png(run, predictor, image, _class_name(predictor, class_index))
+
+
+def _class_name(predictor, class_index: int) -> str:
+    if class_index >= len(predictor.classes):
+        raise PredictionError("This model has no such class.")
+    return predictor.classes[class_index]

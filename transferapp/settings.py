@@ -202,6 +202,9 @@ DATA_UPLOAD_MAX_NUMBER_FILES = envint("MAX_UPLOAD_FILES", "500")
 MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", "40000000")
 # Trained models each web process keeps loaded for predictions (least recently used goes first).
 PREDICT_CACHE_MODELS = envint("PREDICT_CACHE_MODELS", "8")
+# Memory the web process gives recent images' heat-map evidence and overlays (heatmaps.py):
+# ~0.45 MB an image with a few overlays, so 64 MB keeps about the last 150 predicted images.
+HEATMAP_CACHE_MB = envint("HEATMAP_CACHE_MB", "64")
 
 # Per-user quotas (0 = no limit); the admin overrides them per user (UserQuota, on the user's page).
 QUOTA_STORAGE_MB = envint("QUOTA_STORAGE_MB", "10000")  # bytes of stored images, in 10^6 bytes

@@ -49,6 +49,9 @@ urlpatterns = [
     path("projects/<int:pk>/predict/batch/", model_views.predict_batch, name="predict_batch"),
     path("batches/<int:pk>/", model_views.batch_detail, name="batch_detail"),
     path("batches/<int:pk>/download/", model_views.batch_download, name="batch_download"),
+    path("runs/<int:pk>/heatmap/<str:digest>/<int:class_index>.png", model_views.run_heatmap, name="run_heatmap"),
+    path("runs/<int:pk>/images/<int:image_pk>/heatmap/<int:class_index>.png", model_views.run_image_heatmap,
+         name="run_image_heatmap"),
     path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:

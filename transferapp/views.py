@@ -16,7 +16,7 @@ from django.utils.http import content_disposition_header, url_has_allowed_host_a
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, estimates, exports, forms, model_views, predictions, quotas, selectors, services, throttle, trust, uploads, zipstream
+from transferapp import charts, estimates, exports, forms, heatmaps, model_views, predictions, quotas, selectors, services, throttle, trust, uploads, zipstream
 from transferapp.engine import imaging
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
@@ -418,11 +418,20 @@ def _run_context(run: TrainingRun) -> dict:
         "confusion": charts.confusion_rows(metrics.get("confusion", []), classes),
         "per_class_rows": charts.per_class_rows(metrics.get("per_class", {}), classes),
         "base_label": _base_label(run.base_model),
-        "mistakes": [{**m, "image": images.get(pk)} for m, pk in zip(mistakes, pks)],
+        "mistakes": [{**m, "image": images.get(pk), "heatmaps": _mistake_heatmaps(run, classes, m, pk)}
+                     for m, pk in zip(mistakes, pks)],
         "waiting_for_worker": run.status == TrainingRun.Status.QUEUED and not selectors.workers_online(),
         "time_left": estimates.time_left(run, timezone.now()),
         "settings_used": charts.settings_rows(run.config),
     }
+
+
+def _mistake_heatmaps(run: TrainingRun, classes: list[str], mistake: dict, pk: int | None) -> list[dict]:
+    """The gallery's heat-map choices: the wrong prediction first, then the true class."""
+    if pk is None:
+        return []
+    return heatmaps.choices(classes, [mistake["predicted"], mistake["true"]],
+                            lambda i: reverse("run_image_heatmap", args=[run.pk, pk, i]))
 
 
 def _base_label(name: str) -> str:
@@ -510,9 +519,12 @@ def _predict_post(request, project, runs):
     results = [{"name": name, "error": reason} for name, reason in uploads.refused_files(request)]
     for upload in request.FILES.getlist("files"):
         try:
-            results.append(predictions.predict_uploaded(run, upload))
+            result = predictions.predict_uploaded(run, upload)
         except predictions.PredictionError as exc:
             results.append({"name": upload.name, "error": str(exc)})
+            continue
+        results.append({**result, "heatmaps": heatmaps.choices(
+            result["classes"], [result["top"]], lambda i, d=result["digest"]: reverse("run_heatmap", args=[run.pk, d, i]))})
     if not results:
         return _refuse(request, "Choose one or more images first.", request.path)
     context = {"project": project, "runs": runs, "run": run, "results": results,

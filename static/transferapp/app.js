@@ -381,3 +381,37 @@
     th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
   });
 })();
+
+/* Heat maps (predict page, misclassified gallery): the toggle in a [data-heatmaps] section shows
+   each image's overlay instead of its thumbnail; an overlay is fetched only once shown, also for
+   rows the uploader adds later, and the class picker under it swaps in another class's overlay. */
+(function () {
+  "use strict";
+  function fill(section) {
+    section.querySelectorAll("img[data-heatmap-src]").forEach(function (img) {
+      img.src = img.dataset.heatmapSrc;
+      img.removeAttribute("data-heatmap-src");
+    });
+  }
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (target.matches("[data-heatmap-toggle]")) {
+      var section = target.closest("[data-heatmaps]");
+      section.classList.toggle("showing-heatmaps", target.checked);
+      if (target.checked) fill(section);
+    } else if (target.matches("[data-heatmap-class]")) {
+      var box = target.closest(".heatmap"), img = box.querySelector("img");
+      box.classList.remove("missing");
+      img.removeAttribute("data-heatmap-src");
+      img.src = target.value;
+      img.alt = "Heat map for " + target.selectedOptions[0].textContent;
+    }
+  });
+  // A kept overlay can be evicted (predict-page images are not stored): say so instead of a broken image.
+  document.addEventListener("error", function (event) {
+    if (event.target.matches && event.target.matches(".heatmap-img")) event.target.closest(".heatmap").classList.add("missing");
+  }, true);
+  new MutationObserver(function () {
+    document.querySelectorAll("[data-heatmaps].showing-heatmaps").forEach(fill);
+  }).observe(document.documentElement, { childList: true, subtree: true });
+})();

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import folder_samples, grouped_by_name, is_image_file, stratified_split
+from .data import folder_samples, grouped_by_name, is_image_file, load_rgb, stratified_split
 from .features import embed
 from .predict import load_predictor
 from .train import fit
@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--alpha", type=float, default=None,
                          help="risk level: prediction sets miss the true class at most this often on average "
                               "(default: the model's, 0.1)")
+    predict.add_argument("--heatmap", metavar="DIR", default=None,
+                         help="also write where the model looked for its predicted class: one PNG per image "
+                              "in DIR, named after the image (the JSON line gains its path)")
     predict.set_defaults(func=cmd_predict)
     bench = sub.add_parser("bench", help="time and score a cold-cache training run",
                            description="Train from a cold feature cache and print timings and scores as JSON.")
@@ -120,9 +123,37 @@ def cmd_predict(args) -> int:
     images = _image_paths(args.images)  # a wrong image path is reported before the model loads
     with tempfile.TemporaryDirectory() as tmp:
         predictor = load_predictor(_model_folder(Path(args.artifact), Path(tmp)))
-        for result in predictor.predict_paths(images, alpha=args.alpha):
+        if args.heatmap is None:
+            results = predictor.predict_paths(images, alpha=args.alpha)
+        else:
+            results = _predict_with_heatmaps(predictor, images, args.alpha, Path(args.heatmap))
+        for result in results:
             print(json.dumps(result))
     return 0
+
+
+def _predict_with_heatmaps(predictor, images: list[Path], alpha, out_dir: Path):
+    """One overlay PNG per image, for its predicted class, from the forward pass that predicted it.
+    Images sharing a file stem get -2, -3... so none overwrites another."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for start in range(0, len(images), predictor.batch_size):
+        chunk = images[start:start + predictor.batch_size]
+        decoded = [load_rgb(str(p)) for p in chunk]
+        results, evidence = predictor.predict_explained(decoded, alpha=alpha)
+        for path, image, result, ev in zip(chunk, decoded, results, evidence):
+            target = out_dir / f"{_free_stem(path.stem, used)}.png"
+            target.write_bytes(predictor.heat_map_png(image, ev, result["top"]))
+            yield {"path": str(path), **result, "heatmap": str(target)}
+
+
+def _free_stem(stem: str, used: set[str]) -> str:
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}"
+    used.add(name)
+    return name
 
 
 def _model_folder(path: Path, scratch: Path) -> Path:

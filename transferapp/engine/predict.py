@@ -1,6 +1,7 @@
 """Load an artifact directory (meta.json + model.pt) and predict; never touches the database."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 
 from . import calibrate as cal
+from . import explain
 from .data import eval_transform, load_rgb
 from .features import pick_device
 from .zoo import Classifier, create_backbone
@@ -52,11 +54,12 @@ class Trust:
 
 class Predictor:
     def __init__(self, model: Classifier, classes: list[str], preprocessing: dict, device: torch.device,
-                 batch_size: int = 32, trust: Trust | None = None):
+                 batch_size: int = 32, trust: Trust | None = None, finetuned: bool = False):
         self.model, self.classes, self.preprocessing = model, list(classes), preprocessing
         self.device, self.batch_size = device, batch_size
         self.transform = eval_transform(preprocessing)
         self.trust = trust or Trust()
+        self.explain_method = explain.method_for(model, finetuned)
 
     def predict_paths(self, paths, alpha: float | None = None) -> list[dict]:
         results = []
@@ -72,15 +75,31 @@ class Predictor:
         """Top class and probabilities, plus the prediction set at risk level `alpha` (ValueError
         when the model has too few calibration images for it), whether the image is unlike the
         training images, and the answer in words."""
+        return self.predict_explained(images, alpha, keep_maps=False)[0]
+
+    def predict_explained(self, images: list[Image.Image], alpha: float | None = None,
+                          keep_maps: bool = True) -> tuple[list[dict], list[explain.Evidence]]:
+        """predict_images' results and, from the same forward pass, each image's last feature maps
+        (its Evidence), from which heat_map() draws any class's map."""
         if not images:
-            return []
+            return [], []
         q = self.trust.threshold(alpha)
         batch = torch.stack([self.transform(im.convert("RGB")) for im in images]).to(self.device)
-        with torch.inference_mode(), cal.head_input(self.model) as seen:
+        keeper = explain.last_feature_maps(self.model) if keep_maps else contextlib.nullcontext([])
+        with torch.inference_mode(), cal.head_input(self.model) as seen, keeper as maps:
             probs = self.model.predict_proba(batch.contiguous(memory_format=torch.channels_last)).float().cpu()
         probs = cal.apply_temperature(probs.numpy().astype(np.float64), self.trust.temperature)
         unfamiliar, distance = self.trust.unfamiliar(seen[0].float().cpu().numpy())
-        return [self._describe(p, q, bool(u), float(d)) for p, u, d in zip(probs, unfamiliar, distance)]
+        results = [self._describe(p, q, bool(u), float(d)) for p, u, d in zip(probs, unfamiliar, distance)]
+        return results, explain.Evidence.per_image(maps) if keep_maps else []
+
+    def heat_map(self, evidence: explain.Evidence, class_name: str) -> np.ndarray:
+        """Where the model looked for `class_name`: [h, w] in [0, 1] over the centre crop."""
+        return explain.class_map(self.model, evidence, self.classes.index(class_name), self.explain_method)
+
+    def heat_map_png(self, image: Image.Image, evidence: explain.Evidence, class_name: str) -> bytes:
+        """The heat map drawn over the image as the model resized it (see explain.overlay)."""
+        return explain.png_bytes(explain.overlay(image, self.heat_map(evidence, class_name), self.preprocessing))
 
     def _describe(self, p: np.ndarray, q: float | None, unfamiliar: bool, distance: float) -> dict:
         top = int(p.argmax())
@@ -113,4 +132,6 @@ def load_predictor(artifact_dir, device=None) -> Predictor:
     model.eval().to(device=device, memory_format=torch.channels_last)
     trust_file = artifact / "trust.npz"
     arrays = dict(np.load(trust_file)) if trust_file.exists() and meta.get("trust") else None
-    return Predictor(model, meta["classes"], meta["preprocessing"], device, trust=Trust(meta.get("trust"), arrays))
+    finetuned = meta.get("metrics", {}).get("chosen_stage") == "finetune"
+    return Predictor(model, meta["classes"], meta["preprocessing"], device, trust=Trust(meta.get("trust"), arrays),
+                     finetuned=finetuned)
