@@ -120,7 +120,7 @@ def _force_fine_tuned_choice(monkeypatch):
     """Shapes are so easy that the quick model usually wins; these tests are about what follows a
     fine-tuned choice, so that choice is made for them (the training itself is real)."""
     from transferapp.engine import train as train_module
-    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best: ("finetune", "Chosen by the test."))
+    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best, *_: ("finetune", "Chosen by the test."))
 
 
 def test_a_fine_tuned_choice_is_retrained_for_its_validated_epochs(shapes_dir, tmp_path, monkeypatch):
@@ -136,6 +136,42 @@ def test_a_fine_tuned_choice_is_retrained_for_its_validated_epochs(shapes_dir, t
     assert refit_events[-1]["epoch"] == m["refit"]["epochs"]
     assert f"Retraining on all {len(train) + len(val)} images" in refit_events[-1]["message"]
     assert [e["fraction"] for e in events] == sorted(e["fraction"] for e in events)
+
+
+def test_a_retrain_that_cannot_finish_in_the_budget_is_skipped_not_started(shapes_dir, tmp_path, monkeypatch):
+    from transferapp.engine import TrainConfig
+    from transferapp.engine import train as train_module
+    _force_fine_tuned_choice(monkeypatch)
+    # The synthetic case: the measured epochs price the retrain far above the budget's time left.
+    monkeypatch.setattr(train_module, "retrain_estimate_s", lambda *args: 1e6)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)
+    classes, train, val = _split(shapes_dir, config)
+    events = []
+    m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
+    assert not m["refit"]["done"]
+    assert not any(e["stage"] == "refit" for e in events)  # not one retraining batch ran
+    assert "Retraining on all images skipped: it would need ~1000000 s" in m["chosen_reason"]
+    refit_row, = [p for p in m["phases"] if p["phase"] == "refit"]
+    assert refit_row["skipped"] and refit_row["actual_s"] is None and refit_row["estimate_s"] == 1e6
+    results = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])  # the validated model
+    assert np.mean([r["top"] == classes[s.label] for r, s in zip(results, val)]) == pytest.approx(m["accuracy"], abs=1e-4)
+
+
+def test_every_phase_records_its_estimate_against_its_actual_time(shapes_dir, tmp_path, monkeypatch):
+    from transferapp.engine import TrainConfig
+    _force_fine_tuned_choice(monkeypatch)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)  # the default 600 s: ample
+    classes, train, val = _split(shapes_dir, config)
+    m = fit(train, val, classes, config, tmp_path / "out")
+    phases = {p["phase"]: p for p in m["phases"]}
+    assert list(phases) == ["features", "head", "finetune", "refit", "final"]
+    assert m["refit"]["done"] and not any(p["skipped"] for p in phases.values())
+    assert all(p["actual_s"] is not None and p["actual_s"] >= 0 for p in phases.values())
+    # Stage 2 is priced by its first batch, the retrain by stage 2's epochs, the final check by the
+    # feature pace: each estimate was made from a measurement before the work it prices.
+    for name in ("features", "finetune", "refit", "final"):
+        assert phases[name]["estimate_s"] > 0, name
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["metrics"]["phases"] == m["phases"]
 
 
 def test_cancelling_the_retrain_keeps_the_validated_model(shapes_dir, tmp_path, monkeypatch):

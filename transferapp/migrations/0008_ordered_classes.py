@@ -1,0 +1,21 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("transferapp", "0007_model_versions_api_keys"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="project",
+            name="ordered_classes",
+            field=models.BooleanField(default=False),
+        ),
+        migrations.AddField(
+            model_name="project",
+            name="class_order",
+            field=models.JSONField(blank=True, default=list),
+        ),
+    ]
