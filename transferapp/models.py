@@ -152,6 +152,8 @@ class TrainingRun(models.Model):
     epoch = models.PositiveIntegerField(default=0)
     total_epochs = models.PositiveIntegerField(default=0)
     message = models.CharField(max_length=255, blank=True)
+    # The engine's priced estimate of the work left, as of heartbeat_at (None: not priced yet).
+    seconds_left = models.FloatField(null=True, blank=True)
     history = models.JSONField(default=list)
     metrics = models.JSONField(default=dict)
     error = models.TextField(blank=True)

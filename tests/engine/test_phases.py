@@ -46,3 +46,16 @@ def test_a_phase_priced_once_it_has_measured_itself_keeps_that_estimate():
 def test_the_retrain_is_priced_from_stage_two_epochs_scaled_to_every_image():
     # 10 s epochs on 80 images, retrained on 100 images for 3 epochs: 37.5 s plus margins.
     assert retrain_estimate_s(10.0, 80, 100, 3) == pytest.approx(1.1 * 37.5 + 2)
+
+
+def test_the_time_left_is_the_running_phase_unspent_estimate_plus_what_follows_within_the_budget():
+    clock = Clock()
+    phases = Phases(deadline=400.0, clock=clock)
+    assert phases.seconds_left() is None  # nothing running
+    phases.start("finetune", "Fine-tuning", None)
+    assert phases.seconds_left(later_s=50) is None  # not priced yet: the page falls back to the pace
+    phases.estimate("finetune", 100.0)
+    clock.now += 30
+    assert phases.seconds_left(later_s=50, after_budget_s=20) == pytest.approx(70 + 50 + 20)
+    clock.now += 200  # 70 s left in the budget, which stops fine-tuning and the retrain
+    assert phases.seconds_left(later_s=500, after_budget_s=20) == pytest.approx(70 + 20)

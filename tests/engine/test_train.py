@@ -162,7 +162,8 @@ def test_every_phase_records_its_estimate_against_its_actual_time(shapes_dir, tm
     _force_fine_tuned_choice(monkeypatch)
     config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)  # the default 600 s: ample
     classes, train, val = _split(shapes_dir, config)
-    m = fit(train, val, classes, config, tmp_path / "out")
+    events = []
+    m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
     phases = {p["phase"]: p for p in m["phases"]}
     assert list(phases) == ["features", "head", "finetune", "refit", "final"]
     assert m["refit"]["done"] and not any(p["skipped"] for p in phases.values())
@@ -172,6 +173,9 @@ def test_every_phase_records_its_estimate_against_its_actual_time(shapes_dir, tm
     for name in ("features", "finetune", "refit", "final"):
         assert phases[name]["estimate_s"] > 0, name
     assert json.loads((tmp_path / "out" / "meta.json").read_text())["metrics"]["phases"] == m["phases"]
+    # The progress page's time-left comes from the same estimates, once stage 2 has priced itself.
+    priced = [e["seconds_left"] for e in events if e["stage"] in ("finetune", "refit") and "seconds_left" in e]
+    assert priced and all(0 <= s <= config.time_budget_s + 60 for s in priced)
 
 
 def test_cancelling_the_retrain_keeps_the_validated_model(shapes_dir, tmp_path, monkeypatch):

@@ -50,6 +50,16 @@ class Phases:
         estimate = "no estimate" if row["estimate_s"] is None else f"estimated {row['estimate_s']} s"
         log.info("%s: %s, took %s s%s", row["label"], estimate, row["actual_s"], f" ({note})" if note else "")
 
+    def seconds_left(self, later_s: float = 0.0, after_budget_s: float = 0.0) -> float | None:
+        """What the progress page's time-left shows: the running phase's unspent estimate plus the
+        priced phases still to come (`later_s`), at most what the budget leaves, then the work done
+        after it whatever the budget (`after_budget_s`). None while the running phase is unpriced."""
+        running = next((r for r in reversed(self.rows) if r["phase"] in self._started), None)
+        if running is None or running["estimate_s"] is None:
+            return None
+        spent = self.clock() - self._started[running["phase"]]
+        return min(max(running["estimate_s"] - spent, 0.0) + later_s, self.left_s()) + after_budget_s
+
     def note(self, phase: str) -> str:
         row = self._row(phase)
         return row["note"] if row else ""

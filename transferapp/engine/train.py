@@ -219,6 +219,8 @@ class _Run:
         self.finetune_end = 0.65 if config.refit and config.preset == "best" else 1.0
         self.deadline = started + config.time_budget_s
         self.phases = Phases(self.deadline)
+        self.later_s = 0.0  # priced phases still to come after the running one (the retrain, during stage 2)
+        self.final_s = 0.0  # the final check, run whatever the budget
 
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
         self.last_fraction = max(self.last_fraction, fraction)
@@ -227,6 +229,9 @@ class _Run:
                      "total_epochs": total_epochs, "message": message, **extra}
             if with_history:
                 event["history"] = list(self.history)
+            seconds_left = self.phases.seconds_left(self.later_s, self.final_s)
+            if seconds_left is not None:  # the progress page's time-left comes from the phase estimates
+                event["seconds_left"] = round(seconds_left, 1)
             self.on_progress(event)
 
     def check_stop(self):
@@ -255,7 +260,10 @@ class _Run:
         x = embed(samples, backbone, cache_dir=cache_dir, batch_size=self.config.batch_size,
                   progress=progress, should_stop=self.should_stop, device=device)
         self.feature_seconds, self.n_embedded = time.perf_counter() - t0, counted["todo"]
+        self.n_val = len(val)
         self.phases.finish("features")
+        if self.config.preset == "best" and self.n_embedded:  # a fine-tuned model re-reads every image, twice
+            self.final_s = self.feature_seconds / self.n_embedded * len(samples) * 2
         n_dev = len(train) + len(val)
         return x[:len(train)], x[len(train):n_dev], x[n_dev:]
 
@@ -328,6 +336,7 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
             break
     run.phases.finish("finetune", trainer.skip_note or f"{len(trainer.epoch_seconds)} epochs",
                       skipped=bool(trainer.skip_note))
+    run.later_s = 0.0  # the retrain, if it runs, is priced afresh from the epochs validation chose
     if best is not None:  # the retrain reuses the frozen stages' runner: their weights never change
         best["epoch_s"], best["frozen"] = trainer.mean_epoch_s, trainer.frozen
     return best
@@ -381,6 +390,9 @@ class _Trainer:
         whose first epoch cannot finish in the time left stops here, one batch in, not at the deadline."""
         epoch_s = batch_s * math.ceil(len(self.samples) / self.run.config.batch_size)
         self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
+        if self.stage == "finetune" and self.run.config.refit:  # at most as many epochs, on every image
+            n_all = len(self.samples) + self.run.n_val
+            self.run.later_s = retrain_estimate_s(epoch_s, len(self.samples), n_all, self.shown_epochs)
         left = self.run.phases.left_s()
         if self.stage == "finetune" and epoch_s - batch_s > left:
             self.skip_note = (f"Fine-tuning skipped: one epoch would need ~{epoch_s:.0f} s, "

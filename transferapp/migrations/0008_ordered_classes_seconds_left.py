@@ -9,6 +9,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name="trainingrun",
+            name="seconds_left",
+            field=models.FloatField(blank=True, null=True),
+        ),
+        migrations.AddField(
             model_name="project",
             name="ordered_classes",
             field=models.BooleanField(default=False),
