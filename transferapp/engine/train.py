@@ -158,10 +158,9 @@ def _final_outputs(model, chosen, dev, test, x_dev, x_test, backbone, device, ru
 
 def _final_estimate_s(run, chosen, model, n_images) -> float | None:
     """The fine-tuned model looks at every image again (twice with mirrored averaging), at about the
-    pace the features were computed; a kept quick model reuses the cached features."""
-    if chosen == "head":
-        return 0.0
-    if not run.n_embedded:
+    pace the features were computed. A kept quick model reuses the cached features, and what is left
+    (out-of-fold fits for the trust figures) has no measured pace to price it by."""
+    if chosen == "head" or not run.n_embedded:
         return None  # every feature came from the cache: no pace measured
     return run.feature_seconds / run.n_embedded * n_images * (2 if model.flip_tta else 1)
 
