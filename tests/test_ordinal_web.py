@@ -43,9 +43,10 @@ def test_the_results_page_adds_grade_figures_for_an_ordered_project_only(alice, 
     run = _train_fast(alice, ordered)
     assert run.config["class_order"] == ["KL0", "KL2", "KL10"] and run.metrics["classes"] == ["KL0", "KL2", "KL10"]
     page = alice.get(run.get_absolute_url()).content.decode()
-    assert 'id="grade-error"' in page and "within one grade" in page
+    assert 'id="grade-error"' in page and "within one grade" in page and "KL0 &lt; KL2 &lt; KL10" in page
     n = run.metrics["within_one_grade"]["n"]
     assert n == run.metrics["n_scored"] and f"of {n} images; 95% interval" in page
+    assert 'id="phases"' in page and "Reading images" in page  # each step's estimate against its time
     matrix = page[page.index('id="confusion-matrix"'):]
     assert matrix.index(">KL0<") < matrix.index(">KL2<") < matrix.index(">KL10<")  # grade order kept
 
