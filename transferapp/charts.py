@@ -181,6 +181,7 @@ SETTING_LABELS = {
     "seed": "Random seed",
     "image_size": "Image size",
     "refit": "Retrained on all images",
+    "refit_finetuned": "A fine-tuned model retrained on all images too",
     "no_mirroring": "Images must not be mirrored",
     "class_order": "Grades, lowest first",
 }

@@ -103,7 +103,7 @@ def test_best_preset_fine_tunes_and_records_which_stage_it_kept(shapes_dir, tmp_
 
 def test_the_chosen_recipe_is_retrained_on_every_image(shapes_dir, tmp_path):
     from transferapp.engine import TrainConfig
-    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit_finetuned=True)
     classes, train, val = _split(shapes_dir, config)
     events = []
     m = fit(train, val, classes, config, tmp_path / "out", cache_dir=tmp_path / "cache", on_progress=events.append)
@@ -126,7 +126,7 @@ def _force_fine_tuned_choice(monkeypatch):
 def test_a_fine_tuned_choice_is_retrained_for_its_validated_epochs(shapes_dir, tmp_path, monkeypatch):
     from transferapp.engine import TrainConfig
     _force_fine_tuned_choice(monkeypatch)
-    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit_finetuned=True)
     classes, train, val = _split(shapes_dir, config)
     events = []
     m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
@@ -144,7 +144,7 @@ def test_a_retrain_that_cannot_finish_in_the_budget_is_skipped_not_started(shape
     _force_fine_tuned_choice(monkeypatch)
     # The synthetic case: the measured epochs price the retrain far above the budget's time left.
     monkeypatch.setattr(train_module, "retrain_estimate_s", lambda *args: 1e6)
-    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit_finetuned=True)
     classes, train, val = _split(shapes_dir, config)
     events = []
     m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
@@ -160,7 +160,7 @@ def test_a_retrain_that_cannot_finish_in_the_budget_is_skipped_not_started(shape
 def test_every_phase_records_its_estimate_against_its_actual_time(shapes_dir, tmp_path, monkeypatch):
     from transferapp.engine import TrainConfig
     _force_fine_tuned_choice(monkeypatch)
-    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)  # the default 600 s: ample
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit_finetuned=True)  # the default 600 s: ample
     classes, train, val = _split(shapes_dir, config)
     events = []
     m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
@@ -181,7 +181,7 @@ def test_every_phase_records_its_estimate_against_its_actual_time(shapes_dir, tm
 def test_cancelling_the_retrain_keeps_the_validated_model(shapes_dir, tmp_path, monkeypatch):
     from transferapp.engine import TrainConfig
     _force_fine_tuned_choice(monkeypatch)
-    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=4)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=4, refit_finetuned=True)
     classes, train, val = _split(shapes_dir, config)
     seen = []
     m = fit(train, val, classes, config, tmp_path / "out", on_progress=seen.append,
@@ -191,6 +191,25 @@ def test_cancelling_the_retrain_keeps_the_validated_model(shapes_dir, tmp_path, 
     # The artifact is the validated model: it scores on validation what the run reported.
     results = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])
     assert np.mean([r["top"] == classes[s.label] for r, s in zip(results, val)]) == pytest.approx(m["accuracy"])
+
+
+def test_by_default_a_fine_tuned_model_is_not_retrained_but_a_quick_one_is(shapes_dir, tmp_path, monkeypatch):
+    # bench/retrain_bench.py --refit-payoff: retraining a fine-tuned network cost about as long as
+    # fine-tuning and did not pay on held-out images; the quick model's retrain costs seconds.
+    from transferapp.engine import TrainConfig
+    _force_fine_tuned_choice(monkeypatch)
+    config = TrainConfig(preset="best", epochs=1, image_size=64, batch_size=8)
+    assert config.refit and not config.refit_finetuned
+    classes, train, val = _split(shapes_dir, config)
+    events = []
+    m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
+    assert not m["refit"]["done"] and "was not retrained on all images" in m["chosen_reason"]
+    assert not any(e["stage"] == "refit" for e in events)
+    assert "refit" not in [p["phase"] for p in m["phases"]]
+    results = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])  # the validated model
+    assert np.mean([r["top"] == classes[s.label] for r, s in zip(results, val)]) == pytest.approx(m["accuracy"], abs=1e-4)
+    quick = fit(train, val, classes, TrainConfig(preset="fast", image_size=64), tmp_path / "quick")
+    assert quick["refit"]["done"] and "retrained on all" in quick["strategy"]
 
 
 def test_the_retrain_on_every_image_can_be_turned_off(shapes_dir, tmp_path):

@@ -81,6 +81,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default: chosen per stage)")
     p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
                    help="keep the model validation scored instead of retraining it on all images")
+    p.add_argument("--refit-finetuned", dest="refit_finetuned", action="store_true", default=None,
+                   help="retrain a fine-tuned model on all images too (off by default: about as long as "
+                        "fine-tuning again, and it did not pay on held-out images)")
     p.add_argument("--cache-dir", dest="cache_dir", help="feature cache (default: a fresh temporary one)")
     p.add_argument("--ordered", action="store_true",
                    help="the classes are grades in the natural order of their folder names (KL0 < KL2 < KL10); "
@@ -91,7 +94,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 def _config(args) -> TrainConfig:
     keys = ("base", "epochs", "preset", "seed", "image_size", "unfrozen_blocks", "augmentation", "lr", "refit",
-            "class_order")
+            "refit_finetuned", "class_order")
     return TrainConfig.from_dict({k: getattr(args, k) for k in keys})
 
 

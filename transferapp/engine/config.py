@@ -35,8 +35,17 @@ class TrainConfig:
     image_size: int = 224
     # Once validation has chosen the stage (and stage 2's epoch count), train that recipe again on
     # training + validation images, so the final model learns from every image the user labelled.
-    # The reported validation figures are those of the model before this retrain.
+    # The reported validation figures are those of the model before this retrain. For a kept quick
+    # model this is one more linear fit on cached features (4-11 s); on held-out images
+    # (bench/retrain_bench.py --refit-payoff, 2026-11-27) it gave knee_kl 0.521 -> 0.546,
+    # brick_crack 0.995 -> 0.990, flowers 0.895 -> 0.890: cheap, and it helps where data is short.
     refit: bool = True
+    # Also retrain a fine-tuned network on every image. Off by default: it costs about as long as
+    # fine-tuning did up to its chosen epoch, and measured on knee_kl's 240 held-out images it did not
+    # pay (0.496 -> 0.488, +80 s of a 1040 s run at 3 epochs; with the default 8 epochs on a loaded
+    # 2-core machine it could not even finish in an hour's budget, and a user once waited seven
+    # minutes for one that ran out of time). Needs refit.
+    refit_finetuned: bool = False
     # "Images must not be mirrored": no flip augmentation and no flip test-time averaging, for
     # images where left and right differ (X-rays with side markers, text, asymmetric anatomy).
     no_mirroring: bool = False

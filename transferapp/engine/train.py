@@ -215,7 +215,7 @@ class _Run:
         # Share of the progress bar per phase: features dominate stage 1, fine-tuning dominates "best";
         # the retrain on all images runs about as long as fine-tuning did.
         self.features_end, self.head_end = (0.2, 0.25) if config.preset == "best" else (0.9, 1.0)
-        self.finetune_end = 0.65 if config.refit and config.preset == "best" else 1.0
+        self.finetune_end = 0.65 if config.refit and config.refit_finetuned and config.preset == "best" else 1.0
         self.deadline = started + config.time_budget_s
         self.phases = Phases(self.deadline)
         self.later_s = 0.0  # priced phases still to come after the running one (the retrain, during stage 2)
@@ -389,7 +389,7 @@ class _Trainer:
         whose first epoch cannot finish in the time left stops here, one batch in, not at the deadline."""
         epoch_s = batch_s * math.ceil(len(self.samples) / self.run.config.batch_size)
         self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
-        if self.stage == "finetune" and self.run.config.refit:  # at most as many epochs, on every image
+        if self.stage == "finetune" and self.run.config.refit and self.run.config.refit_finetuned:  # at most as many epochs, on every image
             n_all = len(self.samples) + self.run.n_val
             self.run.later_s = retrain_estimate_s(epoch_s, len(self.samples), n_all, self.shown_epochs)
         left = self.run.phases.left_s()
@@ -579,6 +579,10 @@ def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C,
     if chosen == "head":
         model.head.load_state_dict(head.state_dict())
         return _refit_done(info, t0, "")
+    if not run.config.refit_finetuned:
+        return {**info, "note": "The fine-tuned model was not retrained on all images: that would take about as long "
+                                "as fine-tuning did, and it did not pay on held-out images (the advanced settings can "
+                                "turn it on)."}
     epochs = best["row"]["epoch"]
     if not run.phases.start("refit", "Retraining on all images",
                             retrain_estimate_s(best["epoch_s"], len(train), len(samples), epochs)):
