@@ -181,7 +181,9 @@ SETTING_LABELS = {
     "seed": "Random seed",
     "image_size": "Image size",
     "refit": "Retrained on all images",
+    "refit_finetuned": "A fine-tuned model retrained on all images too",
     "no_mirroring": "Images must not be mirrored",
+    "class_order": "Grades, lowest first",
 }
 # Settings only fine-tuning reads: a "fast" run never used them, so its table leaves them out.
 FINETUNE_ONLY = {"epochs", "lr", "batch_size", "unfrozen_blocks", "augmentation"}
@@ -207,6 +209,8 @@ def _setting_text(key: str, value) -> str:
         return f"{value / 60:g} min"
     if key == "image_size":
         return f"{value} × {value} pixels"
+    if key == "class_order":
+        return " < ".join(value) if value else "Not ordered"
     if key in ("preset", "augmentation"):
         return str(value).capitalize()
     return f"{value:g}" if isinstance(value, float) else str(value)

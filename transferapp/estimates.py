@@ -14,9 +14,15 @@ class TimeLeft:
 
 
 def time_left(run: TrainingRun, now: datetime) -> TimeLeft | None:
-    """Remaining time, assuming the rest goes at the pace so far (the engine's fraction is
-    weighted by the expected cost of each phase, so the pace is roughly even)."""
-    if run.status != TrainingRun.Status.RUNNING or run.started_at is None or run.progress < MIN_FRACTION:
+    """Remaining time: the engine's own estimate where it has priced the work left (from measured
+    batch and epoch times, the numbers that decide whether a phase runs at all), else the pace so far
+    (the engine's fraction is weighted by the expected cost of each phase, so it is roughly even)."""
+    if run.status != TrainingRun.Status.RUNNING or run.started_at is None:
+        return None
+    if run.seconds_left is not None and run.heartbeat_at is not None:
+        since_s = max((now - run.heartbeat_at).total_seconds(), 0.0)
+        return TimeLeft(text=_say(max(run.seconds_left - since_s, 0.0)), rough=False)
+    if run.progress < MIN_FRACTION:
         return None
     fraction = min(run.progress, 0.999)
     elapsed_s = max((now - run.started_at).total_seconds(), 0.0)

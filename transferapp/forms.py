@@ -7,7 +7,8 @@ PRESETS = [
     ("fast", "Fast: a first model in seconds (frozen base, new top layer)"),
 ]
 AUGMENTATION = [("none", "None"), ("light", "Light"), ("medium", "Medium"), ("strong", "Strong")]
-REFIT = [("", "Default (yes)"), ("yes", "Yes"), ("no", "No: keep the model validation scored")]
+REFIT = [("", "Default (the quick model yes, a fine-tuned one no)"), ("yes", "Yes, a fine-tuned model too"),
+         ("no", "No: keep the model validation scored")]
 
 
 class NameForm(forms.Form):
@@ -44,5 +45,6 @@ class TrainForm(forms.Form):
             "augmentation": data.get("augmentation") or None,
             "time_budget_s": data["time_budget_minutes"] * 60 if data.get("time_budget_minutes") else None,
             "refit": {"yes": True, "no": False}.get(data.get("refit")),
+            "refit_finetuned": {"yes": True, "no": False}.get(data.get("refit")),
         }
         return {key: value for key, value in config.items() if value is not None}

@@ -24,6 +24,11 @@ class Project(models.Model):
     group_by = models.CharField(max_length=16, choices=GroupBy.choices, blank=True, default="")
     # For group_by="folder": 1 = the folder the file is in, 2 = the folder above it, ...
     group_folder_level = models.PositiveSmallIntegerField(default=1)
+    # The classes are grades (KL0 < KL2 < KL3 < KL4, tumour stages, defect severity): results then add
+    # how many grades off the answers are. class_order lists them lowest first; a class it does not
+    # name (or all of them, when it is empty) follows in the natural order of the names.
+    ordered_classes = models.BooleanField(default=False)
+    class_order = models.JSONField(default=list, blank=True)
     # The version the owner published as "the project's model": what the predict page, the API and
     # the export use unless told otherwise. None: the latest succeeded version.
     published_run = models.ForeignKey("TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -148,6 +153,8 @@ class TrainingRun(models.Model):
     epoch = models.PositiveIntegerField(default=0)
     total_epochs = models.PositiveIntegerField(default=0)
     message = models.CharField(max_length=255, blank=True)
+    # The engine's priced estimate of the work left, as of heartbeat_at (None: not priced yet).
+    seconds_left = models.FloatField(null=True, blank=True)
     history = models.JSONField(default=list)
     metrics = models.JSONField(default=dict)
     error = models.TextField(blank=True)

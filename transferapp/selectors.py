@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404
 from rq import Worker
 
 from transferapp import duplicates, grouping
+from transferapp.engine.ordinal import natural_order
 from transferapp.models import ApiKey, BatchPrediction, Image, ImportJob, Label, Project, TrainingRun
 
 PREVIEW_THUMBS = 6
@@ -174,6 +175,14 @@ def project_no_mirroring(*, project: Project) -> bool:
     if project.no_mirroring is not None:
         return project.no_mirroring
     return project.images.filter(file__endswith=".dcm").exists()
+
+
+def project_class_order(*, project: Project) -> list[str]:
+    """The project's classes lowest grade first: the saved order, then any class it does not name
+    in the natural order of the names (KL2 before KL10)."""
+    names = [label.name for label in project.labels.all()]
+    saved = [name for name in project.class_order if name in names]
+    return saved + natural_order(name for name in names if name not in saved)
 
 
 def project_has_grayscale(*, project: Project) -> bool:

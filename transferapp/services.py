@@ -65,6 +65,25 @@ def project_set_image_options(*, project: Project, no_mirroring: bool, group_by:
     return project
 
 
+def project_set_class_order(*, project: Project, ordered: bool, order_text: str = "") -> Project:
+    """Whether the classes are grades, and their order as the user typed it ("KL0, KL2, KL3"):
+    blank keeps the natural order of the names; otherwise every class, once, lowest first."""
+    order = [name.strip() for name in order_text.split(",") if name.strip()]
+    names = [label.name for label in project.labels.all()]
+    if order:
+        unknown = [name for name in order if name not in names]
+        if unknown:
+            raise ServiceError(f"No class is called {', '.join(unknown)}: use the class names, separated by commas.")
+        if len(set(order)) != len(order):
+            raise ServiceError("A class is named twice in the order: name each class once, lowest first.")
+        if set(order) != set(names):
+            left_out = ", ".join(sorted(set(names) - set(order)))
+            raise ServiceError(f"The order leaves out {left_out}: name every class, lowest first.")
+    project.ordered_classes, project.class_order = ordered, order
+    project.save(update_fields=["ordered_classes", "class_order"])
+    return project
+
+
 def project_delete(*, project: Project) -> None:
     project_id = project.pk
     sha256s = set(Image.all_objects.filter(project=project).values_list("sha256", flat=True))
@@ -449,7 +468,9 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
     try:
         get_base(base_model)
         no_mirroring = selectors.project_no_mirroring(project=project)
-        train_config = TrainConfig.from_dict({**config, "base": base_model, "preset": preset, "no_mirroring": no_mirroring})
+        class_order = selectors.project_class_order(project=project) if project.ordered_classes else []
+        train_config = TrainConfig.from_dict({**config, "base": base_model, "preset": preset, "no_mirroring": no_mirroring,
+                                              "class_order": class_order})
     except ValueError as exc:
         raise ServiceError(str(exc)) from None
     with transaction.atomic():

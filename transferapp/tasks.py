@@ -259,6 +259,7 @@ class ProgressReporter:
             "epoch": int(progress.get("epoch") or 0),
             "total_epochs": int(progress.get("total_epochs") or 0),
             "message": str(progress.get("message", ""))[:255],
+            "seconds_left": progress.get("seconds_left"),
         }
         if epoch_ended:
             fields["history"] = progress["history"]

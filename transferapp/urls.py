@@ -22,6 +22,7 @@ urlpatterns = [
     path("projects/<int:project_pk>/classes/<int:pk>/rename/", views.label_rename, name="label_rename"),
     path("projects/<int:project_pk>/classes/<int:pk>/delete/", views.label_delete, name="label_delete"),
     path("projects/<int:pk>/image-options/", views.project_image_options, name="project_image_options"),
+    path("projects/<int:pk>/class-order/", views.project_class_order, name="project_class_order"),
     path("projects/<int:project_pk>/classes/<int:pk>/upload/", views.label_upload, name="label_upload"),
     path("projects/<int:project_pk>/classes/<int:pk>/selection/", views.label_bulk, name="label_bulk"),
     path("projects/<int:pk>/images/restore/", views.images_restore, name="images_restore"),

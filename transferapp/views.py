@@ -71,6 +71,7 @@ def project_detail(request, pk):
         "no_mirroring": selectors.project_no_mirroring(project=project),
         "has_grayscale": selectors.project_has_grayscale(project=project),
         "group_choices": project.GroupBy.choices,
+        "class_order": selectors.project_class_order(project=project),
         "versions": selectors.versions_for_project(project=project),
         "current_run": selectors.model_run(project=project),
         "api_keys": selectors.api_keys_for_project(project=project),
@@ -87,6 +88,15 @@ def project_image_options(request, pk):
            no_mirroring=request.POST.get("no_mirroring") == "on", group_by=request.POST.get("group_by", ""),
            group_folder_level=int(level) if level.isdigit() else 0)
     return redirect(project)
+
+
+@login_required
+@require_POST
+def project_class_order(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    _apply(request, services.project_set_class_order, project=project,
+           ordered=request.POST.get("ordered_classes") == "on", order_text=request.POST.get("class_order", ""))
+    return redirect(f"{project.get_absolute_url()}#class-order")
 
 
 @login_required

@@ -28,6 +28,19 @@ def test_cli_trains_then_predicts_json_lines(shapes_dir, tmp_path):
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-4
 
 
+def test_cli_reports_grade_figures_for_ordered_classes_only(shapes_dir, tmp_path):
+    order = "red_circle,blue_triangle,green_square"
+    (graded,) = _engine("train", str(shapes_dir), "--out", str(tmp_path / "g"), "--preset", "fast",
+                        "--image-size", "64", "--class-order", order)
+    assert graded["classes"] == order.split(",")
+    assert graded["mean_abs_grade_error"]["n"] == graded["n_scored"]
+    assert {"value", "k", "n", "ci"} <= set(graded["within_one_grade"])
+    assert [p["phase"] for p in graded["phases"]] == ["features", "head", "final"]
+    (plain,) = _engine("train", str(shapes_dir), "--out", str(tmp_path / "p"), "--preset", "fast",
+                       "--image-size", "64", "--cache-dir", str(tmp_path / "cache"))
+    assert "within_one_grade" not in plain and "mean_abs_grade_error" not in plain
+
+
 def test_cli_reports_an_unknown_base_without_a_traceback(shapes_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "transferapp.engine", "train", str(shapes_dir), "--out",

@@ -1,5 +1,4 @@
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -103,7 +102,7 @@ def test_best_preset_fine_tunes_and_records_which_stage_it_kept(shapes_dir, tmp_
 
 def test_the_chosen_recipe_is_retrained_on_every_image(shapes_dir, tmp_path):
     from transferapp.engine import TrainConfig
-    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit_finetuned=True)
     classes, train, val = _split(shapes_dir, config)
     events = []
     m = fit(train, val, classes, config, tmp_path / "out", cache_dir=tmp_path / "cache", on_progress=events.append)
@@ -120,13 +119,13 @@ def _force_fine_tuned_choice(monkeypatch):
     """Shapes are so easy that the quick model usually wins; these tests are about what follows a
     fine-tuned choice, so that choice is made for them (the training itself is real)."""
     from transferapp.engine import train as train_module
-    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best: ("finetune", "Chosen by the test."))
+    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best, *_: ("finetune", "Chosen by the test."))
 
 
 def test_a_fine_tuned_choice_is_retrained_for_its_validated_epochs(shapes_dir, tmp_path, monkeypatch):
     from transferapp.engine import TrainConfig
     _force_fine_tuned_choice(monkeypatch)
-    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit_finetuned=True)
     classes, train, val = _split(shapes_dir, config)
     events = []
     m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
@@ -138,10 +137,50 @@ def test_a_fine_tuned_choice_is_retrained_for_its_validated_epochs(shapes_dir, t
     assert [e["fraction"] for e in events] == sorted(e["fraction"] for e in events)
 
 
+def test_a_retrain_that_cannot_finish_in_the_budget_is_skipped_not_started(shapes_dir, tmp_path, monkeypatch):
+    from transferapp.engine import TrainConfig
+    from transferapp.engine import train as train_module
+    _force_fine_tuned_choice(monkeypatch)
+    # The synthetic case: the measured epochs price the retrain far above the budget's time left.
+    monkeypatch.setattr(train_module, "retrain_estimate_s", lambda *args: 1e6)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit_finetuned=True)
+    classes, train, val = _split(shapes_dir, config)
+    events = []
+    m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
+    assert not m["refit"]["done"]
+    assert not any(e["stage"] == "refit" for e in events)  # not one retraining batch ran
+    assert "Retraining on all images skipped: it would need ~1000000 s" in m["chosen_reason"]
+    refit_row, = [p for p in m["phases"] if p["phase"] == "refit"]
+    assert refit_row["skipped"] and refit_row["actual_s"] is None and refit_row["estimate_s"] == 1e6
+    results = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])  # the validated model
+    assert np.mean([r["top"] == classes[s.label] for r, s in zip(results, val)]) == pytest.approx(m["accuracy"], abs=1e-4)
+
+
+def test_every_phase_records_its_estimate_against_its_actual_time(shapes_dir, tmp_path, monkeypatch):
+    from transferapp.engine import TrainConfig
+    _force_fine_tuned_choice(monkeypatch)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit_finetuned=True)  # the default 600 s: ample
+    classes, train, val = _split(shapes_dir, config)
+    events = []
+    m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
+    phases = {p["phase"]: p for p in m["phases"]}
+    assert list(phases) == ["features", "head", "finetune", "refit", "final"]
+    assert m["refit"]["done"] and not any(p["skipped"] for p in phases.values())
+    assert all(p["actual_s"] is not None and p["actual_s"] >= 0 for p in phases.values())
+    # Stage 2 is priced by its first batch, the retrain by stage 2's epochs, the final check by the
+    # feature pace: each estimate was made from a measurement before the work it prices.
+    for name in ("features", "finetune", "refit", "final"):
+        assert phases[name]["estimate_s"] > 0, name
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["metrics"]["phases"] == m["phases"]
+    # The progress page's time-left comes from the same estimates, once stage 2 has priced itself.
+    priced = [e["seconds_left"] for e in events if e["stage"] in ("finetune", "refit") and "seconds_left" in e]
+    assert priced and all(0 <= s <= config.time_budget_s + 60 for s in priced)
+
+
 def test_cancelling_the_retrain_keeps_the_validated_model(shapes_dir, tmp_path, monkeypatch):
     from transferapp.engine import TrainConfig
     _force_fine_tuned_choice(monkeypatch)
-    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=4)
+    config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=4, refit_finetuned=True)
     classes, train, val = _split(shapes_dir, config)
     seen = []
     m = fit(train, val, classes, config, tmp_path / "out", on_progress=seen.append,
@@ -151,6 +190,25 @@ def test_cancelling_the_retrain_keeps_the_validated_model(shapes_dir, tmp_path, 
     # The artifact is the validated model: it scores on validation what the run reported.
     results = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])
     assert np.mean([r["top"] == classes[s.label] for r, s in zip(results, val)]) == pytest.approx(m["accuracy"])
+
+
+def test_by_default_a_fine_tuned_model_is_not_retrained_but_a_quick_one_is(shapes_dir, tmp_path, monkeypatch):
+    # bench/retrain_bench.py --refit-payoff: retraining a fine-tuned network cost about as long as
+    # fine-tuning and did not pay on held-out images; the quick model's retrain costs seconds.
+    from transferapp.engine import TrainConfig
+    _force_fine_tuned_choice(monkeypatch)
+    config = TrainConfig(preset="best", epochs=1, image_size=64, batch_size=8)
+    assert config.refit and not config.refit_finetuned
+    classes, train, val = _split(shapes_dir, config)
+    events = []
+    m = fit(train, val, classes, config, tmp_path / "out", on_progress=events.append)
+    assert not m["refit"]["done"] and "was not retrained on all images" in m["chosen_reason"]
+    assert not any(e["stage"] == "refit" for e in events)
+    assert "refit" not in [p["phase"] for p in m["phases"]]
+    results = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])  # the validated model
+    assert np.mean([r["top"] == classes[s.label] for r, s in zip(results, val)]) == pytest.approx(m["accuracy"], abs=1e-4)
+    quick = fit(train, val, classes, TrainConfig(preset="fast", image_size=64), tmp_path / "quick")
+    assert quick["refit"]["done"] and "retrained on all" in quick["strategy"]
 
 
 def test_the_retrain_on_every_image_can_be_turned_off(shapes_dir, tmp_path):

@@ -16,6 +16,7 @@ import torch
 from .config import TrainConfig
 from .data import folder_samples, grouped_by_name, is_image_file, load_rgb, stratified_split
 from .features import embed
+from .ordinal import natural_order
 from .predict import load_predictor
 from .train import fit
 from .zoo import WeightsUnavailable, create_backbone
@@ -83,20 +84,32 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default: chosen per stage)")
     p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
                    help="keep the model validation scored instead of retraining it on all images")
+    p.add_argument("--refit-finetuned", dest="refit_finetuned", action="store_true", default=None,
+                   help="retrain a fine-tuned model on all images too (off by default: about as long as "
+                        "fine-tuning again, and it did not pay on held-out images)")
     p.add_argument("--cache-dir", dest="cache_dir", help="feature cache (default: a fresh temporary one)")
     p.add_argument("--group-pattern", dest="group_pattern",
                    help="regular expression on file names: images whose names give the same match (e.g. one "
                         "patient's ID) stay together in every split and fold; e.g. '^\\d+' or '^([^_]+)_'")
+    p.add_argument("--ordered", action="store_true",
+                   help="the classes are grades in the natural order of their folder names (KL0 < KL2 < KL10); "
+                        "adds mean_abs_grade_error and within_one_grade")
+    p.add_argument("--class-order", dest="class_order",
+                   help="the classes are grades in this order, lowest first, comma-separated: KL0,KL2,KL3,KL4")
 
 
 def _config(args) -> TrainConfig:
-    keys = ("base", "epochs", "preset", "seed", "image_size", "unfrozen_blocks", "augmentation", "lr", "refit")
+    keys = ("base", "epochs", "preset", "seed", "image_size", "unfrozen_blocks", "augmentation", "lr", "refit",
+            "refit_finetuned", "class_order")
     return TrainConfig.from_dict({k: getattr(args, k) for k in keys})
 
 
-def _split(data_dir, config, group_pattern=None):
-    """Training and every choice see only the training images; a given val/ or test/ is held out."""
+def _split(data_dir, config, ordered=False, group_pattern=None):
+    """Training and every choice see only the training images; a given val/ or test/ is held out.
+    `ordered` with no explicit order: the folder names' natural order becomes the config's."""
     classes, train, test = folder_samples(data_dir)
+    if ordered and not config.class_order:
+        config.class_order = natural_order(classes)
     inner_train, inner_val = stratified_split(grouped_by_name(train, group_pattern), config.val_fraction, config.seed)
     return classes, inner_train, inner_val, test
 
@@ -104,16 +117,17 @@ def _split(data_dir, config, group_pattern=None):
 def cmd_train(args) -> int:
     """A val/ or test/ folder on disk is held out: scored by the final model, never chosen on."""
     config = _config(args)
-    classes, train, val, test = _split(args.data_dir, config, args.group_pattern)
+    classes, train, val, test = _split(args.data_dir, config, args.ordered, args.group_pattern)
     with tempfile.TemporaryDirectory() as tmp:
         metrics = fit(train, val, classes, config, Path(args.out), test=test, cache_dir=Path(args.cache_dir or tmp))
     keys = ("accuracy", "accuracy_ci", "n_scored", "balanced_accuracy", "baseline", "evaluated_on", "n_train",
             "n_val", "n_test", "classes", "seconds", "first_model_s", "first_model_accuracy", "chosen_stage",
-            "chosen_reason")
+            "chosen_reason", "phases")
+    ordinal = {k: metrics[k] for k in ("mean_abs_grade_error", "within_one_grade") if k in metrics}  # grades only
     paths = {s.key: s.path for s in train + val}
     suspects = [paths[row["key"]] for row in metrics["suspected_mislabels"]]
     trust = metrics["trust"]
-    print(json.dumps({**{k: metrics.get(k) for k in keys}, "validation": metrics.get("validation"),
+    print(json.dumps({**{k: metrics.get(k) for k in keys}, **ordinal, "validation": metrics.get("validation"),
                       "conformal": trust.get("eval"), "ece": (trust.get("reliability") or {}).get("ece"),
                       "suspected_mislabels": suspects}))
     return 0
@@ -194,7 +208,7 @@ def _image_paths(items: list[str]) -> list[Path]:
 
 def cmd_bench(args) -> int:
     config = _config(args)
-    classes, train, val, test = _split(args.data_dir, config, args.group_pattern)
+    classes, train, val, test = _split(args.data_dir, config, args.ordered, args.group_pattern)
     with tempfile.TemporaryDirectory() as tmp:
         cache, out = Path(tmp) / "cache", Path(tmp) / "artifact"
         started = time.perf_counter()
@@ -202,7 +216,7 @@ def cmd_bench(args) -> int:
         total_s = time.perf_counter() - started
         result = {"accuracy": metrics["accuracy"], "first_model_accuracy": metrics["first_model_accuracy"]}
         if test is not None:
-            result = _score_on_test(out, cache, test, config, metrics)
+            result = _score_on_test(out, cache, test, config, metrics, classes)
     print(json.dumps({**result, "first_model_s": metrics["first_model_s"], "total_s": round(total_s, 2),
                       "strategy": metrics["strategy"], "chosen_stage": metrics["chosen_stage"],
                       "embed_ms_per_image": round(1000 * metrics["feature_seconds"] / max(1, metrics["n_embedded"]), 1),
@@ -212,9 +226,10 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _score_on_test(out: Path, cache: Path, test, config: TrainConfig, metrics: dict) -> dict:
+def _score_on_test(out: Path, cache: Path, test, config: TrainConfig, metrics: dict, classes: list[str]) -> dict:
     """Accuracy of the chosen model and of the stage-1 model on the held-out images."""
-    labels = np.array([s.label for s in test])
+    # The model lists the classes in its own order (grade order for ordered classes).
+    labels = np.array([metrics["classes"].index(classes[s.label]) for s in test])
     backbone = create_backbone(config.base, image_size=config.image_size)
     x = torch.as_tensor(embed(test, backbone, cache_dir=cache, batch_size=config.batch_size))
     head = torch.nn.Linear(x.shape[1], len(metrics["classes"]))

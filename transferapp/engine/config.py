@@ -1,7 +1,7 @@
 """The one training configuration; saved verbatim (asdict) into every artifact's meta.json."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 PRESETS = ("fast", "best")
 AUGMENTATIONS = ("none", "light", "medium", "strong")
@@ -35,11 +35,24 @@ class TrainConfig:
     image_size: int = 224
     # Once validation has chosen the stage (and stage 2's epoch count), train that recipe again on
     # training + validation images, so the final model learns from every image the user labelled.
-    # The reported validation figures are those of the model before this retrain.
+    # The reported validation figures are those of the model before this retrain. For a kept quick
+    # model this is one more linear fit on cached features (4-11 s); on held-out images
+    # (bench/retrain_bench.py --refit-payoff, 2026-11-27) it gave knee_kl 0.521 -> 0.546,
+    # brick_crack 0.995 -> 0.990, flowers 0.895 -> 0.890: cheap, and it helps where data is short.
     refit: bool = True
+    # Also retrain a fine-tuned network on every image. Off by default: it costs about as long as
+    # fine-tuning did up to its chosen epoch, and measured on knee_kl's 240 held-out images it did not
+    # pay (0.496 -> 0.488, +80 s of a 1040 s run at 3 epochs; with the default 8 epochs on a loaded
+    # 2-core machine it could not even finish in an hour's budget, and a user once waited seven
+    # minutes for one that ran out of time). Needs refit.
+    refit_finetuned: bool = False
     # "Images must not be mirrored": no flip augmentation and no flip test-time averaging, for
     # images where left and right differ (X-rays with side markers, text, asymmetric anatomy).
     no_mirroring: bool = False
+    # Ordinal classes (grades such as KL0 < KL2 < KL3 < KL4), lowest first; empty: the classes have no
+    # order. When set, every class list of the run (artifact, confusion matrix, per-class table) follows
+    # it, and the figures add the mean absolute grade error and "within one grade" accuracy.
+    class_order: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -74,6 +87,10 @@ class TrainConfig:
             problems.append(f"val_fraction must be between 0 and 1, exclusive (got {self.val_fraction})")
         if not 32 <= self.image_size <= 1024:
             problems.append(f"image_size must be between 32 and 1024 (got {self.image_size})")
+        if not isinstance(self.class_order, list) or not all(isinstance(c, str) and c for c in self.class_order):
+            problems.append("class_order must be a list of class names")
+        elif len(set(self.class_order)) != len(self.class_order):
+            problems.append("class_order names a class twice")
         if not isinstance(self.base, str) or not self.base:
             problems.append("base must be a model name")
         if problems:
@@ -82,6 +99,8 @@ class TrainConfig:
 
 def _coerce(key: str, value, type_name) -> object:
     """Accept form-style strings ("8", "0.2") while rejecting nonsense with a readable message."""
+    if str(type_name) == "list[str]":  # a list from JSON, or "KL0, KL2, KL3" from a form or the CLI
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
     if str(type_name) == "bool":  # the form and the CLI turn their choices into booleans already
         if not isinstance(value, bool):
             raise ValueError(f"Invalid training settings: {key} must be true or false (got {value!r}).")

@@ -28,11 +28,12 @@ def per_class_scores(confusion: np.ndarray, classes: list[str]) -> dict:
     return scores
 
 
-def report(probs: np.ndarray, labels: np.ndarray, keys: list[str], classes: list[str]) -> dict:
-    """Everything the results page shows about one model on one validation set."""
+def report(probs: np.ndarray, labels: np.ndarray, keys: list[str], classes: list[str], *, ordered: bool = False) -> dict:
+    """Everything the results page shows about one model on one validation set. `ordered`: the
+    classes are grades listed lowest first, so the figures add how far off the wrong answers are."""
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
-        return {"accuracy": None, "per_class": per_class_scores(np.zeros((len(classes),) * 2, int), classes),
+        return {**(ordinal_scores(labels, labels) if ordered else {}),"accuracy": None, "per_class": per_class_scores(np.zeros((len(classes),) * 2, int), classes),
                 "confusion": [[0] * len(classes) for _ in classes], "mistakes": [], **evidence(labels, labels, classes)}
     pred = probs.argmax(1)
     confusion = confusion_matrix(labels, pred, len(classes))
@@ -40,7 +41,8 @@ def report(probs: np.ndarray, labels: np.ndarray, keys: list[str], classes: list
                  "confidence": round(float(probs[i, pred[i]]), 4)}
                 for i in np.flatnonzero(pred != labels)]
     mistakes.sort(key=lambda m: -m["confidence"])  # most confident errors first: likely label noise
-    return {"accuracy": round(float((pred == labels).mean()), 4),
+    return {**(ordinal_scores(labels, pred) if ordered else {}),
+            "accuracy": round(float((pred == labels).mean()), 4),
             "per_class": per_class_scores(confusion, classes),
             "confusion": confusion.tolist(), "mistakes": mistakes, **evidence(labels, pred, classes),
             "confusion_keys": _cell_keys(labels, pred, keys, len(classes))}
@@ -85,6 +87,16 @@ def evidence(labels: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
     if len(classes) == 2:
         out["binary"] = {name: binary_rates(labels, pred, c) for c, name in enumerate(classes)}
     return out
+
+
+def ordinal_scores(labels: np.ndarray, pred: np.ndarray) -> dict:
+    """For grades (class index = rank): the mean absolute grade error in grade steps, and the share
+    of answers at most one grade off, with its n and Wilson interval like every other proportion."""
+    labels, pred = np.asarray(labels, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    off = np.abs(labels - pred)
+    n = len(off)
+    return {"mean_abs_grade_error": {"value": round(float(off.mean()), 4) if n else None, "n": n},
+            "within_one_grade": _rate(int((off <= 1).sum()), n)}
 
 
 def binary_rates(labels: np.ndarray, pred: np.ndarray, positive: int) -> dict:

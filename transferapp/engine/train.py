@@ -23,6 +23,8 @@ from .data import Sample, eval_transform, load_rgb, train_transform
 from .curve import learning_curve, verdict
 from .head import class_weights, cross_fit, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
+from .ordinal import in_grade_order
+from .phases import Phases, retrain_estimate_s
 from .zoo import Backbone, Classifier, create_backbone, frozen_runner, precision
 
 __all__ = ["fit", "TrainingCancelled", "fit_linear_head", "class_weights"]
@@ -39,6 +41,8 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     training, early stopping, choice of stage, calibration or retrain."""
     started = time.perf_counter()
     test = list(test or [])
+    if config.class_order:  # grades: from here on a class's index is its rank
+        classes, (train, val, test) = in_grade_order(classes, config.class_order, train, val, test)
     _check_inputs(train, classes)
     _check_held_out(train, val, test)
     _seed_everything(config.seed)
@@ -48,6 +52,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     x_train, x_val, x_test = run.features(train, val, backbone, cache_dir, device, test)
     y_train, y_val = _labels(train), _labels(val)
 
+    run.phases.start("head", "Quick model", None)
     head, stage1 = fit_linear_head(x_train, y_train, len(classes), groups=_groups(train))
     val_probs1 = _head_probs(head, x_val)
     row = _history_row("head", 1, _head_probs(head, x_train), y_train, val_probs1, y_val)
@@ -59,12 +64,13 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     run.epoch_done(row, fraction=run.head_end, message="First model ready: you can already predict with it",
                    first_model_ready=True)
     curve = _learning_curve(x_train, y_train, x_val, y_val, classes, stage1["C"])
+    run.phases.finish("head")
     chosen, reason, val_probs, best = "head", "Only the quick model was trained (preset \"fast\").", val_probs1, None
     if config.preset == "best" and len(val) == 0:
         reason = "No validation images, so the quick model was kept."
     elif config.preset == "best":
         best = finetune(model, backbone, train, val, y_val, run, device)
-        chosen, reason = _choose(row, best)
+        chosen, reason = _choose(row, best, run.phases.note("finetune"))
         model.load_state_dict(best["state"] if chosen == "finetune" else stage1_state)
         if chosen == "head":
             model.fp32_from, model.flip_tta = len(model.body), False
@@ -75,22 +81,30 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     temperature = fit_temperature(val_probs, y_val) if chosen == "finetune" and len(val) >= 2 else 1.0
     val_probs = apply_temperature(val_probs, temperature)
     # Validation figures describe the model validation chose, before any retrain on all images.
-    report = M.report(val_probs, y_val, [s.key for s in val], classes)
+    ordered = bool(config.class_order)
+    report = M.report(val_probs, y_val, [s.key for s in val], classes, ordered=ordered)
     refit = None
     if config.refit and len(val):
+        # Held-out images scored before and after the retrain: whether it paid, measured on images
+        # that took part in neither (one forward pass over the test images).
+        before = _test_accuracy(model, chosen, test, x_test, backbone, device, run) if test else None
         refit = _refit(model, backbone, stage1_state, chosen, best, train, val, (x_train, x_val), stage1["C"],
                        run, device)
         reason = f"{reason} {refit['note']}"
+        refit["test_accuracy_before"] = before
     run.report(run.last_fraction, "calibrate", "Checking how far each answer can be trusted")
     dev = train + val
+    run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev) + len(test)))
     final = _final_outputs(model, chosen, dev, test, np.concatenate([x_train, x_val]), x_test, backbone, device, run)
     y_test = _labels(test)
     test_probs = apply_temperature(final["test_probs"], temperature) if test else None
     if test:  # the headline: images that took part in nothing
-        report = {**M.report(test_probs, y_test, [s.key for s in test], classes),
+        report = {**M.report(test_probs, y_test, [s.key for s in test], classes, ordered=ordered),
                   "evaluated_on": "test", "validation": _summary(report)}
     else:
         report = {**report, "evaluated_on": "validation"}
+    if refit and test:
+        refit["test_accuracy_after"] = report["accuracy"]
     if len(classes) == 2:  # what the page's decision-threshold control trades off, image by image
         probs, ys = (test_probs, y_test) if test else (val_probs, y_val)
         report["eval_scores"] = [[int(y), round(float(p[1]), 4)] for p, y in zip(probs, ys)]
@@ -102,6 +116,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         finetuned=chosen == "finetune", temperature=temperature, val_probs=val_probs, val_labels=y_val,
         eval_probs=test_probs if test else val_probs, eval_labels=y_test if test else y_val,
         seed=config.seed, dev_groups=_groups(dev))
+    run.phases.finish("final")
     result = {**report, "n_train": len(train), "n_val": len(val), "n_test": len(test), "classes": list(classes),
               "trust": trust, "suspected_mislabels": trust.pop("suspected_mislabels"),
               "odd_ones_out": trust.pop("odd_ones_out"),
@@ -110,14 +125,16 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
               "first_model_accuracy": row["val_accuracy"], "base": config.base, "config": asdict(config),
               "stage1_c": stage1["C"], "feature_seconds": round(run.feature_seconds, 2),
               "n_embedded": run.n_embedded, "precision": precision(device),
-              "strategy": _strategy(chosen, stage1, config, run.history, refit), "learning_curve": curve}
+              "strategy": _strategy(chosen, stage1, config, run.history, refit), "learning_curve": curve,
+              "phases": run.phases.rows}
     save_artifact(out_dir, model, head, backbone, classes, config, result, trust_arrays)
     run.report(1.0, "done", "Training finished")
     return result
 
 
 def _summary(report: dict) -> dict:
-    keys = ("accuracy", "accuracy_ci", "n_scored", "balanced_accuracy", "baseline", "per_class")
+    keys = ("accuracy", "accuracy_ci", "n_scored", "balanced_accuracy", "baseline", "per_class",
+            "mean_abs_grade_error", "within_one_grade")
     return {k: report.get(k) for k in keys}
 
 
@@ -137,6 +154,23 @@ def _final_outputs(model, chosen, dev, test, x_dev, x_test, backbone, device, ru
     dev_feats, _ = _model_outputs(model, dev, backbone.preprocessing, run.config.batch_size, device, run)
     test_probs = _model_outputs(model, test, backbone.preprocessing, run.config.batch_size, device, run)[1] if test else None
     return {"dev_features": dev_feats, "test_probs": test_probs}
+
+
+def _final_estimate_s(run, chosen, model, n_images) -> float | None:
+    """The fine-tuned model looks at every image again (twice with mirrored averaging), at about the
+    pace the features were computed. A kept quick model reuses the cached features, and what is left
+    (out-of-fold fits for the trust figures) has no measured pace to price it by."""
+    if chosen == "head" or not run.n_embedded:
+        return None  # every feature came from the cache: no pace measured
+    return run.feature_seconds / run.n_embedded * n_images * (2 if model.flip_tta else 1)
+
+
+def _test_accuracy(model, chosen, test, x_test, backbone, device, run) -> float:
+    if chosen == "head":
+        probs = _head_probs(copy.deepcopy(model.head).cpu(), x_test)
+    else:
+        probs = _model_outputs(model, test, backbone.preprocessing, run.config.batch_size, device, run)[1]
+    return round(float((probs.argmax(1) == _labels(test)).mean()), 4)
 
 
 def _model_outputs(model, samples, prep, batch_size, device, run) -> tuple[np.ndarray, np.ndarray]:
@@ -181,8 +215,11 @@ class _Run:
         # Share of the progress bar per phase: features dominate stage 1, fine-tuning dominates "best";
         # the retrain on all images runs about as long as fine-tuning did.
         self.features_end, self.head_end = (0.2, 0.25) if config.preset == "best" else (0.9, 1.0)
-        self.finetune_end = 0.65 if config.refit and config.preset == "best" else 1.0
+        self.finetune_end = 0.65 if config.refit and config.refit_finetuned and config.preset == "best" else 1.0
         self.deadline = started + config.time_budget_s
+        self.phases = Phases(self.deadline)
+        self.later_s = 0.0  # priced phases still to come after the running one (the retrain, during stage 2)
+        self.final_s = 0.0  # the final check, run whatever the budget
 
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
         self.last_fraction = max(self.last_fraction, fraction)
@@ -191,6 +228,9 @@ class _Run:
                      "total_epochs": total_epochs, "message": message, **extra}
             if with_history:
                 event["history"] = list(self.history)
+            seconds_left = self.phases.seconds_left(self.later_s, self.final_s)
+            if seconds_left is not None:  # the progress page's time-left comes from the phase estimates
+                event["seconds_left"] = round(seconds_left, 1)
             self.on_progress(event)
 
     def check_stop(self):
@@ -210,12 +250,19 @@ class _Run:
 
         def progress(done, total):
             counted["todo"] = total
+            if 0 < done < total:  # the first batches set the pace for the rest
+                self.phases.estimate("features", (time.perf_counter() - t0) * total / done)
             frac = self.features_end * (done / total if total else 1.0)
             self.report(frac, "features", f"Computing image features {done}/{total}")
 
+        self.phases.start("features", "Reading images", None)
         x = embed(samples, backbone, cache_dir=cache_dir, batch_size=self.config.batch_size,
                   progress=progress, should_stop=self.should_stop, device=device)
         self.feature_seconds, self.n_embedded = time.perf_counter() - t0, counted["todo"]
+        self.n_val = len(val)
+        self.phases.finish("features")
+        if self.config.preset == "best" and self.n_embedded:  # a fine-tuned model re-reads every image, twice
+            self.final_s = self.feature_seconds / self.n_embedded * len(samples) * 2
         n_dev = len(train) + len(val)
         return x[:len(train)], x[len(train):n_dev], x[n_dev:]
 
@@ -268,13 +315,14 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
     returns the best epoch ({state, row, val_probs, epoch_s}) or None when not one epoch fitted in
     the time budget."""
     config = run.config
+    run.phases.start("finetune", "Fine-tuning", None)  # priced by its first batch (_Trainer.first_batch_fits)
     trainer = _Trainer(model, backbone, train, run, device, "finetune", (run.head_end, run.finetune_end))
     val_acts = _body_activations(trainer.frozen, val, trainer.prep, config.batch_size, run)
     best, best_loss, stale = None, math.inf, 0
     for epoch in range(1, config.epochs + 1):
         stats = trainer.epoch(epoch)
         if stats is None:
-            break  # time budget ran out mid-epoch: keep the best finished epoch
+            break  # time budget ran out mid-epoch (or the first epoch could not finish): keep the best finished epoch
         trainer.ema.swap()  # score (and keep) the averaged weights; swap back to keep training the raw ones
         val_probs = evaluate(model, val_acts, trainer.top)
         row = _history_row("finetune", epoch, stats["probs"], stats["labels"], val_probs, y_val, stats["loss"])
@@ -290,6 +338,9 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
         trainer.ema.swap()
         if stale >= PATIENCE or time.perf_counter() > run.deadline:
             break
+    run.phases.finish("finetune", trainer.skip_note or f"{len(trainer.epoch_seconds)} epochs",
+                      skipped=bool(trainer.skip_note))
+    run.later_s = 0.0  # the retrain, if it runs, is priced afresh from the epochs validation chose
     if best is not None:  # the retrain reuses the frozen stages' runner: their weights never change
         best["epoch_s"], best["frozen"] = trainer.mean_epoch_s, trainer.frozen
     return best
@@ -302,6 +353,10 @@ def finetune_fixed(model: Classifier, backbone: Backbone, samples, epochs: int, 
     trainer = _Trainer(model, backbone, samples, run, device, "refit", (run.finetune_end, 1.0), epochs, frozen)
     for epoch in range(1, epochs + 1):
         if trainer.epoch(epoch) is None:
+            return None
+        # Re-priced after every epoch at the pace measured now: stop as soon as it cannot finish,
+        # rather than train on until the deadline and throw it all away.
+        if trainer.mean_epoch_s * (epochs - epoch) > run.phases.left_s():
             return None
     trainer.ema.swap()
     return {"state": copy.deepcopy(model.state_dict())}
@@ -332,6 +387,22 @@ class _Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.ema = _Ema(trainable)
         self.epoch_seconds: list[float] = []
+        self.skip_note = ""  # set when the first batch showed that not one epoch fits in the budget
+
+    def first_batch_fits(self, batch_s: float) -> bool:
+        """The first batch prices the epoch (and the phase: every epoch at that pace); fine-tuning
+        whose first epoch cannot finish in the time left stops here, one batch in, not at the deadline."""
+        epoch_s = batch_s * math.ceil(len(self.samples) / self.run.config.batch_size)
+        self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
+        if self.stage == "finetune" and self.run.config.refit and self.run.config.refit_finetuned:  # at most as many epochs, on every image
+            n_all = len(self.samples) + self.run.n_val
+            self.run.later_s = retrain_estimate_s(epoch_s, len(self.samples), n_all, self.shown_epochs)
+        left = self.run.phases.left_s()
+        if self.stage == "finetune" and epoch_s - batch_s > left:
+            self.skip_note = (f"Fine-tuning skipped: one epoch would need ~{epoch_s:.0f} s, "
+                              f"{left + batch_s:.0f} s were left in the time budget.")
+            return False
+        return True
 
     @property
     def mean_epoch_s(self) -> float:
@@ -447,6 +518,7 @@ def _train_batches(t: _Trainer, epoch: int) -> dict | None:
         run.check_stop()
         if time.perf_counter() > run.deadline:
             return None
+        batch_t0 = time.perf_counter()
         batch = [t.samples[i] for i in order[start:start + bs]]
         y = torch.tensor([s.label for s in batch], device=device)
         with torch.no_grad():
@@ -462,6 +534,8 @@ def _train_batches(t: _Trainer, epoch: int) -> dict | None:
         losses.append(loss.item() * len(batch))
         probs.append(torch.softmax(logits.detach().float(), -1).cpu())
         labels.append(y.cpu())
+        if epoch == 1 and start == 0 and not t.first_batch_fits(time.perf_counter() - batch_t0):
+            return None
         done = epoch - 1 + (start + len(batch)) / len(order)
         run.report(t.fraction(done), t.stage, t.message(epoch), epoch, t.shown_epochs)
     return {"loss": sum(losses) / len(order), "probs": torch.cat(probs).numpy(), "labels": torch.cat(labels).numpy()}
@@ -472,10 +546,10 @@ def _better(row: dict, other: dict) -> bool:
     return (row["val_accuracy"], -row["val_loss"]) > (other["val_accuracy"], -other["val_loss"])
 
 
-def _choose(stage1_row: dict, best: dict | None) -> tuple[str, str]:
+def _choose(stage1_row: dict, best: dict | None, skip_note: str = "") -> tuple[str, str]:
     """Which stage becomes the artifact, and why in plain English."""
     if best is None:
-        return "head", "Fine-tuning did not finish an epoch within the time budget, so the quick model was kept."
+        return "head", f"{skip_note or 'Fine-tuning did not finish an epoch within the time budget.'} The quick model was kept."
     r, q = best["row"], stage1_row
     if _better(r, q):
         return "finetune", (f"Fine-tuning reached {r['val_accuracy']:.1%} validation accuracy (quick model: "
@@ -516,12 +590,15 @@ def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C,
         k = int(fitted.folds.max()) + 1
         return _refit_done(info, t0, f", as the average of {k} models that each left 1/{k} of them out (their "
                                      f"scores on the images they left out calibrate its answers)")
+    if not run.config.refit_finetuned:
+        return {**info, "note": "The fine-tuned model was not retrained on all images: that would take about as long "
+                                "as fine-tuning did, and it did not pay on held-out images (the advanced settings can "
+                                "turn it on)."}
     head, _ = fit_linear_head(x, y, model.head.out_features, C=C)
     epochs = best["row"]["epoch"]
-    # Epoch time grows with the image count; the margin covers setting up the second training.
-    estimate = 1.1 * best["epoch_s"] * len(samples) / len(train) * epochs + 2
-    if time.perf_counter() + estimate > run.deadline:
-        return {**info, "note": "There was no time left in the budget to retrain it on all images."}
+    if not run.phases.start("refit", "Retraining on all images",
+                            retrain_estimate_s(best["epoch_s"], len(train), len(samples), epochs)):
+        return {**info, "note": run.phases.note("refit") + " The validated model was kept."}
     model.load_state_dict(stage1_state)
     model.head.load_state_dict(head.state_dict())
     try:
@@ -529,7 +606,9 @@ def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C,
     except TrainingCancelled:  # the model is already chosen and validated: stop, but do not lose it
         refitted, why = None, "The retrain on all images was cancelled, so the validated model was kept."
     else:
-        why = "The retrain on all images ran out of time, so the validated model was kept."
+        why = ("The retrain on all images would not have finished in the time budget at the pace it ran, so it "
+               "was stopped and the validated model was kept.")
+    run.phases.finish("refit", "" if refitted else why, skipped=refitted is None)
     if refitted is None:
         model.load_state_dict(best["state"])
         return {**info, "note": why}

@@ -1,0 +1,61 @@
+"""The phase log's rule on a clock the test controls: a phase whose estimate exceeds the time left
+is skipped with the figures the user sees; one that fits runs and records its actual time."""
+import pytest
+
+from transferapp.engine.phases import Phases, retrain_estimate_s
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_phase_that_cannot_finish_is_skipped_with_its_figures():
+    clock = Clock()
+    phases = Phases(deadline=130.0, clock=clock)
+    assert not phases.start("refit", "Retraining on all images", estimate_s=95.4)
+    assert phases.note("refit") == "Retraining on all images skipped: it would need ~95 s, 30 s left in the time budget."
+    assert phases.rows == [{"phase": "refit", "label": "Retraining on all images", "estimate_s": 95.4,
+                            "actual_s": None, "skipped": True, "note": phases.note("refit")}]
+
+
+def test_a_phase_that_fits_runs_and_records_estimate_against_actual():
+    clock = Clock()
+    phases = Phases(deadline=1000.0, clock=clock)
+    assert phases.start("refit", "Retraining on all images", estimate_s=95.4)
+    clock.now += 120.25
+    phases.finish("refit")
+    row, = phases.rows
+    assert (row["estimate_s"], row["actual_s"], row["skipped"]) == (95.4, 120.2, False)
+
+
+def test_a_phase_priced_once_it_has_measured_itself_keeps_that_estimate():
+    clock = Clock()
+    phases = Phases(deadline=1000.0, clock=clock)
+    assert phases.start("finetune", "Fine-tuning", None)  # nothing measured yet: it starts
+    phases.estimate("finetune", 40.0)
+    phases.estimate("finetune", 99.0)  # later guesses do not overwrite the one made before the work
+    clock.now += 38
+    phases.finish("finetune", "2 epochs")
+    assert phases.rows[0]["estimate_s"] == 40.0 and phases.rows[0]["actual_s"] == 38.0
+
+
+def test_the_retrain_is_priced_from_stage_two_epochs_scaled_to_every_image():
+    # 10 s epochs on 80 images, retrained on 100 images for 3 epochs: 37.5 s plus margins.
+    assert retrain_estimate_s(10.0, 80, 100, 3) == pytest.approx(1.1 * 37.5 + 2)
+
+
+def test_the_time_left_is_the_running_phase_unspent_estimate_plus_what_follows_within_the_budget():
+    clock = Clock()
+    phases = Phases(deadline=400.0, clock=clock)
+    assert phases.seconds_left() is None  # nothing running
+    phases.start("finetune", "Fine-tuning", None)
+    assert phases.seconds_left(later_s=50) is None  # not priced yet: the page falls back to the pace
+    phases.estimate("finetune", 100.0)
+    clock.now += 30
+    assert phases.seconds_left(later_s=50, after_budget_s=20) == pytest.approx(70 + 50 + 20)
+    clock.now += 200  # 70 s left in the budget, which stops fine-tuning and the retrain
+    assert phases.seconds_left(later_s=500, after_budget_s=20) == pytest.approx(70 + 20)
