@@ -45,8 +45,9 @@ def test_a_test_set_never_reaches_training_selection_calibration_or_retrain(tmp_
     metrics = fit(train, val, classes, config, tmp_path / "art", test=test, cache_dir=tmp_path / "cache")
 
     n_dev = len(train) + len(val)
-    # Stage 1 (and the retrain's stage 1) fit on training (+ validation) feature rows only.
-    assert [args[0].shape[0] for args, _ in seen["fit_linear_head"]] == [len(train), n_dev]
+    # Stage 1 (and the retrain's stage 1, when it runs one) fit on training (+ validation) feature rows only.
+    rows = [args[0].shape[0] for args, _ in seen["fit_linear_head"]]
+    assert rows[0] == len(train) and set(rows) <= {len(train), n_dev}
     (ft_args, _), = seen["finetune"]
     assert _keys(ft_args[2]) == _keys(train) and _keys(ft_args[3]) == _keys(val)
     (refit_args, _), = seen["_refit"]
@@ -339,3 +340,41 @@ def test_the_quick_models_retrain_is_the_average_of_the_models_that_calibrate_it
     fitted = cross_fit(x, y, len(classes), metrics["stage1_c"], seed=0, groups=[""] * len(dev))
     served = torch.load(tmp_path / "art" / "model.pt", weights_only=True)
     assert torch.allclose(served["head.weight"], fitted.head.weight, atol=1e-5)
+
+
+# --- a fine-tuned model is calibrated on images that chose nothing ----------------------------
+
+def test_a_fine_tuned_model_is_calibrated_on_validation_images_set_aside_from_every_choice(tmp_path, monkeypatch):
+    root = make_dataset(tmp_path / "data", per_class=30)
+    classes, samples, _ = folder_samples(root)
+    train, val = stratified_split(samples, 0.7, seed=0)  # 63 validation images: enough to set 21 aside
+    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best, *_: ("finetune", "Chosen by the test."))
+    seen = {}
+    for name in ("finetune", "fit_temperature", "calibrate", "_refit"):
+        _spy(monkeypatch, name, seen)
+    config = TrainConfig(preset="best", image_size=64, batch_size=16, epochs=1, refit_finetuned=True)
+    metrics = fit(train, val, classes, config, tmp_path / "art", cache_dir=tmp_path / "cache")
+
+    (ft_args, _), = seen["finetune"]
+    choosing = _keys(ft_args[3])
+    set_aside = _keys(val) - choosing
+    assert len(set_aside) == metrics["n_calibration_set_aside"] == round(len(val) / 3)
+    (refit_args, _), = seen["_refit"]
+    assert not (_keys(refit_args[5]) | _keys(refit_args[6])) & set_aside  # never trained on
+    (temp_args, _), = seen["fit_temperature"]
+    assert len(temp_args[1]) == len(set_aside)  # the temperature is fitted on them alone
+    (_, cal_kwargs), = seen["calibrate"]
+    assert cal_kwargs["set_aside"] and len(cal_kwargs["val_labels"]) == len(set_aside)
+    assert "set aside" in metrics["trust"]["calibrated_on"]
+    assert metrics["n_val"] == len(choosing)
+
+
+def test_a_quick_model_gives_its_set_aside_images_back_to_validation(tmp_path, monkeypatch):
+    root = make_dataset(tmp_path / "data", per_class=30)
+    classes, samples, _ = folder_samples(root)
+    train, val = stratified_split(samples, 0.7, seed=0)
+    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best, *_: ("head", "Chosen by the test."))
+    config = TrainConfig(preset="best", image_size=64, batch_size=16, epochs=1)
+    metrics = fit(train, val, classes, config, tmp_path / "art", cache_dir=tmp_path / "cache")
+    assert metrics["n_val"] == len(val) and metrics["n_calibration_set_aside"] == 0
+    assert "out-of-fold" in metrics["trust"]["calibrated_on"]

@@ -241,14 +241,18 @@ class head_input:
 
 
 def calibrate(*, dev_features, dev_labels, dev_keys, oof_features, C, n_classes, finetuned, temperature, val_probs, val_labels,
-              eval_probs, eval_labels, seed=0, alpha=DEFAULT_ALPHA, dev_groups=None) -> tuple[dict, dict]:
+              eval_probs, eval_labels, seed=0, alpha=DEFAULT_ALPHA, dev_groups=None, set_aside=False) -> tuple[dict, dict]:
     """Everything fit() reports and the artifact keeps about trust, from images that are never the
     test set: (summary for the metrics, arrays for trust.npz). A fine-tuned model comes with the
     temperature fit() rescaled it by (1.0 otherwise); val_probs and eval_probs are already rescaled."""
     oof, folds = oof_probabilities(oof_features, dev_labels, n_classes, C, seed, dev_groups)
     summary = {"alpha": alpha, "suspected_mislabels": [], "odd_ones_out": [], "temperature": temperature}
-    if finetuned and len(val_labels) >= 2:  # only validation images were not trained on before the retrain
-        summary["calibrated_on"] = "validation images (they also chose the epoch and stage)"
+    if finetuned and set_aside:  # val_probs: the final model's, on images that chose and trained nothing
+        summary["calibrated_on"] = (f"{len(val_labels)} validation images set aside before fine-tuning: they chose "
+                                    "nothing and were never trained on")
+        scores = nonconformity(val_probs, val_labels)
+    elif finetuned and len(val_labels) >= 2:  # too few validation images to set some aside
+        summary["calibrated_on"] = "validation images (they also chose the epoch and stage, so this is optimistic)"
         scores = nonconformity(val_probs, val_labels)
     elif oof is not None:
         summary["calibrated_on"] = "out-of-fold probabilities of every training and validation image"

@@ -19,7 +19,7 @@ from torch import nn
 from . import metrics as M
 from .calibrate import apply_temperature, calibrate, fit_temperature, head_input
 from .config import TrainConfig
-from .data import Sample, eval_transform, load_rgb, train_transform
+from .data import Sample, eval_transform, load_rgb, stratified_split, train_transform
 from .curve import learning_curve, verdict
 from .head import class_weights, cross_fit, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
@@ -50,6 +50,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     device = pick_device()
     backbone = create_backbone(config.base, image_size=config.image_size)
     x_train, x_val, x_test = run.features(train, val, backbone, cache_dir, device, test)
+    val, x_val, cal, x_cal = _set_aside_for_calibration(val, x_val, config)
     y_train, y_val = _labels(train), _labels(val)
 
     run.phases.start("head", "Quick model", None)
@@ -75,14 +76,9 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         if chosen == "head":
             model.fp32_from, model.flip_tta = len(model.body), False
         val_probs = best["val_probs"] if chosen == "finetune" else val_probs1
-
-    # A fine-tuned network's outputs (label smoothing, balanced classes) are not probabilities until
-    # rescaled: one temperature, fitted here, serves every figure, the threshold table and predictions.
-    temperature = fit_temperature(val_probs, y_val) if chosen == "finetune" and len(val) >= 2 else 1.0
-    val_probs = apply_temperature(val_probs, temperature)
-    # Validation figures describe the model validation chose, before any retrain on all images.
-    ordered = bool(config.class_order)
-    report = M.report(val_probs, y_val, [s.key for s in val], classes, ordered=ordered)
+    if chosen == "head" and cal:  # a quick model is calibrated out-of-fold: the set-aside images rejoin
+        val, x_val, cal, x_cal = val + cal, np.concatenate([x_val, x_cal]), [], x_cal[:0]
+        y_val, val_probs = _labels(val), _head_probs(head, x_val)
     refit = None
     if config.refit and len(val):
         # Held-out images scored before and after the retrain: whether it paid, measured on images
@@ -93,9 +89,20 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         reason = f"{reason} {refit['note']}"
         refit["test_accuracy_before"] = before
     run.report(run.last_fraction, "calibrate", "Checking how far each answer can be trusted")
-    dev = train + val
+    # A fine-tuned network's outputs (label smoothing, balanced classes) are not probabilities until
+    # rescaled: one temperature serves every figure, the threshold table and predictions. It is
+    # fitted, with the prediction sets, on the final model's scores of the set-aside images (or,
+    # with too few validation images for that, on those that chose the epoch, and the page says so).
+    cal_probs = _model_outputs(model, cal, backbone.preprocessing, config.batch_size, device, run)[1] if cal else None
+    fitted_on, y_fitted = (cal_probs, _labels(cal)) if cal else (val_probs, y_val)
+    temperature = fit_temperature(fitted_on, y_fitted) if chosen == "finetune" and len(y_fitted) >= 2 else 1.0
+    val_probs = apply_temperature(val_probs, temperature)
+    # Validation figures describe the model validation chose, before any retrain on all images.
+    ordered = bool(config.class_order)
+    report = M.report(val_probs, y_val, [s.key for s in val], classes, ordered=ordered)
+    dev = train + val + cal
     run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev) + len(test)))
-    final = _final_outputs(model, chosen, dev, test, np.concatenate([x_train, x_val]), x_test, backbone, device, run)
+    final = _final_outputs(model, chosen, dev, test, np.concatenate([x_train, x_val, x_cal]), x_test, backbone, device, run)
     y_test = _labels(test)
     test_probs = apply_temperature(final["test_probs"], temperature) if test else None
     if test:  # the headline: images that took part in nothing
@@ -112,12 +119,14 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         curve.update(verdict(curve, kept_recall={n: m["recall"] for n, m in report["per_class"].items()}))
     trust, trust_arrays = calibrate(
         dev_features=final["dev_features"], dev_labels=_labels(dev), dev_keys=[s.key for s in dev],
-        oof_features=np.concatenate([x_train, x_val]), C=stage1["C"], n_classes=len(classes),
-        finetuned=chosen == "finetune", temperature=temperature, val_probs=val_probs, val_labels=y_val,
+        oof_features=np.concatenate([x_train, x_val, x_cal]), C=stage1["C"], n_classes=len(classes),
+        finetuned=chosen == "finetune", temperature=temperature,
+        val_probs=apply_temperature(cal_probs, temperature) if cal else val_probs, val_labels=y_fitted, set_aside=bool(cal),
         eval_probs=test_probs if test else val_probs, eval_labels=y_test if test else y_val,
         seed=config.seed, dev_groups=_groups(dev))
     run.phases.finish("final")
-    result = {**report, "n_train": len(train), "n_val": len(val), "n_test": len(test), "classes": list(classes),
+    result = {**report, "n_train": len(train), "n_val": len(val), "n_calibration_set_aside": len(cal),
+              "n_test": len(test), "classes": list(classes),
               "trust": trust, "suspected_mislabels": trust.pop("suspected_mislabels"),
               "odd_ones_out": trust.pop("odd_ones_out"),
               "history": run.history, "chosen_stage": chosen, "chosen_reason": reason, "refit": refit,
@@ -130,6 +139,25 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     save_artifact(out_dir, model, head, backbone, classes, config, result, trust_arrays)
     run.report(1.0, "done", "Training finished")
     return result
+
+
+# Validation images needed before a third of them are set aside to calibrate a fine-tuned model
+# (20 of 60: enough for prediction sets at alpha 0.1, which need 9, and for a temperature).
+SET_ASIDE_MIN_VAL = 60
+SET_ASIDE_SHARE = 1 / 3
+
+
+def _set_aside_for_calibration(val, x_val, config):
+    """(choosing images, their features, set-aside images, their features). Fine-tuning picks its
+    epoch and stage on validation images, which makes their scores optimistic for that model; a
+    temperature and prediction sets fitted on them would promise more than new images get. With
+    enough of them, a stratified third (groups kept whole) chooses nothing, is never trained on,
+    and calibrates the fine-tuned model instead."""
+    if config.preset != "best" or len(val) < SET_ASIDE_MIN_VAL:
+        return val, x_val, [], x_val[:0]
+    choosing, set_aside = stratified_split(val, SET_ASIDE_SHARE, config.seed + 1)
+    row = {s.key: i for i, s in enumerate(val)}
+    return (choosing, x_val[[row[s.key] for s in choosing]], set_aside, x_val[[row[s.key] for s in set_aside]])
 
 
 def _summary(report: dict) -> dict:
@@ -338,7 +366,9 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
         trainer.ema.swap()
         if stale >= PATIENCE or time.perf_counter() > run.deadline:
             break
-    run.phases.finish("finetune", trainer.skip_note or f"{len(trainer.epoch_seconds)} epochs",
+    epochs_done = len(trainer.epoch_seconds)
+    run.phases.finish("finetune", trainer.skip_note or (f"{epochs_done} epochs" if epochs_done else
+                                                        "Fine-tuning did not finish an epoch within the time budget."),
                       skipped=bool(trainer.skip_note))
     run.later_s = 0.0  # the retrain, if it runs, is priced afresh from the epochs validation chose
     if best is not None:  # the retrain reuses the frozen stages' runner: their weights never change
