@@ -145,3 +145,19 @@ def test_fine_tuned_models_and_tails_that_are_not_linear_use_grad_cam(object_pre
     maps[0, :, :, 0] = torch.arange(8.0)[:, None]  # only the left column carries anything
     heat = explain.class_map(toy, explain.Evidence(maps), 0, "gradcam")
     assert heat.shape == (4, 4) and np.isfinite(heat).all()
+
+
+def test_web_threads_sharing_a_predictor_get_their_own_heat_maps(object_predictor):
+    """The web process's threads share one Predictor: each request's maps and novelty features
+    must be its own, whatever runs beside it (batches of different sizes crashed, equal ones mixed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = [[_object_image(x)] * n for x, n in ((40, 1), (90, 2), (150, 3), (200, 1), (128, 2), (60, 3))] * 3
+    alone = [object_predictor.predict_explained(images) for images in requests]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        together = list(pool.map(object_predictor.predict_explained, requests))
+    for (results_a, maps_a), (results_b, maps_b) in zip(alone, together):
+        assert [r["top"] for r in results_a] == [r["top"] for r in results_b]
+        assert [r["novelty"] for r in results_a] == [r["novelty"] for r in results_b]
+        for a, b in zip(maps_a, maps_b):
+            assert torch.allclose(a.maps, b.maps, atol=1e-5)

