@@ -28,6 +28,9 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, workers, **options):
         # Before any child exists: `kill <pid>` must stop the children too, like Ctrl-C does.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # Ctrl-C must stop it even when it was started with SIGINT ignored (a background job of a
+        # script inherits that, and Python then never raises KeyboardInterrupt).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         redis = self._start_redis()
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
