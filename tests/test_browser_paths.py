@@ -264,7 +264,7 @@ def test_the_results_page_explains_a_finished_model(live_server, queue, user, sc
     assert sum(cells) == run.metrics["n_val"]  # every validation image counted once
     expect(page.get_by_role("heading", name=re.compile(r"got wrong \(\d+\)"))).to_be_visible()
     expect(page.locator("#learning-curve .verdict")).not_to_be_empty()
-    page.locator("#results details.advanced summary").click()
+    page.locator("#results details.advanced summary", has_text="Settings used").click()
     expect(page.locator("table.settings")).to_contain_text("Fast")
     expect(page.locator("table.settings")).not_to_contain_text("Learning rate")  # fine-tuning only
     expect(page.get_by_role("link", name="Predict with this model")).to_be_visible()
