@@ -61,3 +61,13 @@ def test_a_split_keeps_each_group_on_one_side():
     assert {s.label for s in val} == {0, 1} and len(train) + len(val) == 40
     plain_train, plain_val = stratified_split(plain, 0.25, seed=0)
     assert {int(s.key[1:]) // 4 for s in plain_train} & {int(s.key[1:]) // 4 for s in plain_val}
+
+
+def test_a_class_with_a_single_group_is_split_alone_and_the_others_keep_their_groups():
+    labels = np.array([0, 0] + [1] * 8)
+    groups = ["A", "A", "B", "B", "C", "C", "D", "D", "E", "E"]
+    folds = stratified_folds(labels, seed=0, groups=groups)
+    assert folds[0] != folds[1]  # class 0 is one patient: dealt as single images
+    for g in "BCDE":
+        members = [i for i, name in enumerate(groups) if name == g]
+        assert len({int(folds[i]) for i in members}) == 1, g

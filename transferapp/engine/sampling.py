@@ -33,12 +33,10 @@ def stratified_folds(labels: np.ndarray, seed: int, max_folds: int = 5, groups=N
     member's class); None when a class has fewer than 2 samples (or groups)."""
     labels = np.asarray(labels)
     leaders = group_leaders(groups)
+    if leaders is not None:
+        leaders = _dissolve_lone_groups(labels, leaders)
     heads = np.arange(len(labels)) if leaders is None else np.unique(leaders)
-    k = min(max_folds, int(np.bincount(labels[heads]).min())) if len(heads) else 0
-    if k < 2 and leaders is not None:
-        # Too few groups in some class to deal them (say, one patient per class): folds that split
-        # groups are still better than no out-of-fold estimate at all.
-        return stratified_folds(labels, seed, max_folds)
+    k = min(max_folds, int(np.unique(labels[heads], return_counts=True)[1].min())) if len(heads) else 0
     if k < 2:
         return None
     head_fold = np.zeros(len(heads), dtype=np.int64)
@@ -48,6 +46,20 @@ def stratified_folds(labels: np.ndarray, seed: int, max_folds: int = 5, groups=N
         return head_fold
     fold_of = dict(zip(heads.tolist(), head_fold.tolist()))
     return np.array([fold_of[int(leader)] for leader in leaders], dtype=np.int64)
+
+
+def _dissolve_lone_groups(labels: np.ndarray, leaders: np.ndarray) -> np.ndarray:
+    """A class whose images form a single group (one patient) cannot be dealt to two folds whole:
+    only that class's group is split into single images, and every other class keeps its groups
+    (an out-of-fold estimate for that class, optimistic as it is, beats none)."""
+    heads = np.unique(leaders)
+    lone = [c for c in np.unique(labels) if np.sum(labels[heads] == c) < 2]
+    if not lone:
+        return leaders
+    leaders = leaders.copy()
+    dissolve = np.isin(labels[leaders], lone)
+    leaders[dissolve] = np.flatnonzero(dissolve)
+    return leaders
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int, minimum: int = 2) -> np.ndarray:
