@@ -122,3 +122,11 @@ def test_predict_expands_a_folder_to_its_dicom_files_too(tmp_path):
     (folder / "slice.dcm").write_bytes(data)
     (folder / "notes.txt").write_text("not an image")
     assert sorted(p.name for p in _image_paths([str(folder)])) == ["IM000001", "slice.dcm"]
+
+
+def test_a_group_pattern_that_is_not_a_regular_expression_gets_one_line(shapes_dir, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "transferapp.engine", "train", str(shapes_dir), "--out",
+                           str(tmp_path / "art"), "--group-pattern", "(["], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "is not a regular expression" in done.stderr

@@ -59,3 +59,13 @@ def test_the_time_left_is_the_running_phase_unspent_estimate_plus_what_follows_w
     assert phases.seconds_left(later_s=50, after_budget_s=20) == pytest.approx(70 + 50 + 20)
     clock.now += 200  # 70 s left in the budget, which stops fine-tuning and the retrain
     assert phases.seconds_left(later_s=500, after_budget_s=20) == pytest.approx(70 + 20)
+
+
+def test_a_phase_the_model_needs_runs_over_budget_and_is_not_reported_skipped():
+    clock = Clock()
+    phases = Phases(deadline=130.0, clock=clock)
+    assert phases.start("final", "Checking the final model", estimate_s=60.0, required=True)
+    clock.now += 50
+    phases.finish("final")
+    (row,) = phases.rows
+    assert not row["skipped"] and row["actual_s"] == 50.0 and row["estimate_s"] == 60.0

@@ -47,7 +47,10 @@ def grouped_by_name(samples: list[Sample], pattern: str | None) -> list[Sample]:
     A name it does not match stays a group of its own."""
     if not pattern:
         return samples
-    rule = re.compile(pattern)
+    try:
+        rule = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"--group-pattern {pattern!r} is not a regular expression: {exc}") from None
 
     def group(name: str) -> str:
         found = rule.search(name)

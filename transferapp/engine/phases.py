@@ -21,11 +21,12 @@ class Phases:
     def left_s(self) -> float:
         return max(0.0, self.deadline - self.clock())
 
-    def start(self, phase: str, label: str, estimate_s: float | None) -> bool:
+    def start(self, phase: str, label: str, estimate_s: float | None, required: bool = False) -> bool:
         """Record the phase; False (and a "skipped" row with the reason) when its estimate does not
-        fit in the time left. A phase with no estimate (nothing measured yet) always starts."""
+        fit in the time left. A phase with no estimate (nothing measured yet), or one the model
+        cannot be saved without (`required`), always starts."""
         left = self.left_s()
-        if estimate_s is not None and estimate_s > left:
+        if estimate_s is not None and estimate_s > left and not required:
             note = f"{label} skipped: it would need ~{estimate_s:.0f} s, {left:.0f} s left in the time budget."
             self.rows.append(_row(phase, label, estimate_s, None, skipped=True, note=note))
             log.info(note)

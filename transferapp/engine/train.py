@@ -83,7 +83,8 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     if config.refit and len(val):
         # Held-out images scored before and after the retrain: whether it paid, measured on images
         # that took part in neither (one forward pass over the test images).
-        before = _test_accuracy(model, chosen, test, x_test, backbone, device, run) if test else None
+        retrains = chosen == "head" or config.refit_finetuned  # else _refit changes nothing: no second pass
+        before = _test_accuracy(model, chosen, test, x_test, backbone, device, run) if test and retrains else None
         refit = _refit(model, backbone, stage1_state, chosen, best, train, val, (x_train, x_val), stage1["C"],
                        run, device)
         reason = f"{reason} {refit['note']}"
@@ -101,7 +102,8 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     ordered = bool(config.class_order)
     report = M.report(val_probs, y_val, [s.key for s in val], classes, ordered=ordered)
     dev = train + val + cal
-    run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev) + len(test)))
+    run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev) + len(test)),
+                     required=True)
     final = _final_outputs(model, chosen, dev, test, np.concatenate([x_train, x_val, x_cal]), x_test, backbone, device, run)
     y_test = _labels(test)
     test_probs = apply_temperature(final["test_probs"], temperature) if test else None
