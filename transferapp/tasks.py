@@ -77,9 +77,25 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.interval_s):
-                self.rows.update(heartbeat_at=timezone.now())
+                self.beat()
         finally:
             connection.close()  # this thread's own database connection
+
+    def beat(self) -> None:
+        now = timezone.now()
+        if self.rows.model is not TrainingRun:
+            self.rows.update(heartbeat_at=now)
+            return
+        # A run's priced time left is "as of heartbeat_at": moving one without the other made the
+        # page's countdown jump back up every beat. Compare-and-set, so a fresher estimate the
+        # progress reporter wrote meanwhile is never overwritten (its write was a beat too).
+        row = self.rows.values("heartbeat_at", "seconds_left").first()
+        if row is None:
+            return
+        left = row["seconds_left"]
+        if left is not None and row["heartbeat_at"] is not None:
+            left = max(left - (now - row["heartbeat_at"]).total_seconds(), 0.0)
+        self.rows.filter(heartbeat_at=row["heartbeat_at"]).update(heartbeat_at=now, seconds_left=left)
 
     def stop(self) -> None:
         self.stopped.set()
