@@ -78,3 +78,17 @@ def test_another_user_cannot_change_the_setting(client, user, other_user, queue)
     assert response.status_code == 404
     project = Project.objects.get(pk=project.pk)
     assert not project.ordered_classes and project.class_order == []
+
+
+def test_a_class_whose_name_holds_a_comma_can_be_put_in_order(alice, user, queue):
+    project = services.project_create(owner=user, name="Severity")
+    for name in ("grade 1, mild", "grade 2", "grade 3, severe"):
+        services.label_create(project=project, name=name)
+    page = alice.get(project.get_absolute_url()).content.decode()
+    shown = "grade 1, mild, grade 2, grade 3, severe"  # the page's own rendering of the natural order
+    assert shown in page
+    response = alice.post(reverse("project_class_order", args=[project.pk]),
+                          {"ordered_classes": "on", "class_order": "grade 3, severe, grade 2,grade 1, mild"}, follow=True)
+    assert "No class is called" not in response.content.decode()
+    project.refresh_from_db()
+    assert project.class_order == ["grade 3, severe", "grade 2", "grade 1, mild"]

@@ -68,8 +68,8 @@ def project_set_image_options(*, project: Project, no_mirroring: bool, group_by:
 def project_set_class_order(*, project: Project, ordered: bool, order_text: str = "") -> Project:
     """Whether the classes are grades, and their order as the user typed it ("KL0, KL2, KL3"):
     blank keeps the natural order of the names; otherwise every class, once, lowest first."""
-    order = [name.strip() for name in order_text.split(",") if name.strip()]
     names = [label.name for label in project.labels.all()]
+    order = _names_in_order(order_text, names)
     if order:
         unknown = [name for name in order if name not in names]
         if unknown:
@@ -82,6 +82,22 @@ def project_set_class_order(*, project: Project, ordered: bool, order_text: str 
     project.ordered_classes, project.class_order = ordered, order
     project.save(update_fields=["ordered_classes", "class_order"])
     return project
+
+
+def _names_in_order(text: str, names: list[str]) -> list[str]:
+    """The comma-separated names, where a class whose own name holds a comma ("grade 1, mild") is
+    recognised as one name: the longest run of pieces that names a class wins."""
+    pieces = [piece.strip() for piece in text.split(",")]
+    order, i = [], 0
+    while i < len(pieces):
+        end = next((j for j in range(len(pieces), i, -1) if ", ".join(pieces[i:j]) in names), None)
+        if end is None:
+            order += [pieces[i]] if pieces[i] else []  # not a class: reported by the caller
+            i += 1
+        else:
+            order.append(", ".join(pieces[i:end]))
+            i = end
+    return order
 
 
 def project_delete(*, project: Project) -> None:
