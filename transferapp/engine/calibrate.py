@@ -241,11 +241,15 @@ class head_input:
 
 
 def calibrate(*, dev_features, dev_labels, dev_keys, oof_features, C, n_classes, finetuned, temperature, val_probs, val_labels,
-              eval_probs, eval_labels, seed=0, alpha=DEFAULT_ALPHA, dev_groups=None, set_aside=False) -> tuple[dict, dict]:
+              eval_probs, eval_labels, seed=0, alpha=DEFAULT_ALPHA, dev_groups=None, set_aside=False,
+              cross_fitted=None) -> tuple[dict, dict]:
     """Everything fit() reports and the artifact keeps about trust, from images that are never the
     test set: (summary for the metrics, arrays for trust.npz). A fine-tuned model comes with the
     temperature fit() rescaled it by (1.0 otherwise); val_probs and eval_probs are already rescaled."""
-    oof, folds = oof_probabilities(oof_features, dev_labels, n_classes, C, seed, dev_groups)
+    if cross_fitted is not None:  # fit() already solved this cross-fit for the quick model's retrain
+        oof, folds = cross_fitted.probs, cross_fitted.folds
+    else:
+        oof, folds = oof_probabilities(oof_features, dev_labels, n_classes, C, seed, dev_groups)
     summary = {"alpha": alpha, "suspected_mislabels": [], "odd_ones_out": [], "temperature": temperature}
     if finetuned and set_aside:  # val_probs: the final model's, on images that chose and trained nothing
         summary["calibrated_on"] = (f"{len(val_labels)} validation images set aside before fine-tuning: they chose "

@@ -79,6 +79,10 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     if chosen == "head" and cal:  # a quick model is calibrated out-of-fold: the set-aside images rejoin
         val, x_val, cal, x_cal = val + cal, np.concatenate([x_val, x_cal]), [], x_cal[:0]
         y_val, val_probs = _labels(val), _head_probs(head, x_val)
+    # One cross-fit of the quick model over every development image: its out-of-fold scores calibrate
+    # and rank suspects, and its average is the quick model's retrain (solved once, used by both).
+    dev, x_dev = train + val + cal, np.concatenate([x_train, x_val, x_cal])
+    dev_fit = cross_fit(x_dev, _labels(dev), len(classes), stage1["C"], config.seed, _groups(dev))
     refit = None
     if config.refit and len(val):
         # Held-out images scored before and after the retrain: whether it paid, measured on images
@@ -86,7 +90,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         retrains = chosen == "head" or config.refit_finetuned  # else _refit changes nothing: no second pass
         before = _test_accuracy(model, chosen, test, x_test, backbone, device, run) if test and retrains else None
         refit = _refit(model, backbone, stage1_state, chosen, best, train, val, (x_train, x_val), stage1["C"],
-                       run, device)
+                       run, device, cross_fitted=dev_fit)
         reason = f"{reason} {refit['note']}"
         refit["test_accuracy_before"] = before
     run.report(run.last_fraction, "calibrate", "Checking how far each answer can be trusted")
@@ -101,10 +105,9 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     # Validation figures describe the model validation chose, before any retrain on all images.
     ordered = bool(config.class_order)
     report = M.report(val_probs, y_val, [s.key for s in val], classes, ordered=ordered)
-    dev = train + val + cal
     run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev) + len(test)),
                      required=True)
-    final = _final_outputs(model, chosen, dev, test, np.concatenate([x_train, x_val, x_cal]), x_test, backbone, device, run)
+    final = _final_outputs(model, chosen, dev, test, x_dev, x_test, backbone, device, run)
     y_test = _labels(test)
     test_probs = apply_temperature(final["test_probs"], temperature) if test else None
     if test:  # the headline: images that took part in nothing
@@ -121,7 +124,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         curve.update(verdict(curve, kept_recall={n: m["recall"] for n, m in report["per_class"].items()}))
     trust, trust_arrays = calibrate(
         dev_features=final["dev_features"], dev_labels=_labels(dev), dev_keys=[s.key for s in dev],
-        oof_features=np.concatenate([x_train, x_val, x_cal]), C=stage1["C"], n_classes=len(classes),
+        oof_features=x_dev, cross_fitted=dev_fit, C=stage1["C"], n_classes=len(classes),
         finetuned=chosen == "finetune", temperature=temperature,
         val_probs=apply_temperature(cal_probs, temperature) if cal else val_probs, val_labels=y_fitted, set_aside=bool(cal),
         eval_probs=test_probs if test else val_probs, eval_labels=y_test if test else y_val,
@@ -605,16 +608,17 @@ def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict
 
 # --- retrain the chosen recipe on every image -----------------------------------------------
 
-def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C, run, device) -> dict:
+def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C, run, device, cross_fitted=None) -> dict:
     """Validation has chosen the stage and, for stage 2, the epoch; train that recipe again on
     training + validation images (25 % more data at the default split). Keeps the validated model
-    when the retrain would not fit in the time budget."""
+    when the retrain would not fit in the time budget. A quick model's retrain is `cross_fitted`'s
+    average: the cross-fit of these same images whose out-of-fold scores calibrate it."""
     t0 = time.perf_counter()
     samples = train + val
     x, y = np.concatenate(features), _labels(samples)
     info = {"done": False, "n_images": len(samples), "epochs": 0, "seconds": 0.0}
-    if chosen == "head":  # the models calibration scores with (same folds, seed and C), averaged
-        fitted = cross_fit(x, y, model.head.out_features, C, run.config.seed, _groups(samples))
+    if chosen == "head":
+        fitted = cross_fitted
         if fitted is None:
             model.head.load_state_dict(fit_linear_head(x, y, model.head.out_features, C=C)[0].state_dict())
             return _refit_done(info, t0, "")
