@@ -160,21 +160,13 @@ def predict_stored(run, batch: BatchPrediction, on_chunk) -> Path:
             for row, checked in chunk:
                 writer.writerow(csv_row(row))
                 if checked is not None:
-                    (batch.thumbs_dir / f"{done}.jpg").write_bytes(_small_thumbnail(checked))
+                    (batch.thumbs_dir / f"{done}.jpg").write_bytes(intake.jpeg_thumbnail(checked.rgb, THUMB_PX, quality=80))
                 done += 1
                 refused += "error" in row
             out.flush()
             on_chunk(done, refused, sum(1 for _, checked in chunk if checked is not None))
     partial.replace(final)
     return final
-
-
-def _small_thumbnail(checked) -> bytes:
-    image = checked.rgb.copy()
-    image.thumbnail((THUMB_PX, THUMB_PX))
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=80)
-    return out.getvalue()
 
 
 def csv_row(row: dict) -> dict:

@@ -46,7 +46,7 @@ class CheckedImage:
 
     @functools.cached_property
     def thumbnail_jpeg(self) -> bytes:
-        return _thumbnail(self.rgb)
+        return jpeg_thumbnail(self.rgb)
 
     @functools.cached_property
     def dhash(self) -> str:
@@ -81,9 +81,9 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
     )
 
 
-def _thumbnail(rgb: Image.Image) -> bytes:
+def jpeg_thumbnail(rgb: Image.Image, size: int = THUMB_SIZE, quality: int = 85) -> bytes:
     rgb = rgb.copy()
-    rgb.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    rgb.thumbnail((size, size))
     out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=85)
+    rgb.save(out, format="JPEG", quality=quality)
     return out.getvalue()
