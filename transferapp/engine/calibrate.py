@@ -40,8 +40,8 @@ def repeated_oof(first: np.ndarray, x, y, n_classes: int, C: float, seed: int, g
     own): which images share a fold with an image decides a lot when the model is weak (knee
     X-rays, 10% flipped labels: 6 to 9 true flips in the top 10 across five single draws, 8 for the
     average of three), and a user should not get a different list from a different seed."""
-    draws = [first] + [cross_fit(x, y, n_classes, C, seed + r, groups) for r in range(1, repeats)]
-    return np.mean([d if isinstance(d, np.ndarray) else d.probs for d in draws if d is not None], axis=0)
+    more = (cross_fit(x, y, n_classes, C, seed + r, groups) for r in range(1, repeats))
+    return np.mean([first] + [fitted.probs for fitted in more if fitted is not None], axis=0)
 
 
 # --- split conformal ------------------------------------------------------------------------
