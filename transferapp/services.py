@@ -200,7 +200,16 @@ def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> Uploa
     over_quota = quotas.image_refusal(owner=label.project.owner_id, size=len(checked.data))
     if over_quota:
         return UploadOutcome(name=name, error=over_quota)
-    return UploadOutcome(name=name, image=_store_image(label, name, checked, split))
+    try:
+        return UploadOutcome(name=name, image=_store_image(label, name, checked, split))
+    except _StoredMeanwhile as race:  # the same file, uploaded twice at once: the first one is kept
+        existing = race.existing
+        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk)
+
+
+class _StoredMeanwhile(Exception):
+    def __init__(self, existing: Image):
+        self.existing = existing
 
 
 def _bring_back(image: Image, label: Label, name: str, split: str) -> Image:
@@ -237,10 +246,10 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
             image.save()
     except IntegrityError:  # the same file arrived twice at once (keep the first), or the class went
         _remove_unreferenced_files(image)
-        existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).first()
+        existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
         if existing is None:
             raise ServiceError("The class or project was deleted while this file was being added.") from None
-        return existing
+        raise _StoredMeanwhile(existing) from None
     return image
 
 

@@ -1,0 +1,37 @@
+"""The same file dropped twice at once (two of the browser's parallel uploads): one copy is kept and
+the other is reported as skipped, never as a second "added" image that does not exist."""
+import threading
+
+import pytest
+from django.db import connection
+
+from tests.conftest import image_bytes
+from tests.factories import project_with_images
+from transferapp import services
+from transferapp.models import Image
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_same_file_uploaded_in_parallel_is_added_once_and_skipped_otherwise(user):
+    project = project_with_images(user, classes=("red", "blue"), per_class=1)
+    label = project.labels.get(name="red")
+    data = image_bytes("green", size=(256, 256), shape_seed=7)
+    for attempt in range(5):  # several tries: the race needs both to pass the duplicate check first
+        outcomes, start = [], threading.Barrier(4)
+
+        def upload(i, attempt=attempt):
+            try:
+                start.wait()
+                outcomes.append(services.image_add(label=label, name=f"copy{attempt}-{i}.png", data=data).status)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert Image.objects.filter(label=label).count() == 2  # the class's first image and one copy
+        assert outcomes.count("added") == (1 if attempt == 0 else 0), (attempt, outcomes)
+        assert outcomes.count("skipped") == 4 - outcomes.count("added"), outcomes
