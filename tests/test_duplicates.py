@@ -6,6 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from transferapp import duplicates, selectors, services
+from transferapp.engine.config import TrainConfig
 from transferapp.engine.data import Sample
 from transferapp.tasks import grouped_split
 
@@ -45,7 +46,7 @@ def test_the_split_never_puts_a_near_duplicate_group_on_both_sides():
     samples = [Sample(path=f"{i}.jpg", label=i % 2, key=str(i)) for i in range(40)]
     groups = [[0, 2, 4, 6], [1, 3, 5], [10, 12]]
     for seed in range(20):
-        train, val = grouped_split(samples, groups, 0.3, seed)
+        train, val = grouped_split(samples, groups, TrainConfig(val_fraction=0.3, seed=seed, small_data_below=0))
         assert len(train) + len(val) == 40 and val
         val_keys = {s.key for s in val}
         for group in groups:
@@ -72,13 +73,14 @@ def test_near_duplicates_across_classes_are_flagged_before_training(alice, user)
 
 
 def test_an_imported_split_without_training_images_is_replaced_by_a_fresh_split():
-    from transferapp.engine.config import TrainConfig
     from transferapp.tasks import _split
 
     samples = [Sample(path=f"{i}.jpg", label=i % 2, key=str(i)) for i in range(20)]
     everything_val = {s.key for s in samples}  # e.g. a zip of a folder called "test"
-    train, val = _split(samples, everything_val, [], TrainConfig())
+    train, val = _split(samples, everything_val, [], TrainConfig(small_data_below=0))
     assert {s.label for s in train} == {0, 1} and {s.label for s in val} == {0, 1}
     half_val = {s.key for s in samples if int(s.key) < 6}
     train, val = _split(samples, half_val, [], TrainConfig())
-    assert {s.key for s in val} == half_val  # a usable given split is honoured as is
+    assert {s.key for s in val} == half_val  # a usable given split is honoured as is, even a small one
+    train, val = _split(samples, everything_val, [], TrainConfig())
+    assert len(train) == 20 and val == []  # a small project's own "split": every image trains

@@ -7,6 +7,7 @@ from tests.conftest import image_bytes
 from tests.factories import project_with_images
 from tests.test_dicom import dicom_with_identity
 from transferapp import services, tasks
+from transferapp.engine.config import TrainConfig
 from transferapp.engine.data import Sample
 from transferapp.models import Image, Project, TrainingRun
 
@@ -90,7 +91,7 @@ def test_every_split_keeps_a_filename_group_on_one_side(user):
     project = _images(user, names)
     samples = [Sample(im.file.path, 0 if im.label.name == "red" else 1, str(im.pk)) for im in project.images.all()]
     for seed in range(5):
-        train, val = tasks.grouped_split(samples, [], 0.3, seed)
+        train, val = tasks.grouped_split(samples, [], TrainConfig(val_fraction=0.3, seed=seed, small_data_below=0))
         if _groups_on_both_sides(project, train, val):
             break
     else:
@@ -100,7 +101,7 @@ def test_every_split_keeps_a_filename_group_on_one_side(user):
     from transferapp import selectors
     groups = selectors.split_groups(project=project)
     for seed in range(5):
-        train, val = tasks.grouped_split(samples, groups, 0.3, seed)
+        train, val = tasks.grouped_split(samples, groups, TrainConfig(val_fraction=0.3, seed=seed, small_data_below=0))
         assert val and not _groups_on_both_sides(project, train, val)
 
 
@@ -132,5 +133,8 @@ def test_the_results_page_says_how_the_split_was_made(user):
     samples = [Sample(im.file.path, 0 if im.label.name == "red" else 1, str(im.pk)) for im in project.images.all()]
     from transferapp import selectors
     from transferapp.engine.config import TrainConfig
-    _, _, how = tasks.split_for_run(project, samples, set(), TrainConfig(), selectors.split_groups(project=project))
+    groups = selectors.split_groups(project=project)
+    _, _, how = tasks.split_for_run(project, samples, set(), TrainConfig(small_data_below=0), groups)
     assert "file name" in how and "one side" in how
+    train, val, how = tasks.split_for_run(project, samples, set(), TrainConfig(), groups)  # 5 a class: small
+    assert len(train) == 10 and val == [] and "every image trained the model" in how

@@ -22,9 +22,9 @@ def _work_off_queue():
     django_rq.get_worker("default", worker_class=SimpleWorker).work(burst=True)
 
 
-def _train(client, project, preset="fast"):
+def _train(client, project, preset="fast", **fields):
     response = client.post(reverse("training_start", args=[project.pk]),
-                           {"base_model": "efficientnet_lite0", "preset": preset, "epochs": 1})
+                           {"base_model": "efficientnet_lite0", "preset": preset, "epochs": 1, **fields})
     assert response.status_code == 302, response.content
     return TrainingRun.objects.filter(project=project).first()
 
@@ -85,7 +85,7 @@ def test_images_given_back_to_training_are_trained_on_again(alice, user):
 
 def test_without_a_test_set_the_page_calls_the_figure_optimistic_and_predictions_say_dont_know(alice, user, queue):
     project = project_with_images(user, classes=("red", "blue", "green"), per_class=6)
-    run = _train(alice, project)
+    run = _train(alice, project, validation="always")
     _work_off_queue()
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
@@ -267,3 +267,20 @@ def test_the_results_page_costs_the_same_queries_for_3_or_12_suspects(alice, use
             assert f"Please look at these first ({n})" in alice.get(run.get_absolute_url()).content.decode()
         counts.append(len(queries))
     assert counts[0] == counts[1], counts
+
+
+def test_a_small_project_trains_on_every_image_and_says_its_figures_are_out_of_fold(alice, user, queue):
+    project = project_with_images(user, classes=("red", "blue", "green"), per_class=6)
+    page = alice.get(project.get_absolute_url()).content.decode()
+    assert 'id="small-data-note"' in page and "fine-tuning is skipped" in page
+    run = _train(alice, project, preset="best")
+    _work_off_queue()
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    m = run.metrics
+    assert m["evaluated_on"] == "out_of_fold" and m["n_scored"] == m["n_train"] == 18 and m["n_val"] == 0
+    assert m["chosen_stage"] == "head" and not any(row["stage"] == "finetune" for row in run.history)
+    page = html.unescape(alice.get(run.get_absolute_url()).content.decode())
+    assert 'id="out-of-fold-note"' in page and 'id="optimistic-note"' not in page
+    assert "out-of-fold accuracy on 18 images" in page and "every image trained the model" in page
+    assert "Out-of-fold images it got wrong" in page or "None: every out-of-fold image" in page

@@ -30,12 +30,13 @@ def _train(client, project, **fields):
 
 def test_a_real_worker_trains_a_model_and_the_app_predicts_with_it(alice, user, queue):
     project = project_with_images(user, classes=("red", "blue", "green"), per_class=6)
-    run = _train(alice, project)
+    run = _train(alice, project, validation="always")  # a validation split and fine-tuning, though small
     assert queue.count == 1
     _work_off_queue()
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
     assert run.metrics["accuracy"] >= 0.66 and run.metrics["n_val"] >= 3
+    assert any(row["stage"] == "finetune" for row in run.history)
     assert len(run.metrics["confusion"]) == 3 and run.history
     assert (Path(run.artifact_dir) / "meta.json").exists()
     page = alice.get(run.get_absolute_url()).content.decode()

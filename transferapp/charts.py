@@ -178,6 +178,7 @@ SETTING_LABELS = {
     "augmentation": "Augmentation",
     "time_budget_s": "Time budget",
     "val_fraction": "Validation share",
+    "small_data_below": "No validation split below (images in the smallest class)",
     "seed": "Random seed",
     "image_size": "Image size",
     "refit": "Retrained on all images",
@@ -205,6 +206,8 @@ def _setting_text(key: str, value) -> str:
         return "Yes" if value else "No"
     if key == "val_fraction":
         return f"{100 * value:.0f}% of each class"
+    if key == "small_data_below":
+        return "Never: always split" if value == 0 else f"{value} images"
     if key == "time_budget_s":
         return f"{value / 60:g} min"
     if key == "image_size":

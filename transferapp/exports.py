@@ -79,11 +79,6 @@ def _validation_samples(run: TrainingRun) -> tuple[list[tuple[str, str]], dict]:
     return [(s.key, s.path) for s in chosen], dict(counts)
 
 
-def _evaluated_on(metrics: dict) -> str:
-    """"test" when held-out test images were scored, else "validation" (they also chose the model)."""
-    return "test" if metrics.get("evaluated_on") == "test" else "validation"
-
-
 def _scored(metrics: dict) -> int:
     return metrics.get("n_scored") or metrics.get("n_val", 0)
 
@@ -102,12 +97,12 @@ def model_card(run: TrainingRun, counts: dict) -> str:
         "## What it was trained on", "",
         *[f"- {name}: {count} images" for name, count in sorted(counts.items())], "",
         "## How well it did", "",
-        (f"- Accuracy {accuracy:.1%} on {_scored(metrics)} {_evaluated_on(metrics)} images "
+        (f"- Accuracy {accuracy:.1%} on {_scored(metrics)} {run.scored_images} images "
          f"(trained on {metrics.get('n_train', 0)})." if accuracy is not None else "- No figures."),
     ]
     for name, scores in (metrics.get("per_class") or {}).items():
         lines.append(f"- {name}: precision {_score(scores.get('precision'))}, recall {_score(scores.get('recall'))} "
-                     f"({scores.get('support', 0)} {_evaluated_on(metrics)} images)")
+                     f"({scores.get('support', 0)} {run.scored_images} images)")
     if (metrics.get("refit") or {}).get("note"):
         lines.append(f"- {metrics['refit']['note']}")
     lines += [

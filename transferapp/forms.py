@@ -1,5 +1,6 @@
 from django import forms
 
+from transferapp.engine.config import TrainConfig
 from transferapp.engine.zoo import list_bases
 
 PRESETS = [
@@ -9,6 +10,8 @@ PRESETS = [
 AUGMENTATION = [("none", "None"), ("light", "Light"), ("medium", "Medium"), ("strong", "Strong")]
 REFIT = [("", "Default (the quick model yes, a fine-tuned one no)"), ("yes", "Yes, a fine-tuned model too"),
          ("no", "No: keep the model validation scored")]
+VALIDATION = [("", f"Automatic: none below {TrainConfig.small_data_below} images a class (out-of-fold figures)"),
+              ("always", "Always hold 20% of each class out for validation")]
 
 
 class NameForm(forms.Form):
@@ -26,6 +29,7 @@ class TrainForm(forms.Form):
     augmentation = forms.ChoiceField(required=False, choices=[("", "Default")] + AUGMENTATION)
     time_budget_minutes = forms.FloatField(required=False, min_value=0.5, max_value=24 * 60)
     refit = forms.ChoiceField(required=False, choices=REFIT)
+    validation = forms.ChoiceField(required=False, choices=VALIDATION)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -46,5 +50,6 @@ class TrainForm(forms.Form):
             "time_budget_s": data["time_budget_minutes"] * 60 if data.get("time_budget_minutes") else None,
             "refit": {"yes": True, "no": False}.get(data.get("refit")),
             "refit_finetuned": {"yes": True, "no": False}.get(data.get("refit")),
+            "small_data_below": 0 if data.get("validation") == "always" else None,
         }
         return {key: value for key, value in config.items() if value is not None}

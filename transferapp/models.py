@@ -187,6 +187,12 @@ class TrainingRun(models.Model):
         return self.metrics.get("accuracy")
 
     @property
+    def scored_images(self) -> str:
+        """Which images the run's figures come from, in the page's words: "test", "validation", or
+        "out-of-fold" (a small project: every image trained, each scored by a model that left it out)."""
+        return {"test": "test", "out_of_fold": "out-of-fold"}.get((self.metrics or {}).get("evaluated_on"), "validation")
+
+    @property
     def percent(self) -> int:
         return round(100 * min(max(self.progress, 0.0), 1.0))
 
@@ -249,6 +255,12 @@ class ImportJob(WorkerJob):
 
     def get_absolute_url(self):
         return reverse("import_detail", args=[self.pk])
+
+    @property
+    def scored_images(self) -> str:
+        """Which images the run's figures come from, in the page's words: "test", "validation", or
+        "out-of-fold" (a small project: every image trained, each scored by a model that left it out)."""
+        return {"test": "test", "out_of_fold": "out-of-fold"}.get((self.metrics or {}).get("evaluated_on"), "validation")
 
     @property
     def percent(self) -> int:
@@ -337,6 +349,12 @@ class BatchPrediction(WorkerJob):
 
     def get_absolute_url(self):
         return reverse("batch_detail", args=[self.pk])
+
+    @property
+    def scored_images(self) -> str:
+        """Which images the run's figures come from, in the page's words: "test", "validation", or
+        "out-of-fold" (a small project: every image trained, each scored by a model that left it out)."""
+        return {"test": "test", "out_of_fold": "out-of-fold"}.get((self.metrics or {}).get("evaluated_on"), "validation")
 
     @property
     def percent(self) -> int:

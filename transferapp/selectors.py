@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404
 from rq import Worker
 
 from transferapp import duplicates, grouping
+from transferapp.engine.config import TrainConfig
 from transferapp.engine.ordinal import natural_order
 from transferapp.models import ApiKey, BatchPrediction, Image, ImportJob, Label, Project, TrainingRun
 
@@ -245,6 +246,18 @@ def near_duplicate_images(*, project: Project) -> list[list[Image]]:
     groups = near_duplicate_groups(project=project)
     images = {image.pk: image for image in project.images.select_related("label").filter(pk__in=[pk for g in groups for pk in g])}
     return [[images[pk] for pk in group] for group in groups]
+
+
+def small_data_note(*, project: Project) -> str:
+    """What a run of this project will do differently because it is small (engine: is_small_data)."""
+    held = test_image_counts(project=project)
+    trained = [count - held.get(name, 0) for name, count in image_counts(project=project).items() if count]
+    below = TrainConfig.small_data_below
+    if not trained or min(trained) >= below:
+        return ""
+    return (f"A small project: with fewer than {below} images in a class, every image trains the quick model, "
+            "fine-tuning is skipped (no held-out image could show it helps), and each figure is estimated out-of-fold. "
+            "“Validation split” in the advanced settings changes this.")
 
 
 def training_problems(*, project: Project) -> list[str]:

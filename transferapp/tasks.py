@@ -16,7 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from transferapp.engine.config import TrainConfig
-from transferapp.engine.data import Sample, stratified_split
+from transferapp.engine.data import Sample, development_split
 from transferapp.engine.features import precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
@@ -211,6 +211,10 @@ def split_for_run(project, samples, given_val: set[str], config: TrainConfig, gr
         broken = selectors.groups_broken_by_imported_split(project=project)
         note = f" {len(broken)} group(s) of related images sit on both sides of it." if broken else ""
         return train, val, "The train/validation split imported with the images was used as given." + note
+    if not val:
+        return train, val, (f"None: with fewer than {config.small_data_below} images in the smallest class, every image "
+                            "trained the model, and each figure is an out-of-fold estimate (every image scored by a "
+                            "model that did not train on it).")
     rule = grouping.describe(project.group_by, project.group_folder_level)
     kept = f"{rule} and near-identical images" if rule else "near-identical images"
     how = (f"A stratified split made by the run (seed {config.seed}, {round(config.val_fraction * 100)}% of each class for "
@@ -227,11 +231,11 @@ def _split(samples, given_val: set[str], groups: list[list[int]], config: TrainC
     every_class = {s.label for s in samples}
     if val and {s.label for s in val} == every_class and {s.label for s in train} == every_class:
         return train, val
-    return grouped_split(samples, groups, config.val_fraction, config.seed)
+    return grouped_split(samples, groups, config)
 
 
-def grouped_split(samples: list[Sample], groups: list[list[int]], val_fraction: float, seed: int):
-    return stratified_split(with_split_groups(samples, groups), val_fraction, seed)
+def grouped_split(samples: list[Sample], groups: list[list[int]], config: TrainConfig):
+    return development_split(with_split_groups(samples, groups), config)
 
 
 def with_split_groups(samples: list[Sample], groups: list[list[int]]) -> list[Sample]:

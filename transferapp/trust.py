@@ -30,6 +30,7 @@ def _headline(metrics: dict, classes: list[str]) -> dict:
     per_class = metrics.get("per_class", {})
     return {
         "on_test": metrics.get("evaluated_on") == "test",
+        "out_of_fold": metrics.get("evaluated_on") == "out_of_fold",
         "accuracy": metrics.get("accuracy"), "ci": metrics.get("accuracy_ci"), "n": metrics.get("n_scored"),
         "balanced": metrics.get("balanced_accuracy"), "baseline": metrics.get("baseline"),
         "validation": metrics.get("validation"),

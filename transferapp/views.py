@@ -65,6 +65,7 @@ def project_detail(request, pk):
         "imports": [services.import_check(job=job) for job in project.imports.all()[:5]],
         "problems": selectors.training_problems(project=project),
         "warnings": selectors.training_warnings(project=project, groups=duplicate_groups),
+        "small_data_note": selectors.small_data_note(project=project),
         "duplicate_groups": duplicate_groups,
         "bases": list_bases(),
         "train_form": forms.TrainForm(),

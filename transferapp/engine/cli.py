@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import folder_samples, grouped_by_name, is_image_file, load_rgb, stratified_split
+from .data import development_split, folder_samples, grouped_by_name, is_image_file, load_rgb
 from .features import embed
 from .ordinal import natural_order
 from .predict import load_predictor
@@ -110,7 +110,7 @@ def _split(data_dir, config, ordered=False, group_pattern=None):
     classes, train, test = folder_samples(data_dir)
     if ordered and not config.class_order:
         config.class_order = natural_order(classes)
-    inner_train, inner_val = stratified_split(grouped_by_name(train, group_pattern), config.val_fraction, config.seed)
+    inner_train, inner_val = development_split(grouped_by_name(train, group_pattern), config)
     return classes, inner_train, inner_val, test
 
 

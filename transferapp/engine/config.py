@@ -29,6 +29,11 @@ class TrainConfig:
     time_budget_s: float = 600
     # Share of each class held out for validation when the caller gives no validation set.
     val_fraction: float = 0.2
+    # Below this many images in the smallest class a run makes no validation split: every image trains
+    # the quick model (C by cross-validation over all of them), nothing is fine-tuned, and the figures are out-of-fold estimates.
+    # Choosing C or an epoch on 4 validation images a class, and training on 16 images instead of 20,
+    # costs more than it buys (bench/small_data_bench.py). 0: always split.
+    small_data_below: int = 30
     # One seed drives the split, the initialisation and the augmentation: same seed, same model.
     seed: int = 0
     # Side of the square crop the backbone sees.
@@ -85,6 +90,8 @@ class TrainConfig:
             problems.append(f"time_budget_s must be positive (got {self.time_budget_s})")
         if not 0 < self.val_fraction < 1:
             problems.append(f"val_fraction must be between 0 and 1, exclusive (got {self.val_fraction})")
+        if not 0 <= self.small_data_below <= 100_000:
+            problems.append(f"small_data_below must be between 0 and 100000 (got {self.small_data_below})")
         if not 32 <= self.image_size <= 1024:
             problems.append(f"image_size must be between 32 and 1024 (got {self.image_size})")
         if not isinstance(self.class_order, list) or not all(isinstance(c, str) and c for c in self.class_order):

@@ -41,6 +41,21 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
     return train, val
 
 
+def is_small_data(samples: list[Sample], below: int) -> bool:
+    """Fewer than `below` images in the smallest class (TrainConfig.small_data_below)."""
+    counts = np.bincount(np.array([s.label for s in samples], dtype=np.int64))
+    present = counts[counts > 0]
+    return len(present) == 0 or int(present.min()) < below
+
+
+def development_split(samples: list[Sample], config) -> tuple[list[Sample], list[Sample]]:
+    """(training, validation) for a run that makes its own split: stratified_split, except for a
+    small project (is_small_data), which keeps every image for training and is estimated out-of-fold."""
+    if is_small_data(samples, config.small_data_below):
+        return list(samples), []
+    return stratified_split(samples, config.val_fraction, config.seed)
+
+
 def grouped_by_name(samples: list[Sample], pattern: str | None) -> list[Sample]:
     """Samples whose group is the part of the file name the regular expression matches (its first
     capture group when it has one), e.g. r"^\\d+" for "9004315L.png" and "9004315R.png": one patient.
