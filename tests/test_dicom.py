@@ -101,6 +101,13 @@ def test_a_dicom_without_pixels_gets_a_clear_message():
     assert "holds no image" in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["badVR.dcm"])  # Number of Frames "1A": a header value that is not a number
+def test_a_dicom_whose_header_values_are_not_numbers_gets_a_clear_message_not_an_exception(name):
+    with pytest.raises(intake.ImageRejected) as info:
+        intake.check_image(dicom_file(name).read_bytes(), **LIMITS)
+    assert "damaged" in str(info.value)
+
+
 def test_a_checked_dicom_is_stored_as_dcm_and_is_grayscale():
     checked = intake.check_image(dicom_file("CT_small.dcm").read_bytes(), **LIMITS)
     assert checked.extension == "dcm" and checked.grayscale and (checked.width, checked.height) == (128, 128)

@@ -166,11 +166,14 @@ def _decode_dicom(data: bytes, max_pixels) -> Decoded:
         raise DecodeError(f"This DICOM file is damaged and could not be read ({_reason(exc)}).") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DecodeError("This DICOM file holds no image (it may be a report, a structured document or a dose file).")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:  # header values a damaged file may hold as text ("1A"): its problem, not a server error
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"This DICOM file is damaged: its frame count or image size cannot be read ({_reason(exc)}).") from None
     if frames > 1:
         raise DecodeError(f"This DICOM file holds {frames} frames (a series or cine loop); "
                           "export each frame as its own file to use it here.")
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     _check_pixels(columns, rows, max_pixels)
     try:
         with warnings.catch_warnings():
