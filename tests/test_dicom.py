@@ -77,6 +77,17 @@ def test_jpeg_extended_and_jpeg_2000_twelve_bit_files_are_not_black():
         assert grey.std() > 30 and grey.max() > 200, name
 
 
+def test_a_palette_colour_file_is_shown_through_its_colour_lookup_table():
+    from pydicom.pixels import apply_color_lut
+
+    ds = pydicom.dcmread(dicom_file("examples_palette.dcm"))
+    expected = apply_color_lut(ds.pixel_array, ds) >> 8  # 16-bit table entries to 8 bits
+    rgb = np.asarray(load_rgb(dicom_file("examples_palette.dcm")), dtype=np.int64)
+    assert rgb.shape == (350, 800, 3) and np.abs(rgb - expected).max() <= 1
+    coloured = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 20
+    assert rgb.std() > 30 and coloured.mean() > 0.1  # a coloured picture (16% of it), not flat or grey
+
+
 def test_a_monochrome1_xray_is_inverted_so_bone_is_white():
     ds = pydicom.dcmread(dicom_file("MR_small.dcm"))
     ds.PhotometricInterpretation = "MONOCHROME1"

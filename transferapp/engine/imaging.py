@@ -194,6 +194,8 @@ def _dicom_to_rgb(ds, array: np.ndarray) -> Image.Image:
     from pydicom.pixels import apply_modality_lut
 
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        return _palette_to_rgb(ds, array)
     if not photometric.startswith("MONOCHROME"):
         # Colour (RGB, or YBR that pydicom has already converted to RGB): 8-bit data is shown as is.
         if array.ndim != 3 or array.shape[-1] != 3:
@@ -206,6 +208,18 @@ def _dicom_to_rgb(ds, array: np.ndarray) -> Image.Image:
     if photometric == "MONOCHROME1":  # high values mean dark in MONOCHROME1 (many CR/DX X-rays)
         grey = 255 - grey
     return Image.fromarray(grey, "L").convert("RGB")
+
+
+def _palette_to_rgb(ds, array: np.ndarray) -> Image.Image:
+    """PALETTE COLOR: each stored value indexes the file's own colour table (ultrasound, nuclear
+    medicine), whose entries have the bit depth its descriptor gives (8 or 16)."""
+    from pydicom.pixels import apply_color_lut
+
+    rgb = apply_color_lut(array, ds)
+    bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    if bits > 8:
+        rgb = rgb >> (bits - 8)
+    return Image.fromarray(np.ascontiguousarray(rgb.astype(np.uint8)), "RGB")
 
 
 def _voi_window(ds, values: np.ndarray) -> np.ndarray:
