@@ -167,3 +167,16 @@ def test_patient_identity_never_appears_in_pages_or_logs(alice, user, caplog):
 def test_a_dicom_is_detected_by_content_whatever_its_name():
     data = dicom_file("CT_small.dcm").read_bytes()
     assert imaging.is_dicom(data) and not imaging.is_dicom(b"\x89PNG" + b"\0" * 200)
+
+
+@pytest.mark.parametrize("name", ["JPEG-lossy.dcm", "badVR.dcm"])
+def test_a_refused_dicom_leaves_its_reason_only_no_traceback_or_warning_in_the_logs(name, caplog):
+    import warnings
+
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("always")
+        with pytest.raises(intake.ImageRejected):
+            intake.check_image(dicom_file(name).read_bytes(), **LIMITS)
+    assert not caplog.records, [r.getMessage()[:80] for r in caplog.records]
+    assert not raised, [str(w.message)[:80] for w in raised]  # pydicom's warnings can quote element values

@@ -32,8 +32,9 @@ LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
 # produces for a file change, so that no feature computed from the old pixels is reused.
 DECODE_VERSION = 2
 # pydicom logs its warnings as well as raising them, and a warning can quote an element's value
-# (a patient's name): nothing from pydicom below an error reaches the application's logs.
-logging.getLogger("pydicom").setLevel(logging.ERROR)
+# (a patient's name); a failing pixel decoder is logged at ERROR with a traceback per plugin. Every
+# such failure becomes the file's own DecodeError sentence, so nothing from pydicom reaches the logs.
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 # Percentiles of a few million values take long; a regular sample gives the same window.
 _PERCENTILE_SAMPLE = 1_000_000
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "I;32", "I;32B", "F")
@@ -155,13 +156,19 @@ def window_to_uint8(values: np.ndarray, low: float | None = None, high: float | 
 # --- DICOM -----------------------------------------------------------------------------------
 
 def _decode_dicom(data: bytes, max_pixels) -> Decoded:
+    with warnings.catch_warnings():
+        # pydicom warns while reading and whenever a value is first read (an invalid one is quoted,
+        # and it may be a patient's): none of it goes to stderr or the logs.
+        warnings.simplefilter("ignore")
+        return _read_dicom(data, max_pixels)
+
+
+def _read_dicom(data: bytes, max_pixels) -> Decoded:
     import pydicom  # imported here: only DICOM files pay for it
     from pydicom.errors import InvalidDicomError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's warnings can quote element values: keep them out of logs
-            ds = pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, Exception) as exc:
         raise DecodeError(f"This DICOM file is damaged and could not be read ({_reason(exc)}).") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -176,10 +183,8 @@ def _decode_dicom(data: bytes, max_pixels) -> Decoded:
                           "export each frame as its own file to use it here.")
     _check_pixels(columns, rows, max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns about harmless oddities of real files
-            array = ds.pixel_array
-            rgb = _dicom_to_rgb(ds, array)
+        array = ds.pixel_array
+        rgb = _dicom_to_rgb(ds, array)
     except Exception as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", "unknown")
