@@ -77,6 +77,17 @@ def test_jpeg_extended_and_jpeg_2000_twelve_bit_files_are_not_black():
         assert grey.std() > 30 and grey.max() > 200, name
 
 
+def test_a_palette_colour_file_is_shown_through_its_colour_lookup_table():
+    from pydicom.pixels import apply_color_lut
+
+    ds = pydicom.dcmread(dicom_file("examples_palette.dcm"))
+    expected = apply_color_lut(ds.pixel_array, ds) >> 8  # 16-bit table entries to 8 bits
+    rgb = np.asarray(load_rgb(dicom_file("examples_palette.dcm")), dtype=np.int64)
+    assert rgb.shape == (350, 800, 3) and np.abs(rgb - expected).max() <= 1
+    coloured = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 20
+    assert rgb.std() > 30 and coloured.mean() > 0.1  # a coloured picture (16% of it), not flat or grey
+
+
 def test_a_monochrome1_xray_is_inverted_so_bone_is_white():
     ds = pydicom.dcmread(dicom_file("MR_small.dcm"))
     ds.PhotometricInterpretation = "MONOCHROME1"
@@ -99,6 +110,13 @@ def test_a_dicom_without_pixels_gets_a_clear_message():
     with pytest.raises(intake.ImageRejected) as info:
         intake.check_image(dataset_bytes(ds), **LIMITS)
     assert "holds no image" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["badVR.dcm"])  # Number of Frames "1A": a header value that is not a number
+def test_a_dicom_whose_header_values_are_not_numbers_gets_a_clear_message_not_an_exception(name):
+    with pytest.raises(intake.ImageRejected) as info:
+        intake.check_image(dicom_file(name).read_bytes(), **LIMITS)
+    assert "damaged" in str(info.value)
 
 
 def test_a_checked_dicom_is_stored_as_dcm_and_is_grayscale():
@@ -149,3 +167,16 @@ def test_patient_identity_never_appears_in_pages_or_logs(alice, user, caplog):
 def test_a_dicom_is_detected_by_content_whatever_its_name():
     data = dicom_file("CT_small.dcm").read_bytes()
     assert imaging.is_dicom(data) and not imaging.is_dicom(b"\x89PNG" + b"\0" * 200)
+
+
+@pytest.mark.parametrize("name", ["JPEG-lossy.dcm", "badVR.dcm"])
+def test_a_refused_dicom_leaves_its_reason_only_no_traceback_or_warning_in_the_logs(name, caplog):
+    import warnings
+
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("always")
+        with pytest.raises(intake.ImageRejected):
+            intake.check_image(dicom_file(name).read_bytes(), **LIMITS)
+    assert not caplog.records, [r.getMessage()[:80] for r in caplog.records]
+    assert not raised, [str(w.message)[:80] for w in raised]  # pydicom's warnings can quote element values

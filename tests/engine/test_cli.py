@@ -130,3 +130,24 @@ def test_a_group_pattern_that_is_not_a_regular_expression_gets_one_line(shapes_d
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "is not a regular expression" in done.stderr
+
+
+def test_predict_answers_an_unreadable_image_in_a_folder_with_its_reason_and_predicts_the_rest(shapes_dir, tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    _engine("train", str(shapes_dir), "--out", str(tmp_path / "art"), "--preset", "fast", "--image-size", "64")
+    folder = tmp_path / "to-predict"
+    folder.mkdir()
+    good = next(shapes_dir.rglob("*.png"))
+    (folder / "good.png").write_bytes(good.read_bytes())
+    (folder / "broken.png").write_bytes(good.read_bytes()[:60])  # truncated
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    ds.NumberOfFrames, ds.PixelData = 2, ds.PixelData * 2  # a cine loop: refused, with why
+    ds.save_as(folder / "series.dcm", enforce_file_format=True)
+    done = _run("predict", str(tmp_path / "art"), str(folder))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    lines = {Path(r["path"]).name: r for r in map(json.loads, done.stdout.splitlines())}
+    assert set(lines) == {"good.png", "broken.png", "series.dcm"}
+    assert "top" in lines["good.png"] and "error" not in lines["good.png"]
+    assert "2 frames" in lines["series.dcm"]["error"] and "corrupt" in lines["broken.png"]["error"]

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import development_split, folder_samples, grouped_by_name, is_image_file, load_rgb
+from .data import development_split, folder_samples, grouped_by_name, is_image_file
 from .features import embed
 from .ordinal import natural_order
-from .predict import load_predictor
+from .predict import decode_each, load_predictor
 from .train import fit
 from .zoo import WeightsUnavailable, create_backbone
 
@@ -153,9 +153,13 @@ def _predict_with_heatmaps(predictor, images: list[Path], alpha, out_dir: Path):
     used: set[str] = set()
     for start in range(0, len(images), predictor.batch_size):
         chunk = images[start:start + predictor.batch_size]
-        decoded = [load_rgb(str(p)) for p in chunk]
-        results, evidence = predictor.predict_explained(decoded, alpha=alpha)
-        for path, image, result, ev in zip(chunk, decoded, results, evidence):
+        decoded = decode_each(chunk)
+        for path, reason in decoded:
+            if isinstance(reason, str):
+                yield {"path": str(path), "error": reason}
+        readable = [(Path(path), image) for path, image in decoded if not isinstance(image, str)]
+        results, evidence = predictor.predict_explained([image for _, image in readable], alpha=alpha)
+        for (path, image), result, ev in zip(readable, results, evidence):
             target = out_dir / f"{_free_stem(path.stem, used)}.png"
             target.write_bytes(predictor.heat_map_png(image, ev, result["top"]))
             yield {"path": str(path), **result, "heatmap": str(target)}

@@ -32,8 +32,9 @@ LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
 # produces for a file change, so that no feature computed from the old pixels is reused.
 DECODE_VERSION = 2
 # pydicom logs its warnings as well as raising them, and a warning can quote an element's value
-# (a patient's name): nothing from pydicom below an error reaches the application's logs.
-logging.getLogger("pydicom").setLevel(logging.ERROR)
+# (a patient's name); a failing pixel decoder is logged at ERROR with a traceback per plugin. Every
+# such failure becomes the file's own DecodeError sentence, so nothing from pydicom reaches the logs.
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 # Percentiles of a few million values take long; a regular sample gives the same window.
 _PERCENTILE_SAMPLE = 1_000_000
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "I;32", "I;32B", "F")
@@ -155,28 +156,35 @@ def window_to_uint8(values: np.ndarray, low: float | None = None, high: float | 
 # --- DICOM -----------------------------------------------------------------------------------
 
 def _decode_dicom(data: bytes, max_pixels) -> Decoded:
+    with warnings.catch_warnings():
+        # pydicom warns while reading and whenever a value is first read (an invalid one is quoted,
+        # and it may be a patient's): none of it goes to stderr or the logs.
+        warnings.simplefilter("ignore")
+        return _read_dicom(data, max_pixels)
+
+
+def _read_dicom(data: bytes, max_pixels) -> Decoded:
     import pydicom  # imported here: only DICOM files pay for it
     from pydicom.errors import InvalidDicomError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom's warnings can quote element values: keep them out of logs
-            ds = pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, Exception) as exc:
         raise DecodeError(f"This DICOM file is damaged and could not be read ({_reason(exc)}).") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DecodeError("This DICOM file holds no image (it may be a report, a structured document or a dose file).")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:  # header values a damaged file may hold as text ("1A"): its problem, not a server error
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"This DICOM file is damaged: its frame count or image size cannot be read ({_reason(exc)}).") from None
     if frames > 1:
         raise DecodeError(f"This DICOM file holds {frames} frames (a series or cine loop); "
                           "export each frame as its own file to use it here.")
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     _check_pixels(columns, rows, max_pixels)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns about harmless oddities of real files
-            array = ds.pixel_array
-            rgb = _dicom_to_rgb(ds, array)
+        array = ds.pixel_array
+        rgb = _dicom_to_rgb(ds, array)
     except Exception as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", "unknown")
@@ -191,6 +199,8 @@ def _dicom_to_rgb(ds, array: np.ndarray) -> Image.Image:
     from pydicom.pixels import apply_modality_lut
 
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        return _palette_to_rgb(ds, array)
     if not photometric.startswith("MONOCHROME"):
         # Colour (RGB, or YBR that pydicom has already converted to RGB): 8-bit data is shown as is.
         if array.ndim != 3 or array.shape[-1] != 3:
@@ -203,6 +213,18 @@ def _dicom_to_rgb(ds, array: np.ndarray) -> Image.Image:
     if photometric == "MONOCHROME1":  # high values mean dark in MONOCHROME1 (many CR/DX X-rays)
         grey = 255 - grey
     return Image.fromarray(grey, "L").convert("RGB")
+
+
+def _palette_to_rgb(ds, array: np.ndarray) -> Image.Image:
+    """PALETTE COLOR: each stored value indexes the file's own colour table (ultrasound, nuclear
+    medicine), whose entries have the bit depth its descriptor gives (8 or 16)."""
+    from pydicom.pixels import apply_color_lut
+
+    rgb = apply_color_lut(array, ds)
+    bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    if bits > 8:
+        rgb = rgb >> (bits - 8)
+    return Image.fromarray(np.ascontiguousarray(rgb.astype(np.uint8)), "RGB")
 
 
 def _voi_window(ds, values: np.ndarray) -> np.ndarray:

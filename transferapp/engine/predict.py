@@ -14,6 +14,7 @@ from . import calibrate as cal
 from . import explain
 from .data import eval_transform, load_rgb
 from .features import pick_device
+from .imaging import DecodeError
 from .zoo import Classifier, create_backbone
 
 
@@ -53,6 +54,17 @@ class Trust:
         return distance > self.novelty_threshold, distance
 
 
+def decode_each(paths) -> list[tuple[str, Image.Image | str]]:
+    """Each path with its decoded image, or the sentence saying why it cannot be read."""
+    out = []
+    for path in paths:
+        try:
+            out.append((path, load_rgb(path)))
+        except DecodeError as exc:
+            out.append((path, str(exc)))
+    return out
+
+
 class Predictor:
     def __init__(self, model: Classifier, classes: list[str], preprocessing: dict, device: torch.device,
                  batch_size: int = 32, trust: Trust | None = None, finetuned: bool = False):
@@ -72,9 +84,12 @@ class Predictor:
         paths = [str(p) for p in paths]
         for start in range(0, len(paths), self.batch_size):
             chunk = paths[start:start + self.batch_size]  # decode a batch at a time: bounded memory
-            images = [load_rgb(p) for p in chunk]
-            for path, result in zip(chunk, self.predict_images(images, alpha=alpha)):
-                results.append({"path": path, **result})
+            decoded = decode_each(chunk)
+            readable = [(path, image) for path, image in decoded if not isinstance(image, str)]
+            answers = iter(self.predict_images([image for _, image in readable], alpha=alpha))
+            # In the order given: an unreadable file is a line with its reason, not the end of the run.
+            results += [{"path": path, "error": image} if isinstance(image, str) else {"path": path, **next(answers)}
+                        for path, image in decoded]
         return results
 
     def predict_images(self, images: list[Image.Image], alpha: float | None = None) -> list[dict]:
