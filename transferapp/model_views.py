@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from transferapp import batch, exports, predictions, selectors, services, throttle, uploads
+from transferapp import batch, exports, predictions, selectors, services, throttle, uploads, versiondiff
 from transferapp.engine import imaging
 
 
@@ -27,6 +27,48 @@ def run_publish(request, pk):
     except services.ServiceError as exc:
         messages.error(request, str(exc))
     return redirect(run.project)
+
+
+@login_required
+def version_compare(request, pk):
+    """Two versions side by side: the evaluation images whose answer changed, and per-class figures
+    on the images both scored. htmx swaps only the comparison when a select changes."""
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    asked = request.GET.get("before", ""), request.GET.get("after", "")
+    before, after = selectors.compared_versions(project=project, before=asked[0], after=asked[1])
+    context = {"project": project, "versions": list(selectors.versions_for_project(project=project)),
+               "before": before, "after": after,
+               "not_found": any(asked) and (str(before and before.version), str(after and after.version)) != asked}
+    if before and after and before != after:
+        context["diff"] = _version_diff(project, before, after)
+    template = "transferapp/version_compare.html" + ("#diff" if request.htmx else "")
+    return render(request, template, context)
+
+
+def _version_diff(project, before, after) -> dict:
+    classes = [before.metrics.get("classes", before.classes), after.metrics.get("classes", after.classes)]
+    (old, old_source), (new, new_source) = (versiondiff.image_predictions(run.metrics or {}, names)
+                                            for run, names in zip((before, after), classes))
+    found = versiondiff.compare(old, new)
+    common, names = found["common"], versiondiff.class_names(*classes)
+    images = selectors.images_by_pk(project=project, pks=[int(k) for k in old.keys() | new.keys() if k.isdigit()])
+    figures = [versiondiff.figures(preds, common, names) for preds in (old, new)]
+    return {**found, "n_common": len(common), "sources": {"before": old_source, "after": new_source},
+            "groups": [_group_rows(name, found["groups"][name], images) for name in versiondiff.GROUPS],
+            "accuracy": [f["accuracy"] for f in figures],
+            "per_class": [{"name": n, "known": [n in c for c in classes],
+                           "before": figures[0]["per_class"][n], "after": figures[1]["per_class"][n]} for n in names]}
+
+
+GROUP_TITLES = {"fixed": ("Fixed", "wrong before, right now"), "broken": ("Broken", "right before, wrong now"),
+                "still_wrong": ("Changed but still wrong", "a different wrong answer")}
+
+
+def _group_rows(name, rows, images) -> dict:
+    title, meaning = GROUP_TITLES[name]
+    shown = [{**row, "image": images.get(int(row["key"])) if row["key"].isdigit() else None}
+             for row in rows[:versiondiff.SHOWN_PER_GROUP]]
+    return {"name": name, "title": title, "meaning": meaning, "count": len(rows), "rows": shown}
 
 
 @login_required

@@ -313,6 +313,23 @@ def model_run(*, project: Project, version: int | None = None) -> TrainingRun | 
     return versions.first()
 
 
+def compared_versions(*, project: Project, before, after) -> tuple[TrainingRun | None, TrainingRun | None]:
+    """The two versions the compare page shows: the ones named (version numbers, as typed in the
+    URL), else the project's model and the version before it (or, for v1, the newest other)."""
+    versions = {run.version: run for run in versions_for_project(project=project)}
+    named = [versions.get(int(v)) if str(v).isdigit() else None for v in (before, after)]
+    if all(named):
+        return named[0], named[1]
+    current = model_run(project=project)
+    if current is None:
+        return None, None
+    older = [v for v in versions if v < current.version]
+    if older:
+        return versions[max(older)], current
+    newer = [v for v in versions if v > current.version]
+    return (current, versions[max(newer)]) if newer else (current, None)
+
+
 def api_keys_for_project(*, project: Project):
     return project.api_keys.all()
 

@@ -42,6 +42,7 @@ urlpatterns = [
     path("runs/<int:pk>/delete/", views.run_delete, name="run_delete"),
     path("runs/<int:pk>/download/", views.run_download, name="run_download"),
     path("healthz", views.healthz, name="healthz"),
+    path("projects/<int:pk>/versions/compare/", model_views.version_compare, name="version_compare"),
     path("runs/<int:pk>/publish/", model_views.run_publish, name="run_publish"),
     path("runs/<int:pk>/export/", model_views.run_export, name="run_export"),
     path("runs/<int:pk>/export/download/", model_views.run_export_download, name="run_export_download"),

@@ -34,7 +34,7 @@ def report(probs: np.ndarray, labels: np.ndarray, keys: list[str], classes: list
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         return {**(ordinal_scores(labels, labels) if ordered else {}),"accuracy": None, "per_class": per_class_scores(np.zeros((len(classes),) * 2, int), classes),
-                "confusion": [[0] * len(classes) for _ in classes], "mistakes": [], **evidence(labels, labels, classes)}
+                "confusion": [[0] * len(classes) for _ in classes], "mistakes": [], "eval_predictions": [], **evidence(labels, labels, classes)}
     pred = probs.argmax(1)
     confusion = confusion_matrix(labels, pred, len(classes))
     mistakes = [{"key": keys[i], "true": classes[labels[i]], "predicted": classes[pred[i]],
@@ -45,7 +45,15 @@ def report(probs: np.ndarray, labels: np.ndarray, keys: list[str], classes: list
             "accuracy": round(float((pred == labels).mean()), 4),
             "per_class": per_class_scores(confusion, classes),
             "confusion": confusion.tolist(), "mistakes": mistakes, **evidence(labels, pred, classes),
-            "confusion_keys": _cell_keys(labels, pred, keys, len(classes))}
+            "confusion_keys": _cell_keys(labels, pred, keys, len(classes)),
+            "eval_predictions": _image_predictions(probs, labels, pred, keys)}
+
+
+def _image_predictions(probs, labels, pred, keys) -> list[list]:
+    """[key, true index, predicted index, confidence] for every scored image: what the version
+    diff compares image by image (the cells above carry no confidence for the right answers)."""
+    return [[str(key), int(t), int(p), round(float(probs[i, p]), 4)]
+            for i, (key, t, p) in enumerate(zip(keys, labels, pred))]
 
 
 def _cell_keys(labels, pred, keys, n_classes) -> list[list[list[str]]]:
@@ -96,17 +104,18 @@ def ordinal_scores(labels: np.ndarray, pred: np.ndarray) -> dict:
     off = np.abs(labels - pred)
     n = len(off)
     return {"mean_abs_grade_error": {"value": round(float(off.mean()), 4) if n else None, "n": n},
-            "within_one_grade": _rate(int((off <= 1).sum()), n)}
+            "within_one_grade": rate(int((off <= 1).sum()), n)}
 
 
 def binary_rates(labels: np.ndarray, pred: np.ndarray, positive: int) -> dict:
     """Sensitivity (positives found) and specificity (negatives left alone), each with n and interval."""
     pos, neg = labels == positive, labels != positive
     tp, tn = int((pred[pos] == positive).sum()), int((pred[neg] != positive).sum())
-    return {"sensitivity": _rate(tp, int(pos.sum())), "specificity": _rate(tn, int(neg.sum()))}
+    return {"sensitivity": rate(tp, int(pos.sum())), "specificity": rate(tn, int(neg.sum()))}
 
 
-def _rate(k: int, n: int) -> dict:
+def rate(k: int, n: int) -> dict:
+    """A proportion with its n and 95% Wilson interval, as every figure on the pages shows it."""
     ci = wilson_interval(k, n)
     return {"value": round(k / n, 4) if n else None, "k": k, "n": n,
             "ci": [round(ci[0], 4), round(ci[1], 4)] if ci else None}
