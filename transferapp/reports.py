@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -294,6 +295,8 @@ def render_pdf(run: TrainingRun, html: str | None = None) -> bytes:
     from weasyprint import HTML, Attachment
     from weasyprint.urls import URLFetcher
 
+    # The app's stylesheet holds screen rules WeasyPrint skips, one warning each: not news for a log.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
     # data: URIs only: the report reaches neither the network nor the disk.
     fetcher = URLFetcher(allowed_protocols={"data"})
     manifest_csv, _ = manifest(run)
