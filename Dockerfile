@@ -7,6 +7,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     TORCH_HOME=/app/torch-home
 WORKDIR /app
 
+# WeasyPrint (training reports as PDF) draws text with Pango; DejaVu gives it a font to draw with.
+RUN apt-get update && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
+
 # A CPU-only PyTorch keeps the image small; pass your PyTorch wheel index as TORCH_INDEX_URL.
 ARG TORCH_INDEX_URL=""
 COPY pyproject.toml README.md ./

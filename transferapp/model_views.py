@@ -8,12 +8,13 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotFound
+from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from transferapp import batch, exports, predictions, selectors, services, throttle, uploads, versiondiff
+from transferapp import batch, exports, predictions, reports, selectors, services, throttle, uploads, versiondiff
 from transferapp.engine import imaging
 
 
@@ -236,3 +237,57 @@ def _png(data: bytes) -> HttpResponse:
     # The URL names the run, the image's content and the class: a reload is served by the browser.
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+def _report_run(request, pk):
+    """The owner's version, else 404; a run that is not a finished version has no report."""
+    run = selectors.run_get_for_user(user=request.user, pk=pk)
+    try:
+        return reports.reportable_run(run)
+    except reports.ReportUnavailable:
+        raise Http404("No training report for this run") from None
+
+
+@login_required
+def run_report(request, pk):
+    """The training report as one self-contained page; ?download=1 saves it as a file."""
+    run = _report_run(request, pk)
+    response = HttpResponse(reports.render_html(run), content_type="text/html; charset=utf-8")
+    # The page needs nothing from anywhere: a policy that allows nothing else proves it in the browser.
+    response["Content-Security-Policy"] = REPORT_POLICY
+    if request.GET.get("download"):
+        response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=reports.file_name(run, "html"))
+    return response
+
+
+REPORT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'"
+
+
+@login_required
+def run_report_pdf(request, pk):
+    run = _report_run(request, pk)
+    response = HttpResponse(reports.render_pdf(run), content_type="application/pdf")
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=reports.file_name(run, "pdf"))
+    return response
+
+
+@login_required
+def run_report_manifest(request, pk):
+    """Every image the version used: id, file name, class, role and SHA-256."""
+    run = _report_run(request, pk)
+    response = HttpResponse(reports.manifest(run)[0], content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=reports.file_name(run, "csv").replace("-report.csv", "-manifest.csv"))
+    return response
+
+
+@login_required
+@require_POST
+def project_intended_use(request, pk):
+    project = selectors.project_get_for_user(user=request.user, pk=pk)
+    try:
+        services.project_set_intended_use(project=project, text=request.POST.get("intended_use", ""))
+        messages.success(request, "Saved: the training reports print it under “Intended use and limitations”.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect(f"{project.get_absolute_url()}#intended-use")

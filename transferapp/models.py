@@ -35,6 +35,9 @@ class Project(models.Model):
     # The last version number given: a deleted version's number is never given again, so an API
     # client naming v3 can never silently get another model.
     last_version = models.PositiveIntegerField(default=0)
+    # The owner's own words on what the model is for and where it must not be trusted: the
+    # "intended use and limitations" section of every training report (the model-card habit).
+    intended_use = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]

@@ -65,6 +65,19 @@ def project_set_image_options(*, project: Project, no_mirroring: bool, group_by:
     return project
 
 
+INTENDED_USE_MAX_CHARS = 5000
+
+
+def project_set_intended_use(*, project: Project, text: str) -> Project:
+    """The owner's text on intended use and limitations, printed in the training reports."""
+    text = text.strip()
+    if len(text) > INTENDED_USE_MAX_CHARS:
+        raise ServiceError(f"Keep the intended use and limitations under {INTENDED_USE_MAX_CHARS} characters.")
+    project.intended_use = text
+    project.save(update_fields=["intended_use"])
+    return project
+
+
 def project_set_class_order(*, project: Project, ordered: bool, order_text: str = "") -> Project:
     """Whether the classes are grades, and their order as the user typed it ("KL0, KL2, KL3"):
     blank keeps the natural order of the names; otherwise every class, once, lowest first."""

@@ -20,7 +20,7 @@ from transferapp.engine.data import Sample, development_split
 from transferapp.engine.features import precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
-from transferapp import batch as batches, grouping, predictions, selectors, services, throttle
+from transferapp import batch as batches, grouping, predictions, reports, selectors, services, throttle
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.models import BatchPrediction, Image, ImportJob, ImportReportRow, TrainingRun
 from transferapp.services import deleted_images_purge, import_entries, project_purge_files
@@ -149,6 +149,9 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
         on_progress=reporter.report,
         should_stop=reporter.should_stop,
     )
+    # What the training report cites: the images as this run saw them, versions, hardware.
+    reports.record_provenance(out_dir=out_dir, classes=snapshot.classes, base=config.base,
+                              parts={"train": train, "validation": val, "test": test})
     if pulled_in:
         how_split += (f" {pulled_in} image(s) related to test images (near-identical, or in the same group) "
                       "were held out with them, so no copy of a test image was trained on.")

@@ -399,16 +399,21 @@ def training_start(request, pk):
 @login_required
 def run_detail(request, pk):
     run = services.run_check(run=selectors.run_get_for_user(user=request.user, pk=pk))
-    context = _run_context(run)
     if request.htmx and request.GET.get("live"):  # the 2-second poll: the live panel only
-        response = render(request, "transferapp/run_detail.html#live", context)
+        response = render(request, "transferapp/run_detail.html#live", _run_context(run))
         if run.is_finished:
             response["HX-Refresh"] = "true"  # the full page then shows the results
             response.status_code = 286  # htmx: stop polling
         return response
-    context.update(trust.run_context(run, cell=request.GET.get("cell", "")),
+    return render(request, "transferapp/run_detail.html", results_context(run, cell=request.GET.get("cell", "")))
+
+
+def results_context(run: TrainingRun, cell: str = "") -> dict:
+    """Everything the finished results page shows; the training report (reports.py) renders it too."""
+    context = _run_context(run)
+    context.update(trust.run_context(run, cell=cell),
                    export=exports.export_status(run) if run.status == TrainingRun.Status.SUCCEEDED else None)
-    return render(request, "transferapp/run_detail.html", context)
+    return context
 
 
 def _run_context(run: TrainingRun) -> dict:

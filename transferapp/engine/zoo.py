@@ -190,6 +190,12 @@ def create_backbone(name: str, *, image_size: int = 224, pretrained: bool = True
     return _torchvision_backbone(name, image_size, pretrained)
 
 
+def weights_file(name: str) -> Path:
+    """Where a base's pretrained weights live on this machine (the file may be missing)."""
+    get_base(name)
+    return _lite0_weights_path() if name == DEFAULT_BASE else _torchvision_weights_path(name)
+
+
 def fetch_weights(name: str) -> Path:
     """Download a torchvision base's weights into the torch hub cache (online machines only)."""
     get_base(name)
