@@ -289,8 +289,10 @@ def render_pdf(run: TrainingRun, html: str | None = None) -> bytes:
     the page's own hash (the report ID alone would miss edits such as the intended-use text)."""
     html = html if html is not None else render_html(run)
     digest = hashlib.sha256(html.encode()).hexdigest()[:16]
-    cached = report_dir(run) / f"report-{digest}.pdf"
-    if cached.exists():
+    # No artifact folder (a run from before artifacts, or a test row): nothing to cache beside, and
+    # Path("") / "report" would be the working directory.
+    cached = report_dir(run) / f"report-{digest}.pdf" if run.artifact_dir else None
+    if cached is not None and cached.exists():
         return cached.read_bytes()
     from weasyprint import HTML, Attachment
     from weasyprint.urls import URLFetcher
@@ -302,10 +304,11 @@ def render_pdf(run: TrainingRun, html: str | None = None) -> bytes:
     manifest_csv, _ = manifest(run)
     pdf = HTML(string=html, url_fetcher=fetcher).write_pdf(attachments=[
         Attachment(string=manifest_csv.encode(), url_fetcher=fetcher, name="manifest.csv", description="Image manifest")])
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    for old in cached.parent.glob("report-*.pdf"):
-        old.unlink(missing_ok=True)
-    cached.write_bytes(pdf)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        for old in cached.parent.glob("report-*.pdf"):
+            old.unlink(missing_ok=True)
+        cached.write_bytes(pdf)
     return pdf
 
 
