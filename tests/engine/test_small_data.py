@@ -68,3 +68,15 @@ def test_a_small_project_is_estimated_out_of_fold_and_not_fine_tuned(tmp_path):
     assert json.loads((out / "meta.json").read_text())["config"]["small_data_below"] == 30
     answers = load_predictor(out).predict_paths([s.path for s in samples[:3]])
     assert [a["top"] for a in answers] == [classes[s.label] for s in samples[:3]]  # shapes are easy
+
+
+def test_a_small_project_with_a_test_set_reports_its_out_of_fold_estimate_as_such(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=8)
+    classes, samples, _ = folder_samples(data)
+    test = [s for s in samples if s.key.endswith(("0.png", "1.png"))]
+    rest = [s for s in samples if s not in test]
+    config = TrainConfig(preset="fast", image_size=64, batch_size=8)
+    train, val = development_split(rest, config)
+    m = fit(train, val, classes, config, tmp_path / "artifact", test=test, cache_dir=tmp_path / "cache")
+    assert m["evaluated_on"] == "test" and m["n_scored"] == len(test) > 0
+    assert m["validation"]["out_of_fold"] and m["validation"]["n_scored"] == len(rest)

@@ -50,8 +50,8 @@ def test_a_test_set_never_reaches_training_selection_calibration_or_retrain(tmp_
     assert rows[0] == len(train) and set(rows) <= {len(train), n_dev}
     (ft_args, _), = seen["finetune"]
     assert _keys(ft_args[2]) == _keys(train) and _keys(ft_args[3]) == _keys(val)
-    (refit_args, _), = seen["_refit"]
-    assert _keys(refit_args[5]) | _keys(refit_args[6]) == _keys(dev)
+    (_, refit_kwargs), = seen["_refit"]
+    assert _keys(refit_kwargs["train"]) | _keys(refit_kwargs["val"]) == _keys(dev)
     (_, cal_kwargs), = seen["calibrate"]
     assert set(cal_kwargs["dev_keys"]) == _keys(dev) and cal_kwargs["oof_features"].shape[0] == n_dev
     assert len(cal_kwargs["val_labels"]) == len(val)
@@ -80,7 +80,9 @@ def test_the_cli_holds_a_test_folder_out_and_reports_it_apart(tmp_path):
     assert trained["evaluated_on"] == "test" and trained["n_scored"] == 6
     low, high = trained["accuracy_ci"]
     assert low <= trained["accuracy"] <= high and trained["balanced_accuracy"] is not None
-    assert trained["validation"]["n_scored"] == trained["n_val"]
+    # 6 images a class: no validation split, the other figure is out-of-fold over every training image.
+    assert trained["n_val"] == 0 and trained["validation"]["out_of_fold"]
+    assert trained["validation"]["n_scored"] == trained["n_train"] == 18
     assert all("/test/" not in path for path in trained["suspected_mislabels"])
 
 
@@ -359,8 +361,8 @@ def test_a_fine_tuned_model_is_calibrated_on_validation_images_set_aside_from_ev
     choosing = _keys(ft_args[3])
     set_aside = _keys(val) - choosing
     assert len(set_aside) == metrics["n_calibration_set_aside"] == round(len(val) / 3)
-    (refit_args, _), = seen["_refit"]
-    assert not (_keys(refit_args[5]) | _keys(refit_args[6])) & set_aside  # never trained on
+    (_, refit_kwargs), = seen["_refit"]
+    assert not (_keys(refit_kwargs["train"]) | _keys(refit_kwargs["val"])) & set_aside  # never trained on
     (temp_args, _), = seen["fit_temperature"]
     assert len(temp_args[1]) == len(set_aside)  # the temperature is fitted on them alone
     (_, cal_kwargs), = seen["calibrate"]

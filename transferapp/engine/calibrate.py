@@ -35,7 +35,7 @@ def oof_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, se
     return (fitted.probs, fitted.folds) if fitted else (None, None)
 
 
-def repeated_oof(first: np.ndarray, x, y, n_classes: int, C: float, seed: int, groups, repeats: int = MISLABEL_REPEATS):
+def repeated_oof(first: np.ndarray, x, y, *, n_classes: int, C: float, seed: int, groups, repeats: int = MISLABEL_REPEATS):
     """Out-of-fold probabilities averaged over `repeats` fold draws (the first is the calibration's
     own): which images share a fold with an image decides a lot when the model is weak (knee
     X-rays, 10% flipped labels: 6 to 9 true flips in the top 10 across five single draws, 8 for the
@@ -265,7 +265,7 @@ def calibrate(*, dev_features, dev_labels, dev_keys, oof_features, C, n_classes,
         scores = np.zeros(0)
         summary["calibrated_on"] = "nothing: too few images per class"
     if oof is not None:
-        ranked_on = repeated_oof(oof, oof_features, dev_labels, n_classes, C, seed, dev_groups)
+        ranked_on = repeated_oof(oof, oof_features, dev_labels, n_classes=n_classes, C=C, seed=seed, groups=dev_groups)
         summary["suspected_mislabels"] = suspected_mislabels(ranked_on, dev_labels, dev_keys)
     summary.update(n_calibration=int(len(scores)), min_alpha=round(min_alpha(len(scores)), 4))
     if eval_probs is not None and len(eval_labels) and len(scores) and alpha >= min_alpha(len(scores)):

@@ -77,7 +77,8 @@ def embed(samples_or_paths: Iterable, backbone: Backbone | str, *, cache_dir: Pa
             out[i] = np.load(cache_file)
         else:
             todo.append(i)
-    _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, progress, should_stop)
+    _compute(paths, todo, out, cache_files, backbone=backbone, device=device, batch_size=batch_size, view=view,
+             progress=progress, should_stop=should_stop)
     return out
 
 
@@ -112,7 +113,7 @@ def _cache_file(folder: Path, path: str, view: str) -> Path:
     return folder / digest[:2] / f"{digest}.{view}.npy"
 
 
-def _compute(paths, todo, out, cache_files, backbone, device, batch_size, view, progress, should_stop) -> None:
+def _compute(paths, todo, out, cache_files, *, backbone, device, batch_size, view, progress, should_stop) -> None:
     """Stream the uncached images through the backbone a batch at a time (bounded memory); a helper
     thread decodes the next batch while this one runs (PIL and torch release the GIL)."""
     batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]

@@ -66,7 +66,9 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     model = Classifier(backbone, len(classes))
     model.head.load_state_dict(head.state_dict())
     stage1_state = copy.deepcopy(model.state_dict())
-    _save_first_model(out_dir, model, head, backbone, classes, config, row, first_model_s)
+    interim = {"accuracy": row["val_accuracy"], "first_model_s": round(first_model_s, 2), "interim": True}
+    # Written at once, so the app can predict with it while stage 2 runs; the final artifact replaces it.
+    save_artifact(out_dir, model, stage1_head=head, backbone=backbone, classes=classes, config=config, result=interim)
     run.epoch_done(row, fraction=run.head_end, message="First model ready: you can already predict with it",
                    first_model_ready=True)
     curve = _learning_curve(x_train, y_train, x_val, y_val, classes, stage1["C"])
@@ -100,8 +102,8 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         # that took part in neither (one forward pass over the test images).
         retrains = chosen == "head" or config.refit_finetuned  # else _refit changes nothing: no second pass
         before = _test_accuracy(model, chosen, test, x_test, backbone, device, run) if test and retrains else None
-        refit = _refit(model, backbone, stage1_state, chosen, best, train, val, (x_train, x_val), stage1["C"],
-                       run, device, cross_fitted=dev_fit)
+        refit = _refit(model, chosen, run, backbone=backbone, stage1_state=stage1_state, best=best, train=train, val=val,
+                       features=(x_train, x_val), C=stage1["C"], device=device, cross_fitted=dev_fit)
         reason = f"{reason} {refit['note']}"
         refit["test_accuracy_before"] = before
     run.report(run.last_fraction, "calibrate", "Checking how far each answer can be trusted")
@@ -118,12 +120,13 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     report = M.report(val_probs, y_val, [s.key for s in scored], classes, ordered=ordered)
     run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev) + len(test)),
                      required=True)
-    final = _final_outputs(model, chosen, dev, test, x_dev, x_test, backbone, device, run)
+    final = _final_outputs(model, chosen, run, dev=(dev, x_dev), test=(test, x_test), prep=backbone.preprocessing,
+                           device=device)
     y_test = _labels(test)
     test_probs = apply_temperature(final["test_probs"], temperature) if test else None
     if test:  # the headline: images that took part in nothing
         report = {**M.report(test_probs, y_test, [s.key for s in test], classes, ordered=ordered),
-                  "evaluated_on": "test", "validation": _summary(report)}
+                  "evaluated_on": "test", "validation": {**_summary(report), "out_of_fold": scored is dev}}
     else:
         report = {**report, "evaluated_on": "out_of_fold" if scored is dev else "validation"}
     if refit and test:
@@ -152,7 +155,8 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
               "n_embedded": run.n_embedded, "precision": precision(device),
               "strategy": _strategy(chosen, stage1, config, run.history, refit), "learning_curve": curve,
               "phases": run.phases.rows}
-    save_artifact(out_dir, model, head, backbone, classes, config, result, trust_arrays)
+    save_artifact(out_dir, model, stage1_head=head, backbone=backbone, classes=classes, config=config, result=result,
+                  trust_arrays=trust_arrays)
     run.report(1.0, "done", "Training finished")
     return result
 
@@ -188,15 +192,17 @@ def _check_held_out(train, val, test) -> None:
         raise ValueError("An image is both in the test set and in the training or validation images.")
 
 
-def _final_outputs(model, chosen, dev, test, x_dev, x_test, backbone, device, run) -> dict:
+def _final_outputs(model, chosen, run, *, dev, test, prep, device) -> dict:
     """The final model's features of the development images (its novelty bank) and its
-    probabilities on the test images. A kept quick model's body is the pretrained one, so the
-    cached features are its features; a fine-tuned body has to look at the images again."""
+    probabilities on the test images; `dev` and `test` are (samples, cached features). A kept quick
+    model's body is the pretrained one, so the cached features are its features; a fine-tuned body
+    has to look at the images again."""
+    (dev, x_dev), (test, x_test) = dev, test
     if chosen == "head":
         head = copy.deepcopy(model.head).cpu()
         return {"dev_features": x_dev, "test_probs": _head_probs(head, x_test) if len(test) else None}
-    dev_feats, _ = _model_outputs(model, dev, backbone.preprocessing, run.config.batch_size, device, run)
-    test_probs = _model_outputs(model, test, backbone.preprocessing, run.config.batch_size, device, run)[1] if test else None
+    dev_feats, _ = _model_outputs(model, dev, prep, run.config.batch_size, device, run)
+    test_probs = _model_outputs(model, test, prep, run.config.batch_size, device, run)[1] if test else None
     return {"dev_features": dev_feats, "test_probs": test_probs}
 
 
@@ -232,13 +238,6 @@ def _model_outputs(model, samples, prep, batch_size, device, run) -> tuple[np.nd
             feats.append(seen[0].float().cpu())
             probs.append(p.float().cpu())
     return torch.cat(feats).numpy(), torch.cat(probs).numpy()
-
-
-def _save_first_model(out_dir, model, head, backbone, classes, config, row, first_model_s) -> None:
-    """Stage 1's model is written at once, so the app can predict with it while stage 2 runs;
-    the final artifact replaces it."""
-    interim = {"accuracy": row["val_accuracy"], "first_model_s": round(first_model_s, 2), "interim": True}
-    save_artifact(out_dir, model, head, backbone, classes, config, interim)
 
 
 def _learning_curve(x_train, y_train, x_val, y_val, classes, C) -> dict | None:
@@ -360,7 +359,8 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
     the time budget."""
     config = run.config
     run.phases.start("finetune", "Fine-tuning", None)  # priced by its first batch (_Trainer.first_batch_fits)
-    trainer = _Trainer(model, backbone, train, run, device, "finetune", (run.head_end, run.finetune_end))
+    trainer = _Trainer(model, backbone, train, run=run, device=device, stage="finetune",
+                       progress_span=(run.head_end, run.finetune_end))
     val_acts = _body_activations(trainer.frozen, val, trainer.prep, config.batch_size, run)
     best, best_loss, stale = None, math.inf, 0
     for epoch in range(1, config.epochs + 1):
@@ -368,7 +368,7 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
         if stats is None:
             break  # time budget ran out mid-epoch (or the first epoch could not finish): keep the best finished epoch
         trainer.ema.swap()  # score (and keep) the averaged weights; swap back to keep training the raw ones
-        val_probs = evaluate(model, val_acts, trainer.top)
+        val_probs = evaluate(model, val_acts, start=trainer.top)
         row = _history_row("finetune", epoch, stats["probs"], stats["labels"], val_probs, y_val, stats["loss"])
         run.epoch_done(row, trainer.fraction(epoch), f"Fine-tuning epoch {epoch}/{config.epochs}: "
                                                      f"validation accuracy {row['val_accuracy']:.0%}")
@@ -392,11 +392,12 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
     return best
 
 
-def finetune_fixed(model: Classifier, backbone: Backbone, samples, epochs: int, run: _Run, device,
+def finetune_fixed(model: Classifier, backbone: Backbone, samples, epochs: int, run: _Run, *, device,
                    frozen=None) -> dict | None:
     """The same recipe for a fixed number of epochs with no validation (the retrain on all images);
     returns the averaged weights, or None when the time budget ran out first."""
-    trainer = _Trainer(model, backbone, samples, run, device, "refit", (run.finetune_end, 1.0), epochs, frozen)
+    trainer = _Trainer(model, backbone, samples, run=run, device=device, stage="refit", progress_span=(run.finetune_end, 1.0),
+                       shown_epochs=epochs, frozen=frozen)
     for epoch in range(1, epochs + 1):
         if trainer.epoch(epoch) is None:
             return None
@@ -413,7 +414,7 @@ class _Trainer:
     The schedule always spans config.epochs, so a shorter fixed-length retrain follows the very
     learning-rate path its validated twin took up to the same epoch."""
 
-    def __init__(self, model, backbone, samples, run, device, stage, progress_span, shown_epochs=None, frozen=None):
+    def __init__(self, model, backbone, samples, *, run, device, stage, progress_span, shown_epochs=None, frozen=None):
         config = run.config
         self.model, self.samples, self.run, self.device, self.stage = model, samples, run, device, stage
         self.top = backbone.top_start(config.unfrozen_blocks)
@@ -464,15 +465,51 @@ class _Trainer:
         return f"Fine-tuning epoch {epoch}/{self.shown_epochs}"
 
     def epoch(self, epoch: int) -> dict | None:
+        """One epoch in a fresh random order; None when the time budget ran out (or the first batch
+        showed that not one epoch fits)."""
         t0 = time.perf_counter()
+        order = torch.randperm(len(self.samples), generator=self.generator).tolist()
+        loader = _FrozenBatches(self, [self.samples[i] for i in order])
         _regularise(self.model, self.top, True)
         try:
-            stats = _train_batches(self, epoch)
+            stats = train_one_epoch(self.model, self.opt, loader, start=self.top, scheduler=self.sched, ema=self.ema,
+                                    class_weights=self.weights, on_batch=lambda seen, batch_s: self.batch_done(
+                                        epoch, seen, batch_s))
         finally:
             _regularise(self.model, self.top, False)
-        if stats is not None:
-            self.epoch_seconds.append(time.perf_counter() - t0)
+        if stats is None or loader.out_of_time:
+            return None
+        self.epoch_seconds.append(time.perf_counter() - t0)
         return stats
+
+    def batch_done(self, epoch: int, seen: int, batch_s: float) -> bool:
+        """Progress after each batch; the very first batch also prices the phase (False: stop)."""
+        if epoch == 1 and seen <= self.run.config.batch_size and not self.first_batch_fits(batch_s):
+            return False
+        done = epoch - 1 + seen / len(self.samples)
+        self.run.report(self.fraction(done), self.stage, self.message(epoch), epoch, self.shown_epochs)
+        return True
+
+
+class _FrozenBatches:
+    """The training loader: (frozen body activations, labels) per batch of augmented images. The
+    frozen stages are part of the input pipeline here: they never train, so they run without
+    gradients in the fastest engine available. Stops early, setting out_of_time, at the deadline."""
+
+    def __init__(self, trainer: "_Trainer", samples: list[Sample]):
+        self.t, self.samples, self.out_of_time = trainer, samples, False
+
+    def __iter__(self):
+        t, bs = self.t, self.t.run.config.batch_size
+        for start in range(0, len(self.samples), bs):
+            t.run.check_stop()
+            if time.perf_counter() > t.run.deadline:
+                self.out_of_time = True
+                return
+            batch = self.samples[start:start + bs]
+            with torch.no_grad():
+                acts = _activations(t.frozen, _load_batch(batch, t.transform, t.prep)).to(t.device)
+            yield acts, torch.tensor([s.label for s in batch], device=t.device)
 
 
 def _optimizer(params, config: TrainConfig, n_train: int):
@@ -542,49 +579,46 @@ def _activations(frozen, x) -> torch.Tensor:
     return frozen(x).contiguous(memory_format=torch.channels_last)
 
 
-def evaluate(model, acts, top) -> np.ndarray:
-    """Validation probabilities from the cached body activations of each image and its mirror,
-    the same numbers Classifier.predict_proba gives on the images."""
+def evaluate(model, loader, *, start=0) -> np.ndarray:
+    """Probabilities for `loader`'s (activations, mirrored activations) batches, the model run from
+    body stage `start` on (validation's frozen activations are computed once): the same numbers
+    Classifier.predict_proba gives on the images."""
     with torch.inference_mode():
         probs = []
-        for a, a_flip in acts:
-            p = torch.softmax(model(a, start=top), -1)
+        for a, a_flip in loader:
+            p = torch.softmax(model(a, start=start), -1)
             if model.flip_tta:
-                p = (p + torch.softmax(model(a_flip, start=top), -1)) / 2
+                p = (p + torch.softmax(model(a_flip, start=start), -1)) / 2
             probs.append(p.cpu())
         return torch.cat(probs).numpy()
 
 
-def _train_batches(t: _Trainer, epoch: int) -> dict | None:
-    run, model, device = t.run, t.model, t.device
-    order = torch.randperm(len(t.samples), generator=t.generator).tolist()
-    bs = run.config.batch_size
-    losses, probs, labels = [], [], []
-    for start in range(0, len(order), bs):
-        run.check_stop()
-        if time.perf_counter() > run.deadline:
-            return None
-        batch_t0 = time.perf_counter()
-        batch = [t.samples[i] for i in order[start:start + bs]]
-        y = torch.tensor([s.label for s in batch], device=device)
-        with torch.no_grad():
-            acts = _activations(t.frozen, _load_batch(batch, t.transform, t.prep)).to(device)
-        logits = model(acts, start=t.top)
-        loss = F.cross_entropy(logits, y, weight=t.weights, label_smoothing=0.1)
-        t.opt.zero_grad(set_to_none=True)
+def train_one_epoch(model, optimizer, loader, *, start, scheduler, ema, class_weights, on_batch) -> dict | None:
+    """One pass over `loader` ((activations, labels) batches) training the model from body stage
+    `start` on, with label smoothing and class-balanced weights; the scheduler steps per batch and
+    the EMA follows. on_batch(images seen, seconds this batch took) returning False stops the epoch
+    (None)."""
+    losses, probs, labels, seen = [], [], [], 0
+    batch_t0 = time.perf_counter()
+    for acts, y in loader:
+        logits = model(acts, start=start)
+        loss = F.cross_entropy(logits, y, weight=class_weights, label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        t.opt.step()
-        t.ema.update()
-        if t.sched.last_epoch + 1 < t.sched.total_steps:
-            t.sched.step()
-        losses.append(loss.item() * len(batch))
+        optimizer.step()
+        ema.update()
+        if scheduler.last_epoch + 1 < scheduler.total_steps:
+            scheduler.step()
+        losses.append(loss.item() * len(y))
         probs.append(torch.softmax(logits.detach().float(), -1).cpu())
         labels.append(y.cpu())
-        if epoch == 1 and start == 0 and not t.first_batch_fits(time.perf_counter() - batch_t0):
+        seen += len(y)
+        if not on_batch(seen, time.perf_counter() - batch_t0):
             return None
-        done = epoch - 1 + (start + len(batch)) / len(order)
-        run.report(t.fraction(done), t.stage, t.message(epoch), epoch, t.shown_epochs)
-    return {"loss": sum(losses) / len(order), "probs": torch.cat(probs).numpy(), "labels": torch.cat(labels).numpy()}
+        batch_t0 = time.perf_counter()
+    if not seen:
+        return None
+    return {"loss": sum(losses) / seen, "probs": torch.cat(probs).numpy(), "labels": torch.cat(labels).numpy()}
 
 
 def _better(row: dict, other: dict) -> bool:
@@ -619,7 +653,7 @@ def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict
 
 # --- retrain the chosen recipe on every image -----------------------------------------------
 
-def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C, run, device, cross_fitted=None) -> dict:
+def _refit(model, chosen, run, *, backbone, stage1_state, best, train, val, features, C, device, cross_fitted=None) -> dict:
     """Validation has chosen the stage and, for stage 2, the epoch; train that recipe again on
     training + validation images (25 % more data at the default split). Keeps the validated model
     when the retrain would not fit in the time budget. A quick model's retrain is `cross_fitted`'s
@@ -642,14 +676,21 @@ def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C,
                                 "as fine-tuning did, and it did not pay on held-out images (the advanced settings can "
                                 "turn it on)."}
     head, _ = fit_linear_head(x, y, model.head.out_features, C=C)
-    epochs = best["row"]["epoch"]
-    if not run.phases.start("refit", "Retraining on all images",
-                            retrain_estimate_s(best["epoch_s"], len(train), len(samples), epochs)):
-        return {**info, "note": run.phases.note("refit") + " The validated model was kept."}
     model.load_state_dict(stage1_state)
     model.head.load_state_dict(head.state_dict())
+    return _refit_finetuned(model, run, backbone=backbone, best=best, samples=samples, n_train=len(train), info=info,
+                            device=device, started=t0)
+
+
+def _refit_finetuned(model, run, *, backbone, best, samples, n_train, info, device, started) -> dict:
+    """Fine-tune again, from the quick model refitted on every image, for the epochs validation chose."""
+    epochs = best["row"]["epoch"]
+    if not run.phases.start("refit", "Retraining on all images",
+                            retrain_estimate_s(best["epoch_s"], n_train, len(samples), epochs)):
+        model.load_state_dict(best["state"])
+        return {**info, "note": run.phases.note("refit") + " The validated model was kept."}
     try:
-        refitted = finetune_fixed(model, backbone, samples, epochs, run, device, best["frozen"])
+        refitted = finetune_fixed(model, backbone, samples, epochs, run, device=device, frozen=best["frozen"])
     except TrainingCancelled:  # the model is already chosen and validated: stop, but do not lose it
         refitted, why = None, "The retrain on all images was cancelled, so the validated model was kept."
     else:
@@ -660,7 +701,7 @@ def _refit(model, backbone, stage1_state, chosen, best, train, val, features, C,
         model.load_state_dict(best["state"])
         return {**info, "note": why}
     model.load_state_dict(refitted["state"])
-    return _refit_done({**info, "epochs": epochs}, t0, f" for the same {epochs} epochs")
+    return _refit_done({**info, "epochs": epochs}, started, f" for the same {epochs} epochs")
 
 
 def _smallest_class(labels: np.ndarray) -> int:
@@ -677,7 +718,7 @@ def _refit_done(info: dict, t0: float, how: str) -> dict:
 
 # --- artifact -------------------------------------------------------------------------------
 
-def save_artifact(out_dir: Path, model: Classifier, stage1_head: nn.Linear, backbone: Backbone,
+def save_artifact(out_dir: Path, model: Classifier, *, stage1_head: nn.Linear, backbone: Backbone,
                   classes: list[str], config: TrainConfig, result: dict, trust_arrays: dict | None = None) -> None:
     """model.pt (full state dict) + meta.json: enough to predict without the database."""
     import timm
