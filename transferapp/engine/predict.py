@@ -62,6 +62,8 @@ def decode_each(paths) -> list[tuple[str, Image.Image | str]]:
             out.append((path, load_rgb(path)))
         except DecodeError as exc:
             out.append((path, str(exc)))
+        except OSError as exc:  # a missing or unreadable path: one line, like an undecodable file
+            out.append((path, f"This file cannot be read ({exc.strerror or exc})."))
     return out
 
 
