@@ -145,7 +145,8 @@ def test_a_dicom_projects_report_names_no_patient(alice, user, tmp_path):
         label = services.label_create(project=project, name=name)
         for i in range(2):
             alice.post(reverse("label_upload", args=[project.pk, label.pk]),
-                       {"files": [upload(f"{name}{i}.dcm", dicom_with_identity(patient_id=f"{SECRET_ID}-{name}{i}"))]})
+                       # Exported DICOM files are often named after the patient or the accession number.
+                       {"files": [upload(f"{SECRET_ID}_{name}{i}.dcm", dicom_with_identity(patient_id=f"{SECRET_ID}-{name}{i}"))]})
     images = list(Image.objects.filter(project=project))
     assert len(images) == 4
     mistake = {"key": str(images[0].pk), "true": "ct", "predicted": "mr", "confidence": 0.8}

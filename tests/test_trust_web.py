@@ -69,7 +69,9 @@ def test_images_set_aside_for_testing_never_reach_training_and_are_scored_apart(
     assert run.metrics["evaluated_on"] == "test" and run.metrics["n_scored"] == 6 == run.metrics["n_test"]
     page = alice.get(run.get_absolute_url()).content.decode()
     assert "accuracy on 6 images never used in training or choices" in page
-    assert "The validation images, which chose the model, gave" in page
+    # 5 training images a class: no validation split, so the second figure is out-of-fold and says so.
+    assert "The out-of-fold estimate over the 15 training images" in html.unescape(page)
+    assert "The validation images, which chose the model" not in page
 
 
 def test_images_given_back_to_training_are_trained_on_again(alice, user):
@@ -284,3 +286,10 @@ def test_a_small_project_trains_on_every_image_and_says_its_figures_are_out_of_f
     assert 'id="out-of-fold-note"' in page and 'id="optimistic-note"' not in page
     assert "out-of-fold accuracy on 18 images" in page and "every image trained the model" in page
     assert "Out-of-fold images it got wrong" in page or "None: every out-of-fold image" in page
+    # A small run cancelled after its quick model has no validation figure to show: the predict page
+    # still lists it (it once crashed on round(None)).
+    TrainingRun.objects.create(project=project, base_model=run.base_model, preset="best", status="cancelled",
+                               artifact_dir=run.artifact_dir, classes=run.classes, config=run.config,
+                               metrics={"first_model_ready": True, "first_model_accuracy": None})
+    page = html.unescape(alice.get(reverse("predict", args=[project.pk])).content.decode())
+    assert "quick first model (run cancelled)" in page and "quick first model (run cancelled) ·" not in page

@@ -13,11 +13,19 @@ from transferapp.models import Image
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_the_same_file_uploaded_in_parallel_is_added_once_and_skipped_otherwise(user):
+def test_the_same_file_uploaded_in_parallel_is_added_once_and_skipped_otherwise(user, monkeypatch):
     project = project_with_images(user, classes=("red", "blue"), per_class=1)
     label = project.labels.get(name="red")
-    data = image_bytes("green", size=(256, 256), shape_seed=7)
-    for attempt in range(5):  # several tries: the race needs both to pass the duplicate check first
+    raced = []
+
+    class Spy(services._StoredMeanwhile):  # counts the uploads that lost the race for the row
+        def __init__(self, existing):
+            raced.append(existing.pk)
+            super().__init__(existing)
+
+    monkeypatch.setattr(services, "_StoredMeanwhile", Spy)
+    for attempt in range(5):  # new bytes each time: the race needs all four to pass the duplicate check first
+        data = image_bytes("green", size=(256, 256), shape_seed=100 + attempt)
         outcomes, start = [], threading.Barrier(4)
 
         def upload(i, attempt=attempt):
@@ -32,6 +40,6 @@ def test_the_same_file_uploaded_in_parallel_is_added_once_and_skipped_otherwise(
             t.start()
         for t in threads:
             t.join()
-        assert Image.objects.filter(label=label).count() == 2  # the class's first image and one copy
-        assert outcomes.count("added") == (1 if attempt == 0 else 0), (attempt, outcomes)
-        assert outcomes.count("skipped") == 4 - outcomes.count("added"), outcomes
+        assert Image.objects.filter(label=label).count() == 2 + attempt  # the class's first image, one copy each
+        assert outcomes.count("added") == 1 and outcomes.count("skipped") == 3, (attempt, outcomes)
+    assert raced  # the race did happen (a lost race once answered "added" for a copy never stored)

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotFound
+from django.utils.cache import patch_vary_headers
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.shortcuts import redirect, render
@@ -42,8 +43,11 @@ def version_compare(request, pk):
                "not_found": any(asked) and (str(before and before.version), str(after and after.version)) != asked}
     if before and after and before != after:
         context["diff"] = _version_diff(project, before, after)
-    template = "transferapp/version_compare.html" + ("#diff" if request.htmx else "")
-    return render(request, template, context)
+    # A history restore (Back after a swap, cache missed) asks as htmx too but needs the whole page.
+    partial = request.htmx and not request.htmx.history_restore_request
+    response = render(request, "transferapp/version_compare.html" + ("#diff" if partial else ""), context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 def _version_diff(project, before, after) -> dict:

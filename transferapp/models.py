@@ -213,8 +213,9 @@ class TrainingRun(models.Model):
             return f"{version}Run #{self.pk} · {self.base_model} · {round(100 * (self.accuracy or 0))}% accuracy"
         why = {self.Status.RUNNING: "still training", self.Status.CANCELLED: "run cancelled",
                self.Status.FAILED: "run failed"}.get(self.status, self.status)
-        accuracy = round(100 * (self.metrics or {}).get("first_model_accuracy", 0))
-        return f"Run #{self.pk} · {self.base_model} · quick first model ({why}) · {accuracy}% accuracy"
+        accuracy = (self.metrics or {}).get("first_model_accuracy")  # None: a small project's (no validation)
+        shown = f" · {round(100 * accuracy)}% accuracy" if accuracy is not None else ""
+        return f"Run #{self.pk} · {self.base_model} · quick first model ({why}){shown}"
 
 
 class WorkerJob(models.Model):
@@ -258,12 +259,6 @@ class ImportJob(WorkerJob):
 
     def get_absolute_url(self):
         return reverse("import_detail", args=[self.pk])
-
-    @property
-    def scored_images(self) -> str:
-        """Which images the run's figures come from, in the page's words: "test", "validation", or
-        "out-of-fold" (a small project: every image trained, each scored by a model that left it out)."""
-        return {"test": "test", "out_of_fold": "out-of-fold"}.get((self.metrics or {}).get("evaluated_on"), "validation")
 
     @property
     def percent(self) -> int:
@@ -352,12 +347,6 @@ class BatchPrediction(WorkerJob):
 
     def get_absolute_url(self):
         return reverse("batch_detail", args=[self.pk])
-
-    @property
-    def scored_images(self) -> str:
-        """Which images the run's figures come from, in the page's words: "test", "validation", or
-        "out-of-fold" (a small project: every image trained, each scored by a model that left it out)."""
-        return {"test": "test", "out_of_fold": "out-of-fold"}.get((self.metrics or {}).get("evaluated_on"), "validation")
 
     @property
     def percent(self) -> int:

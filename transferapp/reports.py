@@ -26,7 +26,7 @@ from django.contrib.staticfiles import finders
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from transferapp import exports
+from transferapp import exports, selectors
 from transferapp.engine.features import file_digest
 from transferapp.engine.zoo import weights_file
 from transferapp.models import Image, TrainingRun
@@ -54,14 +54,20 @@ def record_provenance(*, out_dir: Path, classes: list[str], parts: dict[str, lis
     base weights' hash). `parts` maps a role ("train", "validation", "test") to engine Samples."""
     seen = {s.key: (role, classes[s.label]) for role, samples in parts.items() for s in samples}
     rows = Image.all_objects.filter(pk__in=[int(k) for k in seen if k.isdigit()]).order_by("pk")
-    manifest = [[str(pk), name, seen[str(pk)][1], seen[str(pk)][0], sha]
-                for pk, name, sha in rows.values_list("pk", "original_name", "sha256")]
+    manifest = [[str(pk), _shown_name(name, file), seen[str(pk)][1], seen[str(pk)][0], sha]
+                for pk, name, file, sha in rows.values_list("pk", "original_name", "file", "sha256")]
     folder = Path(out_dir) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.csv").write_text(_csv(manifest))
     facts = {"code_version": code_version(), "versions": library_versions(), "hardware": hardware(),
              "base_weights_sha256": _weights_digest(base), "recorded_at": timezone.now().isoformat()}
     (folder / "provenance.json").write_text(json.dumps(facts, indent=2))
+
+
+def _shown_name(original_name: str, stored_file: str) -> str:
+    """A DICOM file's name is often the patient's name or accession number: left out, like every
+    other patient field (the image id identifies the row)."""
+    return "" if stored_file.lower().endswith((".dcm", ".dicom")) else original_name
 
 
 def _csv(rows: list[list[str]]) -> str:
@@ -129,8 +135,9 @@ def manifest(run: TrainingRun) -> tuple[str, bool]:
     roles = {key: "validation" for key in metrics.get("val_keys") or []}
     if metrics.get("evaluated_on") == "test":
         roles.update({k: "test" for row in metrics.get("confusion_keys") or [] for cell in row for k in cell})
-    images = Image.objects.filter(project=run.project).order_by("pk").values_list("pk", "original_name", "label__name", "sha256")
-    rows = [[str(pk), name, label, roles.get(str(pk), "train" if roles else ""), sha] for pk, name, label, sha in images]
+    images = Image.objects.filter(project=run.project).order_by("pk").values_list("pk", "original_name", "file", "label__name", "sha256")
+    rows = [[str(pk), _shown_name(name, file), label, roles.get(str(pk), "train" if roles else ""), sha]
+            for pk, name, file, label, sha in images]
     return _csv(rows), False
 
 
@@ -177,12 +184,14 @@ def report_context(run: TrainingRun) -> dict:
     metrics = run.metrics or {}
     context.update(
         report={
-            "id": report_id(run, manifest_csv, facts), "code_version": code_version(),
+            # The version that trained the model (what the ID hashes), not the one rendering the page.
+            "id": report_id(run, manifest_csv, facts), "code_version": facts.get("code_version") or code_version(),
+            "rendered_with": code_version(),
             "manifest_recorded": recorded, "facts_recorded": facts_recorded, "facts": facts,
             "versions": facts.get("versions", {}),
             "manifest_sha256": hashlib.sha256(manifest_csv.encode()).hexdigest(), "manifest_rows": len(rows),
             "manifest_uri": "data:text/csv;base64," + base64.b64encode(manifest_csv.encode()).decode(),
-            "counts": _counts(rows, metrics.get("classes", run.classes)), "checks": _checks(rows),
+            "counts": _counts(rows, metrics.get("classes", run.classes)), "checks": _checks(run, rows),
             "seed": (metrics.get("config") or run.config or {}).get("seed"),
             "frozen": _frozen(run), "author": run.project.owner.get_full_name() or run.project.owner.get_username(),
             "mistakes_shown": context["mistakes"][:MISTAKES_SHOWN],
@@ -201,19 +210,18 @@ def _counts(rows: list[dict], classes: list[str]) -> dict:
             "totals": [sum(1 for row in rows if row["role"] == r) for r in roles], "total": len(rows)}
 
 
-def _checks(rows: list[dict]) -> list[dict]:
-    """Leakage between roles, read from the manifest itself: the same image or the same bytes used
-    both to train and to judge the model would flatter its figures."""
-    by_sha: dict[str, set] = {}
-    for row in rows:
-        by_sha.setdefault(row["sha256"], set()).add(row["role"])
-    shared = sum(1 for roles in by_sha.values() if len(roles) > 1)
-    repeated = sum(1 for row in rows) - len(by_sha)
+def _checks(run: TrainingRun, rows: list[dict]) -> list[dict]:
+    """Leakage between roles, read from the manifest: near-identical images (the project's
+    near-duplicate groups, as they are now) used both to train and to judge the model flatter its
+    figures. Identical bytes cannot: a project holds each file once (the upload refuses a copy)."""
+    role = {row["image_id"]: row["role"] for row in rows}
+    crossing = [group for group in selectors.near_duplicate_images(project=run.project)
+                if len({role.get(str(image.pk)) for image in group if str(image.pk) in role}) > 1]
     return [
-        {"name": "Identical files", "ok": repeated == 0,
-         "text": "none: every file's SHA-256 appears once" if repeated == 0 else f"{repeated} file(s) repeat another's bytes"},
-        {"name": "Same bytes in training and evaluation", "ok": shared == 0,
-         "text": "none" if shared == 0 else f"{shared} file content(s) sit in more than one role"},
+        {"name": "Identical files", "ok": True, "text": "none possible: a project stores each file's bytes once"},
+        {"name": "Near-identical images on both sides (training and evaluation)", "ok": not crossing,
+         "text": "none" if not crossing else f"{len(crossing)} group(s): images "
+                 + "; ".join(", ".join(str(image.pk) for image in group) for group in crossing[:5])},
     ]
 
 

@@ -250,6 +250,8 @@ def near_duplicate_images(*, project: Project) -> list[list[Image]]:
 
 def small_data_note(*, project: Project) -> str:
     """What a run of this project will do differently because it is small (engine: is_small_data)."""
+    if project.images.filter(split="val").exists():  # an imported split is used as given (tasks._split)
+        return ""
     held = test_image_counts(project=project)
     trained = [count - held.get(name, 0) for name, count in image_counts(project=project).items() if count]
     below = TrainConfig.small_data_below
@@ -317,7 +319,9 @@ def compared_versions(*, project: Project, before, after) -> tuple[TrainingRun |
     """The two versions the compare page shows: the ones named (version numbers, as typed in the
     URL), else the project's model and the version before it (or, for v1, the newest other)."""
     versions = {run.version: run for run in versions_for_project(project=project)}
-    named = [versions.get(int(v)) if str(v).isdigit() else None for v in (before, after)]
+    # isdigit() alone admits "²" and 5,000-digit strings, which int() refuses: HTTP 500.
+    named = [versions.get(int(v)) if str(v).isascii() and str(v).isdigit() and len(str(v)) < 10 else None
+             for v in (before, after)]
     if all(named):
         return named[0], named[1]
     current = model_run(project=project)

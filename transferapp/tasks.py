@@ -150,8 +150,13 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
         should_stop=reporter.should_stop,
     )
     # What the training report cites: the images as this run saw them, versions, hardware.
-    reports.record_provenance(out_dir=out_dir, classes=snapshot.classes, base=config.base,
-                              parts={"train": train, "validation": val, "test": test})
+    # A failure here (a full disk, an uninstalled checkout) must not fail a trained model: the report
+    # then rebuilds the manifest from the images and says what was not recorded.
+    try:
+        reports.record_provenance(out_dir=out_dir, classes=snapshot.classes, base=config.base,
+                                  parts={"train": train, "validation": val, "test": test})
+    except Exception:
+        logger.exception("Run %s: could not record what the training report cites", run.pk)
     if pulled_in:
         how_split += (f" {pulled_in} image(s) related to test images (near-identical, or in the same group) "
                       "were held out with them, so no copy of a test image was trained on.")
