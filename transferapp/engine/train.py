@@ -25,7 +25,8 @@ from .head import class_weights, cross_fit, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
 from .ordinal import in_grade_order
 from .phases import Phases, retrain_estimate_s
-from .zoo import Backbone, Classifier, create_backbone, frozen_runner, precision
+from .zoo import (Backbone, Classifier, create_backbone, frozen_runner, inference_batch_size, precision,
+                  trains_in_mixed_precision)
 
 __all__ = ["fit", "TrainingCancelled", "fit_linear_head", "class_weights"]
 
@@ -52,6 +53,9 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     _seed_everything(config.seed)
     run = _Run(config, on_progress, should_stop, started)
     device = pick_device()
+    # Forward passes that train nothing take as many images at once as the device likes; the training
+    # batch stays config.batch_size, a setting of the recipe (it changes the model).
+    run.scoring_batch = inference_batch_size(device, config.batch_size)
     backbone = create_backbone(config.base, image_size=config.image_size)
     x_train, x_val, x_test = run.features(train, val, backbone, cache_dir, device, test)
     val, x_val, cal, x_cal = _set_aside_for_calibration(val, x_val, config)
@@ -109,7 +113,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     # rescaled: one temperature serves every figure, the threshold table and predictions. It is
     # fitted, with the prediction sets, on the final model's scores of the set-aside images (or,
     # with too few validation images for that, on those that chose the epoch, and the page says so).
-    cal_probs = _model_outputs(model, cal, backbone.preprocessing, config.batch_size, device, run)[1] if cal else None
+    cal_probs = _model_outputs(model, cal, backbone.preprocessing, run.scoring_batch, device, run)[1] if cal else None
     fitted_on, y_fitted = (cal_probs, _labels(cal)) if cal else (val_probs, y_val)
     temperature = fit_temperature(fitted_on, y_fitted) if chosen == "finetune" and len(y_fitted) >= 2 else 1.0
     val_probs = apply_temperature(val_probs, temperature)
@@ -195,8 +199,8 @@ def _final_outputs(model, chosen, dev, test, x_dev, x_test, backbone, device, ru
     if chosen == "head":
         head = copy.deepcopy(model.head).cpu()
         return {"dev_features": x_dev, "test_probs": _head_probs(head, x_test) if len(test) else None}
-    dev_feats, _ = _model_outputs(model, dev, backbone.preprocessing, run.config.batch_size, device, run)
-    test_probs = _model_outputs(model, test, backbone.preprocessing, run.config.batch_size, device, run)[1] if test else None
+    dev_feats, _ = _model_outputs(model, dev, backbone.preprocessing, run.scoring_batch, device, run)
+    test_probs = _model_outputs(model, test, backbone.preprocessing, run.scoring_batch, device, run)[1] if test else None
     return {"dev_features": dev_feats, "test_probs": test_probs}
 
 
@@ -213,7 +217,7 @@ def _test_accuracy(model, chosen, test, x_test, backbone, device, run) -> float:
     if chosen == "head":
         probs = _head_probs(copy.deepcopy(model.head).cpu(), x_test)
     else:
-        probs = _model_outputs(model, test, backbone.preprocessing, run.config.batch_size, device, run)[1]
+        probs = _model_outputs(model, test, backbone.preprocessing, run.scoring_batch, device, run)[1]
     return round(float((probs.argmax(1) == _labels(test)).mean()), 4)
 
 
@@ -264,6 +268,7 @@ class _Run:
         self.phases = Phases(self.deadline)
         self.later_s = 0.0  # priced phases still to come after the running one (the retrain, during stage 2)
         self.final_s = 0.0  # the final check, run whatever the budget
+        self.scoring_batch = config.batch_size  # fit() sets the device's (zoo.inference_batch_size)
 
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
         self.last_fraction = max(self.last_fraction, fraction)
@@ -300,7 +305,7 @@ class _Run:
             self.report(frac, "features", f"Computing image features {done}/{total}")
 
         self.phases.start("features", "Reading images", None)
-        x = embed(samples, backbone, cache_dir=cache_dir, batch_size=self.config.batch_size,
+        x = embed(samples, backbone, cache_dir=cache_dir, batch_size=self.scoring_batch,
                   progress=progress, should_stop=self.should_stop, device=device)
         self.feature_seconds, self.n_embedded = time.perf_counter() - t0, counted["todo"]
         self.n_val = len(val)
@@ -361,7 +366,7 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
     config = run.config
     run.phases.start("finetune", "Fine-tuning", None)  # priced by its first batch (_Trainer.first_batch_fits)
     trainer = _Trainer(model, backbone, train, run, device, "finetune", (run.head_end, run.finetune_end))
-    val_acts = _body_activations(trainer.frozen, val, trainer.prep, config.batch_size, run)
+    val_acts = _body_activations(trainer.frozen, val, trainer.prep, run.scoring_batch, run)
     best, best_loss, stale = None, math.inf, 0
     for epoch in range(1, config.epochs + 1):
         stats = trainer.epoch(epoch)
@@ -420,6 +425,9 @@ class _Trainer:
         model.to(device=device, memory_format=torch.channels_last)
         trainable = _freeze_body(model, self.top)
         model.fp32_from, model.flip_tta = self.top, not config.no_mirroring
+        model.mixed_trained = trains_in_mixed_precision(device)
+        # fp16 gradients underflow without loss scaling; with bf16 or float32 the scaler does nothing.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=model.mixed_trained and precision(device) == "fp16")
         self.prep = backbone.preprocessing
         # The frozen stages only ever run forward: the fastest inference engine here runs them.
         crop = self.prep["crop"]
@@ -572,8 +580,9 @@ def _train_batches(t: _Trainer, epoch: int) -> dict | None:
         logits = model(acts, start=t.top)
         loss = F.cross_entropy(logits, y, weight=t.weights, label_smoothing=0.1)
         t.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        t.opt.step()
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.opt)
+        t.scaler.update()
         t.ema.update()
         if t.sched.last_epoch + 1 < t.sched.total_steps:
             t.sched.step()
