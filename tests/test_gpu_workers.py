@@ -174,3 +174,33 @@ def test_a_training_run_again_after_its_worker_died_gives_the_same_result(alice,
     assert again == {**first, "version": 2}  # the same model and figures; a new version number, as any success
     # The features were read from the cache (keyed by image hash, base and settings), not stored twice.
     assert sorted(p.name for p in Path(settings.FEATURE_CACHE_DIR).rglob("*.npy")) == cached
+
+
+# --- operations: worker and queue health for the admin -----------------------------------------
+
+DASHBOARD = "/admin/django_rq/dashboard/"
+
+
+def test_the_queue_dashboard_shows_staff_every_queue_and_its_workers(client, django_user_model, gpu_worker_registered):
+    staff = django_user_model.objects.create_user("ops", password="a-long-password-3", is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    assert client.get(DASHBOARD).status_code == 200
+    pages = {}
+    for index in range(len(settings.RQ_QUEUES)):
+        page = client.get(f"{DASHBOARD}workers/{index}/")
+        assert page.status_code == 200
+        text = page.content.decode()
+        pages[text.split("<title>Workers in ", 1)[1].split()[0]] = text
+    assert set(pages) == {"default", "intake", "gpu"}
+    assert gpu_worker_registered.name in pages["gpu"] and gpu_worker_registered.name not in pages["default"]
+
+
+def test_the_queue_dashboard_is_closed_to_users_who_are_not_staff(alice, client):
+    for url in (DASHBOARD, f"{DASHBOARD}workers/0/", f"{DASHBOARD}stats.json"):
+        response = alice.get(url)
+        assert response.status_code in (302, 401), url
+        if response.status_code == 302:
+            assert "/admin/login/" in response["Location"]
+        assert "default" not in response.content.decode()
+    client.logout()
+    assert client.get(DASHBOARD).status_code == 302
