@@ -30,12 +30,12 @@ def embedded_redis():
 def queue(embedded_redis):
     import django_rq
 
-    q, intake = django_rq.get_queue("default"), django_rq.get_queue("intake")
-    q.empty()
-    intake.empty()
+    q, others = django_rq.get_queue("default"), [django_rq.get_queue("intake"), django_rq.get_queue("gpu")]
+    for each in (q, *others):
+        each.empty()
     yield q
-    q.empty()
-    intake.empty()
+    for each in (q, *others):
+        each.empty()
 
 
 @pytest.fixture(autouse=True)

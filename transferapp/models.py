@@ -170,6 +170,10 @@ class TrainingRun(models.Model):
     decision_threshold = models.FloatField(null=True, blank=True)
     # v1, v2, ... per project: given when the run succeeds (tasks._finish), from Project.last_version.
     version = models.PositiveIntegerField(null=True, blank=True)
+    # Where it ran, written when a worker claims it: the rq worker's name and the device, e.g.
+    # "cuda: NVIDIA H100 80GB HBM3" or "cpu: 2 threads" (engine.features.describe_device).
+    worker_name = models.CharField(max_length=200, blank=True)
+    device = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

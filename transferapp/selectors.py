@@ -3,11 +3,15 @@
 Anything that belongs to another user (or does not exist) is a 404: we never reveal
 whether someone else's project exists.
 """
+from datetime import timedelta
+
 import django_rq
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db.models import Count, OuterRef, Q, Subquery
 from PIL import Image as PILImage
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from rq import Worker
 
 from transferapp import duplicates, grouping
@@ -286,9 +290,17 @@ def problems_for_counts(counts: dict[str, int], *, held_out: dict[str, int]) -> 
 def workers_online() -> bool:
     """Whether any training worker is listening, so a queued run's page can say why it waits."""
     try:
-        return bool(Worker.all(queue=django_rq.get_queue("default")))
+        return bool(Worker.all(queue=django_rq.get_queue("default"))) or gpu_workers_online()
     except Exception:  # Redis down: the page still renders; the run stays queued in the database
         return False
+
+
+def gpu_workers_online() -> bool:
+    """Whether a GPU worker (workers.GpuWorker) has said it is alive within GPU_WORKER_TTL_S + 60 s.
+    Its registration would also expire then; the heartbeat check does not wait for Redis to notice."""
+    horizon = timezone.now() - timedelta(seconds=settings.GPU_WORKER_TTL_S + 60)
+    workers = Worker.all(queue=django_rq.get_queue("gpu"))
+    return any(w.last_heartbeat is not None and w.last_heartbeat > horizon for w in workers)
 
 
 def other_labels(*, label: Label) -> list[Label]:

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
 from transferapp import grouping, intake, quotas, selectors
@@ -530,8 +531,13 @@ def _enqueue_training(run: TrainingRun) -> None:
     # rq kills a job at its timeout: leave room for the user's time budget plus features and stage 1.
     budget = TrainConfig.from_dict(run.config).time_budget_s
     timeout = max(settings.RQ_QUEUES["default"]["DEFAULT_TIMEOUT"], int(budget) + 3600)
-    queue = django_rq.get_queue("default", commit_mode="auto")
+    queue = django_rq.get_queue(_training_queue_name(), commit_mode="auto")
     queue.enqueue("transferapp.tasks.run_training", run.pk, job_id=run.job_id, job_timeout=timeout)
+
+
+def _training_queue_name() -> str:
+    """`gpu` while a GPU worker is alive, else the CPU workers' `default`."""
+    return "gpu" if selectors.gpu_workers_online() else "default"
 
 
 def _run_not_queued(run: TrainingRun) -> None:
@@ -579,7 +585,24 @@ def run_requeue_if_lost(*, run: TrainingRun) -> TrainingRun:
     if _requeue_if_lost(run, queue_name="default", enqueue=_enqueue_training,
                         fail=lambda reason: _run_fail_unclaimed(run, reason)):
         run.refresh_from_db()
+    _run_leave_a_gone_gpu(run)
     return run
+
+
+def _run_leave_a_gone_gpu(run: TrainingRun) -> None:
+    """A run waiting in the `gpu` queue after the last GPU worker went away moves to the CPU workers.
+    Should a GPU worker take the old job after all, the claim (queued -> running) lets one train."""
+    if run.status != TrainingRun.Status.QUEUED:
+        return
+    try:
+        job = _fetch_job("gpu", run.job_id)
+        if job is None or job.origin != "gpu" or job.get_status() != JobStatus.QUEUED or selectors.gpu_workers_online():
+            return
+        django_rq.get_queue("gpu").remove(run.job_id)
+        logger.warning("Run %s waited for a GPU worker that went away; moving it to the CPU workers", run.pk)
+        _enqueue_training(run)
+    except RedisError:
+        pass
 
 
 def _run_fail_unclaimed(run: TrainingRun, reason: str) -> None:
@@ -647,7 +670,7 @@ def _requeue_if_lost(row: TrainingRun | ImportJob | BatchPrediction, *, queue_na
     if row.status != row.Status.QUEUED:
         return False
     try:
-        job = django_rq.get_queue(queue_name).fetch_job(row.job_id)
+        job = _fetch_job(queue_name, row.job_id)
         if job is None:
             logger.warning("%s %s had no job in Redis; queueing it again", type(row).__name__, row.pk)
             enqueue(row)
@@ -657,6 +680,16 @@ def _requeue_if_lost(row: TrainingRun | ImportJob | BatchPrediction, *, queue_na
     except RedisError:
         pass  # the page says no worker is reachable; the row keeps the run
     return False
+
+
+def _fetch_job(queue_name: str, job_id: str):
+    """The job, whichever queue it was put on: Queue.fetch_job answers None for a job of another
+    queue, and a training may be on `gpu` or `default`."""
+    queue = django_rq.get_queue(queue_name)
+    try:
+        return queue.job_class.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+    except NoSuchJobError:
+        return None
 
 
 def _job_failure(job) -> str:

@@ -144,7 +144,12 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("TRAINING_TIMEOUT_S", "21600")},
     # Imports and feature warm-up run on their own worker so that they never wait behind a training.
     "intake": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("IMPORT_TIMEOUT_S", "21600")},
+    # Trainings go here instead of "default" while a GPU worker (`manage.py gpuworker`) is alive.
+    "gpu": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": envint("TRAINING_TIMEOUT_S", "21600")},
 }
+# A GPU worker counts as alive this long after its last heartbeat (it beats every GPU_WORKER_TTL_S - 15 s
+# when idle); after that, trainings go to the CPU workers again and queued ones are moved there.
+GPU_WORKER_TTL_S = envint("GPU_WORKER_TTL_S", "60")
 # The worker class settles stale runs and imports on a timer, with no page view needed (workers.py):
 # `manage.py rqworker` and `manage.py serve` both use it.
 RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "transferapp.workers.ReapingWorker"}

@@ -14,10 +14,11 @@ import torch
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from rq import get_current_job
 
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.data import Sample, development_split
-from transferapp.engine.features import precompute
+from transferapp.engine.features import describe_device, pick_device, precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
 from transferapp import batch as batches, grouping, predictions, reports, selectors, services, throttle
@@ -35,9 +36,9 @@ HEARTBEAT_INTERVAL_S = 20.0
 
 def run_training(run_id: int) -> str:
     run = TrainingRun.objects.select_related("project").get(pk=run_id)
-    if not _claim(run, message="Starting…"):
-        return f"run {run_id} was {run.status} before it started"
     _configure_threads()
+    if not _claim(run, message="Starting…", **_where_it_runs()):
+        return f"run {run_id} was {run.status} before it started"
     heartbeat = Heartbeat(run)
     heartbeat.start()
     snapshot = None
@@ -114,6 +115,12 @@ def _claim(row: TrainingRun | ImportJob | BatchPrediction, **fields) -> bool:
     )
     row.refresh_from_db()
     return bool(claimed)
+
+
+def _where_it_runs() -> dict:
+    """The worker's name and the device, for the run page's "Trained on" line."""
+    job = get_current_job()
+    return {"worker_name": (job.worker_name or "") if job else "", "device": describe_device(pick_device())}
 
 
 def _configure_threads() -> None:

@@ -38,6 +38,14 @@ def pick_device(device=None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def describe_device(device) -> str:
+    """Where a run computes, for its page: "cuda: NVIDIA H100 80GB HBM3" or "cpu: 2 threads"."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"{device.type}: {torch.get_num_threads()} threads"
+
+
 def prepare_for_inference(backbone: Backbone, device: torch.device) -> None:
     # channels_last halves the CPU forward pass of these conv nets.
     backbone.model.eval().to(device=device, memory_format=torch.channels_last)

@@ -25,7 +25,8 @@ from .head import class_weights, cross_fit, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
 from .ordinal import in_grade_order
 from .phases import Phases, retrain_estimate_s
-from .zoo import Backbone, Classifier, create_backbone, frozen_runner, precision
+from .zoo import (Backbone, Classifier, create_backbone, frozen_runner, inference_batch_size, precision,
+                  trains_in_mixed_precision)
 
 __all__ = ["fit", "TrainingCancelled", "fit_linear_head", "class_weights"]
 
@@ -52,6 +53,9 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     _seed_everything(config.seed)
     run = _Run(config, on_progress, should_stop, started)
     device = pick_device()
+    # Forward passes that train nothing take as many images at once as the device likes; the training
+    # batch stays config.batch_size, a setting of the recipe (it changes the model).
+    run.scoring_batch = inference_batch_size(device, config.batch_size)
     backbone = create_backbone(config.base, image_size=config.image_size)
     x_train, x_val, x_test = run.features(train, val, backbone, cache_dir, device, test)
     val, x_val, cal, x_cal = _set_aside_for_calibration(val, x_val, config)
@@ -111,7 +115,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     # rescaled: one temperature serves every figure, the threshold table and predictions. It is
     # fitted, with the prediction sets, on the final model's scores of the set-aside images (or,
     # with too few validation images for that, on those that chose the epoch, and the page says so).
-    cal_probs = _model_outputs(model, cal, backbone.preprocessing, config.batch_size, device, run)[1] if cal else None
+    cal_probs = _model_outputs(model, cal, backbone.preprocessing, run.scoring_batch, device, run)[1] if cal else None
     fitted_on, y_fitted = (cal_probs, _labels(cal)) if cal else (val_probs, y_val)
     temperature = fit_temperature(fitted_on, y_fitted) if chosen == "finetune" and len(y_fitted) >= 2 else 1.0
     val_probs = apply_temperature(val_probs, temperature)
@@ -201,8 +205,8 @@ def _final_outputs(model, chosen, run, *, dev, test, prep, device) -> dict:
     if chosen == "head":
         head = copy.deepcopy(model.head).cpu()
         return {"dev_features": x_dev, "test_probs": _head_probs(head, x_test) if len(test) else None}
-    dev_feats, _ = _model_outputs(model, dev, prep, run.config.batch_size, device, run)
-    test_probs = _model_outputs(model, test, prep, run.config.batch_size, device, run)[1] if test else None
+    dev_feats, _ = _model_outputs(model, dev, prep, run.scoring_batch, device, run)
+    test_probs = _model_outputs(model, test, prep, run.scoring_batch, device, run)[1] if test else None
     return {"dev_features": dev_feats, "test_probs": test_probs}
 
 
@@ -219,7 +223,7 @@ def _test_accuracy(model, chosen, test, x_test, backbone, device, run) -> float:
     if chosen == "head":
         probs = _head_probs(copy.deepcopy(model.head).cpu(), x_test)
     else:
-        probs = _model_outputs(model, test, backbone.preprocessing, run.config.batch_size, device, run)[1]
+        probs = _model_outputs(model, test, backbone.preprocessing, run.scoring_batch, device, run)[1]
     return round(float((probs.argmax(1) == _labels(test)).mean()), 4)
 
 
@@ -263,6 +267,7 @@ class _Run:
         self.phases = Phases(self.deadline)
         self.later_s = 0.0  # priced phases still to come after the running one (the retrain, during stage 2)
         self.final_s = 0.0  # the final check, run whatever the budget
+        self.scoring_batch = config.batch_size  # fit() sets the device's (zoo.inference_batch_size)
 
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
         self.last_fraction = max(self.last_fraction, fraction)
@@ -299,7 +304,7 @@ class _Run:
             self.report(frac, "features", f"Computing image features {done}/{total}")
 
         self.phases.start("features", "Reading images", None)
-        x = embed(samples, backbone, cache_dir=cache_dir, batch_size=self.config.batch_size,
+        x = embed(samples, backbone, cache_dir=cache_dir, batch_size=self.scoring_batch,
                   progress=progress, should_stop=self.should_stop, device=device)
         self.feature_seconds, self.n_embedded = time.perf_counter() - t0, counted["todo"]
         self.n_val = len(val)
@@ -361,7 +366,7 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
     run.phases.start("finetune", "Fine-tuning", None)  # priced by its first batch (_Trainer.first_batch_fits)
     trainer = _Trainer(model, backbone, train, run=run, device=device, stage="finetune",
                        progress_span=(run.head_end, run.finetune_end))
-    val_acts = _body_activations(trainer.frozen, val, trainer.prep, config.batch_size, run)
+    val_acts = _body_activations(trainer.frozen, val, trainer.prep, run.scoring_batch, run)
     best, best_loss, stale = None, math.inf, 0
     for epoch in range(1, config.epochs + 1):
         stats = trainer.epoch(epoch)
@@ -421,6 +426,9 @@ class _Trainer:
         model.to(device=device, memory_format=torch.channels_last)
         trainable = _freeze_body(model, self.top)
         model.fp32_from, model.flip_tta = self.top, not config.no_mirroring
+        model.mixed_trained = trains_in_mixed_precision(device)
+        # fp16 gradients underflow without loss scaling; with bf16 or float32 the scaler does nothing.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=model.mixed_trained and precision(device) == "fp16")
         self.prep = backbone.preprocessing
         # The frozen stages only ever run forward: the fastest inference engine here runs them.
         crop = self.prep["crop"]
@@ -472,7 +480,8 @@ class _Trainer:
         loader = _FrozenBatches(self, [self.samples[i] for i in order])
         _regularise(self.model, self.top, True)
         try:
-            stats = train_one_epoch(self.model, self.opt, loader, start=self.top, scheduler=self.sched, ema=self.ema,
+            stats = train_one_epoch(self.model, self.opt, loader, start=self.top, scheduler=self.sched,
+                                    scaler=self.scaler, ema=self.ema,
                                     class_weights=self.weights, on_batch=lambda seen, batch_s: self.batch_done(
                                         epoch, seen, batch_s))
         finally:
@@ -593,7 +602,7 @@ def evaluate(model, loader, *, start=0) -> np.ndarray:
         return torch.cat(probs).numpy()
 
 
-def train_one_epoch(model, optimizer, loader, *, start, scheduler, ema, class_weights, on_batch) -> dict | None:
+def train_one_epoch(model, optimizer, loader, *, start, scheduler, scaler, ema, class_weights, on_batch) -> dict | None:
     """One pass over `loader` ((activations, labels) batches) training the model from body stage
     `start` on, with label smoothing and class-balanced weights; the scheduler steps per batch and
     the EMA follows. on_batch(images seen, seconds this batch took) returning False stops the epoch
@@ -604,8 +613,9 @@ def train_one_epoch(model, optimizer, loader, *, start, scheduler, ema, class_we
         logits = model(acts, start=start)
         loss = F.cross_entropy(logits, y, weight=class_weights, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()  # a disabled scaler (CPU, bf16) passes straight through
+        scaler.step(optimizer)
+        scaler.update()
         ema.update()
         if scheduler.last_epoch + 1 < scheduler.total_steps:
             scheduler.step()

@@ -78,6 +78,23 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
 
 
+def inference_batch_size(device: torch.device, configured: int) -> int:
+    """Images per forward pass where nothing is trained (features, scoring), whose numbers do not depend
+    on it. On a CPU the configured size: larger batches are no faster there. On a GPU enough to keep
+    it busy, 16 images per GiB of its memory (a 24-GiB card: 384), at most 512."""
+    if device.type != "cuda":
+        return configured
+    gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return max(configured, min(512, int(gib * 16)))
+
+
+def trains_in_mixed_precision(device: torch.device) -> bool:
+    """Whether the fine-tuned stages also run under autocast. On CUDA yes (tensor cores; bf16, or fp16
+    with a gradient scaler on cards without bf16); on a CPU they stay float32, where backward passes
+    are faster and exact."""
+    return device.type == "cuda"
+
+
 def frozen_runner(module: nn.Module, device: torch.device, input_shape: tuple[int, ...], n_images: int):
     """A function running a frozen, eval-mode `module` on image batches as fast as this machine allows.
 
@@ -137,8 +154,10 @@ class Classifier(nn.Module):
         self.head = nn.Linear(backbone.feature_dim, n_classes)
         self.dropout = nn.Dropout(0.2)  # active only while fine-tuning (train._freeze_body)
         # Body stages before `fp32_from` run under autocast (bf16 is ~2.5x faster for inference);
-        # the fine-tuned stages run in float32, where CPU backward passes are faster and exact.
+        # the fine-tuned stages run in float32 on a CPU, where backward passes are faster and exact,
+        # and under autocast on CUDA (the trainer sets mixed_trained: trains_in_mixed_precision).
         self.fp32_from = len(self.body) if fp32_from is None else fp32_from
+        self.mixed_trained = False
         # Fine-tuned models average the image and its mirror (they were trained on both).
         self.flip_tta = False
 
@@ -147,7 +166,9 @@ class Classifier(nn.Module):
         split = max(start, self.fp32_from)
         with autocast(x.device):
             x = self.body[start:split](x)
-        return self.head(self.dropout(self.body[split:](x.float()).float()))
+        with autocast(x.device) if self.mixed_trained else contextlib.nullcontext():
+            x = self.body[split:](x.float())
+        return self.head(self.dropout(x.float()))
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(self(images), -1)
