@@ -199,6 +199,28 @@ S3_REGION = os.environ.get("S3_REGION", "").strip() or "us-east-1"
 S3_PUBLIC_URL = os.environ.get("S3_PUBLIC_URL", "").strip()
 S3_URL_EXPIRE_S = envint("S3_URL_EXPIRE_S", "120")
 SCRATCH_DIR = Path(os.environ.get("SCRATCH_DIR", DATA_DIR / "scratch"))
+
+
+def s3_storage(bucket: str, endpoint_url: str | None, access_key: str, secret_key: str, region: str,
+               expire_s: int = 120) -> dict:
+    """settings.STORAGES["default"] for django-storages' S3 backend on the bucket."""
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": bucket,
+        "endpoint_url": endpoint_url,
+        "access_key": access_key,
+        "secret_key": secret_key,
+        "region_name": region,
+        "signature_version": "s3v4",
+        # Path-style: self-hosted servers (SeaweedFS) answer on one host name, not one per bucket.
+        "addressing_style": "path" if endpoint_url else None,
+        "default_acl": None,  # private objects: the app hands them out after checking ownership
+        "querystring_expire": expire_s,
+        # As on disk: a name taken gets a new one rather than overwriting (services rely on it).
+        "file_overwrite": False,
+        "max_memory_size": 5 * 1024 * 1024,  # a larger file read through the storage spools to disk
+    }}
+
+
 SCRATCH_CACHE_MB = envint("SCRATCH_CACHE_MB", "4096")
 if S3_BUCKET:
     import importlib.util
@@ -206,21 +228,8 @@ if S3_BUCKET:
     if importlib.util.find_spec("storages") is None or importlib.util.find_spec("boto3") is None:
         raise ImproperlyConfigured("S3_BUCKET is set, but the object storage packages are not installed: "
                                    "pip install 'transferapp[s3]' (django-storages and boto3).")
-    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
-        "bucket_name": S3_BUCKET,
-        "endpoint_url": S3_ENDPOINT_URL,
-        "access_key": os.environ.get("S3_ACCESS_KEY_ID", ""),
-        "secret_key": os.environ.get("S3_SECRET_ACCESS_KEY", ""),
-        "region_name": S3_REGION,
-        "signature_version": "s3v4",
-        # Path-style: self-hosted servers (SeaweedFS) answer on one host name, not one per bucket.
-        "addressing_style": "path" if S3_ENDPOINT_URL else None,
-        "default_acl": None,  # private objects: the app hands them out after checking ownership
-        "querystring_expire": S3_URL_EXPIRE_S,
-        # As on disk: a name taken gets a new one rather than overwriting (services rely on it).
-        "file_overwrite": False,
-        "max_memory_size": 5 * 1024 * 1024,  # a larger file read through the storage spools to disk
-    }}
+    STORAGES["default"] = s3_storage(S3_BUCKET, S3_ENDPOINT_URL, os.environ.get("S3_ACCESS_KEY_ID", ""),
+                                     os.environ.get("S3_SECRET_ACCESS_KEY", ""), S3_REGION, S3_URL_EXPIRE_S)
 # The feature cache is derived from the images (keyed by content, base and settings): with a
 # bucket, each worker keeps its own in its scratch folder and recomputes what it lacks.
 FEATURE_CACHE_DIR = Path(os.environ.get("FEATURE_CACHE_DIR") or (SCRATCH_DIR / "feature-cache" if S3_BUCKET
