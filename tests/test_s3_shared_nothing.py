@@ -57,8 +57,14 @@ def worker(queue, tmp_path, seaweed):
     process = subprocess.Popen([sys.executable, "manage.py", "rqworker", "default", "intake"], cwd=django_settings.BASE_DIR,
                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     yield root
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    # SIGTERM first: rq then removes the worker from Redis, which a later test's "No worker is
+    # running" would otherwise count for minutes.
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _wait(fetch, done, what: str, log: Path, timeout_s: float = 300):
