@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.utils.text import slugify
 
+from transferapp import blobs
 from transferapp.engine.export import export_bundle
 from transferapp.models import TrainingRun
 
@@ -21,7 +22,7 @@ class ExportError(Exception):
 
 
 def export_dir(run: TrainingRun) -> Path:
-    return Path(run.artifact_dir) / "export"
+    return blobs.artifact_folder(run) / "export"
 
 
 def export_status(run: TrainingRun) -> dict | None:
@@ -44,16 +45,18 @@ def model_info(run: TrainingRun) -> dict:
 
 
 def run_export(*, run: TrainingRun) -> dict:
-    if run.status != TrainingRun.Status.SUCCEEDED or not run.artifact_dir or not (Path(run.artifact_dir) / "meta.json").exists():
+    folder = blobs.artifact_folder(run) if run.status == TrainingRun.Status.SUCCEEDED else None
+    if folder is None or not (folder / "meta.json").exists():
         raise ExportError("Only a finished training with its model files can be exported.")
     started = time.perf_counter()
     samples, counts = _validation_samples(run)
     name = f"{slugify(run.project.name) or 'model'}-v{run.version}"
-    result = export_bundle(run.artifact_dir, export_dir(run), name=name, samples=samples, model_info=model_info(run),
+    result = export_bundle(folder, folder / "export", name=name, samples=samples, model_info=model_info(run),
                            card=model_card(run, counts), alpha=run.alpha)
     status = {"passed": result.passed, "report": result.report, "seconds": round(time.perf_counter() - started, 2),
               "name": name}
-    (export_dir(run) / "result.json").write_text(json.dumps(status))
+    (folder / "export" / "result.json").write_text(json.dumps(status))
+    blobs.artifact_publish(run, "export")  # the bundle and its verdict, for every web process
     return status
 
 
@@ -62,7 +65,7 @@ def _validation_samples(run: TrainingRun) -> tuple[list[tuple[str, str]], dict]:
     ones), spread over the classes."""
     from transferapp.tasks import _snapshot
 
-    snapshot = _snapshot(run)
+    snapshot = _snapshot(run, local=False)  # storage names: only the chosen few are fetched
     val_keys = set(run.metrics.get("val_keys") or [])
     pool = [s for s in snapshot.samples if s.key in val_keys] or snapshot.samples
     by_class: dict[int, list] = {}
@@ -76,7 +79,8 @@ def _validation_samples(run: TrainingRun) -> tuple[list[tuple[str, str]], dict]:
     if len(chosen) < SAMPLES:  # a small project: top up from the training images
         chosen += [s for s in snapshot.samples if s not in chosen][:SAMPLES - len(chosen)]
     counts = Counter(snapshot.classes[s.label] for s in snapshot.samples)
-    return [(s.key, s.path) for s in chosen], dict(counts)
+    paths = blobs.media_paths([s.path for s in chosen])
+    return [(s.key, str(path)) for s, path in zip(chosen, paths)], dict(counts)
 
 
 def _scored(metrics: dict) -> int:

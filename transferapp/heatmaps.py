@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
 from django.conf import settings
 from PIL import Image as PILImage
 
+from transferapp import blobs
 from transferapp.engine import explain, imaging
 from transferapp.models import Image, TrainingRun
 
@@ -30,8 +30,9 @@ _lock = threading.Lock()
 
 def _model_key(run: TrainingRun) -> tuple:
     """A run's model changes once (its quick model is replaced by the final one): the file's mtime says which."""
-    meta = Path(run.artifact_dir) / "meta.json"
-    return run.pk, meta.stat().st_mtime_ns if meta.exists() else 0
+    folder = blobs.artifact_folder(run)
+    meta = folder / "meta.json" if folder else None
+    return run.pk, meta.stat().st_mtime_ns if meta and meta.exists() else 0
 
 
 def _get(key: tuple):

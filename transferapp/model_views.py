@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from transferapp import batch, exports, predictions, reports, selectors, services, throttle, uploads, versiondiff
+from transferapp import batch, blobs, exports, predictions, reports, selectors, services, throttle, uploads, versiondiff
 from transferapp.engine import imaging
 
 
@@ -102,6 +102,9 @@ def run_export_download(request, pk):
     if path is None:
         raise Http404("No export that passed its self-test")
     name = exports.export_status(run)["name"]
+    url = blobs.presigned_url(f"{run.artifact_dir}/export/bundle.zip", f"{name}.zip") if blobs.s3_mode() else ""
+    if url:  # the bucket sends it; the URL is made only now, after the ownership check
+        return redirect(url)
     return FileResponse(path.open("rb"), as_attachment=True, filename=f"{name}.zip", content_type="application/zip")
 
 

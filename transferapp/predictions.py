@@ -2,12 +2,11 @@
 import base64
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
 import torch
 from django.conf import settings
 
-from transferapp import heatmaps, intake
+from transferapp import blobs, heatmaps, intake
 from transferapp.engine.predict import load_predictor
 from transferapp.models import TrainingRun
 from transferapp.services import max_upload_bytes
@@ -37,9 +36,9 @@ def use_web_threads() -> None:
 
 
 def predictor_for(run: TrainingRun):
-    artifact_dir = Path(run.artifact_dir)
-    meta = artifact_dir / "meta.json"
-    if not meta.exists():
+    artifact_dir = blobs.artifact_folder(run)  # in bucket mode, this process's copy, refreshed when it changed
+    meta = artifact_dir / "meta.json" if artifact_dir else None
+    if meta is None or not meta.exists():
         raise PredictionError("This run's model files are missing; train again.")
     key = (str(artifact_dir), meta.stat().st_mtime_ns)
     with _cache_lock:

@@ -26,7 +26,7 @@ from django.contrib.staticfiles import finders
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from transferapp import exports, selectors
+from transferapp import blobs, exports, selectors
 from transferapp.engine.features import file_digest
 from transferapp.engine.zoo import weights_file
 from transferapp.models import Image, TrainingRun
@@ -45,7 +45,7 @@ class ReportUnavailable(Exception):
 # --- recorded at training time ------------------------------------------------------------------
 
 def report_dir(run: TrainingRun) -> Path:
-    return Path(run.artifact_dir) / "report"
+    return blobs.artifact_folder(run) / "report"
 
 
 def record_provenance(*, out_dir: Path, classes: list[str], parts: dict[str, list], base: str) -> None:
@@ -147,7 +147,7 @@ def provenance(run: TrainingRun) -> tuple[dict, bool]:
     path = report_dir(run) / "provenance.json" if run.artifact_dir else None
     if path and path.exists():
         return json.loads(path.read_text()), True
-    meta_path = Path(run.artifact_dir) / "meta.json" if run.artifact_dir else None
+    meta_path = blobs.artifact_folder(run) / "meta.json" if run.artifact_dir else None
     versions = json.loads(meta_path.read_text()).get("versions", {}) if meta_path and meta_path.exists() else {}
     return {"code_version": "", "versions": versions, "hardware": {}, "base_weights_sha256": ""}, False
 
@@ -317,6 +317,7 @@ def render_pdf(run: TrainingRun, html: str | None = None) -> bytes:
         for old in cached.parent.glob("report-*.pdf"):
             old.unlink(missing_ok=True)
         cached.write_bytes(pdf)
+        blobs.artifact_publish(run, "report", prune=True)  # the other web processes' cache, too
     return pdf
 
 

@@ -23,7 +23,9 @@ from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
-from transferapp import grouping, intake, quotas, selectors
+from django.core.files.storage import default_storage
+
+from transferapp import blobs, grouping, intake, quotas, selectors
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.features import forget_cached_features
 from transferapp.engine.zoo import get_base
@@ -117,18 +119,22 @@ def _names_in_order(text: str, names: list[str]) -> list[str]:
 def project_delete(*, project: Project) -> None:
     project_id = project.pk
     sha256s = set(Image.all_objects.filter(project=project).values_list("sha256", flat=True))
-    uploaded_zips = [Path(path) for path in project.imports.exclude(upload_path="").values_list("upload_path", flat=True)]
+    uploaded_zips = list(project.imports.exclude(upload_path="").values_list("upload_path", flat=True))
     batch_folders = [Path(folder) for folder in project.batches.values_list("folder", flat=True)]
     project.delete()
     _remove_project_files(project_id)
     for folder in batch_folders:  # a running batch stops at its next chunk, finding no row
         _remove_tree(folder)
     features_forget_unused(sha256s=sha256s)
-    for path in uploaded_zips:  # a queued import's job will find no row; a running one stops at its next file
-        path.unlink(missing_ok=True)
+    for kept in uploaded_zips:  # a queued import's job will find no row; a running one stops at its next file
+        blobs.discard_upload(kept)
 
 
 def _remove_project_files(project_id: int) -> None:
+    if blobs.s3_mode():
+        blobs.remove_folder(f"projects/{project_id}")
+        blobs.remove_folder(f"artifacts/project-{project_id}")
+        return
     _remove_tree(Path(settings.MEDIA_ROOT) / "projects" / str(project_id))
     _remove_tree(Path(settings.ARTIFACTS_ROOT) / f"project-{project_id}")
 
@@ -276,16 +282,11 @@ def _remove_unreferenced_files(image: Image) -> None:
 
 
 def import_create(*, project: Project, uploaded) -> ImportJob:
-    """Keep the uploaded zip on disk (streamed in chunks) and queue its import."""
+    """Keep the uploaded zip (on disk or in the bucket, streamed in chunks) and queue its import."""
     _refuse_if(quotas.import_refusal(owner=project.owner_id))
-    folder = Path(settings.MEDIA_ROOT) / "imports"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{uuid.uuid4().hex}.zip"
-    with open(target, "wb") as out:
-        for chunk in uploaded.chunks():
-            out.write(chunk)
+    kept = blobs.keep_upload(uploaded, "imports")
     with transaction.atomic():
-        job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=str(target))
+        job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=kept)
         job.job_id = f"import-{job.pk}"
         job.save(update_fields=["job_id"])
         _on_commit_or_fail(lambda: _enqueue_import(job), on_failure=lambda: _import_not_queued(job))
@@ -306,7 +307,7 @@ def _import_fail(job: ImportJob, error: str, *, among: list[str]) -> None:
     if ImportJob.objects.filter(pk=job.pk, status__in=among).update(
         status=ImportJob.Status.FAILED, error=error, finished_at=timezone.now()
     ):
-        Path(job.upload_path).unlink(missing_ok=True)
+        blobs.discard_upload(job.upload_path)
 
 
 def import_entries(*, project: Project, entries, on_progress=None) -> dict:
@@ -488,15 +489,21 @@ def project_purge_files(*, project_id: int, older_than: datetime) -> int:
         return 0
     rows = Image.all_objects.filter(project_id=project_id).values_list("file", "thumbnail")  # the trash keeps its files
     referenced = {name for pair in rows for name in pair if name}
-    root = Path(settings.MEDIA_ROOT)
     removed = 0
-    for folder in ("images", "thumbs"):
-        for path in (root / "projects" / str(project_id) / folder).glob("*"):
-            orphan = path.relative_to(root).as_posix() not in referenced
-            if orphan and path.stat().st_mtime < older_than.timestamp():
-                path.unlink(missing_ok=True)
+    for folder in ("images", "thumbs"):  # through the storage: the same on disk and in a bucket
+        for name in _stored_names(f"projects/{project_id}/{folder}"):
+            if name not in referenced and default_storage.get_modified_time(name) < older_than:
+                default_storage.delete(name)
                 removed += 1
     return removed
+
+
+def _stored_names(folder: str) -> list[str]:
+    try:
+        _, files = default_storage.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return [f"{folder}/{name}" for name in files]
 
 
 def training_start(*, project: Project, base_model: str, preset: str, config: dict) -> TrainingRun:
@@ -702,8 +709,7 @@ def _job_failure(job) -> str:
 def run_delete(*, run: TrainingRun) -> None:
     artifact_dir = run.artifact_dir
     run.delete()
-    if artifact_dir:
-        _remove_tree(Path(artifact_dir))
+    blobs.remove_artifacts(artifact_dir)
 
 
 def _clean_name(name: str, what: str) -> str:

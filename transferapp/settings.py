@@ -191,7 +191,54 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
 MEDIA_URL = "/media-not-served/"
 # Trained models and the feature cache live beside the media.
 ARTIFACTS_ROOT = Path(os.environ.get("ARTIFACTS_ROOT", MEDIA_ROOT / "artifacts"))
-FEATURE_CACHE_DIR = Path(os.environ.get("FEATURE_CACHE_DIR", MEDIA_ROOT / "feature-cache"))
+
+# Object storage (several machines that share nothing but PostgreSQL, Redis and a bucket): with
+# S3_BUCKET set, images, thumbnails, trained models, exports, reports and zip imports live in that
+# S3-compatible bucket, and each process keeps what its jobs need in a local scratch cache
+# (blobs.py), least recently used first out beyond SCRATCH_CACHE_MB. Unset: local files, as before.
+S3_BUCKET = os.environ.get("S3_BUCKET", "").strip()
+S3_ENDPOINT_URL = os.environ.get("S3_ENDPOINT_URL", "").strip() or None  # None: AWS itself
+S3_REGION = os.environ.get("S3_REGION", "").strip() or "us-east-1"
+# The address browsers reach the bucket at: when set, downloads redirect there (a presigned URL,
+# S3_URL_EXPIRE_S seconds, made after the ownership check); unset, the web process streams them.
+S3_PUBLIC_URL = os.environ.get("S3_PUBLIC_URL", "").strip()
+S3_URL_EXPIRE_S = envint("S3_URL_EXPIRE_S", "120")
+SCRATCH_DIR = Path(os.environ.get("SCRATCH_DIR", DATA_DIR / "scratch"))
+
+
+def s3_storage(bucket: str, endpoint_url: str | None, access_key: str, secret_key: str, region: str,
+               expire_s: int = 120) -> dict:
+    """settings.STORAGES["default"] for django-storages' S3 backend on the bucket."""
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": bucket,
+        "endpoint_url": endpoint_url,
+        "access_key": access_key,
+        "secret_key": secret_key,
+        "region_name": region,
+        "signature_version": "s3v4",
+        # Path-style: self-hosted servers (SeaweedFS) answer on one host name, not one per bucket.
+        "addressing_style": "path" if endpoint_url else None,
+        "default_acl": None,  # private objects: the app hands them out after checking ownership
+        "querystring_expire": expire_s,
+        # As on disk: a name taken gets a new one rather than overwriting (services rely on it).
+        "file_overwrite": False,
+        "max_memory_size": 5 * 1024 * 1024,  # a larger file read through the storage spools to disk
+    }}
+
+
+SCRATCH_CACHE_MB = envint("SCRATCH_CACHE_MB", "4096")
+if S3_BUCKET:
+    import importlib.util
+
+    if importlib.util.find_spec("storages") is None or importlib.util.find_spec("boto3") is None:
+        raise ImproperlyConfigured("S3_BUCKET is set, but the object storage packages are not installed: "
+                                   "pip install 'transferapp[s3]' (django-storages and boto3).")
+    STORAGES["default"] = s3_storage(S3_BUCKET, S3_ENDPOINT_URL, os.environ.get("S3_ACCESS_KEY_ID", ""),
+                                     os.environ.get("S3_SECRET_ACCESS_KEY", ""), S3_REGION, S3_URL_EXPIRE_S)
+# The feature cache is derived from the images (keyed by content, base and settings): with a
+# bucket, each worker keeps its own in its scratch folder and recomputes what it lacks.
+FEATURE_CACHE_DIR = Path(os.environ.get("FEATURE_CACHE_DIR") or (SCRATCH_DIR / "feature-cache" if S3_BUCKET
+                                                                 else MEDIA_ROOT / "feature-cache"))
 
 MAX_UPLOAD_MB = envint("MAX_UPLOAD_MB", "25")
 # A zip import may be large, and it is the largest request body the app accepts.

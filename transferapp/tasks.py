@@ -21,7 +21,7 @@ from transferapp.engine.data import Sample, development_split
 from transferapp.engine.features import describe_device, pick_device, precompute
 from transferapp.engine.train import TrainingCancelled, fit
 from transferapp.engine.zoo import WeightsUnavailable
-from transferapp import batch as batches, grouping, predictions, reports, selectors, services, throttle
+from transferapp import batch as batches, blobs, grouping, predictions, reports, selectors, services, throttle
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.models import BatchPrediction, Image, ImportJob, ImportReportRow, TrainingRun
 from transferapp.services import deleted_images_purge, import_entries, project_purge_files
@@ -57,7 +57,8 @@ def run_training(run_id: int) -> str:
     finally:
         heartbeat.stop()
     if not TrainingRun.objects.filter(pk=run_id).exists():  # deleted meanwhile: leave no files behind
-        shutil.rmtree(_artifact_dir(run), ignore_errors=True)
+        shutil.rmtree(blobs.artifact_workdir(run), ignore_errors=True)
+        blobs.remove_artifacts(blobs.artifact_record(run))
     deleted_images_purge(project_id=run.project_id)  # the trash past its undo window
     project_purge_files(project_id=run.project_id, older_than=run.started_at)  # images deleted while it read them
     if snapshot:
@@ -103,10 +104,6 @@ class Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
-def _artifact_dir(run: TrainingRun) -> Path:
-    return Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
-
-
 def _claim(row: TrainingRun | ImportJob | BatchPrediction, **fields) -> bool:
     """Queued -> running, atomically, so a cancelled, expired or duplicate job does nothing."""
     now = timezone.now()
@@ -141,29 +138,31 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
     samples, test = with_split_groups(snapshot.trainable(), groups), snapshot.held_out()
     config = TrainConfig.from_dict(run.config)
     train, val, how_split = split_for_run(run.project, samples, snapshot.given_val, config, groups)
-    out_dir = _artifact_dir(run)
     TrainingRun.objects.filter(pk=run.pk).update(classes=snapshot.classes, n_images=len(snapshot.samples),
-                                                 artifact_dir=str(out_dir))
-    reporter = ProgressReporter(run.pk)
-    metrics = fit(
-        train,
-        val,
-        snapshot.classes,
-        config,
-        out_dir,
-        test=test,
-        cache_dir=Path(settings.FEATURE_CACHE_DIR),
-        on_progress=reporter.report,
-        should_stop=reporter.should_stop,
-    )
-    # What the training report cites: the images as this run saw them, versions, hardware.
-    # A failure here (a full disk, an uninstalled checkout) must not fail a trained model: the report
-    # then rebuilds the manifest from the images and says what was not recorded.
-    try:
-        reports.record_provenance(out_dir=out_dir, classes=snapshot.classes, base=config.base,
-                                  parts={"train": train, "validation": val, "test": test})
-    except Exception:
-        logger.exception("Run %s: could not record what the training report cites", run.pk)
+                                                 artifact_dir=blobs.artifact_record(run))
+    reporter = ProgressReporter(run)
+    with blobs.training_into(run) as out_dir:
+        metrics = fit(
+            train,
+            val,
+            snapshot.classes,
+            config,
+            out_dir,
+            test=test,
+            cache_dir=Path(settings.FEATURE_CACHE_DIR),
+            on_progress=reporter.report,
+            should_stop=reporter.should_stop,
+        )
+        # What the training report cites: the images as this run saw them, versions, hardware.
+        # A failure here (a full disk, an uninstalled checkout) must not fail a trained model: the
+        # report then rebuilds the manifest from the images and says what was not recorded.
+        try:
+            reports.record_provenance(out_dir=out_dir, classes=snapshot.classes, base=config.base,
+                                      parts={"train": train, "validation": val, "test": test})
+        except Exception:
+            logger.exception("Run %s: could not record what the training report cites", run.pk)
+    # Before the run is marked succeeded: the web process may then read the model from the bucket.
+    blobs.artifact_publish(run)
     if pulled_in:
         how_split += (f" {pulled_in} image(s) related to test images (near-identical, or in the same group) "
                       "were held out with them, so no copy of a test image was trained on.")
@@ -204,15 +203,17 @@ class Snapshot:
         return {name: per_label[i] for i, name in enumerate(self.classes)}
 
 
-def _snapshot(run: TrainingRun) -> Snapshot:
+def _snapshot(run: TrainingRun, local: bool = True) -> Snapshot:
     """One query of images joined to their classes, so a class created or emptied meanwhile cannot
-    make the rows disagree; the classes are those that have images."""
+    make the rows disagree; the classes are those that have images. Each sample's path is a local
+    file (fetched from the bucket in bucket mode), or with `local=False` its storage name."""
     rows = list(Image.objects.filter(project_id=run.project_id).order_by("pk")
                 .values_list("pk", "file", "split", "sha256", "label__name"))
     classes = sorted({row[4] for row in rows})
     index = {name: i for i, name in enumerate(classes)}
-    storage = Image._meta.get_field("file").storage
-    samples = [Sample(path=storage.path(file), label=index[label], key=str(pk)) for pk, file, _, _, label in rows]
+    names = [row[1] for row in rows]
+    paths = [str(path) for path in blobs.media_paths(names)] if local else names
+    samples = [Sample(path=path, label=index[row[4]], key=str(row[0])) for path, row in zip(paths, rows)]
     given_val = {str(pk) for pk, _, split, _, _ in rows if split == "val"}
     test_keys = {str(pk) for pk, _, split, _, _ in rows if split == "test"}
     return Snapshot(samples, classes, given_val, {row[3] for row in rows}, test_keys)
@@ -277,8 +278,8 @@ class Every:
 class ProgressReporter:
     """Turns the engine's callbacks into throttled row updates and cancellation checks."""
 
-    def __init__(self, run_id: int):
-        self.run_id = run_id
+    def __init__(self, run: TrainingRun):
+        self.run, self.run_id = run, run.pk
         self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
         self.cancel_checks = Every(CANCEL_CHECK_INTERVAL_S)
         self.cancelled = False
@@ -299,7 +300,8 @@ class ProgressReporter:
         if epoch_ended:
             fields["history"] = progress["history"]
         if progress.get("first_model_ready"):
-            # Stage 1's model is on disk: the predict page may use it while stage 2 runs.
+            # Stage 1's model is on disk (and in the bucket): the predict page may use it while stage 2 runs.
+            blobs.artifact_publish(self.run)
             fields["metrics"] = {"first_model_ready": True, "first_model_accuracy": progress["history"][-1]["val_accuracy"]}
         TrainingRun.objects.filter(pk=self.run_id).update(**fields)
 
@@ -336,8 +338,8 @@ def _readable_error(exc: Exception) -> str:
 
 def precompute_features(project_id: int, base_model: str) -> int:
     """Embed a project's images in the background so that Train finds them ready."""
-    images = Image.objects.filter(project_id=project_id).order_by("pk")
-    paths = [image.file.path for image in images]
+    names = list(Image.objects.filter(project_id=project_id).order_by("pk").values_list("file", flat=True))
+    paths = blobs.media_paths(names)
     if not paths:
         return 0
     _configure_threads()
@@ -355,7 +357,7 @@ def run_import(import_id: int) -> str:
     heartbeat.start()
     reporter = ImportReporter(job.pk)
     try:
-        with ZipSource(Path(job.upload_path), Limits()) as source:
+        with ZipSource(blobs.fetch_upload(job.upload_path), Limits()) as source:
             ImportJob.objects.filter(pk=job.pk).update(total=len(source))
             summary = import_entries(project=job.project, entries=source, on_progress=reporter.report)
     except ImportStopped:
@@ -370,7 +372,7 @@ def run_import(import_id: int) -> str:
         _finish_import(job.pk, ImportJob.Status.DONE)
     finally:
         heartbeat.stop()
-        Path(job.upload_path).unlink(missing_ok=True)
+        blobs.discard_upload(job.upload_path)
         services.project_files_remove_if_deleted(project_id=job.project_id)
     return str(import_id)
 

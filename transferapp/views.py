@@ -16,7 +16,7 @@ from django.utils.http import content_disposition_header, url_has_allowed_host_a
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp import charts, estimates, exports, forms, heatmaps, model_views, predictions, quotas, selectors, services, throttle, trust, uploads, zipstream
+from transferapp import blobs, charts, estimates, exports, forms, heatmaps, model_views, predictions, quotas, selectors, services, throttle, trust, uploads, zipstream
 from transferapp.engine import imaging
 from transferapp.engine.zoo import get_base, list_bases
 from transferapp.models import TrainingRun
@@ -292,10 +292,30 @@ def _rendered_dicom(field):
 
 
 def _private_file(field):
+    """A stored file for its owner (checked by the caller): from the disk, or from the bucket by a
+    short-lived presigned redirect (S3_PUBLIC_URL set) or streamed through, never whole in memory."""
+    if blobs.s3_mode():
+        return _bucket_file(field.name)
     try:
         response = FileResponse(field.open("rb"))
     except FileNotFoundError:
         raise Http404("File missing") from None
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def _bucket_file(key: str, filename: str = ""):
+    url = blobs.presigned_url(key, filename)
+    if url:
+        response = redirect(url)
+        response["Cache-Control"] = "private, no-store"  # the URL expires; the next view signs a new one
+        return response
+    try:
+        body, size = blobs.open_stream(key)
+    except FileNotFoundError:
+        raise Http404("File missing") from None
+    response = FileResponse(body, as_attachment=bool(filename), filename=filename or Path(key).name)
+    response["Content-Length"] = str(size)
     response["Cache-Control"] = "private, max-age=3600"
     return response
 
@@ -498,11 +518,13 @@ def run_delete(request, pk):
 @login_required
 def run_download(request, pk):
     run = selectors.run_get_for_user(user=request.user, pk=pk)
-    artifact_dir = Path(run.artifact_dir) if run.artifact_dir else None
-    if run.status != TrainingRun.Status.SUCCEEDED or not artifact_dir or not artifact_dir.is_dir():
+    # In bucket mode this process's copy of the model folder: the zip is streamed from local files.
+    artifact_dir = blobs.artifact_folder(run) if run.status == TrainingRun.Status.SUCCEEDED else None
+    if not artifact_dir or not artifact_dir.is_dir():
         raise Http404("No model for this run")
     name = f"{slugify(run.project.name) or 'model'}-run-{run.pk}"
-    files = [(path, f"{name}/{path.name}") for path in sorted(artifact_dir.iterdir()) if path.is_file()]
+    files = [(path, f"{name}/{path.name}") for path in sorted(artifact_dir.iterdir())
+             if path.is_file() and not path.name.startswith(".")]  # not the mirror's own bookkeeping
     # Written while it is sent: a large base's weights are never held in memory whole.
     response = StreamingHttpResponse(zipstream.zip_chunks(files), content_type="application/zip")
     response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=f"{name}.zip")

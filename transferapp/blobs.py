@@ -1,0 +1,352 @@
+"""Where a job's files are, whether media lives on this machine's disk or in an S3 bucket.
+
+Local mode (no S3_BUCKET, the default): every function hands back the paths the app always used
+and copies nothing.
+
+Bucket mode: the bucket is the only shared place. A process that needs files (a worker training,
+the web process predicting) fetches them into its own scratch folder (SCRATCH_DIR) and works on
+local paths; results go back to the bucket under keys named by what they are, so a job that runs
+twice writes the same keys again:
+
+- images and thumbnails: their storage names (content-hash names, projects/N/images/<sha256>.png),
+  fetched to SCRATCH_DIR/media/<name>: the scratch copy is keyed by content too;
+- a run's model folder: artifacts/project-N/run-M/, mirrored at SCRATCH_DIR/artifacts/project-N/run-M
+  (a manifest of ETags says which files changed in the bucket since the last copy);
+- zip imports: imports/<random>.zip, fetched to SCRATCH_DIR/work/ for the job and then deleted.
+
+The scratch cache is bounded (SCRATCH_CACHE_MB): beyond it, the least recently used images and model
+folders are removed, never a model folder being trained into nor anything used in the last minute.
+"""
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = ".blobs.json"  # in a mirrored model folder: {relative path: ETag} as last copied
+BUSY = ".busy"  # in a model folder being trained into: its local files are the newest
+RECHECK_S = 5.0  # a model folder is compared with the bucket at most this often per process
+RECENT_S = 60.0  # what was used this recently is never evicted (another job may be reading it)
+FETCH_THREADS = 8  # parallel downloads: many small images are latency-bound, not bandwidth-bound
+
+_checked: dict[str, float] = {}
+_checked_lock = threading.Lock()
+
+
+def s3_mode() -> bool:
+    return bool(settings.S3_BUCKET)
+
+
+def _client():
+    """boto3's client of the default storage's connection (clients, unlike resources, are thread-safe)."""
+    return default_storage.connection.meta.client
+
+
+def _scratch(name: str) -> Path:
+    parts = [part for part in name.split("/") if part not in ("", ".", "..")]
+    return Path(settings.SCRATCH_DIR).joinpath(*parts)
+
+
+def _download(key: str, target: Path) -> None:
+    """Atomic: a reader never sees half a file, and two processes fetching the same key both succeed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+    try:
+        _client().download_file(settings.S3_BUCKET, key, str(part))
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+# --- media by storage name (images, thumbnails) ---------------------------------------------------
+
+def media_paths(names: list[str]) -> list[Path]:
+    """Local paths of stored files, in order; in bucket mode fetched into the scratch cache first."""
+    if not s3_mode():
+        return [Path(default_storage.path(name)) for name in names]
+    paths = [_scratch(f"media/{name}") for name in names]
+    missing = [(name, path) for name, path in zip(names, paths) if not path.exists()]
+    now = time.time()
+    for path in paths:
+        if path.exists():
+            os.utime(path, (now, now))  # the LRU's "last used"
+    if missing:
+        with ThreadPoolExecutor(FETCH_THREADS) as pool:
+            list(pool.map(lambda item: _download(item[0], item[1]), missing))
+        trim(keep=set(paths))
+    return paths
+
+
+def media_path(name: str) -> Path:
+    return media_paths([name])[0]
+
+
+# --- a training run's model folder ------------------------------------------------------------------
+
+def artifact_name(run) -> str:
+    """The run's model folder in the bucket: named by project and run, so a second try overwrites."""
+    return f"artifacts/project-{run.project_id}/run-{run.pk}"
+
+
+def artifact_workdir(run) -> Path:
+    """Where a worker writes the run's model folder."""
+    if not s3_mode():
+        return Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
+    return _scratch(artifact_name(run))
+
+
+def artifact_record(run) -> str:
+    """What TrainingRun.artifact_dir holds: a local folder, or in bucket mode the bucket prefix."""
+    return artifact_name(run) if s3_mode() else str(artifact_workdir(run))
+
+
+def artifact_folder(run) -> Path | None:
+    """A local folder holding the run's model files (mirrored from the bucket when they changed
+    there), or None for a run that never wrote any."""
+    if not run.artifact_dir:
+        return None
+    if not s3_mode():
+        return Path(run.artifact_dir)
+    return _mirror(run.artifact_dir)
+
+
+@contextmanager
+def training_into(run):
+    """The run's model folder while a worker writes it: marked busy, so that neither the LRU nor a
+    mirror from the bucket touches files newer than the bucket's."""
+    folder = artifact_workdir(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    busy = folder / BUSY
+    busy.touch()
+    try:
+        yield folder
+    finally:
+        busy.unlink(missing_ok=True)
+
+
+def artifact_publish(run, subfolder: str = "", prune: bool = False) -> None:
+    """Upload the run's local model folder (or one subfolder of it, e.g. "export") to the bucket.
+    meta.json goes last: a reader that finds the new meta.json finds the files it names. With
+    `prune`, the subfolder's objects that are no longer here (an old cached report) go too."""
+    if not s3_mode():
+        return
+    folder, prefix = artifact_workdir(run), artifact_name(run)
+    root = folder / subfolder if subfolder else folder
+    files = sorted((p for p in root.rglob("*") if p.is_file() and not _private(p)),
+                   key=lambda p: (p.name == "meta.json", str(p)))
+    client, sent = _client(), []
+    for path in files:
+        sent.append(path.relative_to(folder).as_posix())
+        client.upload_file(str(path), settings.S3_BUCKET, f"{prefix}/{sent[-1]}")
+    listing = _listing(prefix)
+    gone = [rel for rel in listing if prune and subfolder and rel.startswith(f"{subfolder}/") and rel not in sent]
+    for rel in gone:
+        client.delete_object(Bucket=settings.S3_BUCKET, Key=f"{prefix}/{rel}")
+    # Only what was sent is known to match: another file changed in the bucket is fetched next time.
+    _write_manifest(folder, {**_read_manifest(folder), **{rel: listing[rel] for rel in sent if rel in listing}})
+
+
+def _private(path: Path) -> bool:
+    return path.name in (MANIFEST, BUSY) or path.name.endswith(".part")
+
+
+def _listing(prefix: str) -> dict[str, str]:
+    """{path relative to the prefix: ETag} of the objects under it."""
+    found = {}
+    for page in _client().get_paginator("list_objects_v2").paginate(Bucket=settings.S3_BUCKET, Prefix=f"{prefix}/"):
+        for item in page.get("Contents", []):
+            found[item["Key"][len(prefix) + 1:]] = item["ETag"]
+    return found
+
+
+def _write_manifest(folder: Path, etags: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / f".{MANIFEST}.{uuid.uuid4().hex}.part"
+    part.write_text(json.dumps(etags))
+    os.replace(part, folder / MANIFEST)
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _mirror(prefix: str) -> Path:
+    folder = _scratch(prefix)
+    if (folder / BUSY).exists():
+        return folder  # trained into here right now: the local files are the newest there are
+    with _checked_lock:
+        fresh = time.monotonic() - _checked.get(prefix, float("-inf")) < RECHECK_S
+    if fresh and folder.is_dir():
+        return _used(folder)
+    listing, known = _listing(prefix), _read_manifest(folder)
+    stale = [rel for rel, etag in listing.items() if known.get(rel) != etag or not (folder / rel).is_file()]
+    for rel in stale:
+        _download(f"{prefix}/{rel}", folder / rel)
+    if stale or listing != known:
+        _write_manifest(folder, listing)
+    with _checked_lock:
+        _checked[prefix] = time.monotonic()
+    if stale:
+        trim(keep={folder})
+    return _used(folder)
+
+
+def _used(folder: Path) -> Path:
+    if folder.is_dir():
+        now = time.time()
+        os.utime(folder, (now, now))
+    return folder
+
+
+# --- sending stored files to the browser ----------------------------------------------------------
+
+def presigned_url(key: str, filename: str = "") -> str:
+    """A short-lived GET URL at the bucket's public address (S3_PUBLIC_URL), or "" when browsers
+    are not meant to reach the bucket (then the web process streams: open_stream). Call it only
+    after the ownership check: whoever holds the URL can read the object until it expires."""
+    if not (s3_mode() and settings.S3_PUBLIC_URL):
+        return ""
+    params = {"Bucket": settings.S3_BUCKET, "Key": key}
+    if filename:
+        params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+    return _public_client().generate_presigned_url("get_object", Params=params, ExpiresIn=settings.S3_URL_EXPIRE_S)
+
+
+def _public_client():
+    """A client addressed at the public URL, for signing only (signing needs no connection)."""
+    import boto3
+    from botocore.config import Config
+
+    options = settings.STORAGES["default"]["OPTIONS"]
+    return boto3.session.Session().client(
+        "s3", endpoint_url=settings.S3_PUBLIC_URL, region_name=settings.S3_REGION,
+        aws_access_key_id=options["access_key"], aws_secret_access_key=options["secret_key"],
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+
+
+def open_stream(key: str):
+    """(a file-like object read in chunks straight from the bucket, its size in bytes): nothing is
+    held whole in memory. FileNotFoundError when the object is gone."""
+    try:
+        reply = _client().get_object(Bucket=settings.S3_BUCKET, Key=key)
+    except _client().exceptions.NoSuchKey:
+        raise FileNotFoundError(key) from None
+    return reply["Body"], reply["ContentLength"]
+
+
+# --- removing -------------------------------------------------------------------------------------
+
+def remove_folder(name: str) -> None:
+    """A folder of the bucket (projects/7, artifacts/project-7) and this process's scratch copy."""
+    shutil.rmtree(_scratch(name), ignore_errors=True)
+    with _checked_lock:
+        for prefix in [p for p in _checked if p == name or p.startswith(f"{name}/")]:
+            del _checked[prefix]
+    keys = [{"Key": f"{name}/{rel}"} for rel in _listing(name)]
+    client = _client()
+    for start in range(0, len(keys), 1000):  # the most one DeleteObjects request takes
+        client.delete_objects(Bucket=settings.S3_BUCKET, Delete={"Objects": keys[start:start + 1000], "Quiet": True})
+
+
+def remove_artifacts(artifact_dir: str) -> None:
+    """A run's model folder, whichever mode recorded it."""
+    if not artifact_dir:
+        return
+    if s3_mode():
+        remove_folder(artifact_dir)
+    else:
+        shutil.rmtree(artifact_dir, ignore_errors=True)
+
+
+# --- uploads a job reads once (zip imports) ----------------------------------------------------------
+
+def keep_upload(uploaded, folder: str) -> str:
+    """Store an uploaded file for a background job, streamed in chunks: a local path, or in bucket
+    mode a key under `folder`/ that the job fetches (fetch_upload) and removes (discard_upload)."""
+    name = f"{uuid.uuid4().hex}{Path(uploaded.name).suffix.lower()}"
+    if s3_mode():
+        key = f"{folder}/{name}"
+        uploaded.seek(0)
+        _client().upload_fileobj(uploaded, settings.S3_BUCKET, key)
+        return key
+    target = Path(settings.MEDIA_ROOT) / folder / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as out:
+        for chunk in uploaded.chunks():
+            out.write(chunk)
+    return str(target)
+
+
+def fetch_upload(kept: str) -> Path:
+    if not s3_mode():
+        return Path(kept)
+    target = _scratch(f"work/{kept}")
+    if not target.exists():
+        _download(kept, target)
+    return target
+
+
+def discard_upload(kept: str) -> None:
+    if not kept:
+        return
+    if not s3_mode():
+        Path(kept).unlink(missing_ok=True)
+        return
+    _scratch(f"work/{kept}").unlink(missing_ok=True)
+    _client().delete_object(Bucket=settings.S3_BUCKET, Key=kept)
+
+
+# --- the scratch cache's bound ------------------------------------------------------------------------
+
+def _entries() -> list[tuple[float, int, Path]]:
+    """(last used, bytes, path) of each evictable unit: an image file, or a whole model folder."""
+    root = Path(settings.SCRATCH_DIR)
+    entries = []
+    for path in (root / "media").rglob("*"):
+        if path.is_file() and not path.name.endswith(".part"):
+            stat = path.stat()
+            entries.append((stat.st_mtime, stat.st_size, path))
+    for folder in (root / "artifacts").glob("project-*/run-*"):
+        if folder.is_dir() and not (folder / BUSY).exists():
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            entries.append((folder.stat().st_mtime, size, folder))
+    return entries
+
+
+def trim(keep: set = frozenset()) -> int:
+    """Remove the least recently used entries until the cache fits SCRATCH_CACHE_MB; returns bytes freed.
+    What a job is using right now (`keep`, or anything used within RECENT_S) stays, even over the bound."""
+    budget = settings.SCRATCH_CACHE_MB * 1024 * 1024
+    try:
+        entries = _entries()
+    except OSError:  # another process removed something mid-walk: trim next time
+        return 0
+    total, freed = sum(size for _, size, _ in entries), 0
+    cutoff = time.time() - RECENT_S
+    for used, size, path in sorted(entries, key=lambda entry: entry[0]):
+        if total - freed <= budget:
+            break
+        if path in keep or used > cutoff:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        freed += size
+    if total - freed > budget:
+        logger.warning("The scratch cache holds %d MB, over SCRATCH_CACHE_MB=%d: the files in use need more.",
+                       (total - freed) // 2**20, settings.SCRATCH_CACHE_MB)
+    return freed
