@@ -16,7 +16,7 @@ ARG TORCH_INDEX_URL=""
 COPY pyproject.toml README.md ./
 COPY transferapp ./transferapp
 RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install torch==2.14.1 torchvision==0.29.1 --index-url "$TORCH_INDEX_URL"; fi \
- && pip install .
+ && pip install '.[s3]'
 
 COPY manage.py ./
 COPY templates ./templates

@@ -326,6 +326,13 @@ def test_an_export_whose_self_test_fails_is_not_offered(alice, trained, monkeypa
     assert alice.get(reverse("run_export_download", args=[run.pk])).status_code == 404
 
 
+def test_a_run_without_a_model_has_no_export_to_download(alice, user):
+    project = project_with_images(user, per_class=5)
+    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", preset="fast", config={},
+                                     classes=["blue", "red"], status=TrainingRun.Status.QUEUED)
+    assert alice.get(reverse("run_export_download", args=[run.pk])).status_code == 404  # was a 500
+
+
 def test_a_zip_and_loose_files_come_back_as_one_csv_made_by_the_worker(alice, trained):
     project, run, key = trained
     archive = io.BytesIO()

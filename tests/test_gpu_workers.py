@@ -39,6 +39,7 @@ def _register_gpu_worker() -> GpuWorker:
     gpu = django_rq.get_queue("gpu")
     worker = GpuWorker([gpu], connection=gpu.connection, name=f"gpu-test-{os.getpid()}")
     worker.register_birth()
+    worker.set_state("idle")  # as a real worker waiting for work is
     return worker
 
 
@@ -70,6 +71,12 @@ def test_a_training_goes_to_the_gpu_queue_while_a_gpu_worker_is_alive(alice, use
     assert _queue_of(run) == "gpu"
     page = alice.get(run.get_absolute_url()).content.decode()
     assert "No worker is running" not in page and run.job_id in django_rq.get_queue("gpu").job_ids
+
+
+def test_a_busy_gpu_worker_leaves_new_trainings_to_the_cpu_queue(alice, user, gpu_worker_registered):
+    gpu_worker_registered.set_state("busy")  # hours into another training: a new one must not wait behind it
+    run = _train(alice, project_with_images(user))
+    assert _queue_of(run) == "default"
 
 
 def test_a_gpu_worker_silent_past_its_ttl_gets_no_training_and_its_queued_ones_move_to_the_cpu(

@@ -75,11 +75,12 @@ def media_paths(names: list[str]) -> list[Path]:
     if not s3_mode():
         return [Path(default_storage.path(name)) for name in names]
     paths = [_scratch(f"media/{name}") for name in names]
-    missing = [(name, path) for name, path in zip(names, paths) if not path.exists()]
-    now = time.time()
-    for path in paths:
-        if path.exists():
+    now, missing = time.time(), []
+    for name, path in zip(names, paths):
+        try:
             os.utime(path, (now, now))  # the LRU's "last used"
+        except FileNotFoundError:  # not fetched yet, or evicted by another process a moment ago
+            missing.append((name, path))
     if missing:
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
             list(pool.map(lambda item: _download(item[0], item[1]), missing))
@@ -193,8 +194,8 @@ def _mirror(prefix: str) -> Path:
         return _used(folder)
     listing, known = _listing(prefix), _read_manifest(folder)
     stale = [rel for rel, etag in listing.items() if known.get(rel) != etag or not (folder / rel).is_file()]
-    for rel in stale:
-        _download(f"{prefix}/{rel}", folder / rel)
+    for rel in sorted(stale, key=lambda rel: rel == "meta.json"):  # meta.json last, as uploaded:
+        _download(f"{prefix}/{rel}", folder / rel)  # a reader that sees the new meta finds its weights
     if stale or listing != known:
         _write_manifest(folder, listing)
     with _checked_lock:
@@ -315,7 +316,10 @@ def _entries() -> list[tuple[float, int, Path]]:
     """(last used, bytes, path) of each evictable unit: an image file, or a whole model folder."""
     root = Path(settings.SCRATCH_DIR)
     entries = []
-    for path in (root / "media").rglob("*"):
+    # A training in this scratch folder reads its images every epoch, for hours, long after it
+    # fetched them: while one runs (a busy model folder), no image is evicted.
+    training = any((root / "artifacts").glob(f"project-*/run-*/{BUSY}"))
+    for path in () if training else (root / "media").rglob("*"):
         if path.is_file() and not path.name.endswith(".part"):
             stat = path.stat()
             entries.append((stat.st_mtime, stat.st_size, path))

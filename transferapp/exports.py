@@ -21,13 +21,16 @@ class ExportError(Exception):
     pass
 
 
-def export_dir(run: TrainingRun) -> Path:
-    return blobs.artifact_folder(run) / "export"
+def export_dir(run: TrainingRun) -> Path | None:
+    """The run's export folder, or None for a run that never wrote a model."""
+    folder = blobs.artifact_folder(run)
+    return folder / "export" if folder is not None else None
 
 
 def export_status(run: TrainingRun) -> dict | None:
     """The last export's outcome ({"passed", "report", "seconds"}), or None if never exported."""
-    path = export_dir(run) / "result.json" if run.artifact_dir else None
+    folder = export_dir(run)
+    path = folder / "result.json" if folder is not None else None
     if path is None or not path.exists():
         return None
     return json.loads(path.read_text())
@@ -36,8 +39,10 @@ def export_status(run: TrainingRun) -> dict | None:
 def bundle_zip(run: TrainingRun) -> Path | None:
     """The zip, only when its self-test passed."""
     status = export_status(run)
+    if not (status and status["passed"]):
+        return None
     path = export_dir(run) / "bundle.zip"
-    return path if status and status["passed"] and path.exists() else None
+    return path if path.exists() else None
 
 
 def model_info(run: TrainingRun) -> dict:

@@ -44,8 +44,10 @@ class ReportUnavailable(Exception):
 
 # --- recorded at training time ------------------------------------------------------------------
 
-def report_dir(run: TrainingRun) -> Path:
-    return blobs.artifact_folder(run) / "report"
+def report_dir(run: TrainingRun) -> Path | None:
+    """The run's report folder, or None for a run that never wrote a model."""
+    folder = blobs.artifact_folder(run)
+    return folder / "report" if folder is not None else None
 
 
 def record_provenance(*, out_dir: Path, classes: list[str], parts: dict[str, list], base: str) -> None:

@@ -298,9 +298,19 @@ def workers_online() -> bool:
 def gpu_workers_online() -> bool:
     """Whether a GPU worker (workers.GpuWorker) has said it is alive within GPU_WORKER_TTL_S + 60 s.
     Its registration would also expire then; the heartbeat check does not wait for Redis to notice."""
+    return bool(_live_gpu_workers())
+
+
+def gpu_worker_free() -> bool:
+    """Whether a live GPU worker is idle: a training sent to `gpu` then starts now, instead of
+    waiting behind one that may run for hours while the CPU workers sit idle."""
+    return any(w.get_state() == "idle" for w in _live_gpu_workers())
+
+
+def _live_gpu_workers() -> list:
     horizon = timezone.now() - timedelta(seconds=settings.GPU_WORKER_TTL_S + 60)
     workers = Worker.all(queue=django_rq.get_queue("gpu"))
-    return any(w.last_heartbeat is not None and w.last_heartbeat > horizon for w in workers)
+    return [w for w in workers if w.last_heartbeat is not None and w.last_heartbeat > horizon]
 
 
 def other_labels(*, label: Label) -> list[Label]:

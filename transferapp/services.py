@@ -543,8 +543,9 @@ def _enqueue_training(run: TrainingRun) -> None:
 
 
 def _training_queue_name() -> str:
-    """`gpu` while a GPU worker is alive, else the CPU workers' `default`."""
-    return "gpu" if selectors.gpu_workers_online() else "default"
+    """`gpu` while a live GPU worker is idle, else `default`, which the CPU workers serve and the GPU
+    workers too once their own queue is empty (manage.py gpuworker listens on both)."""
+    return "gpu" if selectors.gpu_worker_free() else "default"
 
 
 def _run_not_queued(run: TrainingRun) -> None:

@@ -16,7 +16,10 @@ FIND_GPU = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_a
 
 def cuda_device_name() -> str:
     """The first CUDA device's name, or "" without one (asked in a child process)."""
-    found = subprocess.run([sys.executable, "-c", FIND_GPU], capture_output=True, text=True, timeout=300)
+    try:
+        found = subprocess.run([sys.executable, "-c", FIND_GPU], capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise CommandError("Looking for a CUDA device took over 5 minutes; check the NVIDIA driver.") from None
     return found.stdout.strip() if found.returncode == 0 else ""
 
 
@@ -37,5 +40,7 @@ class Command(BaseCommand):
                 "from the CPU workers and run them no faster. Run `manage.py rqworker default` here instead, or "
                 "check the NVIDIA driver and that the installed PyTorch is a CUDA build.")
         self.stdout.write(f"GPU worker on {gpu or 'the CPU (--allow-cpu)'}")
-        call_command("rqworker", "gpu", worker_class=WORKER_CLASS, burst=burst, name=name,
+        # `gpu` first, then the CPU queue: a run queued while every GPU worker was busy still gets
+        # the GPU if it frees up first, and a machine with only a GPU worker serves every run.
+        call_command("rqworker", "gpu", "default", worker_class=WORKER_CLASS, burst=burst, name=name,
                      verbosity=options.get("verbosity", 1))
