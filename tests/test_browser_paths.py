@@ -194,7 +194,9 @@ LIVE_LOG = """
 def test_the_run_page_shows_progress_and_curves_live_while_a_real_worker_trains(
     live_server, queue, user, screenshots, watched_page
 ):
-    project = project_with_images(user, classes=("red", "blue"), per_class=6)
+    # Enough larger images that the run outlasts a few 2-s polls on a fast machine (6 tiny images a
+    # class once finished before the first poll, and the page never showed it running).
+    project = project_with_images(user, classes=("red", "blue"), per_class=20, size=(128, 128))
     page = _signed_in(watched_page, live_server, user)
     page.context.add_init_script(LIVE_LOG)
     # "Always" split: 6 images a class would otherwise skip fine-tuning, whose epochs draw the curves.

@@ -174,6 +174,7 @@ def test_a_refused_dicom_leaves_its_reason_only_no_traceback_or_warning_in_the_l
     import warnings
 
     caplog.set_level(logging.DEBUG)
+    logging.getLogger("pydicom").setLevel(logging.WARNING)  # what pydicom's config sets when first imported
     with warnings.catch_warnings(record=True) as raised:
         warnings.simplefilter("always")
         with pytest.raises(intake.ImageRejected):

@@ -122,6 +122,10 @@ def test_the_report_of_a_trained_version_is_self_contained_and_cites_its_images(
     for section in SECTIONS:
         assert section.lower() in text, section
     assert first.lower() in text
+    # Importing WeasyPrint sets Pillow's LOAD_TRUNCATED_IMAGES for the whole process: uploads after a
+    # PDF must still refuse a truncated image.
+    from PIL import ImageFile
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
 def test_the_report_is_its_owners_only(client, alice, user, other_user):

@@ -304,8 +304,15 @@ def render_pdf(run: TrainingRun, html: str | None = None) -> bytes:
     cached = report_dir(run) / f"report-{digest}.pdf" if run.artifact_dir else None
     if cached is not None and cached.exists():
         return cached.read_bytes()
+    from PIL import ImageFile
+
+    truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
     from weasyprint import HTML, Attachment
     from weasyprint.urls import URLFetcher
+
+    # Importing WeasyPrint sets Pillow's process-wide LOAD_TRUNCATED_IMAGES: afterwards this web
+    # process would accept truncated uploads as images. Its own images here are our data: URIs.
+    ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
 
     # The app's stylesheet holds screen rules WeasyPrint skips, one warning each: not news for a log.
     logging.getLogger("weasyprint").setLevel(logging.ERROR)

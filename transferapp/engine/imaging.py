@@ -34,7 +34,8 @@ DECODE_VERSION = 2
 # pydicom logs its warnings as well as raising them, and a warning can quote an element's value
 # (a patient's name); a failing pixel decoder is logged at ERROR with a traceback per plugin. Every
 # such failure becomes the file's own DecodeError sentence, so nothing from pydicom reaches the logs.
-logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+# Set after pydicom is imported (_read_dicom): its config module resets the level to WARNING then.
+_PYDICOM_LOG_LEVEL = logging.CRITICAL
 # Percentiles of a few million values take long; a regular sample gives the same window.
 _PERCENTILE_SAMPLE = 1_000_000
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "I;32", "I;32B", "F")
@@ -166,6 +167,8 @@ def _decode_dicom(data: bytes, max_pixels) -> Decoded:
 def _read_dicom(data: bytes, max_pixels) -> Decoded:
     import pydicom  # imported here: only DICOM files pay for it
     from pydicom.errors import InvalidDicomError
+
+    logging.getLogger("pydicom").setLevel(_PYDICOM_LOG_LEVEL)
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
