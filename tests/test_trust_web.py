@@ -285,6 +285,7 @@ def test_a_small_project_trains_on_every_image_and_says_its_figures_are_out_of_f
     page = html.unescape(alice.get(run.get_absolute_url()).content.decode())
     assert 'id="out-of-fold-note"' in page and 'id="optimistic-note"' not in page
     assert "out-of-fold accuracy on 18 images" in page and "every image trained the model" in page
+    assert 'id="learning-curve"' in page and "Out-of-fold accuracy of quick models trained on that share" in page
     assert "Out-of-fold images it got wrong" in page or "None: every out-of-fold image" in page
     # A small run cancelled after its quick model has no validation figure to show: the predict page
     # still lists it (it once crashed on round(None)).

@@ -132,6 +132,7 @@ def learning_curve_chart(curve: dict | None) -> dict | None:
         for name, values in curve["per_class"].items()
     ]
     chart["shares"] = [f"{f * 100:.0f}%" for f in curve["fractions"]]
+    chart["out_of_fold"] = bool(curve.get("out_of_fold"))
     return chart
 
 

@@ -65,6 +65,10 @@ def test_a_small_project_is_estimated_out_of_fold_and_not_fine_tuned(tmp_path):
     assert not any(row["stage"] == "finetune" for row in m["history"])
     assert sum(m["confusion"][i][i] for i in range(len(classes))) == round(m["accuracy"] * len(samples))
     assert m["trust"]["calibrated_on"].startswith("out-of-fold")
+    curve = m["learning_curve"]  # "will more images help?", from the same folds
+    assert curve["out_of_fold"] and len(curve["accuracy"]) == len(curve["n_train"]) == 5
+    assert curve["n_train"] == sorted(curve["n_train"]) and curve["n_train"][-1] < len(samples)
+    assert all(0 <= a <= 1 for a in curve["accuracy"]) and curve["verdict"]
     assert json.loads((out / "meta.json").read_text())["config"]["small_data_below"] == 30
     answers = load_predictor(out).predict_paths([s.path for s in samples[:3]])
     assert [a["top"] for a in answers] == [classes[s.label] for s in samples[:3]]  # shapes are easy

@@ -35,6 +35,33 @@ def learning_curve(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, 
     return curve
 
 
+def learning_curve_out_of_fold(x: np.ndarray, y: np.ndarray, folds: np.ndarray, classes: list[str], *, C: float,
+                               fractions=FRACTIONS, seeds=SEEDS) -> dict:
+    """The same curve for a project too small for a validation split (train.fit's out-of-fold
+    figures): each fold's images are scored by models trained on shares of the other folds' images,
+    so every image is scored once per share and seed. Still one batched solve."""
+    n_classes, k = len(classes), int(folds.max()) + 1
+    plans, masks, held = [], [], []
+    for fraction in fractions:
+        for seed in seeds:
+            for fold in range(k):
+                inside = np.flatnonzero(folds != fold)
+                mask = np.zeros(len(y))
+                mask[inside] = stratified_subset(y[inside], fraction, seed)
+                plans.append((fraction, seed))
+                masks.append(mask)
+                held.append(folds == fold)
+    masks, held = np.stack(masks), np.stack(held)
+    correct = np.where(held, _fit_and_score(x, y, x, y, masks, C, n_classes), np.nan)  # [P, n]: held-out only
+    accuracy, per_class = _summarise(correct, y, plans, fractions, classes)
+    per_share = len(seeds) * k
+    curve = {"fractions": list(fractions), "out_of_fold": True,
+             "n_train": [int(round(masks[i * per_share:(i + 1) * per_share].sum(1).mean())) for i in range(len(fractions))],
+             "accuracy": accuracy, "per_class": per_class}
+    curve.update(verdict(curve))
+    return curve
+
+
 def _fit_and_score(x_train, y_train, x_val, y_val, masks, C, n_classes) -> np.ndarray:
     problem = LogregProblem.from_features(x_train, y_train, n_classes)
     M = torch.as_tensor(masks, dtype=problem.Xs.dtype)
@@ -47,11 +74,11 @@ def _fit_and_score(x_train, y_train, x_val, y_val, masks, C, n_classes) -> np.nd
 def _summarise(correct, y_val, plans, fractions, classes):
     accuracy, per_class = [], {name: [] for name in classes}
     for fraction in fractions:
-        rows = correct[[i for i, (f, _) in enumerate(plans) if f == fraction]]
-        accuracy.append(round(float(rows.mean()), 4))
+        rows = correct[[i for i, (f, _) in enumerate(plans) if f == fraction]]  # NaN: not scored by that model
+        accuracy.append(round(float(np.nanmean(rows)), 4))
         for c, name in enumerate(classes):
             members = y_val == c
-            per_class[name].append(round(float(rows[:, members].mean()), 4) if members.any() else None)
+            per_class[name].append(round(float(np.nanmean(rows[:, members])), 4) if members.any() else None)
     return accuracy, per_class
 
 

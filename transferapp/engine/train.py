@@ -20,7 +20,7 @@ from . import metrics as M
 from .calibrate import apply_temperature, calibrate, fit_temperature, head_input
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, stratified_split, train_transform
-from .curve import learning_curve, verdict
+from .curve import learning_curve, learning_curve_out_of_fold, verdict
 from .head import class_weights, cross_fit, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
 from .ordinal import in_grade_order
@@ -100,6 +100,9 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
         # The model stays the fit on every image: their average, each fitted on 4/5 of so few images,
         # scored 0.8 points lower on flowers at 20 a class (bench/small_data_bench.py).
         scored, y_val, val_probs = dev, _labels(dev), dev_fit.probs
+        # "Will more images help?" matters most here: the curve from the same folds.
+        if np.bincount(y_val).min() >= 5:
+            curve = learning_curve_out_of_fold(x_dev, y_val, dev_fit.folds, classes, C=stage1["C"])
     refit = None
     if config.refit and len(val):
         # Held-out images scored before and after the retrain: whether it paid, measured on images
