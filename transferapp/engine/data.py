@@ -41,11 +41,16 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int) -> t
     return train, val
 
 
+def smallest_class(labels) -> int:
+    """Images in the smallest class present (0 for none): the size small_data_below is compared with."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    present = counts[counts > 0]
+    return int(present.min()) if len(present) else 0
+
+
 def is_small_data(samples: list[Sample], below: int) -> bool:
     """Fewer than `below` images in the smallest class (TrainConfig.small_data_below)."""
-    counts = np.bincount(np.array([s.label for s in samples], dtype=np.int64))
-    present = counts[counts > 0]
-    return len(present) == 0 or int(present.min()) < below
+    return smallest_class([s.label for s in samples]) < below
 
 
 def development_split(samples: list[Sample], config) -> tuple[list[Sample], list[Sample]]:

@@ -19,7 +19,7 @@ from torch import nn
 from . import metrics as M
 from .calibrate import apply_temperature, calibrate, fit_temperature, head_input
 from .config import TrainConfig
-from .data import Sample, eval_transform, load_rgb, stratified_split, train_transform
+from .data import Sample, eval_transform, load_rgb, smallest_class, stratified_split, train_transform
 from .curve import learning_curve, learning_curve_out_of_fold, verdict
 from .head import class_weights, cross_fit, fit_linear_head
 from .features import TrainingCancelled, embed, pick_device
@@ -79,7 +79,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     run.phases.finish("head")
     chosen, reason, val_probs, best = "head", "Only the quick model was trained (preset \"fast\").", val_probs1, None
     if config.preset == "best" and out_of_fold:
-        reason = (f"With {_smallest_class(y_train)} images in the smallest class, every image trained the quick "
+        reason = (f"With {smallest_class(y_train)} images in the smallest class, every image trained the quick "
                   f"model and none was held out, so nothing could show that fine-tuning would help: it was skipped.")
     elif config.preset == "best":
         best = finetune(model, backbone, train, val, y_val, run, device)
@@ -715,11 +715,6 @@ def _refit_finetuned(model, run, *, backbone, best, samples, n_train, info, devi
         return {**info, "note": why}
     model.load_state_dict(refitted["state"])
     return _refit_done({**info, "epochs": epochs}, started, f" for the same {epochs} epochs")
-
-
-def _smallest_class(labels: np.ndarray) -> int:
-    counts = np.bincount(labels)
-    return int(counts[counts > 0].min())
 
 
 def _refit_done(info: dict, t0: float, how: str) -> dict:
