@@ -121,6 +121,12 @@ def artifact_folder(run) -> Path | None:
     return _mirror(run.artifact_dir)
 
 
+def artifact_subfolder(run, name: str) -> Path | None:
+    """A folder inside the run's model folder (export/, report/), or None for a run without one."""
+    folder = artifact_folder(run)
+    return folder / name if folder is not None else None
+
+
 @contextmanager
 def training_into(run):
     """The run's model folder while a worker writes it: marked busy, so that neither the LRU nor a

@@ -22,9 +22,7 @@ class ExportError(Exception):
 
 
 def export_dir(run: TrainingRun) -> Path | None:
-    """The run's export folder, or None for a run that never wrote a model."""
-    folder = blobs.artifact_folder(run)
-    return folder / "export" if folder is not None else None
+    return blobs.artifact_subfolder(run, "export")
 
 
 def export_status(run: TrainingRun) -> dict | None:
