@@ -45,9 +45,7 @@ class ReportUnavailable(Exception):
 # --- recorded at training time ------------------------------------------------------------------
 
 def report_dir(run: TrainingRun) -> Path | None:
-    """The run's report folder, or None for a run that never wrote a model."""
-    folder = blobs.artifact_folder(run)
-    return folder / "report" if folder is not None else None
+    return blobs.artifact_subfolder(run, "report")
 
 
 def record_provenance(*, out_dir: Path, classes: list[str], parts: dict[str, list], base: str) -> None:
@@ -122,7 +120,17 @@ def _weights_digest(base: str) -> str:
         path = weights_file(base)
     except ValueError:
         return ""
-    return file_digest(path) if path.exists() else ""
+    if not path.exists():
+        return ""
+    stat = path.stat()
+    return _digest_of(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=16)
+def _digest_of(path: str, mtime_ns: int, size: int) -> str:
+    """A weights file (20-110 MB) is hashed once per version of the file in each worker, not after
+    every training; the cache key changes when the file does."""
+    return file_digest(path)
 
 
 # --- read back ------------------------------------------------------------------------------------
