@@ -2,7 +2,7 @@
 with its evidence, prediction-set quality, the reliability diagram, suspected mislabels, odd ones
 out, clickable confusion cells and the two-class decision threshold. Reads only (no writes)."""
 from transferapp import selectors
-from transferapp.engine.metrics import wilson_interval
+from transferapp.engine.metrics import rate
 from transferapp.models import TrainingRun
 
 SUSPECTS_SHOWN = 25
@@ -99,9 +99,7 @@ def _binary(run, metrics, classes) -> dict | None:
 
 
 def _rate(hits: list[bool]) -> dict:
-    n, k = len(hits), sum(hits)
-    ci = wilson_interval(k, n)
-    return {"value": k / n if n else None, "k": k, "n": n, "ci": ci}
+    return rate(sum(hits), len(hits))
 
 
 # --- reliability diagram: server-side SVG, like charts.py -------------------------------------
