@@ -182,6 +182,7 @@ def test_the_results_page_shows_metrics_confusion_and_mistakes(alice, user):
         "accuracy": 0.9, "n_train": 8, "n_val": 2, "classes": ["blue", "red"], "seconds": 3.2,
         "per_class": {"blue": {"precision": 1.0, "recall": 0.5, "f1": 0.67, "support": 2}},
         "confusion": [[1, 1], [0, 1]], "chosen_stage": "head", "chosen_reason": "The first model was better.",
+        "depth": {"first_trained_stage": 0, "stages": 9, "why": "The pretrained features separate your classes poorly."},
         "mistakes": [{"key": str(wrong.pk), "true": "red", "predicted": "blue", "confidence": 0.77}],
         "history": [{"stage": "head", "epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "train_accuracy": 0.8, "val_accuracy": 0.9}],
         "learning_curve": {"fractions": [0.5, 1.0], "n_train": [4, 8], "accuracy": [0.7, 0.9],
@@ -193,6 +194,7 @@ def test_the_results_page_shows_metrics_confusion_and_mistakes(alice, user):
     assert "90%" in page and 'id="confusion-matrix"' in page
     assert reverse("image_thumbnail", args=[wrong.pk]) in page and "77%" in page
     assert "The first model was better." in page and "<polyline" in page
+    assert "How deep it trained:</strong> The pretrained features separate your classes poorly." in page
     assert "Will more images help?" in page and "more images of “blue” would help most" in page
 
 
@@ -320,3 +322,16 @@ def test_sign_up_can_be_closed_by_the_administrator(client, settings):
     assert response.status_code == 403 and "Sign-up is closed" in response.content.decode()
     assert not get_user_model().objects.filter(username="x").exists()
     assert "Create an account" not in client.get(reverse("login")).content.decode()
+
+
+def test_the_fine_tuning_depth_is_a_setting_and_nonsense_is_refused(alice, user):
+    project = project_with_images(user, per_class=5)
+    form = alice.get(reverse("project_detail", args=[project.pk])).content.decode()
+    assert '<select name="depth">' in form and 'value="all"' in form
+    url = reverse("training_start", args=[project.pk])
+    response = alice.post(url, {"base_model": "efficientnet_lite0", "preset": "best", "depth": "all"})
+    assert response.status_code == 302
+    assert TrainingRun.objects.get(project=project).config["depth"] == "all"
+    refused = alice.post(url, {"base_model": "efficientnet_lite0", "preset": "best", "depth": "deepest"}, follow=True)
+    assert TrainingRun.objects.filter(project=project).count() == 1
+    assert "Check the training settings" in refused.content.decode()

@@ -175,7 +175,9 @@ SETTING_LABELS = {
     "epochs": "Fine-tuning epochs (at most)",
     "lr": "Learning rate",
     "batch_size": "Batch size",
+    "depth": "Fine-tuning depth",
     "unfrozen_blocks": "Unfrozen top blocks",
+    "layer_lr_decay": "Learning-rate factor per block, going down",
     "augmentation": "Augmentation",
     "time_budget_s": "Time budget",
     "val_fraction": "Validation share",
@@ -188,7 +190,7 @@ SETTING_LABELS = {
     "class_order": "Grades, lowest first",
 }
 # Settings only fine-tuning reads: a "fast" run never used them, so its table leaves them out.
-FINETUNE_ONLY = {"epochs", "lr", "batch_size", "unfrozen_blocks", "augmentation"}
+FINETUNE_ONLY = {"epochs", "lr", "batch_size", "unfrozen_blocks", "augmentation", "depth", "layer_lr_decay"}
 
 
 def settings_rows(config: dict) -> list[tuple[str, str]]:
@@ -207,6 +209,8 @@ def _setting_text(key: str, value) -> str:
         return "Yes" if value else "No"
     if key == "val_fraction":
         return f"{100 * value:.0f}% of each class"
+    if key == "depth":
+        return {"auto": "Automatic", "top": "Top blocks only", "all": "Every layer"}.get(value, value)
     if key == "small_data_below":
         return "Never: always split" if value == 0 else f"{value} images"
     if key == "time_budget_s":

@@ -10,6 +10,8 @@ PRESETS = [
 AUGMENTATION = [("none", "None"), ("light", "Light"), ("medium", "Medium"), ("strong", "Strong")]
 REFIT = [("", "Default (the quick model yes, a fine-tuned one no)"), ("yes", "Yes, a fine-tuned model too"),
          ("no", "No: keep the model validation scored")]
+DEPTH = [("", "Automatic: every layer when the pretrained features separate the classes poorly"),
+         ("top", "Only the top blocks (quicker)"), ("all", "Every layer (slower; for images far from everyday photos)")]
 VALIDATION = [("", f"Automatic: none below {TrainConfig.small_data_below} images a class (out-of-fold figures)"),
               ("always", "Always hold 20% of each class out for validation")]
 
@@ -26,6 +28,7 @@ class TrainForm(forms.Form):
     learning_rate = forms.FloatField(required=False, min_value=1e-6, max_value=1.0)
     batch_size = forms.IntegerField(required=False, min_value=2, max_value=256)
     unfrozen_blocks = forms.IntegerField(required=False, min_value=0, max_value=6)
+    depth = forms.ChoiceField(required=False, choices=DEPTH)
     augmentation = forms.ChoiceField(required=False, choices=[("", "Default")] + AUGMENTATION)
     time_budget_minutes = forms.FloatField(required=False, min_value=0.5, max_value=24 * 60)
     refit = forms.ChoiceField(required=False, choices=REFIT)
@@ -46,6 +49,7 @@ class TrainForm(forms.Form):
             "lr": data.get("learning_rate"),
             "batch_size": data.get("batch_size"),
             "unfrozen_blocks": data.get("unfrozen_blocks"),
+            "depth": data.get("depth") or None,
             "augmentation": data.get("augmentation") or None,
             "time_budget_s": data["time_budget_minutes"] * 60 if data.get("time_budget_minutes") else None,
             "refit": {"yes": True, "no": False}.get(data.get("refit")),

@@ -5,8 +5,9 @@ from transferapp.engine import TrainConfig
 
 def test_defaults_are_the_documented_ones():
     c = TrainConfig()
-    assert (c.base, c.preset, c.epochs, c.lr, c.batch_size) == ("efficientnet_lite0", "best", 8, 3e-4, 32)
+    assert (c.base, c.preset, c.epochs, c.lr, c.batch_size) == ("efficientnet_lite0", "best", 10, 3e-4, 16)
     assert (c.unfrozen_blocks, c.augmentation, c.val_fraction, c.seed, c.image_size) == (3, "medium", 0.2, 0, 224)
+    assert (c.depth, c.layer_lr_decay) == ("auto", 0.85)
 
 
 def test_from_dict_ignores_unknown_keys_and_coerces_form_strings():
@@ -20,3 +21,10 @@ def test_from_dict_ignores_unknown_keys_and_coerces_form_strings():
 def test_it_rejects_bad_values_with_a_readable_message(bad, word):
     with pytest.raises(ValueError, match=word):
         TrainConfig.from_dict(bad)
+
+
+def test_a_depth_that_is_not_offered_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="depth must be one of auto, top, all"):
+        TrainConfig(depth="deepest")
+    with pytest.raises(ValueError, match="layer_lr_decay must be above 0 and at most 1"):
+        TrainConfig(layer_lr_decay=1.5)

@@ -80,8 +80,14 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed for the split and training (default 0)")
     p.add_argument("--image-size", dest="image_size", type=int, help="input side in pixels (default: the base's own)")
     p.add_argument("--unfrozen-blocks", dest="unfrozen_blocks", type=int, help="top blocks fine-tuned in the best preset")
+    p.add_argument("--depth", choices=["auto", "top", "all"],
+                   help="how much of the network the best preset fine-tunes: the top blocks, every layer, or auto "
+                        "(every layer when the pretrained features separate the classes poorly; the default)")
+    p.add_argument("--time-budget", dest="time_budget_s", type=float,
+                   help="seconds the training may take before the final check (default 600)")
     p.add_argument("--augmentation", help="none, light, medium or strong")
     p.add_argument("--lr", type=float, help="learning rate (default: chosen per stage)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="images per fine-tuning step (default 32)")
     p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
                    help="keep the model validation scored instead of retraining it on all images")
     p.add_argument("--refit-finetuned", dest="refit_finetuned", action="store_true", default=None,
@@ -99,7 +105,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args) -> TrainConfig:
-    keys = ("base", "epochs", "preset", "seed", "image_size", "unfrozen_blocks", "augmentation", "lr", "refit",
+    keys = ("base", "epochs", "preset", "seed", "image_size", "unfrozen_blocks", "depth", "time_budget_s", "batch_size",
+            "augmentation", "lr", "refit",
             "refit_finetuned", "class_order")
     return TrainConfig.from_dict({k: getattr(args, k) for k in keys})
 
@@ -226,7 +233,8 @@ def cmd_bench(args) -> int:
                       "embed_ms_per_image": round(1000 * metrics["feature_seconds"] / max(1, metrics["n_embedded"]), 1),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                       "n_train": metrics["n_train"], "n_val": metrics["n_val"],
-                      "n_test": len(test) if test is not None else 0, "base": config.base, "preset": config.preset}))
+                      "n_test": len(test) if test is not None else 0, "base": config.base, "preset": config.preset,
+                      "depth": (metrics.get("depth") or {}).get("why"), "phases": metrics["phases"]}))
     return 0
 
 

@@ -78,12 +78,15 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     curve = _learning_curve(x_train, y_train, x_val, y_val, classes, stage1["C"])
     run.phases.finish("head")
     chosen, reason, val_probs, best = "head", "Only the quick model was trained (preset \"fast\").", val_probs1, None
+    depth = None
     if config.preset == "best" and out_of_fold:
         reason = (f"With {smallest_class(y_train)} images in the smallest class, every image trained the quick "
                   f"model and none was held out, so nothing could show that fine-tuning would help: it was skipped.")
     elif config.preset == "best":
-        best = finetune(model, backbone, train, val, y_val, run, device)
+        top, depth_why = choose_depth(config, backbone, val_probs1, y_val)
+        best = finetune(model, backbone, train, val, y_val, run, device, top=top)
         chosen, reason = _choose(row, best, run.phases.note("finetune"))
+        depth = {"first_trained_stage": top, "stages": len(backbone.model), "why": depth_why}
         model.load_state_dict(best["state"] if chosen == "finetune" else stage1_state)
         if chosen == "head":
             model.fp32_from, model.flip_tta = len(model.body), False
@@ -125,7 +128,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     # Validation figures describe the model validation chose, before any retrain on all images.
     ordered = bool(config.class_order)
     report = M.report(val_probs, y_val, [s.key for s in scored], classes, ordered=ordered)
-    run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev) + len(test)),
+    run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev), len(test)),
                      required=True)
     final = _final_outputs(model, chosen, run, dev=(dev, x_dev), test=(test, x_test), prep=backbone.preprocessing,
                            device=device)
@@ -160,7 +163,8 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
               "first_model_accuracy": row["val_accuracy"], "base": config.base, "config": asdict(config),
               "stage1_c": stage1["C"], "feature_seconds": round(run.feature_seconds, 2),
               "n_embedded": run.n_embedded, "precision": precision(device),
-              "strategy": _strategy(chosen, stage1, config, run.history, refit), "learning_curve": curve,
+              "strategy": _strategy(chosen, stage1, config, run.history, refit, depth), "depth": depth,
+              "learning_curve": curve,
               "phases": run.phases.rows}
     save_artifact(out_dir, model, stage1_head=head, backbone=backbone, classes=classes, config=config, result=result,
                   trust_arrays=trust_arrays)
@@ -208,18 +212,19 @@ def _final_outputs(model, chosen, run, *, dev, test, prep, device) -> dict:
     if chosen == "head":
         head = copy.deepcopy(model.head).cpu()
         return {"dev_features": x_dev, "test_probs": _head_probs(head, x_test) if len(test) else None}
-    dev_feats, _ = _model_outputs(model, dev, prep, run.scoring_batch, device, run)
+    dev_feats, _ = _model_outputs(model, dev, prep, run.scoring_batch, device, run, probabilities=False)
     test_probs = _model_outputs(model, test, prep, run.scoring_batch, device, run)[1] if test else None
     return {"dev_features": dev_feats, "test_probs": test_probs}
 
 
-def _final_estimate_s(run, chosen, model, n_images) -> float | None:
-    """The fine-tuned model looks at every image again (twice with mirrored averaging), at about the
-    pace the features were computed. A kept quick model reuses the cached features, and what is left
-    (out-of-fold fits for the trust figures) has no measured pace to price it by."""
+def _final_estimate_s(run, chosen, model, n_dev, n_test) -> float | None:
+    """The fine-tuned model looks at every image again (the test images twice with mirrored
+    averaging), at about the pace the features were computed. A kept quick model reuses the cached
+    features, and what is left (out-of-fold fits for the trust figures) has no measured pace to
+    price it by."""
     if chosen == "head" or not run.n_embedded:
         return None  # every feature came from the cache: no pace measured
-    return run.feature_seconds / run.n_embedded * n_images * (2 if model.flip_tta else 1)
+    return run.feature_seconds / run.n_embedded * (n_dev + n_test * (2 if model.flip_tta else 1))
 
 
 def _test_accuracy(model, chosen, test, x_test, backbone, device, run) -> float:
@@ -230,10 +235,11 @@ def _test_accuracy(model, chosen, test, x_test, backbone, device, run) -> float:
     return round(float((probs.argmax(1) == _labels(test)).mean()), 4)
 
 
-def _model_outputs(model, samples, prep, batch_size, device, run) -> tuple[np.ndarray, np.ndarray]:
+def _model_outputs(model, samples, prep, batch_size, device, run, probabilities=True) -> tuple[np.ndarray, np.ndarray | None]:
     """(penultimate features, probabilities) of the model on the images, as Predictor computes them.
     No cancellation check: the model is final by now (a cancelled retrain keeps the validated one),
-    and one forward pass over the images finishes the run."""
+    and one forward pass over the images finishes the run. probabilities=False: the features only
+    (of the images as they are, as Predictor's novelty check takes them), without the mirrored pass."""
     transform, feats, probs = eval_transform(prep), [], []
     model.eval().to(device=device, memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -241,10 +247,10 @@ def _model_outputs(model, samples, prep, batch_size, device, run) -> tuple[np.nd
             x = _load_batch(samples[start:start + batch_size], transform, prep).to(device)
             x = x.contiguous(memory_format=torch.channels_last)
             with head_input(model) as seen:
-                p = model.predict_proba(x)
+                p = model.predict_proba(x) if probabilities else model(x)
             feats.append(seen[0].float().cpu())
             probs.append(p.float().cpu())
-    return torch.cat(feats).numpy(), torch.cat(probs).numpy()
+    return torch.cat(feats).numpy(), torch.cat(probs).numpy() if probabilities else None
 
 
 def _learning_curve(x_train, y_train, x_val, y_val, classes, C) -> dict | None:
@@ -288,11 +294,10 @@ class _Run:
         if self.should_stop and self.should_stop():
             raise TrainingCancelled("Training was cancelled.")
 
-    def epoch_done(self, row, fraction, message, **extra):
+    def epoch_done(self, row, fraction, message, total_epochs=1, **extra):
         self.history.append(row)
         stage = "head" if row["stage"] == "head" else "finetune"
-        total = 1 if stage == "head" else self.config.epochs
-        self.report(fraction, stage, message, row["epoch"], total, with_history=True, **extra)
+        self.report(fraction, stage, message, row["epoch"], total_epochs, with_history=True, **extra)
 
     def features(self, train, val, backbone, cache_dir, device, test=()):
         t0 = time.perf_counter()
@@ -312,8 +317,8 @@ class _Run:
         self.feature_seconds, self.n_embedded = time.perf_counter() - t0, counted["todo"]
         self.n_val = len(val)
         self.phases.finish("features")
-        if self.config.preset == "best" and self.n_embedded:  # a fine-tuned model re-reads every image, twice
-            self.final_s = self.feature_seconds / self.n_embedded * len(samples) * 2
+        if self.config.preset == "best" and self.n_embedded:  # a fine-tuned model re-reads every image (test: twice)
+            self.final_s = self.feature_seconds / self.n_embedded * (len(samples) + len(test))
         n_dev = len(train) + len(val)
         return x[:len(train)], x[len(train):n_dev], x[n_dev:]
 
@@ -359,27 +364,66 @@ def _round(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 4)
 
 
-# --- stage 2: fine-tune the top blocks ------------------------------------------------------
+# --- stage 2: fine-tune the top blocks, or every layer ------------------------------------
 
-def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run, device) -> dict | None:
-    """Train the top `unfrozen_blocks` blocks + head conv + head, scoring each epoch on validation;
-    returns the best epoch ({state, row, val_probs, epoch_s}) or None when not one epoch fitted in
-    the time budget."""
-    config = run.config
-    run.phases.start("finetune", "Fine-tuning", None)  # priced by its first batch (_Trainer.first_batch_fits)
-    trainer = _Trainer(model, backbone, train, run=run, device=device, stage="finetune",
+# The quick model's skill on validation images, from chance (0) to perfect (1), below which the
+# pretrained features are said to separate the classes poorly and "auto" depth trains every layer.
+# Measured 2026-11-27 (EfficientNet-Lite0): flowers 0.85 and brick_crack 0.96 (photos; top blocks
+# reach the reference full fine-tune there in a third of its time), knee X-rays 0.37 (the top blocks
+# alone stayed below the plain linear probe; every layer reached the full fine-tune's figure).
+POOR_SEPARATION = 0.7
+
+
+def choose_depth(config: TrainConfig, backbone: Backbone, val_probs: np.ndarray, y_val: np.ndarray) -> tuple[int, str]:
+    """(the first body stage stage 2 trains, why in plain English), from validation images only."""
+    top = backbone.top_start(config.unfrozen_blocks)
+    if config.depth == "top":
+        return top, f"Fine-tuned {depth_words(top, len(backbone.model))}, as set in the advanced settings."
+    if config.depth == "all":
+        return 0, "Fine-tuned every layer, as set in the advanced settings."
+    skill = separation_skill(val_probs, y_val)
+    if skill < POOR_SEPARATION:
+        return 0, (f"The pretrained features separate your classes poorly (the quick model gets {skill:.0%} of the "
+                   f"way from chance to perfect on validation images), as for images far from everyday photos, "
+                   f"so every layer was fine-tuned, the early, general ones more gently.")
+    return top, (f"The pretrained features already separate your classes well (the quick model gets {skill:.0%} of "
+                 f"the way from chance to perfect on validation images), so only {depth_words(top, len(backbone.model))} "
+                 f"were fine-tuned: quicker, and as good on such images.")
+
+
+def separation_skill(probs: np.ndarray, y: np.ndarray) -> float:
+    """Balanced accuracy rescaled so that chance (1/K) is 0 and perfect is 1."""
+    k = probs.shape[1]
+    recalls = [float((probs[y == c].argmax(1) == c).mean()) for c in range(k) if (y == c).any()]
+    return (float(np.mean(recalls)) - 1 / k) / (1 - 1 / k)
+
+
+def depth_words(top: int, stages: int) -> str:
+    if top == 0:
+        return "every layer"
+    return f"the top {stages - 1 - top} blocks and the head"
+
+
+def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run, device, *, top: int) -> dict | None:
+    """Train body stages `top` on + head, scoring each epoch on validation; returns the best epoch
+    ({state, row, val_probs, epoch_s, ...}) or None when not one epoch fitted in the time budget."""
+    run.phases.start("finetune", "Fine-tuning", None)  # priced by its first batches (_Trainer.priced_epoch_fits)
+    trainer = _Trainer(model, backbone, train, run=run, device=device, stage="finetune", top=top,
                        progress_span=(run.head_end, run.finetune_end))
     val_acts = _body_activations(trainer.frozen, val, trainer.prep, run.scoring_batch, run)
     best, best_loss, stale = None, math.inf, 0
-    for epoch in range(1, config.epochs + 1):
+    epoch = 0
+    while epoch < trainer.shown_epochs:  # the pricing may shorten the plan to what the budget allows
+        epoch += 1
         stats = trainer.epoch(epoch)
         if stats is None:
             break  # time budget ran out mid-epoch (or the first epoch could not finish): keep the best finished epoch
         trainer.ema.swap()  # score (and keep) the averaged weights; swap back to keep training the raw ones
         val_probs = evaluate(model, val_acts, start=trainer.top)
         row = _history_row("finetune", epoch, stats["probs"], stats["labels"], val_probs, y_val, stats["loss"])
-        run.epoch_done(row, trainer.fraction(epoch), f"Fine-tuning epoch {epoch}/{config.epochs}: "
-                                                     f"validation accuracy {row['val_accuracy']:.0%}")
+        run.epoch_done(row, trainer.fraction(epoch), f"Fine-tuning epoch {epoch}/{trainer.shown_epochs}: "
+                                                     f"validation accuracy {row['val_accuracy']:.0%}",
+                       total_epochs=trainer.shown_epochs)
         # Patience counts epochs that improved neither validation accuracy nor loss: on a small
         # validation set accuracy plateaus long before the model stops getting better.
         improved = row["val_loss"] < best_loss
@@ -395,17 +439,19 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
                                                         "Fine-tuning did not finish an epoch within the time budget."),
                       skipped=bool(trainer.skip_note))
     run.later_s = 0.0  # the retrain, if it runs, is priced afresh from the epochs validation chose
-    if best is not None:  # the retrain reuses the frozen stages' runner: their weights never change
-        best["epoch_s"], best["frozen"] = trainer.mean_epoch_s, trainer.frozen
+    if best is not None:  # the retrain reuses the frozen stages' runner (their weights never change) and the plan
+        best.update(epoch_s=trainer.mean_epoch_s, frozen=trainer.frozen, top=top, planned_epochs=trainer.shown_epochs)
     return best
 
 
 def finetune_fixed(model: Classifier, backbone: Backbone, samples, epochs: int, run: _Run, *, device,
-                   frozen=None) -> dict | None:
-    """The same recipe for a fixed number of epochs with no validation (the retrain on all images);
-    returns the averaged weights, or None when the time budget ran out first."""
-    trainer = _Trainer(model, backbone, samples, run=run, device=device, stage="refit", progress_span=(run.finetune_end, 1.0),
-                       shown_epochs=epochs, frozen=frozen)
+                   validated: dict) -> dict | None:
+    """The `validated` run's recipe (depth, learning-rate plan, frozen runner) for a fixed number of
+    epochs with no validation (the retrain on all images); returns the averaged weights, or None
+    when the time budget ran out first."""
+    trainer = _Trainer(model, backbone, samples, run=run, device=device, stage="refit", top=validated["top"],
+                       progress_span=(run.finetune_end, 1.0), shown_epochs=epochs, frozen=validated["frozen"],
+                       planned_epochs=validated["planned_epochs"])
     for epoch in range(1, epochs + 1):
         if trainer.epoch(epoch) is None:
             return None
@@ -418,16 +464,18 @@ def finetune_fixed(model: Classifier, backbone: Backbone, samples, epochs: int, 
 
 
 class _Trainer:
-    """One stage-2 training: the frozen/trained split, optimiser, schedule, EMA and augmentation.
-    The schedule always spans config.epochs, so a shorter fixed-length retrain follows the very
-    learning-rate path its validated twin took up to the same epoch."""
+    """One stage-2 training of body stages `top` on: the frozen/trained split, optimiser, schedule,
+    EMA and augmentation. The schedule spans the planned epochs (config.epochs, or fewer when the
+    pace measured shows that no more fit in the budget); a shorter fixed-length retrain gets the same
+    plan, so it follows the very learning-rate path its validated twin took up to the same epoch."""
 
-    def __init__(self, model, backbone, samples, *, run, device, stage, progress_span, shown_epochs=None, frozen=None):
+    def __init__(self, model, backbone, samples, *, run, device, stage, top, progress_span, shown_epochs=None,
+                 frozen=None, planned_epochs=None):
         config = run.config
         self.model, self.samples, self.run, self.device, self.stage = model, samples, run, device, stage
-        self.top = backbone.top_start(config.unfrozen_blocks)
+        self.top = top
         model.to(device=device, memory_format=torch.channels_last)
-        trainable = _freeze_body(model, self.top)
+        groups = _freeze_body(model, top, config.layer_lr_decay)
         model.fp32_from, model.flip_tta = self.top, not config.no_mirroring
         model.mixed_trained = trains_in_mixed_precision(device)
         # fp16 gradients underflow without loss scaling; with bf16 or float32 the scaler does nothing.
@@ -436,31 +484,45 @@ class _Trainer:
         # The frozen stages only ever run forward: the fastest inference engine here runs them.
         crop = self.prep["crop"]
         self.span, self.shown_epochs = progress_span, shown_epochs or config.epochs
-        self.frozen = frozen or frozen_runner(model.body[:self.top], device, (3, crop, crop),
-                                              len(samples) * self.shown_epochs)
-        self.opt, self.sched = _optimizer(trainable, config, len(samples))
+        self.frozen = frozen or frozen_runner(model.body[:top], device, (3, crop, crop), len(samples) * self.shown_epochs)
+        self.steps_per_epoch = math.ceil(len(samples) / config.batch_size)
+        self.opt, self.sched = _optimizer(groups, config, (planned_epochs or config.epochs) * self.steps_per_epoch)
         labels = _labels(samples)
         self.weights = torch.as_tensor(class_weights(labels, model.head.out_features), dtype=torch.float32).to(device)
         self.transform = train_transform(self.prep, config.augmentation, mirror=not config.no_mirroring)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.ema = _Ema(trainable)
+        self.ema = _Ema([p for g in groups for p in g["params"]])
         self.epoch_seconds: list[float] = []
-        self.skip_note = ""  # set when the first batch showed that not one epoch fits in the budget
+        self.skip_note = ""  # set when the pricing showed that not one epoch fits in the budget
 
-    def first_batch_fits(self, batch_s: float) -> bool:
-        """The first batch prices the epoch (and the phase: every epoch at that pace); fine-tuning
-        whose first epoch cannot finish in the time left stops here, one batch in, not at the deadline."""
-        epoch_s = batch_s * math.ceil(len(self.samples) / self.run.config.batch_size)
-        self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
-        if self.stage == "finetune" and self.run.config.refit and self.run.config.refit_finetuned:  # at most as many epochs, on every image
-            n_all = len(self.samples) + self.run.n_val
-            self.run.later_s = retrain_estimate_s(epoch_s, len(self.samples), n_all, self.shown_epochs)
-        left = self.run.phases.left_s()
-        if self.stage == "finetune" and epoch_s - batch_s > left:
+    def priced_epoch_fits(self, batch_s: float) -> bool:
+        """A batch prices the epoch, plans how many fit, and prices the phase (every epoch at that
+        pace); fine-tuning whose first epoch cannot finish in the time left stops here, a batch or
+        two in, not at the deadline."""
+        epoch_s = batch_s * self.steps_per_epoch
+        left = self.run.phases.left_s() + batch_s
+        if self.stage == "finetune" and epoch_s > left:
             self.skip_note = (f"Fine-tuning skipped: one epoch would need ~{epoch_s:.0f} s, "
-                              f"{left + batch_s:.0f} s were left in the time budget.")
+                              f"{left:.0f} s were left in the time budget.")
+            self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
             return False
+        if self.stage == "finetune":
+            self.plan_epochs(epoch_s, left, done=0)
+        self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
         return True
+
+    def plan_epochs(self, epoch_s: float, left_s: float, done: int) -> None:
+        """As many epochs as fit in the budget (10% spare for scoring validation images), at most
+        config.epochs: the learning rate then decays to its end inside the budget instead of being
+        cut off at its height. Planned from a batch, then again from the first whole epoch."""
+        config = self.run.config
+        n_all = len(self.samples) + self.run.n_val
+        retrain = config.refit and config.refit_finetuned  # it runs as many epochs again, on every image
+        cost = 1.1 * epoch_s * (1 + n_all / len(self.samples) if retrain else 1)
+        self.shown_epochs = max(1, min(config.epochs, done + int(left_s / cost)))
+        self.sched.plan(self.shown_epochs * self.steps_per_epoch)
+        if retrain:
+            self.run.later_s = retrain_estimate_s(epoch_s, len(self.samples), n_all, self.shown_epochs)
 
     @property
     def mean_epoch_s(self) -> float:
@@ -476,7 +538,7 @@ class _Trainer:
         return f"Fine-tuning epoch {epoch}/{self.shown_epochs}"
 
     def epoch(self, epoch: int) -> dict | None:
-        """One epoch in a fresh random order; None when the time budget ran out (or the first batch
+        """One epoch in a fresh random order; None when the time budget ran out (or the pricing
         showed that not one epoch fits)."""
         t0 = time.perf_counter()
         order = torch.randperm(len(self.samples), generator=self.generator).tolist()
@@ -492,11 +554,17 @@ class _Trainer:
         if stats is None or loader.out_of_time:
             return None
         self.epoch_seconds.append(time.perf_counter() - t0)
+        if self.stage == "finetune" and epoch == 1:
+            self.plan_epochs(self.epoch_seconds[0], self.run.phases.left_s(), done=1)
         return stats
 
     def batch_done(self, epoch: int, seen: int, batch_s: float) -> bool:
-        """Progress after each batch; the very first batch also prices the phase (False: stop)."""
-        if epoch == 1 and seen <= self.run.config.batch_size and not self.first_batch_fits(batch_s):
+        """Progress after each batch; the first epoch's second batch (its only one, in a one-batch
+        epoch) also prices the phase (False: stop). Not the very first: it also pays one-off costs
+        (kernel selection, memory), and it overpriced fine-tuning every layer five-fold."""
+        size = self.run.config.batch_size
+        prices = epoch == 1 and (size < seen <= 2 * size or size >= len(self.samples))
+        if prices and not self.priced_epoch_fits(batch_s):
             return False
         done = epoch - 1 + seen / len(self.samples)
         self.run.report(self.fraction(done), self.stage, self.message(epoch), epoch, self.shown_epochs)
@@ -524,13 +592,35 @@ class _FrozenBatches:
             yield acts, torch.tensor([s.label for s in batch], device=t.device)
 
 
-def _optimizer(params, config: TrainConfig, n_train: int):
-    """AdamW with a short warm-up then cosine decay to zero over the maximum number of epochs."""
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.05)
-    total = config.epochs * math.ceil(n_train / config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15,
-                                                anneal_strategy="cos")
-    return opt, sched
+def _optimizer(groups: list[dict], config: TrainConfig, total_steps: int):
+    """AdamW on the parameter groups (each with its own learning rate), with a short warm-up then
+    cosine decay to zero over `total_steps`."""
+    for g in groups:
+        g["lr"] = config.lr * g.pop("lr_scale")
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.05)
+    return opt, _WarmupCosine(opt, total_steps)
+
+
+class _WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
+    """Each group's learning rate rises from 1/25 of its peak over the first 15% of the steps, then
+    follows a cosine to zero at the last. `plan` sets the schedule's length once the measured pace has shown
+    how many epochs fit in the budget."""
+
+    WARMUP, START = 0.15, 1 / 25
+
+    def __init__(self, optimizer, total_steps: int):
+        self.total_steps = max(1, total_steps)
+        super().__init__(optimizer, self._factor)
+
+    def plan(self, total_steps: int) -> None:
+        self.total_steps = max(1, total_steps)
+
+    def _factor(self, step: int) -> float:
+        warmup = max(1, int(self.WARMUP * self.total_steps))
+        if step < warmup:
+            return self.START + (1 - self.START) * step / warmup
+        progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class _Ema:
@@ -563,13 +653,24 @@ def _regularise(model: Classifier, top: int, active: bool) -> None:
     model.dropout.train(active)
 
 
-def _freeze_body(model: Classifier, top: int) -> list[nn.Parameter]:
+def _freeze_body(model: Classifier, top: int, layer_lr_decay: float) -> list[dict]:
+    """Freeze body stages before `top`; the optimiser groups for the rest, each stage's learning rate
+    `layer_lr_decay` times the one above it (discriminative learning rates: the early layers hold
+    the most general features), the head's as the last stage's. The scales average 1 over the
+    trained stages, so config.lr stays the mean rate whatever the depth: decay redistributes it
+    (every layer of EfficientNet-Lite0: the top stage at 1.76 lr, the stem at 0.48 lr)."""
     # BatchNorm stays in eval mode everywhere: batches of a few dozen images would wreck its statistics.
     model.eval()
+    last = len(model.body) - 1
+    trained = range(top, last + 1)
+    mean = sum(layer_lr_decay ** (last - i) for i in trained) / len(trained)
+    groups = [{"params": list(model.head.parameters()), "lr_scale": 1 / mean}]
     for i, stage in enumerate(model.body):
         for p in stage.parameters():
             p.requires_grad_(i >= top)
-    return [p for p in model.parameters() if p.requires_grad]
+        if i >= top:
+            groups.append({"params": list(stage.parameters()), "lr_scale": layer_lr_decay ** (last - i) / mean})
+    return groups
 
 
 def _load_batch(samples, transform, prep) -> torch.Tensor:
@@ -651,12 +752,14 @@ def _choose(stage1_row: dict, best: dict | None, skip_note: str = "") -> tuple[s
                     f"fine-tuning ({r['val_accuracy']:.1%}), so the quick model was kept.")
 
 
-def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict], refit: dict | None) -> str:
+def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict], refit: dict | None,
+              depth: dict | None) -> str:
     if chosen == "head":
         text = f"linear head on cached {config.base} features (C={stage1['C']})"
     else:
         epochs = sum(1 for h in history if h["stage"] == "finetune")
-        text = (f"linear head (C={stage1['C']}) then fine-tuned top {config.unfrozen_blocks} blocks "
+        trained = depth_words(depth["first_trained_stage"], depth["stages"])
+        text = (f"linear head (C={stage1['C']}) then fine-tuned {trained} "
                 f"for {epochs} epochs ({config.augmentation} augmentation)")
     if refit and refit["done"]:
         text += f", then retrained on all {refit['n_images']} images" + (
@@ -703,7 +806,7 @@ def _refit_finetuned(model, run, *, backbone, best, samples, n_train, info, devi
         model.load_state_dict(best["state"])
         return {**info, "note": run.phases.note("refit") + " The validated model was kept."}
     try:
-        refitted = finetune_fixed(model, backbone, samples, epochs, run, device=device, frozen=best["frozen"])
+        refitted = finetune_fixed(model, backbone, samples, epochs, run, device=device, validated=best)
     except TrainingCancelled:  # the model is already chosen and validated: stop, but do not lose it
         refitted, why = None, "The retrain on all images was cancelled, so the validated model was kept."
     else:
