@@ -52,124 +52,216 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     _check_held_out(train, val, test)
     _seed_everything(config.seed)
     run = _Run(config, on_progress, should_stop, started)
-    device = pick_device()
-    # Forward passes that train nothing take as many images at once as the device likes; the training
-    # batch stays config.batch_size, a setting of the recipe (it changes the model).
-    run.scoring_batch = inference_batch_size(device, config.batch_size)
-    backbone = create_backbone(config.base, image_size=config.image_size)
+    device, backbone = _device_and_backbone(run)
     x_train, x_val, x_test = run.features(train, val, backbone, cache_dir, device, test)
     val, x_val, cal, x_cal = _set_aside_for_calibration(val, x_val, config)
     y_train, y_val = _labels(train), _labels(val)
     out_of_fold = not val
 
     run.phases.start("head", "Quick model", None)
-    head, stage1 = fit_linear_head(x_train, y_train, len(classes), groups=_groups(train))
-    val_probs1 = _head_probs(head, x_val)
-    row = _history_row("head", 1, _head_probs(head, x_train), y_train, val_probs1, y_val)
+    head, stage1, val_probs1, row = _quick_model(x_train, y_train, x_val, y_val, n_classes=len(classes),
+                                                 groups=_groups(train))
     first_model_s = time.perf_counter() - started
-    model = Classifier(backbone, len(classes))
-    model.head.load_state_dict(head.state_dict())
-    stage1_state = copy.deepcopy(model.state_dict())
-    interim = {"accuracy": row["val_accuracy"], "first_model_s": round(first_model_s, 2), "interim": True}
-    # Written at once, so the app can predict with it while stage 2 runs; the final artifact replaces it.
-    save_artifact(out_dir, model, stage1_head=head, backbone=backbone, classes=classes, config=config, result=interim)
-    run.epoch_done(row, fraction=run.head_end, message="First model ready: you can already predict with it",
-                   first_model_ready=True)
+    model, stage1_state = _publish_first_model(out_dir, run, head, row, backbone=backbone, classes=classes,
+                                               first_model_s=first_model_s)
     curve = _learning_curve(x_train, y_train, x_val, y_val, classes, stage1["C"])
     run.phases.finish("head")
-    chosen, reason, val_probs, best = "head", "Only the quick model was trained (preset \"fast\").", val_probs1, None
-    depth = None
-    if config.preset == "best" and out_of_fold:
-        reason = (f"With {smallest_class(y_train)} images in the smallest class, every image trained the quick "
-                  f"model and none was held out, so nothing could show that fine-tuning would help: it was skipped.")
-    elif config.preset == "best":
-        top, depth_why = choose_depth(config, backbone, val_probs1, y_val)
-        best = finetune(model, backbone, train, val, y_val, run, device, top=top)
-        chosen, reason = _choose(row, best, run.phases.note("finetune"))
-        depth = {"first_trained_stage": top, "stages": len(backbone.model), "why": depth_why}
-        model.load_state_dict(best["state"] if chosen == "finetune" else stage1_state)
-        if chosen == "head":
-            model.fp32_from, model.flip_tta = len(model.body), False
-        val_probs = best["val_probs"] if chosen == "finetune" else val_probs1
+
+    chosen, reason, val_probs, best, depth = _choose_stage(
+        model, run, backbone=backbone, device=device, train=train, val=val, y_train=y_train, y_val=y_val,
+        quick_row=row, quick_val_probs=val_probs1, quick_state=stage1_state)
     if chosen == "head" and cal:  # a quick model is calibrated out-of-fold: the set-aside images rejoin
         val, x_val, cal, x_cal = val + cal, np.concatenate([x_val, x_cal]), [], x_cal[:0]
         y_val, val_probs = _labels(val), _head_probs(head, x_val)
+
     # One cross-fit of the quick model over every development image: its out-of-fold scores calibrate
     # and rank suspects, and its average is the quick model's retrain (solved once, used by both).
     dev, x_dev = train + val + cal, np.concatenate([x_train, x_val, x_cal])
     dev_fit = cross_fit(x_dev, _labels(dev), len(classes), stage1["C"], config.seed, _groups(dev))
     scored = val
     if out_of_fold and dev_fit is not None:  # the cross-fitted models stand in for a validation split
-        # The model stays the fit on every image: their average, each fitted on 4/5 of so few images,
-        # scored 0.8 points lower on flowers at 20 a class (bench/small_data_bench.py).
-        scored, y_val, val_probs = dev, _labels(dev), dev_fit.probs
-        # "Will more images help?" matters most here: the curve from the same folds.
-        if np.bincount(y_val).min() >= 5:
-            curve = learning_curve_out_of_fold(x_dev, y_val, dev_fit.folds, classes, C=stage1["C"])
+        scored, y_val, val_probs, curve = _scored_out_of_fold(dev, x_dev, dev_fit, curve, classes=classes,
+                                                              C=stage1["C"])
     refit = None
     if config.refit and len(val):
-        # Held-out images scored before and after the retrain: whether it paid, measured on images
-        # that took part in neither (one forward pass over the test images).
-        retrains = chosen == "head" or config.refit_finetuned  # else _refit changes nothing: no second pass
-        before = _test_accuracy(model, chosen, test, x_test, backbone, device, run) if test and retrains else None
-        refit = _refit(model, chosen, run, backbone=backbone, stage1_state=stage1_state, best=best, train=train, val=val,
-                       features=(x_train, x_val), C=stage1["C"], device=device, cross_fitted=dev_fit)
+        refit = _measured_refit(model, chosen, run, backbone=backbone, stage1_state=stage1_state, best=best,
+                                train=train, val=val, features=(x_train, x_val), test=(test, x_test),
+                                C=stage1["C"], device=device, cross_fitted=dev_fit)
         reason = f"{reason} {refit['note']}"
-        refit["test_accuracy_before"] = before
+
     run.report(run.last_fraction, "calibrate", "Checking how far each answer can be trusted")
-    # A fine-tuned network's outputs (label smoothing, balanced classes) are not probabilities until
-    # rescaled: one temperature serves every figure, the threshold table and predictions. It is
-    # fitted, with the prediction sets, on the final model's scores of the set-aside images (or,
-    # with too few validation images for that, on those that chose the epoch, and the page says so).
-    cal_probs = _model_outputs(model, cal, backbone.preprocessing, run.scoring_batch, device, run)[1] if cal else None
-    fitted_on, y_fitted = (cal_probs, _labels(cal)) if cal else (val_probs, y_val)
-    temperature = fit_temperature(fitted_on, y_fitted) if chosen == "finetune" and len(y_fitted) >= 2 else 1.0
+    temperature, cal_probs, y_fitted = _temperature(model, chosen, run, cal=cal, val_probs=val_probs, y_val=y_val,
+                                                    prep=backbone.preprocessing, device=device)
     val_probs = apply_temperature(val_probs, temperature)
-    # Validation figures describe the model validation chose, before any retrain on all images.
-    ordered = bool(config.class_order)
-    report = M.report(val_probs, y_val, [s.key for s in scored], classes, ordered=ordered)
-    run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev), len(test)),
-                     required=True)
-    final = _final_outputs(model, chosen, run, dev=(dev, x_dev), test=(test, x_test), prep=backbone.preprocessing,
-                           device=device)
-    y_test = _labels(test)
-    test_probs = apply_temperature(final["test_probs"], temperature) if test else None
-    if test:  # the headline: images that took part in nothing
-        report = {**M.report(test_probs, y_test, [s.key for s in test], classes, ordered=ordered),
-                  "evaluated_on": "test", "validation": {**_summary(report), "out_of_fold": scored is dev}}
-    else:
-        report = {**report, "evaluated_on": "out_of_fold" if scored is dev else "validation"}
-    if refit and test:
-        refit["test_accuracy_after"] = report["accuracy"]
-    if len(classes) == 2:  # what the page's decision-threshold control trades off, image by image
-        probs, ys = (test_probs, y_test) if test else (val_probs, y_val)
-        report["eval_scores"] = [[int(y), round(float(p[1]), 4)] for p, y in zip(probs, ys)]
-    if curve:
-        curve.update(verdict(curve, kept_recall={n: m["recall"] for n, m in report["per_class"].items()}))
-    trust, trust_arrays = calibrate(
-        dev_features=final["dev_features"], dev_labels=_labels(dev), dev_keys=[s.key for s in dev],
-        oof_features=x_dev, cross_fitted=dev_fit, C=stage1["C"], n_classes=len(classes),
-        finetuned=chosen == "finetune", temperature=temperature,
-        val_probs=apply_temperature(cal_probs, temperature) if cal else val_probs, val_labels=y_fitted, set_aside=bool(cal),
-        eval_probs=test_probs if test else val_probs, eval_labels=y_test if test else y_val,
-        seed=config.seed, dev_groups=_groups(dev))
-    run.phases.finish("final")
-    result = {**report, "n_train": len(train), "n_val": len(val), "n_calibration_set_aside": len(cal),
-              "n_test": len(test), "classes": list(classes),
-              "trust": trust, "suspected_mislabels": trust.pop("suspected_mislabels"),
-              "odd_ones_out": trust.pop("odd_ones_out"),
-              "history": run.history, "chosen_stage": chosen, "chosen_reason": reason, "refit": refit,
-              "seconds": round(time.perf_counter() - started, 2), "first_model_s": round(first_model_s, 2),
-              "first_model_accuracy": row["val_accuracy"], "base": config.base, "config": asdict(config),
-              "stage1_c": stage1["C"], "feature_seconds": round(run.feature_seconds, 2),
-              "n_embedded": run.n_embedded, "precision": precision(device),
-              "strategy": _strategy(chosen, stage1, config, run.history, refit, depth), "depth": depth,
-              "learning_curve": curve,
-              "phases": run.phases.rows}
+    report, trust, trust_arrays = _check_final_model(
+        model, chosen, run, scored=scored, val_probs=val_probs, y_val=y_val, dev=(dev, x_dev), cross_fitted=dev_fit,
+        test=(test, x_test), cal=cal, cal_probs=cal_probs, y_fitted=y_fitted, temperature=temperature, refit=refit,
+        curve=curve, classes=classes, C=stage1["C"], prep=backbone.preprocessing, device=device)
+    result = _result(report, trust, run, train=train, val=val, cal=cal, test=test, classes=classes, chosen=chosen,
+                     reason=reason, refit=refit, depth=depth, stage1=stage1, curve=curve, device=device,
+                     started=started, first_model_s=first_model_s, first_model_accuracy=row["val_accuracy"])
     save_artifact(out_dir, model, stage1_head=head, backbone=backbone, classes=classes, config=config, result=result,
                   trust_arrays=trust_arrays)
     run.report(1.0, "done", "Training finished")
     return result
+
+
+# --- fit()'s steps --------------------------------------------------------------------------
+
+def _device_and_backbone(run: _Run) -> tuple[torch.device, Backbone]:
+    device = pick_device()
+    # Forward passes that train nothing take as many images at once as the device likes; the training
+    # batch stays config.batch_size, a setting of the recipe (it changes the model).
+    run.scoring_batch = inference_batch_size(device, run.config.batch_size)
+    return device, create_backbone(run.config.base, image_size=run.config.image_size)
+
+
+def _quick_model(x_train, y_train, x_val, y_val, *, n_classes: int,
+                 groups: list[str]) -> tuple[nn.Linear, dict, np.ndarray, dict]:
+    """Stage 1, a linear head on the cached features: (the head, its fit's details (C), its
+    validation probabilities, its history row)."""
+    head, stage1 = fit_linear_head(x_train, y_train, n_classes, groups=groups)
+    val_probs = _head_probs(head, x_val)
+    row = _history_row("head", 1, _head_probs(head, x_train), y_train, val_probs, y_val)
+    return head, stage1, val_probs, row
+
+
+def _publish_first_model(out_dir, run, head, row, *, backbone, classes, first_model_s) -> tuple[Classifier, dict]:
+    """The quick model as a whole network, written out as the interim artifact and announced; returns
+    it and a copy of its weights (what a kept quick model goes back to after fine-tuning)."""
+    model = Classifier(backbone, len(classes))
+    model.head.load_state_dict(head.state_dict())
+    stage1_state = copy.deepcopy(model.state_dict())
+    interim = {"accuracy": row["val_accuracy"], "first_model_s": round(first_model_s, 2), "interim": True}
+    # Written at once, so the app can predict with it while stage 2 runs; the final artifact replaces it.
+    save_artifact(out_dir, model, stage1_head=head, backbone=backbone, classes=classes, config=run.config,
+                  result=interim)
+    run.epoch_done(row, fraction=run.head_end, message="First model ready: you can already predict with it",
+                   first_model_ready=True)
+    return model, stage1_state
+
+
+def _choose_stage(model, run, *, backbone, device, train, val, y_train, y_val, quick_row, quick_val_probs,
+                  quick_state):
+    """(chosen stage, why in plain English, its validation probabilities, the best fine-tuned epoch or
+    None, the fine-tuning depth or None). Preset "best" fine-tunes when validation images can show
+    whether it helps, and leaves `model` holding the stage that won."""
+    if run.config.preset != "best":
+        return "head", "Only the quick model was trained (preset \"fast\").", quick_val_probs, None, None
+    if not val:
+        return "head", (f"With {smallest_class(y_train)} images in the smallest class, every image trained the quick "
+                        f"model and none was held out, so nothing could show that fine-tuning would help: it was "
+                        f"skipped."), quick_val_probs, None, None
+    top, depth_why = choose_depth(run.config, backbone, quick_val_probs, y_val)
+    best = finetune(model, backbone, train, val, y_val, run, device, top=top)
+    chosen, reason = _choose(quick_row, best, run.phases.note("finetune"))
+    depth = {"first_trained_stage": top, "stages": len(backbone.model), "why": depth_why}
+    model.load_state_dict(best["state"] if chosen == "finetune" else quick_state)
+    if chosen == "head":
+        model.fp32_from, model.flip_tta = len(model.body), False
+    return chosen, reason, best["val_probs"] if chosen == "finetune" else quick_val_probs, best, depth
+
+
+def _scored_out_of_fold(dev, x_dev, dev_fit, curve, *, classes, C):
+    """(images scored, their labels, their probabilities, learning curve) when the cross-fitted
+    models stand in for a validation split: each image scored by a model that did not see it."""
+    # The model stays the fit on every image: their average, each fitted on 4/5 of so few images,
+    # scored 0.8 points lower on flowers at 20 a class (bench/small_data_bench.py).
+    y_dev = _labels(dev)
+    # "Will more images help?" matters most here: the curve from the same folds.
+    if np.bincount(y_dev).min() >= 5:
+        curve = learning_curve_out_of_fold(x_dev, y_dev, dev_fit.folds, classes, C=C)
+    return dev, y_dev, dev_fit.probs, curve
+
+
+def _measured_refit(model, chosen, run, *, backbone, stage1_state, best, train, val, features, test, C, device,
+                    cross_fitted) -> dict:
+    """_refit, plus the test images' accuracy before it (test_accuracy_before: None without test
+    images, or when nothing would be retrained); `test` is (samples, cached features)."""
+    test, x_test = test
+    # Held-out images scored before and after the retrain: whether it paid, measured on images
+    # that took part in neither (one forward pass over the test images).
+    retrains = chosen == "head" or run.config.refit_finetuned  # else _refit changes nothing: no second pass
+    before = _test_accuracy(model, chosen, test, x_test, backbone, device, run) if test and retrains else None
+    refit = _refit(model, chosen, run, backbone=backbone, stage1_state=stage1_state, best=best, train=train, val=val,
+                   features=features, C=C, device=device, cross_fitted=cross_fitted)
+    refit["test_accuracy_before"] = before
+    return refit
+
+
+def _temperature(model, chosen, run, *, cal, val_probs, y_val, prep,
+                 device) -> tuple[float, np.ndarray | None, np.ndarray]:
+    """(temperature, the final model's probabilities on the set-aside images or None, the labels the
+    temperature was fitted to)."""
+    # A fine-tuned network's outputs (label smoothing, balanced classes) are not probabilities until
+    # rescaled: one temperature serves every figure, the threshold table and predictions. It is
+    # fitted, with the prediction sets, on the final model's scores of the set-aside images (or,
+    # with too few validation images for that, on those that chose the epoch, and the page says so).
+    cal_probs = _model_outputs(model, cal, prep, run.scoring_batch, device, run)[1] if cal else None
+    fitted_on, y_fitted = (cal_probs, _labels(cal)) if cal else (val_probs, y_val)
+    temperature = fit_temperature(fitted_on, y_fitted) if chosen == "finetune" and len(y_fitted) >= 2 else 1.0
+    return temperature, cal_probs, y_fitted
+
+
+def _check_final_model(model, chosen, run, *, scored, val_probs, y_val, dev, cross_fitted, test, cal, cal_probs,
+                       y_fitted, temperature, refit, curve, classes, C, prep, device) -> tuple[dict, dict, dict]:
+    """The "final" phase: (the report the page leads with, the trust figures, the arrays predict
+    needs for them). `dev` and `test` are (samples, cached features); val_probs are rescaled by the
+    temperature already. Adds the test accuracy after the retrain to `refit`, the verdict to `curve`."""
+    (dev, x_dev), (test, x_test) = dev, test
+    # Validation figures describe the model validation chose, before any retrain on all images.
+    ordered = bool(run.config.class_order)
+    report = M.report(val_probs, y_val, [s.key for s in scored], classes, ordered=ordered)
+    run.phases.start("final", "Checking the final model", _final_estimate_s(run, chosen, model, len(dev), len(test)),
+                     required=True)
+    final = _final_outputs(model, chosen, run, dev=(dev, x_dev), test=(test, x_test), prep=prep, device=device)
+    y_test = _labels(test)
+    test_probs = apply_temperature(final["test_probs"], temperature) if test else None
+    report = _headline_report(report, test, test_probs, y_test, classes=classes, ordered=ordered,
+                              out_of_fold=scored is dev)
+    if refit and test:
+        refit["test_accuracy_after"] = report["accuracy"]
+    eval_probs, eval_labels = (test_probs, y_test) if test else (val_probs, y_val)
+    if len(classes) == 2:  # what the page's decision-threshold control trades off, image by image
+        report["eval_scores"] = [[int(y), round(float(p[1]), 4)] for p, y in zip(eval_probs, eval_labels)]
+    if curve:
+        curve.update(verdict(curve, kept_recall={n: m["recall"] for n, m in report["per_class"].items()}))
+    trust, trust_arrays = calibrate(
+        dev_features=final["dev_features"], dev_labels=_labels(dev), dev_keys=[s.key for s in dev],
+        oof_features=x_dev, cross_fitted=cross_fitted, C=C, n_classes=len(classes),
+        finetuned=chosen == "finetune", temperature=temperature,
+        val_probs=apply_temperature(cal_probs, temperature) if cal else val_probs, val_labels=y_fitted, set_aside=bool(cal),
+        eval_probs=eval_probs, eval_labels=eval_labels, seed=run.config.seed, dev_groups=_groups(dev))
+    run.phases.finish("final")
+    return report, trust, trust_arrays
+
+
+def _headline_report(val_report, test, test_probs, y_test, *, classes, ordered, out_of_fold) -> dict:
+    """The test images' figures when there are any, with validation's summary beside them; else
+    validation's (or the out-of-fold ones)."""
+    if test:  # the headline: images that took part in nothing
+        return {**M.report(test_probs, y_test, [s.key for s in test], classes, ordered=ordered),
+                "evaluated_on": "test", "validation": {**_summary(val_report), "out_of_fold": out_of_fold}}
+    return {**val_report, "evaluated_on": "out_of_fold" if out_of_fold else "validation"}
+
+
+def _result(report, trust, run, *, train, val, cal, test, classes, chosen, reason, refit, depth, stage1, curve,
+            device, started, first_model_s, first_model_accuracy) -> dict:
+    """fit()'s return value, also meta.json's metrics: the report, how far to trust the model, and
+    how it was made."""
+    config = run.config
+    return {**report, "n_train": len(train), "n_val": len(val), "n_calibration_set_aside": len(cal),
+            "n_test": len(test), "classes": list(classes),
+            "trust": trust, "suspected_mislabels": trust.pop("suspected_mislabels"),
+            "odd_ones_out": trust.pop("odd_ones_out"),
+            "history": run.history, "chosen_stage": chosen, "chosen_reason": reason, "refit": refit,
+            "seconds": round(time.perf_counter() - started, 2), "first_model_s": round(first_model_s, 2),
+            "first_model_accuracy": first_model_accuracy, "base": config.base, "config": asdict(config),
+            "stage1_c": stage1["C"], "feature_seconds": round(run.feature_seconds, 2),
+            "n_embedded": run.n_embedded, "precision": precision(device),
+            "strategy": _strategy(chosen, stage1, config, run.history, refit, depth), "depth": depth,
+            "learning_curve": curve,
+            "phases": run.phases.rows}
 
 
 # Validation images needed before a third of them are set aside to calibrate a fine-tuned model
