@@ -185,3 +185,14 @@ def test_the_report_command_writes_both_formats_and_refuses_clearly(user, django
     assert "add --user" in refusal("--project", "Colours", "--out", str(tmp_path / "x.pdf"))
     call_command("report", "--project", "Colours", "--user", "alice", "--out", str(tmp_path / "alice.html"), stdout=io.StringIO())
     assert (tmp_path / "alice.html").exists()
+
+
+@pytest.mark.parametrize("metrics, says", [
+    ({"chosen_stage": "finetune", "depth": {"first_trained_stage": 0, "stages": 9}}, "Nothing was frozen: every layer"),
+    ({"chosen_stage": "finetune", "depth": {"first_trained_stage": 5, "stages": 9}}, "frozen except its top 3 blocks"),
+    ({"chosen_stage": "finetune", "config": {"unfrozen_blocks": 2}}, "frozen except its top 2 blocks"),  # an older run
+    ({"chosen_stage": "head", "depth": {"first_trained_stage": 0, "stages": 9}}, "The whole pretrained body was frozen"),
+])
+def test_the_report_says_what_was_frozen_for_the_depth_that_trained(metrics, says):
+    run = TrainingRun(metrics=metrics, config={})
+    assert says in reports._frozen(run)

@@ -335,3 +335,7 @@ def test_the_fine_tuning_depth_is_a_setting_and_nonsense_is_refused(alice, user)
     refused = alice.post(url, {"base_model": "efficientnet_lite0", "preset": "best", "depth": "deepest"}, follow=True)
     assert TrainingRun.objects.filter(project=project).count() == 1
     assert "Check the training settings" in refused.content.decode()
+    # Naming how many top blocks to train means training those, not letting "auto" decide.
+    alice.post(url, {"base_model": "efficientnet_lite0", "preset": "best", "unfrozen_blocks": 2})
+    config = TrainingRun.objects.filter(project=project).latest("pk").config
+    assert (config["unfrozen_blocks"], config["depth"]) == (2, "top")

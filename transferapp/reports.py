@@ -238,7 +238,13 @@ def _checks(run: TrainingRun, rows: list[dict]) -> list[dict]:
 def _frozen(run: TrainingRun) -> str:
     metrics = run.metrics or {}
     blocks = (metrics.get("config") or {}).get("unfrozen_blocks", run.config.get("unfrozen_blocks"))
+    depth = metrics.get("depth") or {}
+    if metrics.get("chosen_stage") == "finetune" and depth.get("first_trained_stage") == 0:
+        return ("Nothing was frozen: every layer of the pretrained body was fine-tuned together with a new top layer "
+                "for these classes, the early layers at lower learning rates.")
     if metrics.get("chosen_stage") == "finetune":
+        if depth:  # runs since depth was chosen record how many blocks trained
+            blocks = depth["stages"] - 1 - depth["first_trained_stage"]
         return (f"The pretrained body was frozen except its top {blocks} blocks, which were fine-tuned together "
                 "with a new top layer for these classes.")
     return "The whole pretrained body was frozen; only a new top layer (linear, on its pooled features) was trained."

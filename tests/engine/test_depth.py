@@ -114,7 +114,7 @@ def test_a_fit_on_images_far_from_imagenet_fine_tunes_every_layer_and_says_why(t
 def _trainer(shapes_dir, **settings):
     from transferapp.engine.train import _Run, _Trainer
     import time
-    config = TrainConfig(image_size=64, batch_size=4, **settings)
+    config = TrainConfig(image_size=64, **{"batch_size": 4, **settings})
     classes, samples, _ = folder_samples(shapes_dir)
     backbone = create_backbone(config.base, image_size=64)
     run = _Run(config, None, None, time.perf_counter())
@@ -129,12 +129,42 @@ def test_the_epochs_are_planned_to_fit_the_budget_so_the_learning_rate_decays_in
     steps = trainer.steps_per_epoch
     trainer.plan_epochs(epoch_s=10, left_s=35, done=0)  # 3 epochs (and a tenth spare) fit
     assert trainer.shown_epochs == 3 and trainer.sched.total_steps == 3 * steps
-    # The first whole epoch measures the pace better than a batch: the plan follows it, up to
-    # the configured maximum.
+    # A plan only shrinks: growing it once the cosine has begun would raise the learning rate again.
     trainer.plan_epochs(epoch_s=2, left_s=100, done=1)
-    assert trainer.shown_epochs == 8 and trainer.sched.total_steps == 8 * steps
+    assert trainer.shown_epochs == 3 and trainer.sched.total_steps == 3 * steps
     trainer.plan_epochs(epoch_s=30, left_s=10, done=1)  # no time for a second epoch
-    assert trainer.shown_epochs == 1
+    assert trainer.shown_epochs == 1 and trainer.sched.total_steps == steps
+
+
+def test_the_second_batch_prices_the_epoch_and_a_finished_epoch_is_never_thrown_away(shapes_dir):
+    trainer = _trainer(shapes_dir, epochs=8)  # 18 images, 4 a batch: 5 batches an epoch
+    assert trainer.batch_done(1, 4, batch_s=1e6)  # the first batch pays one-off costs: it prices nothing
+    assert trainer.run.phases.rows == [] and not trainer.skip_note
+    trainer.run.phases.start("finetune", "Fine-tuning", None)
+    assert not trainer.batch_done(1, 8, batch_s=1e6)  # the second: three batches of 1e6 s cannot fit
+    assert "Fine-tuning skipped: one epoch would need ~5000000 s" in trainer.skip_note
+    one_batch = _trainer(shapes_dir, epochs=8, batch_size=32)  # the whole epoch in one batch, already run
+    one_batch.run.phases.start("finetune", "Fine-tuning", None)
+    assert one_batch.batch_done(1, 18, batch_s=1e6) and not one_batch.skip_note
+    assert one_batch.shown_epochs == 1  # but no second epoch is planned
+
+
+def test_the_progress_bar_never_moves_back():
+    from transferapp.engine.train import _Run
+    import time
+    events = []
+    run = _Run(TrainConfig(), events.append, None, time.perf_counter())
+    for fraction in (0.3, 0.5, 0.4, 0.6):  # a re-planned phase may compute a lower share
+        run.report(fraction, "finetune", "…")
+    assert [e["fraction"] for e in events] == [0.3, 0.5, 0.5, 0.6]
+
+
+def test_a_fine_tuning_that_never_ran_claims_no_depth(shapes_dir, tmp_path):
+    config = TrainConfig(preset="best", image_size=64, batch_size=4, time_budget_s=0.001)
+    classes, samples, _ = folder_samples(shapes_dir)
+    train, val = stratified_split(samples, 0.34, 0)
+    m = fit(train, val, classes, config, tmp_path / "out")
+    assert m["chosen_stage"] == "head" and m["depth"] is None and "time budget" in m["chosen_reason"]
 
 
 def test_a_retrain_to_come_gets_its_share_of_the_budget(shapes_dir):

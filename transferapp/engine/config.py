@@ -13,7 +13,8 @@ class TrainConfig:
     # Name of the pretrained body (see zoo.list_bases()); the bundled one works offline.
     base: str = "efficientnet_lite0"
     # "fast": stage 1 only (linear head on cached features, seconds).
-    # "best": stage 1, then stage 2 (fine-tune the top blocks); the better one on validation is kept.
+    # "best": stage 1, then stage 2 (fine-tune the top blocks or every layer, see `depth`); the better
+    # one on validation is kept.
     preset: str = "best"
     # Maximum stage-2 epochs; early stopping on validation usually ends sooner, and no more are
     # planned than fit in the time budget. Every layer on knee_kl: 0.650 after 8, 0.667 after 10.

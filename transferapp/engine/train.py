@@ -1,5 +1,6 @@
 """fit(): stage 1 (linear head on cached features) then, for preset "best", stage 2 (fine-tune the
-top blocks with augmentation); the better of the two on validation becomes the artifact."""
+top blocks, or every layer when the data is far from ImageNet, with augmentation); the better of the
+two on validation becomes the artifact."""
 from __future__ import annotations
 
 import copy
@@ -155,7 +156,9 @@ def _choose_stage(model, run, *, backbone, device, train, val, y_train, y_val, q
     top, depth_why = choose_depth(run.config, backbone, quick_val_probs, y_val)
     best = finetune(model, backbone, train, val, y_val, run, device, top=top)
     chosen, reason = _choose(quick_row, best, run.phases.note("finetune"))
-    depth = {"first_trained_stage": top, "stages": len(backbone.model), "why": depth_why}
+    depth = None  # said only of a fine-tuning that ran (a skipped one says why in its reason)
+    if best is not None:
+        depth = {"first_trained_stage": top, "stages": len(backbone.model), "why": depth_why}
     model.load_state_dict(best["state"] if chosen == "finetune" else quick_state)
     if chosen == "head":
         model.fp32_from, model.flip_tta = len(model.body), False
@@ -373,7 +376,8 @@ class _Run:
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
         self.last_fraction = max(self.last_fraction, fraction)
         if self.on_progress:
-            event = {"stage": stage, "fraction": round(min(max(fraction, 0.0), 1.0), 4), "epoch": epoch,
+            # Never backwards, whatever a re-planned phase computes: the bar only moves forward.
+            event = {"stage": stage, "fraction": round(min(max(self.last_fraction, 0.0), 1.0), 4), "epoch": epoch,
                      "total_epochs": total_epochs, "message": message, **extra}
             if with_history:
                 event["history"] = list(self.history)
@@ -491,9 +495,13 @@ def separation_skill(probs: np.ndarray, y: np.ndarray) -> float:
 
 
 def depth_words(top: int, stages: int) -> str:
+    """What stage 2 trained, in words: body stages are [stem, blocks..., final layer]."""
+    blocks = stages - 1 - top
     if top == 0:
         return "every layer"
-    return f"the top {stages - 1 - top} blocks and the head"
+    if blocks == 0:
+        return "the body's final layer"
+    return f"the top {blocks} block{'s' if blocks > 1 else ''} and the body's final layer"
 
 
 def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run, device, *, top: int) -> dict | None:
@@ -502,7 +510,10 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
     run.phases.start("finetune", "Fine-tuning", None)  # priced by its first batches (_Trainer.priced_epoch_fits)
     trainer = _Trainer(model, backbone, train, run=run, device=device, stage="finetune", top=top,
                        progress_span=(run.head_end, run.finetune_end))
-    val_acts = _body_activations(trainer.frozen, val, trainer.prep, run.scoring_batch, run)
+    # The frozen stages' outputs are computed once; with nothing frozen they would be the images
+    # themselves (1.2 MB each, and their mirrors), so those are read again at each scoring instead.
+    val_acts = (_ImageBatches(val, trainer.prep, run.scoring_batch, run) if top == 0 else
+                _body_activations(trainer.frozen, val, trainer.prep, run.scoring_batch, run))
     best, best_loss, stale = None, math.inf, 0
     epoch = 0
     while epoch < trainer.shown_epochs:  # the pricing may shorten the plan to what the budget allows
@@ -511,7 +522,11 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
         if stats is None:
             break  # time budget ran out mid-epoch (or the first epoch could not finish): keep the best finished epoch
         trainer.ema.swap()  # score (and keep) the averaged weights; swap back to keep training the raw ones
+        scored_at = time.perf_counter()
         val_probs = evaluate(model, val_acts, start=trainer.top)
+        if epoch == 1:  # a whole epoch and its scoring measured: the plan follows them (it may only shrink)
+            trainer.plan_epochs(trainer.epoch_seconds[0] + time.perf_counter() - scored_at, run.phases.left_s(),
+                                done=1, spare=1.0)
         row = _history_row("finetune", epoch, stats["probs"], stats["labels"], val_probs, y_val, stats["loss"])
         run.epoch_done(row, trainer.fraction(epoch), f"Fine-tuning epoch {epoch}/{trainer.shown_epochs}: "
                                                      f"validation accuracy {row['val_accuracy']:.0%}",
@@ -587,31 +602,33 @@ class _Trainer:
         self.epoch_seconds: list[float] = []
         self.skip_note = ""  # set when the pricing showed that not one epoch fits in the budget
 
-    def priced_epoch_fits(self, batch_s: float) -> bool:
+    def priced_epoch_fits(self, batch_s: float, batches_done: int) -> bool:
         """A batch prices the epoch, plans how many fit, and prices the phase (every epoch at that
         pace); fine-tuning whose first epoch cannot finish in the time left stops here, a batch or
         two in, not at the deadline."""
         epoch_s = batch_s * self.steps_per_epoch
-        left = self.run.phases.left_s() + batch_s
-        if self.stage == "finetune" and epoch_s > left:
+        still_to_run_s = batch_s * (self.steps_per_epoch - batches_done)
+        if self.stage == "finetune" and still_to_run_s > self.run.phases.left_s():
             self.skip_note = (f"Fine-tuning skipped: one epoch would need ~{epoch_s:.0f} s, "
-                              f"{left:.0f} s were left in the time budget.")
+                              f"{self.run.phases.left_s() + epoch_s - still_to_run_s:.0f} s were left in the time budget.")
             self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
             return False
         if self.stage == "finetune":
-            self.plan_epochs(epoch_s, left, done=0)
+            self.plan_epochs(epoch_s, self.run.phases.left_s() + epoch_s - still_to_run_s, done=0)
         self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
         return True
 
-    def plan_epochs(self, epoch_s: float, left_s: float, done: int) -> None:
-        """As many epochs as fit in the budget (10% spare for scoring validation images), at most
-        config.epochs: the learning rate then decays to its end inside the budget instead of being
-        cut off at its height. Planned from a batch, then again from the first whole epoch."""
+    def plan_epochs(self, epoch_s: float, left_s: float, done: int, spare: float = 1.1) -> None:
+        """As many epochs as fit in the budget, at most config.epochs: the learning rate then decays to
+        its end inside the budget instead of being cut off at its height. Planned from a batch's pace
+        (10% spare for scoring validation images), then again from the first whole epoch with its
+        scoring. A plan only ever shrinks: growing it once the decay has begun would raise the
+        learning rate again, and move the progress bar back."""
         config = self.run.config
         n_all = len(self.samples) + self.run.n_val
         retrain = config.refit and config.refit_finetuned  # it runs as many epochs again, on every image
-        cost = 1.1 * epoch_s * (1 + n_all / len(self.samples) if retrain else 1)
-        self.shown_epochs = max(1, min(config.epochs, done + int(left_s / cost)))
+        cost = spare * epoch_s * (1 + n_all / len(self.samples) if retrain else 1)
+        self.shown_epochs = max(1, min(self.shown_epochs, done + int(left_s / cost)))
         self.sched.plan(self.shown_epochs * self.steps_per_epoch)
         if retrain:
             self.run.later_s = retrain_estimate_s(epoch_s, len(self.samples), n_all, self.shown_epochs)
@@ -646,8 +663,6 @@ class _Trainer:
         if stats is None or loader.out_of_time:
             return None
         self.epoch_seconds.append(time.perf_counter() - t0)
-        if self.stage == "finetune" and epoch == 1:
-            self.plan_epochs(self.epoch_seconds[0], self.run.phases.left_s(), done=1)
         return stats
 
     def batch_done(self, epoch: int, seen: int, batch_s: float) -> bool:
@@ -656,7 +671,7 @@ class _Trainer:
         (kernel selection, memory), and it overpriced fine-tuning every layer five-fold."""
         size = self.run.config.batch_size
         prices = epoch == 1 and (size < seen <= 2 * size or size >= len(self.samples))
-        if prices and not self.priced_epoch_fits(batch_s):
+        if prices and not self.priced_epoch_fits(batch_s, batches_done=math.ceil(seen / size)):
             return False
         done = epoch - 1 + seen / len(self.samples)
         self.run.report(self.fraction(done), self.stage, self.message(epoch), epoch, self.shown_epochs)
@@ -780,6 +795,22 @@ def _body_activations(frozen, samples, prep, batch_size, run) -> list[tuple]:
     return acts
 
 
+class _ImageBatches:
+    """evaluate()'s loader when nothing is frozen: (images, mirrored images) batches, read afresh at
+    each pass instead of held in memory."""
+
+    def __init__(self, samples, prep, batch_size, run):
+        self.samples, self.prep, self.batch_size, self.run = samples, prep, batch_size, run
+
+    def __iter__(self):
+        transform = eval_transform(self.prep)
+        for start in range(0, len(self.samples), self.batch_size):
+            self.run.check_stop()
+            x = _load_batch(self.samples[start:start + self.batch_size], transform, self.prep)
+            x = x.contiguous(memory_format=torch.channels_last)
+            yield x, torch.flip(x, dims=[3]).contiguous(memory_format=torch.channels_last)
+
+
 def _activations(frozen, x) -> torch.Tensor:
     return frozen(x).contiguous(memory_format=torch.channels_last)
 
@@ -852,7 +883,7 @@ def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict
         epochs = sum(1 for h in history if h["stage"] == "finetune")
         trained = depth_words(depth["first_trained_stage"], depth["stages"])
         text = (f"linear head (C={stage1['C']}) then fine-tuned {trained} "
-                f"for {epochs} epochs ({config.augmentation} augmentation)")
+                f"for {epochs} epoch{'s' if epochs != 1 else ''} ({config.augmentation} augmentation)")
     if refit and refit["done"]:
         text += f", then retrained on all {refit['n_images']} images" + (
             f" for {refit['epochs']} epochs" if refit["epochs"] else "")
