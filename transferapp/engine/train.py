@@ -464,9 +464,9 @@ def _round(v):
 
 # The quick model's skill on validation images, from chance (0) to perfect (1), below which the
 # pretrained features are said to separate the classes poorly and "auto" depth trains every layer.
-# Measured 2026-11-27 (EfficientNet-Lite0): flowers 0.85 and brick_crack 0.96 (photos; top blocks
-# reach the reference full fine-tune there in a third of its time), knee X-rays 0.37 (the top blocks
-# alone stayed below the plain linear probe; every layer reached the full fine-tune's figure).
+# Measured 2026-11-27 (EfficientNet-Lite0, bench/run_bench.py): flowers 0.88 and brick_crack 0.97
+# (photos: the top blocks beat the reference full fine-tune there in under half its time), knee
+# X-rays 0.34 (the top blocks alone stayed near the linear probe; every layer beat the full fine-tune).
 POOR_SEPARATION = 0.7
 
 
