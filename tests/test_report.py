@@ -189,7 +189,9 @@ def test_the_report_command_writes_both_formats_and_refuses_clearly(user, django
 
 @pytest.mark.parametrize("metrics, says", [
     ({"chosen_stage": "finetune", "depth": {"first_trained_stage": 0, "stages": 9}}, "Nothing was frozen: every layer"),
-    ({"chosen_stage": "finetune", "depth": {"first_trained_stage": 5, "stages": 9}}, "frozen except its top 3 blocks"),
+    ({"chosen_stage": "finetune", "depth": {"first_trained_stage": 5, "stages": 9}},
+     "frozen except its top 3 blocks and its final layer"),
+    ({"chosen_stage": "finetune", "depth": {"first_trained_stage": 8, "stages": 9}}, "frozen except its final layer,"),
     ({"chosen_stage": "finetune", "config": {"unfrozen_blocks": 2}}, "frozen except its top 2 blocks"),  # an older run
     ({"chosen_stage": "head", "depth": {"first_trained_stage": 0, "stages": 9}}, "The whole pretrained body was frozen"),
 ])

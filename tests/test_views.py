@@ -339,3 +339,19 @@ def test_the_fine_tuning_depth_is_a_setting_and_nonsense_is_refused(alice, user)
     alice.post(url, {"base_model": "efficientnet_lite0", "preset": "best", "unfrozen_blocks": 2})
     config = TrainingRun.objects.filter(project=project).latest("pk").config
     assert (config["unfrozen_blocks"], config["depth"]) == (2, "top")
+
+
+def test_an_every_layer_run_lists_no_top_block_count_and_its_note_says_no_flips_when_mirroring_is_off(alice, user):
+    from transferapp import charts
+    assert "Unfrozen top blocks (when only the top is fine-tuned)" in dict(charts.settings_rows({"depth": "auto", "unfrozen_blocks": 3}))
+    assert not any(label.startswith("Unfrozen") for label, _ in charts.settings_rows({"depth": "all", "unfrozen_blocks": 3}))
+    project = project_with_images(user, per_class=5)
+    history = [{"stage": "head", "epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "train_accuracy": 0.8, "val_accuracy": 0.9},
+               {"stage": "finetune", "epoch": 1, "train_loss": 0.7, "val_loss": 0.5, "train_accuracy": 0.7, "val_accuracy": 0.9}]
+    metrics = {"accuracy": 0.9, "n_train": 8, "n_val": 2, "classes": ["blue", "red"], "chosen_stage": "finetune",
+               "history": history, "depth": {"first_trained_stage": 0, "stages": 9, "why": "Every layer."}}
+    for no_mirroring, note in ((False, "fine-tune every layer on randomly cropped and flipped images"),
+                               (True, "fine-tune every layer on randomly cropped images")):
+        run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded",
+                                         metrics=metrics, history=history, config={"no_mirroring": no_mirroring, "depth": "all"})
+        assert note in alice.get(run.get_absolute_url()).content.decode()

@@ -176,7 +176,7 @@ SETTING_LABELS = {
     "lr": "Learning rate",
     "batch_size": "Batch size",
     "depth": "Fine-tuning depth",
-    "unfrozen_blocks": "Unfrozen top blocks",
+    "unfrozen_blocks": "Unfrozen top blocks (when only the top is fine-tuned)",
     "layer_lr_decay": "Learning-rate factor per block, going down",
     "augmentation": "Augmentation",
     "time_budget_s": "Time budget",
@@ -196,6 +196,8 @@ FINETUNE_ONLY = {"epochs", "lr", "batch_size", "unfrozen_blocks", "augmentation"
 def settings_rows(config: dict) -> list[tuple[str, str]]:
     """(label, value) pairs for the "Settings used" table, known settings first in form order."""
     unused = FINETUNE_ONLY if config.get("preset") == "fast" else set()
+    if config.get("depth") == "all":  # every layer trained: no count of top blocks applied
+        unused = unused | {"unfrozen_blocks"}
     shown = {key: value for key, value in config.items() if key not in unused}
     rows = [(SETTING_LABELS[key], _setting_text(key, shown[key])) for key in SETTING_LABELS if key in shown]
     rows += [(key.replace("_", " ").capitalize(), _setting_text(key, value)) for key, value in shown.items() if key not in SETTING_LABELS]

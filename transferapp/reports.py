@@ -245,8 +245,9 @@ def _frozen(run: TrainingRun) -> str:
     if metrics.get("chosen_stage") == "finetune":
         if depth:  # runs since depth was chosen record how many blocks trained
             blocks = depth["stages"] - 1 - depth["first_trained_stage"]
-        return (f"The pretrained body was frozen except its top {blocks} blocks, which were fine-tuned together "
-                "with a new top layer for these classes.")
+        trained = "its final layer" if blocks == 0 else f"its top {blocks} block{'s' if blocks != 1 else ''} and its final layer"
+        return (f"The pretrained body was frozen except {trained}, fine-tuned together with a new top layer for "
+                "these classes.")
     return "The whole pretrained body was frozen; only a new top layer (linear, on its pooled features) was trained."
 
 
