@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import TrainConfig
+from .config import DEPTHS, TrainConfig
 from .data import development_split, folder_samples, grouped_by_name, is_image_file
 from .features import embed
 from .ordinal import natural_order
@@ -80,14 +80,14 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed for the split and training (default 0)")
     p.add_argument("--image-size", dest="image_size", type=int, help="input side in pixels (default: the base's own)")
     p.add_argument("--unfrozen-blocks", dest="unfrozen_blocks", type=int, help="top blocks fine-tuned in the best preset")
-    p.add_argument("--depth", choices=["auto", "top", "all"],
+    p.add_argument("--depth", choices=DEPTHS,
                    help="how much of the network the best preset fine-tunes: the top blocks, every layer, or auto "
                         "(every layer when the pretrained features separate the classes poorly; the default)")
     p.add_argument("--time-budget", dest="time_budget_s", type=float,
                    help="seconds the training may take before the final check (default 600)")
     p.add_argument("--augmentation", help="none, light, medium or strong")
     p.add_argument("--lr", type=float, help="learning rate (default: chosen per stage)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="images per fine-tuning step (default 32)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help=f"images per fine-tuning step (default {TrainConfig.batch_size})")
     p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
                    help="keep the model validation scored instead of retraining it on all images")
     p.add_argument("--refit-finetuned", dest="refit_finetuned", action="store_true", default=None,
