@@ -510,10 +510,9 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: _Run
     run.phases.start("finetune", "Fine-tuning", None)  # priced by its first batches (_Trainer.priced_epoch_fits)
     trainer = _Trainer(model, backbone, train, run=run, device=device, stage="finetune", top=top,
                        progress_span=(run.head_end, run.finetune_end))
-    # The frozen stages' outputs are computed once; with nothing frozen they would be the images
-    # themselves (1.2 MB each, and their mirrors), so those are read again at each scoring instead.
-    val_acts = (_ImageBatches(val, trainer.prep, run.scoring_batch, run) if top == 0 else
-                _body_activations(trainer.frozen, val, trainer.prep, run.scoring_batch, run))
+    val_acts = _MirroredBatches(trainer.frozen, val, trainer.prep, run.scoring_batch, run)
+    if top > 0:  # computed once (see _MirroredBatches)
+        val_acts = list(val_acts)
     best, best_loss, stale = None, math.inf, 0
     epoch = 0
     while epoch < trainer.shown_epochs:  # the pricing may shorten the plan to what the budget allows
@@ -784,31 +783,22 @@ def _load_batch(samples, transform, prep) -> torch.Tensor:
     return torch.stack([transform(load_rgb(s.path)) for s in samples])
 
 
-def _body_activations(frozen, samples, prep, batch_size, run) -> list[tuple]:
-    """The frozen body's output for the validation images and their mirrors, computed once."""
-    transform, acts = eval_transform(prep), []
-    with torch.inference_mode():
-        for start in range(0, len(samples), batch_size):
-            run.check_stop()
-            x = _load_batch(samples[start:start + batch_size], transform, prep)
-            acts.append((_activations(frozen, x), _activations(frozen, torch.flip(x, dims=[3]))))
-    return acts
+class _MirroredBatches:
+    """evaluate()'s loader: the frozen body's output for the validation images and their mirrors,
+    batch by batch. finetune() keeps them in memory (`list(...)`) when stages are frozen, computed
+    once; with nothing frozen they would be the images themselves (1.2 MB each, with their mirrors),
+    so they are read again at each pass."""
 
-
-class _ImageBatches:
-    """evaluate()'s loader when nothing is frozen: (images, mirrored images) batches, read afresh at
-    each pass instead of held in memory."""
-
-    def __init__(self, samples, prep, batch_size, run):
-        self.samples, self.prep, self.batch_size, self.run = samples, prep, batch_size, run
+    def __init__(self, frozen, samples, prep, batch_size, run):
+        self.frozen, self.samples, self.prep, self.batch_size, self.run = frozen, samples, prep, batch_size, run
 
     def __iter__(self):
         transform = eval_transform(self.prep)
-        for start in range(0, len(self.samples), self.batch_size):
-            self.run.check_stop()
-            x = _load_batch(self.samples[start:start + self.batch_size], transform, self.prep)
-            x = x.contiguous(memory_format=torch.channels_last)
-            yield x, torch.flip(x, dims=[3]).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            for start in range(0, len(self.samples), self.batch_size):
+                self.run.check_stop()
+                x = _load_batch(self.samples[start:start + self.batch_size], transform, self.prep)
+                yield _activations(self.frozen, x), _activations(self.frozen, torch.flip(x, dims=[3]))
 
 
 def _activations(frozen, x) -> torch.Tensor:
