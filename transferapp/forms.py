@@ -49,8 +49,7 @@ class TrainForm(forms.Form):
             "lr": data.get("learning_rate"),
             "batch_size": data.get("batch_size"),
             "unfrozen_blocks": data.get("unfrozen_blocks"),
-            # Naming how many top blocks to train means training those: "auto" would not ask.
-            "depth": data.get("depth") or ("top" if data.get("unfrozen_blocks") is not None else None),
+            "depth": data.get("depth") or None,
             "augmentation": data.get("augmentation") or None,
             "time_budget_s": data["time_budget_minutes"] * 60 if data.get("time_budget_minutes") else None,
             "refit": {"yes": True, "no": False}.get(data.get("refit")),

@@ -28,3 +28,9 @@ def test_a_depth_that_is_not_offered_is_refused_with_the_choices():
         TrainConfig(depth="deepest")
     with pytest.raises(ValueError, match="layer_lr_decay must be above 0 and at most 1"):
         TrainConfig(layer_lr_decay=1.5)
+
+
+def test_naming_the_top_blocks_means_training_those_in_the_form_the_cli_and_an_old_saved_run():
+    assert TrainConfig.from_dict({"unfrozen_blocks": 2}).depth == "top"
+    assert TrainConfig.from_dict({"unfrozen_blocks": 2, "depth": "all"}).depth == "all"
+    assert TrainConfig.from_dict({}).depth == "auto"

@@ -105,8 +105,6 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args) -> TrainConfig:
-    if args.unfrozen_blocks is not None and args.depth is None:  # naming the blocks means training those
-        args.depth = "top"
     keys = ("base", "epochs", "preset", "seed", "image_size", "unfrozen_blocks", "depth", "time_budget_s", "batch_size",
             "augmentation", "lr", "refit",
             "refit_finetuned", "class_order")

@@ -87,6 +87,8 @@ class TrainConfig:
         for key, value in (d or {}).items():
             if key in known and value is not None:
                 kwargs[key] = _coerce(key, value, known[key].type)
+        if "unfrozen_blocks" in kwargs and "depth" not in kwargs:  # naming the top blocks means training those
+            kwargs["depth"] = "top"  # (and a run saved before depth existed trained the top blocks)
         return cls(**kwargs)
 
     def validate(self) -> None:
