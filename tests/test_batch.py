@@ -98,7 +98,7 @@ def test_a_large_zip_is_predicted_in_the_worker_with_progress_and_a_csv_equal_to
     images = photos(100)
     members = images[:50] + [("broken.jpg", b"this is not a jpeg")] + images[50:] + [("notes.txt", b"ignored")]
     batch = send_batch(alice, project, [upload("shots.zip", zip_of(members), "application/zip")])
-    assert batch.status == "queued" and batch.run == run and batch.manifest_path.exists()
+    assert batch.status == "queued" and batch.run == run and (inputs_of(batch) / BatchPrediction.MANIFEST).exists()
     queued_panel = alice.get(reverse("predict", args=[project.pk]) + f"?batch={batch.pk}").content.decode()
     assert "Waiting for the worker" in queued_panel and 'class="progress' in queued_panel
 
@@ -132,8 +132,8 @@ def test_a_large_zip_is_predicted_in_the_worker_with_progress_and_a_csv_equal_to
         assert abs(float(row["probability"]) - expected["top"]["probability"]) < 1e-6, name
         assert abs(float(row["probability"]) - direct(run, data)["top"]["probability"]) < 1e-5, name
         assert row["prediction_set"] == ";".join(expected["prediction_set"]) and row["abstained"] == str(expected["abstained"])
-    assert not batch.inputs_dir.exists()  # the uploaded zip is gone once predicted
-    assert len(list(batch.thumbs_dir.iterdir())) == 100
+    assert not inputs_of(batch).exists()  # the uploaded zip is gone once predicted
+    assert len(list((Path(batch.folder) / BatchPrediction.THUMBS).iterdir())) == 100
 
     # The table: the first 100 of 101 rows, with thumbnails, sorted by confidence on request.
     page = alice.get(reverse("predict", args=[project.pk]) + f"?batch={batch.pk}&order=low").content.decode()
@@ -178,14 +178,18 @@ def test_loose_images_go_to_the_worker_above_the_inline_limit_and_count_against_
 
 # --- no training needed below: rows and files made directly --------------------------------------
 
-def stored_batch(project, *, status="queued", finished_at=None, heartbeat_at=None, with_csv=False) -> BatchPrediction:
+def inputs_of(batch: BatchPrediction) -> Path:
+    return Path(batch.folder) / BatchPrediction.INPUTS
+
+
+def stored_batch(project, *, status="queued", finished_at=None, heartbeat_at=None, with_csv=False, attempt=1) -> BatchPrediction:
     folder = Path(settings.MEDIA_ROOT) / "batches" / f"made-{status}-{project.pk}"
     batch = BatchPrediction.objects.create(project=project, version=1, source_name="shots.zip", folder=str(folder),
                                            status=status, finished_at=finished_at, heartbeat_at=heartbeat_at,
-                                           job_id="batch-made")
-    batch.inputs_dir.mkdir(parents=True)
-    (batch.inputs_dir / "0").write_bytes(zip_of(photos(2)))
-    batch.manifest_path.write_text('[{"name": "shots.zip", "path": "0", "zip": true}]')
+                                           job_id="batch-made", attempt=attempt)
+    inputs_of(batch).mkdir(parents=True)
+    (inputs_of(batch) / "0").write_bytes(zip_of(photos(2)))
+    (inputs_of(batch) / BatchPrediction.MANIFEST).write_text('[{"name": "shots.zip", "path": "0", "zip": true}]')
     if with_csv:
         (folder / "predictions.csv").write_text("file,label,probability,prediction_set,abstained,error\na.jpg,sea,0.9,sea,False,\n")
         BatchPrediction.objects.filter(pk=batch.pk).update(csv_path=str(folder / "predictions.csv"))
@@ -207,15 +211,30 @@ def test_another_user_gets_404_for_the_batchs_panel_progress_and_download(client
     assert client.get(reverse("predict", args=[theirs.pk]) + f"?batch={batch.pk}").status_code == 404
 
 
-def test_a_batch_whose_worker_died_is_failed_by_a_worker_with_a_plain_message_and_its_files_deleted(alice, user, queue):
+def test_a_batch_whose_worker_died_is_run_again_with_its_inputs_kept(alice, user, queue):
     from tests.test_recovery import _start_a_worker_with_nothing_to_do
 
     project = project_with_images(user)
     batch = stored_batch(project, status="running", heartbeat_at=timezone.now() - LONG_AGO)
     _start_a_worker_with_nothing_to_do()  # no page view: the reaper settles it
     batch.refresh_from_db()
+    assert batch.status == "queued" and batch.attempt == 2 and batch.job_id == "batch-made-try-2"
+    assert "stopped responding" in batch.message and "Running it again (try 2 of 2)" in batch.message
+    assert (inputs_of(batch) / "0").exists()  # the next try needs them
+    assert django_rq.get_queue("intake").fetch_job("batch-made-try-2") is not None
+    page = alice.get(reverse("predict", args=[project.pk]) + f"?batch={batch.pk}").content.decode()
+    assert "Running it again (try 2 of 2)" in page
+
+
+def test_a_batch_whose_last_try_died_is_failed_by_a_worker_with_a_plain_message_and_its_files_deleted(alice, user, queue, settings):
+    from tests.test_recovery import _start_a_worker_with_nothing_to_do
+
+    project = project_with_images(user)
+    batch = stored_batch(project, status="running", heartbeat_at=timezone.now() - LONG_AGO, attempt=settings.JOB_ATTEMPTS)
+    _start_a_worker_with_nothing_to_do()  # no page view: the reaper settles it
+    batch.refresh_from_db()
     assert batch.status == "failed" and "stopped responding" in batch.error and "send them again" in batch.error
-    assert not batch.inputs_dir.exists()
+    assert not inputs_of(batch).exists()
     page = alice.get(reverse("predict", args=[project.pk]) + f"?batch={batch.pk}").content.decode()
     assert "The batch stopped." in page and "stopped responding" in page
     assert alice.get(reverse("batch_download", args=[batch.pk])).status_code == 404
@@ -260,4 +279,4 @@ def test_a_third_unfinished_batch_waits_and_a_batch_whose_model_vanished_fails_w
     work_off_queue("intake")
     batch.refresh_from_db()
     assert batch.status == "failed" and "model files are missing" in batch.error
-    assert not batch.inputs_dir.exists() and not batch.csv_path
+    assert not inputs_of(batch).exists() and not batch.csv_path

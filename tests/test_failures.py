@@ -104,7 +104,30 @@ def test_cancel_stops_a_running_training_within_seconds(alice, user, start_worke
     assert worker.poll() is None  # the worker lives on, free for the next job
 
 
+def test_a_worker_killed_mid_training_is_replaced_by_the_next_worker_as_its_next_try(alice, user, start_worker, settings):
+    worker = start_worker()
+    run = _start_long_training(alice, user)
+    _wait_for(run, lambda r: r.status == "running" and r.progress > 0 and r.artifact_dir)
+    silent_folder = Path(run.artifact_dir)
+    for pid in [worker.pid, *_children(worker.pid)]:  # the machine reboots
+        os.kill(pid, signal.SIGKILL)
+    worker.wait()
+    settings.RUN_HEARTBEAT_TIMEOUT_S = 2
+    time.sleep(3)
+    page = alice.get(run.get_absolute_url()).content.decode()  # the page view settles it (or a reaper would)
+    settings.RUN_HEARTBEAT_TIMEOUT_S = 180
+    run.refresh_from_db()
+    assert (run.status, run.attempt) == ("queued", 2) and "Running it again (try 2 of 2)" in page
+    assert not silent_folder.exists()
+    start_worker()  # another machine's worker takes it
+    _wait_for(run, lambda r: r.status == "running" and r.progress > 0 and r.artifact_dir)
+    assert run.artifact_dir == f"{silent_folder}-try-2" and Path(run.artifact_dir).is_dir()
+    alice.post(reverse("run_cancel", args=[run.pk]))
+    _wait_for(run, lambda r: r.status == "cancelled", timeout_s=30)
+
+
 def test_a_worker_killed_mid_training_leaves_a_failed_run_that_can_be_restarted(alice, user, start_worker, settings):
+    settings.JOB_ATTEMPTS = 1  # never run again: the user restarts it
     worker = start_worker()
     run = _start_long_training(alice, user)
     _wait_for(run, lambda r: r.status == "running" and r.progress > 0)

@@ -9,6 +9,7 @@ import time
 import tracemalloc
 import zipfile
 from datetime import timedelta
+from itertools import islice
 from pathlib import Path
 
 import django_rq
@@ -24,6 +25,7 @@ from tests.factories import project_with_images, upload
 from tests.test_failures import _wait_for, start_worker  # noqa: F401 (a fixture)
 from tests.test_import import make_zip, messy_zip
 from transferapp import intake, reaper, services, tasks
+from transferapp.archive import Limits, ZipSource
 from transferapp.models import Image, ImportJob, Project, TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,13 +61,40 @@ def _train(client, project, **fields) -> TrainingRun:
 
 # 1. Imports claim, heartbeat, expire and requeue like training runs.
 
-def test_an_import_whose_worker_died_is_failed_by_a_worker_keeping_its_images_and_deleting_its_zip(alice, user, queue):
+def test_an_import_whose_worker_died_goes_on_as_its_next_try_after_the_files_already_reported(alice, user, queue):
+    project = services.project_create(owner=user, name="P")
+    job = _import_zip(alice, project, messy_zip())
+    # Try 1 claims it, imports and reports the first 5 of the zip's 9 entries, then its worker dies.
+    assert tasks._claim(job)
+    first_try = tasks.ImportReporter(job)
+    with ZipSource(Path(job.upload_path), Limits()) as source:
+        summary = services.import_entries(project=project, entries=islice(source, 5), on_progress=first_try.report)
+    first_try.report(summary, force=True)
+    ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - LONG_AGO)
+    django_rq.get_queue("intake").empty()
+
+    _start_a_worker_with_nothing_to_do()  # no page view: the reaper queues try 2
+    job.refresh_from_db()
+    assert (job.status, job.attempt, job.job_id) == ("queued", 2, f"import-{job.pk}-try-2")
+    assert "Running it again (try 2 of 2)" in alice.get(job.get_absolute_url()).content.decode()
+    _work_off("intake")
+    job.refresh_from_db()
+    # The same outcome as an import that never stopped, each file reported once; the zip is gone.
+    assert (job.status, job.accepted, job.skipped, job.junk, job.processed) == ("done", 3, 2, 4, 9), job.error
+    names = list(job.report_rows.values_list("name", flat=True))
+    assert len(names) == len(set(names)) == 5 and project.images.count() == 3
+    assert not Path(job.upload_path).exists() and not job.message
+    with pytest.raises(tasks.ImportStopped):  # the first try, were it only silent, writes nothing more
+        first_try.report(summary, force=True)
+
+
+def test_an_import_whose_last_try_died_is_failed_by_a_worker_keeping_its_images_and_deleting_its_zip(alice, user, queue):
     project = project_with_images(user, per_class=1)
     zip_path = Path(settings.MEDIA_ROOT) / "imports" / "dead.zip"
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     zip_path.write_bytes(messy_zip())
     job = ImportJob.objects.create(project=project, source_name="dead.zip", upload_path=str(zip_path),
-                                   status="running", heartbeat_at=timezone.now() - LONG_AGO)
+                                   status="running", heartbeat_at=timezone.now() - LONG_AGO, attempt=settings.JOB_ATTEMPTS)
     _start_a_worker_with_nothing_to_do()  # no page view
     job.refresh_from_db()
     assert job.status == "failed" and "stopped responding" in job.error
@@ -117,14 +146,37 @@ def test_an_import_reports_each_file_as_its_own_row_and_the_page_lists_the_skipp
 
 # 3. A reaper in the workers settles runs without a page view.
 
-def test_a_silent_running_run_is_failed_by_a_worker_without_a_page_view(alice, user, queue):
+def test_a_silent_running_run_is_queued_again_as_its_next_try_by_a_worker_without_a_page_view(alice, user, queue):
     project = project_with_images(user, per_class=5)
     run = _train(alice, project)
-    TrainingRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=timezone.now() - LONG_AGO)
+    silent_folder = Path(settings.ARTIFACTS_ROOT) / f"project-{project.pk}" / f"run-{run.pk}"
+    (silent_folder / "stage1").mkdir(parents=True)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status="running", heartbeat_at=timezone.now() - LONG_AGO, progress=0.4, artifact_dir=str(silent_folder),
+        metrics={"first_model_ready": True, "first_model_accuracy": 0.9}, history=[{"epoch": 1}])
     queue.empty()
     _start_a_worker_with_nothing_to_do()
     run.refresh_from_db()
-    assert run.status == "failed" and "stopped responding" in run.error
+    assert (run.status, run.attempt, run.job_id) == ("queued", 2, f"run-{run.pk}-try-2")
+    assert "stopped responding" in run.message and "try 2 of 2" in run.message and not run.error
+    # The silent try's first model is no longer offered: its folder is gone, and the next try writes its own.
+    assert (run.progress, run.metrics, run.history) == (0.0, {}, []) and not silent_folder.exists()
+    assert queue.fetch_job(f"run-{run.pk}-try-2") is not None
+    assert "try 2 of 2" in alice.get(run.get_absolute_url()).content.decode()
+
+
+def test_a_silent_run_on_its_last_try_is_failed_and_one_asked_to_cancel_is_cancelled(alice, user, queue, settings):
+    project = project_with_images(user, per_class=5)
+    last, cancelling = _train(alice, project), _train(alice, project)
+    TrainingRun.objects.filter(pk=last.pk).update(status="running", heartbeat_at=timezone.now() - LONG_AGO,
+                                                  attempt=settings.JOB_ATTEMPTS)
+    TrainingRun.objects.filter(pk=cancelling.pk).update(status="running", heartbeat_at=timezone.now() - LONG_AGO,
+                                                        cancel_requested=True)
+    queue.empty()
+    _start_a_worker_with_nothing_to_do()
+    last.refresh_from_db(), cancelling.refresh_from_db()
+    assert last.status == "failed" and "stopped responding" in last.error and "tried 2 times" in last.error
+    assert cancelling.status == "cancelled" and not cancelling.error
 
 
 def test_a_run_whose_job_failed_in_rq_before_it_was_claimed_is_marked_failed(alice, user, queue):

@@ -19,7 +19,7 @@ from tests.conftest import image_bytes
 from tests.s3_support import S3_MARKS, start_seaweedfs, stop_seaweedfs
 from tests.test_failures import _database_url
 from transferapp import blobs, exports, services
-from transferapp.models import Image, ImportJob, TrainingRun
+from transferapp.models import BatchPrediction, Image, ImportJob, TrainingRun
 from transferapp.settings import s3_storage
 
 pytestmark = [*S3_MARKS, pytest.mark.django_db(transaction=True)]
@@ -124,6 +124,28 @@ def test_web_and_worker_share_only_the_database_redis_and_the_bucket(alice, user
     assert prediction.status_code == 200
     assert '<td class="top-class"><strong>green' in prediction.content.decode()
 
+    # A batch (any zip goes to the worker): its inputs go to the bucket, the worker fetches them and
+    # publishes the CSV and thumbnails there; the web shows them and streams the CSV from it.
+    shots = io.BytesIO()
+    with zipfile.ZipFile(shots, "w") as archive:
+        for i, color in enumerate(CLASSES * 2):
+            archive.writestr(f"shot-{i}.png", image_bytes(color, shape_seed=20 + i))
+        archive.writestr("broken.png", b"not an image")
+    response = alice.post(reverse("predict_batch", args=[project.pk]),
+                          {"files": [SimpleUploadedFile("shots.zip", shots.getvalue(), content_type="application/zip")]})
+    assert response.status_code == 302, response.content[:300]
+    batch = _wait(lambda: BatchPrediction.objects.get(project=project), lambda b: b.is_finished, "the batch", log)
+    assert (batch.status, batch.done, batch.refused) == ("done", 7, 1), batch.error
+    assert batch.folder.startswith("batches/") and batch.csv_path == f"{batch.folder}/predictions.csv"
+    assert sorted(seaweed.keys(f"{batch.folder}/")) == sorted(
+        [batch.csv_path] + [f"{batch.folder}/thumbs/{i}.jpg" for i in range(7) if i != 6])  # inputs gone; row 6 is broken.png
+    panel = alice.get(reverse("predict", args=[project.pk]) + f"?batch={batch.pk}").content.decode()
+    assert panel.count('class="pred-thumb" src="data:image/jpeg;base64,') == 6
+    csv_reply = alice.get(reverse("batch_download", args=[batch.pk]))
+    assert csv_reply.status_code == 200 and csv_reply.streaming
+    lines = b"".join(csv_reply.streaming_content).decode().splitlines()
+    assert lines[0].startswith("file,label") and len(lines) == 8 and "broken.png" in lines[-1]
+
     # Export on the web: the bundle goes to the bucket, and is streamed back from it.
     response = alice.post(reverse("run_export", args=[run.pk]))
     assert response.status_code == 302
@@ -148,6 +170,7 @@ def test_web_and_worker_share_only_the_database_redis_and_the_bucket(alice, user
     fetched = [p for p in work if f"scratch/media/projects/{project.pk}/images/" in p.as_posix()]
     assert len(fetched) == len(images)  # the worker fetched every image it trained on
     assert not [p for p in work if "/export/" in p.as_posix()], "the worker holds the web's export"
+    assert not [p for p in work if "/work/" in p.as_posix()], "the worker kept the batch's inputs"
     assert [p for p in web if p.name == "bundle.zip"] and [p for p in work if p.name == "meta.json"]
 
 

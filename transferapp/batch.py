@@ -2,18 +2,20 @@
 
 A small batch is answered in the request (model_views.predict_batch); a large one is stored by
 services.batch_create and predicted here by the worker (tasks.run_batch), a chunk at a time, into a
-CSV and small thumbnails for the results table.
+CSV and small thumbnails for the results table. The worker reads the inputs and writes the results
+in local folders; blobs moves them to and from the bucket in bucket mode.
 """
 import base64
 import csv
 import io
 import json
 import tempfile
+import uuid
 from pathlib import Path
 
 from django.conf import settings
 
-from transferapp import intake, predictions, services
+from transferapp import blobs, intake, predictions, services
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.engine.data import IMAGE_SUFFIXES
 from transferapp.models import BatchPrediction
@@ -73,15 +75,21 @@ def _read(entry):
         return str(exc)
 
 
-def stored_images(batch: BatchPrediction):
-    """(name, bytes or an error) for each image of a stored batch, one file in memory at a time."""
-    for item in json.loads(batch.manifest_path.read_text()):
+def stored_images(inputs: Path):
+    """(name, bytes or an error) for each image of a stored batch (its inputs folder, as
+    services.batch_create wrote it), one file in memory at a time."""
+    for item in _manifest(inputs):
         if "error" in item:
             yield item["name"], item["error"]
         elif item["zip"]:
-            yield from zip_images(batch.inputs_dir / item["path"], item["name"])
+            yield from zip_images(inputs / item["path"], item["name"])
         else:
-            yield item["name"], _stored_file(batch.inputs_dir / item["path"])
+            yield item["name"], _stored_file(inputs / item["path"])
+
+
+def _manifest(inputs: Path) -> list[dict]:
+    """[{"name", "path", "zip"} or {"name", "error"}, ...]: each upload, or a file refused on arrival."""
+    return json.loads((inputs / BatchPrediction.MANIFEST).read_text())
 
 
 def _stored_file(path: Path):
@@ -92,15 +100,15 @@ def _stored_file(path: Path):
     return path.read_bytes()
 
 
-def count_stored(batch: BatchPrediction) -> int:
+def count_stored(inputs: Path) -> int:
     """The number of CSV rows a stored batch will have (zips are opened, not unpacked)."""
     total = 0
-    for item in json.loads(batch.manifest_path.read_text()):
+    for item in _manifest(inputs):
         if not item.get("zip"):
             total += 1
             continue
         try:
-            with ZipSource(batch.inputs_dir / item["path"], Limits(), loose=True) as source:
+            with ZipSource(inputs / item["path"], Limits(), loose=True) as source:
                 total += sum(1 for entry in source if _is_image(entry))
         except ArchiveRejected:
             total += 1  # one error row for the whole zip
@@ -146,21 +154,23 @@ def predict_rows(run, images) -> list[dict]:
     return [row for chunk in answered(run, images) for row, _ in chunk]
 
 
-def predict_stored(run, batch: BatchPrediction, on_chunk) -> Path:
-    """Predict a stored batch into its CSV and thumbnails; on_chunk(done, refused, images) after
-    each chunk (progress, the allowance). Returns the CSV's path, written whole or not at all."""
-    batch.thumbs_dir.mkdir(parents=True, exist_ok=True)
-    final = Path(batch.folder) / "predictions.csv"
-    partial = final.with_suffix(".partial")
+def predict_stored(run, inputs: Path, out: Path, on_chunk) -> Path:
+    """Predict a stored batch's inputs into a CSV and thumbnails in `out`; on_chunk(done, refused,
+    images) after each chunk (progress, the allowance). Returns the CSV's path, written whole or not
+    at all (under a name of this process's own: a silent earlier attempt may still be writing)."""
+    thumbs = out / BatchPrediction.THUMBS
+    thumbs.mkdir(parents=True, exist_ok=True)
+    final = out / BatchPrediction.CSV
+    partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.partial")
     done = refused = 0
     with open(partial, "w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for chunk in answered(run, stored_images(batch)):
+        for chunk in answered(run, stored_images(inputs)):
             for row, checked in chunk:
                 writer.writerow(csv_row(row))
                 if checked is not None:
-                    (batch.thumbs_dir / f"{done}.jpg").write_bytes(intake.jpeg_thumbnail(checked.rgb, THUMB_PX, quality=80))
+                    (thumbs / f"{done}.jpg").write_bytes(intake.jpeg_thumbnail(checked.rgb, THUMB_PX, quality=80))
                 done += 1
                 refused += "error" in row
             out.flush()
@@ -187,17 +197,22 @@ def to_csv(rows) -> str:
 # --- the finished batch's table ---------------------------------------------------------------
 
 def table_rows(batch: BatchPrediction, order: str) -> list[dict]:
-    """The first TABLE_ROWS rows of the CSV in `order` (see ORDERS), each with its thumbnail."""
-    with open(batch.csv_path, newline="", encoding="utf-8") as source:
+    """The first TABLE_ROWS rows of the CSV in `order` (see ORDERS), each with its thumbnail (only
+    those are fetched from the bucket in bucket mode, not the thousands of a large batch)."""
+    (csv_file,) = blobs.stored_paths(batch.folder, [BatchPrediction.CSV])
+    with open(csv_file, newline="", encoding="utf-8") as source:
         rows = [{**row, "index": i, "confidence": float(row["probability"] or -1)} for i, row in enumerate(csv.DictReader(source))]
     if order in ("low", "high"):
         rows.sort(key=lambda row: row["confidence"], reverse=order == "high")
     shown = rows[:TABLE_ROWS]
+    predicted = [row for row in shown if not row["error"]]  # a refused file has no thumbnail
+    thumbs = blobs.stored_paths(batch.folder, [f"{BatchPrediction.THUMBS}/{row['index']}.jpg" for row in predicted])
+    for row, thumb in zip(predicted, thumbs):
+        row["thumbnail"] = _thumbnail_uri(thumb)
     for row in shown:
         row["percent"] = round(100 * row["confidence"], 1)
         row["abstained"] = row["abstained"] == "True"
         row["prediction_set"] = row["prediction_set"].split(";") if row["prediction_set"] else []
-        row["thumbnail"] = _thumbnail_uri(batch.thumbs_dir / f"{row['index']}.jpg")
     return shown
 
 

@@ -5,13 +5,16 @@ and copies nothing.
 
 Bucket mode: the bucket is the only shared place. A process that needs files (a worker training,
 the web process predicting) fetches them into its own scratch folder (SCRATCH_DIR) and works on
-local paths; results go back to the bucket under keys named by what they are, so a job that runs
-twice writes the same keys again:
+local paths; results go back to the bucket under keys named by what they are (and, where a job
+that is run again could meet its own silent earlier try, by which try wrote them):
 
 - images and thumbnails: their storage names (content-hash names, projects/N/images/<sha256>.png),
   fetched to SCRATCH_DIR/media/<name>: the scratch copy is keyed by content too;
-- a run's model folder: artifacts/project-N/run-M/, mirrored at SCRATCH_DIR/artifacts/project-N/run-M
-  (a manifest of ETags says which files changed in the bucket since the last copy);
+- a run's model folder: artifacts/project-N/run-M/ (run-M-try-K/ for a later try), mirrored at
+  SCRATCH_DIR/artifacts/project-N/run-M (a manifest of ETags says which files changed in the bucket
+  since the last copy);
+- a batch prediction's folder: batches/<random>/, its inputs fetched into SCRATCH_DIR/work/ for the
+  job, its results (CSV, thumbnails) fetched into the scratch cache when a page shows them;
 - zip imports: imports/<random>.zip, fetched to SCRATCH_DIR/work/ for the job and then deleted.
 
 The scratch cache is bounded (SCRATCH_CACHE_MB): beyond it, the least recently used images and model
@@ -57,21 +60,25 @@ def _scratch(name: str) -> Path:
     return Path(settings.SCRATCH_DIR).joinpath(*parts)
 
 
-def _download(key: str, target: Path) -> None:
+def _download(key: str, target: Path, missing_ok: bool = False) -> None:
     """Atomic: a reader never sees half a file, and two processes fetching the same key both succeed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     try:
         _client().download_file(settings.S3_BUCKET, key, str(part))
         os.replace(part, target)
+    except Exception as exc:  # botocore's ClientError: botocore is only installed for bucket mode
+        if not (missing_ok and getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey")):
+            raise
     finally:
         part.unlink(missing_ok=True)
 
 
 # --- media by storage name (images, thumbnails) ---------------------------------------------------
 
-def media_paths(names: list[str]) -> list[Path]:
-    """Local paths of stored files, in order; in bucket mode fetched into the scratch cache first."""
+def media_paths(names: list[str], missing_ok: bool = False) -> list[Path]:
+    """Local paths of stored files, in order; in bucket mode fetched into the scratch cache first
+    (with `missing_ok`, an object the bucket lacks gives a path that does not exist)."""
     if not s3_mode():
         return [Path(default_storage.path(name)) for name in names]
     paths = [_scratch(f"media/{name}") for name in names]
@@ -83,7 +90,7 @@ def media_paths(names: list[str]) -> list[Path]:
             missing.append((name, path))
     if missing:
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            list(pool.map(lambda item: _download(item[0], item[1]), missing))
+            list(pool.map(lambda item: _download(item[0], item[1], missing_ok), missing))
         trim(keep=set(paths))
     return paths
 
@@ -95,14 +102,21 @@ def media_path(name: str) -> Path:
 # --- a training run's model folder ------------------------------------------------------------------
 
 def artifact_name(run) -> str:
-    """The run's model folder in the bucket: named by project and run, so a second try overwrites."""
-    return f"artifacts/project-{run.project_id}/run-{run.pk}"
+    """The run's model folder in the bucket."""
+    return f"artifacts/{_run_folder(run)}"
+
+
+def _run_folder(run) -> str:
+    """project-N/run-M, or run-M-try-K for a run's later try: a try run again after its worker went
+    silent writes its own folder, never one that the silent try may still be writing."""
+    tried = f"-try-{run.attempt}" if run.attempt > 1 else ""
+    return f"project-{run.project_id}/run-{run.pk}{tried}"
 
 
 def artifact_workdir(run) -> Path:
     """Where a worker writes the run's model folder."""
     if not s3_mode():
-        return Path(settings.ARTIFACTS_ROOT) / f"project-{run.project_id}" / f"run-{run.pk}"
+        return Path(settings.ARTIFACTS_ROOT) / _run_folder(run)
     return _scratch(artifact_name(run))
 
 
@@ -268,33 +282,14 @@ def remove_folder(name: str) -> None:
         client.delete_objects(Bucket=settings.S3_BUCKET, Delete={"Objects": keys[start:start + 1000], "Quiet": True})
 
 
-def remove_artifacts(artifact_dir: str) -> None:
-    """A run's model folder, whichever mode recorded it."""
-    if not artifact_dir:
-        return
-    if s3_mode():
-        remove_folder(artifact_dir)
-    else:
-        shutil.rmtree(artifact_dir, ignore_errors=True)
-
-
 # --- uploads a job reads once (zip imports) ----------------------------------------------------------
 
 def keep_upload(uploaded, folder: str) -> str:
     """Store an uploaded file for a background job, streamed in chunks: a local path, or in bucket
     mode a key under `folder`/ that the job fetches (fetch_upload) and removes (discard_upload)."""
-    name = f"{uuid.uuid4().hex}{Path(uploaded.name).suffix.lower()}"
-    if s3_mode():
-        key = f"{folder}/{name}"
-        uploaded.seek(0)
-        _client().upload_fileobj(uploaded, settings.S3_BUCKET, key)
-        return key
-    target = Path(settings.MEDIA_ROOT) / folder / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as out:
-        for chunk in uploaded.chunks():
-            out.write(chunk)
-    return str(target)
+    record, name = folder_record(folder), f"{uuid.uuid4().hex}{Path(uploaded.name).suffix.lower()}"
+    store_file(record, name, uploaded)
+    return f"{record}/{name}" if s3_mode() else str(Path(record) / name)
 
 
 def fetch_upload(kept: str) -> Path:
@@ -314,6 +309,84 @@ def discard_upload(kept: str) -> None:
         return
     _scratch(f"work/{kept}").unlink(missing_ok=True)
     _client().delete_object(Bucket=settings.S3_BUCKET, Key=kept)
+
+
+# --- a job's folder of files (a batch prediction's inputs, then its results) ---------------------------
+
+def folder_record(name: str) -> str:
+    """What a row records for a stored folder: a folder under MEDIA_ROOT, or in bucket mode the prefix."""
+    return name if s3_mode() else str(Path(settings.MEDIA_ROOT) / name)
+
+
+def store_file(record: str, relative: str, uploaded) -> None:
+    """An uploaded file into a stored folder, streamed in chunks (never whole in memory)."""
+    if s3_mode():
+        uploaded.seek(0)
+        _client().upload_fileobj(uploaded, settings.S3_BUCKET, f"{record}/{relative}")
+        return
+    target = Path(record) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as out:
+        for chunk in uploaded.chunks():
+            out.write(chunk)
+
+
+def store_text(record: str, relative: str, text: str) -> None:
+    if s3_mode():
+        _client().put_object(Bucket=settings.S3_BUCKET, Key=f"{record}/{relative}", Body=text.encode())
+        return
+    target = Path(record) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+
+
+def job_workdir(record: str, attempt: int) -> Path:
+    """Where a job reads and writes a stored folder: the folder itself, or in bucket mode a copy in
+    the scratch work area (outside the LRU cache: a job may read it for hours), one per attempt so
+    that a job run again never shares files with a silent earlier attempt on the same machine."""
+    return Path(record) if not s3_mode() else _scratch(f"work/{record}/try-{attempt}")
+
+
+def fetch_folder(record: str, relative: str, workdir: Path) -> Path:
+    """A subfolder of a stored folder (a batch's inputs) in the job's workdir, fetched in bucket mode."""
+    if s3_mode():
+        prefix = f"{record}/{relative}"
+        with ThreadPoolExecutor(FETCH_THREADS) as pool:
+            list(pool.map(lambda rel: _download(f"{prefix}/{rel}", workdir / relative / rel), _listing(prefix)))
+    return workdir / relative
+
+
+def publish_folder(workdir: Path, record: str, relatives: list[str]) -> None:
+    """A job's results (files or folders of its workdir) into the bucket; nothing to do on the disk."""
+    if not s3_mode():
+        return
+    client = _client()
+    for relative in relatives:
+        root = workdir / relative
+        for path in sorted([root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())):
+            client.upload_file(str(path), settings.S3_BUCKET, f"{record}/{path.relative_to(workdir).as_posix()}")
+
+
+def remove_stored(record: str, relative: str = "") -> None:
+    """A stored folder (or one subfolder of it), whichever mode recorded it, with the work copies."""
+    if not record:
+        return
+    name = f"{record}/{relative}" if relative else record
+    if s3_mode():
+        for copy in (f"work/{name}", f"media/{name}"):  # a job's copy; what pages fetched to show
+            shutil.rmtree(_scratch(copy), ignore_errors=True)
+        remove_folder(name)
+    else:
+        shutil.rmtree(name, ignore_errors=True)
+
+
+def stored_paths(record: str, relatives: list[str]) -> list[Path]:
+    """Local paths of files of a stored folder for reading (a batch's CSV and thumbnails); in bucket
+    mode fetched into the scratch cache, and a file the bucket does not hold is a path that does
+    not exist."""
+    if not s3_mode():
+        return [Path(record) / relative for relative in relatives]
+    return media_paths([f"{record}/{relative}" for relative in relatives], missing_ok=True)
 
 
 # --- the scratch cache's bound ------------------------------------------------------------------------

@@ -203,10 +203,32 @@ def batch_panel(request, project) -> dict:
 @login_required
 def batch_download(request, pk):
     row = selectors.batch_get_for_user(user=request.user, pk=pk)
-    if row.status != row.Status.DONE or not row.csv_path or not Path(row.csv_path).exists():
-        raise Http404("This batch has no CSV (not finished, failed, or deleted after its retention time)")
+    if row.status != row.Status.DONE or not row.csv_path:
+        raise Http404("This batch has no CSV (not finished, or failed)")
+    if blobs.s3_mode():
+        return bucket_file(row.csv_path, _csv_name(row.project, row.version))
+    if not Path(row.csv_path).exists():
+        raise Http404("This batch's CSV was deleted after its retention time")
     return FileResponse(open(row.csv_path, "rb"), as_attachment=True, filename=_csv_name(row.project, row.version),
                         content_type="text/csv; charset=utf-8")
+
+
+def bucket_file(key: str, filename: str = ""):
+    """A file of the bucket for a user already checked to own it: a short-lived presigned redirect
+    (S3_PUBLIC_URL set), or streamed through in chunks, never whole in memory."""
+    url = blobs.presigned_url(key, filename)
+    if url:
+        response = redirect(url)
+        response["Cache-Control"] = "private, no-store"  # the URL expires; the next view signs a new one
+        return response
+    try:
+        body, size = blobs.open_stream(key)
+    except FileNotFoundError:
+        raise Http404("File missing") from None
+    response = FileResponse(body, as_attachment=bool(filename), filename=filename or Path(key).name)
+    response["Content-Length"] = str(size)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 @login_required

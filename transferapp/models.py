@@ -1,5 +1,4 @@
 import hashlib
-from pathlib import Path
 
 from django.conf import settings
 from django.db import models
@@ -150,6 +149,9 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Which try this is: a run lost with its worker is queued again as the next one (JOB_ATTEMPTS),
+    # and a worker writes only while the row is still at its own try (a silent one cannot interfere).
+    attempt = models.PositiveSmallIntegerField(default=1)
     cancel_requested = models.BooleanField(default=False)
     progress = models.FloatField(default=0.0)
     stage = models.CharField(max_length=32, blank=True)
@@ -238,7 +240,10 @@ class WorkerJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempt = models.PositiveSmallIntegerField(default=1)  # as TrainingRun.attempt
     total = models.PositiveIntegerField(default=0)
+    # While it is unfinished: e.g. paused by the per-user allowance, or run again after its worker died.
+    message = models.CharField(max_length=255, blank=True)
     error = models.TextField(blank=True)
 
     class Meta:
@@ -343,11 +348,14 @@ class BatchPrediction(WorkerJob):
     run = models.ForeignKey(TrainingRun, on_delete=models.SET_NULL, null=True, related_name="batches")
     version = models.PositiveIntegerField(null=True)
     source_name = models.CharField(max_length=255)  # "shots.zip", or "120 files"
-    folder = models.CharField(max_length=500)  # MEDIA_ROOT/batches/<random>: inputs/, thumbs/, predictions.csv
-    csv_path = models.CharField(max_length=500, blank=True)  # set once the CSV is complete
+    # MEDIA_ROOT/batches/<random>, or in bucket mode the prefix batches/<random> (blobs.folder_record):
+    # INPUTS/ (the uploads and their MANIFEST) until the job ends, then THUMBS/ and CSV.
+    folder = models.CharField(max_length=500)
+    csv_path = models.CharField(max_length=500, blank=True)  # set once the CSV is complete: folder/CSV
+
+    INPUTS, MANIFEST, THUMBS, CSV = "inputs", "manifest.json", "thumbs", "predictions.csv"
     done = models.PositiveIntegerField(default=0)
     refused = models.PositiveIntegerField(default=0)  # rows with an error instead of a prediction
-    message = models.CharField(max_length=255, blank=True)  # e.g. paused by the per-user allowance
 
     def get_absolute_url(self):
         return reverse("batch_detail", args=[self.pk])
@@ -355,16 +363,3 @@ class BatchPrediction(WorkerJob):
     @property
     def percent(self) -> int:
         return round(100 * self.done / self.total) if self.total else 0
-
-    # The folder's layout, shared by services (which stores the inputs) and batch.py (which reads them).
-    @property
-    def inputs_dir(self) -> Path:
-        return Path(self.folder) / "inputs"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.inputs_dir / "manifest.json"  # [{"name", "path", "zip"} or {"name", "error"}, ...]
-
-    @property
-    def thumbs_dir(self) -> Path:
-        return Path(self.folder) / "thumbs"  # <row index>.jpg for each predicted image

@@ -120,11 +120,11 @@ def project_delete(*, project: Project) -> None:
     project_id = project.pk
     sha256s = set(Image.all_objects.filter(project=project).values_list("sha256", flat=True))
     uploaded_zips = list(project.imports.exclude(upload_path="").values_list("upload_path", flat=True))
-    batch_folders = [Path(folder) for folder in project.batches.values_list("folder", flat=True)]
+    batch_folders = list(project.batches.values_list("folder", flat=True))
     project.delete()
     _remove_project_files(project_id)
     for folder in batch_folders:  # a running batch stops at its next chunk, finding no row
-        _remove_tree(folder)
+        blobs.remove_stored(folder)
     features_forget_unused(sha256s=sha256s)
     for kept in uploaded_zips:  # a queued import's job will find no row; a running one stops at its next file
         blobs.discard_upload(kept)
@@ -310,13 +310,14 @@ def _import_fail(job: ImportJob, error: str, *, among: list[str]) -> None:
         blobs.discard_upload(job.upload_path)
 
 
-def import_entries(*, project: Project, entries, on_progress=None) -> dict:
-    """Import archive/folder entries one by one; returns counts and a per-file report.
+def import_entries(*, project: Project, entries, on_progress=None, counts: dict | None = None) -> dict:
+    """Import archive/folder entries one by one; returns counts (from `counts`, an earlier try's, on)
+    and a per-file report of these entries.
 
     Each file is stored as soon as it is checked, so a failure halfway keeps what came before.
     """
     labels = {label.name.lower(): label for label in project.labels.all()}
-    summary = {"accepted": 0, "skipped": 0, "junk": 0, "report": [], "created_classes": []}
+    summary = {"accepted": 0, "skipped": 0, "junk": 0, **(counts or {}), "report": [], "created_classes": []}
     for entry in entries:
         _import_one(project, entry, labels, summary)
         if on_progress:
@@ -621,48 +622,80 @@ def _run_fail_unclaimed(run: TrainingRun, reason: str) -> None:
 
 
 def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
-    """A running run whose worker stopped reporting is failed, so nothing stays "running" forever."""
-    silent_s = _silent_for(run)
-    if silent_s is not None:
-        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
-            status=TrainingRun.Status.FAILED,
-            finished_at=timezone.now(),
-            error=f"The worker stopped responding ({int(silent_s)} s without news); it may have been restarted "
-            "or run out of memory. Start the training again.",
-        )
-        run.refresh_from_db()
+    """A running run whose worker stopped reporting is run again (its next try) or, out of tries or
+    asked to cancel, ended: nothing stays "running" forever."""
+    old_artifacts = run.artifact_dir
+
+    def fail(silence: str) -> None:
+        ending = ({"status": TrainingRun.Status.CANCELLED, "message": "Cancelled."} if run.cancel_requested
+                  else {"status": TrainingRun.Status.FAILED, "error": f"{silence} Start the training again."})
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, attempt=run.attempt).update(
+            finished_at=timezone.now(), **ending)
+
+    requeued = _rerun_if_silent(run, enqueue=_enqueue_training, fail=fail, not_queued=lambda: _run_not_queued(run),
+                                fresh=dict(progress=0.0, stage="", epoch=0, total_epochs=0, seconds_left=None, history=[],
+                                           metrics={}, worker_name="", device=""))
+    if requeued:  # the silent try's model folder: the next try writes its own (blobs.artifact_name)
+        blobs.remove_stored(old_artifacts)
     return run
 
 
 def import_check(*, job: ImportJob) -> ImportJob:
-    """The import's row reconciled with its worker and its queue, as run_check does for runs."""
-    silent_s = _silent_for(job)
-    if silent_s is not None:
-        _import_fail(job, f"The worker stopped responding ({int(silent_s)} s without news); it may have been "
-                     "restarted or run out of memory. The uploaded zip was deleted: upload it again to import the rest "
-                     "(files already imported are recognised as duplicates).", among=[ImportJob.Status.RUNNING])
-    failed = _requeue_if_lost(job, queue_name="intake", enqueue=_enqueue_import,
-                              fail=lambda reason: _import_fail(job, f"The worker could not start this import ({reason}). "
-                                                               "Upload the zip again.", among=[ImportJob.Status.QUEUED]))
-    if silent_s is not None or failed:
+    """The import's row reconciled with its worker and its queue, as run_check does for runs. Run
+    again, an import goes on after the last file its silent try reported (tasks.run_import)."""
+    _rerun_if_silent(job, enqueue=_enqueue_import, not_queued=lambda: _import_fail(job, QUEUE_DOWN, among=[ImportJob.Status.QUEUED]),
+                     fail=lambda silence: _import_fail(job, f"{silence} The uploaded zip was deleted: upload it again to import "
+                                                       "the rest (files already imported are recognised as duplicates).",
+                                                       among=[ImportJob.Status.RUNNING]))
+    if _requeue_if_lost(job, queue_name="intake", enqueue=_enqueue_import,
+                        fail=lambda reason: _import_fail(job, f"The worker could not start this import ({reason}). "
+                                                         "Upload the zip again.", among=[ImportJob.Status.QUEUED])):
         job.refresh_from_db()
     return job
 
 
 def batch_check(*, batch: BatchPrediction) -> BatchPrediction:
     """The batch's row reconciled with its worker and its queue, as import_check does for imports."""
-    silent_s = _silent_for(batch)
-    if silent_s is not None:
-        batch_fail(batch=batch, among=[BatchPrediction.Status.RUNNING],
-                   error=f"The worker stopped responding ({int(silent_s)} s without news); it may have been restarted or "
-                   "run out of memory. The uploaded files were deleted: send them again to predict them.")
-    failed = _requeue_if_lost(batch, queue_name="intake", enqueue=_enqueue_batch,
-                              fail=lambda reason: batch_fail(batch=batch, among=[BatchPrediction.Status.QUEUED],
-                                                             error=f"The worker could not start this batch ({reason}). "
-                                                             "Send the files again."))
-    if silent_s is not None or failed:
+    _rerun_if_silent(batch, enqueue=_enqueue_batch, fresh=dict(done=0, refused=0),
+                     not_queued=lambda: batch_fail(batch=batch, error=QUEUE_DOWN, among=[BatchPrediction.Status.QUEUED]),
+                     fail=lambda silence: batch_fail(batch=batch, among=[BatchPrediction.Status.RUNNING],
+                                                     error=f"{silence} The uploaded files were deleted: send them again to "
+                                                     "predict them."))
+    if _requeue_if_lost(batch, queue_name="intake", enqueue=_enqueue_batch,
+                        fail=lambda reason: batch_fail(batch=batch, among=[BatchPrediction.Status.QUEUED],
+                                                       error=f"The worker could not start this batch ({reason}). "
+                                                       "Send the files again.")):
         batch.refresh_from_db()
     return batch
+
+
+def _rerun_if_silent(row: TrainingRun | ImportJob | BatchPrediction, *, enqueue, fail, not_queued, fresh=None) -> bool:
+    """A running row whose worker went silent is queued again as its next try, with a new job id
+    and `fresh` field values, while JOB_ATTEMPTS allow: every job is safe to repeat (images and
+    features are keyed by content hash, each try writes its own files). Out of tries, or asked to
+    cancel, it gets fail(why). The row is refreshed; True when it was queued again."""
+    silent_s = _silent_for(row)
+    if silent_s is None:
+        return False
+    silence = (f"The worker stopped responding ({int(silent_s)} s without news); it may have been restarted or run "
+               "out of memory.")
+    if row.attempt >= settings.JOB_ATTEMPTS or getattr(row, "cancel_requested", False):
+        tried = f" It was tried {row.attempt} times." if row.attempt > 1 else ""
+        fail(silence + tried)
+        row.refresh_from_db()
+        return False
+    retry = row.attempt + 1
+    with transaction.atomic():
+        # Conditional on the try it saw, so that of several reapers sweeping at once one queues it.
+        requeued = type(row).objects.filter(pk=row.pk, status=row.Status.RUNNING, attempt=row.attempt).update(
+            status=row.Status.QUEUED, attempt=retry, job_id=f"{row.job_id.partition('-try-')[0]}-try-{retry}",
+            message=f"{silence} Running it again (try {retry} of {settings.JOB_ATTEMPTS})."[:255], **(fresh or {}))
+        row.refresh_from_db()
+        if requeued:
+            logger.warning("%s %s: its worker went silent; queued again as try %d", type(row).__name__, row.pk, retry)
+            queued = type(row).objects.get(pk=row.pk)
+            _on_commit_or_fail(lambda: enqueue(queued), on_failure=not_queued)
+    return bool(requeued)
 
 
 def _silent_for(row: TrainingRun | ImportJob | BatchPrediction) -> float | None:
@@ -710,7 +743,7 @@ def _job_failure(job) -> str:
 def run_delete(*, run: TrainingRun) -> None:
     artifact_dir = run.artifact_dir
     run.delete()
-    blobs.remove_artifacts(artifact_dir)
+    blobs.remove_stored(artifact_dir)
 
 
 def _clean_name(name: str, what: str) -> str:
@@ -798,11 +831,11 @@ def batch_create(*, project: Project, run: TrainingRun, uploads: list, refused: 
                            "of them has finished.")
     name = uploads[0].name if len(uploads) == 1 else f"{len(uploads)} files"
     batch = BatchPrediction(project=project, run=run, version=run.version, source_name=name[:255],
-                            folder=str(Path(settings.MEDIA_ROOT) / "batches" / uuid.uuid4().hex))
+                            folder=blobs.folder_record(f"batches/{uuid.uuid4().hex}"))
     try:
         _store_batch_inputs(batch, uploads, refused)
     except OSError as exc:
-        _remove_tree(Path(batch.folder))
+        blobs.remove_stored(batch.folder)
         raise ServiceError(f"The server could not store the files ({exc.strerror or exc}). Try again later, or "
                            "ask your administrator to check its disk.") from None
     with transaction.atomic():
@@ -815,15 +848,13 @@ def batch_create(*, project: Project, run: TrainingRun, uploads: list, refused: 
 
 
 def _store_batch_inputs(batch: BatchPrediction, uploads: list, refused: list[tuple[str, str]]) -> None:
-    batch.inputs_dir.mkdir(parents=True)
+    """The uploads, on the disk or in the bucket, and the manifest batch.stored_images reads them by."""
     manifest = [{"name": name, "error": reason} for name, reason in refused]
     for number, upload in enumerate(uploads):
-        stored = batch.inputs_dir / str(number)  # never the user's name: it could hold a path
-        with open(stored, "wb") as out:
-            for chunk in upload.chunks():
-                out.write(chunk)
-        manifest.append({"name": upload.name, "path": stored.name, "zip": upload.name.lower().endswith(".zip")})
-    batch.manifest_path.write_text(json.dumps(manifest))
+        stored = str(number)  # never the user's name: it could hold a path
+        blobs.store_file(batch.folder, f"{BatchPrediction.INPUTS}/{stored}", upload)
+        manifest.append({"name": upload.name, "path": stored, "zip": upload.name.lower().endswith(".zip")})
+    blobs.store_text(batch.folder, f"{BatchPrediction.INPUTS}/{BatchPrediction.MANIFEST}", json.dumps(manifest))
 
 
 def _enqueue_batch(batch: BatchPrediction) -> None:
@@ -836,7 +867,7 @@ def batch_fail(*, batch: BatchPrediction, error: str, among: list[str]) -> bool:
     failed = BatchPrediction.objects.filter(pk=batch.pk, status__in=among).update(
         status=BatchPrediction.Status.FAILED, error=error, message="", finished_at=timezone.now())
     if failed:
-        _remove_tree(batch.inputs_dir)
+        blobs.remove_stored(batch.folder, BatchPrediction.INPUTS)
     return bool(failed)
 
 
@@ -845,6 +876,6 @@ def batches_purge_expired() -> int:
     cutoff = timezone.now() - timedelta(days=settings.BATCH_KEPT_DAYS)
     expired = list(BatchPrediction.objects.filter(finished_at__lt=cutoff).values_list("pk", "folder"))
     for pk, folder in expired:
-        _remove_tree(Path(folder))
+        blobs.remove_stored(folder)
         BatchPrediction.objects.filter(pk=pk).delete()
     return len(expired)

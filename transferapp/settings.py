@@ -267,6 +267,9 @@ QUOTA_IMPORTS = envint("QUOTA_IMPORTS", "2")  # zip imports queued or running at
 
 # A worker that has not touched its run for this long is presumed dead.
 RUN_HEARTBEAT_TIMEOUT_S = envint("RUN_HEARTBEAT_TIMEOUT_S", "180")
+# A training, import or batch prediction whose worker died is run again (every job is safe to repeat)
+# until it has been tried this often; then it is failed with the reason. 1 = never run again.
+JOB_ATTEMPTS = envint("JOB_ATTEMPTS", "2")
 # Deleted images can be restored ("Undo") for this long; then their rows and files are purged.
 DELETED_IMAGES_KEPT_MINUTES = envint("DELETED_IMAGES_KEPT_MINUTES", "30")
 TORCH_THREADS = envint("TORCH_THREADS", "0")  # 0 = let torch decide

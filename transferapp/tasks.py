@@ -7,6 +7,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from itertools import islice
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -56,9 +57,9 @@ def run_training(run_id: int) -> str:
         _finish(run, TrainingRun.Status.SUCCEEDED, metrics=metrics, message="Done.")
     finally:
         heartbeat.stop()
-    if not TrainingRun.objects.filter(pk=run_id).exists():  # deleted meanwhile: leave no files behind
+    if not _this_try(run).exists():  # deleted meanwhile, or run again after this try went silent
         shutil.rmtree(blobs.artifact_workdir(run), ignore_errors=True)
-        blobs.remove_artifacts(blobs.artifact_record(run))
+        blobs.remove_stored(blobs.artifact_record(run))
     deleted_images_purge(project_id=run.project_id)  # the trash past its undo window
     project_purge_files(project_id=run.project_id, older_than=run.started_at)  # images deleted while it read them
     if snapshot:
@@ -73,7 +74,7 @@ class Heartbeat(threading.Thread):
 
     def __init__(self, row: TrainingRun | ImportJob | BatchPrediction, interval_s: float = HEARTBEAT_INTERVAL_S):
         super().__init__(daemon=True)
-        self.rows = type(row).objects.filter(pk=row.pk, status=row.Status.RUNNING)
+        self.rows = _this_try(row).filter(status=row.Status.RUNNING)
         self.interval_s, self.stopped = interval_s, threading.Event()
 
     def run(self) -> None:
@@ -105,13 +106,20 @@ class Heartbeat(threading.Thread):
 
 
 def _claim(row: TrainingRun | ImportJob | BatchPrediction, **fields) -> bool:
-    """Queued -> running, atomically, so a cancelled, expired or duplicate job does nothing."""
+    """Queued -> running, atomically, so a cancelled, expired or duplicate job does nothing. The
+    row's `attempt` is then this worker's try: see _this_try."""
     now = timezone.now()
     claimed = type(row).objects.filter(pk=row.pk, status=row.Status.QUEUED).update(
         status=row.Status.RUNNING, started_at=now, heartbeat_at=now, **fields
     )
     row.refresh_from_db()
     return bool(claimed)
+
+
+def _this_try(row: TrainingRun | ImportJob | BatchPrediction):
+    """The row while it is still at this worker's try. A try the app gave up on (silent too long,
+    then queued again: services._rerun_if_silent) may still be alive; it writes nothing more."""
+    return type(row).objects.filter(pk=row.pk, attempt=row.attempt)
 
 
 def _where_it_runs() -> dict:
@@ -138,8 +146,7 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
     samples, test = with_split_groups(snapshot.trainable(), groups), snapshot.held_out()
     config = TrainConfig.from_dict(run.config)
     train, val, how_split = split_for_run(run.project, samples, snapshot.given_val, config, groups)
-    TrainingRun.objects.filter(pk=run.pk).update(classes=snapshot.classes, n_images=len(snapshot.samples),
-                                                 artifact_dir=blobs.artifact_record(run))
+    _this_try(run).update(classes=snapshot.classes, n_images=len(snapshot.samples), artifact_dir=blobs.artifact_record(run))
     reporter = ProgressReporter(run)
     with blobs.training_into(run) as out_dir:
         metrics = fit(
@@ -279,7 +286,7 @@ class ProgressReporter:
     """Turns the engine's callbacks into throttled row updates and cancellation checks."""
 
     def __init__(self, run: TrainingRun):
-        self.run, self.run_id = run, run.pk
+        self.run, self.rows = run, _this_try(run)
         self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
         self.cancel_checks = Every(CANCEL_CHECK_INTERVAL_S)
         self.cancelled = False
@@ -303,12 +310,12 @@ class ProgressReporter:
             # Stage 1's model is on disk (and in the bucket): the predict page may use it while stage 2 runs.
             blobs.artifact_publish(self.run)
             fields["metrics"] = {"first_model_ready": True, "first_model_accuracy": progress["history"][-1]["val_accuracy"]}
-        TrainingRun.objects.filter(pk=self.run_id).update(**fields)
+        self.rows.update(**fields)
 
     def should_stop(self) -> bool:
         """Stop when cancelled, and also when the run was deleted or is no longer ours to run."""
         if not self.cancelled and self.cancel_checks.due():
-            still_ours = TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING, cancel_requested=False)
+            still_ours = self.rows.filter(status=TrainingRun.Status.RUNNING, cancel_requested=False)
             self.cancelled = not still_ours.exists()
         return self.cancelled
 
@@ -322,7 +329,7 @@ def _finish(run: TrainingRun, status: str, *, metrics=None, error: str = "", mes
     if message:
         fields["message"] = message
     allowed = [TrainingRun.Status.RUNNING] + ([TrainingRun.Status.FAILED] if status == TrainingRun.Status.SUCCEEDED else [])
-    TrainingRun.objects.filter(pk=run.pk, status__in=allowed).update(**fields)
+    _this_try(run).filter(status__in=allowed).update(**fields)
     run.status = TrainingRun.objects.filter(pk=run.pk).values_list("status", flat=True).first() or "deleted"
     if run.status == TrainingRun.Status.SUCCEEDED:
         run.version = services.run_assign_version(run_id=run.pk)
@@ -355,24 +362,28 @@ def run_import(import_id: int) -> str:
         return f"import {import_id} was {job.status if job else 'deleted'} before it started"
     heartbeat = Heartbeat(job)
     heartbeat.start()
-    reporter = ImportReporter(job.pk)
+    reporter = ImportReporter(job)
     try:
         with ZipSource(blobs.fetch_upload(job.upload_path), Limits()) as source:
-            ImportJob.objects.filter(pk=job.pk).update(total=len(source))
-            summary = import_entries(project=job.project, entries=source, on_progress=reporter.report)
+            _this_try(job).update(total=len(source))
+            # A later try goes on after the files an earlier one reported (the zip's order is fixed);
+            # any it imported but had not reported yet come back as duplicates.
+            summary = import_entries(project=job.project, entries=islice(source, job.processed, None),
+                                     on_progress=reporter.report, counts=reporter.counts)
     except ImportStopped:
         pass  # the import (or its whole project) was deleted: nothing to record
     except ArchiveRejected as exc:
-        _finish_import(job.pk, ImportJob.Status.FAILED, error=str(exc))
+        _finish_import(job, ImportJob.Status.FAILED, error=str(exc))
     except Exception as exc:  # what was imported so far stays; the report says where it stopped
         logger.exception("Import %s failed", import_id)
-        _finish_import(job.pk, ImportJob.Status.FAILED, error=f"The import stopped: {type(exc).__name__}: {exc}")
+        _finish_import(job, ImportJob.Status.FAILED, error=f"The import stopped: {type(exc).__name__}: {exc}")
     else:
         reporter.report(summary, force=True)
-        _finish_import(job.pk, ImportJob.Status.DONE)
+        _finish_import(job, ImportJob.Status.DONE)
     finally:
         heartbeat.stop()
-        blobs.discard_upload(job.upload_path)
+        if not ImportJob.objects.filter(pk=job.pk).exclude(attempt=job.attempt).exists():  # no later try reads it
+            blobs.discard_upload(job.upload_path)
         services.project_files_remove_if_deleted(project_id=job.project_id)
     return str(import_id)
 
@@ -383,15 +394,16 @@ class ImportStopped(Exception):
 
 class ImportReporter:
     """Appends the new lines of the per-file report and the counts, at most once a second; checks
-    before every next file that the import still exists."""
+    before every next file that the import still exists (and is still at this try)."""
 
-    def __init__(self, import_id: int):
-        self.import_id = import_id
+    def __init__(self, job: ImportJob):
+        self.import_id, self.rows = job.pk, _this_try(job)
+        self.counts = {"accepted": job.accepted, "skipped": job.skipped, "junk": job.junk}  # an earlier try's
         self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
         self.rows_written = 0
 
     def report(self, summary: dict, force: bool = False) -> None:
-        if not ImportJob.objects.filter(pk=self.import_id).exists():
+        if not self.rows.exists():
             raise ImportStopped()
         if not self.writes.due(force=force):
             return
@@ -402,7 +414,7 @@ class ImportReporter:
             batch_size=500,
         )
         self.rows_written += len(new_rows)
-        ImportJob.objects.filter(pk=self.import_id).update(
+        self.rows.update(
             processed=summary["accepted"] + summary["skipped"] + summary["junk"],
             accepted=summary["accepted"],
             skipped=summary["skipped"],
@@ -411,44 +423,57 @@ class ImportReporter:
         )
 
 
-def _finish_import(import_id: int, status: str, error: str = "") -> None:
+def _finish_import(job: ImportJob, status: str, error: str = "") -> None:
     """Record the outcome; an import that completes also replaces a "failed" written when the
     app lost patience with a slow worker (as a finished training does)."""
     allowed = [ImportJob.Status.RUNNING] + ([ImportJob.Status.FAILED] if status == ImportJob.Status.DONE else [])
-    ImportJob.objects.filter(pk=import_id, status__in=allowed).update(status=status, error=error, finished_at=timezone.now())
+    _this_try(job).filter(status__in=allowed).update(status=status, error=error, message="", finished_at=timezone.now())
 
 
 def run_batch(batch_id: int) -> str:
-    """Predict a stored batch into its CSV; the uploaded files are deleted however it ends."""
+    """Predict a stored batch into its CSV; the uploaded files are deleted however it ends (unless
+    a later try, queued after this one went silent, still needs them)."""
     batch = BatchPrediction.objects.select_related("project", "run").filter(pk=batch_id).first()
     if batch is None or not _claim(batch):
         return f"batch {batch_id} was {batch.status if batch else 'deleted'} before it started"
     _configure_threads()
     heartbeat = Heartbeat(batch)
     heartbeat.start()
+    workdir = blobs.job_workdir(batch.folder, batch.attempt)
     try:
         if batch.run is None:
             raise predictions.PredictionError("The model version chosen for this batch was deleted; send the files again.")
-        total = batches.count_stored(batch)
-        BatchPrediction.objects.filter(pk=batch.pk).update(total=total)
-        csv_path = batches.predict_stored(batch.run, batch, on_chunk=BatchReporter(batch, total).report)
+        inputs = blobs.fetch_folder(batch.folder, BatchPrediction.INPUTS, workdir)
+        total = batches.count_stored(inputs)
+        _this_try(batch).update(total=total)
+        batches.predict_stored(batch.run, inputs, workdir, on_chunk=BatchReporter(batch, total).report)
+        blobs.publish_folder(workdir, batch.folder, [BatchPrediction.THUMBS, BatchPrediction.CSV])
     except BatchStopped:
-        pass  # deleted with its project: project_delete removed the folder
+        pass  # deleted with its project (project_delete removed the folder), or run again
     except predictions.PredictionError as exc:
         _finish_batch(batch, BatchPrediction.Status.FAILED, error=str(exc))
     except Exception as exc:  # the worker must record any failure, then carry on with the next job
         logger.exception("Batch prediction %s failed", batch_id)
         _finish_batch(batch, BatchPrediction.Status.FAILED, error=f"The batch stopped: {type(exc).__name__}: {exc}")
     else:
-        _finish_batch(batch, BatchPrediction.Status.DONE, csv_path=str(csv_path))
+        _finish_batch(batch, BatchPrediction.Status.DONE, csv_path=f"{batch.folder}/{BatchPrediction.CSV}")
     finally:
         heartbeat.stop()
-        shutil.rmtree(batch.inputs_dir, ignore_errors=True)
+        _batch_clean_up(batch, workdir)
     return str(batch_id)
 
 
+def _batch_clean_up(batch: BatchPrediction, workdir: Path) -> None:
+    """The inputs go once the batch has ended (or is gone); this try's work copy goes in any case."""
+    if blobs.s3_mode():
+        shutil.rmtree(workdir, ignore_errors=True)
+    if not BatchPrediction.objects.filter(pk=batch.pk, status__in=[BatchPrediction.Status.QUEUED,
+                                                                   BatchPrediction.Status.RUNNING]).exists():
+        blobs.remove_stored(batch.folder, BatchPrediction.INPUTS)
+
+
 class BatchStopped(Exception):
-    """The batch's row is gone (its project was deleted)."""
+    """The batch's row is gone (its project was deleted), or no longer at this try."""
 
 
 class BatchReporter:
@@ -459,7 +484,7 @@ class BatchReporter:
     WAIT_STEP_S = 1.0
 
     def __init__(self, batch: BatchPrediction, total: int):
-        self.rows, self.total = BatchPrediction.objects.filter(pk=batch.pk), total
+        self.rows, self.total = _this_try(batch), total
         self.owner = str(batch.project.owner_id)
         self.allowance = throttle.predictions_per_user()
 
@@ -479,5 +504,5 @@ def _finish_batch(batch: BatchPrediction, status: str, *, error: str = "", csv_p
     """Record the outcome; a batch that completes also replaces a "failed" written when the app lost
     patience with a slow worker (as a finished import does)."""
     allowed = [BatchPrediction.Status.RUNNING] + ([BatchPrediction.Status.FAILED] if status == BatchPrediction.Status.DONE else [])
-    BatchPrediction.objects.filter(pk=batch.pk, status__in=allowed).update(
+    _this_try(batch).filter(status__in=allowed).update(
         status=status, error=error, csv_path=csv_path, message="", finished_at=timezone.now())

@@ -1,6 +1,5 @@
 """Function views: the first line of each is the access check (selectors.*_get_for_user)."""
 import io
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
@@ -295,27 +294,11 @@ def _private_file(field):
     """A stored file for its owner (checked by the caller): from the disk, or from the bucket by a
     short-lived presigned redirect (S3_PUBLIC_URL set) or streamed through, never whole in memory."""
     if blobs.s3_mode():
-        return _bucket_file(field.name)
+        return model_views.bucket_file(field.name)
     try:
         response = FileResponse(field.open("rb"))
     except FileNotFoundError:
         raise Http404("File missing") from None
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
-
-
-def _bucket_file(key: str, filename: str = ""):
-    url = blobs.presigned_url(key, filename)
-    if url:
-        response = redirect(url)
-        response["Cache-Control"] = "private, no-store"  # the URL expires; the next view signs a new one
-        return response
-    try:
-        body, size = blobs.open_stream(key)
-    except FileNotFoundError:
-        raise Http404("File missing") from None
-    response = FileResponse(body, as_attachment=bool(filename), filename=filename or Path(key).name)
-    response["Content-Length"] = str(size)
     response["Cache-Control"] = "private, max-age=3600"
     return response
 
