@@ -1,21 +1,28 @@
 """Workers that share nothing: a real SeaweedFS bucket, the web (this process) and an rq worker
 process with different local folders, sharing only PostgreSQL, Redis and the bucket. A project is
-imported, trained, predicted with and exported end to end. Run alone with `pytest -m s3`."""
+imported, trained, predicted with and exported end to end; with S3_PUBLIC_URL set, stored files are
+handed to browsers by presigned redirects the bucket answers. Run alone with `pytest -m s3`."""
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 
 from tests.conftest import image_bytes
+from tests.test_dicom import SECRET_ID, dicom_with_identity
 from tests.s3_support import S3_MARKS, start_seaweedfs, stop_seaweedfs
 from tests.test_failures import _database_url
 from transferapp import blobs, exports, services
@@ -193,3 +200,124 @@ def test_fetching_and_publishing_twice_is_idempotent(user, seaweed, web_dirs, tm
     run.artifact_dir = blobs.artifact_record(run)
     mirrored = blobs.artifact_folder(run)
     assert (mirrored / "weights.pt").read_bytes() == b"w" * 1000
+
+
+# --- presigned redirects ----------------------------------------------------------------------------
+# With S3_PUBLIC_URL set, the web answers a download with a 302 to a short-lived presigned URL at
+# that address, made only after the ownership check, and the bucket itself sends the file: fetched
+# here as a browser would, by a plain HTTP client without credentials. S3_PUBLIC_URL names the same
+# server as S3_ENDPOINT_URL (127.0.0.1) by another name (localhost), as a public address differs from
+# the one the web reaches: a URL signed for the internal endpoint fails these tests.
+
+EXPIRE_S = 90  # S3_URL_EXPIRE_S while S3_PUBLIC_URL is set
+
+
+@pytest.fixture
+def public(settings, seaweed, web_dirs):
+    """S3_PUBLIC_URL set: the origin browsers are sent to."""
+    settings.S3_PUBLIC_URL = f"http://localhost:{urlsplit(seaweed.endpoint).port}"
+    settings.S3_URL_EXPIRE_S = EXPIRE_S
+    return settings.S3_PUBLIC_URL
+
+
+def _fetch(url: str) -> tuple[int, bytes, dict]:
+    """GET as a browser following the redirect would: no credentials, no boto3."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, reply.read(), dict(reply.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def _signed(response, public: str, key: str) -> dict:
+    """The redirect's presigned URL, checked to point at the public address and the key; its query."""
+    assert response.status_code == 302 and response["Cache-Control"] == "private, no-store"
+    url = urlsplit(response["Location"])
+    assert f"{url.scheme}://{url.netloc}" == public and url.path == f"/{django_settings.S3_BUCKET}/{key}"
+    query = parse_qs(url.query)
+    assert query["X-Amz-Expires"] == [str(EXPIRE_S)] and "X-Amz-Credential" in query
+    return query
+
+
+def _tampered(url: str) -> str:
+    parts = urlsplit(url)
+    query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+    signature = query["X-Amz-Signature"]
+    query["X-Amz-Signature"] = signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    return parts._replace(query=urlencode(query)).geturl()
+
+
+def _image(user):
+    project = services.project_create(owner=user, name="Signed")
+    label = services.label_create(project=project, name="red")
+    return project, services.image_add(label=label, name="a.png", data=image_bytes("red")).image
+
+
+def test_owner_gets_a_presigned_redirect_that_the_bucket_answers_with_the_stored_bytes(alice, user, seaweed, public):
+    _, image = _image(user)
+    for view, field in (("image_file", image.file), ("image_thumbnail", image.thumbnail)):
+        response = alice.get(reverse(view, args=[image.pk]))
+        _signed(response, public, field.name)
+        stored = seaweed.client().get_object(Bucket=seaweed.bucket, Key=field.name)["Body"].read()
+        assert _fetch(response["Location"])[:2] == (200, stored), view
+        assert _fetch(_tampered(response["Location"]))[0] == 403, view
+
+
+def test_another_user_gets_404_and_no_url(user, other_user, public):
+    _, image = _image(user)
+    mallory = Client()
+    mallory.force_login(other_user)
+    for view in ("image_file", "image_thumbnail"):
+        response = mallory.get(reverse(view, args=[image.pk]))
+        assert response.status_code == 404 and not response.has_header("Location")
+        assert "X-Amz-" not in response.content.decode()
+
+
+def test_a_dicom_is_rendered_by_the_web_never_redirected_to_its_identifying_file(alice, user, public):
+    project = services.project_create(owner=user, name="Scans")
+    label = services.label_create(project=project, name="mr")
+    image = services.image_add(label=label, name="scan.dcm", data=dicom_with_identity()).image
+    assert image.file.name.endswith(".dcm")
+    response = alice.get(reverse("image_file", args=[image.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert SECRET_ID.encode() not in response.content
+
+
+def test_export_download_redirects_to_a_signed_attachment_that_is_the_bundle_zip(alice, user, other_user, seaweed,
+                                                                                public):
+    project, _ = _image(user)
+    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", preset="fast", config={},
+                                     status=TrainingRun.Status.SUCCEEDED)
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("signed-v1/predict.py", "print('hi')\n")
+    with blobs.training_into(run) as folder:  # what exports.run_export leaves, without a trained model
+        (folder / "meta.json").write_text("{}")
+        (folder / "export").mkdir()
+        (folder / "export" / "bundle.zip").write_bytes(bundle.getvalue())
+        (folder / "export" / "result.json").write_text(json.dumps({"passed": True, "report": {}, "name": "signed-v1"}))
+    blobs.artifact_publish(run)
+    run.artifact_dir = blobs.artifact_record(run)
+    run.save(update_fields=["artifact_dir"])
+
+    response = alice.get(reverse("run_export_download", args=[run.pk]))
+    query = _signed(response, public, f"{run.artifact_dir}/export/bundle.zip")
+    assert query["response-content-disposition"] == ['attachment; filename="signed-v1.zip"']
+    status, body, headers = _fetch(response["Location"])
+    assert status == 200 and headers["Content-Disposition"] == 'attachment; filename="signed-v1.zip"'
+    assert zipfile.ZipFile(io.BytesIO(body)).namelist() == ["signed-v1/predict.py"]
+    assert _fetch(_tampered(response["Location"]))[0] == 403
+    mallory = Client()
+    mallory.force_login(other_user)
+    refused = mallory.get(reverse("run_export_download", args=[run.pk]))
+    assert refused.status_code == 404 and not refused.has_header("Location")
+
+
+def test_csp_allows_images_from_the_public_origin(alice, user, public):
+    _, image = _image(user)
+    policy = alice.get(reverse("project_list"))["Content-Security-Policy"]
+    img_src = next(d.split()[1:] for d in policy.split("; ") if d.startswith("img-src "))
+    location = urlsplit(alice.get(reverse("image_thumbnail", args=[image.pk]))["Location"])
+    assert img_src == ["'self'", public, "data:", "blob:"]
+    assert f"{location.scheme}://{location.netloc}" in img_src  # where the redirect sends the browser
+    assert "script-src 'self';" in policy  # the bucket is allowed for images only

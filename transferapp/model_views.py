@@ -104,7 +104,9 @@ def run_export_download(request, pk):
     name = exports.export_status(run)["name"]
     url = blobs.presigned_url(f"{run.artifact_dir}/export/bundle.zip", f"{name}.zip") if blobs.s3_mode() else ""
     if url:  # the bucket sends it; the URL is made only now, after the ownership check
-        return redirect(url)
+        response = redirect(url)
+        response["Cache-Control"] = "private, no-store"  # the URL expires: no cache may replay the redirect
+        return response
     return FileResponse(path.open("rb"), as_attachment=True, filename=f"{name}.zip", content_type="application/zip")
 
 
