@@ -102,11 +102,8 @@ def run_export_download(request, pk):
     if path is None:
         raise Http404("No export that passed its self-test")
     name = exports.export_status(run)["name"]
-    url = blobs.presigned_url(f"{run.artifact_dir}/export/bundle.zip", f"{name}.zip") if blobs.s3_mode() else ""
-    if url:  # the bucket sends it; the URL is made only now, after the ownership check
-        response = redirect(url)
-        response["Cache-Control"] = "private, no-store"  # the URL expires: no cache may replay the redirect
-        return response
+    if blobs.s3_mode():  # the bucket sends it (S3_PUBLIC_URL), or the app streams it from there
+        return bucket_file(f"{run.artifact_dir}/export/bundle.zip", f"{name}.zip")
     return FileResponse(path.open("rb"), as_attachment=True, filename=f"{name}.zip", content_type="application/zip")
 
 
