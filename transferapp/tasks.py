@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rq import get_current_job
 
@@ -408,19 +408,19 @@ class ImportReporter:
         if not self.writes.due(force=force):
             return
         new_rows = summary["report"][self.rows_written:]
-        ImportReportRow.objects.bulk_create(
-            [ImportReportRow(job_id=self.import_id, name=row["name"][:500], label=(row["label"] or "")[:255],
-                             ok=row["ok"], reason=row["reason"]) for row in new_rows],
-            batch_size=500,
-        )
+        # The report's rows and the counts a later try goes on from, together, and only while this
+        # try is current (the update takes the row's lock: a reaper queueing the next try waits).
+        with transaction.atomic():
+            if not self.rows.update(processed=summary["accepted"] + summary["skipped"] + summary["junk"],
+                                    accepted=summary["accepted"], skipped=summary["skipped"], junk=summary["junk"],
+                                    heartbeat_at=timezone.now()):
+                raise ImportStopped()
+            ImportReportRow.objects.bulk_create(
+                [ImportReportRow(job_id=self.import_id, name=row["name"][:500], label=(row["label"] or "")[:255],
+                                 ok=row["ok"], reason=row["reason"]) for row in new_rows],
+                batch_size=500,
+            )
         self.rows_written += len(new_rows)
-        self.rows.update(
-            processed=summary["accepted"] + summary["skipped"] + summary["junk"],
-            accepted=summary["accepted"],
-            skipped=summary["skipped"],
-            junk=summary["junk"],
-            heartbeat_at=timezone.now(),
-        )
 
 
 def _finish_import(job: ImportJob, status: str, error: str = "") -> None:
