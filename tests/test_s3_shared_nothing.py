@@ -321,3 +321,38 @@ def test_csp_allows_images_from_the_public_origin(alice, user, public):
     assert img_src == ["'self'", public, "data:", "blob:"]
     assert f"{location.scheme}://{location.netloc}" in img_src  # where the redirect sends the browser
     assert "script-src 'self';" in policy  # the bucket is allowed for images only
+
+
+def test_a_machine_forgets_what_it_fetched_of_data_deleted_on_another(user, seaweed, web_dirs, tmp_path, settings):
+    """The machine that deletes a project removes the bucket's copy and its own; each worker's reaper
+    removes what its own scratch folder fetched (images, thumbnails, models, batch tables, features)."""
+    gone, kept = (services.project_create(owner=user, name=name) for name in ("Gone", "Kept"))
+    images = [services.image_add(label=services.label_create(project=project, name="red"), name="a.png",
+                                 data=image_bytes("red", shape_seed=seed)).image for project, seed in ((gone, 1), (kept, 2))]
+    copies = blobs.media_paths([images[0].file.name, images[0].thumbnail.name, images[1].file.name])
+    run = TrainingRun.objects.create(project=gone, base_model="efficientnet_lite0", preset="fast", config={})
+    with blobs.training_into(run) as folder:
+        (folder / "meta.json").write_text("{}")
+    blobs.artifact_publish(run)
+    TrainingRun.objects.filter(pk=run.pk).update(artifact_dir=blobs.artifact_record(run))
+    model_copy = blobs.artifact_workdir(run)
+    features = [Path(settings.FEATURE_CACHE_DIR) / "efficientnet_lite0" / image.sha256[:2] / f"{image.sha256}.plain.npy"
+                for image in images]
+    for path in features:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"a cached feature")
+    long_ago = time.time() - 2 * blobs.RECENT_S
+    for path in copies:
+        os.utime(path, (long_ago, long_ago))
+
+    mine = settings.SCRATCH_DIR, settings.FEATURE_CACHE_DIR
+    settings.SCRATCH_DIR, settings.FEATURE_CACHE_DIR = tmp_path / "other", tmp_path / "other" / "feature-cache"
+    services.project_delete(project=gone)  # on another machine
+    settings.SCRATCH_DIR, settings.FEATURE_CACHE_DIR = mine
+    assert all(path.exists() for path in copies + features) and model_copy.is_dir()
+    assert seaweed.keys(f"projects/{gone.pk}/") == []
+
+    assert services.scratch_forget_deleted() == 4  # the image, its thumbnail, the model folder, the feature
+    assert not copies[0].exists() and not copies[1].exists() and not model_copy.exists() and not features[0].exists()
+    assert copies[2].exists() and features[1].exists()  # another project's image and feature stay
+    assert services.scratch_forget_deleted() == 0

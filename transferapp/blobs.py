@@ -389,6 +389,34 @@ def stored_paths(record: str, relatives: list[str]) -> list[Path]:
     return media_paths([f"{record}/{relative}" for relative in relatives], missing_ok=True)
 
 
+# --- what the scratch cache holds of deleted data ----------------------------------------------------
+
+def scratch_contents() -> tuple[list[str], list[str], list[str]] | None:
+    """(media names, model folders as artifact_dir records, batch folders as records) held in this
+    process's scratch cache, for services.scratch_forget_deleted; None while a training here is
+    reading its images (an image deleted meanwhile stays readable until the training ends)."""
+    root = Path(settings.SCRATCH_DIR)
+    if any((root / "artifacts").glob(f"project-*/run-*/{BUSY}")):
+        return None
+    cutoff = time.time() - RECENT_S  # a file fetched a moment ago may belong to a row being made
+    media = [path.relative_to(root / "media").as_posix() for path in (root / "media" / "projects").rglob("*")
+             if path.is_file() and not path.name.endswith(".part") and path.stat().st_mtime < cutoff]
+    models = [path.relative_to(root).as_posix() for path in (root / "artifacts").glob("project-*/run-*") if path.is_dir()]
+    batches = [path.relative_to(root / "media").as_posix() for path in (root / "media" / "batches").glob("*") if path.is_dir()]
+    return media, models, batches
+
+
+def scratch_forget(names: list[str]) -> None:
+    """Remove these from this process's scratch cache: media names, or folders as in scratch_contents."""
+    root = Path(settings.SCRATCH_DIR)
+    for name in names:
+        path = _scratch(name) if name.startswith("artifacts/") else root / "media" / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 # --- the scratch cache's bound ------------------------------------------------------------------------
 
 def _entries() -> list[tuple[float, int, Path]]:

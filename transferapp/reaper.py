@@ -8,6 +8,7 @@ twice is claimed once.
 """
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -32,6 +33,19 @@ def sweep() -> None:
     # even in a project nobody touches again.
     for project_id in services.projects_with_expired_trash():
         services.deleted_images_purge(project_id=project_id)
+    _forget_deleted_in_scratch()
+
+
+SCRATCH_SWEEP_S = 600.0  # walking the scratch cache and the feature cache: not every sweep
+_scratch_swept_at = float("-inf")
+
+
+def _forget_deleted_in_scratch() -> None:
+    """Bucket mode: what this machine fetched of deleted data goes within SCRATCH_SWEEP_S."""
+    global _scratch_swept_at
+    if time.monotonic() - _scratch_swept_at >= SCRATCH_SWEEP_S:
+        _scratch_swept_at = time.monotonic()
+        services.scratch_forget_deleted()
 
 
 class Reaper(threading.Thread):

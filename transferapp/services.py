@@ -27,7 +27,7 @@ from django.core.files.storage import default_storage
 
 from transferapp import blobs, grouping, intake, quotas, selectors
 from transferapp.engine.config import TrainConfig
-from transferapp.engine.features import forget_cached_features
+from transferapp.engine.features import cached_feature_digests, forget_cached_features
 from transferapp.engine.zoo import get_base
 from transferapp.models import ApiKey, BatchPrediction, Image, ImportJob, Label, Project, TrainingRun
 
@@ -497,6 +497,28 @@ def project_purge_files(*, project_id: int, older_than: datetime) -> int:
                 default_storage.delete(name)
                 removed += 1
     return removed
+
+
+def scratch_forget_deleted() -> int:
+    """Bucket mode: remove from this machine's scratch cache and feature cache what belongs to
+    deleted images, runs and batches. The process that deleted them removed the bucket's copy and
+    its own, not the copies other machines fetched; each worker's reaper calls this (the web
+    processes' own copies of a deleted project go with it, see _remove_project_files). Returns
+    how many files or folders it removed."""
+    contents = blobs.scratch_contents() if blobs.s3_mode() else None  # one MEDIA_ROOT: deleting removed the only copy
+    if contents is None:
+        return 0
+    media, models, batches = contents
+    kept = set()
+    for start in range(0, len(media), 500):  # bounded IN lists; soft-deleted images keep their files
+        chunk = media[start:start + 500]
+        kept.update(Image.all_objects.filter(file__in=chunk).values_list("file", flat=True))
+        kept.update(Image.all_objects.filter(thumbnail__in=chunk).values_list("thumbnail", flat=True))
+    kept.update(TrainingRun.objects.filter(artifact_dir__in=models).values_list("artifact_dir", flat=True))
+    kept.update(BatchPrediction.objects.filter(folder__in=batches).values_list("folder", flat=True))
+    gone = [name for name in media + models + batches if name not in kept]
+    blobs.scratch_forget(gone)
+    return len(gone) + features_forget_unused(sha256s=cached_feature_digests(Path(settings.FEATURE_CACHE_DIR)))
 
 
 def _stored_names(folder: str) -> list[str]:

@@ -113,6 +113,12 @@ def forget_cached_features(cache_dir: Path, digests: Iterable[str]) -> int:
     return removed
 
 
+def cached_feature_digests(cache_dir: Path) -> set[str]:
+    """The file contents (sha256 hex digests) that have any cached feature."""
+    return {path.name.split(".", 1)[0] for path in Path(cache_dir).glob("*/??/*.npy")
+            if _HEX_DIGEST.fullmatch(path.name.split(".", 1)[0])}
+
+
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
