@@ -6,10 +6,12 @@ import sys
 import time
 from pathlib import Path
 
+import django_rq
 import pytest
 from django.conf import settings
 from django.db import connection
 from django.urls import reverse
+from rq import Worker
 
 from tests.factories import project_with_images
 from transferapp.models import TrainingRun
@@ -51,6 +53,7 @@ def start_worker(queue):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            _strike_off(process.pid)
 
 
 def _children(pid: int) -> list[int]:
@@ -63,6 +66,22 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             children.append(int(stat.parent.name))
     return children
+
+
+def _kill_with_its_horse(worker) -> None:
+    """SIGKILL the worker and its work horse (rq gives the horse its own session). A killed worker
+    stays registered in Redis until its key expires (minutes): it is struck off here, so that a
+    later test's "No worker is running" is not disproved by a dead one."""
+    for pid in [worker.pid, *_children(worker.pid)]:
+        os.kill(pid, signal.SIGKILL)
+    worker.wait()
+    _strike_off(worker.pid)
+
+
+def _strike_off(pid: int) -> None:
+    for registered in Worker.all(connection=django_rq.get_connection("default")):
+        if registered.pid == pid:
+            registered.register_death()
 
 
 def _wait_for(run, condition, timeout_s=120):
@@ -109,21 +128,39 @@ def test_a_worker_killed_mid_training_is_replaced_by_the_next_worker_as_its_next
     run = _start_long_training(alice, user)
     _wait_for(run, lambda r: r.status == "running" and r.progress > 0 and r.artifact_dir)
     silent_folder = Path(run.artifact_dir)
-    for pid in [worker.pid, *_children(worker.pid)]:  # the machine reboots
-        os.kill(pid, signal.SIGKILL)
-    worker.wait()
+    _kill_with_its_horse(worker)  # the machine reboots
     settings.RUN_HEARTBEAT_TIMEOUT_S = 2
     time.sleep(3)
     page = alice.get(run.get_absolute_url()).content.decode()  # the page view settles it (or a reaper would)
     settings.RUN_HEARTBEAT_TIMEOUT_S = 180
     run.refresh_from_db()
     assert (run.status, run.attempt) == ("queued", 2) and "Running it again (try 2 of 2)" in page
-    assert not silent_folder.exists()
+    assert run.artifact_dir == str(silent_folder) and run.metrics["first_model_ready"]  # its quick model stays offered
     start_worker()  # another machine's worker takes it
-    _wait_for(run, lambda r: r.status == "running" and r.progress > 0 and r.artifact_dir)
+    _wait_for(run, lambda r: r.status == "running" and r.artifact_dir != str(silent_folder))  # try 2's quick model
     assert run.artifact_dir == f"{silent_folder}-try-2" and Path(run.artifact_dir).is_dir()
+    assert not silent_folder.exists()  # try 1's folder went when try 2's model replaced it
     alice.post(reverse("run_cancel", args=[run.pk]))
     _wait_for(run, lambda r: r.status == "cancelled", timeout_s=30)
+    assert Path(run.artifact_dir).is_dir()  # a cancelled run keeps its quick model
+
+
+def test_a_training_killed_under_a_living_worker_is_failed_not_run_again(alice, user, start_worker, settings):
+    """The kernel's out-of-memory killer ends the work horse, not the worker: rq records it, and the
+    same job would likely die the same way on the next worker."""
+    worker = start_worker()
+    run = _start_long_training(alice, user)
+    _wait_for(run, lambda r: r.status == "running" and r.progress > 0)
+    for pid in _children(worker.pid):
+        os.kill(pid, signal.SIGKILL)
+    settings.RUN_HEARTBEAT_TIMEOUT_S = 2
+    time.sleep(3)
+    page = alice.get(run.get_absolute_url()).content.decode()
+    run.refresh_from_db()
+    assert (run.status, run.attempt) == ("failed", 1), run.message
+    assert "was killed while it ran" in run.error and "signal 9" in run.error and "ran out of memory" in run.error
+    assert "was killed while it ran" in page and "Traceback" not in page
+    assert worker.poll() is None  # the worker lives on
 
 
 def test_a_worker_killed_mid_training_leaves_a_failed_run_that_can_be_restarted(alice, user, start_worker, settings):
@@ -131,10 +168,7 @@ def test_a_worker_killed_mid_training_leaves_a_failed_run_that_can_be_restarted(
     worker = start_worker()
     run = _start_long_training(alice, user)
     _wait_for(run, lambda r: r.status == "running" and r.progress > 0)
-    # The worker and its work horse (rq gives the horse its own session), as a reboot would.
-    for pid in [worker.pid, *_children(worker.pid)]:
-        os.kill(pid, signal.SIGKILL)
-    worker.wait()
+    _kill_with_its_horse(worker)  # as a reboot would
     settings.RUN_HEARTBEAT_TIMEOUT_S = 2
     time.sleep(3)
     page = alice.get(run.get_absolute_url()).content.decode()

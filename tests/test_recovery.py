@@ -159,8 +159,9 @@ def test_a_silent_running_run_is_queued_again_as_its_next_try_by_a_worker_withou
     run.refresh_from_db()
     assert (run.status, run.attempt, run.job_id) == ("queued", 2, f"run-{run.pk}-try-2")
     assert "stopped responding" in run.message and "try 2 of 2" in run.message and not run.error
-    # The silent try's first model is no longer offered: its folder is gone, and the next try writes its own.
-    assert (run.progress, run.metrics, run.history) == (0.0, {}, []) and not silent_folder.exists()
+    # The silent try's quick model stays offered until the next try has its own.
+    assert (run.progress, run.history) == (0.0, []) and run.metrics["first_model_ready"]
+    assert run.artifact_dir == str(silent_folder) and silent_folder.is_dir()
     assert queue.fetch_job(f"run-{run.pk}-try-2") is not None
     assert "try 2 of 2" in alice.get(run.get_absolute_url()).content.decode()
 

@@ -352,7 +352,36 @@ def test_a_machine_forgets_what_it_fetched_of_data_deleted_on_another(user, seaw
     assert all(path.exists() for path in copies + features) and model_copy.is_dir()
     assert seaweed.keys(f"projects/{gone.pk}/") == []
 
-    assert services.scratch_forget_deleted() == 4  # the image, its thumbnail, the model folder, the feature
+    assert services.scratch_sweep() == 4  # the image, its thumbnail, the model folder, the feature
     assert not copies[0].exists() and not copies[1].exists() and not model_copy.exists() and not features[0].exists()
     assert copies[2].exists() and features[1].exists()  # another project's image and feature stay
-    assert services.scratch_forget_deleted() == 0
+    assert services.scratch_sweep() == 0
+
+
+def test_a_machine_releases_what_jobs_lost_with_its_killed_worker_left_in_its_scratch(user, seaweed, web_dirs):
+    """A killed worker leaves a model folder marked busy (which would stop the cache's eviction for
+    good) and fetched work files; the next sweep on that machine releases those of jobs no longer
+    running there, and keeps those of jobs that are."""
+    project = services.project_create(owner=user, name="Lost")
+    lost, live = (TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", preset="fast", config={},
+                                             status="running") for _ in range(2))
+    for run in (lost, live):
+        with blobs.training_into(run):
+            pass
+        (blobs.artifact_workdir(run) / blobs.BUSY).touch()  # as a training killed inside training_into leaves it
+    TrainingRun.objects.filter(pk=lost.pk).update(status="queued", attempt=2)  # its try 2 waits for a worker
+    ImportJob.objects.create(project=project, source_name="a.zip", upload_path="imports/a.zip", status="running")
+    BatchPrediction.objects.create(project=project, source_name="s.zip", folder="batches/b", status="running", attempt=2)
+    scratch = Path(django_settings.SCRATCH_DIR) / "work"
+    left = [scratch / "imports" / "a.zip", scratch / "imports" / "gone.zip", scratch / "batches" / "b" / "try-2" / "inputs" / "0",
+            scratch / "batches" / "b" / "try-1" / "inputs" / "0"]
+    long_ago = time.time() - 2 * blobs.RECENT_S
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    for path in [*left, scratch / "batches" / "b" / "try-1", scratch / "batches" / "b" / "try-2"]:
+        os.utime(path, (long_ago, long_ago))
+
+    assert services.scratch_sweep() == 3  # the lost run's busy mark, an ended import's zip, the batch's first try
+    assert not (blobs.artifact_workdir(lost) / blobs.BUSY).exists() and (blobs.artifact_workdir(live) / blobs.BUSY).exists()
+    assert [path.exists() for path in left] == [True, False, True, False]

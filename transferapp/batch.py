@@ -154,28 +154,31 @@ def predict_rows(run, images) -> list[dict]:
     return [row for chunk in answered(run, images) for row, _ in chunk]
 
 
-def predict_stored(run, inputs: Path, out: Path, on_chunk) -> Path:
-    """Predict a stored batch's inputs into a CSV and thumbnails in `out`; on_chunk(done, refused,
-    images) after each chunk (progress, the allowance). Returns the CSV's path, written whole or not
-    at all (under a name of this process's own: a silent earlier attempt may still be writing)."""
-    thumbs = out / BatchPrediction.THUMBS
+def predict_stored(run, inputs: Path, results: Path, on_chunk) -> Path:
+    """Predict a stored batch's inputs into a CSV and thumbnails in `results`; on_chunk(done,
+    refused, images) after each chunk (progress, the allowance). Returns the CSV's path, written
+    whole or not at all (under a name of this process's own: a silent earlier try may still write)."""
+    thumbs = results / BatchPrediction.THUMBS
     thumbs.mkdir(parents=True, exist_ok=True)
-    final = out / BatchPrediction.CSV
+    final = results / BatchPrediction.CSV
     partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.partial")
     done = refused = 0
-    with open(partial, "w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for chunk in answered(run, stored_images(inputs)):
-            for row, checked in chunk:
-                writer.writerow(csv_row(row))
-                if checked is not None:
-                    (thumbs / f"{done}.jpg").write_bytes(intake.jpeg_thumbnail(checked.rgb, THUMB_PX, quality=80))
-                done += 1
-                refused += "error" in row
-            out.flush()
-            on_chunk(done, refused, sum(1 for _, checked in chunk if checked is not None))
-    partial.replace(final)
+    try:
+        with open(partial, "w", newline="", encoding="utf-8") as out:
+            writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for chunk in answered(run, stored_images(inputs)):
+                for row, checked in chunk:
+                    writer.writerow(csv_row(row))
+                    if checked is not None:
+                        (thumbs / f"{done}.jpg").write_bytes(intake.jpeg_thumbnail(checked.rgb, THUMB_PX, quality=80))
+                    done += 1
+                    refused += "error" in row
+                out.flush()
+                on_chunk(done, refused, sum(1 for _, checked in chunk if checked is not None))
+        partial.replace(final)
+    finally:
+        partial.unlink(missing_ok=True)  # a batch that stopped leaves no piece of a CSV
     return final
 
 
@@ -200,6 +203,8 @@ def table_rows(batch: BatchPrediction, order: str) -> list[dict]:
     """The first TABLE_ROWS rows of the CSV in `order` (see ORDERS), each with its thumbnail (only
     those are fetched from the bucket in bucket mode, not the thousands of a large batch)."""
     (csv_file,) = blobs.stored_paths(batch.folder, [BatchPrediction.CSV])
+    if not csv_file.exists():  # deleted after its retention time, a moment ago
+        return []
     with open(csv_file, newline="", encoding="utf-8") as source:
         rows = [{**row, "index": i, "confidence": float(row["probability"] or -1)} for i, row in enumerate(csv.DictReader(source))]
     if order in ("low", "high"):

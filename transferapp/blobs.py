@@ -11,7 +11,7 @@ that is run again could meet its own silent earlier try, by which try wrote them
 - images and thumbnails: their storage names (content-hash names, projects/N/images/<sha256>.png),
   fetched to SCRATCH_DIR/media/<name>: the scratch copy is keyed by content too;
 - a run's model folder: artifacts/project-N/run-M/ (run-M-try-K/ for a later try), mirrored at
-  SCRATCH_DIR/artifacts/project-N/run-M (a manifest of ETags says which files changed in the bucket
+  the same path under SCRATCH_DIR (a manifest of ETags says which files changed in the bucket
   since the last copy);
 - a batch prediction's folder: batches/<random>/, its inputs fetched into SCRATCH_DIR/work/ for the
   job, its results (CSV, thumbnails) fetched into the scratch cache when a page shows them;
@@ -318,9 +318,25 @@ def folder_record(name: str) -> str:
     return name if s3_mode() else str(Path(settings.MEDIA_ROOT) / name)
 
 
+def storage_errors() -> tuple[type[Exception], ...]:
+    """What a failed write to the disk or the bucket raises (botocore is only installed for buckets)."""
+    if not s3_mode():
+        return (OSError,)
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (OSError, Boto3Error, BotoCoreError, ClientError)
+
+
+def in_bucket(record: str) -> bool:
+    """Whether a recorded folder (or file in it) is in the bucket. A local path recorded before the
+    app used the bucket for it (batches before bucket mode stored them) stays on the shared disk."""
+    return s3_mode() and not Path(record).is_absolute()
+
+
 def store_file(record: str, relative: str, uploaded) -> None:
     """An uploaded file into a stored folder, streamed in chunks (never whole in memory)."""
-    if s3_mode():
+    if in_bucket(record):
         uploaded.seek(0)
         _client().upload_fileobj(uploaded, settings.S3_BUCKET, f"{record}/{relative}")
         return
@@ -332,7 +348,7 @@ def store_file(record: str, relative: str, uploaded) -> None:
 
 
 def store_text(record: str, relative: str, text: str) -> None:
-    if s3_mode():
+    if in_bucket(record):
         _client().put_object(Bucket=settings.S3_BUCKET, Key=f"{record}/{relative}", Body=text.encode())
         return
     target = Path(record) / relative
@@ -344,12 +360,12 @@ def job_workdir(record: str, attempt: int) -> Path:
     """Where a job reads and writes a stored folder: the folder itself, or in bucket mode a copy in
     the scratch work area (outside the LRU cache: a job may read it for hours), one per attempt so
     that a job run again never shares files with a silent earlier attempt on the same machine."""
-    return Path(record) if not s3_mode() else _scratch(f"work/{record}/try-{attempt}")
+    return _scratch(f"work/{record}/try-{attempt}") if in_bucket(record) else Path(record)
 
 
 def fetch_folder(record: str, relative: str, workdir: Path) -> Path:
     """A subfolder of a stored folder (a batch's inputs) in the job's workdir, fetched in bucket mode."""
-    if s3_mode():
+    if in_bucket(record):
         prefix = f"{record}/{relative}"
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
             list(pool.map(lambda rel: _download(f"{prefix}/{rel}", workdir / relative / rel), _listing(prefix)))
@@ -358,7 +374,7 @@ def fetch_folder(record: str, relative: str, workdir: Path) -> Path:
 
 def publish_folder(workdir: Path, record: str, relatives: list[str]) -> None:
     """A job's results (files or folders of its workdir) into the bucket; nothing to do on the disk."""
-    if not s3_mode():
+    if not in_bucket(record):
         return
     client = _client()
     for relative in relatives:
@@ -372,7 +388,7 @@ def remove_stored(record: str, relative: str = "") -> None:
     if not record:
         return
     name = f"{record}/{relative}" if relative else record
-    if s3_mode():
+    if in_bucket(record):
         for copy in (f"work/{name}", f"media/{name}"):  # a job's copy; what pages fetched to show
             shutil.rmtree(_scratch(copy), ignore_errors=True)
         remove_folder(name)
@@ -384,7 +400,7 @@ def stored_paths(record: str, relatives: list[str]) -> list[Path]:
     """Local paths of files of a stored folder for reading (a batch's CSV and thumbnails); in bucket
     mode fetched into the scratch cache, and a file the bucket does not hold is a path that does
     not exist."""
-    if not s3_mode():
+    if not in_bucket(record):
         return [Path(record) / relative for relative in relatives]
     return media_paths([f"{record}/{relative}" for relative in relatives], missing_ok=True)
 
@@ -404,6 +420,33 @@ def scratch_contents() -> tuple[list[str], list[str], list[str]] | None:
     models = [path.relative_to(root).as_posix() for path in (root / "artifacts").glob("project-*/run-*") if path.is_dir()]
     batches = [path.relative_to(root / "media").as_posix() for path in (root / "media" / "batches").glob("*") if path.is_dir()]
     return media, models, batches
+
+
+def scratch_jobs() -> tuple[list[str], list[str], list[str]]:
+    """What jobs hold in this process's scratch folder: model folders marked busy (as artifact_dir
+    records), imports' fetched zips (as their keys) and batch predictions' work folders
+    (batches/<id>/try-N). A worker that was killed leaves them behind: services.scratch_sweep
+    releases those of jobs no longer running."""
+    root = Path(settings.SCRATCH_DIR)
+    busy = [marker.parent.relative_to(root).as_posix() for marker in (root / "artifacts").glob(f"project-*/run-*/{BUSY}")]
+    cutoff = time.time() - RECENT_S  # never what a job fetched a moment ago
+    uploads = [path.relative_to(root / "work").as_posix() for path in (root / "work" / "imports").glob("*")
+               if path.stat().st_mtime < cutoff]
+    tries = [path.relative_to(root / "work").as_posix() for path in (root / "work" / "batches").glob("*/try-*")
+             if path.stat().st_mtime < cutoff]
+    return busy, uploads, tries
+
+
+def scratch_release(busy: list[str], work: list[str]) -> None:
+    """Unmark these model folders (the LRU may then evict them) and remove these work files."""
+    for record in busy:
+        (_scratch(record) / BUSY).unlink(missing_ok=True)
+    for name in work:
+        path = _scratch(f"work/{name}")
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def scratch_forget(names: list[str]) -> None:

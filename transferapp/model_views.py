@@ -204,7 +204,7 @@ def batch_download(request, pk):
     row = selectors.batch_get_for_user(user=request.user, pk=pk)
     if row.status != row.Status.DONE or not row.csv_path:
         raise Http404("This batch has no CSV (not finished, or failed)")
-    if blobs.s3_mode():
+    if blobs.in_bucket(row.csv_path):
         return bucket_file(row.csv_path, _csv_name(row.project, row.version))
     if not Path(row.csv_path).exists():
         raise Http404("This batch's CSV was deleted after its retention time")

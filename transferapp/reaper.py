@@ -3,8 +3,9 @@ deleted images whose undo window has passed and batches older than BATCH_KEPT_DA
 waiting for a page view.
 
 Every worker runs one Reaper thread (see workers.py). A sweep only makes conditional updates
-(queued -> failed, running -> failed), so several workers sweeping at once agree; a job queued
-twice is claimed once.
+(queued -> failed; running -> queued as the next try, or -> failed), each on the row as it saw it,
+so several workers sweeping at once agree; a job queued twice is claimed once. In bucket mode it
+also clears this machine's scratch folder of deleted data and of what lost jobs left there.
 """
 import logging
 import threading
@@ -41,11 +42,11 @@ _scratch_swept_at = float("-inf")
 
 
 def _forget_deleted_in_scratch() -> None:
-    """Bucket mode: what this machine fetched of deleted data goes within SCRATCH_SWEEP_S."""
+    """Bucket mode: what this machine fetched of deleted data, and what lost jobs left, goes within SCRATCH_SWEEP_S."""
     global _scratch_swept_at
     if time.monotonic() - _scratch_swept_at >= SCRATCH_SWEEP_S:
         _scratch_swept_at = time.monotonic()
-        services.scratch_forget_deleted()
+        services.scratch_sweep()
 
 
 class Reaper(threading.Thread):

@@ -6,6 +6,7 @@ access check (see selectors.py), so ownership is never re-decided here.
 import json
 import logging
 import math
+import re
 import secrets
 import shutil
 import uuid
@@ -284,13 +285,22 @@ def _remove_unreferenced_files(image: Image) -> None:
 def import_create(*, project: Project, uploaded) -> ImportJob:
     """Keep the uploaded zip (on disk or in the bucket, streamed in chunks) and queue its import."""
     _refuse_if(quotas.import_refusal(owner=project.owner_id))
-    kept = blobs.keep_upload(uploaded, "imports")
+    try:
+        kept = blobs.keep_upload(uploaded, "imports")
+    except blobs.storage_errors() as exc:
+        raise ServiceError(_not_stored(exc)) from None
     with transaction.atomic():
         job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=kept)
         job.job_id = f"import-{job.pk}"
         job.save(update_fields=["job_id"])
         _on_commit_or_fail(lambda: _enqueue_import(job), on_failure=lambda: _import_not_queued(job))
     return job
+
+
+def _not_stored(exc: Exception) -> str:
+    where = "its object store (S3_BUCKET)" if blobs.s3_mode() else "its disk"
+    return (f"The server could not store the files ({getattr(exc, 'strerror', None) or exc}). Try again later, or "
+            f"ask your administrator to check {where}.")
 
 
 def _enqueue_import(job: ImportJob) -> None:
@@ -302,9 +312,11 @@ def _import_not_queued(job: ImportJob) -> None:
     _import_fail(job, QUEUE_DOWN, among=[ImportJob.Status.QUEUED])
 
 
-def _import_fail(job: ImportJob, error: str, *, among: list[str]) -> None:
-    """Fail an import that is in one of these states; its zip goes (what was imported stays)."""
-    if ImportJob.objects.filter(pk=job.pk, status__in=among).update(
+def _import_fail(job: ImportJob, error: str, *, among: list[str], rows=None) -> None:
+    """Fail an import that is in one of these states (among `rows`, if given: the row as a reaper
+    saw it); its zip goes (what was imported stays)."""
+    rows = ImportJob.objects.filter(pk=job.pk) if rows is None else rows
+    if rows.filter(status__in=among).update(
         status=ImportJob.Status.FAILED, error=error, finished_at=timezone.now()
     ):
         blobs.discard_upload(job.upload_path)
@@ -499,15 +511,17 @@ def project_purge_files(*, project_id: int, older_than: datetime) -> int:
     return removed
 
 
-def scratch_forget_deleted() -> int:
+def scratch_sweep() -> int:
     """Bucket mode: remove from this machine's scratch cache and feature cache what belongs to
-    deleted images, runs and batches. The process that deleted them removed the bucket's copy and
-    its own, not the copies other machines fetched; each worker's reaper calls this (the web
-    processes' own copies of a deleted project go with it, see _remove_project_files). Returns
-    how many files or folders it removed."""
-    contents = blobs.scratch_contents() if blobs.s3_mode() else None  # one MEDIA_ROOT: deleting removed the only copy
+    deleted images, runs and batches, and what jobs that ended (or died with a killed worker) left
+    there. The process that deleted them removed the bucket's copy and its own, not the copies other
+    machines fetched; each worker's reaper calls this. Returns how many files or folders went."""
+    if not blobs.s3_mode():
+        return 0  # one MEDIA_ROOT: deleting removed the only copy, and jobs fetch nothing
+    released = _scratch_release_ended_jobs()
+    contents = blobs.scratch_contents()
     if contents is None:
-        return 0
+        return released
     media, models, batches = contents
     kept = set()
     for start in range(0, len(media), 500):  # bounded IN lists; soft-deleted images keep their files
@@ -518,7 +532,26 @@ def scratch_forget_deleted() -> int:
     kept.update(BatchPrediction.objects.filter(folder__in=batches).values_list("folder", flat=True))
     gone = [name for name in media + models + batches if name not in kept]
     blobs.scratch_forget(gone)
-    return len(gone) + features_forget_unused(sha256s=cached_feature_digests(Path(settings.FEATURE_CACHE_DIR)))
+    return released + len(gone) + features_forget_unused(sha256s=cached_feature_digests(Path(settings.FEATURE_CACHE_DIR)))
+
+
+def _scratch_release_ended_jobs() -> int:
+    busy, uploads, tries = blobs.scratch_jobs()
+    running_tries = set(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).values_list("pk", "attempt"))
+    stale_busy = [record for record in busy if _run_and_try(record) not in running_tries]
+    importing = set(ImportJob.objects.filter(status=ImportJob.Status.RUNNING, upload_path__in=uploads)
+                    .values_list("upload_path", flat=True))
+    predicting = {f"{folder}/try-{attempt}" for folder, attempt in
+                  BatchPrediction.objects.filter(status=BatchPrediction.Status.RUNNING).values_list("folder", "attempt")}
+    stale_work = [name for name in uploads if name not in importing] + [name for name in tries if name not in predicting]
+    blobs.scratch_release(stale_busy, stale_work)
+    return len(stale_busy) + len(stale_work)
+
+
+def _run_and_try(record: str) -> tuple[int, int] | None:
+    """(run pk, try) of a model folder's record: artifacts/project-N/run-M or run-M-try-K."""
+    found = re.fullmatch(r"artifacts/project-\d+/run-(\d+)(?:-try-(\d+))?", record)
+    return (int(found[1]), int(found[2] or 1)) if found else None
 
 
 def _stored_names(folder: str) -> list[str]:
@@ -645,20 +678,17 @@ def _run_fail_unclaimed(run: TrainingRun, reason: str) -> None:
 
 def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
     """A running run whose worker stopped reporting is run again (its next try) or, out of tries or
-    asked to cancel, ended: nothing stays "running" forever."""
-    old_artifacts = run.artifact_dir
+    asked to cancel, ended: nothing stays "running" forever. The earlier try's quick model stays
+    offered until the next try has its own (tasks.ProgressReporter)."""
 
-    def fail(silence: str) -> None:
+    def end(rows, why: str) -> None:
         ending = ({"status": TrainingRun.Status.CANCELLED, "message": "Cancelled."} if run.cancel_requested
-                  else {"status": TrainingRun.Status.FAILED, "error": f"{silence} Start the training again."})
-        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING, attempt=run.attempt).update(
-            finished_at=timezone.now(), **ending)
+                  else {"status": TrainingRun.Status.FAILED, "error": f"{why} Start the training again."})
+        rows.update(finished_at=timezone.now(), **ending)
 
-    requeued = _rerun_if_silent(run, enqueue=_enqueue_training, fail=fail, not_queued=lambda: _run_not_queued(run),
-                                fresh=dict(progress=0.0, stage="", epoch=0, total_epochs=0, seconds_left=None, history=[],
-                                           metrics={}, worker_name="", device=""))
-    if requeued:  # the silent try's model folder: the next try writes its own (blobs.artifact_name)
-        blobs.remove_stored(old_artifacts)
+    _rerun_if_silent(run, enqueue=_enqueue_training, end=end, not_queued=lambda: _run_not_queued(run),
+                     fresh=dict(progress=0.0, stage="", epoch=0, total_epochs=0, seconds_left=None, history=[],
+                                worker_name="", device=""))
     return run
 
 
@@ -666,9 +696,9 @@ def import_check(*, job: ImportJob) -> ImportJob:
     """The import's row reconciled with its worker and its queue, as run_check does for runs. Run
     again, an import goes on after the last file its silent try reported (tasks.run_import)."""
     _rerun_if_silent(job, enqueue=_enqueue_import, not_queued=lambda: _import_fail(job, QUEUE_DOWN, among=[ImportJob.Status.QUEUED]),
-                     fail=lambda silence: _import_fail(job, f"{silence} The uploaded zip was deleted: upload it again to import "
-                                                       "the rest (files already imported are recognised as duplicates).",
-                                                       among=[ImportJob.Status.RUNNING]))
+                     end=lambda rows, why: _import_fail(job, f"{why} The uploaded zip was deleted: upload it again to import "
+                                                        "the rest (files already imported are recognised as duplicates).",
+                                                        among=[ImportJob.Status.RUNNING], rows=rows))
     if _requeue_if_lost(job, queue_name="intake", enqueue=_enqueue_import,
                         fail=lambda reason: _import_fail(job, f"The worker could not start this import ({reason}). "
                                                          "Upload the zip again.", among=[ImportJob.Status.QUEUED])):
@@ -680,9 +710,9 @@ def batch_check(*, batch: BatchPrediction) -> BatchPrediction:
     """The batch's row reconciled with its worker and its queue, as import_check does for imports."""
     _rerun_if_silent(batch, enqueue=_enqueue_batch, fresh=dict(done=0, refused=0),
                      not_queued=lambda: batch_fail(batch=batch, error=QUEUE_DOWN, among=[BatchPrediction.Status.QUEUED]),
-                     fail=lambda silence: batch_fail(batch=batch, among=[BatchPrediction.Status.RUNNING],
-                                                     error=f"{silence} The uploaded files were deleted: send them again to "
-                                                     "predict them."))
+                     end=lambda rows, why: batch_fail(batch=batch, among=[BatchPrediction.Status.RUNNING], rows=rows,
+                                                      error=f"{why} The uploaded files were deleted: send them again to "
+                                                      "predict them."))
     if _requeue_if_lost(batch, queue_name="intake", enqueue=_enqueue_batch,
                         fail=lambda reason: batch_fail(batch=batch, among=[BatchPrediction.Status.QUEUED],
                                                        error=f"The worker could not start this batch ({reason}). "
@@ -691,33 +721,52 @@ def batch_check(*, batch: BatchPrediction) -> BatchPrediction:
     return batch
 
 
-def _rerun_if_silent(row: TrainingRun | ImportJob | BatchPrediction, *, enqueue, fail, not_queued, fresh=None) -> bool:
+def _rerun_if_silent(row: TrainingRun | ImportJob | BatchPrediction, *, enqueue, end, not_queued, fresh=None) -> None:
     """A running row whose worker went silent is queued again as its next try, with a new job id
     and `fresh` field values, while JOB_ATTEMPTS allow: every job is safe to repeat (images and
-    features are keyed by content hash, each try writes its own files). Out of tries, or asked to
-    cancel, it gets fail(why). The row is refreshed; True when it was queued again."""
+    features are keyed by content hash, each try writes its own files). Out of tries, asked to
+    cancel, or killed in a worker that lived on (rq saw its process die: most likely out of memory,
+    and so again next time), it gets end(rows, why). Every change is conditional on the row being
+    as seen, silent since the same heartbeat: of several reapers one acts, and a worker that beat
+    meanwhile keeps its job. The row is refreshed."""
     silent_s = _silent_for(row)
     if silent_s is None:
-        return False
-    silence = (f"The worker stopped responding ({int(silent_s)} s without news); it may have been restarted or run "
-               "out of memory.")
-    if row.attempt >= settings.JOB_ATTEMPTS or getattr(row, "cancel_requested", False):
-        tried = f" It was tried {row.attempt} times." if row.attempt > 1 else ""
-        fail(silence + tried)
+        return
+    as_seen = type(row).objects.filter(pk=row.pk, status=row.Status.RUNNING, attempt=row.attempt, heartbeat_at=row.heartbeat_at)
+    killed = _killed_in_a_living_worker(row)
+    if killed:
+        why = (f"The worker's process was killed while it ran ({killed}); this usually means the machine ran out of "
+               "memory, so it was not run again.")
+    else:
+        why = f"The worker stopped responding ({int(silent_s)} s without news); it may have been restarted or run out of memory."
+    cancelling = getattr(row, "cancel_requested", False)
+    if killed or cancelling or row.attempt >= settings.JOB_ATTEMPTS:
+        end(as_seen, why + (f" It was tried {row.attempt} times." if row.attempt > 1 else ""))
         row.refresh_from_db()
-        return False
+        return
     retry = row.attempt + 1
+    if isinstance(row, TrainingRun):
+        as_seen = as_seen.filter(cancel_requested=False)  # a cancel that landed meanwhile wins
     with transaction.atomic():
-        # Conditional on the try it saw, so that of several reapers sweeping at once one queues it.
-        requeued = type(row).objects.filter(pk=row.pk, status=row.Status.RUNNING, attempt=row.attempt).update(
-            status=row.Status.QUEUED, attempt=retry, job_id=f"{row.job_id.partition('-try-')[0]}-try-{retry}",
-            message=f"{silence} Running it again (try {retry} of {settings.JOB_ATTEMPTS})."[:255], **(fresh or {}))
+        requeued = as_seen.update(status=row.Status.QUEUED, attempt=retry, job_id=f"{row.job_id.partition('-try-')[0]}-try-{retry}",
+                                  message=f"{why} Running it again (try {retry} of {settings.JOB_ATTEMPTS})."[:255], **(fresh or {}))
         row.refresh_from_db()
         if requeued:
             logger.warning("%s %s: its worker went silent; queued again as try %d", type(row).__name__, row.pk, retry)
-            queued = type(row).objects.get(pk=row.pk)
-            _on_commit_or_fail(lambda: enqueue(queued), on_failure=not_queued)
-    return bool(requeued)
+            _on_commit_or_fail(lambda: enqueue(row), on_failure=not_queued)
+    if not requeued and _silent_for(row) is not None:  # asked to cancel meanwhile: end it now
+        _rerun_if_silent(row, enqueue=enqueue, end=end, not_queued=not_queued, fresh=fresh)
+
+
+def _killed_in_a_living_worker(row) -> str:
+    """rq's record of a job whose process died under a worker that lived on ("Work-horse
+    terminated unexpectedly; waitpid returned 9 (signal 9)"), or ""."""
+    try:
+        job = _fetch_job("default", row.job_id)
+        failure = _job_failure(job) if job is not None and job.get_status() == JobStatus.FAILED else ""
+    except RedisError:
+        return ""
+    return failure if "terminated unexpectedly" in failure else ""
 
 
 def _silent_for(row: TrainingRun | ImportJob | BatchPrediction) -> float | None:
@@ -856,10 +905,9 @@ def batch_create(*, project: Project, run: TrainingRun, uploads: list, refused: 
                             folder=blobs.folder_record(f"batches/{uuid.uuid4().hex}"))
     try:
         _store_batch_inputs(batch, uploads, refused)
-    except OSError as exc:
+    except blobs.storage_errors() as exc:
         blobs.remove_stored(batch.folder)
-        raise ServiceError(f"The server could not store the files ({exc.strerror or exc}). Try again later, or "
-                           "ask your administrator to check its disk.") from None
+        raise ServiceError(_not_stored(exc)) from None
     with transaction.atomic():
         batch.save()
         batch.job_id = f"batch-{batch.pk}"
@@ -884,9 +932,11 @@ def _enqueue_batch(batch: BatchPrediction) -> None:
     queue.enqueue("transferapp.tasks.run_batch", batch.pk, job_id=batch.job_id)
 
 
-def batch_fail(*, batch: BatchPrediction, error: str, among: list[str]) -> bool:
-    """Fail a batch that is in one of these states; its uploaded files go. True when it was failed."""
-    failed = BatchPrediction.objects.filter(pk=batch.pk, status__in=among).update(
+def batch_fail(*, batch: BatchPrediction, error: str, among: list[str], rows=None) -> bool:
+    """Fail a batch that is in one of these states (among `rows`, if given: the row as a reaper saw
+    it); its uploaded files go. True when it was failed."""
+    rows = BatchPrediction.objects.filter(pk=batch.pk) if rows is None else rows
+    failed = rows.filter(status__in=among).update(
         status=BatchPrediction.Status.FAILED, error=error, message="", finished_at=timezone.now())
     if failed:
         blobs.remove_stored(batch.folder, BatchPrediction.INPUTS)

@@ -7,13 +7,13 @@ import shutil
 import threading
 import time
 from collections import Counter
-from itertools import islice
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 
 import torch
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 from rq import get_current_job
 
@@ -57,7 +57,9 @@ def run_training(run_id: int) -> str:
         _finish(run, TrainingRun.Status.SUCCEEDED, metrics=metrics, message="Done.")
     finally:
         heartbeat.stop()
-    if not _this_try(run).exists():  # deleted meanwhile, or run again after this try went silent
+    if not TrainingRun.objects.filter(pk=run.pk, artifact_dir=blobs.artifact_record(run)).exists():
+        # No model of this try is offered (it failed before its quick model, the run was deleted,
+        # or a later try took over from it): leave none of its files behind.
         shutil.rmtree(blobs.artifact_workdir(run), ignore_errors=True)
         blobs.remove_stored(blobs.artifact_record(run))
     deleted_images_purge(project_id=run.project_id)  # the trash past its undo window
@@ -80,7 +82,11 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.interval_s):
-                self.beat()
+                try:
+                    self.beat()
+                except DatabaseError:  # the database restarted: beat again next time, on a new connection
+                    logger.warning("Heartbeat failed; retrying", exc_info=True)
+                    close_old_connections()
         finally:
             connection.close()  # this thread's own database connection
 
@@ -146,7 +152,7 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
     samples, test = with_split_groups(snapshot.trainable(), groups), snapshot.held_out()
     config = TrainConfig.from_dict(run.config)
     train, val, how_split = split_for_run(run.project, samples, snapshot.given_val, config, groups)
-    _this_try(run).update(classes=snapshot.classes, n_images=len(snapshot.samples), artifact_dir=blobs.artifact_record(run))
+    _this_try(run).update(classes=snapshot.classes, n_images=len(snapshot.samples))
     reporter = ProgressReporter(run)
     with blobs.training_into(run) as out_dir:
         metrics = fit(
@@ -306,10 +312,12 @@ class ProgressReporter:
         }
         if epoch_ended:
             fields["history"] = progress["history"]
-        if progress.get("first_model_ready"):
+        if progress.get("first_model_ready") and self.rows.filter(status=TrainingRun.Status.RUNNING).exists():
             # Stage 1's model is on disk (and in the bucket): the predict page may use it while stage 2 runs.
             blobs.artifact_publish(self.run)
             fields["metrics"] = {"first_model_ready": True, "first_model_accuracy": progress["history"][-1]["val_accuracy"]}
+            _offer_this_tries_model(self.run, **fields)
+            return
         self.rows.update(**fields)
 
     def should_stop(self) -> bool:
@@ -329,10 +337,22 @@ def _finish(run: TrainingRun, status: str, *, metrics=None, error: str = "", mes
     if message:
         fields["message"] = message
     allowed = [TrainingRun.Status.RUNNING] + ([TrainingRun.Status.FAILED] if status == TrainingRun.Status.SUCCEEDED else [])
-    _this_try(run).filter(status__in=allowed).update(**fields)
+    if status == TrainingRun.Status.SUCCEEDED:
+        _offer_this_tries_model(run, among=allowed, **fields)
+    else:
+        _this_try(run).filter(status__in=allowed).update(**fields)
     run.status = TrainingRun.objects.filter(pk=run.pk).values_list("status", flat=True).first() or "deleted"
     if run.status == TrainingRun.Status.SUCCEEDED:
         run.version = services.run_assign_version(run_id=run.pk)
+
+
+def _offer_this_tries_model(run: TrainingRun, among=(TrainingRun.Status.RUNNING,), **fields) -> None:
+    """Point the run at this try's model folder (with `fields`), while the row is at this try; an
+    earlier try's folder, offered until now (its quick model), goes."""
+    rows = _this_try(run).filter(status__in=among)
+    earlier = rows.values_list("artifact_dir", flat=True).first()
+    if rows.update(artifact_dir=blobs.artifact_record(run), **fields) and earlier and earlier != blobs.artifact_record(run):
+        blobs.remove_stored(earlier)
 
 
 def _readable_error(exc: Exception) -> str:
@@ -358,7 +378,7 @@ def precompute_features(project_id: int, base_model: str) -> int:
 
 def run_import(import_id: int) -> str:
     job = ImportJob.objects.select_related("project").filter(pk=import_id).first()
-    if job is None or not _claim(job):
+    if job is None or not _claim(job, message=""):
         return f"import {import_id} was {job.status if job else 'deleted'} before it started"
     heartbeat = Heartbeat(job)
     heartbeat.start()
@@ -370,6 +390,7 @@ def run_import(import_id: int) -> str:
             # any it imported but had not reported yet come back as duplicates.
             summary = import_entries(project=job.project, entries=islice(source, job.processed, None),
                                      on_progress=reporter.report, counts=reporter.counts)
+        reporter.report(summary, force=True)
     except ImportStopped:
         pass  # the import (or its whole project) was deleted: nothing to record
     except ArchiveRejected as exc:
@@ -378,7 +399,6 @@ def run_import(import_id: int) -> str:
         logger.exception("Import %s failed", import_id)
         _finish_import(job, ImportJob.Status.FAILED, error=f"The import stopped: {type(exc).__name__}: {exc}")
     else:
-        reporter.report(summary, force=True)
         _finish_import(job, ImportJob.Status.DONE)
     finally:
         heartbeat.stop()
@@ -434,7 +454,7 @@ def run_batch(batch_id: int) -> str:
     """Predict a stored batch into its CSV; the uploaded files are deleted however it ends (unless
     a later try, queued after this one went silent, still needs them)."""
     batch = BatchPrediction.objects.select_related("project", "run").filter(pk=batch_id).first()
-    if batch is None or not _claim(batch):
+    if batch is None or not _claim(batch, message=""):
         return f"batch {batch_id} was {batch.status if batch else 'deleted'} before it started"
     _configure_threads()
     heartbeat = Heartbeat(batch)
@@ -447,6 +467,8 @@ def run_batch(batch_id: int) -> str:
         total = batches.count_stored(inputs)
         _this_try(batch).update(total=total)
         batches.predict_stored(batch.run, inputs, workdir, on_chunk=BatchReporter(batch, total).report)
+        if not _this_try(batch).filter(status=BatchPrediction.Status.RUNNING).exists():
+            raise BatchStopped()
         blobs.publish_folder(workdir, batch.folder, [BatchPrediction.THUMBS, BatchPrediction.CSV])
     except BatchStopped:
         pass  # deleted with its project (project_delete removed the folder), or run again
@@ -464,11 +486,14 @@ def run_batch(batch_id: int) -> str:
 
 
 def _batch_clean_up(batch: BatchPrediction, workdir: Path) -> None:
-    """The inputs go once the batch has ended (or is gone); this try's work copy goes in any case."""
+    """This try's work copy goes; the inputs go once the batch has ended, and everything once it is
+    gone (deleted with its project while this try still wrote)."""
     if blobs.s3_mode():
         shutil.rmtree(workdir, ignore_errors=True)
-    if not BatchPrediction.objects.filter(pk=batch.pk, status__in=[BatchPrediction.Status.QUEUED,
-                                                                   BatchPrediction.Status.RUNNING]).exists():
+    status = BatchPrediction.objects.filter(pk=batch.pk).values_list("status", flat=True).first()
+    if status is None:
+        blobs.remove_stored(batch.folder)
+    elif status not in (BatchPrediction.Status.QUEUED, BatchPrediction.Status.RUNNING):
         blobs.remove_stored(batch.folder, BatchPrediction.INPUTS)
 
 
