@@ -76,4 +76,4 @@ def alice(client, user):
     return client
 
 
-pytest_plugins = ["tests.browser_support"]
+pytest_plugins = ["tests.browser_support", "tests.s3_support"]

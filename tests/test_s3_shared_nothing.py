@@ -23,33 +23,13 @@ from django.urls import reverse
 
 from tests.conftest import image_bytes
 from tests.test_dicom import SECRET_ID, dicom_with_identity
-from tests.s3_support import S3_MARKS, start_seaweedfs, stop_seaweedfs
+from tests.s3_support import S3_MARKS
 from tests.test_failures import _database_url
 from transferapp import blobs, exports, services
 from transferapp.models import BatchPrediction, Image, ImportJob, TrainingRun
-from transferapp.settings import s3_storage
 
 pytestmark = [*S3_MARKS, pytest.mark.django_db(transaction=True)]
 CLASSES, PER_CLASS = ("red", "blue", "green"), 8
-
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory):
-    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
-    yield server
-    stop_seaweedfs(server)
-
-
-@pytest.fixture
-def web_dirs(settings, tmp_path, seaweed):
-    """This process is the web: its own folders, media in the bucket."""
-    root = tmp_path / "web"
-    settings.S3_BUCKET, settings.S3_ENDPOINT_URL, settings.S3_PUBLIC_URL = seaweed.bucket, seaweed.endpoint, ""
-    settings.STORAGES = {**settings.STORAGES, "default": s3_storage(seaweed.bucket, seaweed.endpoint, seaweed.access_key,
-                                                                    seaweed.secret_key, seaweed.region)}
-    settings.MEDIA_ROOT, settings.SCRATCH_DIR = root / "media", root / "scratch"
-    settings.ARTIFACTS_ROOT, settings.FEATURE_CACHE_DIR = root / "media" / "artifacts", root / "scratch" / "feature-cache"
-    return root
 
 
 @pytest.fixture

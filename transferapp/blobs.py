@@ -162,32 +162,48 @@ def artifact_publish(run, subfolder: str = "", prune: bool = False) -> None:
     if not s3_mode():
         return
     folder, prefix = artifact_workdir(run), artifact_name(run)
-    root = folder / subfolder if subfolder else folder
-    files = sorted((p for p in root.rglob("*") if p.is_file() and not _private(p)),
-                   key=lambda p: (p.name == "meta.json", str(p)))
-    client, sent = _client(), []
-    for path in files:
+    sent = []
+    for path in files_to_send(folder / subfolder if subfolder else folder):
         sent.append(path.relative_to(folder).as_posix())
-        client.upload_file(str(path), settings.S3_BUCKET, f"{prefix}/{sent[-1]}")
+        send(path, f"{prefix}/{sent[-1]}")
     listing = _listing(prefix)
     gone = [rel for rel in listing if prune and subfolder and rel.startswith(f"{subfolder}/") and rel not in sent]
     for rel in gone:
-        client.delete_object(Bucket=settings.S3_BUCKET, Key=f"{prefix}/{rel}")
+        _client().delete_object(Bucket=settings.S3_BUCKET, Key=f"{prefix}/{rel}")
     # Only what was sent is known to match: another file changed in the bucket is fetched next time.
     _write_manifest(folder, {**_read_manifest(folder), **{rel: listing[rel] for rel in sent if rel in listing}})
 
 
+def files_to_send(root: Path) -> list[Path]:
+    """A local folder's files in the order they go to the bucket: meta.json last (a reader that
+    finds the new meta.json finds the files it names); markers and half-written files left out."""
+    return sorted((p for p in root.rglob("*") if p.is_file() and not _private(p)),
+                  key=lambda p: (p.name == "meta.json", str(p)))
+
+
+def send(path: Path, key: str) -> None:
+    """A local file into the bucket (boto3 goes multipart for a large one)."""
+    _client().upload_file(str(path), settings.S3_BUCKET, key)
+
+
 def _private(path: Path) -> bool:
-    return path.name in (MANIFEST, BUSY) or path.name.endswith(".part")
+    return path.name in (MANIFEST, BUSY) or path.name.endswith((".part", ".partial"))
+
+
+def _objects(prefix: str):
+    """The bucket's listing entries (Key, Size, ETag, ...) of the keys starting with `prefix`."""
+    for page in _client().get_paginator("list_objects_v2").paginate(Bucket=settings.S3_BUCKET, Prefix=prefix):
+        yield from page.get("Contents", [])
 
 
 def _listing(prefix: str) -> dict[str, str]:
     """{path relative to the prefix: ETag} of the objects under it."""
-    found = {}
-    for page in _client().get_paginator("list_objects_v2").paginate(Bucket=settings.S3_BUCKET, Prefix=f"{prefix}/"):
-        for item in page.get("Contents", []):
-            found[item["Key"][len(prefix) + 1:]] = item["ETag"]
-    return found
+    return {item["Key"][len(prefix) + 1:]: item["ETag"] for item in _objects(f"{prefix}/")}
+
+
+def object_sizes(prefix: str) -> dict[str, int]:
+    """{key: bytes} of the objects whose keys start with `prefix` (e.g. "projects/")."""
+    return {item["Key"]: item["Size"] for item in _objects(prefix)}
 
 
 def _write_manifest(folder: Path, etags: dict) -> None:
@@ -376,11 +392,10 @@ def publish_folder(workdir: Path, record: str, relatives: list[str]) -> None:
     """A job's results (files or folders of its workdir) into the bucket; nothing to do on the disk."""
     if not in_bucket(record):
         return
-    client = _client()
     for relative in relatives:
         root = workdir / relative
         for path in sorted([root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())):
-            client.upload_file(str(path), settings.S3_BUCKET, f"{record}/{path.relative_to(workdir).as_posix()}")
+            send(path, f"{record}/{path.relative_to(workdir).as_posix()}")
 
 
 def remove_stored(record: str, relative: str = "") -> None:
