@@ -186,6 +186,7 @@ class UploadOutcome:
     image: Image | None = None
     error: str = ""
     skipped: bool = False
+    duplicate_of: Image | None = None  # skipped: the image of the project that has these bytes
 
     @property
     def status(self) -> str:
@@ -217,7 +218,8 @@ def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> Uploa
     if existing and existing.deleted_at is not None:
         return UploadOutcome(name=name, image=_bring_back(existing, label, name, split))
     if existing:
-        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk)
+        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk,
+                             duplicate_of=existing)
     over_quota = quotas.image_refusal(owner=label.project.owner_id, size=len(checked.data))
     if over_quota:
         return UploadOutcome(name=name, error=over_quota)
@@ -322,16 +324,19 @@ def _import_fail(job: ImportJob, error: str, *, among: list[str], rows=None) -> 
         blobs.discard_upload(job.upload_path)
 
 
-def import_entries(*, project: Project, entries, on_progress=None, counts: dict | None = None) -> dict:
+def import_entries(*, project: Project, entries, on_progress=None, counts: dict | None = None,
+                   earlier_try_since: datetime | None = None) -> dict:
     """Import archive/folder entries one by one; returns counts (from `counts`, an earlier try's, on)
     and a per-file report of these entries.
 
-    Each file is stored as soon as it is checked, so a failure halfway keeps what came before.
+    Each file is stored as soon as it is checked, so a failure halfway keeps what came before. A
+    later try of an import (see tasks.run_import) counts a file its earlier try stored (the same
+    name, in the same class, since `earlier_try_since`) as imported, not as a duplicate.
     """
     labels = {label.name.lower(): label for label in project.labels.all()}
     summary = {"accepted": 0, "skipped": 0, "junk": 0, **(counts or {}), "report": [], "created_classes": []}
     for entry in entries:
-        _import_one(project, entry, labels, summary)
+        _import_one(project, entry, labels, summary, earlier_try_since)
         if on_progress:
             on_progress(summary)
     if summary["accepted"]:
@@ -339,7 +344,7 @@ def import_entries(*, project: Project, entries, on_progress=None, counts: dict 
     return summary
 
 
-def _import_one(project: Project, entry, labels: dict, summary: dict) -> None:
+def _import_one(project: Project, entry, labels: dict, summary: dict, earlier_try_since: datetime | None) -> None:
     if entry.junk:
         summary["junk"] += 1
         return
@@ -347,11 +352,16 @@ def _import_one(project: Project, entry, labels: dict, summary: dict) -> None:
     if not reason:
         try:
             outcome = image_add(label=_label_for(project, label_name, labels, summary), name=entry.name, data=entry.read(), split=entry.split)
-            reason = outcome.error
+            reason = "" if _stored_by_an_earlier_try(outcome, earlier_try_since) else outcome.error
         except (ValueError, OSError, ServiceError) as exc:
             reason = str(exc)
     summary["skipped" if reason else "accepted"] += 1
     summary["report"].append({"name": entry.name, "label": label_name, "ok": not reason, "reason": reason})
+
+
+def _stored_by_an_earlier_try(outcome: UploadOutcome, since: datetime | None) -> bool:
+    same = outcome.duplicate_of
+    return bool(since and same and outcome.skipped and same.original_name == outcome.name[:255] and same.created_at >= since)
 
 
 def _label_for(project: Project, name: str, labels: dict, summary: dict) -> Label:

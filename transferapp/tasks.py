@@ -389,7 +389,8 @@ def run_import(import_id: int) -> str:
             # A later try goes on after the files an earlier one reported (the zip's order is fixed);
             # any it imported but had not reported yet come back as duplicates.
             summary = import_entries(project=job.project, entries=islice(source, job.processed, None),
-                                     on_progress=reporter.report, counts=reporter.counts)
+                                     on_progress=reporter.report, counts=reporter.counts,
+                                     earlier_try_since=job.created_at if job.attempt > 1 else None)
         reporter.report(summary, force=True)
     except ImportStopped:
         pass  # the import (or its whole project) was deleted: nothing to record

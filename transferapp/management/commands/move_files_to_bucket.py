@@ -36,10 +36,13 @@ class Command(BaseCommand):
         names = Image.all_objects.values_list("file", "thumbnail")  # the trash too: it can be restored
         self.send([(media / name, name) for pair in names for name in pair if name])
 
-        # A queued run with a folder recorded is a try run again: its next try writes a folder of its own.
-        for run in TrainingRun.objects.exclude(artifact_dir="").exclude(status=TrainingRun.Status.QUEUED).order_by("pk"):
+        # Under the folder's own name (project-N/run-M, or run-M-try-K): a run queued again still
+        # offers its earlier try's quick model, from that try's folder.
+        for run in TrainingRun.objects.exclude(artifact_dir="").order_by("pk"):
             if Path(run.artifact_dir).is_absolute():  # a local folder; a prefix is already moved
-                self.move_folder(run, "artifact_dir", _found(run.artifact_dir, artifacts, 2), blobs.artifact_name(run))
+                local = Path(run.artifact_dir)
+                self.move_folder(run, "artifact_dir", _found(run.artifact_dir, artifacts, 2),
+                                 f"artifacts/{local.parent.name}/{local.name}")
         cutoff = timezone.now() - timedelta(days=settings.BATCH_KEPT_DAYS)  # older ones: the reaper deletes them
         for batch in BatchPrediction.objects.filter(Q(finished_at__isnull=True) | Q(finished_at__gte=cutoff)).order_by("pk"):
             if Path(batch.folder).is_absolute():
