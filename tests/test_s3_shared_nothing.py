@@ -129,7 +129,7 @@ def test_web_and_worker_share_only_the_database_redis_and_the_bucket(alice, user
     panel = alice.get(reverse("predict", args=[project.pk]) + f"?batch={batch.pk}").content.decode()
     assert panel.count('class="pred-thumb" src="data:image/jpeg;base64,') == 6
     csv_reply = alice.get(reverse("batch_download", args=[batch.pk]))
-    assert csv_reply.status_code == 200 and csv_reply.streaming
+    assert csv_reply.status_code == 200 and csv_reply.streaming and csv_reply["Content-Type"] == "text/csv; charset=utf-8"
     lines = b"".join(csv_reply.streaming_content).decode().splitlines()
     assert lines[0].startswith("file,label") and len(lines) == 8 and "broken.png" in lines[-1]
 

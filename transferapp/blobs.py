@@ -250,7 +250,7 @@ def _used(folder: Path) -> Path:
 
 # --- sending stored files to the browser ----------------------------------------------------------
 
-def presigned_url(key: str, filename: str = "") -> str:
+def presigned_url(key: str, filename: str = "", content_type: str | None = None) -> str:
     """A short-lived GET URL at the bucket's public address (S3_PUBLIC_URL), or "" when browsers
     are not meant to reach the bucket (then the web process streams: open_stream). Call it only
     after the ownership check: whoever holds the URL can read the object until it expires."""
@@ -259,6 +259,8 @@ def presigned_url(key: str, filename: str = "") -> str:
     params = {"Bucket": settings.S3_BUCKET, "Key": key}
     if filename:
         params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+    if content_type:
+        params["ResponseContentType"] = content_type
     return _public_client().generate_presigned_url("get_object", Params=params, ExpiresIn=settings.S3_URL_EXPIRE_S)
 
 

@@ -18,6 +18,8 @@ from django.views.decorators.http import require_POST
 from transferapp import batch, blobs, exports, predictions, reports, selectors, services, throttle, uploads, versiondiff
 from transferapp.engine import imaging
 
+CSV_TYPE = "text/csv; charset=utf-8"
+
 
 @login_required
 @require_POST
@@ -148,7 +150,7 @@ def predict_batch(request, pk):
     rows = [{"file": name, "error": reason} for name, reason in uploads.refused_files(request)]
     rows += batch.predict_rows(run, batch.named_images(files))
     throttle.predictions_counted(request.user, len(rows))
-    response = HttpResponse(batch.to_csv(rows), content_type="text/csv; charset=utf-8")
+    response = HttpResponse(batch.to_csv(rows), content_type=CSV_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{_csv_name(project, run.version)}"'
     return response
 
@@ -205,17 +207,17 @@ def batch_download(request, pk):
     if row.status != row.Status.DONE or not row.csv_path:
         raise Http404("This batch has no CSV (not finished, or failed)")
     if blobs.in_bucket(row.csv_path):
-        return bucket_file(row.csv_path, _csv_name(row.project, row.version))
+        return bucket_file(row.csv_path, _csv_name(row.project, row.version), content_type=CSV_TYPE)
     if not Path(row.csv_path).exists():
         raise Http404("This batch's CSV was deleted after its retention time")
     return FileResponse(open(row.csv_path, "rb"), as_attachment=True, filename=_csv_name(row.project, row.version),
-                        content_type="text/csv; charset=utf-8")
+                        content_type=CSV_TYPE)
 
 
-def bucket_file(key: str, filename: str = ""):
+def bucket_file(key: str, filename: str = "", content_type: str | None = None):
     """A file of the bucket for a user already checked to own it: a short-lived presigned redirect
     (S3_PUBLIC_URL set), or streamed through in chunks, never whole in memory."""
-    url = blobs.presigned_url(key, filename)
+    url = blobs.presigned_url(key, filename, content_type)
     if url:
         response = redirect(url)
         response["Cache-Control"] = "private, no-store"  # the URL expires; the next view signs a new one
@@ -224,7 +226,7 @@ def bucket_file(key: str, filename: str = ""):
         body, size = blobs.open_stream(key)
     except FileNotFoundError:
         raise Http404("File missing") from None
-    response = FileResponse(body, as_attachment=bool(filename), filename=filename or Path(key).name)
+    response = FileResponse(body, as_attachment=bool(filename), filename=filename or Path(key).name, content_type=content_type)
     response["Content-Length"] = str(size)
     response["Cache-Control"] = "private, max-age=3600"
     return response
@@ -303,7 +305,7 @@ def run_report_pdf(request, pk):
 def run_report_manifest(request, pk):
     """Every image the version used: id, file name, class, role and SHA-256."""
     run = _report_run(request, pk)
-    response = HttpResponse(reports.manifest(run)[0], content_type="text/csv; charset=utf-8")
+    response = HttpResponse(reports.manifest(run)[0], content_type=CSV_TYPE)
     response["Content-Disposition"] = content_disposition_header(
         as_attachment=True, filename=reports.file_name(run, "csv").replace("-report.csv", "-manifest.csv"))
     return response
