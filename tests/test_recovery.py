@@ -23,7 +23,7 @@ from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
 from tests.test_failures import _wait_for, start_worker  # noqa: F401 (a fixture)
 from tests.test_import import make_zip, messy_zip
-from transferapp import intake, reaper, services, tasks
+from transferapp import intake, reaper, selectors, services, tasks
 from transferapp.archive import Limits, ZipSource
 from transferapp.models import Image, ImportJob, Project, TrainingRun
 
@@ -166,6 +166,7 @@ def test_a_silent_running_run_is_queued_again_as_its_next_try_by_a_worker_withou
     # The silent try's quick model stays offered until the next try has its own.
     assert (run.progress, run.history) == (0.0, []) and run.metrics["first_model_ready"]
     assert run.artifact_dir == str(silent_folder) and silent_folder.is_dir()
+    assert run in selectors.predictable_runs(project=project) and "waiting to run again" in run.model_choice_label
     assert queue.fetch_job(f"run-{run.pk}-try-2") is not None
     assert "try 2 of 2" in alice.get(run.get_absolute_url()).content.decode()
 

@@ -426,14 +426,14 @@ def stored_paths(record: str, relatives: list[str]) -> list[Path]:
 
 def scratch_contents() -> tuple[list[str], list[str], list[str]] | None:
     """(media names, model folders as artifact_dir records, batch folders as records) held in this
-    process's scratch cache, for services.scratch_forget_deleted; None while a training here is
+    process's scratch cache, for services.scratch_sweep; None while a training here is
     reading its images (an image deleted meanwhile stays readable until the training ends)."""
     root = Path(settings.SCRATCH_DIR)
     if any((root / "artifacts").glob(f"project-*/run-*/{BUSY}")):
         return None
     cutoff = time.time() - RECENT_S  # a file fetched a moment ago may belong to a row being made
     media = [path.relative_to(root / "media").as_posix() for path in (root / "media" / "projects").rglob("*")
-             if path.is_file() and not path.name.endswith(".part") and path.stat().st_mtime < cutoff]
+             if path.is_file() and not path.name.endswith(".part") and _used_before(path, cutoff)]
     models = [path.relative_to(root).as_posix() for path in (root / "artifacts").glob("project-*/run-*") if path.is_dir()]
     batches = [path.relative_to(root / "media").as_posix() for path in (root / "media" / "batches").glob("*") if path.is_dir()]
     return media, models, batches
@@ -448,10 +448,17 @@ def scratch_jobs() -> tuple[list[str], list[str], list[str]]:
     busy = [marker.parent.relative_to(root).as_posix() for marker in (root / "artifacts").glob(f"project-*/run-*/{BUSY}")]
     cutoff = time.time() - RECENT_S  # never what a job fetched a moment ago
     uploads = [path.relative_to(root / "work").as_posix() for path in (root / "work" / "imports").glob("*")
-               if path.stat().st_mtime < cutoff]
+               if _used_before(path, cutoff)]
     tries = [path.relative_to(root / "work").as_posix() for path in (root / "work" / "batches").glob("*/try-*")
-             if path.stat().st_mtime < cutoff]
+             if _used_before(path, cutoff)]
     return busy, uploads, tries
+
+
+def _used_before(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:  # the LRU (another process) removed it a moment ago
+        return False
 
 
 def scratch_release(busy: list[str], work: list[str]) -> None:

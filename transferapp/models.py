@@ -217,7 +217,7 @@ class TrainingRun(models.Model):
         if self.status == self.Status.SUCCEEDED:
             version = f"v{self.version} · " if self.version else ""
             return f"{version}Run #{self.pk} · {self.base_model} · {round(100 * (self.accuracy or 0))}% accuracy"
-        why = {self.Status.RUNNING: "still training", self.Status.CANCELLED: "run cancelled",
+        why = {self.Status.QUEUED: "waiting to run again", self.Status.RUNNING: "still training", self.Status.CANCELLED: "run cancelled",
                self.Status.FAILED: "run failed"}.get(self.status, self.status)
         accuracy = (self.metrics or {}).get("first_model_accuracy")  # None: a small project's (no validation)
         shown = f" · {round(100 * accuracy)}% accuracy" if accuracy is not None else ""

@@ -110,8 +110,10 @@ def runs_for_project(*, project: Project):
 
 def predictable_runs(*, project: Project):
     """Finished models, and running, cancelled or failed ones whose quick first model is on disk
-    (it was complete before the run stopped: a worker that died later does not spoil it)."""
-    unfinished = [TrainingRun.Status.RUNNING, TrainingRun.Status.CANCELLED, TrainingRun.Status.FAILED]
+    (it was complete before the run stopped: a worker that died later does not spoil it), queued
+    ones too (a run queued again after its worker died offers its earlier try's)."""
+    unfinished = [TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING, TrainingRun.Status.CANCELLED,
+                  TrainingRun.Status.FAILED]
     return project.runs.filter(
         Q(status=TrainingRun.Status.SUCCEEDED) | Q(status__in=unfinished, metrics__first_model_ready=True)
     )

@@ -533,7 +533,8 @@ def scratch_sweep() -> int:
     if contents is None:
         return released
     media, models, batches = contents
-    kept = set()
+    running = set(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).values_list("pk", "attempt"))
+    kept = {record for record in models if _run_and_try(record) in running}  # a try between its busy mark and its row
     for start in range(0, len(media), 500):  # bounded IN lists; soft-deleted images keep their files
         chunk = media[start:start + 500]
         kept.update(Image.all_objects.filter(file__in=chunk).values_list("file", flat=True))
@@ -776,7 +777,9 @@ def _killed_in_a_living_worker(row) -> str:
         failure = _job_failure(job) if job is not None and job.get_status() == JobStatus.FAILED else ""
     except RedisError:
         return ""
-    return failure if "terminated unexpectedly" in failure else ""
+    # SIGKILL (signal 9): the out-of-memory killer. A horse ended by SIGTERM went down with its
+    # machine or service, which is what running it again is for.
+    return failure if "terminated unexpectedly" in failure and "(signal 9)" in failure else ""
 
 
 def _silent_for(row: TrainingRun | ImportJob | BatchPrediction) -> float | None:
@@ -916,7 +919,10 @@ def batch_create(*, project: Project, run: TrainingRun, uploads: list, refused: 
     try:
         _store_batch_inputs(batch, uploads, refused)
     except blobs.storage_errors() as exc:
-        blobs.remove_stored(batch.folder)
+        try:
+            blobs.remove_stored(batch.folder)
+        except blobs.storage_errors():  # the bucket is unreachable: what reached it stays, unreferenced
+            logger.exception("Could not remove the inputs of a batch that was not stored: %s", batch.folder)
         raise ServiceError(_not_stored(exc)) from None
     with transaction.atomic():
         batch.save()

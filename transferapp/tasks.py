@@ -12,8 +12,9 @@ from itertools import islice
 from pathlib import Path
 
 import torch
+from django import db
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from rq import get_current_job
 
@@ -84,7 +85,7 @@ class Heartbeat(threading.Thread):
             while not self.stopped.wait(self.interval_s):
                 try:
                     self.beat()
-                except DatabaseError:  # the database restarted: beat again next time, on a new connection
+                except db.Error:  # the database restarted: beat again next time, on a new connection
                     logger.warning("Heartbeat failed; retrying", exc_info=True)
                     close_old_connections()
         finally:
@@ -154,7 +155,7 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
     train, val, how_split = split_for_run(run.project, samples, snapshot.given_val, config, groups)
     _this_try(run).update(classes=snapshot.classes, n_images=len(snapshot.samples))
     reporter = ProgressReporter(run)
-    with blobs.training_into(run) as out_dir:
+    with blobs.training_into(run) as out_dir:  # marked busy until published: no sweep removes it
         metrics = fit(
             train,
             val,
@@ -174,8 +175,8 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
                                       parts={"train": train, "validation": val, "test": test})
         except Exception:
             logger.exception("Run %s: could not record what the training report cites", run.pk)
-    # Before the run is marked succeeded: the web process may then read the model from the bucket.
-    blobs.artifact_publish(run)
+        # Before the run is marked succeeded: the web process may then read the model from the bucket.
+        blobs.artifact_publish(run)
     if pulled_in:
         how_split += (f" {pulled_in} image(s) related to test images (near-identical, or in the same group) "
                       "were held out with them, so no copy of a test image was trained on.")
@@ -352,7 +353,10 @@ def _offer_this_tries_model(run: TrainingRun, among=(TrainingRun.Status.RUNNING,
     rows = _this_try(run).filter(status__in=among)
     earlier = rows.values_list("artifact_dir", flat=True).first()
     if rows.update(artifact_dir=blobs.artifact_record(run), **fields) and earlier and earlier != blobs.artifact_record(run):
-        blobs.remove_stored(earlier)
+        try:  # best effort: a bucket that hiccups must not undo a recorded outcome (the version comes next)
+            blobs.remove_stored(earlier)
+        except Exception:
+            logger.exception("Run %s: could not remove its earlier try's model folder %s", run.pk, earlier)
 
 
 def _readable_error(exc: Exception) -> str:
@@ -387,7 +391,7 @@ def run_import(import_id: int) -> str:
         with ZipSource(blobs.fetch_upload(job.upload_path), Limits()) as source:
             _this_try(job).update(total=len(source))
             # A later try goes on after the files an earlier one reported (the zip's order is fixed);
-            # any it imported but had not reported yet come back as duplicates.
+            # any it stored but had not reported yet count as imported (import_entries).
             summary = import_entries(project=job.project, entries=islice(source, job.processed, None),
                                      on_progress=reporter.report, counts=reporter.counts,
                                      earlier_try_since=job.created_at if job.attempt > 1 else None)
@@ -489,7 +493,7 @@ def run_batch(batch_id: int) -> str:
 def _batch_clean_up(batch: BatchPrediction, workdir: Path) -> None:
     """This try's work copy goes; the inputs go once the batch has ended, and everything once it is
     gone (deleted with its project while this try still wrote)."""
-    if blobs.s3_mode():
+    if blobs.in_bucket(batch.folder):  # a work copy (a folder recorded on the disk is the batch's own)
         shutil.rmtree(workdir, ignore_errors=True)
     status = BatchPrediction.objects.filter(pk=batch.pk).values_list("status", flat=True).first()
     if status is None:

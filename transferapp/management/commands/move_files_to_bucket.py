@@ -40,9 +40,11 @@ class Command(BaseCommand):
         # offers its earlier try's quick model, from that try's folder.
         for run in TrainingRun.objects.exclude(artifact_dir="").order_by("pk"):
             if Path(run.artifact_dir).is_absolute():  # a local folder; a prefix is already moved
-                local = Path(run.artifact_dir)
-                self.move_folder(run, "artifact_dir", _found(run.artifact_dir, artifacts, 2),
-                                 f"artifacts/{local.parent.name}/{local.name}")
+                local, folder = Path(run.artifact_dir), _found(run.artifact_dir, artifacts, 2)
+                if not folder.is_dir() and not (run.status == TrainingRun.Status.SUCCEEDED or run.metrics.get("first_model_ready")):
+                    self.rewrite(run, "artifact_dir", "")  # a folder gone with no model in it: nothing to move
+                    continue
+                self.move_folder(run, "artifact_dir", folder, f"artifacts/{local.parent.name}/{local.name}")
         cutoff = timezone.now() - timedelta(days=settings.BATCH_KEPT_DAYS)  # older ones: the reaper deletes them
         for batch in BatchPrediction.objects.filter(Q(finished_at__isnull=True) | Q(finished_at__gte=cutoff)).order_by("pk"):
             if Path(batch.folder).is_absolute():
