@@ -153,14 +153,15 @@ def test_the_run_page_shows_progress_and_stops_polling_when_done(alice, user):
     assert "The weights file is missing." in alice.get(run.get_absolute_url()).content.decode()
 
 
-def test_a_stale_running_run_is_marked_failed(alice, user, settings):
+def test_a_stale_running_run_on_its_last_try_is_marked_failed(alice, user, settings):
     from datetime import timedelta
 
     from django.utils import timezone
 
     project = project_with_images(user, per_class=5)
     run = TrainingRun.objects.create(
-        project=project, base_model="efficientnet_lite0", status="running", heartbeat_at=timezone.now() - timedelta(hours=1)
+        project=project, base_model="efficientnet_lite0", status="running", heartbeat_at=timezone.now() - timedelta(hours=1),
+        attempt=settings.JOB_ATTEMPTS,  # an earlier try is run again instead: tests/test_recovery.py
     )
     page = alice.get(run.get_absolute_url()).content.decode()
     run.refresh_from_db()
