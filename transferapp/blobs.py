@@ -429,7 +429,7 @@ def scratch_contents() -> tuple[list[str], list[str], list[str]] | None:
     process's scratch cache, for services.scratch_sweep; None while a training here is
     reading its images (an image deleted meanwhile stays readable until the training ends)."""
     root = Path(settings.SCRATCH_DIR)
-    if any((root / "artifacts").glob(f"project-*/run-*/{BUSY}")):
+    if _busy_marks(root):
         return None
     cutoff = time.time() - RECENT_S  # a file fetched a moment ago may belong to a row being made
     media = [path.relative_to(root / "media").as_posix() for path in (root / "media" / "projects").rglob("*")
@@ -445,13 +445,18 @@ def scratch_jobs() -> tuple[list[str], list[str], list[str]]:
     (batches/<id>/try-N). A worker that was killed leaves them behind: services.scratch_sweep
     releases those of jobs no longer running."""
     root = Path(settings.SCRATCH_DIR)
-    busy = [marker.parent.relative_to(root).as_posix() for marker in (root / "artifacts").glob(f"project-*/run-*/{BUSY}")]
+    busy = [marker.parent.relative_to(root).as_posix() for marker in _busy_marks(root)]
     cutoff = time.time() - RECENT_S  # never what a job fetched a moment ago
     uploads = [path.relative_to(root / "work").as_posix() for path in (root / "work" / "imports").glob("*")
                if _used_before(path, cutoff)]
     tries = [path.relative_to(root / "work").as_posix() for path in (root / "work" / "batches").glob("*/try-*")
              if _used_before(path, cutoff)]
     return busy, uploads, tries
+
+
+def _busy_marks(root: Path) -> list[Path]:
+    """The marks of model folders being trained into in this scratch folder (training_into)."""
+    return list((root / "artifacts").glob(f"project-*/run-*/{BUSY}"))
 
 
 def _used_before(path: Path, cutoff: float) -> bool:
@@ -466,22 +471,22 @@ def scratch_release(busy: list[str], work: list[str]) -> None:
     for record in busy:
         (_scratch(record) / BUSY).unlink(missing_ok=True)
     for name in work:
-        path = _scratch(f"work/{name}")
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _remove(_scratch(f"work/{name}"))
 
 
 def scratch_forget(names: list[str]) -> None:
     """Remove these from this process's scratch cache: media names, or folders as in scratch_contents."""
     root = Path(settings.SCRATCH_DIR)
     for name in names:
-        path = _scratch(name) if name.startswith("artifacts/") else root / "media" / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _remove(_scratch(name) if name.startswith("artifacts/") else root / "media" / name)
+
+
+def _remove(path: Path) -> None:
+    """A file or a folder of the scratch folder, whichever it is (gone already is fine)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 # --- the scratch cache's bound ------------------------------------------------------------------------
@@ -492,7 +497,7 @@ def _entries() -> list[tuple[float, int, Path]]:
     entries = []
     # A training in this scratch folder reads its images every epoch, for hours, long after it
     # fetched them: while one runs (a busy model folder), no image is evicted.
-    training = any((root / "artifacts").glob(f"project-*/run-*/{BUSY}"))
+    training = bool(_busy_marks(root))
     for path in () if training else (root / "media").rglob("*"):
         if path.is_file() and not path.name.endswith(".part"):
             stat = path.stat()
@@ -519,10 +524,7 @@ def trim(keep: set = frozenset()) -> int:
             break
         if path in keep or used > cutoff:
             continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _remove(path)
         freed += size
     if total - freed > budget:
         logger.warning("The scratch cache holds %d MB, over SCRATCH_CACHE_MB=%d: the files in use need more.",

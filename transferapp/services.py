@@ -528,12 +528,12 @@ def scratch_sweep() -> int:
     machines fetched; each worker's reaper calls this. Returns how many files or folders went."""
     if not blobs.s3_mode():
         return 0  # one MEDIA_ROOT: deleting removed the only copy, and jobs fetch nothing
-    released = _scratch_release_ended_jobs()
+    running = set(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).values_list("pk", "attempt"))
+    released = _scratch_release_ended_jobs(running)
     contents = blobs.scratch_contents()
     if contents is None:
         return released
     media, models, batches = contents
-    running = set(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).values_list("pk", "attempt"))
     kept = {record for record in models if _run_and_try(record) in running}  # a try between its busy mark and its row
     for start in range(0, len(media), 500):  # bounded IN lists; soft-deleted images keep their files
         chunk = media[start:start + 500]
@@ -546,9 +546,9 @@ def scratch_sweep() -> int:
     return released + len(gone) + features_forget_unused(sha256s=cached_feature_digests(Path(settings.FEATURE_CACHE_DIR)))
 
 
-def _scratch_release_ended_jobs() -> int:
+def _scratch_release_ended_jobs(running_tries: set[tuple[int, int]]) -> int:
+    """Releases what jobs no longer running left here; `running_tries` are the running runs' (pk, try)."""
     busy, uploads, tries = blobs.scratch_jobs()
-    running_tries = set(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).values_list("pk", "attempt"))
     stale_busy = [record for record in busy if _run_and_try(record) not in running_tries]
     importing = set(ImportJob.objects.filter(status=ImportJob.Status.RUNNING, upload_path__in=uploads)
                     .values_list("upload_path", flat=True))
