@@ -396,7 +396,7 @@ def publish_folder(workdir: Path, record: str, relatives: list[str]) -> None:
         return
     for relative in relatives:
         root = workdir / relative
-        for path in sorted([root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())):
+        for path in [root] if root.is_file() else files_to_send(root):
             send(path, f"{record}/{path.relative_to(workdir).as_posix()}")
 
 
