@@ -8,6 +8,8 @@
 
 Uses only the standard library until the virtual environment exists.
 """
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import signal
@@ -19,6 +21,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+# The system libraries WeasyPrint (the PDF training report) cannot import without, each with the
+# names it tries, as in weasyprint/text/ffi.py. pip cannot install them: the operating system must.
+WEASYPRINT_LIBRARIES = {
+    "gobject-2.0": ("libgobject-2.0-0", "gobject-2.0-0", "gobject-2.0", "libgobject-2.0.so.0",
+                    "libgobject-2.0.0.dylib", "libgobject-2.0-0.dll"),
+    "pango-1.0": ("libpango-1.0-0", "pango-1.0-0", "pango-1.0", "libpango-1.0.so.0", "libpango-1.0.dylib",
+                  "libpango-1.0-0.dll"),
+    "harfbuzz": ("libharfbuzz-0", "harfbuzz", "harfbuzz-0.0", "libharfbuzz.so.0", "libharfbuzz.0.dylib",
+                 "libharfbuzz-0.dll"),
+    "fontconfig": ("libfontconfig-1", "fontconfig-1", "fontconfig", "libfontconfig.so.1", "libfontconfig.1.dylib",
+                   "libfontconfig-1.dll"),
+    "pangoft2-1.0": ("libpangoft2-1.0-0", "pangoft2-1.0-0", "pangoft2-1.0", "libpangoft2-1.0.so.0",
+                     "libpangoft2-1.0.dylib", "libpangoft2-1.0-0.dll"),
+}
+# Pango's packages depend on the other four, so this one command installs whichever is missing.
+PANGO_INSTALL = "apt-get install libpango-1.0-0 libpangoft2-1.0-0 (Debian/Ubuntu) or brew install pango (macOS)"
 
 
 def ensure_environment(extras: str) -> None:
@@ -38,12 +57,50 @@ def ensure_environment(extras: str) -> None:
     stamp.write_text(wanted)
 
 
+def library_loads(names) -> bool:
+    """Whether one of these names loads the way cffi's dlopen, which WeasyPrint uses, finds it:
+    a name with a dot or a slash as given, then any name through ctypes.util.find_library."""
+    for name in names:
+        candidates = [name] if "." in name or "/" in name else []
+        candidates.append(ctypes.util.find_library(name))
+        for candidate in filter(None, candidates):
+            try:
+                ctypes.CDLL(candidate)
+                return True
+            except OSError:
+                continue
+    return False
+
+
+def missing_system_libraries() -> list[str]:
+    """The libraries WeasyPrint needs that this machine cannot load (none: the PDF report works)."""
+    return [library for library, names in WEASYPRINT_LIBRARIES.items() if not library_loads(names)]
+
+
+def system_library_warning(consequence: str) -> "str | None":  # quoted: Python 3.9 still reads the file
+    """One line naming what is missing and how to install it, or None when nothing is."""
+    missing = missing_system_libraries()
+    if not missing:
+        return None
+    return f"WeasyPrint (the PDF training report) cannot load {', '.join(missing)}: {PANGO_INSTALL}; {consequence}."
+
+
+def warn_about_system_libraries(command: str) -> None:
+    """Say it before the tests or the app start; both still run (only the PDF report needs Pango)."""
+    consequence = "the report tests will fail" if command == "test" else "the PDF report will fail"
+    line = system_library_warning(consequence)
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "test", "manage"):
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
     ensure_environment("test" if command == "test" else "")
+    if command in ("run", "test"):
+        warn_about_system_libraries(command)
     env = {**os.environ, "LOCAL_MODE": os.environ.get("LOCAL_MODE", "1")}
     if command == "run":
         args = [PYTHON, "manage.py", "serve", *rest]
