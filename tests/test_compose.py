@@ -1,4 +1,4 @@
-"""docker-compose.yml (Docker cannot run here): valid YAML, the services the README promises, each
+"""docker-compose.yml (Docker cannot run here): valid YAML, the services the docs promise, each
 restarted unless stopped, named volumes, and every command one this code base actually has; the
 commented GPU worker too, as it reads once uncommented."""
 import re
@@ -22,7 +22,7 @@ def compose() -> dict:
 
 
 def _commented_gpu_worker() -> dict:
-    """The commented-out gpu-worker service, uncommented as the README tells operators to."""
+    """The commented-out gpu-worker service, uncommented as docs/production.md tells operators to."""
     lines = COMPOSE.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "# gpu-worker:")
     block = []

@@ -22,24 +22,31 @@ ROOT = Path(__file__).resolve().parents[1]
 JSON_HEADERS = {"HTTP_X_REQUESTED_WITH": "XMLHttpRequest"}
 
 
-# ---- 1. every command in the README runs ----
+# ---- 1. every command in the README and the docs runs ----
 
 COMMAND_MARKERS = ("manage.py", "dev.py", "transferapp.engine")
+PRODUCTION_PAGE = "docs/production.md"  # its commands run with the environment it sets first
 
 
-def _readme_commands() -> list[tuple[str, str]]:
-    """(section, command) for each manage.py / dev.py / engine command in README.md, from code
-    blocks and inline code (which may wrap across lines) alike."""
-    commands, section, in_block, prose = [], "", False, []
+def _doc_pages() -> list[Path]:
+    """README.md, then every page of docs/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _page_commands(page: Path) -> list[tuple[str, str]]:
+    """(section, command) for each code-block line and inline code span of one page (inline code
+    may wrap across lines); the section is the page and its latest ## heading."""
+    name = page.relative_to(ROOT).as_posix()
+    commands, section, in_block, prose = [], name, False, []
 
     def inline():
         commands.extend((section, " ".join(span.split())) for span in re.findall(r"`([^`]+)`", "\n".join(prose)))
         prose.clear()
 
-    for line in (ROOT / "README.md").read_text().replace("\\\n", " ").splitlines():
-        if line.startswith("## "):
+    for line in page.read_text().replace("\\\n", " ").splitlines():
+        if line.startswith("## ") and not in_block:
             inline()
-            section = line[3:].strip()
+            section = f"{name}: {line[3:].strip()}"
         if line.startswith("```"):
             inline()
             in_block = not in_block
@@ -48,14 +55,23 @@ def _readme_commands() -> list[tuple[str, str]]:
         else:
             prose.append(line)
     inline()
+    return commands
+
+
+def _is_production(section: str) -> bool:
+    return section.startswith(PRODUCTION_PAGE)
+
+
+def _readme_commands() -> list[tuple[str, str]]:
+    """(section, command) for each manage.py / dev.py / engine command in README.md and docs/*.md."""
     found = []
-    for section, command in commands:
+    for section, command in (c for page in _doc_pages() for c in _page_commands(page)):
         command = command.split(" #")[0].strip()
         runs_python = re.match(r"(\S*/)?python3?\b", command)  # not a bare mention such as `dev.py`
         if runs_python and any(marker in command for marker in COMMAND_MARKERS):
             found.append((section, command))
     # Commands that differ only in their arguments run the same --help: once is enough.
-    unique = {(section == "Production", tuple(_harmless(command))): (section, command) for section, command in found}
+    unique = {(_is_production(section), tuple(_harmless(command))): (section, command) for section, command in found}
     return list(unique.values())
 
 
@@ -81,11 +97,54 @@ def test_the_readme_names_its_commands():
     assert any("transferapp.engine predict" in c for c in commands)
 
 
+def test_the_docs_pages_commands_are_followed_too():
+    """The commands moved out of the README into docs/ are still run, the production ones with
+    the production environment."""
+    sections = {section for section, _ in _readme_commands()}
+    assert {s.split(":")[0] for s in sections} >= {"README.md", "docs/user-guide.md", "docs/api.md", PRODUCTION_PAGE}
+    production = [c for s, c in _readme_commands() if _is_production(s)]
+    assert any("manage.py check --deploy" in c for c in production) and any("gpuworker" in c for c in production)
+
+
+def test_the_readme_is_one_screen_or_three_with_the_two_commands_first():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 150
+    headings = [line for line in readme.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Set-up: two commands"
+    assert "python3 dev.py run" in readme and "python3 dev.py test" in readme
+
+
+def _github_anchor(heading: str) -> str:
+    """The fragment GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_link_between_the_pages_reaches_a_file_and_its_heading():
+    """Images and links are relative to the page that holds them, as GitHub reads them."""
+    broken = []
+    for page in _doc_pages():
+        text = re.sub(r"(?s)```.*?```", "", page.read_text())
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # an outside address
+            path, _, fragment = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif fragment and linked.suffix == ".md":
+                anchors = {_github_anchor(line.lstrip("#")) for line in linked.read_text().splitlines()
+                           if re.match(r"#{1,6} ", line)}
+                if fragment not in anchors:
+                    broken.append(f"{page.name}: {target}")
+    assert not broken
+
+
 @pytest.mark.parametrize("section,command", _readme_commands())
 def test_every_readme_command_runs_as_written_without_a_traceback(section, command, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_MODE", "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DEBUG", "ALLOWED_HOSTS")}
     env.update(DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT))
-    if section == "Production":  # the README sets these for production first
+    if _is_production(section):  # docs/production.md sets these for production first
         env.update(SECRET_KEY="x" * 50, ALLOWED_HOSTS="studio.example.org", HTTPS="true")
     argv = _harmless(command)
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
