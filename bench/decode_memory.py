@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 
-CASES = {"bomb-16bit-6300": (6300, 6300, 65535), "xray-12bit-3000x2500": (3000, 2500, 4095),
+CASES = {"bomb-16bit-6300": (6300, 6300, 65535), "largest-16bit-allowed-5477": (5477, 5477, 65535),
+         "xray-12bit-3000x2500": (3000, 2500, 4095),
          "photo-8bit-rgb-40mp": (7300, 5470, 255)}
 
 
