@@ -1,9 +1,11 @@
 """Test set-up: the real database and the real Redis named by DATABASE_URL / REDIS_URL, or,
 when those are unset, SQLite and an embedded Redis, so the suite also runs on a bare machine."""
+import functools
 import io
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
@@ -77,3 +79,13 @@ def alice(client, user):
 
 
 pytest_plugins = ["tests.browser_support", "tests.s3_support"]
+
+
+@functools.lru_cache(maxsize=1)
+def sixteen_bit_bomb() -> bytes:
+    """The outside review's 16-bit memory bomb (issue 30): a 6300x6300 16-bit grey PNG, under the
+    40-megapixel cap, whose gradient compresses to ~90 KB; decoding it once cost +1.6 GB and 5 s."""
+    ramp = (np.arange(6300, dtype=np.uint32) * 65535 // 6299).astype(np.uint16)
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.broadcast_to(ramp, (6300, 6300)))).save(out, format="PNG")
+    return out.getvalue()

@@ -165,3 +165,24 @@ def test_another_users_project_and_model_are_a_404(client, run, other_user, trai
     response = _predict(client, own.project, _red(), script=True, run=run.pk)
     assert response.status_code == 200
     assert f'data-run="{own.pk}"' in response.content.decode() and f'data-run="{run.pk}"' not in response.content.decode()
+
+
+def test_the_16_bit_memory_bomb_is_refused_with_its_name_and_reason(alice, run):
+    from tests.conftest import sixteen_bit_bomb
+
+    response = _predict(alice, run.project, upload("bomb.png", sixteen_bit_bomb()), _red(), script=True)
+    reason = _error(response)
+    assert "6300x6300 pixels of 1 16-bit channel" in reason and "over the limit of 60 MB" in reason
+    page = response.content.decode()
+    assert 'title="bomb.png"' in page and '<td class="top-class"><strong>red' in page  # the good image is still predicted
+
+
+def test_the_prediction_allowance_counts_an_image_by_its_megapixels(alice, run, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.PREDICT_RATE_PER_MIN, settings.PREDICT_UNIT_MEGAPIXELS = 3, 0.002  # a 64x64 image counts 3
+    assert _predict(alice, run.project, _red(), script=True).status_code == 200
+    refused = _predict(alice, run.project, _red(), script=True)
+    assert refused.status_code == 429 and "Too many predictions" in json.loads(refused.content)["error"]
+    cache.clear()

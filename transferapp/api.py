@@ -172,14 +172,23 @@ def _predict(request, project, version, heatmap=False):
         raise Http404("This project has no trained version yet." if version is None else f"This project has no version {version}.")
     if not _is_multipart(request):
         checked = _checked(request.headers.get("X-Filename", "image"), _raw_body(request))
+        _count_sizes(request, [checked])
         return predictions.predict_checked(run, [checked], heatmap=heatmap)[0]
     items, failures = _checked_files(request)
+    _count_sizes(request, items)
     if not items:
         raise failures[0][1] if len(failures) == 1 else HttpError(failures[0][1].status_code, " ".join(
             f"{name}: {exc}" for name, exc in failures))
     # One list: the answers, then the files refused (each with its reason and the status it would have had alone).
     return predictions.predict_checked(run, items, heatmap=heatmap) + [
         {"file": name, "error": str(exc), "status": exc.status_code} for name, exc in failures]
+
+
+def _count_sizes(request, items) -> None:
+    """Each image counted once before it was read; a large one owes more (throttle.image_weight)."""
+    extra = throttle.extra_weight(checked.width * checked.height for _, checked in items)
+    if extra:
+        _api_limit().hit(str(request.auth.pk), extra)
 
 
 def _raw_body(request) -> bytes:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from transferapp import blobs, intake, predictions, services
+from transferapp import blobs, intake, predictions, services, throttle
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.engine.data import IMAGE_SUFFIXES
 from transferapp.models import BatchPrediction
@@ -149,9 +149,21 @@ def _answer(run, slots) -> list[tuple[dict, object]]:
             for name, checked in slots]
 
 
-def predict_rows(run, images) -> list[dict]:
-    """One API-shaped answer (or {"file", "error"}) per image, predicted BATCH at a time."""
-    return [row for chunk in answered(run, images) for row, _ in chunk]
+def predict_rows(run, images, sizes: list | None = None) -> list[dict]:
+    """One API-shaped answer (or {"file", "error"}) per image, predicted BATCH at a time; each
+    predicted image's pixel count is appended to `sizes` (the allowance counts by size)."""
+    rows = []
+    for chunk in answered(run, images):
+        for row, checked in chunk:
+            rows.append(row)
+            if checked is not None and sizes is not None:
+                sizes.append(checked.width * checked.height)
+    return rows
+
+
+def allowance_used(chunk) -> int:
+    """What a chunk's predicted images count against the prediction allowance (by their size)."""
+    return sum(throttle.image_weight(checked.width * checked.height) for _, checked in chunk if checked is not None)
 
 
 def predict_stored(run, inputs: Path, results: Path, on_chunk) -> Path:
@@ -175,7 +187,7 @@ def predict_stored(run, inputs: Path, results: Path, on_chunk) -> Path:
                     done += 1
                     refused += "error" in row
                 out.flush()
-                on_chunk(done, refused, sum(1 for _, checked in chunk if checked is not None))
+                on_chunk(done, refused, allowance_used(chunk))
         partial.replace(final)
     finally:
         partial.unlink(missing_ok=True)  # a batch that stopped leaves no piece of a CSV

@@ -6,8 +6,10 @@ the caller reports it next to the file name and keeps every other file.
 import functools
 import hashlib
 import io
+import threading
 from dataclasses import dataclass
 
+from django.conf import settings
 from PIL import Image
 
 from transferapp.duplicates import dhash
@@ -61,10 +63,30 @@ def check_size(size: int, max_bytes: int) -> None:
         raise ImageRejected(f"The file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.", too_large=True)
 
 
-def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage:
+_decode_slots: threading.BoundedSemaphore | None = None
+_decode_slots_lock = threading.Lock()
+
+
+def decode_slots() -> threading.BoundedSemaphore:
+    """At most MAX_CONCURRENT_DECODES images are decoded at once in this process: each may hold
+    up to MAX_DECODED_MB and its working copies, and a threaded web process serves many requests
+    at once (three 40-megapixel 16-bit decodes together took +4.1 GB)."""
+    global _decode_slots
+    with _decode_slots_lock:
+        if _decode_slots is None:
+            _decode_slots = threading.BoundedSemaphore(max(1, settings.MAX_CONCURRENT_DECODES))
+        return _decode_slots
+
+
+def check_image(data: bytes, *, max_bytes: int, max_pixels: int, max_decoded_bytes: int | None = None) -> CheckedImage:
+    """Decode and check one file; `max_decoded_bytes` defaults to MAX_DECODED_MB."""
     check_size(len(data), max_bytes)
+    if max_decoded_bytes is None:
+        max_decoded_bytes = settings.MAX_DECODED_MB * 1_000_000
     try:
-        decoded = imaging.decode(data, max_pixels=max_pixels, accepted_formats=ACCEPTED_FORMATS)
+        with decode_slots():
+            decoded = imaging.decode(data, max_pixels=max_pixels, max_decoded_bytes=max_decoded_bytes,
+                                     accepted_formats=ACCEPTED_FORMATS)
     except imaging.DecodeError as exc:
         raise ImageRejected(str(exc), too_large=isinstance(exc, imaging.TooManyPixels)) from None
     width, height = decoded.width, decoded.height  # as stored; the upright RGB copy feeds thumbnail and hash

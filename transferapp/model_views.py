@@ -148,8 +148,9 @@ def predict_batch(request, pk):
     if batch.runs_in_worker(files):
         return _predict_batch_in_worker(request, project, run, files)
     rows = [{"file": name, "error": reason} for name, reason in uploads.refused_files(request)]
-    rows += batch.predict_rows(run, batch.named_images(files))
-    throttle.predictions_counted(request.user, len(rows))
+    sizes = []
+    rows += batch.predict_rows(run, batch.named_images(files), sizes=sizes)
+    throttle.predictions_counted(request.user, len(rows) + throttle.extra_weight(sizes))
     response = HttpResponse(batch.to_csv(rows), content_type=CSV_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{_csv_name(project, run.version)}"'
     return response

@@ -55,13 +55,15 @@ def predictor_for(run: TrainingRun):
         return predictor
 
 
-def predict_uploaded(run: TrainingRun, uploaded) -> dict:
-    """Top classes for one uploaded image; its size is checked before it is read."""
+def predict_uploaded(run: TrainingRun, uploaded, decoded=lambda pixels: None) -> dict:
+    """Top classes for one uploaded image; its size is checked before it is read, and
+    `decoded(pixels)` is told its size once it is decoded (the allowance counts by size)."""
     try:
         intake.check_size(uploaded.size, max_upload_bytes())
         checked = intake.check_image(uploaded.read(), max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         raise PredictionError(str(exc)) from None
+    decoded(checked.width * checked.height)
     (result,), (evidence,) = _answers(run, [checked.rgb], keep_maps=True)
     # Kept for the heat-map URLs the page offers: the image itself is not stored.
     heatmaps.remember(run, predictor_for(run), checked.sha256, checked.rgb, evidence)

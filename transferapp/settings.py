@@ -252,6 +252,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_MB * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = envint("MAX_UPLOAD_FILES", "500")
 MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", "40000000")
+# Decoded size cap (pixels x channels x bytes a sample, in 10^6 bytes), checked from the header
+# like MAX_IMAGE_PIXELS: 120 lets a 40-megapixel 8-bit RGB photo through; 16/32-bit and float
+# images get half of it (about 30 megapixels of 16-bit grey), as windowing them needs working copies.
+MAX_DECODED_MB = envint("MAX_DECODED_MB", "120")
+# Images decoded at once in one process (uploads, predictions, the API); others wait their turn.
+MAX_CONCURRENT_DECODES = envint("MAX_CONCURRENT_DECODES", "2")
 # Trained models each web process keeps loaded for predictions (least recently used goes first).
 PREDICT_CACHE_MODELS = envint("PREDICT_CACHE_MODELS", "8")
 # Memory the web process gives recent images' heat-map evidence and overlays (heatmaps.py):
@@ -307,6 +313,9 @@ if TRUSTED_PROXY_COUNT < 1:
     raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 1 or more.")
 # Images predicted per user per minute in the web process (0 = no limit).
 PREDICT_RATE_PER_MIN = envint("PREDICT_RATE_PER_MIN", "120")
+# An image counts once per started PREDICT_UNIT_MEGAPIXELS against PREDICT_RATE_PER_MIN and
+# API_RATE_PER_MIN: a 12-megapixel photo counts 1, a 40-megapixel one 4 (decoding costs by size).
+PREDICT_UNIT_MEGAPIXELS = envint("PREDICT_UNIT_MEGAPIXELS", "12")
 # Batch predictions on the predict page: up to this many loose images are answered at once in the
 # request (about 3 s on 2 cores); more, or any zip (its size is unknown until opened), go to the
 # worker with a progress bar. Their CSV and thumbnails are kept BATCH_KEPT_DAYS, then deleted.

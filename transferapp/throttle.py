@@ -7,6 +7,7 @@ window can never let more than 2N through in any window-long stretch.
 Every limit that is keyed on the client's address takes it from `client_address`, which trusts a
 proxy header only when the administrator said there is such a proxy (TRUSTED_PROXY_HEADER).
 """
+import math
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -95,12 +96,27 @@ def prediction_refusal(user, images: int) -> str:
     """Why this user may not have `images` more predictions now ("" when they may; then counted).
 
     Refused once the minute's allowance is used up; the request that crosses it still runs.
+    Each image counts once here; its size is counted once decoded (extra_weight).
     """
     limit = predictions_per_user()
     if limit.exceeded(str(user.pk)):
-        return f"Too many predictions: {limit.limit} images a minute at most. Wait a minute, then try again."
+        return (f"Too many predictions: {limit.limit} images a minute at most (an image over "
+                f"{settings.PREDICT_UNIT_MEGAPIXELS:g} megapixels counts once per started {settings.PREDICT_UNIT_MEGAPIXELS:g}). "
+                "Wait a minute, then try again.")
     limit.hit(str(user.pk), images)
     return ""
+
+
+def image_weight(pixels: int) -> int:
+    """How many predictions one image counts as: one per started PREDICT_UNIT_MEGAPIXELS, since
+    decoding it costs time and memory by its size (a 40-megapixel image counts 4 by default)."""
+    unit = settings.PREDICT_UNIT_MEGAPIXELS * 1_000_000
+    return max(1, math.ceil(pixels / unit)) if unit > 0 else 1
+
+
+def extra_weight(pixel_counts) -> int:
+    """What images counted once each (before they were decoded) still owe for their size."""
+    return sum(image_weight(pixels) - 1 for pixels in pixel_counts)
 
 
 def predictions_counted(user, images: int) -> None:

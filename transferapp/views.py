@@ -540,7 +540,8 @@ def _predict_post(request, project, runs):
     results = [{"name": name, "error": reason} for name, reason in uploads.refused_files(request)]
     for upload in request.FILES.getlist("files"):
         try:
-            result = predictions.predict_uploaded(run, upload)
+            result = predictions.predict_uploaded(run, upload, decoded=lambda pixels: throttle.predictions_counted(
+                request.user, throttle.extra_weight([pixels])))
         except predictions.PredictionError as exc:
             results.append({"name": upload.name, "error": str(exc)})
             continue

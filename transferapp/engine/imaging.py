@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
 # Robust window for data without a display range of its own; a few hot or dead pixels do not matter.
@@ -38,7 +38,14 @@ DECODE_VERSION = 2
 _PYDICOM_LOG_LEVEL = logging.CRITICAL
 # Percentiles of a few million values take long; a regular sample gives the same window.
 _PERCENTILE_SAMPLE = 1_000_000
+# Values mapped to 0-255 at a time: the working copies stay a few MB whatever the image's size
+# (float64 copies of the whole image took +1.6 GB for a 40-megapixel 16-bit PNG of 92 KB).
+_WINDOW_CHUNK = 1 << 20
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "I;32", "I;32B", "F")
+# High-bit-depth images may use this share of the decoded-size cap: mapping them to 8 bits needs
+# an integer copy, the 8-bit grey and its RGB image beside the decoded one (about 8 bytes a pixel
+# for 16-bit grey against 3 for an 8-bit RGB photo).
+HIGH_DEPTH_SHARE = 0.5
 
 
 class DecodeError(Exception):
@@ -77,18 +84,25 @@ def load_rgb(source) -> Image.Image:
     return decode(source).rgb
 
 
-def decode(source, *, max_pixels: int | None = None, accepted_formats=None) -> Decoded:
-    """Bytes or a path to a Decoded image; any failure is a DecodeError with a sentence for the user."""
+def decode(source, *, max_pixels: int | None = None, max_decoded_bytes: int | None = None,
+           accepted_formats=None) -> Decoded:
+    """Bytes or a path to a Decoded image; any failure is a DecodeError with a sentence for the user.
+
+    Both caps are checked from the header, before any pixel is decoded: `max_pixels` on width x
+    height, `max_decoded_bytes` on pixels x channels x bytes a sample (high-bit-depth images get
+    HIGH_DEPTH_SHARE of it)."""
     data = source if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
     data = bytes(data)
+    caps = (max_pixels, max_decoded_bytes)
     if is_dicom(data):
-        return _decode_dicom(data, max_pixels)
-    return _decode_pillow(data, max_pixels, accepted_formats)
+        return _decode_dicom(data, caps)
+    return _decode_pillow(data, caps, accepted_formats)
 
 
 # --- ordinary image files --------------------------------------------------------------------
 
-def _decode_pillow(data: bytes, max_pixels, accepted_formats) -> Decoded:
+def _decode_pillow(data: bytes, caps, accepted_formats) -> Decoded:
+    max_pixels, max_decoded_bytes = caps
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
@@ -102,6 +116,9 @@ def _decode_pillow(data: bytes, max_pixels, accepted_formats) -> Decoded:
     if accepted_formats is not None and image.format not in accepted_formats:
         raise DecodeError(f"{image.format} images are not supported; use JPEG, PNG, GIF, WebP, BMP, TIFF or DICOM.")
     _check_pixels(image.width, image.height, max_pixels)
+    layout = ImageMode.getmode(image.mode)
+    _check_decoded_size(image.width, image.height, len(layout.bands), np.dtype(layout.typestr).itemsize,
+                        image.mode in _HIGH_DEPTH_MODES, max_decoded_bytes)
     try:
         image.load()  # decodes everything: truncated or corrupt files fail here, not during training
         grayscale = image.mode in ("1", "L", "LA", *_HIGH_DEPTH_MODES) or (image.mode == "P" and _palette_is_grey(image))
@@ -135,36 +152,83 @@ def _palette_is_grey(image: Image.Image) -> bool:
 
 def window_to_uint8(values: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
     """Map values linearly so that [low, high] (default: the robust percentile window of the finite
-    values) spans 0-255; a flat image becomes mid grey rather than a division by zero."""
-    source_dtype = np.asarray(values).dtype
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return np.zeros(values.shape, dtype=np.uint8)
+    values) spans 0-255; a flat image becomes mid grey rather than a division by zero.
+
+    The window comes from a regular sample and the mapping runs _WINDOW_CHUNK values at a time, so
+    the memory it needs beyond its input and the 8-bit result is a few MB, whatever the size."""
+    values = np.asarray(values)
+    flat = values.reshape(-1)  # a view of the contiguous arrays decoders return
+    work = _working_dtype(values.dtype)
     if low is None or high is None:
-        sample = finite[::max(1, finite.size // _PERCENTILE_SAMPLE)]
-        low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
-        if high <= low:  # mostly one value (a mask, a mostly blank field): fall back to min-max
-            low, high = float(finite.min()), float(finite.max())
+        window = _robust_window(flat, work)
+        if window is None:  # nothing finite: black
+            return np.zeros(values.shape, dtype=np.uint8)
+        low, high = window
+    elif _finite_extremes(flat, work) is None:
+        return np.zeros(values.shape, dtype=np.uint8)
     if high <= low:  # a flat image: keep its place in its container's range (all-white stays white)
-        full_scale = np.iinfo(source_dtype).max if np.issubdtype(source_dtype, np.integer) else 0
+        full_scale = np.iinfo(values.dtype).max if np.issubdtype(values.dtype, np.integer) else 0
         level = 255 * low / full_scale if full_scale else 128
         return np.full(values.shape, int(np.clip(round(level), 0, 255)), dtype=np.uint8)
-    scaled = (np.nan_to_num(values, nan=low, posinf=high, neginf=low) - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    out = np.empty(flat.shape, dtype=np.uint8)
+    scale = 255.0 / (high - low)
+    for start in range(0, flat.size, _WINDOW_CHUNK):
+        chunk = flat[start:start + _WINDOW_CHUNK].astype(work)  # a copy: modified in place below
+        np.nan_to_num(chunk, copy=False, nan=low, posinf=high, neginf=low)
+        chunk -= low
+        chunk *= scale
+        np.clip(np.rint(chunk, out=chunk), 0, 255, out=chunk)
+        out[start:start + _WINDOW_CHUNK] = chunk
+    return out.reshape(values.shape)
+
+
+def _working_dtype(dtype: np.dtype) -> type:
+    """float32 holds every 8- and 16-bit value exactly (and float32 data as is); wider integers and
+    float64 keep float64, or a narrow window on large values would lose its levels."""
+    if dtype == np.bool_ or (np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2):
+        return np.float32
+    if np.issubdtype(dtype, np.floating) and dtype.itemsize <= 4:
+        return np.float32
+    return np.float64
+
+
+def _robust_window(flat: np.ndarray, work) -> tuple[float, float] | None:
+    """The LOW_PERCENTILE-HIGH_PERCENTILE window of a regular sample's finite values; min-max of
+    the whole image when that window is empty (mostly one value: a mask, a blank field)."""
+    sample = flat[::max(1, flat.size // _PERCENTILE_SAMPLE)].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size:
+        low, high = (float(v) for v in np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE]))
+        if high > low:
+            return low, high
+    return _finite_extremes(flat, work)
+
+
+def _finite_extremes(flat: np.ndarray, work) -> tuple[float, float] | None:
+    """The smallest and largest finite value, or None when there is none (a chunk at a time)."""
+    if flat.size and not np.issubdtype(flat.dtype, np.floating):
+        return float(flat.min()), float(flat.max())  # integers are all finite; no copy needed
+    low = high = None
+    for start in range(0, flat.size, _WINDOW_CHUNK):
+        chunk = flat[start:start + _WINDOW_CHUNK]
+        finite = chunk[np.isfinite(chunk)]
+        if finite.size:
+            low = float(finite.min()) if low is None else min(low, float(finite.min()))
+            high = float(finite.max()) if high is None else max(high, float(finite.max()))
+    return None if low is None else (low, high)
 
 
 # --- DICOM -----------------------------------------------------------------------------------
 
-def _decode_dicom(data: bytes, max_pixels) -> Decoded:
+def _decode_dicom(data: bytes, caps) -> Decoded:
     with warnings.catch_warnings():
         # pydicom warns while reading and whenever a value is first read (an invalid one is quoted,
         # and it may be a patient's): none of it goes to stderr or the logs.
         warnings.simplefilter("ignore")
-        return _read_dicom(data, max_pixels)
+        return _read_dicom(data, caps)
 
 
-def _read_dicom(data: bytes, max_pixels) -> Decoded:
+def _read_dicom(data: bytes, caps) -> Decoded:
     import pydicom  # imported here: only DICOM files pay for it
     from pydicom.errors import InvalidDicomError
 
@@ -179,12 +243,15 @@ def _read_dicom(data: bytes, max_pixels) -> Decoded:
     try:  # header values a damaged file may hold as text ("1A"): its problem, not a server error
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8)
     except (TypeError, ValueError) as exc:
         raise DecodeError(f"This DICOM file is damaged: its frame count or image size cannot be read ({_reason(exc)}).") from None
     if frames > 1:
         raise DecodeError(f"This DICOM file holds {frames} frames (a series or cine loop); "
                           "export each frame as its own file to use it here.")
+    max_pixels, max_decoded_bytes = caps
     _check_pixels(columns, rows, max_pixels)
+    _check_decoded_size(columns, rows, samples, max(1, -(-bits // 8)), bits > 8, max_decoded_bytes)
     try:
         array = ds.pixel_array
         rgb = _dicom_to_rgb(ds, array)
@@ -262,6 +329,29 @@ def _first_value(value):
 def _check_pixels(width: int, height: int, max_pixels) -> None:
     if max_pixels and width * height > max_pixels:
         raise TooManyPixels(f"The image is {width}x{height} pixels, over the limit of {max_pixels / 1e6:.0f} megapixels.")
+
+
+def decoded_bytes(width: int, height: int, channels: int, bytes_per_sample: int) -> int:
+    return width * height * channels * bytes_per_sample
+
+
+def decoded_bytes_cap(max_decoded_bytes: int, high_depth: bool) -> int:
+    """The decoded-size cap for an image: high-bit-depth ones get HIGH_DEPTH_SHARE of it."""
+    return int(max_decoded_bytes * HIGH_DEPTH_SHARE) if high_depth else max_decoded_bytes
+
+
+def _check_decoded_size(width: int, height: int, channels: int, bytes_per_sample: int, high_depth: bool,
+                        max_decoded_bytes) -> None:
+    if not max_decoded_bytes:
+        return
+    size, cap = decoded_bytes(width, height, channels, bytes_per_sample), decoded_bytes_cap(max_decoded_bytes, high_depth)
+    if size > cap:
+        depth = f"{8 * bytes_per_sample}-bit " if high_depth else ""
+        raise TooManyPixels(
+            f"The image is {width}x{height} pixels of {channels} {depth}channel{'s' if channels > 1 else ''}: "
+            f"{size / 1e6:.0f} MB once decoded, over the limit of {cap / 1e6:.0f} MB for "
+            f"{'high-bit-depth (16/32-bit, float)' if high_depth else '8-bit'} images. "
+            f"Make it smaller{' or save it at 8 bits' if high_depth else ''}.")
 
 
 def _too_many_pixels(max_pixels) -> str:
