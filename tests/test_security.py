@@ -69,6 +69,20 @@ def test_admin_and_app_failures_count_together(client, user, settings):
     assert client.post(reverse("login"), {"username": "alice", "password": "a-long-password-1"}).status_code == 429
 
 
+def test_a_look_alike_username_counts_against_the_same_account(client, user, settings):
+    """Django signs `ａlice` (fullwidth a) in as `alice` (NFKC): the limit must count them as one."""
+    settings.LOGIN_ATTEMPTS_LIMIT = 2
+    client.post(reverse("login"), {"username": "alice", "password": "wrong"})
+    client.post("/admin/login/", {"username": "ALICE ", "password": "wrong"})
+    look_alike = client.post(reverse("login"), {"username": "\uff41lice", "password": "a-long-password-1"})
+    assert look_alike.status_code == 429 and "_auth_user_id" not in client.session
+
+
+def test_a_look_alike_username_still_signs_its_owner_in(client, user):
+    response = client.post(reverse("login"), {"username": "\uff41lice", "password": "a-long-password-1"})
+    assert response.status_code == 302 and client.session["_auth_user_id"] == str(user.pk)
+
+
 def test_the_admin_can_be_switched_off(client, staff, admin_disabled):
     client.force_login(staff)
     assert client.get("/admin/").status_code == 404
