@@ -70,6 +70,53 @@ def test_a_revoked_key_no_longer_opens_the_project(client, user, alice):
     assert client.get(f"{API}/projects", **bearer(key)).status_code == 401
 
 
+def test_a_deactivated_owners_keys_open_nothing(client, user):
+    """Off-boarding by is_active=False (even from a shell, without the admin) shuts every key out."""
+    project = project_with_images(user)
+    _, key = services.api_key_create(project=project)
+    assert client.get(f"{API}/projects", **bearer(key)).status_code == 200
+    user.is_active = False
+    user.save()
+    label, images_before = project.labels.first(), project.images.count()
+    for response in (client.get(f"{API}/projects", **bearer(key)),
+                     client.post(f"{API}/projects/{project.pk}/classes/{label.name}/images",
+                                 {"files": [upload("x.png", image_bytes())]}, **bearer(key)),
+                     predict_raw(client, project, key, image_bytes("red")),
+                     client.post(f"{API}/projects/{project.pk}/train", data={}, content_type="application/json", **bearer(key))):
+        assert response.status_code == 401
+        assert "deactivated" in response.json()["error"]
+    assert project.images.count() == images_before and not project.runs.exists()
+
+
+def test_deactivating_a_user_in_the_admin_revokes_their_keys_for_good(client, user, django_user_model):
+    root = django_user_model.objects.create_superuser("root", password="a-long-password-0")
+    project = project_with_images(user)
+    row, key = services.api_key_create(project=project)
+    client.force_login(root)
+    change = reverse("admin:auth_user_change", args=[user.pk])
+    form = {"username": "alice", "is_active": "", "date_joined_0": "2024-01-01", "date_joined_1": "00:00:00",
+            "quota-TOTAL_FORMS": "0", "quota-INITIAL_FORMS": "0"}
+    assert client.post(change, form).status_code == 302
+    assert ApiKey.objects.get(pk=row.pk).revoked_at is not None
+    user.refresh_from_db()
+    user.is_active = True  # reactivated: the account is back, its old keys are not
+    user.save()
+    assert client.get(f"{API}/projects", **bearer(key)).status_code == 401
+
+
+def test_the_admins_deactivate_action_revokes_keys(client, user, other_user, django_user_model):
+    root = django_user_model.objects.create_superuser("root", password="a-long-password-0")
+    mine, theirs = project_with_images(user), project_with_images(other_user, name="Theirs")
+    (row, _), (kept, _) = services.api_key_create(project=mine), services.api_key_create(project=theirs)
+    client.force_login(root)
+    response = client.post(reverse("admin:auth_user_changelist"),
+                           {"action": "deactivate_and_revoke_keys", "_selected_action": [user.pk]})
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert not user.is_active and ApiKey.objects.get(pk=row.pk).revoked_at is not None
+    assert ApiKey.objects.get(pk=kept.pk).revoked_at is None
+
+
 def test_a_key_opens_only_its_own_project(client, user, other_user):
     mine = project_with_images(user)
     theirs = project_with_images(other_user, name="Theirs")

@@ -69,6 +69,20 @@ def test_admin_and_app_failures_count_together(client, user, settings):
     assert client.post(reverse("login"), {"username": "alice", "password": "a-long-password-1"}).status_code == 429
 
 
+def test_a_look_alike_username_counts_against_the_same_account(client, user, settings):
+    """Django signs `ａlice` (fullwidth a) in as `alice` (NFKC): the limit must count them as one."""
+    settings.LOGIN_ATTEMPTS_LIMIT = 2
+    client.post(reverse("login"), {"username": "alice", "password": "wrong"})
+    client.post("/admin/login/", {"username": "ALICE ", "password": "wrong"})
+    look_alike = client.post(reverse("login"), {"username": "\uff41lice", "password": "a-long-password-1"})
+    assert look_alike.status_code == 429 and "_auth_user_id" not in client.session
+
+
+def test_a_look_alike_username_still_signs_its_owner_in(client, user):
+    response = client.post(reverse("login"), {"username": "\uff41lice", "password": "a-long-password-1"})
+    assert response.status_code == 302 and client.session["_auth_user_id"] == str(user.pk)
+
+
 def test_the_admin_can_be_switched_off(client, staff, admin_disabled):
     client.force_login(staff)
     assert client.get("/admin/").status_code == 404
@@ -295,6 +309,78 @@ def test_the_zip_import_may_take_a_file_larger_than_the_image_cap(alice, red_lab
     assert ImportJob.objects.filter(project=red_label.project, source_name="photos.zip").exists()
 
 
+# Issue 30, item 9: a body is read (and perhaps spooled to disk) only for a signed-in active user
+# or a request with a valid API key; anyone else may send ANONYMOUS_MAX_BODY_KB.
+
+SIX_MB_FILE = b"\x89PNG" + b"0" * 6_000_000  # past FILE_UPLOAD_MAX_MEMORY_SIZE: it would go to a temp file
+
+
+def test_an_anonymous_upload_is_refused_before_its_body_is_spooled(client, red_label, settings, recorded_uploads, tmp_path):
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    response = client.post(_upload_url(red_label), {"files": [upload("big.png", SIX_MB_FILE)]}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert response.status_code == 413 and "Sign in" in response.json()["error"]
+    assert recorded_uploads == {} and list(tmp_path.iterdir()) == [] and not Image.objects.exists()
+
+
+def test_a_deactivated_users_session_counts_as_anonymous(alice, user, red_label, recorded_uploads):
+    user.is_active = False
+    user.save()
+    response = alice.post(_upload_url(red_label), {"files": [upload("big.png", SIX_MB_FILE)]}, HTTP_X_REQUESTED_WITH="XMLHttpRequest")
+    assert response.status_code == 413 and recorded_uploads == {}
+
+
+def test_an_api_upload_with_an_unknown_key_is_refused_unread(client, red_label, recorded_uploads):
+    url = f"/api/v1/projects/{red_label.project_id}/classes/red/images"
+    response = client.post(url, {"files": [upload("big.png", SIX_MB_FILE)]}, HTTP_AUTHORIZATION="Bearer ta_not-a-real-key")
+    assert response.status_code == 401 and "API key" in response.json()["error"]
+    assert recorded_uploads == {}
+
+
+def test_a_valid_key_or_a_session_may_send_more_than_the_anonymous_cap(client, alice, red_label, settings):
+    settings.ANONYMOUS_MAX_BODY_KB = 1
+    _, key = services.api_key_create(project=red_label.project)
+    url = f"/api/v1/projects/{red_label.project_id}/classes/red/images"
+    response = client.post(url, {"files": [upload("a.png", image_bytes("red", size=(64, 64)))]}, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 200 and response.json()["added"] == 1
+    page = alice.post(_upload_url(red_label), {"files": [upload("b.png", image_bytes("blue", size=(64, 64)))]}, follow=True)
+    assert page.status_code == 200 and red_label.images.count() == 2
+
+
+def test_the_sign_in_form_still_works_under_the_anonymous_cap(client, user, settings):
+    settings.ANONYMOUS_MAX_BODY_KB = 1  # a login form, even sent as multipart, is a few hundred bytes
+    response = client.post(reverse("login"), {"username": "alice", "password": "a-long-password-1"})
+    assert response.status_code == 302 and client.session["_auth_user_id"] == str(user.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_server_answers_an_anonymous_upload_without_reading_its_body(live_server, settings, tmp_path):
+    """A real socket: 600 MB declared, 64 KB sent. A server that reads the body before answering
+    would wait for the rest (here: until the timeout)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    address = urlsplit(live_server.url)
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode()
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall((f"POST {reverse('label_upload', args=[1, 1])} HTTP/1.1\r\nHost: {address.hostname}\r\n"
+                      f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                      f"Content-Length: {600 * 1024 * 1024}\r\nX-Requested-With: XMLHttpRequest\r\n\r\n").encode())
+        sock.sendall(head + b"0" * 64 * 1024)
+        status_line = sock.makefile("rb").readline()
+    assert status_line.split()[1] == b"413"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_upload_temp_folder_is_read_from_the_environment(tmp_path):
+    assert _settings_value("FILE_UPLOAD_TEMP_DIR") == "None"  # the system's temp folder (TMPDIR)
+    assert _settings_value("FILE_UPLOAD_TEMP_DIR", FILE_UPLOAD_TEMP_DIR=str(tmp_path / "spool")) == str(tmp_path / "spool")
+    assert (tmp_path / "spool").is_dir()
+    assert _settings_value("ANONYMOUS_MAX_BODY_KB") == "1024"
+
+
 # 7. Predictions in the web process: a per-user rate, and torch on one thread there.
 
 def test_predictions_are_limited_per_user_per_minute(alice, red_label, settings):
@@ -348,6 +434,7 @@ def test_the_handler_stops_a_body_longer_than_it_declared_at_the_request_cap(set
 
     settings.MAX_IMPORT_MB, settings.MAX_UPLOAD_MB = 1, 1
     request = rf.post("/")
+    request.user = get_user_model().objects.create_user("bob", password="a-long-password-3")  # signed in
     handler = SizeCapUploadHandler(request)
     chunk = b"0" * 300_000
     for name in ("a.png", "b.png", "c.png"):  # each under the file cap; with d.png, over the request cap

@@ -2,7 +2,7 @@
 
 Every call carries a project key (`Authorization: Bearer <key>`, made on the project's page); a
 key opens its own project only. Errors are JSON {"error": "<a sentence>"} with the HTTP status
-that names the case: 401 no/bad/revoked key, 404 another project or unknown item, 413 too large,
+that names the case: 401 no/bad/revoked key or a deactivated owner, 404 another project or unknown item, 413 too large,
 415 not an image, 429 over the key's per-minute allowance.
 """
 from django.conf import settings
@@ -37,8 +37,8 @@ def _error(request, message: str, status: int):
 
 @api.exception_handler(AuthenticationError)
 def _unauthorised(request, exc):
-    return _error(request, "Missing, unknown or revoked API key: send `Authorization: Bearer <key>` "
-                           "with a key made on the project's page.", 401)
+    return _error(request, "Missing, unknown or revoked API key, or its owner's account is deactivated: send "
+                           "`Authorization: Bearer <key>` with a key made on the project's page.", 401)
 
 
 @api.exception_handler(Http404)

@@ -11,6 +11,8 @@ LOGIN_ATTEMPTS_WINDOW_S:
   few passwords on many accounts. Behind a reverse proxy this needs TRUSTED_PROXY_HEADER, or every
   user shares the proxy's address (see throttle.client_address).
 """
+import unicodedata
+
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import views as auth_views
@@ -22,12 +24,24 @@ from transferapp import throttle
 THROTTLED = "throttled"
 
 
+def account_key(username: str) -> str:
+    """The name the failed-attempt counter is kept under: one per account, however it is spelt.
+
+    Django NFKC-normalises the typed name before looking the user up (UsernameField), so
+    `ｔarget1` (U+FF54, a fullwidth t) signs in as `target1`: counting the raw text would give each
+    look-alike spelling a fresh allowance. NFKC, then case-folded (and NFKC again, since folding can
+    undo it: Unicode's NFKC_Casefold), so that `Target1` shares it too.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username.strip()).casefold())
+    return folded.strip()
+
+
 class LoginThrottleMixin:
     """For an AuthenticationForm: refuses while a limit is reached, counts each wrong password."""
 
     def clean(self):
         address = throttle.client_address(self.request)
-        account = f"{(self.data.get('username') or '').strip().lower()}:{address}"
+        account = f"{account_key(self.data.get('username') or '')}:{address}"
         per_account, per_address = throttle.failed_logins_per_account(), throttle.failed_logins_per_address()
         if per_account.exceeded(account) or per_address.exceeded(address):
             raise ValidationError(

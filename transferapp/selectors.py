@@ -367,6 +367,8 @@ def api_key_get_for_user(*, user, pk) -> ApiKey:
 
 
 def api_key_for_secret(*, key: str) -> ApiKey | None:
-    """The active key with this secret, or None (unknown, malformed or revoked)."""
-    row = ApiKey.objects.select_related("project").filter(prefix=key[:ApiKey.PREFIX_LENGTH], key_hash=ApiKey.hash_of(key)).first()
+    """The active key with this secret, or None (unknown, malformed, revoked, or its owner's account
+    deactivated: is_active=False shuts out every key of theirs, however the account was switched off)."""
+    row = (ApiKey.objects.select_related("project")
+           .filter(prefix=key[:ApiKey.PREFIX_LENGTH], key_hash=ApiKey.hash_of(key), project__owner__is_active=True).first())
     return row if row is not None and row.is_active else None

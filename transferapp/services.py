@@ -891,6 +891,16 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
     return key
 
 
+def api_keys_revoke_for_user(*, user) -> int:
+    """Revoke every key of every project of `user` (their account is being deactivated); how many.
+
+    Revoked for good: reactivating the account later does not bring these keys back, its owner
+    makes new ones. (The key lookup also refuses any key of an inactive owner, so an account
+    switched off without this, from a shell say, is shut out too; its unrevoked keys would open
+    again on reactivation.)"""
+    return ApiKey.objects.filter(project__owner=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
 def api_key_touch(*, key: ApiKey) -> None:
     """Record "last used", at most once a minute per key (no write per prediction)."""
     now = timezone.now()

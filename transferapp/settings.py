@@ -94,6 +94,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Before the CSRF check: a body refused unread has no form token, and deserves its own message.
+    # Its check runs in process_view, after every middleware's request side: request.user is set by
+    # then, and decides how large a body may be read (uploads.may_send_large_bodies).
     "transferapp.uploads.RequestRefusalMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -249,6 +251,16 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_MB * 1024 * 1024
+# Without a session for an active user or a valid API key, a request body may be this large at most
+# (the sign-in and sign-up forms are well under it); a larger one is refused unread (uploads.py).
+ANONYMOUS_MAX_BODY_KB = envint("ANONYMOUS_MAX_BODY_KB", "1024")
+# Where uploads past FILE_UPLOAD_MAX_MEMORY_SIZE are spooled while a request is read (up to
+# MAX_IMPORT_MB each). Unset: the system's temp folder (TMPDIR, else /tmp), Django's default, rather
+# than a folder under DATA_DIR, which would put it on the database's disk by design. Point it at a
+# disk with room for a few imports at once, apart from the database and media if you can.
+FILE_UPLOAD_TEMP_DIR = os.environ.get("FILE_UPLOAD_TEMP_DIR") or None
+if FILE_UPLOAD_TEMP_DIR:
+    Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)  # Django would fail each large upload without it
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = envint("MAX_UPLOAD_FILES", "500")
 MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", "40000000")
