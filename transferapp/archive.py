@@ -4,7 +4,9 @@ Nothing is ever extracted to a path taken from the archive: members are read int
 a time and stored under content-hash names, so a "zip slip" member cannot write anywhere. Such
 members are still reported, so that the user knows what was left out.
 """
+import lzma
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
@@ -14,6 +16,8 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "va
 
 
 UNSAFE_PATH = "The path points outside the archive (unsafe), so it was not imported."
+DAMAGED = "The file is damaged inside the zip ({why}), so it was refused."
+ENCRYPTED = "The file is encrypted (password-protected) inside the zip, so it was refused."
 
 
 class ArchiveRejected(Exception):
@@ -92,7 +96,9 @@ def _zip_entry(archive, member, root: tuple, limits: Limits, loose: bool = False
     entry = classify_loose(name) if loose else classify(name, root)
     if entry.skip or entry.junk:
         return entry
-    if member.file_size > limits.max_member_bytes:
+    if member.flag_bits & 0x1:  # zipfile would raise RuntimeError: it asks for a password
+        entry.skip = ENCRYPTED
+    elif member.file_size > limits.max_member_bytes:
         entry.skip = f"The file unpacks to {member.file_size / 1024**2:.0f} MB; the limit is {limits.max_member_bytes / 1024**2:.0f} MB."
     elif member.compress_size and member.file_size / member.compress_size > limits.max_ratio:
         entry.skip = "The file is compressed suspiciously well (a possible zip bomb), so it was not unpacked."
@@ -102,9 +108,18 @@ def _zip_entry(archive, member, root: tuple, limits: Limits, loose: bool = False
 
 
 def _read_capped(archive, member, cap: int) -> bytes:
-    # file_size in the header can lie: never read more than the cap.
-    with archive.open(member) as stream:
-        data = stream.read(cap + 1)
+    """The member's bytes; ValueError (this file refused, the rest of the zip still read) when it is
+    damaged: a bad checksum, a header that under-states its size, broken or cut-short compressed
+    data, a compression method Python cannot unpack."""
+    try:
+        with archive.open(member) as stream:
+            data = stream.read(cap + 1)  # file_size in the header can lie: never read more than the cap
+    except zipfile.BadZipFile:
+        raise ValueError(DAMAGED.format(why="its bytes do not match the zip's record of them")) from None
+    except (zlib.error, lzma.LZMAError, EOFError):
+        raise ValueError(DAMAGED.format(why="its compressed data is broken or cut short")) from None
+    except NotImplementedError:
+        raise ValueError(DAMAGED.format(why="it is compressed with a method this server cannot unpack")) from None
     if len(data) > cap:
         raise ValueError("The file is larger than its header says.")
     return data

@@ -6,7 +6,6 @@ CSV and small thumbnails for the results table. The worker reads the inputs and 
 in local folders; blobs moves them to and from the bucket in bucket mode.
 """
 import base64
-import csv
 import io
 import json
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from transferapp import blobs, intake, predictions, services, throttle
+from transferapp import blobs, csvsafe, intake, predictions, services, throttle
 from transferapp.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.engine.data import IMAGE_SUFFIXES
 from transferapp.models import BatchPrediction
@@ -177,7 +176,7 @@ def predict_stored(run, inputs: Path, results: Path, on_chunk) -> Path:
     done = refused = 0
     try:
         with open(partial, "w", newline="", encoding="utf-8") as out:
-            writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+            writer = csvsafe.dict_writer(out, CSV_COLUMNS)
             writer.writeheader()
             for chunk in answered(run, stored_images(inputs)):
                 for row, checked in chunk:
@@ -203,7 +202,7 @@ def csv_row(row: dict) -> dict:
 
 def to_csv(rows) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+    writer = csvsafe.dict_writer(out, CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(csv_row(row) for row in rows)
     return out.getvalue()
@@ -218,7 +217,7 @@ def table_rows(batch: BatchPrediction, order: str) -> list[dict]:
     if not csv_file.exists():  # deleted after its retention time, a moment ago
         return []
     with open(csv_file, newline="", encoding="utf-8") as source:
-        rows = [{**row, "index": i, "confidence": float(row["probability"] or -1)} for i, row in enumerate(csv.DictReader(source))]
+        rows = [{**row, "index": i, "confidence": float(row["probability"] or -1)} for i, row in enumerate(csvsafe.read_dicts(source))]
     if order in ("low", "high"):
         rows.sort(key=lambda row: row["confidence"], reverse=order == "high")
     shown = rows[:TABLE_ROWS]

@@ -8,7 +8,6 @@ moved or deleted. A run trained before that has its manifest rebuilt from the im
 now, and the report says so.
 """
 import base64
-import csv
 import hashlib
 import io
 import json
@@ -26,7 +25,7 @@ from django.contrib.staticfiles import finders
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from transferapp import blobs, exports, selectors
+from transferapp import blobs, csvsafe, exports, selectors
 from transferapp.engine.features import file_digest
 from transferapp.engine.zoo import weights_file
 from transferapp.models import Image, TrainingRun
@@ -72,7 +71,7 @@ def _shown_name(original_name: str, stored_file: str) -> str:
 
 def _csv(rows: list[list[str]]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csvsafe.writer(out, lineterminator="\n")
     writer.writerow(MANIFEST_FIELDS)
     writer.writerows(rows)
     return out.getvalue()
@@ -140,7 +139,8 @@ def manifest(run: TrainingRun) -> tuple[str, bool]:
     as they are now, with roles from what the run recorded (its validation and evaluation keys)."""
     path = report_dir(run) / "manifest.csv" if run.artifact_dir else None
     if path and path.exists():
-        return path.read_text(), True
+        # One recorded before names were quoted: quoted now (its report ID changes only if it had to be).
+        return csvsafe.harden(path.read_text(), lineterminator="\n"), True
     metrics = run.metrics or {}
     roles = {key: "validation" for key in metrics.get("val_keys") or []}
     if metrics.get("evaluated_on") == "test":
@@ -189,7 +189,7 @@ def report_context(run: TrainingRun) -> dict:
     reportable_run(run)
     manifest_csv, recorded = manifest(run)
     facts, facts_recorded = provenance(run)
-    rows = list(csv.DictReader(io.StringIO(manifest_csv)))
+    rows = list(csvsafe.read_dicts(manifest_csv))  # the names as given, for the counts and examples
     context = results_context(run)
     metrics = run.metrics or {}
     context.update(

@@ -399,9 +399,11 @@ def run_import(import_id: int) -> str:
     except ImportStopped:
         pass  # the import (or its whole project) was deleted: nothing to record
     except ArchiveRejected as exc:
+        reporter.report_last()
         _finish_import(job, ImportJob.Status.FAILED, error=str(exc))
     except Exception as exc:  # what was imported so far stays; the report says where it stopped
         logger.exception("Import %s failed", import_id)
+        reporter.report_last()
         _finish_import(job, ImportJob.Status.FAILED, error=f"The import stopped: {type(exc).__name__}: {exc}")
     else:
         _finish_import(job, ImportJob.Status.DONE)
@@ -426,8 +428,10 @@ class ImportReporter:
         self.counts = {"accepted": job.accepted, "skipped": job.skipped, "junk": job.junk}  # an earlier try's
         self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
         self.rows_written = 0
+        self.last = None  # the summary of every file handled so far, reported or not yet
 
     def report(self, summary: dict, force: bool = False) -> None:
+        self.last = summary
         if not self.rows.exists():
             raise ImportStopped()
         if not self.writes.due(force=force):
@@ -446,6 +450,16 @@ class ImportReporter:
                 batch_size=500,
             )
         self.rows_written += len(new_rows)
+
+    def report_last(self) -> None:
+        """On the way out of a failed import: the counts and report lines of every file handled,
+        also those of the last second (a failed import's page says what it stored)."""
+        if self.last is None:
+            return
+        try:
+            self.report(self.last, force=True)
+        except ImportStopped:
+            pass  # deleted meanwhile, or a later try took over: nothing of this try to record
 
 
 def _finish_import(job: ImportJob, status: str, error: str = "") -> None:
