@@ -42,7 +42,10 @@ class Command(BaseCommand):
         try:
             self._wait(children)
         finally:
-            self._stop(children)
+            # A second SIGTERM/Ctrl-C (dev.py passes its signals on) must not cut the clean-up short.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            stop_children(children)
             stop_embedded_redis(redis)
 
     def _start_redis(self):
@@ -75,24 +78,23 @@ class Command(BaseCommand):
         if dead:
             self.stderr.write(f"A process exited (code {dead[0].returncode}); stopping the others.")
 
-    def _stop(self, children):
-        # A second SIGTERM/Ctrl-C (dev.py passes its signals on) must not cut the clean-up short.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        # An rq worker answers a first SIGTERM by waiting for its job; a second one, a second
-        # later, kills the job's work horse (its own process group) so no training is orphaned.
-        time.sleep(1.5)
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        # One deadline for all of them (not 15 s each): a stop that hangs is worse than a kill.
-        deadline = time.monotonic() + STOP_GRACE_S
-        for child in children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+
+def stop_children(children: list[subprocess.Popen]) -> None:
+    """Stop what `serve` started: a SIGTERM, a second one, then a kill at one shared deadline."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    # An rq worker answers a first SIGTERM by waiting for its job; a second one, a second
+    # later, kills the job's work horse (its own process group) so no training is orphaned.
+    time.sleep(1.5)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    # One deadline for all of them (not 15 s each): a stop that hangs is worse than a kill.
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
