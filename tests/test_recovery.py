@@ -491,3 +491,30 @@ def test_the_predict_page_names_a_failed_runs_quick_model_and_offers_no_batch_wi
     page = alice.get(reverse("predict", args=[project.pk])).content.decode()
     assert f"Run #{failed.pk} · efficientnet_lite0 · quick first model (run failed) · 80% accuracy" in page
     assert 'id="batch-predict"' not in page  # a batch uses a trained version; there is none yet
+
+
+# 12. A model folder no run refers to (a try killed with its worker wrote it) leaves the disk.
+
+def _model_folder(project, name: str, age_s: float = 0) -> Path:
+    folder = Path(settings.ARTIFACTS_ROOT) / f"project-{project.pk}" / name
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"weights")
+    then = time.time() - age_s
+    for path in (folder / "model.pt", folder):
+        os.utime(path, (then, then))
+    return folder
+
+
+def test_the_sweep_removes_old_model_folders_that_no_run_refers_to(user):
+    project = project_with_images(user, per_class=1)
+    done = TrainingRun.objects.create(project=project, status="succeeded", attempt=2)
+    kept = _model_folder(project, f"run-{done.pk}-try-2", age_s=7200)
+    TrainingRun.objects.filter(pk=done.pk).update(artifact_dir=str(kept))
+    orphan = _model_folder(project, f"run-{done.pk}", age_s=7200)  # its try 1, killed with its worker
+    of_a_deleted_run = _model_folder(project, "run-999999", age_s=7200)
+    just_written = _model_folder(project, "run-999998")  # the row may not say so yet
+    running = TrainingRun.objects.create(project=project, status="running", attempt=2)
+    earlier_try = _model_folder(project, f"run-{running.pk}", age_s=7200)  # a running run's: never
+    assert services.model_folders_sweep() == 2
+    assert not orphan.exists() and not of_a_deleted_run.exists()
+    assert kept.is_dir() and just_written.is_dir() and earlier_try.is_dir()

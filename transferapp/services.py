@@ -9,6 +9,7 @@ import math
 import re
 import secrets
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -544,6 +545,46 @@ def scratch_sweep() -> int:
     gone = [name for name in media + models + batches if name not in kept]
     blobs.scratch_forget(gone)
     return released + len(gone) + features_forget_unused(sha256s=cached_feature_digests(Path(settings.FEATURE_CACHE_DIR)))
+
+
+ORPHAN_MODEL_FOLDER_AGE_S = 3600  # a try writes its folder a moment before its row names it
+
+
+def model_folders_sweep(older_than_s: float = ORPHAN_MODEL_FOLDER_AGE_S) -> int:
+    """Local mode: remove model folders that no run refers to, untouched for `older_than_s`: a try
+    killed with its worker (or a run deleted meanwhile) left them. Never one of a queued or running
+    run, whose try may still publish it. Returns how many went."""
+    if blobs.s3_mode():
+        return 0  # the scratch copies go in scratch_sweep; the bucket keeps what a try stored
+    root = Path(settings.ARTIFACTS_ROOT)
+    referenced = {_project_and_run_folder(Path(name)) for name in
+                  TrainingRun.objects.exclude(artifact_dir="").values_list("artifact_dir", flat=True)}
+    unfinished = set(TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
+                     .values_list("pk", flat=True))
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for folder in root.glob("project-*/run-*"):
+        run_pk = folder.name.removeprefix("run-").partition("-try-")[0]
+        if (not folder.is_dir() or _project_and_run_folder(folder) in referenced or not run_pk.isdigit()
+                or int(run_pk) in unfinished or _last_touched(folder) > cutoff):
+            continue
+        logger.warning("Removing the model folder %s: no run refers to it", folder)
+        _remove_tree(folder)
+        removed += 1
+    return removed
+
+
+def _project_and_run_folder(path: Path) -> str:
+    """project-N/run-M[-try-K]: compared by these names, not by the whole path, so a changed
+    ARTIFACTS_ROOT spelling never makes a referenced folder look orphaned."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def _last_touched(folder: Path) -> float:
+    try:
+        return max([folder.stat().st_mtime, *(entry.stat().st_mtime for entry in folder.iterdir())])
+    except OSError:
+        return time.time()  # changing under us: someone is writing it
 
 
 def _scratch_release_ended_jobs(running_tries: set[tuple[int, int]]) -> int:
