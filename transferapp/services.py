@@ -44,8 +44,10 @@ class ServiceError(Exception):
 
 def project_create(*, owner, name: str) -> Project:
     name = _clean_name(name, "Project name")
-    _refuse_if(quotas.project_refusal(owner=owner))
-    return Project.objects.create(owner=owner, name=name)
+    with transaction.atomic():
+        quotas.lock_owner(owner)
+        _refuse_if(quotas.project_refusal(owner=owner))
+        return Project.objects.create(owner=owner, name=name)
 
 
 def _refuse_if(reason: str) -> None:
@@ -226,6 +228,8 @@ def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> Uploa
         return UploadOutcome(name=name, error=over_quota)
     try:
         return UploadOutcome(name=name, image=_store_image(label, name, checked, split))
+    except _OverQuota as over:
+        return UploadOutcome(name=name, error=str(over))
     except _StoredMeanwhile as race:  # the same file, uploaded twice at once: the first one is kept
         existing = race.existing
         return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk)
@@ -267,7 +271,11 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
     image.thumbnail.save("thumb.jpg", ContentFile(checked.thumbnail_jpeg), save=False)
     try:
         with transaction.atomic():
+            _refuse_past_the_quota_meanwhile(image)
             image.save()
+    except _OverQuota as over:  # an upload beside this one took the last of the quota
+        _remove_unreferenced_files(image)
+        raise over
     except IntegrityError:  # the same file arrived twice at once (keep the first), or the class went
         _remove_unreferenced_files(image)
         existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
@@ -275,6 +283,21 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
             raise ServiceError("The class or project was deleted while this file was being added.") from None
         raise _StoredMeanwhile(existing) from None
     return image
+
+
+class _OverQuota(Exception):
+    pass
+
+
+def _refuse_past_the_quota_meanwhile(image: Image) -> None:
+    """The quota checked again with the owner locked, now that this image's row is about to count."""
+    owner_id = Project.objects.filter(pk=image.project_id).values_list("owner_id", flat=True).first()
+    if owner_id is None:
+        return  # the project went: saving fails below, as it would have
+    quotas.lock_owner(owner_id)
+    over_quota = quotas.image_refusal(owner=owner_id, size=image.size_bytes)
+    if over_quota:
+        raise _OverQuota(over_quota)
 
 
 def _remove_unreferenced_files(image: Image) -> None:
@@ -293,6 +316,11 @@ def import_create(*, project: Project, uploaded) -> ImportJob:
     except blobs.storage_errors() as exc:
         raise ServiceError(_not_stored(exc)) from None
     with transaction.atomic():
+        quotas.lock_owner(project.owner_id)
+        refusal = quotas.import_refusal(owner=project.owner_id)  # again: one may have started meanwhile
+        if refusal:
+            blobs.discard_upload(kept)
+            raise ServiceError(refusal)
         job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=kept)
         job.job_id = f"import-{job.pk}"
         job.save(update_fields=["job_id"])
@@ -628,6 +656,8 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
     except ValueError as exc:
         raise ServiceError(str(exc)) from None
     with transaction.atomic():
+        quotas.lock_owner(project.owner_id)
+        _refuse_if(quotas.run_refusal(owner=project.owner_id))  # again: one may have started meanwhile
         run = TrainingRun.objects.create(
             project=project,
             base_model=base_model,
