@@ -517,11 +517,17 @@ class BatchReporter:
         self.rows, self.total = _this_try(batch), total
         self.owner = str(batch.project.owner_id)
         self.allowance = throttle.predictions_per_user()
+        self.counted_before, self.seen = batch.counted, 0  # by earlier tries; images of this try so far
 
     def report(self, done: int, refused: int, images: int) -> None:
-        if not self.rows.update(done=done, refused=refused, heartbeat_at=timezone.now()):
+        self.seen += images
+        # An earlier try (its worker died) predicted the same images first: count only those past it.
+        uncounted = self.seen - max(self.counted_before, self.seen - images)
+        if not self.rows.update(done=done, refused=refused, heartbeat_at=timezone.now(),
+                                counted=max(self.counted_before, self.seen)):
             raise BatchStopped()
-        self.allowance.hit(self.owner, images)
+        if uncounted > 0:
+            self.allowance.hit(self.owner, uncounted)
         if done < self.total and self.allowance.exceeded(self.owner):
             self.rows.update(message=f"Paused: {self.allowance.limit} predictions a minute are allowed; "
                                      "it goes on within a minute.")
