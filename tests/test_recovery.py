@@ -518,3 +518,18 @@ def test_the_sweep_removes_old_model_folders_that_no_run_refers_to(user):
     assert services.model_folders_sweep() == 2
     assert not orphan.exists() and not of_a_deleted_run.exists()
     assert kept.is_dir() and just_written.is_dir() and earlier_try.is_dir()
+
+
+# 13. rq's time limit is named as such, not taken for a lack of memory.
+
+def test_a_training_stopped_at_its_time_limit_says_so(alice, user, queue):
+    project = project_with_images(user, classes=("red", "blue"), per_class=30, size=(96, 96))
+    run = _train(alice, project, preset="best", epochs=60, time_budget_minutes=30)
+    job = queue.fetch_job(run.job_id)
+    job.timeout = 3  # as if TRAINING_TIMEOUT_S were 3 s
+    job.save()
+    _work_off("default")
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error.startswith("The training stopped at the time limit (TRAINING_TIMEOUT_S = 3 s)"), run.error
+    assert "memory" not in run.error

@@ -815,14 +815,16 @@ def _rerun_if_silent(row: TrainingRun | ImportJob | BatchPrediction, *, enqueue,
     if silent_s is None:
         return
     as_seen = type(row).objects.filter(pk=row.pk, status=row.Status.RUNNING, attempt=row.attempt, heartbeat_at=row.heartbeat_at)
-    killed = _killed_in_a_living_worker(row)
-    if killed:
+    killed, at_time_limit = _killed_in_a_living_worker(row)
+    if at_time_limit:
+        why = at_time_limit + " It was not run again."
+    elif killed:
         why = (f"The worker's process was killed while it ran ({killed}); this usually means the machine ran out of "
                "memory, so it was not run again.")
     else:
         why = f"The worker stopped responding ({int(silent_s)} s without news); it may have been restarted or run out of memory."
     cancelling = getattr(row, "cancel_requested", False)
-    if killed or cancelling or row.attempt >= settings.JOB_ATTEMPTS:
+    if killed or at_time_limit or cancelling or row.attempt >= settings.JOB_ATTEMPTS:
         end(as_seen, why + (f" It was tried {row.attempt} times." if row.attempt > 1 else ""))
         row.refresh_from_db()
         return
@@ -840,17 +842,39 @@ def _rerun_if_silent(row: TrainingRun | ImportJob | BatchPrediction, *, enqueue,
         _rerun_if_silent(row, enqueue=enqueue, end=end, not_queued=not_queued, fresh=fresh)
 
 
-def _killed_in_a_living_worker(row) -> str:
-    """rq's record of a job whose process died under a worker that lived on ("Work-horse
-    terminated unexpectedly; waitpid returned 9 (signal 9)"), or ""."""
+def time_limit_text(timeout_s: int | None) -> str:
+    limit = f"{timeout_s} s" if timeout_s else "its setting"
+    return (f"The training stopped at the time limit (TRAINING_TIMEOUT_S = {limit}). Give it a shorter time "
+            "budget or fewer epochs, or ask the administrator for a longer limit.")
+
+
+def _killed_in_a_living_worker(row) -> tuple[str, str]:
+    """(rq's record of a job whose process was SIGKILLed under a worker that lived on, "Work-horse
+    terminated unexpectedly; waitpid returned 9 (signal 9)", or ""; the time-limit sentence when
+    it was rq itself that killed it at the job's timeout, or "")."""
     try:
         job = _fetch_job("default", row.job_id)
         failure = _job_failure(job) if job is not None and job.get_status() == JobStatus.FAILED else ""
     except RedisError:
-        return ""
+        return "", ""
+    if "terminated unexpectedly" not in failure:
+        return "", ""
+    # rq kills a horse that outlives its timeout by a minute (its record then says "waitpid returned
+    # None", or a signal): the time limit, not the memory.
+    if job.timeout and job.timeout > 0 and _job_ran_s(job) >= job.timeout:
+        return "", time_limit_text(job.timeout)
     # SIGKILL (signal 9): the out-of-memory killer. A horse ended by SIGTERM went down with its
     # machine or service, which is what running it again is for.
-    return failure if "terminated unexpectedly" in failure and "(signal 9)" in failure else ""
+    return (failure if "(signal 9)" in failure else ""), ""
+
+
+def _job_ran_s(job) -> float:
+    """Seconds from the job's start to its recorded end (rq notes the end in the failure's result)."""
+    result = job.latest_result()
+    ended = job.ended_at or getattr(result, "created_at", None)
+    if not (job.started_at and ended):
+        return 0.0
+    return (ended.replace(tzinfo=None) - job.started_at.replace(tzinfo=None)).total_seconds()  # both UTC
 
 
 def _silent_for(row: TrainingRun | ImportJob | BatchPrediction) -> float | None:
