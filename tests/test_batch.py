@@ -280,3 +280,22 @@ def test_a_third_unfinished_batch_waits_and_a_batch_whose_model_vanished_fails_w
     batch.refresh_from_db()
     assert batch.status == "failed" and "model files are missing" in batch.error
     assert not inputs_of(batch).exists() and not batch.csv_path
+
+
+@pytest.mark.django_db
+def test_a_batch_run_again_counts_only_the_images_its_earlier_try_did_not(user, settings):
+    from transferapp import tasks
+
+    settings.PREDICT_RATE_PER_MIN = 100
+    project = project_with_images(user, per_class=1)
+    batch = stored_batch(project, status="running")
+    counter = throttle.predictions_per_user()._key(str(user.pk))
+    tasks.BatchReporter(batch, total=5).report(done=3, refused=0, images=3)  # then its worker died
+    assert cache.get(counter) == 3
+    BatchPrediction.objects.filter(pk=batch.pk).update(attempt=2, done=0, refused=0)  # the reaper runs it again
+    batch.refresh_from_db()
+    again = tasks.BatchReporter(batch, total=5)
+    again.report(done=3, refused=0, images=3)
+    assert cache.get(counter) == 3  # the same three images: counted once
+    again.report(done=5, refused=0, images=2)
+    assert cache.get(counter) == 5

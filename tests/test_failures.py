@@ -1,6 +1,7 @@
 """Failures with a real worker process: killed mid-training, cancelled, or absent."""
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from django.urls import reverse
 from rq import Worker
 
 from tests.factories import project_with_images
+from transferapp.management.commands.serve import stop_children
 from transferapp.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,7 +34,7 @@ def start_worker(queue):
     """`manage.py rqworker default` in its own process group, pointed at the test database."""
     started = []
 
-    def start():
+    def start(**extra_env):
         env = {
             **os.environ,
             "DATABASE_URL": _database_url(),
@@ -41,6 +43,7 @@ def start_worker(queue):
             "ARTIFACTS_ROOT": str(settings.ARTIFACTS_ROOT),
             "FEATURE_CACHE_DIR": str(settings.FEATURE_CACHE_DIR),
             "TORCH_THREADS": "1",
+            **extra_env,
         }
         command = [sys.executable, "manage.py", "rqworker", "default"]
         process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True,
@@ -56,16 +59,24 @@ def start_worker(queue):
             _strike_off(process.pid)
 
 
-def _children(pid: int) -> list[int]:
-    children = []
+def _processes() -> dict[int, list[str]]:
+    """Every live process: its /proc stat fields after the name (state, parent, process group, ...)."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            found[int(stat.parent.name)] = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, fields in _processes().items() if int(fields[1]) == pid]
+
+
+def _alive_in_groups(groups: set[int]) -> list[int]:
+    """Processes (not zombies) in these process groups."""
+    return [pid for pid, fields in _processes().items() if int(fields[2]) in groups and fields[0] != "Z"]
 
 
 def _kill_with_its_horse(worker) -> None:
@@ -193,3 +204,46 @@ def test_two_workers_train_two_projects_at_once(alice, user, start_worker):
         assert run.status == "succeeded", run.error
     overlap = min(r.finished_at for r in runs) - max(r.started_at for r in runs)
     assert overlap.total_seconds() > 0  # both ran at the same time: neither waited for the other
+
+
+def _sqlite_integrity() -> str:
+    with sqlite3.connect(connection.settings_dict["NAME"]) as db:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+@pytest.mark.skipif(not connection.vendor == "sqlite", reason="SQLite's file locks are what a fork can break")
+def test_a_work_horse_starts_with_none_of_its_workers_database_files_open(start_worker, queue):
+    """An SQLite connection carried across fork() breaks its file locks (the horse's copy, closed,
+    drops them): the reaper's connection, between two sweeps, must not reach the work horse."""
+    start_worker(REAPER_INTERVAL_S="3600")  # its first sweep has run before it takes the job
+    job = queue.enqueue("tests.worker_jobs.database_files_open_at_start")
+    deadline = time.monotonic() + 60
+    while job.get_status(refresh=True) not in ("finished", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.get_status() == "finished"
+    assert job.return_value() == []
+
+
+def test_a_worker_killed_mid_training_leaves_no_process_behind_and_a_sound_database(alice, user, start_worker):
+    """The out-of-memory killer (or a crash) takes the worker but not its work horse; `serve` then stops
+    what it started. The horse must not train on, unseen, writing into a database that moved on."""
+    worker = start_worker()  # as `serve` starts it: its own process group
+    run = _start_long_training(alice, user)
+    _wait_for(run, lambda r: r.status == "running" and r.progress > 0)
+    horses = _children(worker.pid)
+    groups = {worker.pid, *(os.getpgid(pid) for pid in horses)}
+    assert horses and _alive_in_groups(groups)
+    os.kill(worker.pid, signal.SIGKILL)
+    stop_children([worker])
+    _strike_off(worker.pid)
+    deadline = time.monotonic() + 10
+    while _alive_in_groups(groups) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = _alive_in_groups(groups)
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert survivors == []
+    if connection.vendor == "sqlite":
+        assert _sqlite_integrity() == "ok"
+    run.refresh_from_db()
+    assert run.status == "running"  # as the horse left it: the reaper runs it again (its next try)

@@ -114,3 +114,65 @@ def test_the_admin_edits_a_users_quota_on_the_user_page(client, user, django_use
     client.force_login(root)
     page = client.get(reverse("admin:auth_user_change", args=[user.pk])).content.decode()
     assert "quota-0-storage_mb" in page and "quota-0-max_runs" in page
+
+
+def _race(monkeypatch, check_name: str, action) -> list:
+    """Run `action` in two threads at once, each pausing right after its quota check until the other
+    has checked too (or 2 s have passed: a check made one at a time never meets the other)."""
+    import threading
+
+    from django.db import connection
+
+    from transferapp import quotas
+
+    both_checked = threading.Barrier(2, timeout=2)
+    check = getattr(quotas, check_name)
+
+    def check_then_wait(**kwargs):
+        reason = check(**kwargs)
+        try:
+            both_checked.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return reason
+
+    monkeypatch.setattr(quotas, check_name, check_then_wait)
+    outcomes = []
+
+    def run():
+        try:
+            outcomes.append(action())
+        except services.ServiceError as exc:
+            outcomes.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_projects_created_at_once_cannot_both_pass_the_quota(user, settings, monkeypatch):
+    settings.QUOTA_PROJECTS = 1
+    outcomes = _race(monkeypatch, "project_refusal", lambda: services.project_create(owner=user, name="P"))
+    assert Project.objects.filter(owner=user).count() == 1
+    assert sum(isinstance(outcome, services.ServiceError) for outcome in outcomes) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_images_stored_at_once_cannot_both_pass_the_quota(user, settings, monkeypatch):
+    project = services.project_create(owner=user, name="P")
+    label = services.label_create(project=project, name="red")
+    settings.QUOTA_IMAGES = 1
+    seeds = iter([1, 2])
+    outcomes = _race(monkeypatch, "image_refusal",
+                     lambda: services.image_add(label=label, name="a.png", data=image_bytes(shape_seed=next(seeds))))
+    assert Image.objects.filter(project=project).count() == 1
+    refused = [outcome for outcome in outcomes if outcome.error]
+    assert len(refused) == 1 and "image quota" in refused[0].error
+    stored = {path.name for path in (settings.MEDIA_ROOT / "projects" / str(project.pk) / "images").iterdir()}
+    assert len(stored) == 1  # the refused one's file went with it

@@ -491,3 +491,45 @@ def test_the_predict_page_names_a_failed_runs_quick_model_and_offers_no_batch_wi
     page = alice.get(reverse("predict", args=[project.pk])).content.decode()
     assert f"Run #{failed.pk} · efficientnet_lite0 · quick first model (run failed) · 80% accuracy" in page
     assert 'id="batch-predict"' not in page  # a batch uses a trained version; there is none yet
+
+
+# 12. A model folder no run refers to (a try killed with its worker wrote it) leaves the disk.
+
+def _model_folder(project, name: str, age_s: float = 0) -> Path:
+    folder = Path(settings.ARTIFACTS_ROOT) / f"project-{project.pk}" / name
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"weights")
+    then = time.time() - age_s
+    for path in (folder / "model.pt", folder):
+        os.utime(path, (then, then))
+    return folder
+
+
+def test_the_sweep_removes_old_model_folders_that_no_run_refers_to(user):
+    project = project_with_images(user, per_class=1)
+    done = TrainingRun.objects.create(project=project, status="succeeded", attempt=2)
+    kept = _model_folder(project, f"run-{done.pk}-try-2", age_s=7200)
+    TrainingRun.objects.filter(pk=done.pk).update(artifact_dir=str(kept))
+    orphan = _model_folder(project, f"run-{done.pk}", age_s=7200)  # its try 1, killed with its worker
+    of_a_deleted_run = _model_folder(project, "run-999999", age_s=7200)
+    just_written = _model_folder(project, "run-999998")  # the row may not say so yet
+    running = TrainingRun.objects.create(project=project, status="running", attempt=2)
+    earlier_try = _model_folder(project, f"run-{running.pk}", age_s=7200)  # a running run's: never
+    assert services.model_folders_sweep() == 2
+    assert not orphan.exists() and not of_a_deleted_run.exists()
+    assert kept.is_dir() and just_written.is_dir() and earlier_try.is_dir()
+
+
+# 13. rq's time limit is named as such, not taken for a lack of memory.
+
+def test_a_training_stopped_at_its_time_limit_says_so(alice, user, queue):
+    project = project_with_images(user, classes=("red", "blue"), per_class=30, size=(96, 96))
+    run = _train(alice, project, preset="best", epochs=60, time_budget_minutes=30)
+    job = queue.fetch_job(run.job_id)
+    job.timeout = 3  # as if TRAINING_TIMEOUT_S were 3 s
+    job.save()
+    _work_off("default")
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error.startswith("The training stopped at the time limit (TRAINING_TIMEOUT_S = 3 s)"), run.error
+    assert "memory" not in run.error

@@ -356,6 +356,9 @@ class BatchPrediction(WorkerJob):
     INPUTS, MANIFEST, THUMBS, CSV = "inputs", "manifest.json", "thumbs", "predictions.csv"
     done = models.PositiveIntegerField(default=0)
     refused = models.PositiveIntegerField(default=0)  # rows with an error instead of a prediction
+    # Images counted against the owner's prediction allowance, by all tries: a try run again counts
+    # only those past it (tasks.BatchReporter).
+    counted = models.PositiveIntegerField(default=0)
 
     def get_absolute_url(self):
         return reverse("batch_detail", args=[self.pk])

@@ -4,12 +4,14 @@ The server's defaults come from QUOTA_* settings; a UserQuota row (edited in the
 user's page) overrides any of them for one user. 0 means no limit. Each check returns the
 sentence to show the user, or "" when the action is allowed; services.py turns it into a refusal.
 
-Two requests at the very same moment may both pass a check and overshoot a quota by one item:
-quotas keep usage bounded, they are not an accounting system, so no locking is spent on that.
+A check and the row it allows are made under `owner_locked` (services.py), so two requests at the
+same moment cannot both pass: the second one waits for the first one's row and then counts it.
 """
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.db.models import Count, Sum
 
 from transferapp.models import Image, ImportJob, Project, TrainingRun, UserQuota
@@ -41,6 +43,16 @@ def quota_for(user) -> Quota:
         runs=pick("max_runs", settings.QUOTA_RUNS),
         imports=pick("max_imports", settings.QUOTA_IMPORTS),
     )
+
+
+def lock_owner(owner) -> None:
+    """Inside transaction.atomic(): hold the owner's row until the transaction ends, so that one
+    check-and-create at a time runs per user. PostgreSQL locks the row (SELECT ... FOR UPDATE);
+    SQLite has no row locks, but its transactions start as writers here (settings: IMMEDIATE), which
+    already makes them one at a time."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("lock_owner() holds the lock only inside transaction.atomic()")
+    get_user_model().objects.select_for_update().filter(pk=_user_id(owner)).exists()
 
 
 def _user_id(user) -> int:

@@ -12,7 +12,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from transferapp import services
 from transferapp.models import BatchPrediction, ImportJob, TrainingRun
@@ -42,21 +42,30 @@ _scratch_swept_at = float("-inf")
 
 
 def _forget_deleted_in_scratch() -> None:
-    """Bucket mode: what this machine fetched of deleted data, and what lost jobs left, goes within SCRATCH_SWEEP_S."""
+    """Bucket mode: what this machine fetched of deleted data, and what lost jobs left, goes within
+    SCRATCH_SWEEP_S. Local mode: so do model folders that no run refers to."""
     global _scratch_swept_at
     if time.monotonic() - _scratch_swept_at >= SCRATCH_SWEEP_S:
         _scratch_swept_at = time.monotonic()
         services.scratch_sweep()
+        services.model_folders_sweep()
 
 
 class Reaper(threading.Thread):
-    """Sweeps at once, then every `interval_s`, in the worker process (its own database connection)."""
+    """Sweeps at once, then every `interval_s`, in the worker process (its own database connection,
+    open only during a sweep).
+
+    The worker forks a work horse beside this thread: an SQLite connection must never cross fork()
+    (the child's copy, closed, drops the parent's POSIX locks and SQLite then deletes a WAL still in
+    use). So a sweep holds `sweeping` and closes its connection before releasing it, and the worker
+    forks holding `sweeping` too (workers.ReapingWorker.fork_work_horse)."""
 
     def __init__(self, interval_s: float | None = None):
         super().__init__(daemon=True, name="transferapp-reaper")
         self.interval_s = settings.REAPER_INTERVAL_S if interval_s is None else interval_s
         self.stopped = threading.Event()
         self.first_sweep_done = threading.Event()
+        self.sweeping = threading.Lock()
 
     def run(self) -> None:
         try:
@@ -69,11 +78,13 @@ class Reaper(threading.Thread):
             connection.close()
 
     def _sweep_safely(self) -> None:
-        close_old_connections()  # a database restarted since the last sweep
-        try:
-            sweep()
-        except Exception:  # a sweep that fails (database briefly down) is retried at the next tick
-            logger.exception("The reaper's sweep failed")
+        with self.sweeping:
+            try:
+                sweep()
+            except Exception:  # a sweep that fails (database briefly down) is retried at the next tick
+                logger.exception("The reaper's sweep failed")
+            finally:
+                connection.close()  # nothing open between sweeps, when the worker may fork
 
     def stop(self) -> None:
         self.stopped.set()

@@ -9,6 +9,7 @@ import math
 import re
 import secrets
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -43,8 +44,10 @@ class ServiceError(Exception):
 
 def project_create(*, owner, name: str) -> Project:
     name = _clean_name(name, "Project name")
-    _refuse_if(quotas.project_refusal(owner=owner))
-    return Project.objects.create(owner=owner, name=name)
+    with transaction.atomic():
+        quotas.lock_owner(owner)
+        _refuse_if(quotas.project_refusal(owner=owner))
+        return Project.objects.create(owner=owner, name=name)
 
 
 def _refuse_if(reason: str) -> None:
@@ -225,6 +228,8 @@ def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> Uploa
         return UploadOutcome(name=name, error=over_quota)
     try:
         return UploadOutcome(name=name, image=_store_image(label, name, checked, split))
+    except _OverQuota as over:
+        return UploadOutcome(name=name, error=str(over))
     except _StoredMeanwhile as race:  # the same file, uploaded twice at once: the first one is kept
         existing = race.existing
         return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk)
@@ -266,7 +271,11 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
     image.thumbnail.save("thumb.jpg", ContentFile(checked.thumbnail_jpeg), save=False)
     try:
         with transaction.atomic():
+            _refuse_past_the_quota_meanwhile(image)
             image.save()
+    except _OverQuota as over:  # an upload beside this one took the last of the quota
+        _remove_unreferenced_files(image)
+        raise over
     except IntegrityError:  # the same file arrived twice at once (keep the first), or the class went
         _remove_unreferenced_files(image)
         existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
@@ -274,6 +283,21 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
             raise ServiceError("The class or project was deleted while this file was being added.") from None
         raise _StoredMeanwhile(existing) from None
     return image
+
+
+class _OverQuota(Exception):
+    pass
+
+
+def _refuse_past_the_quota_meanwhile(image: Image) -> None:
+    """The quota checked again with the owner locked, now that this image's row is about to count."""
+    owner_id = Project.objects.filter(pk=image.project_id).values_list("owner_id", flat=True).first()
+    if owner_id is None:
+        return  # the project went: saving fails below, as it would have
+    quotas.lock_owner(owner_id)
+    over_quota = quotas.image_refusal(owner=owner_id, size=image.size_bytes)
+    if over_quota:
+        raise _OverQuota(over_quota)
 
 
 def _remove_unreferenced_files(image: Image) -> None:
@@ -292,6 +316,11 @@ def import_create(*, project: Project, uploaded) -> ImportJob:
     except blobs.storage_errors() as exc:
         raise ServiceError(_not_stored(exc)) from None
     with transaction.atomic():
+        quotas.lock_owner(project.owner_id)
+        refusal = quotas.import_refusal(owner=project.owner_id)  # again: one may have started meanwhile
+        if refusal:
+            blobs.discard_upload(kept)
+            raise ServiceError(refusal)
         job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=kept)
         job.job_id = f"import-{job.pk}"
         job.save(update_fields=["job_id"])
@@ -546,6 +575,46 @@ def scratch_sweep() -> int:
     return released + len(gone) + features_forget_unused(sha256s=cached_feature_digests(Path(settings.FEATURE_CACHE_DIR)))
 
 
+ORPHAN_MODEL_FOLDER_AGE_S = 3600  # a try writes its folder a moment before its row names it
+
+
+def model_folders_sweep(older_than_s: float = ORPHAN_MODEL_FOLDER_AGE_S) -> int:
+    """Local mode: remove model folders that no run refers to, untouched for `older_than_s`: a try
+    killed with its worker (or a run deleted meanwhile) left them. Never one of a queued or running
+    run, whose try may still publish it. Returns how many went."""
+    if blobs.s3_mode():
+        return 0  # the scratch copies go in scratch_sweep; the bucket keeps what a try stored
+    root = Path(settings.ARTIFACTS_ROOT)
+    referenced = {_project_and_run_folder(Path(name)) for name in
+                  TrainingRun.objects.exclude(artifact_dir="").values_list("artifact_dir", flat=True)}
+    unfinished = set(TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
+                     .values_list("pk", flat=True))
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for folder in root.glob("project-*/run-*"):
+        run_pk = folder.name.removeprefix("run-").partition("-try-")[0]
+        if (not folder.is_dir() or _project_and_run_folder(folder) in referenced or not run_pk.isdigit()
+                or int(run_pk) in unfinished or _last_touched(folder) > cutoff):
+            continue
+        logger.warning("Removing the model folder %s: no run refers to it", folder)
+        _remove_tree(folder)
+        removed += 1
+    return removed
+
+
+def _project_and_run_folder(path: Path) -> str:
+    """project-N/run-M[-try-K]: compared by these names, not by the whole path, so a changed
+    ARTIFACTS_ROOT spelling never makes a referenced folder look orphaned."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def _last_touched(folder: Path) -> float:
+    try:
+        return max([folder.stat().st_mtime, *(entry.stat().st_mtime for entry in folder.iterdir())])
+    except OSError:
+        return time.time()  # changing under us: someone is writing it
+
+
 def _scratch_release_ended_jobs(running_tries: set[tuple[int, int]]) -> int:
     """Releases what jobs no longer running left here; `running_tries` are the running runs' (pk, try)."""
     busy, uploads, tries = blobs.scratch_jobs()
@@ -587,6 +656,8 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
     except ValueError as exc:
         raise ServiceError(str(exc)) from None
     with transaction.atomic():
+        quotas.lock_owner(project.owner_id)
+        _refuse_if(quotas.run_refusal(owner=project.owner_id))  # again: one may have started meanwhile
         run = TrainingRun.objects.create(
             project=project,
             base_model=base_model,
@@ -744,14 +815,16 @@ def _rerun_if_silent(row: TrainingRun | ImportJob | BatchPrediction, *, enqueue,
     if silent_s is None:
         return
     as_seen = type(row).objects.filter(pk=row.pk, status=row.Status.RUNNING, attempt=row.attempt, heartbeat_at=row.heartbeat_at)
-    killed = _killed_in_a_living_worker(row)
-    if killed:
+    killed, at_time_limit = _killed_in_a_living_worker(row)
+    if at_time_limit:
+        why = at_time_limit + " It was not run again."
+    elif killed:
         why = (f"The worker's process was killed while it ran ({killed}); this usually means the machine ran out of "
                "memory, so it was not run again.")
     else:
         why = f"The worker stopped responding ({int(silent_s)} s without news); it may have been restarted or run out of memory."
     cancelling = getattr(row, "cancel_requested", False)
-    if killed or cancelling or row.attempt >= settings.JOB_ATTEMPTS:
+    if killed or at_time_limit or cancelling or row.attempt >= settings.JOB_ATTEMPTS:
         end(as_seen, why + (f" It was tried {row.attempt} times." if row.attempt > 1 else ""))
         row.refresh_from_db()
         return
@@ -769,17 +842,39 @@ def _rerun_if_silent(row: TrainingRun | ImportJob | BatchPrediction, *, enqueue,
         _rerun_if_silent(row, enqueue=enqueue, end=end, not_queued=not_queued, fresh=fresh)
 
 
-def _killed_in_a_living_worker(row) -> str:
-    """rq's record of a job whose process died under a worker that lived on ("Work-horse
-    terminated unexpectedly; waitpid returned 9 (signal 9)"), or ""."""
+def time_limit_text(timeout_s: int | None) -> str:
+    limit = f"{timeout_s} s" if timeout_s else "its setting"
+    return (f"The training stopped at the time limit (TRAINING_TIMEOUT_S = {limit}). Give it a shorter time "
+            "budget or fewer epochs, or ask the administrator for a longer limit.")
+
+
+def _killed_in_a_living_worker(row) -> tuple[str, str]:
+    """(rq's record of a job whose process was SIGKILLed under a worker that lived on, "Work-horse
+    terminated unexpectedly; waitpid returned 9 (signal 9)", or ""; the time-limit sentence when
+    it was rq itself that killed it at the job's timeout, or "")."""
     try:
         job = _fetch_job("default", row.job_id)
         failure = _job_failure(job) if job is not None and job.get_status() == JobStatus.FAILED else ""
     except RedisError:
-        return ""
+        return "", ""
+    if "terminated unexpectedly" not in failure:
+        return "", ""
+    # rq kills a horse that outlives its timeout by a minute (its record then says "waitpid returned
+    # None", or a signal): the time limit, not the memory.
+    if job.timeout and job.timeout > 0 and _job_ran_s(job) >= job.timeout:
+        return "", time_limit_text(job.timeout)
     # SIGKILL (signal 9): the out-of-memory killer. A horse ended by SIGTERM went down with its
     # machine or service, which is what running it again is for.
-    return failure if "terminated unexpectedly" in failure and "(signal 9)" in failure else ""
+    return (failure if "(signal 9)" in failure else ""), ""
+
+
+def _job_ran_s(job) -> float:
+    """Seconds from the job's start to its recorded end (rq notes the end in the failure's result)."""
+    result = job.latest_result()
+    ended = job.ended_at or getattr(result, "created_at", None)
+    if not (job.started_at and ended):
+        return 0.0
+    return (ended.replace(tzinfo=None) - job.started_at.replace(tzinfo=None)).total_seconds()  # both UTC
 
 
 def _silent_for(row: TrainingRun | ImportJob | BatchPrediction) -> float | None:

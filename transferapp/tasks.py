@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone as dt_timezone
 from itertools import islice
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from rq import get_current_job
+from rq.timeouts import JobTimeoutException
 
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.data import Sample, development_split
@@ -359,7 +361,19 @@ def _offer_this_tries_model(run: TrainingRun, among=(TrainingRun.Status.RUNNING,
             logger.exception("Run %s: could not remove its earlier try's model folder %s", run.pk, earlier)
 
 
+def _past_the_time_limit() -> int:
+    """The job's timeout when it has run that long (rq's alarm went off), else 0."""
+    job = get_current_job()
+    if job is None or not job.timeout or job.timeout < 0 or job.started_at is None:
+        return 0
+    ran_s = (datetime.now(dt_timezone.utc).replace(tzinfo=None) - job.started_at.replace(tzinfo=None)).total_seconds()
+    return job.timeout if ran_s >= job.timeout else 0
+
+
 def _readable_error(exc: Exception) -> str:
+    timed_out = _past_the_time_limit()
+    if isinstance(exc, JobTimeoutException) or timed_out:  # rq's alarm, maybe caught and rewrapped on the way
+        return services.time_limit_text(timed_out or None)
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return "The training ran out of memory. Try a smaller base model or a smaller batch size."
     if isinstance(exc, OSError) and exc.errno == 28:
@@ -531,11 +545,17 @@ class BatchReporter:
         self.rows, self.total = _this_try(batch), total
         self.owner = str(batch.project.owner_id)
         self.allowance = throttle.predictions_per_user()
+        self.counted_before, self.seen = batch.counted, 0  # by earlier tries; images of this try so far
 
     def report(self, done: int, refused: int, images: int) -> None:
-        if not self.rows.update(done=done, refused=refused, heartbeat_at=timezone.now()):
+        self.seen += images
+        # An earlier try (its worker died) predicted the same images first: count only those past it.
+        uncounted = self.seen - max(self.counted_before, self.seen - images)
+        if not self.rows.update(done=done, refused=refused, heartbeat_at=timezone.now(),
+                                counted=max(self.counted_before, self.seen)):
             raise BatchStopped()
-        self.allowance.hit(self.owner, images)
+        if uncounted > 0:
+            self.allowance.hit(self.owner, uncounted)
         if done < self.total and self.allowance.exceeded(self.owner):
             self.rows.update(message=f"Paused: {self.allowance.limit} predictions a minute are allowed; "
                                      "it goes on within a minute.")

@@ -7,12 +7,40 @@ GpuWorker serves the `gpu` queue (`manage.py gpuworker`): CUDA cannot be used in
 from one that touched it, so every job runs in a freshly spawned interpreter (rq's SpawnWorker).
 This module imports no Django model at import time: the spawned work horse unpickles the worker
 class (importing this module) before Django is set up.
+
+A work horse never outlives its worker: a killed worker (the out-of-memory killer, a crash) leaves a
+horse in its own process group, which `serve` cannot reach; it would train on unseen, and a retry
+would start beside it. Each horse watches its parent and kills its own group when it changes.
 """
+import contextlib
+import os
+import signal
+import threading
+import time
+
 from django.conf import settings
+from django.db import connections
 from rq import Worker
 from rq.worker import SpawnWorker
 
 FIRST_SWEEP_WAIT_S = 60
+PARENT_CHECK_S = 1.0
+
+
+def end_when_orphaned(parent_pid: int, interval_s: float = PARENT_CHECK_S) -> threading.Thread:
+    """In a work horse: once its parent is no longer `parent_pid` (it died), kill the horse's own
+    process group (the horse and whatever it started), or the horse alone if it shares a group."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    watcher = threading.Thread(target=watch, daemon=True, name="transferapp-orphan-watch")
+    watcher.start()
+    return watcher
 
 
 class ReapingWorker(Worker):
@@ -26,6 +54,17 @@ class ReapingWorker(Worker):
         self.reaper.start()
         # Settle what a previous worker left behind before taking jobs (a burst worker may stop at once).
         self.reaper.first_sweep_done.wait(FIRST_SWEEP_WAIT_S)
+
+    def fork_work_horse(self, job, queue):
+        # No database connection may cross fork() (see reaper.Reaper): wait for a sweep in progress
+        # (it closes its connection) and close this thread's own.
+        with self.reaper.sweeping if self.reaper is not None else contextlib.nullcontext():
+            connections.close_all()
+            super().fork_work_horse(job, queue)  # a forked horse never returns from here
+
+    def main_work_horse(self, job, queue):
+        end_when_orphaned(self.pid or os.getppid())  # self.pid: the worker's (a spawned horse reads it from Redis)
+        return super().main_work_horse(job, queue)
 
     def work(self, *args, **kwargs):
         try:

@@ -42,7 +42,10 @@ class Command(BaseCommand):
         try:
             self._wait(children)
         finally:
-            self._stop(children)
+            # A second SIGTERM/Ctrl-C (dev.py passes its signals on) must not cut the clean-up short.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            stop_children(children)
             stop_embedded_redis(redis)
 
     def _start_redis(self):
@@ -53,7 +56,8 @@ class Command(BaseCommand):
         return server
 
     def _spawn_worker(self, env, queue):
-        return subprocess.Popen([sys.executable, "manage.py", "rqworker", queue], env=env, cwd=settings.BASE_DIR)
+        return subprocess.Popen([sys.executable, "manage.py", "rqworker", queue], env=env, cwd=settings.BASE_DIR,
+                                start_new_session=True)
 
     def _spawn_web(self, env, host, port):
         command = [
@@ -63,7 +67,7 @@ class Command(BaseCommand):
             "--worker-class", "gthread", "--threads", "8", "--workers", "1",
             "--timeout", "120", "--graceful-timeout", str(STOP_GRACE_S - 5), "--access-logfile", "-",
         ]  # fmt: skip
-        return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
+        return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR, start_new_session=True)
 
     def _wait(self, children):
         try:
@@ -75,24 +79,31 @@ class Command(BaseCommand):
         if dead:
             self.stderr.write(f"A process exited (code {dead[0].returncode}); stopping the others.")
 
-    def _stop(self, children):
-        # A second SIGTERM/Ctrl-C (dev.py passes its signals on) must not cut the clean-up short.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        # An rq worker answers a first SIGTERM by waiting for its job; a second one, a second
-        # later, kills the job's work horse (its own process group) so no training is orphaned.
-        time.sleep(1.5)
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        # One deadline for all of them (not 15 s each): a stop that hangs is worse than a kill.
-        deadline = time.monotonic() + STOP_GRACE_S
-        for child in children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+
+def stop_children(children: list[subprocess.Popen]) -> None:
+    """Stop what `serve` started, each child with its process group (each started in its own): a
+    SIGTERM, a second one, then a kill at one shared deadline. A work horse has a group of its own,
+    which its worker stops; one whose worker died ends itself (workers.end_when_orphaned)."""
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    # An rq worker answers a first SIGTERM by waiting for its job; a second one, a second
+    # later, kills the job's work horse (its own process group) so no training is orphaned.
+    time.sleep(1.5)
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    # One deadline for all of them (not 15 s each): a stop that hangs is worse than a kill.
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(child, signal.SIGKILL)  # what it started and left behind in its group, too
+        child.wait()
+
+
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)  # its group's id is its pid (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone: the child and everything it left in its group have ended
