@@ -339,7 +339,7 @@ def image_relabel(request, pk):
                                           pk=int(target_pk) if target_pk.isdigit() else 0)
     _apply(request, services.image_relabel, image=image, label=target)
     if request.htmx:
-        return HttpResponse(f'<p class="small muted">Moved to “{target.name}”.</p>')
+        return render(request, "transferapp/_suspect_done.html", {"moved_to": target})
     messages.success(request, f"Moved {image.original_name} to “{target.name}”.")
     return _back(request, image.label)
 
@@ -351,7 +351,7 @@ def image_confirm(request, pk):
     image = selectors.image_get_for_user(user=request.user, pk=pk)
     services.image_confirm_label(image=image)
     if request.htmx:
-        return HttpResponse('<p class="small muted">Kept as it is.</p>')
+        return render(request, "transferapp/_suspect_done.html", {"moved_to": None})
     messages.success(request, f"{image.original_name}: label kept; it will not be listed again.")
     return _back(request, image.label)
 
