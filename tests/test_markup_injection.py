@@ -47,3 +47,82 @@ def test_move_to_a_class_named_with_markup_returns_it_escaped(alice, user):
     assert "bees&lt;img src=x" in body and "Moved to" in body  # still says where the image went
     image.refresh_from_db()
     assert image.label_id == target.pk
+
+
+# --- structural: HTML is built by templates only ------------------------------------------------
+
+import ast  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from django.conf import settings  # noqa: E402
+
+APP = Path(__file__).resolve().parent.parent / "transferapp"
+# An HTML element: "<p ", "<p>", "</p>", "<img src=..." (not "<key>" or "<class>" in help texts).
+HTML_TAG = re.compile(r"</?(?:a|b|i|p|br|hr|em|li|ol|ul|tr|td|th|h[1-6]|div|img|pre|nav|form|span|code|input|table|"
+                      r"button|label|small|style|script|strong|select|option|section|figure|iframe|svg|meta|link)"
+                      r"(?=[\s>/])", re.IGNORECASE)
+SAFE_MAKERS = {"mark_safe", "SafeString", "SafeText", "format_html_join"}
+
+
+def _docstrings(tree) -> set:
+    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))]
+    return {id(n.body[0].value) for n in nodes
+            if n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+
+
+def _string_built_html(path: Path) -> list[str]:
+    """Each place in a module where Python, not a template, writes HTML or marks text as safe."""
+    tree, found = ast.parse(path.read_text(), filename=str(path)), []
+    docstrings = _docstrings(tree)
+    for node in ast.walk(tree):
+        where = f"{path.relative_to(APP.parent)}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if HTML_TAG.search(node.value):
+                found.append(f"{where} HTML in a Python string: {node.value[:60]!r}")
+        elif isinstance(node, ast.Call):
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in SAFE_MAKERS:
+                found.append(f"{where} {name}() marks text as safe")
+            elif name == "format_html" and not (node.args and isinstance(node.args[0], ast.Constant)):
+                found.append(f"{where} format_html() with a built format string")
+    return found
+
+
+def test_no_html_is_built_from_python_strings():
+    modules = sorted(APP.rglob("*.py"))
+    assert len(modules) > 30
+    found = [problem for path in modules if "migrations" not in path.parts for problem in _string_built_html(path)]
+    assert found == []
+
+
+def test_the_scan_catches_each_way_of_building_html(tmp_path):
+    """The check above can fail: each of these is caught."""
+    bad = tmp_path / "bad.py"
+    bad.write_text('name = "x"\n'
+                   "a = HttpResponse(f'<p class=\"small\">Moved to {name}</p>')\n"
+                   "b = '<li>{}</li>'.format(name)\n"
+                   "c = '<span>%s</span>' % name\n"
+                   "d = mark_safe(name)\n"
+                   "e = format_html(f'{name}')\n"
+                   "f = '<b>' + name + '</b>'\n")
+    global APP
+    app, APP = APP, tmp_path
+    try:
+        found = _string_built_html(bad)
+    finally:
+        APP = app
+    assert sorted({int(line.split()[0].rsplit(":", 1)[1]) for line in found}) == [2, 3, 4, 5, 6, 7]
+
+
+# Templates that must print a value unescaped, and why (nothing a user typed reaches them).
+UNESCAPED_ALLOWED = {("report.html", "report.css|safe"): "the report's own stylesheet, read from static/"}
+
+
+def test_templates_never_turn_autoescape_off_for_user_text():
+    for path in Path(settings.BASE_DIR, "templates").rglob("*.html"):
+        text = path.read_text()
+        assert "autoescape off" not in text, path
+        for match in re.finditer(r"\{\{\s*([^}]*?\|\s*(?:safe|safeseq)\b)[^}]*\}\}", text):
+            expression = re.sub(r"\s", "", match.group(1))
+            assert (path.name, expression) in UNESCAPED_ALLOWED, f"{path.name}: {{{{ {match.group(1)} }}}} is unescaped"
