@@ -12,7 +12,7 @@ from transferapp.models import Label, TrainingRun
 pytestmark = pytest.mark.django_db
 
 # An htmx attribute that fires a request on load, and a plain script-less XSS probe.
-HTMX_PROBE = '<i hx-post="delete/" hx-trigger="load">'
+HTMX_PROBE = '<i hx-post="delete" hx-trigger="load">'  # no "/": an upload's name would be cut there
 IMG_PROBE = "<img src=x onerror=alert(1)>"
 MARKUP = f"bees{IMG_PROBE}{HTMX_PROBE}"
 
@@ -126,3 +126,117 @@ def test_templates_never_turn_autoescape_off_for_user_text():
         for match in re.finditer(r"\{\{\s*([^}]*?\|\s*(?:safe|safeseq)\b)[^}]*\}\}", text):
             expression = re.sub(r"\s", "", match.group(1))
             assert (path.name, expression) in UNESCAPED_ALLOWED, f"{path.name}: {{{{ {match.group(1)} }}}} is unescaped"
+
+
+# --- every htmx endpoint, with markup in every name ------------------------------------------------
+
+import io  # noqa: E402
+import zipfile  # noqa: E402
+
+from tests.conftest import image_bytes  # noqa: E402
+from tests.factories import upload  # noqa: E402
+from transferapp import batch, services  # noqa: E402
+from transferapp.models import BatchPrediction, ImportJob  # noqa: E402
+
+HX = {"HTTP_HX_REQUEST": "true"}
+XHR = {"HTTP_X_REQUESTED_WITH": "XMLHttpRequest"}
+# Each url name that a template asks htmx to GET or POST, and the model whose get_absolute_url it polls.
+ABSOLUTE_URL_VIEWS = {"run": "run_detail", "project": "project_detail", "label": "label_detail",
+                      "job": "import_detail", "batch": "batch_detail"}
+
+
+def _htmx_endpoints_in_templates() -> set:
+    names = set()
+    for path in Path(settings.BASE_DIR, "templates").rglob("*.html"):
+        for target in re.findall(r'hx-(?:get|post|put|patch|delete)="([^"]*)"', path.read_text()):
+            named = re.search(r"\{% url '([a-z_]+)'", target) or re.search(r"\{\{ (\w+)\.get_absolute_url", target)
+            assert named, f"{path.name}: unrecognised htmx target {target}"
+            names.add(ABSOLUTE_URL_VIEWS.get(named.group(1), named.group(1)))
+    return names
+
+
+@pytest.fixture
+def marked_up(user, tmp_path):
+    """A project where every name a user chooses is markup: project, classes, files, zip, batch."""
+    project = services.project_create(owner=user, name=f"P{MARKUP}")
+    red = services.label_create(project=project, name="red")
+    bees = _legacy_label(project, MARKUP)
+    images = [services.image_add(label=label, name=f"{MARKUP}{i}.png", data=image_bytes("red", shape_seed=i)).image
+              for i, label in enumerate((red, red, red, bees))]
+    suspects = [{"key": str(image.pk), "label": 1, "suggested": 0, "p_given": 0.1, "p_suggested": 0.9}
+                for image in images[:3]]
+    run = _finished_run(project, suspects)  # classes sorted: [MARKUP, "red"]
+    run.version = 1
+    run.metrics["eval_predictions"] = [[str(images[0].pk), 1, 0, 0.9], [str(images[3].pk), 0, 0, 0.8]]
+    run.save()
+    newer = _finished_run(project, [])
+    newer.version = 2
+    newer.metrics["eval_predictions"] = [[str(images[0].pk), 1, 1, 0.9], [str(images[3].pk), 0, 1, 0.7]]
+    newer.save()
+    job = ImportJob.objects.create(project=project, source_name=f"{MARKUP}.zip", status="done", total=2, processed=2,
+                                   accepted=1, skipped=1)
+    job.report_rows.create(name=f"{MARKUP}/{MARKUP}.png", label=MARKUP, ok=False, reason=f"Not an image: {MARKUP}")
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / BatchPrediction.CSV).write_text(batch.to_csv([
+        {"file": f"{MARKUP}.png", "top": {"label": MARKUP, "probability": 0.9}, "prediction_set": [MARKUP, "red"],
+         "abstained": False},
+        {"file": f"{MARKUP}.txt", "error": f"Not an image: {MARKUP}"}]), encoding="utf-8")
+    common = {"project": project, "run": run, "version": 1, "source_name": f"{MARKUP}.zip", "total": 2}
+    done = BatchPrediction.objects.create(**common, folder=str(folder), csv_path=str(folder / BatchPrediction.CSV),
+                                          status="done", done=2, refused=1)
+    running = BatchPrediction.objects.create(**common, folder=str(folder), status="running", done=1,
+                                             message=f"Paused: {MARKUP}")
+    return {"project": project, "red": red, "bees": bees, "images": images, "run": run, "job": job,
+            "batches": (done, running)}
+
+
+def _zip_with_markup_folder() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr(f"{MARKUP}/{MARKUP}.png", image_bytes("blue"))
+        archive.writestr("red/notes.png", b"not an image")
+    return out.getvalue()
+
+
+def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
+    m, project = marked_up, marked_up["project"]
+    red, bees, images, run = m["red"], m["bees"], m["images"], m["run"]
+    done, running = m["batches"]
+    requests = {  # url name -> each request that template's htmx (or app.js's XHR) sends, full pages too
+        "project_detail": [("get", project.get_absolute_url(), {}, HX), ("get", project.get_absolute_url(), {}, {})],
+        "label_detail": [("get", bees.get_absolute_url(), {}, HX), ("get", red.get_absolute_url() + "?suspects=1", {}, {})],
+        "run_detail": [("get", run.get_absolute_url() + "?live=1", {}, HX), ("get", run.get_absolute_url(), {}, {})],
+        "import_detail": [("get", m["job"].get_absolute_url() + "?live=1", {}, HX),
+                          ("get", m["job"].get_absolute_url(), {}, {})],
+        "batch_detail": [("get", done.get_absolute_url() + "?live=1", {}, HX),
+                         ("get", running.get_absolute_url() + "?live=1", {}, HX),
+                         ("get", reverse("predict", args=[project.pk]) + f"?batch={done.pk}", {}, {})],
+        "version_compare": [("get", reverse("version_compare", args=[project.pk]) + "?before=1&after=2", {}, HX),
+                            ("get", reverse("version_compare", args=[project.pk]) + "?before=1&after=2", {}, {})],
+        "image_relabel": [("post", reverse("image_relabel", args=[images[0].pk]), {"target": bees.pk}, HX)],
+        "image_confirm": [("post", reverse("image_confirm", args=[images[1].pk]), {}, HX)],
+        "image_delete": [("post", reverse("image_delete", args=[images[2].pk]), {"card": "1"}, HX),
+                         ("post", reverse("image_delete", args=[images[3].pk]), {}, HX)],
+        # app.js's uploader: rows of stored and refused files, and the import's live panel.
+        "label_upload": [("post", reverse("label_upload", args=[project.pk, red.pk]),
+                          {"files": [upload(f"{MARKUP}.png", image_bytes("red", shape_seed=9)),
+                                     upload(f"{MARKUP}.txt", b"no image", "text/plain")]}, XHR)],
+        "import_create": [("post", reverse("import_create", args=[project.pk]),
+                           {"archive": upload(f"{MARKUP}.zip", _zip_with_markup_folder(), "application/zip")}, XHR)],
+    }
+    assert _htmx_endpoints_in_templates() <= set(requests), "a new htmx endpoint: add it here"
+    escaped = []
+    for name, calls in requests.items():
+        for method, url, data, headers in calls:
+            response = getattr(alice, method)(url, data, **headers)
+            assert response.status_code in (200, 286), (name, url, response.status_code)
+            body = response.content.decode()
+            if response["Content-Type"].startswith("application/json"):  # app.js puts it in with textContent
+                assert MARKUP in {file["name"].removesuffix(".png") for file in response.json()["files"]}
+                continue
+            assert response["Content-Type"].startswith("text/html"), (name, url)
+            _assert_no_raw_markup(body, f"{name} {url}")
+            escaped.append(("&lt;img src=x" in body, name))
+    # The names are shown (escaped) by every response but those that only give a status.
+    assert [name for shown, name in escaped if not shown] == ["run_detail", "image_confirm", "image_delete"]
