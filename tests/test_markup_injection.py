@@ -240,3 +240,52 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
             escaped.append(("&lt;img src=x" in body, name))
     # The names are shown (escaped) by every response but those that only give a status.
     assert [name for shown, name in escaped if not shown] == ["run_detail", "image_confirm", "image_delete"]
+
+
+# --- class names at import: markup neutralised, control characters left out, nothing lost ---------
+
+from tests.test_import import _summary, make_zip  # noqa: E402
+from transferapp.models import Image  # noqa: E402
+
+REVIEW_FOLDER = "bees<i hx-post=delete&#47; hx-trigger=load>"
+
+
+@pytest.mark.usefixtures("queue")
+def test_a_zip_folder_with_markup_or_control_characters_imports_every_image_under_a_neutral_name(user, tmp_path):
+    project = services.project_create(owner=user, name="Zoo")
+    folders = {REVIEW_FOLDER: "bees‹i hx-post=delete&#47; hx-trigger=load›", "a<b": "a‹b", "tab\there\x01\u202e": "tab here",
+               "Café (été)": "Café (été)", "猫 ねこ": "猫 ねこ", "my-class_1.0": "my-class_1.0", "R&D \"x\" 'y'": "R&D \"x\" 'y'"}
+    files = {f"{folder}/{i}.png": image_bytes("red", shape_seed=n * 2 + i)
+             for n, folder in enumerate(folders) for i in range(2)}
+    summary = _summary(project, make_zip(files), tmp_path)
+    assert (summary["accepted"], summary["skipped"]) == (len(files), 0)
+    assert sorted(project.labels.values_list("name", flat=True)) == sorted(folders.values())
+    for name in folders.values():
+        assert project.labels.get(name=name).images.count() == 2
+    assert {row["label"] for row in summary["report"]} == set(folders.values())
+
+
+def test_the_class_form_neutralises_markup_and_says_so(alice, user):
+    project = services.project_create(owner=user, name="P")
+    response = alice.post(reverse("label_create", args=[project.pk]), {"name": "a<b>\x07"}, follow=True)
+    assert project.labels.get().name == "a‹b›"
+    assert "Saved as “a‹b›”" in response.content.decode()
+    label = project.labels.get()
+    alice.post(reverse("label_rename", args=[project.pk, label.pk]), {"name": "<i hx-get=x>"})
+    label.refresh_from_db()
+    assert label.name == "‹i hx-get=x›"
+    # Typing the name as it was given confirms the deletion too.
+    alice.post(reverse("label_delete", args=[project.pk, label.pk]), {"confirm_name": "<i hx-get=x>"})
+    assert not project.labels.exists()
+
+
+def test_the_api_finds_a_class_by_the_name_it_was_given(client, user, queue):
+    from urllib.parse import quote
+
+    project = services.project_create(owner=user, name="P")
+    label = services.label_create(project=project, name="a<b")
+    _, key = services.api_key_create(project=project)
+    url = f"/api/v1/projects/{project.pk}/classes/{quote('a<b')}/images"
+    response = client.post(url, {"files": [upload("x.png", image_bytes("red"))]}, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 200, response.content
+    assert label.images.count() == 1
