@@ -131,6 +131,7 @@ def test_templates_never_turn_autoescape_off_for_user_text():
 # --- every htmx endpoint, with markup in every name ------------------------------------------------
 
 import io  # noqa: E402
+import json  # noqa: E402
 import zipfile  # noqa: E402
 
 from tests.conftest import image_bytes  # noqa: E402
@@ -289,3 +290,49 @@ def test_the_api_finds_a_class_by_the_name_it_was_given(client, user, queue):
     response = client.post(url, {"files": [upload("x.png", image_bytes("red"))]}, HTTP_AUTHORIZATION=f"Bearer {key}")
     assert response.status_code == 200, response.content
     assert label.images.count() == 1
+
+
+# --- htmx never processes the regions that show names -----------------------------------------------
+
+from html.parser import HTMLParser  # noqa: E402
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _TextOutsideHxDisable(HTMLParser):
+    """Text nodes holding `needle` that no hx-disable element encloses (titles and options aside:
+    htmx never processes those)."""
+
+    def __init__(self, needle):
+        super().__init__()
+        self.needle, self.stack, self.exposed = needle, [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in VOID:
+            disabled = any(name == "hx-disable" for name, _ in attrs) or bool(self.stack and self.stack[-1][1])
+            self.stack.append((tag, disabled))
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data):
+        tag, disabled = self.stack[-1] if self.stack else ("", False)
+        if self.needle in data and not disabled and tag not in ("title", "option", "textarea"):
+            self.exposed.append(f"<{tag}>{data.strip()[:60]}")
+
+
+def test_names_are_shown_inside_hx_disable_and_htmx_runs_without_eval(alice, marked_up):
+    m, project = marked_up, marked_up["project"]
+    done, _ = m["batches"]
+    pages = [project.get_absolute_url(), m["bees"].get_absolute_url(), m["red"].get_absolute_url(),
+             m["run"].get_absolute_url(), m["job"].get_absolute_url(), done.get_absolute_url() + "?live=1",
+             reverse("version_compare", args=[project.pk]) + "?before=1&after=2"]
+    for url in pages:
+        page = alice.get(url, **(HX if "live" in url else {})).content.decode()
+        checker = _TextOutsideHxDisable(MARKUP)
+        checker.feed(page)
+        assert checker.exposed == [], url
+    page = alice.get(project.get_absolute_url()).content.decode()
+    config = json.loads(re.search(r"<meta name=\"htmx-config\" content='([^']*)'>", page).group(1))
+    assert config == {"allowEval": False, "allowScriptTags": False, "selfRequestsOnly": True}
