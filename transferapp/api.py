@@ -238,7 +238,7 @@ def _checked_files(request):
 def images_add(request, project_id: int, name: str):
     """Add images to a class: the upload page's checks, quotas and per-file report."""
     project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
-    label = project.labels.filter(name=name).first()
+    label = project.labels.filter(name__in={name, services.label_name(name)}).first()  # "a<b" is stored "a‹b"
     if label is None:
         raise Http404(f"This project has no class “{name}”.")
     outcomes = [services.UploadOutcome(name=n, error=reason) for n, reason in uploads.refused_files(request)]

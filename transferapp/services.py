@@ -10,6 +10,7 @@ import re
 import secrets
 import shutil
 import time
+import unicodedata
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -161,7 +162,7 @@ def label_rename(*, label: Label, name: str) -> Label:
 
 def _free_label_name(project: Project, name: str, exclude: Label | None = None) -> str:
     """The cleaned name, if no other class of the project has it (ignoring case)."""
-    name = _clean_name(name, "Class name")
+    name = _clean_name(label_name(name), "Class name")
     others = project.labels.exclude(pk=exclude.pk) if exclude else project.labels.all()
     if others.filter(name__iexact=name).exists():
         raise ServiceError(f"There is already a class called “{name}”.")
@@ -176,7 +177,8 @@ def label_delete(*, label: Label) -> None:
 
 def confirm_name(*, typed: str, name: str, what: str) -> bool:
     """A class or project is deleted only when its name is typed: no undo is offered for those."""
-    if (typed or "").strip() != name:
+    typed = (typed or "").strip()
+    if typed != name and not (what == "class" and label_name(typed) == name):  # "a<b" deletes the class "a‹b"
         raise ServiceError(f"Type the {what} name “{name}” to confirm that it should be deleted.")
     return True
 
@@ -377,15 +379,15 @@ def _import_one(project: Project, entry, labels: dict, summary: dict, earlier_tr
     if entry.junk:
         summary["junk"] += 1
         return
-    reason, label_name = entry.skip, entry.label
+    reason, class_name = entry.skip, label_name(entry.label)
     if not reason:
         try:
-            outcome = image_add(label=_label_for(project, label_name, labels, summary), name=entry.name, data=entry.read(), split=entry.split)
+            outcome = image_add(label=_label_for(project, class_name, labels, summary), name=entry.name, data=entry.read(), split=entry.split)
             reason = "" if _stored_by_an_earlier_try(outcome, earlier_try_since) else outcome.error
         except (ValueError, OSError, ServiceError) as exc:
             reason = str(exc)
     summary["skipped" if reason else "accepted"] += 1
-    summary["report"].append({"name": entry.name, "label": label_name, "ok": not reason, "reason": reason})
+    summary["report"].append({"name": entry.name, "label": class_name, "ok": not reason, "reason": reason})
 
 
 def _stored_by_an_earlier_try(outcome: UploadOutcome, since: datetime | None) -> bool:
@@ -394,6 +396,7 @@ def _stored_by_an_earlier_try(outcome: UploadOutcome, since: datetime | None) ->
 
 
 def _label_for(project: Project, name: str, labels: dict, summary: dict) -> Label:
+    name = label_name(name)  # a folder "a<b" is the class "a‹b", for its first file and every other
     label = labels.get(name.lower())
     if label is None:
         label = label_create(project=project, name=name)
@@ -923,6 +926,22 @@ def run_delete(*, run: TrainingRun) -> None:
     artifact_dir = run.artifact_dir
     run.delete()
     blobs.remove_stored(artifact_dir)
+
+
+# A class name travels far (pages, reports, CSVs, the model's class list that API clients show), and
+# zip folder names may hold anything: markup's "<" and ">" become look-alike angle quotes, so a
+# folder "a<b" still imports (as "a‹b") and loses nothing; control characters go (tabs and line
+# breaks become spaces), and so do the bidi overrides that make a name read differently from what
+# it is. Other unicode (accents, CJK, emoji, "&", quotes) is kept: templates escape it.
+_MARKUP_LOOKALIKES = str.maketrans({"<": "‹", ">": "›"})
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def label_name(name: str) -> str:
+    """A class name as stored: see _MARKUP_LOOKALIKES. The same name twice gives the same result."""
+    kept = (" " if char.isspace() else "" if unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS else char
+            for char in (name or ""))
+    return "".join(kept).translate(_MARKUP_LOOKALIKES).strip()
 
 
 def _clean_name(name: str, what: str) -> str:

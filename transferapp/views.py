@@ -122,7 +122,9 @@ def project_delete(request, pk):
 @require_POST
 def label_create(request, pk):
     project = selectors.project_get_for_user(user=request.user, pk=pk)
-    label = _apply(request, services.label_create, project=project, name=request.POST.get("name", ""))
+    typed = request.POST.get("name", "")
+    label = _apply(request, services.label_create, project=project, name=typed)
+    _say_if_renamed(request, typed, label)
     return redirect(label or project)
 
 
@@ -161,8 +163,15 @@ def _pop_undo(request, label) -> dict | None:
 @require_POST
 def label_rename(request, project_pk, pk):
     label = selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
-    _apply(request, services.label_rename, label=label, name=request.POST.get("name", ""))
+    typed = request.POST.get("name", "")
+    _say_if_renamed(request, typed, _apply(request, services.label_rename, label=label, name=typed))
     return redirect(label)
+
+
+def _say_if_renamed(request, typed: str, label) -> None:
+    if label is not None and label.name != typed.strip():
+        messages.info(request, f"Saved as “{label.name}”: in class names “<” and “>” become “‹” and “›”, "
+                               "and control characters are left out.")
 
 
 @login_required
@@ -339,7 +348,7 @@ def image_relabel(request, pk):
                                           pk=int(target_pk) if target_pk.isdigit() else 0)
     _apply(request, services.image_relabel, image=image, label=target)
     if request.htmx:
-        return HttpResponse(f'<p class="small muted">Moved to “{target.name}”.</p>')
+        return render(request, "transferapp/_suspect_done.html", {"moved_to": target})
     messages.success(request, f"Moved {image.original_name} to “{target.name}”.")
     return _back(request, image.label)
 
@@ -351,7 +360,7 @@ def image_confirm(request, pk):
     image = selectors.image_get_for_user(user=request.user, pk=pk)
     services.image_confirm_label(image=image)
     if request.htmx:
-        return HttpResponse('<p class="small muted">Kept as it is.</p>')
+        return render(request, "transferapp/_suspect_done.html", {"moved_to": None})
     messages.success(request, f"{image.original_name}: label kept; it will not be listed again.")
     return _back(request, image.label)
 
