@@ -40,7 +40,8 @@ def _one(case: str, path: str) -> dict:
     import django
     django.setup()
     from django.conf import settings
-    from transferapp import intake
+
+    from transferapp.library import intake
     with open(path, "rb") as f:
         data = f.read()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

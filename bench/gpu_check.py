@@ -124,8 +124,8 @@ def _train_half(args) -> int:
     from transferapp.engine.config import TrainConfig
     from transferapp.engine.data import development_split
     from transferapp.engine.features import describe_device, pick_device
+    from transferapp.engine.fitting import fit
     from transferapp.engine.predict import load_predictor
-    from transferapp.engine.train import fit
     from transferapp.engine.zoo import precision
 
     device = pick_device()

@@ -12,10 +12,10 @@ from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 
-from transferapp import duplicates
 from transferapp.engine.data import is_image_file
 from transferapp.engine.imaging import load_rgb
-from transferapp.intake import THUMB_SIZE
+from transferapp.library import duplicates
+from transferapp.library.intake import THUMB_SIZE
 
 
 def _old_groups(hashes):

@@ -83,19 +83,20 @@ def _empty_redis() -> None:
 def _projects(per_class: int):
     from django.contrib.auth import get_user_model
 
-    from transferapp import services
     from transferapp.engine.data import folder_samples
+    from transferapp.library import images as library_images
+    from transferapp.library import projects as library_projects
 
     owner = get_user_model().objects.create_user("bench", password="a-long-password-9")
     projects = []
     for name in ("flowers", "brick_crack"):
         classes, train, _ = folder_samples(DATASETS / name)
-        project = services.project_create(owner=owner, name=name)
+        project = library_projects.project_create(owner=owner, name=name)
         for index, class_name in enumerate(classes):
-            label = services.label_create(project=project, name=class_name)
+            label = library_projects.label_create(project=project, name=class_name)
             for sample in [s for s in train if s.label == index][:per_class]:
                 path = Path(sample.path)
-                services.image_add(label=label, name=path.name, data=path.read_bytes())  # a duplicate is skipped
+                library_images.image_add(label=label, name=path.name, data=path.read_bytes())  # a duplicate is skipped
         projects.append(project)
     return projects
 
@@ -105,8 +106,8 @@ def _arrangement(projects, n_workers: int, threads: int, env: dict, args) -> tup
     from django.conf import settings
     from rq import Worker
 
-    from transferapp import services
     from transferapp.models import TrainingRun
+    from transferapp.training import runs as training_runs
 
     shutil.rmtree(settings.FEATURE_CACHE_DIR, ignore_errors=True)
     worker_env = {**env, "TORCH_THREADS": str(threads)}
@@ -118,7 +119,7 @@ def _arrangement(projects, n_workers: int, threads: int, env: dict, args) -> tup
         _wait(lambda: len(Worker.all(queue=queue)) == n_workers, "workers to register")
         time.sleep(2)  # their reapers' first sweep
         started = time.perf_counter()
-        runs = [services.training_start(project=p, base_model="efficientnet_lite0", preset=args.preset,
+        runs = [training_runs.training_start(project=p, base_model="efficientnet_lite0", preset=args.preset,
                                         config={"time_budget_s": args.budget_s, "epochs": 3}) for p in projects]
         _wait(lambda: all(r.is_finished for r in TrainingRun.objects.filter(pk__in=[r.pk for r in runs])),
               "both trainings", timeout_s=3600)

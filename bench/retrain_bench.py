@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from transferapp.engine.config import TrainConfig  # noqa: E402
 from transferapp.engine.data import folder_samples, stratified_split  # noqa: E402
-from transferapp.engine.train import fit  # noqa: E402
+from transferapp.engine.fitting import fit
 
 RETRAIN_TARGET_S = 2.0
 

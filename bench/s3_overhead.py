@@ -79,7 +79,7 @@ def main() -> int:
         server = start_seaweedfs(tmp / "seaweedfs")
         try:
             _configure(server, tmp / "scratch")
-            from transferapp import blobs
+            from transferapp.storage import blobs
 
             names = _upload(server, samples)
             train, val = development_split(samples, config)

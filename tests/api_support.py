@@ -6,8 +6,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 from rq import SimpleWorker
 
-from transferapp import services
+from transferapp.library import images as library_images
+from transferapp.library import projects as library_projects
 from transferapp.models import TrainingRun
+from transferapp.training import runs as training_runs
 
 # Per class: a base hue the textures are built around, so a fast linear head can tell them apart.
 CLASS_TINTS = {"meadow": (70, 150, 60), "sea": (40, 90, 170), "sand": (200, 170, 110)}
@@ -28,11 +30,11 @@ def photo_bytes(kind: str, seed: int, size=(88, 72), fmt="JPEG") -> bytes:
 
 
 def photo_project(owner, *, per_class=8, name="Landscapes"):
-    project = services.project_create(owner=owner, name=name)
+    project = library_projects.project_create(owner=owner, name=name)
     for kind in CLASS_TINTS:
-        label = services.label_create(project=project, name=kind)
+        label = library_projects.label_create(project=project, name=kind)
         for i in range(per_class):
-            outcome = services.image_add(label=label, name=f"{kind}-{i}.jpg", data=photo_bytes(kind, i))
+            outcome = library_images.image_add(label=label, name=f"{kind}-{i}.jpg", data=photo_bytes(kind, i))
             assert outcome.image is not None, outcome.error
     return project
 
@@ -43,7 +45,7 @@ def work_off_queue(*queues):
 
 def train_version(project, preset="fast") -> TrainingRun:
     """A real training run through the service and a real worker; returns the succeeded run."""
-    run = services.training_start(project=project, base_model="efficientnet_lite0", preset=preset, config={})
+    run = training_runs.training_start(project=project, base_model="efficientnet_lite0", preset=preset, config={})
     work_off_queue()
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error

@@ -21,7 +21,7 @@ def embedded_redis():
     if os.environ.get("REDIS_URL"):
         yield None
         return
-    from transferapp.embedded_redis import start_embedded_redis
+    from transferapp.jobs.embedded_redis import start_embedded_redis
 
     server = start_embedded_redis(Path(settings.EMBEDDED_REDIS_SOCKET))
     yield server

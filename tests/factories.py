@@ -2,15 +2,16 @@
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.conftest import image_bytes
-from transferapp import services
+from transferapp.library import images as library_images
+from transferapp.library import projects as library_projects
 
 
 def project_with_images(owner, *, classes=("red", "blue"), per_class=5, size=(64, 64), name="Colours"):
-    project = services.project_create(owner=owner, name=name)
+    project = library_projects.project_create(owner=owner, name=name)
     for color in classes:
-        label = services.label_create(project=project, name=color)
+        label = library_projects.label_create(project=project, name=color)
         for i in range(per_class):
-            outcome = services.image_add(label=label, name=f"{color}-{i}.png", data=image_bytes(color, size, shape_seed=i))
+            outcome = library_images.image_add(label=label, name=f"{color}-{i}.png", data=image_bytes(color, size, shape_seed=i))
             assert outcome.image is not None, outcome.error
     return project
 

@@ -19,13 +19,13 @@ def test_models_trained_before_versions_existed_become_numbered_versions(django_
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
     executor.migrate(executor.loader.graph.leaf_nodes())
-    from transferapp import selectors
     from transferapp.models import Project, TrainingRun
+    from transferapp.training import selectors as training_selectors
 
     assert dict(TrainingRun.objects.filter(project_id=project.pk).values_list("pk", "version")) == {
         first.pk: 1, second.pk: 2, first.pk + 1: None}
     migrated = Project.objects.get(pk=project.pk)
-    assert migrated.last_version == 2 and selectors.model_run(project=migrated).pk == second.pk
+    assert migrated.last_version == 2 and training_selectors.model_run(project=migrated).pk == second.pk
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
-from transferapp import services
+from transferapp.accounts import api_keys
 from transferapp.models import Image, Label, Project, TrainingRun, UserQuota
 
 
@@ -34,7 +34,7 @@ class UserWithQuotaAdmin(UserAdmin):
         self._revoke_keys(request, users)
 
     def _revoke_keys(self, request, users):
-        revoked = sum(services.api_keys_revoke_for_user(user=user) for user in users)
+        revoked = sum(api_keys.api_keys_revoke_for_user(user=user) for user in users)
         self.message_user(request, f"{revoked} API key{'' if revoked == 1 else 's'} revoked. Revoked keys stay revoked "
                                    "if the account is reactivated: its owner makes new ones.", messages.INFO)
 

@@ -11,4 +11,4 @@ class AdminConfig(admin_apps.AdminConfig):
     """Django's admin with the app's throttled sign-in (replaces "django.contrib.admin")."""
 
     default = False  # named explicitly in INSTALLED_APPS; TransferappConfig stays this app's config
-    default_site = "transferapp.auth.ThrottledAdminSite"
+    default_site = "transferapp.accounts.auth.ThrottledAdminSite"

@@ -170,7 +170,7 @@ class TrainingRun(models.Model):
     # call it (chosen on the results page from the sensitivity/specificity trade-off).
     positive_class = models.CharField(max_length=80, blank=True)
     decision_threshold = models.FloatField(null=True, blank=True)
-    # v1, v2, ... per project: given when the run succeeds (tasks._finish), from Project.last_version.
+    # v1, v2, ... per project: given when the run succeeds (tasks.finish), from Project.last_version.
     version = models.PositiveIntegerField(null=True, blank=True)
     # Where it ran, written when a worker claims it: the rq worker's name and the device, e.g.
     # "cuda: NVIDIA H100 80GB HBM3" or "cpu: 2 threads" (engine.features.describe_device).

@@ -89,14 +89,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "transferapp.csp.ContentSecurityPolicyMiddleware",
+    "transferapp.web.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Before the CSRF check: a body refused unread has no form token, and deserves its own message.
     # Its check runs in process_view, after every middleware's request side: request.user is set by
     # then, and decides how large a body may be read (uploads.may_send_large_bodies).
-    "transferapp.uploads.RequestRefusalMiddleware",
+    "transferapp.web.uploads.RequestRefusalMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -117,7 +117,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "transferapp.context_processors.site",
+                "transferapp.web.context_processors.site",
             ],
         },
     }
@@ -154,7 +154,7 @@ RQ_QUEUES = {
 GPU_WORKER_TTL_S = envint("GPU_WORKER_TTL_S", "60")
 # The worker class settles stale runs and imports on a timer, with no page view needed (workers.py):
 # `manage.py rqworker` and `manage.py serve` both use it.
-RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "transferapp.workers.ReapingWorker"}
+RQ = {"COMMIT_MODE": "on_db_commit", "WORKER_CLASS": "transferapp.jobs.workers.ReapingWorker"}
 REAPER_INTERVAL_S = envint("REAPER_INTERVAL_S", "60")
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -246,7 +246,7 @@ MAX_UPLOAD_MB = envint("MAX_UPLOAD_MB", "25")
 # A zip import may be large, and it is the largest request body the app accepts.
 MAX_IMPORT_MB = envint("MAX_IMPORT_MB", "4096")
 FILE_UPLOAD_HANDLERS = [
-    "transferapp.uploads.SizeCapUploadHandler",
+    "transferapp.web.uploads.SizeCapUploadHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]

@@ -5,6 +5,6 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "transferapp.settings")
 application = get_wsgi_application()
 
-from transferapp.predictions import use_web_threads  # noqa: E402 - needs the settings loaded above
+from transferapp.serving.predictions import use_web_threads
 
 use_web_threads()

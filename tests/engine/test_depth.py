@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 from transferapp.engine import TrainConfig, fit, folder_samples, load_predictor, stratified_split
-from transferapp.engine.train import _freeze_body, _optimizer, choose_depth, separation_skill
+from transferapp.engine.depth import choose_depth, separation_skill
+from transferapp.engine.finetune import _optimizer, freeze_body
 from transferapp.engine.zoo import Classifier, create_backbone
 
 
@@ -60,14 +61,14 @@ def test_auto_depth_trains_every_layer_only_when_the_frozen_features_separate_po
 def test_deeper_stages_learn_more_gently_around_the_configured_mean_rate():
     backbone = create_backbone("efficientnet_lite0", image_size=64)
     model = Classifier(backbone, 3)
-    groups = _freeze_body(model, 0, layer_lr_decay=0.5)
+    groups = freeze_body(model, 0, layer_lr_decay=0.5)
     opt, _ = _optimizer(groups, TrainConfig(lr=1e-3), total_steps=10)
     head, *stages = [g["initial_lr"] for g in opt.param_groups]
     assert len(stages) == len(model.body)
     assert all(lower == pytest.approx(upper * 0.5) for lower, upper in zip(stages, stages[1:]))  # halving downwards
     assert np.mean(stages) == pytest.approx(1e-3) and head == pytest.approx(stages[-1])
     assert all(p.requires_grad for p in model.parameters())
-    top_only = _freeze_body(model, backbone.top_start(3), layer_lr_decay=0.5)
+    top_only = freeze_body(model, backbone.top_start(3), layer_lr_decay=0.5)
     assert not any(p.requires_grad for p in model.body[0].parameters())
     assert len(top_only) == 1 + 4  # the head, three blocks and the head conv
     assert np.mean([g["lr_scale"] for g in top_only[1:]]) == pytest.approx(1.0)
@@ -88,10 +89,10 @@ def test_the_schedule_warms_up_then_decays_to_zero_within_the_planned_steps():
 
 
 def test_a_fit_on_images_far_from_imagenet_fine_tunes_every_layer_and_says_why(tmp_path, monkeypatch):
-    from transferapp.engine import train as train_module
+    from transferapp.engine import choice
     # Noise is learned by neither stage, so which one is kept is a coin toss; this test is about what
     # the fine-tuning trained, so the fine-tuned model is kept (the training itself is real).
-    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best, *_: ("finetune", "Chosen by the test."))
+    monkeypatch.setattr(choice, "_choose", lambda stage1_row, best, *_: ("finetune", "Chosen by the test."))
     data = _noise_dataset(tmp_path / "noise")
     config = TrainConfig(preset="best", epochs=1, image_size=64, batch_size=8, refit=False)
     classes, samples, _ = folder_samples(data)
@@ -112,8 +113,10 @@ def test_a_fit_on_images_far_from_imagenet_fine_tunes_every_layer_and_says_why(t
 
 
 def _trainer(shapes_dir, **settings):
-    from transferapp.engine.train import _Run, _Trainer
     import time
+
+    from transferapp.engine.finetune import _Trainer
+    from transferapp.engine.state import _Run
     config = TrainConfig(image_size=64, **{"batch_size": 4, **settings})
     classes, samples, _ = folder_samples(shapes_dir)
     backbone = create_backbone(config.base, image_size=64)
@@ -150,8 +153,9 @@ def test_the_second_batch_prices_the_epoch_and_a_finished_epoch_is_never_thrown_
 
 
 def test_the_progress_bar_never_moves_back():
-    from transferapp.engine.train import _Run
     import time
+
+    from transferapp.engine.state import _Run
     events = []
     run = _Run(TrainConfig(), events.append, None, time.perf_counter())
     for fraction in (0.3, 0.5, 0.4, 0.6):  # a re-planned phase may compute a lower share

@@ -118,8 +118,8 @@ def test_the_chosen_recipe_is_retrained_on_every_image(shapes_dir, tmp_path):
 def _force_fine_tuned_choice(monkeypatch):
     """Shapes are so easy that the quick model usually wins; these tests are about what follows a
     fine-tuned choice, so that choice is made for them (the training itself is real)."""
-    from transferapp.engine import train as train_module
-    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best, *_: ("finetune", "Chosen by the test."))
+    from transferapp.engine import choice
+    monkeypatch.setattr(choice, "_choose", lambda stage1_row, best, *_: ("finetune", "Chosen by the test."))
 
 
 def test_a_fine_tuned_choice_is_retrained_for_its_validated_epochs(shapes_dir, tmp_path, monkeypatch):
@@ -138,11 +138,10 @@ def test_a_fine_tuned_choice_is_retrained_for_its_validated_epochs(shapes_dir, t
 
 
 def test_a_retrain_that_cannot_finish_in_the_budget_is_skipped_not_started(shapes_dir, tmp_path, monkeypatch):
-    from transferapp.engine import TrainConfig
-    from transferapp.engine import train as train_module
+    from transferapp.engine import TrainConfig, choice
     _force_fine_tuned_choice(monkeypatch)
     # The synthetic case: the measured epochs price the retrain far above the budget's time left.
-    monkeypatch.setattr(train_module, "retrain_estimate_s", lambda *args: 1e6)
+    monkeypatch.setattr(choice, "retrain_estimate_s", lambda *args: 1e6)
     config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit_finetuned=True)
     classes, train, val = _split(shapes_dir, config)
     events = []

@@ -8,25 +8,42 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from transferapp.engine import TrainConfig, fit, folder_samples, load_predictor, stratified_split
+from transferapp.engine import (
+    TrainConfig,
+    choice,
+    final,
+    finetune,
+    fit,
+    fitting,
+    folder_samples,
+    load_predictor,
+    state,
+    stratified_split,
+)
 from transferapp.engine import calibrate as cal
 from transferapp.engine import metrics as M
-from transferapp.engine import train as train_module
 from transferapp.engine.curve import verdict
 
 from .conftest import make_dataset
 from .test_cli import _engine
 
-
 # --- 1. a held-out test set stays held out ---------------------------------------------------
 
+# fit()'s phases live in several modules (engine/fitting.py, choice.py, final.py, ...), each of which
+# looks a name up in its own namespace: the spy replaces it in every one that has it.
+PHASE_MODULES = (fitting, state, choice, final, finetune)
+
+
 def _spy(monkeypatch, name, record):
-    original = getattr(train_module, name)
+    homes = [module for module in PHASE_MODULES if hasattr(module, name)]
+    assert homes, name
+    original = getattr(homes[0], name)
 
     def spy(*args, **kwargs):
         record.setdefault(name, []).append((args, kwargs))
         return original(*args, **kwargs)
-    monkeypatch.setattr(train_module, name, spy)
+    for module in homes:
+        monkeypatch.setattr(module, name, spy)
 
 
 def _keys(samples):
@@ -332,6 +349,7 @@ def test_the_quick_models_retrain_is_the_average_of_the_models_that_calibrate_it
                   cache_dir=tmp_path / "cache")
     assert metrics["refit"]["done"] and "average of 5 models" in metrics["refit"]["note"]
     import torch
+
     from transferapp.engine.features import embed
     from transferapp.engine.head import cross_fit
     from transferapp.engine.zoo import create_backbone
@@ -350,7 +368,7 @@ def test_a_fine_tuned_model_is_calibrated_on_validation_images_set_aside_from_ev
     root = make_dataset(tmp_path / "data", per_class=30)
     classes, samples, _ = folder_samples(root)
     train, val = stratified_split(samples, 0.7, seed=0)  # 63 validation images: enough to set 21 aside
-    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best, *_: ("finetune", "Chosen by the test."))
+    monkeypatch.setattr(choice, "_choose", lambda stage1_row, best, *_: ("finetune", "Chosen by the test."))
     seen = {}
     for name in ("finetune", "fit_temperature", "calibrate", "_refit"):
         _spy(monkeypatch, name, seen)
@@ -375,7 +393,7 @@ def test_a_quick_model_gives_its_set_aside_images_back_to_validation(tmp_path, m
     root = make_dataset(tmp_path / "data", per_class=30)
     classes, samples, _ = folder_samples(root)
     train, val = stratified_split(samples, 0.7, seed=0)
-    monkeypatch.setattr(train_module, "_choose", lambda stage1_row, best, *_: ("head", "Chosen by the test."))
+    monkeypatch.setattr(choice, "_choose", lambda stage1_row, best, *_: ("head", "Chosen by the test."))
     config = TrainConfig(preset="best", image_size=64, batch_size=16, epochs=1)
     metrics = fit(train, val, classes, config, tmp_path / "art", cache_dir=tmp_path / "cache")
     assert metrics["n_val"] == len(val) and metrics["n_calibration_set_aside"] == 0

@@ -16,9 +16,9 @@ import torch
 from .config import DEPTHS, TrainConfig
 from .data import development_split, folder_samples, grouped_by_name, is_image_file
 from .features import embed
+from .fitting import fit
 from .ordinal import natural_order
 from .predict import decode_each, load_predictor
-from .train import fit
 from .zoo import WeightsUnavailable, create_backbone
 
 

@@ -154,7 +154,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.body = backbone.model
         self.head = nn.Linear(backbone.feature_dim, n_classes)
-        self.dropout = nn.Dropout(0.2)  # active only while fine-tuning (train._freeze_body)
+        self.dropout = nn.Dropout(0.2)  # active only while fine-tuning (train.freeze_body)
         # Body stages before `fp32_from` run under autocast (bf16 is ~2.5x faster for inference);
         # the fine-tuned stages run in float32 on a CPU, where backward passes are faster and exact,
         # and under autocast on CUDA (the trainer sets mixed_trained: trains_in_mixed_precision).
@@ -249,7 +249,7 @@ def _lite0_weights_path() -> Path:
 def _lite0_backbone(image_size: int, pretrained: bool) -> Backbone:
     import timm
     # TF "same" padding (tf_ variant) is what the bundled weights were trained with.
-    # drop_path only acts in stage 2 (see train._freeze_body): the regulariser these weights were trained with.
+    # drop_path only acts in stage 2 (see train.freeze_body): the regulariser these weights were trained with.
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_path_rate=0.2)
     if pretrained:
         _load_by_key_order(net, torch.load(_lite0_weights_path(), map_location="cpu", weights_only=True))

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from transferapp import services
+from transferapp.accounts import api_keys
 
 from ._project_arg import add_project_arguments, owned_project
 
@@ -13,5 +13,5 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="a note saying what the key is for")
 
     def handle(self, *args, user, project, name, **options):
-        _, key = services.api_key_create(project=owned_project(user, project), name=name or "command line")
+        _, key = api_keys.api_key_create(project=owned_project(user, project), name=name or "command line")
         self.stdout.write(key)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from transferapp import exports, selectors
+from transferapp.serving import exports
+from transferapp.training import selectors as training_selectors
 
 from ._project_arg import add_project_arguments, owned_project
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, user, project, model_version, out, **options):
         target = owned_project(user, project)
-        run = selectors.model_run(project=target, version=model_version)
+        run = training_selectors.model_run(project=target, version=model_version)
         if run is None:
             raise CommandError("That project has no such trained version.")
         try:

@@ -1,6 +1,6 @@
 """`manage.py gpuworker`: a worker for the `gpu` queue on a machine with an NVIDIA GPU.
 
-The same as `manage.py rqworker gpu --worker-class transferapp.workers.GpuWorker`, after checking that
+The same as `manage.py rqworker gpu --worker-class transferapp.jobs.workers.GpuWorker`, after checking that
 this machine has a CUDA device. The check runs in a child interpreter: the worker process itself never
 touches CUDA (each job runs in a freshly spawned interpreter, see workers.GpuWorker).
 """
@@ -10,7 +10,7 @@ import sys
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-WORKER_CLASS = "transferapp.workers.GpuWorker"
+WORKER_CLASS = "transferapp.jobs.workers.GpuWorker"
 FIND_GPU = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 
 

@@ -3,9 +3,10 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from transferapp import services
-from transferapp.archive import ArchiveRejected, Limits, open_source
+from transferapp.library import imports as library_imports
+from transferapp.library import projects as library_projects
 from transferapp.models import Project
+from transferapp.storage.archive import ArchiveRejected, Limits, open_source
 
 
 class Command(BaseCommand):
@@ -19,10 +20,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, path, user, project, json: bool, **options):
         owner = self._user(user)
-        target = Project.objects.filter(owner=owner, name=project).first() or services.project_create(owner=owner, name=project)
+        target = Project.objects.filter(owner=owner, name=project).first() or library_projects.project_create(owner=owner, name=project)
         try:
             with open_source(path, Limits()) as source:
-                summary = services.import_entries(project=target, entries=source)
+                summary = library_imports.import_entries(project=target, entries=source)
         except (ArchiveRejected, FileNotFoundError) as exc:
             raise CommandError(str(exc)) from None
         self._print(target, summary, as_json=json)

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 from django.utils import timezone
 
-from transferapp import blobs
 from transferapp.models import BatchPrediction, Image, ImportJob, TrainingRun
+from transferapp.storage import blobs
 
 
 class Command(BaseCommand):

@@ -3,8 +3,9 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from transferapp import reports, selectors
 from transferapp.models import Project
+from transferapp.reporting import reports as reporting_reports
+from transferapp.training import selectors as training_selectors
 
 FORMATS = {".pdf", ".html"}
 
@@ -26,13 +27,13 @@ class Command(BaseCommand):
         path = Path(out)
         if path.suffix.lower() not in FORMATS:
             raise CommandError(f"--out must end in .pdf or .html (got {path.name!r}).")
-        run = selectors.model_run(project=_project(project, user), version=model_version)
+        run = training_selectors.model_run(project=_project(project, user), version=model_version)
         if run is None:
             raise CommandError(f"Project {project!r} has no version {model_version}." if model_version
                                else f"Project {project!r} has no trained version yet.")
-        html = reports.render_html(run)
+        html = reporting_reports.render_html(run)
         try:
-            path.write_bytes(reports.render_pdf(run, html) if path.suffix.lower() == ".pdf" else html.encode())
+            path.write_bytes(reporting_reports.render_pdf(run, html) if path.suffix.lower() == ".pdf" else html.encode())
         except OSError as exc:
             raise CommandError(f"Cannot write {path}: {exc.strerror}.") from None
         self.stdout.write(f"Wrote the training report of {run.project.name} v{run.version} to {path}.")

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from transferapp.embedded_redis import start_embedded_redis, stop_embedded_redis
+from transferapp.jobs.embedded_redis import start_embedded_redis, stop_embedded_redis
 
 # Seconds the children get, all together, to stop after Ctrl-C or SIGTERM before they are killed.
 STOP_GRACE_S = 15

@@ -3,8 +3,10 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from transferapp import services
+from transferapp.jobs import checks
+from transferapp.library import errors
 from transferapp.models import TrainingRun
+from transferapp.training import runs as training_runs
 
 from ._project_arg import add_project_arguments, owned_project
 
@@ -20,15 +22,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, user, project, preset, base, wait, **options):
         try:
-            run = services.training_start(project=owned_project(user, project), base_model=base, preset=preset, config={})
-        except services.ServiceError as exc:
+            run = training_runs.training_start(project=owned_project(user, project), base_model=base, preset=preset, config={})
+        except errors.ServiceError as exc:
             raise CommandError(str(exc)) from None
         if not wait:
             self.stdout.write(json.dumps({"run": run.pk, "status": run.status}))
             return
         while not run.is_finished:
             time.sleep(2)
-            run = services.run_check(run=TrainingRun.objects.get(pk=run.pk))
+            run = checks.run_check(run=TrainingRun.objects.get(pk=run.pk))
         metrics = {k: run.metrics.get(k) for k in ("accuracy", "n_train", "n_val", "per_class", "strategy")}
         self.stdout.write(json.dumps({"run": run.pk, "version": run.version, "status": run.status,
                                       "error": run.error, "metrics": metrics}))

@@ -1,0 +1,1 @@
+"""Who may do what: sign-in and its throttle, quotas, API keys."""

@@ -1,0 +1,93 @@
+"""Settles runs, imports and batch predictions whose worker died or whose job vanished, purges
+deleted images whose undo window has passed and batches older than BATCH_KEPT_DAYS, without
+waiting for a page view.
+
+Every worker runs one Reaper thread (see workers.py). A sweep only makes conditional updates
+(queued -> failed; running -> queued as the next try, or -> failed), each on the row as it saw it,
+so several workers sweeping at once agree; a job queued twice is claimed once. In bucket mode it
+also clears this machine's scratch folder of deleted data and of what lost jobs left there.
+"""
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.db import connection
+
+from transferapp.jobs import checks, sweeps
+from transferapp.library import trash
+from transferapp.models import BatchPrediction, ImportJob, TrainingRun
+from transferapp.serving import batch_runs
+
+logger = logging.getLogger(__name__)
+
+UNFINISHED = ("queued", "running")
+
+
+def sweep() -> None:
+    for run in TrainingRun.objects.filter(status__in=UNFINISHED):
+        checks.run_check(run=run)
+    for job in ImportJob.objects.filter(status__in=UNFINISHED):
+        checks.import_check(job=job)
+    for batch in BatchPrediction.objects.filter(status__in=UNFINISHED):
+        checks.batch_check(batch=batch)
+    batch_runs.batches_purge_expired()  # their CSVs and thumbnails, BATCH_KEPT_DAYS after they ended
+    # Deleted images leave the disk (files and cached features) once their undo window has passed,
+    # even in a project nobody touches again.
+    for project_id in trash.projects_with_expired_trash():
+        trash.deleted_images_purge(project_id=project_id)
+    _forget_deleted_in_scratch()
+
+
+SCRATCH_SWEEP_S = 600.0  # walking the scratch cache and the feature cache: not every sweep
+_scratch_swept_at = float("-inf")
+
+
+def _forget_deleted_in_scratch() -> None:
+    """Bucket mode: what this machine fetched of deleted data, and what lost jobs left, goes within
+    SCRATCH_SWEEP_S. Local mode: so do model folders that no run refers to."""
+    global _scratch_swept_at
+    if time.monotonic() - _scratch_swept_at >= SCRATCH_SWEEP_S:
+        _scratch_swept_at = time.monotonic()
+        sweeps.scratch_sweep()
+        sweeps.model_folders_sweep()
+
+
+class Reaper(threading.Thread):
+    """Sweeps at once, then every `interval_s`, in the worker process (its own database connection,
+    open only during a sweep).
+
+    The worker forks a work horse beside this thread: an SQLite connection must never cross fork()
+    (the child's copy, closed, drops the parent's POSIX locks and SQLite then deletes a WAL still in
+    use). So a sweep holds `sweeping` and closes its connection before releasing it, and the worker
+    forks holding `sweeping` too (workers.ReapingWorker.fork_work_horse)."""
+
+    def __init__(self, interval_s: float | None = None):
+        super().__init__(daemon=True, name="transferapp-reaper")
+        self.interval_s = settings.REAPER_INTERVAL_S if interval_s is None else interval_s
+        self.stopped = threading.Event()
+        self.first_sweep_done = threading.Event()
+        self.sweeping = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            while True:
+                self._sweep_safely()
+                self.first_sweep_done.set()
+                if self.stopped.wait(self.interval_s):
+                    return
+        finally:
+            connection.close()
+
+    def _sweep_safely(self) -> None:
+        with self.sweeping:
+            try:
+                sweep()
+            except Exception:  # a sweep that fails (database briefly down) is retried at the next tick
+                logger.exception("The reaper's sweep failed")
+            finally:
+                connection.close()  # nothing open between sweeps, when the worker may fork
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=10)

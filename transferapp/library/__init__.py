@@ -1,0 +1,1 @@
+"""Projects, classes and images: upload, import, intake checks, duplicates and groups, trash."""

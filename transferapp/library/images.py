@@ -1,0 +1,194 @@
+"""Adding images to a class (each file checked, stored once by content) and changing their labels."""
+
+import logging
+from dataclasses import dataclass
+
+import django_rq
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from redis.exceptions import RedisError
+
+from transferapp.accounts import quotas
+from transferapp.engine.config import TrainConfig
+from transferapp.library import errors, grouping, intake, trash
+from transferapp.models import Image, Label, Project
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UploadOutcome:
+    """One file's fate: added, skipped (harmless: already in this class) or refused (with why)."""
+
+    name: str
+    image: Image | None = None
+    error: str = ""
+    skipped: bool = False
+    duplicate_of: Image | None = None  # skipped: the image of the project that has these bytes
+
+    @property
+    def status(self) -> str:
+        if self.image is not None:
+            return "added"
+        return "skipped" if self.skipped else "refused"
+
+
+def max_upload_bytes() -> int:
+    return settings.MAX_UPLOAD_MB * 1024 * 1024
+
+
+def image_add_uploaded(*, label: Label, uploaded) -> UploadOutcome:
+    """An uploaded file: its size is checked before it is read into memory."""
+    try:
+        intake.check_size(uploaded.size, max_upload_bytes())
+    except intake.ImageRejected as exc:
+        return UploadOutcome(name=uploaded.name, error=str(exc))
+    return image_add(label=label, name=uploaded.name, data=uploaded.read())
+
+
+def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> UploadOutcome:
+    """Store one uploaded file in a class, or say (for this file only) why not."""
+    try:
+        checked = intake.check_image(data, max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
+    except intake.ImageRejected as exc:
+        return UploadOutcome(name=name, error=str(exc))
+    existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
+    if existing and existing.deleted_at is not None:
+        return UploadOutcome(name=name, image=_bring_back(existing, label, name, split))
+    if existing:
+        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk,
+                             duplicate_of=existing)
+    over_quota = quotas.image_refusal(owner=label.project.owner_id, size=len(checked.data))
+    if over_quota:
+        return UploadOutcome(name=name, error=over_quota)
+    try:
+        return UploadOutcome(name=name, image=_store_image(label, name, checked, split))
+    except _OverQuota as over:
+        return UploadOutcome(name=name, error=str(over))
+    except _StoredMeanwhile as race:  # the same file, uploaded twice at once: the first one is kept
+        existing = race.existing
+        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk)
+
+
+class _StoredMeanwhile(Exception):
+    def __init__(self, existing: Image):
+        self.existing = existing
+
+
+def _bring_back(image: Image, label: Label, name: str, split: str) -> Image:
+    """The same bytes, deleted a moment ago and uploaded again: the trashed row comes back here."""
+    image.label, image.original_name, image.split, image.deleted_at = label, name[:255], split, None
+    image.save(update_fields=["label", "original_name", "split", "deleted_at"])
+    return image
+
+
+def _duplicate_message(existing: Image, label: Label) -> str:
+    if existing.label_id == label.pk:
+        return f"Already in this class (as “{existing.original_name}”)."
+    return f"The same image is already in class “{existing.label.name}”: one image cannot have two labels."
+
+
+def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: str) -> Image:
+    image = Image(
+        project_id=label.project_id,
+        label=label,
+        split=split,
+        dhash=checked.dhash,
+        sha256=checked.sha256,
+        original_name=name[:255],
+        width=checked.width,
+        height=checked.height,
+        size_bytes=len(checked.data),
+        grayscale=checked.grayscale,
+        patient_key=grouping.patient_key(label.project_id, checked.patient_id),
+    )
+    image.file.save(f"upload.{checked.extension}", ContentFile(checked.data), save=False)
+    image.thumbnail.save("thumb.jpg", ContentFile(checked.thumbnail_jpeg), save=False)
+    try:
+        with transaction.atomic():
+            _refuse_past_the_quota_meanwhile(image)
+            image.save()
+    except _OverQuota as over:  # an upload beside this one took the last of the quota
+        _remove_unreferenced_files(image)
+        raise over
+    except IntegrityError:  # the same file arrived twice at once (keep the first), or the class went
+        _remove_unreferenced_files(image)
+        existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
+        if existing is None:
+            raise errors.ServiceError("The class or project was deleted while this file was being added.") from None
+        raise _StoredMeanwhile(existing) from None
+    return image
+
+
+class _OverQuota(Exception):
+    pass
+
+
+def _refuse_past_the_quota_meanwhile(image: Image) -> None:
+    """The quota checked again with the owner locked, now that this image's row is about to count."""
+    owner_id = Project.objects.filter(pk=image.project_id).values_list("owner_id", flat=True).first()
+    if owner_id is None:
+        return  # the project went: saving fails below, as it would have
+    quotas.lock_owner(owner_id)
+    over_quota = quotas.image_refusal(owner=owner_id, size=image.size_bytes)
+    if over_quota:
+        raise _OverQuota(over_quota)
+
+
+def _remove_unreferenced_files(image: Image) -> None:
+    """The files written for a row that could not be saved. The storage may have renamed them (the
+    winner's file had the name already), and a name another row uses is never removed."""
+    for field in (image.file, image.thumbnail):
+        if field.name and not Image.all_objects.filter(Q(file=field.name) | Q(thumbnail=field.name)).exists():
+            field.storage.delete(field.name)
+
+
+def features_schedule(*, project: Project) -> None:
+    """Compute new images' features in the background, so that Train finds most of them ready.
+
+    One pending job per project is enough: it embeds every image whose features are not cached.
+    """
+    latest = project.runs.first()
+    base_model = latest.base_model if latest else TrainConfig().base
+    try:
+        queue = django_rq.get_queue("intake")
+        job_id = f"features-{project.pk}"
+        pending = queue.fetch_job(job_id)
+        if pending is not None and pending.get_status(refresh=False) in ("queued", "deferred", "scheduled", "started"):
+            # A running warm-up misses the newest images; the training embeds those few itself.
+            return
+        queue.enqueue("transferapp.jobs.tasks.precompute_features", project.pk, base_model, job_id=job_id, result_ttl=60)
+    except RedisError:
+        logger.warning("Feature warm-up not queued for project %s: Redis unreachable", project.pk)
+
+
+def image_delete(*, image: Image) -> None:
+    trash.images_delete(images=[image])
+
+
+def images_move(*, images: list[Image], label: Label) -> int:
+    """Relabel images (all from label's project: the caller selected them through selectors)."""
+    ids = [image.pk for image in images if image.project_id == label.project_id]
+    return Image.objects.filter(pk__in=ids).update(label=label)
+
+
+def images_set_aside(*, images: list[Image], for_testing: bool) -> int:
+    """Hold images out of training (scored only, as a test set), or give them back to training."""
+    ids = [image.pk for image in images]
+    if for_testing:
+        return Image.objects.filter(pk__in=ids).update(split="test")
+    return Image.objects.filter(pk__in=ids, split="test").update(split="")
+
+
+def image_confirm_label(*, image: Image) -> None:
+    """The user checked a suspected mislabel and says the label is right: not asked again."""
+    Image.objects.filter(pk=image.pk).update(label_confirmed=True)
+
+
+def image_relabel(*, image: Image, label: Label) -> None:
+    """Move one image to another class of its project; a label the user chose is a checked one."""
+    if label.project_id != image.project_id:
+        raise errors.ServiceError("That class belongs to another project.")
+    Image.objects.filter(pk=image.pk).update(label=label, label_confirmed=True)

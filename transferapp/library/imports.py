@@ -1,0 +1,101 @@
+"""Zip and folder imports: the upload kept and queued, then its entries imported one by one."""
+
+from datetime import datetime
+
+import django_rq
+from django.db import transaction
+from django.utils import timezone
+
+from transferapp.accounts import quotas
+from transferapp.library import errors, images, projects
+from transferapp.models import ImportJob, Label, Project
+from transferapp.storage import blobs
+
+
+def import_create(*, project: Project, uploaded) -> ImportJob:
+    """Keep the uploaded zip (on disk or in the bucket, streamed in chunks) and queue its import."""
+    errors.refuse_if(quotas.import_refusal(owner=project.owner_id))
+    try:
+        kept = blobs.keep_upload(uploaded, "imports")
+    except blobs.storage_errors() as exc:
+        raise errors.ServiceError(errors.not_stored(exc)) from None
+    with transaction.atomic():
+        quotas.lock_owner(project.owner_id)
+        refusal = quotas.import_refusal(owner=project.owner_id)  # again: one may have started meanwhile
+        if refusal:
+            blobs.discard_upload(kept)
+            raise errors.ServiceError(refusal)
+        job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=kept)
+        job.job_id = f"import-{job.pk}"
+        job.save(update_fields=["job_id"])
+        errors.on_commit_or_fail(lambda: enqueue_import(job), on_failure=lambda: _import_not_queued(job))
+    return job
+
+
+def enqueue_import(job: ImportJob) -> None:
+    queue = django_rq.get_queue("intake", commit_mode="auto")
+    queue.enqueue("transferapp.jobs.tasks.run_import", job.pk, job_id=job.job_id)
+
+
+def _import_not_queued(job: ImportJob) -> None:
+    import_fail(job, errors.QUEUE_DOWN, among=[ImportJob.Status.QUEUED])
+
+
+def import_fail(job: ImportJob, error: str, *, among: list[str], rows=None) -> None:
+    """Fail an import that is in one of these states (among `rows`, if given: the row as a reaper
+    saw it); its zip goes (what was imported stays)."""
+    rows = ImportJob.objects.filter(pk=job.pk) if rows is None else rows
+    if rows.filter(status__in=among).update(
+        status=ImportJob.Status.FAILED, error=error, finished_at=timezone.now()
+    ):
+        blobs.discard_upload(job.upload_path)
+
+
+def import_entries(*, project: Project, entries, on_progress=None, counts: dict | None = None,
+                   earlier_try_since: datetime | None = None) -> dict:
+    """Import archive/folder entries one by one; returns counts (from `counts`, an earlier try's, on)
+    and a per-file report of these entries.
+
+    Each file is stored as soon as it is checked, so a failure halfway keeps what came before. A
+    later try of an import (see tasks.run_import) counts a file its earlier try stored (the same
+    name, in the same class, since `earlier_try_since`) as imported, not as a duplicate.
+    """
+    labels = {label.name.lower(): label for label in project.labels.all()}
+    summary = {"accepted": 0, "skipped": 0, "junk": 0, **(counts or {}), "report": [], "created_classes": []}
+    for entry in entries:
+        _import_one(project, entry, labels, summary, earlier_try_since)
+        if on_progress:
+            on_progress(summary)
+    if summary["accepted"]:
+        images.features_schedule(project=project)
+    return summary
+
+
+def _import_one(project: Project, entry, labels: dict, summary: dict, earlier_try_since: datetime | None) -> None:
+    if entry.junk:
+        summary["junk"] += 1
+        return
+    reason, class_name = entry.skip, projects.label_name(entry.label)
+    if not reason:
+        try:
+            outcome = images.image_add(label=_label_for(project, class_name, labels, summary), name=entry.name, data=entry.read(), split=entry.split)
+            reason = "" if _stored_by_an_earlier_try(outcome, earlier_try_since) else outcome.error
+        except (ValueError, OSError, errors.ServiceError) as exc:
+            reason = str(exc)
+    summary["skipped" if reason else "accepted"] += 1
+    summary["report"].append({"name": entry.name, "label": class_name, "ok": not reason, "reason": reason})
+
+
+def _stored_by_an_earlier_try(outcome: images.UploadOutcome, since: datetime | None) -> bool:
+    same = outcome.duplicate_of
+    return bool(since and same and outcome.skipped and same.original_name == outcome.name[:255] and same.created_at >= since)
+
+
+def _label_for(project: Project, name: str, labels: dict, summary: dict) -> Label:
+    name = projects.label_name(name)  # a folder "a<b" is the class "a‹b", for its first file and every other
+    label = labels.get(name.lower())
+    if label is None:
+        label = projects.label_create(project=project, name=name)
+        labels[name.lower()] = label
+        summary["created_classes"].append(label.name)
+    return label

@@ -1,0 +1,99 @@
+"""Reads of projects, classes, images and imports, with the per-user access check in one place."""
+
+from django.db.models import Count, Q
+from django.shortcuts import get_object_or_404
+
+from transferapp.engine.ordinal import natural_order
+from transferapp.models import Image, ImportJob, Label, Project
+
+PREVIEW_THUMBS = 6
+
+# Joins do not go through Image's default manager: counts leave the trash out themselves.
+LIVE_IMAGES = Q(images__deleted_at__isnull=True)
+
+
+def project_list_for_user(*, user):
+    return Project.objects.filter(owner=user).annotate(
+        n_labels=Count("labels", distinct=True), n_images=Count("images", filter=LIVE_IMAGES, distinct=True)
+    )
+
+
+def project_get_for_user(*, user, pk) -> Project:
+    return get_object_or_404(Project, pk=pk, owner=user)
+
+
+def label_get_for_user(*, user, project_pk, pk) -> Label:
+    return get_object_or_404(Label.objects.select_related("project"), pk=pk, project_id=project_pk, project__owner=user)
+
+
+def image_get_for_user(*, user, pk) -> Image:
+    return get_object_or_404(Image.objects.select_related("project", "label"), pk=pk, project__owner=user)
+
+
+def images_in_label(*, label: Label, pks) -> list[Image]:
+    """The selected images that really are in this (already access-checked) class."""
+    clean = [int(pk) for pk in pks if str(pk).isdigit()]
+    return list(label.images.filter(pk__in=clean))
+
+
+def image_counts(*, project: Project) -> dict[str, int]:
+    """Images per class name, classes without images included."""
+    return dict(project.labels.annotate(n_images=Count("images", filter=LIVE_IMAGES)).values_list("name", "n_images"))
+
+
+def test_image_counts(*, project: Project) -> dict[str, int]:
+    """Images per class name set aside for testing (held out of training)."""
+    return dict(project.labels.annotate(n=Count("images", filter=Q(images__split="test") & LIVE_IMAGES)).values_list("name", "n"))
+
+
+def labels_with_previews(*, project: Project) -> list[Label]:
+    """Classes with their image count and the newest few images for a preview strip."""
+    labels = list(project.labels.annotate(n_images=Count("images", filter=LIVE_IMAGES)))
+    for label in labels:
+        label.preview = list(label.images.all()[:PREVIEW_THUMBS])
+    return labels
+
+
+def images_by_pk(*, project: Project, pks) -> dict[int, Image]:
+    return {image.pk: image for image in project.images.filter(pk__in=pks)}
+
+
+def deleted_images_in_project(*, project: Project, pks) -> list[Image]:
+    """Trashed images of this (already access-checked) project, for an undo."""
+    clean = [int(pk) for pk in pks if str(pk).isdigit()]
+    return list(Image.all_objects.filter(project=project, deleted_at__isnull=False, pk__in=clean))
+
+
+def import_get_for_user(*, user, pk) -> ImportJob:
+    return get_object_or_404(ImportJob.objects.select_related("project"), pk=pk, project__owner=user)
+
+# The page polls every second while an import runs: it shows this many skipped files at most.
+SKIPPED_ROWS_SHOWN = 1000
+
+
+def import_skipped_rows(*, job: ImportJob) -> list:
+    return list(job.report_rows.filter(ok=False)[:SKIPPED_ROWS_SHOWN])
+
+
+def project_no_mirroring(*, project: Project) -> bool:
+    """The user's choice, else on for projects of DICOM images (left/right matter in radiology)."""
+    if project.no_mirroring is not None:
+        return project.no_mirroring
+    return project.images.filter(file__endswith=".dcm").exists()
+
+
+def project_class_order(*, project: Project) -> list[str]:
+    """The project's classes lowest grade first: the saved order, then any class it does not name
+    in the natural order of the names (KL2 before KL10)."""
+    names = [label.name for label in project.labels.all()]
+    saved = [name for name in project.class_order if name in names]
+    return saved + natural_order(name for name in names if name not in saved)
+
+
+def project_has_grayscale(*, project: Project) -> bool:
+    return project.images.filter(grayscale=True).exists()
+
+
+def other_labels(*, label: Label) -> list[Label]:
+    """The classes an image of `label` can be moved to."""
+    return list(label.project.labels.exclude(pk=label.pk))

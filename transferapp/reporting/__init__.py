@@ -1,0 +1,1 @@
+"""Figures a reader trusts: results, charts, trust, version diff, the training report."""

@@ -1,0 +1,1 @@
+"""Predictions: the web page, heat maps, batches, the REST API, export bundles."""

@@ -1,0 +1,1 @@
+"""Training runs: start, queue, snapshot, versions and publishing."""

@@ -1,0 +1,279 @@
+"""The REST API under /api/v1/ (django-ninja): thin like views.py, through selectors/services.
+
+Every call carries a project key (`Authorization: Bearer <key>`, made on the project's page); a
+key opens its own project only. Errors are JSON {"error": "<a sentence>"} with the HTTP status
+that names the case: 401 no/bad/revoked key or a deactivated owner, 404 another project or unknown item, 413 too large,
+415 not an image, 429 over the key's per-minute allowance.
+"""
+from django.conf import settings
+from django.http import Http404
+from ninja import NinjaAPI, Query, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.docs import Swagger
+from ninja.security import HttpBearer
+
+from transferapp.accounts import api_keys, throttle
+from transferapp.accounts import selectors as accounts_selectors
+from transferapp.jobs import checks
+from transferapp.library import errors, intake
+from transferapp.library import images as library_images
+from transferapp.library import projects as library_projects
+from transferapp.models import TrainingRun
+from transferapp.serving import predictions
+from transferapp.training import runs as training_runs
+from transferapp.training import selectors as training_selectors
+from transferapp.web import uploads
+
+
+class ProjectKey(HttpBearer):
+    def authenticate(self, request, token):
+        key = accounts_selectors.api_key_for_secret(key=token.strip())
+        if key is not None:
+            api_keys.api_key_touch(key=key)
+        return key
+
+
+# Swagger UI is served from ninja's own static files ("ninja" is in INSTALLED_APPS), never a CDN:
+# it works offline and under the app's Content-Security-Policy unchanged (settings go in a JSON
+# <script type="application/json">, which is data, not code).
+api = NinjaAPI(title="transferapp API", version="1", auth=ProjectKey(), docs=Swagger(), docs_url="/docs",
+               urls_namespace="api")
+
+
+def _error(request, message: str, status: int):
+    return api.create_response(request, {"error": message}, status=status)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorised(request, exc):
+    return _error(request, "Missing, unknown or revoked API key, or its owner's account is deactivated: send "
+                           "`Authorization: Bearer <key>` with a key made on the project's page.", 401)
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return _error(request, str(exc) or "Not found.", 404)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc):
+    return _error(request, str(exc), exc.status_code)
+
+
+@api.exception_handler(predictions.PredictionError)
+def _model_unusable(request, exc):
+    # The version's files are gone or damaged: the client can do nothing but name another version.
+    return _error(request, str(exc), 409)
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request, exc):
+    fields = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}" for e in exc.errors)
+    return _error(request, f"Invalid request: {fields}", 422)
+
+
+def _api_limit() -> throttle.Limit:
+    return throttle.Limit("api", settings.API_RATE_PER_MIN, 60)
+
+
+def _project_for_key(request, project_id: int, hits=lambda: 1):
+    """The key's own project (404 for any other), counted against the key's allowance
+    (`hits`: how many, asked only once the project is known to be the key's)."""
+    key = request.auth
+    if key.project_id != project_id:
+        raise Http404("No such project for this key.")
+    limit = _api_limit()
+    if limit.exceeded(str(key.pk)):
+        raise HttpError(429, f"Too many requests: {limit.limit} a minute per key at most. Wait a minute, then try again.")
+    limit.hit(str(key.pk), max(hits(), 1))
+    return key.project
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+class ModelOut(Schema):
+    project: str
+    version: int | None
+    base: str
+
+
+@api.get("/health", auth=None)
+def health(request):
+    return {"status": "ok"}
+
+
+@api.get("/projects")
+def project_list(request):
+    project = request.auth.project
+    return [_project_json(project)]
+
+
+def _project_json(project) -> dict:
+    current = training_selectors.model_run(project=project)
+    return {"id": project.pk, "name": project.name, "classes": [label.name for label in project.labels.all()],
+            "published_version": current.version if current else None}
+
+
+@api.get("/projects/{project_id}/versions")
+def version_list(request, project_id: int):
+    project = _project_for_key(request, project_id)
+    return [_run_json(run, project) for run in training_selectors.versions_for_project(project=project)]
+
+
+@api.get("/projects/{project_id}/versions/{version}")
+def version_detail(request, project_id: int, version: int):
+    project = _project_for_key(request, project_id)
+    run = training_selectors.model_run(project=project, version=version)
+    if run is None:
+        raise Http404(f"This project has no version {version}.")
+    return _run_json(run, project)
+
+
+@api.get("/projects/{project_id}/runs/{run_id}")
+def run_detail(request, project_id: int, run_id: int):
+    project = _project_for_key(request, project_id)
+    run = project.runs.filter(pk=run_id).first()
+    if run is None:
+        raise Http404("This project has no such run.")
+    return _run_json(checks.run_check(run=run), project)
+
+
+def _run_json(run: TrainingRun, project) -> dict:
+    metrics = run.metrics or {}
+    return {"run": run.pk, "version": run.version, "status": run.status, "progress": run.progress,
+            "stage": run.stage, "base": run.base_model, "preset": run.preset, "error": run.error,
+            "published": project.published_run_id == run.pk, "created_at": run.created_at,
+            "finished_at": run.finished_at,
+            "metrics": {k: metrics.get(k) for k in ("accuracy", "n_train", "n_val", "per_class", "strategy")}}
+
+
+# --- predicting -------------------------------------------------------------------------------
+
+HEATMAP_HELP = ("Also return where the model looked for its predicted class: `heatmap_png_base64`, a PNG "
+                "(base64) of the image as the model resized it, coloured over the centre square it saw "
+                "and darkened outside it (about 15 ms and 80 KB more per image).")
+
+
+@api.post("/projects/{project_id}/predict")
+def predict_published(request, project_id: int, heatmap: bool = Query(False, description=HEATMAP_HELP)):
+    """The published version (else the latest). Body: the raw image, or multipart with files."""
+    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
+    return _predict(request, project, version=None, heatmap=heatmap)
+
+
+@api.post("/projects/{project_id}/versions/{version}/predict")
+def predict_version(request, project_id: int, version: int, heatmap: bool = Query(False, description=HEATMAP_HELP)):
+    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
+    return _predict(request, project, version=version, heatmap=heatmap)
+
+
+def _image_count(request) -> int:
+    return len(request.FILES.getlist("files")) + len(uploads.refused_files(request)) if _is_multipart(request) else 1
+
+
+def _is_multipart(request) -> bool:
+    return request.content_type == "multipart/form-data"
+
+
+def _predict(request, project, version, heatmap=False):
+    run = training_selectors.model_run(project=project, version=version)
+    if run is None:
+        raise Http404("This project has no trained version yet." if version is None else f"This project has no version {version}.")
+    if not _is_multipart(request):
+        checked = _checked(request.headers.get("X-Filename", "image"), _raw_body(request))
+        _count_sizes(request, [checked])
+        return predictions.predict_checked(run, [checked], heatmap=heatmap)[0]
+    items, failures = _checked_files(request)
+    _count_sizes(request, items)
+    if not items:
+        raise failures[0][1] if len(failures) == 1 else HttpError(failures[0][1].status_code, " ".join(
+            f"{name}: {exc}" for name, exc in failures))
+    # One list: the answers, then the files refused (each with its reason and the status it would have had alone).
+    return predictions.predict_checked(run, items, heatmap=heatmap) + [
+        {"file": name, "error": str(exc), "status": exc.status_code} for name, exc in failures]
+
+
+def _count_sizes(request, items) -> None:
+    """Each image counted once before it was read; a large one owes more (throttle.image_weight)."""
+    extra = throttle.extra_weight(checked.width * checked.height for _, checked in items)
+    if extra:
+        _api_limit().hit(str(request.auth.pk), extra)
+
+
+def _raw_body(request) -> bytes:
+    """The request body, refused (413) from its declared length before it is read."""
+    cap = library_images.max_upload_bytes()
+    declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    if declared > cap:
+        raise HttpError(413, f"The image is {declared / 1e6:.1f} MB; the limit is {cap / 1e6:.0f} MB.")
+    data = request.read(cap + 1)
+    if len(data) > cap:
+        raise HttpError(413, f"The image is larger than the limit of {cap / 1e6:.0f} MB.")
+    if not data:
+        raise HttpError(400, "Send the image as the request body, or several as multipart form files named “files”.")
+    return data
+
+
+def _checked(name: str, data: bytes) -> tuple[str, intake.CheckedImage]:
+    """The same checks as uploads: 413 for too large (bytes or pixels), 415 for anything not an image."""
+    try:
+        return name, intake.check_image(data, max_bytes=library_images.max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
+    except intake.ImageRejected as exc:
+        raise _refusal(exc) from None
+
+
+def _refusal(exc: intake.ImageRejected) -> HttpError:
+    return HttpError(413 if exc.too_large else 415, str(exc))
+
+
+def _checked_files(request):
+    items, failures = [], [(name, HttpError(413, reason)) for name, reason in uploads.refused_files(request)]
+    for upload in request.FILES.getlist("files"):
+        try:
+            intake.check_size(upload.size, library_images.max_upload_bytes())
+            items.append(_checked(upload.name, upload.read()))
+        except intake.ImageRejected as exc:  # its declared size: too large, or an empty file
+            failures.append((upload.name, _refusal(exc)))
+        except HttpError as exc:
+            failures.append((upload.name, exc))
+    if not items and not failures:
+        raise HttpError(400, "Send one or more images as multipart form files named “files”.")
+    return items, failures
+
+
+# --- training side ----------------------------------------------------------------------------
+
+@api.post("/projects/{project_id}/classes/{name}/images")
+def images_add(request, project_id: int, name: str):
+    """Add images to a class: the upload page's checks, quotas and per-file report."""
+    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
+    label = project.labels.filter(name__in={name, library_projects.label_name(name)}).first()  # "a<b" is stored "a‹b"
+    if label is None:
+        raise Http404(f"This project has no class “{name}”.")
+    outcomes = [library_images.UploadOutcome(name=n, error=reason) for n, reason in uploads.refused_files(request)]
+    outcomes += [library_images.image_add_uploaded(label=label, uploaded=upload) for upload in request.FILES.getlist("files")]
+    if not outcomes:
+        raise HttpError(400, "Send one or more images as multipart form files named “files”.")
+    if any(o.status == "added" for o in outcomes):
+        library_images.features_schedule(project=project)
+    return {"results": [{"file": o.name, "status": o.status, "message": o.error} for o in outcomes],
+            "added": sum(o.status == "added" for o in outcomes)}
+
+
+class TrainIn(Schema):
+    preset: str = "fast"
+    base: str = "efficientnet_lite0"
+
+
+@api.post("/projects/{project_id}/train")
+def train(request, project_id: int, payload: TrainIn | None = None):
+    project = _project_for_key(request, project_id)
+    payload = payload or TrainIn()
+    if payload.preset not in ("fast", "best"):
+        raise HttpError(422, "preset must be “fast” or “best”.")
+    try:
+        run = training_runs.training_start(project=project, base_model=payload.base, preset=payload.preset, config={})
+    except errors.ServiceError as exc:
+        raise HttpError(409, str(exc)) from None
+    return api.create_response(request, _run_json(run, project), status=202)
+
