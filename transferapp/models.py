@@ -112,7 +112,7 @@ class Image(models.Model):
     patient_key = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     # Set when the user deletes the image: it can be undone until the row and its files are
-    # purged (services.deleted_images_purge, after DELETED_IMAGES_KEPT_MINUTES).
+    # purged (library.trash.deleted_images_purge, after DELETED_IMAGES_KEPT_MINUTES).
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     objects = LiveImageManager()
@@ -170,7 +170,7 @@ class TrainingRun(models.Model):
     # call it (chosen on the results page from the sensitivity/specificity trade-off).
     positive_class = models.CharField(max_length=80, blank=True)
     decision_threshold = models.FloatField(null=True, blank=True)
-    # v1, v2, ... per project: given when the run succeeds (tasks.finish), from Project.last_version.
+    # v1, v2, ... per project: given when the run succeeds (jobs.progress.finish), from Project.last_version.
     version = models.PositiveIntegerField(null=True, blank=True)
     # Where it ran, written when a worker claims it: the rq worker's name and the device, e.g.
     # "cuda: NVIDIA H100 80GB HBM3" or "cpu: 2 threads" (engine.features.describe_device).
@@ -357,7 +357,7 @@ class BatchPrediction(WorkerJob):
     done = models.PositiveIntegerField(default=0)
     refused = models.PositiveIntegerField(default=0)  # rows with an error instead of a prediction
     # Images counted against the owner's prediction allowance, by all tries: a try run again counts
-    # only those past it (tasks.BatchReporter).
+    # only those past it (jobs.progress.BatchReporter).
     counted = models.PositiveIntegerField(default=0)
 
     def get_absolute_url(self):

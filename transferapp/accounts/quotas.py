@@ -2,9 +2,9 @@
 
 The server's defaults come from QUOTA_* settings; a UserQuota row (edited in the admin, on the
 user's page) overrides any of them for one user. 0 means no limit. Each check returns the
-sentence to show the user, or "" when the action is allowed; services.py turns it into a refusal.
+sentence to show the user, or "" when the action is allowed; the domain write turns it into a refusal (library/errors.py).
 
-A check and the row it allows are made under `owner_locked` (services.py), so two requests at the
+A check and the row it allows are made under `owner_locked` (the domain writes), so two requests at the
 same moment cannot both pass: the second one waits for the first one's row and then counts it.
 """
 from dataclasses import dataclass

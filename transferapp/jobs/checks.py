@@ -60,7 +60,7 @@ def _run_fail_unclaimed(run: TrainingRun, reason: str) -> None:
 def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
     """A running run whose worker stopped reporting is run again (its next try) or, out of tries or
     asked to cancel, ended: nothing stays "running" forever. The earlier try's quick model stays
-    offered until the next try has its own (tasks.ProgressReporter)."""
+    offered until the next try has its own (jobs.progress.ProgressReporter)."""
 
     def end(rows, why: str) -> None:
         ending = ({"status": TrainingRun.Status.CANCELLED, "message": "Cancelled."} if run.cancel_requested
@@ -75,7 +75,7 @@ def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
 
 def import_check(*, job: ImportJob) -> ImportJob:
     """The import's row reconciled with its worker and its queue, as run_check does for runs. Run
-    again, an import goes on after the last file its silent try reported (tasks.run_import)."""
+    again, an import goes on after the last file its silent try reported (jobs.tasks.run_import)."""
     rules.rerun_if_silent(job, enqueue=imports.enqueue_import, not_queued=lambda: imports.import_fail(job, errors.QUEUE_DOWN, among=[ImportJob.Status.QUEUED]),
                      end=lambda rows, why: imports.import_fail(job, f"{why} The uploaded zip was deleted: upload it again to import "
                                                         "the rest (files already imported are recognised as duplicates).",

@@ -69,5 +69,5 @@ def claim(row: TrainingRun | ImportJob | BatchPrediction, **fields) -> bool:
 
 def this_try(row: TrainingRun | ImportJob | BatchPrediction):
     """The row while it is still at this worker's try. A try the app gave up on (silent too long,
-    then queued again: services.rerun_if_silent) may still be alive; it writes nothing more."""
+    then queued again: jobs.rules.rerun_if_silent) may still be alive; it writes nothing more."""
     return type(row).objects.filter(pk=row.pk, attempt=row.attempt)

@@ -79,7 +79,7 @@ class GpuWorker(ReapingWorker, SpawnWorker):
 
     Its registration lives at most GPU_WORKER_TTL_S past its last heartbeat (an idle worker beats every
     GPU_WORKER_TTL_S - 15 s), so the web app stops sending trainings to the `gpu` queue within about
-    two minutes of the machine going away (selectors.gpu_workers_online)."""
+    two minutes of the machine going away (training.selectors.gpu_workers_online)."""
 
     def __init__(self, *args, worker_ttl=None, **kwargs):
         ttl = settings.GPU_WORKER_TTL_S

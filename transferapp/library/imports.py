@@ -57,7 +57,7 @@ def import_entries(*, project: Project, entries, on_progress=None, counts: dict 
     and a per-file report of these entries.
 
     Each file is stored as soon as it is checked, so a failure halfway keeps what came before. A
-    later try of an import (see tasks.run_import) counts a file its earlier try stored (the same
+    later try of an import (see jobs.tasks.run_import) counts a file its earlier try stored (the same
     name, in the same class, since `earlier_try_since`) as imported, not as a duplicate.
     """
     labels = {label.name.lower(): label for label in project.labels.all()}

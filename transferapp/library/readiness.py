@@ -133,7 +133,7 @@ def near_duplicate_images(*, project: Project) -> list[list[Image]]:
 
 def small_data_note(*, project: Project) -> str:
     """What a run of this project will do differently because it is small (engine: is_small_data)."""
-    if project.images.filter(split="val").exists():  # an imported split is used as given (tasks._split)
+    if project.images.filter(split="val").exists():  # an imported split is used as given (training.snapshot._split)
         return ""
     held = selectors.test_image_counts(project=project)
     trained = [count - held.get(name, 0) for name, count in selectors.image_counts(project=project).items() if count]

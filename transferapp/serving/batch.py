@@ -1,7 +1,7 @@
 """Batch predictions as a CSV: many files, or zips of them, predicted with one model version.
 
-A small batch is answered in the request (model_views.predict_batch); a large one is stored by
-services.batch_create and predicted here by the worker (tasks.run_batch), a chunk at a time, into a
+A small batch is answered in the request (web.batches.predict_batch); a large one is stored by
+serving.batch_runs.batch_create and predicted here by the worker (jobs.tasks.run_batch), a chunk at a time, into a
 CSV and small thumbnails for the results table. The worker reads the inputs and writes the results
 in local folders; blobs moves them to and from the bucket in bucket mode.
 """
@@ -80,7 +80,7 @@ def _read(entry):
 
 def stored_images(inputs: Path):
     """(name, bytes or an error) for each image of a stored batch (its inputs folder, as
-    services.batch_create wrote it), one file in memory at a time."""
+    serving.batch_runs.batch_create wrote it), one file in memory at a time."""
     for item in _manifest(inputs):
         if "error" in item:
             yield item["name"], item["error"]

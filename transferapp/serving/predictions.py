@@ -31,7 +31,7 @@ def use_web_threads() -> None:
 
     Each web worker thread predicts on its own; torch's default of one thread per core in every
     one of them oversubscribes the CPUs (0.26-2 s for one forward pass on 2 shared cores).
-    Called once from wsgi.py, so rq workers (TORCH_THREADS, tasks.py) are not affected.
+    Called once from wsgi.py, so rq workers (TORCH_THREADS, jobs/tasks.py) are not affected.
     """
     if settings.WEB_TORCH_THREADS > 0:
         torch.set_num_threads(settings.WEB_TORCH_THREADS)

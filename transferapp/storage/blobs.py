@@ -426,7 +426,7 @@ def stored_paths(record: str, relatives: list[str]) -> list[Path]:
 
 def scratch_contents() -> tuple[list[str], list[str], list[str]] | None:
     """(media names, model folders as artifact_dir records, batch folders as records) held in this
-    process's scratch cache, for services.scratch_sweep; None while a training here is
+    process's scratch cache, for jobs.sweeps.scratch_sweep; None while a training here is
     reading its images (an image deleted meanwhile stays readable until the training ends)."""
     root = Path(settings.SCRATCH_DIR)
     if _busy_marks(root):
@@ -442,7 +442,7 @@ def scratch_contents() -> tuple[list[str], list[str], list[str]] | None:
 def scratch_jobs() -> tuple[list[str], list[str], list[str]]:
     """What jobs hold in this process's scratch folder: model folders marked busy (as artifact_dir
     records), imports' fetched zips (as their keys) and batch predictions' work folders
-    (batches/<id>/try-N). A worker that was killed leaves them behind: services.scratch_sweep
+    (batches/<id>/try-N). A worker that was killed leaves them behind: jobs.sweeps.scratch_sweep
     releases those of jobs no longer running."""
     root = Path(settings.SCRATCH_DIR)
     busy = [marker.parent.relative_to(root).as_posix() for marker in _busy_marks(root)]

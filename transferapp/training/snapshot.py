@@ -61,7 +61,7 @@ def snapshot(run: TrainingRun, local: bool = True) -> Snapshot:
 
 def split_for_run(project, samples, given_val: set[str], config: TrainConfig, groups: list[list[int]]):
     """(train, val, a sentence saying how the split was made) for the results page; `groups` are
-    selectors.split_groups(), kept on one side."""
+    library.readiness.split_groups(), kept on one side."""
     train, val = _split(samples, given_val, groups, config)
     if given_val and {s.key for s in val} == given_val:
         broken = readiness.groups_broken_by_imported_split(project=project)
@@ -95,7 +95,7 @@ def grouped_split(samples: list[Sample], groups: list[list[int]], config: TrainC
 
 
 def with_split_groups(samples: list[Sample], groups: list[list[int]]) -> list[Sample]:
-    """The samples tagged with their group (selectors.split_groups(): related images, near-identical
+    """The samples tagged with their group (library.readiness.split_groups(): related images, near-identical
     copies), which the engine keeps whole in its split and in every cross-validation fold."""
     leader = {str(member): str(group[0]) for group in groups if len(group) > 1 for member in group}
     return [replace(s, group=leader[s.key]) if s.key in leader else s for s in samples]

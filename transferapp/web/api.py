@@ -1,4 +1,4 @@
-"""The REST API under /api/v1/ (django-ninja): thin like views.py, through selectors/services.
+"""The REST API under /api/v1/ (django-ninja): thin like the other views: the access check, then a domain call.
 
 Every call carries a project key (`Authorization: Bearer <key>`, made on the project's page); a
 key opens its own project only. Errors are JSON {"error": "<a sentence>"} with the HTTP status
