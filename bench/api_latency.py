@@ -72,8 +72,8 @@ def _manage_json(env, *command) -> dict:
 
 
 def _publish(env, run_id: int) -> None:
-    manage(env, "shell", "-c", "from transferapp import services; from transferapp.models import TrainingRun; "
-                               f"services.run_publish(run=TrainingRun.objects.get(pk={run_id}))")
+    manage(env, "shell", "-c", "from transferapp.training import versions; from transferapp.models import TrainingRun; "
+                               f"versions.run_publish(run=TrainingRun.objects.get(pk={run_id}))")
 
 
 def _measure(args, base, key, photos, trained) -> int:

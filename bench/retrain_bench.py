@@ -77,7 +77,7 @@ def peak_rss_for(data: Path, n_images: int) -> float:
         "import torch; torch.set_num_threads(2)\n"
         "from transferapp.engine.config import TrainConfig\n"
         "from transferapp.engine.data import folder_samples, stratified_split\n"
-        "from transferapp.engine.train import fit\n"
+        "from transferapp.engine.fitting import fit\n"
         f"classes, samples, _ = folder_samples({str(data)!r})\n"
         f"samples = sorted(samples, key=lambda s: int(Path(s.path).stem))[:{n_images}]\n"
         "train, val = stratified_split(samples, 0.2, 0)\n"

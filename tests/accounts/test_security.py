@@ -421,7 +421,7 @@ def test_the_web_process_runs_torch_on_web_torch_threads():
 
 
 def test_a_worker_process_keeps_its_own_torch_threads():
-    code = "import django; django.setup(); from transferapp import tasks; tasks._configure_threads()"
+    code = "import django; django.setup(); from transferapp.jobs import tasks; tasks._configure_threads()"
     before, after = _torch_threads_after(code, DJANGO_SETTINGS_MODULE="transferapp.settings", WEB_TORCH_THREADS="1", TORCH_THREADS="3")
     assert after == 3
 

@@ -102,7 +102,6 @@ def test_every_split_keeps_a_filename_group_on_one_side(user):
     project.group_by = "filename"
     project.save()
     from transferapp.library import readiness
-    from transferapp.training import snapshot
     groups = readiness.split_groups(project=project)
     for seed in range(5):
         train, val = snapshot.grouped_split(samples, groups, TrainConfig(val_fraction=0.3, seed=seed, small_data_below=0))
@@ -137,7 +136,6 @@ def test_the_results_page_says_how_the_split_was_made(user):
     samples = [Sample(im.file.path, 0 if im.label.name == "red" else 1, str(im.pk)) for im in project.images.all()]
     from transferapp.engine.config import TrainConfig
     from transferapp.library import readiness
-    from transferapp.training import snapshot
     groups = readiness.split_groups(project=project)
     _, _, how = snapshot.split_for_run(project, samples, set(), TrainConfig(small_data_below=0), groups)
     assert "file name" in how and "one side" in how

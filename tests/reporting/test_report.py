@@ -140,7 +140,7 @@ def test_the_report_tests_read_the_pdf_with_no_poppler_on_the_machine(alice, use
     assert "model v1" in text and "efficientnet" in text
     poppler_tools = ("pdf" + "totext", "pdf" + "info", "poppler" + "-utils")  # spelt apart: this file must not match
     root = settings.BASE_DIR
-    for path in [*sorted((root / "tests").glob("*.py")), root / ".ci" / "run"]:
+    for path in [*sorted((root / "tests").rglob("*.py")), root / ".ci" / "run"]:
         source = path.read_text()
         assert not [tool for tool in poppler_tools if tool in source], path
 

@@ -256,13 +256,13 @@ def test_a_bulk_delete_offers_undo_and_deleted_images_stay_out_of_every_list(ali
 
 @pytest.mark.django_db
 def test_a_training_snapshot_leaves_deleted_images_out(user):
-    from transferapp.training.snapshot import snapshot
+    from transferapp.training.snapshot import take_snapshot
 
     project = project_with_images(user, classes=("red", "blue"), per_class=5)
     gone = project.images.first()
     trash.images_delete(images=[gone])
     run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0")
-    samples = snapshot(run).samples
+    samples = take_snapshot(run).samples
     assert len(samples) == 9 and str(gone.pk) not in {s.key for s in samples}
 
 

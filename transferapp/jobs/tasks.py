@@ -45,7 +45,7 @@ def run_training(run_id: int) -> str:
     heartbeat.start()
     snapshot = None
     try:
-        snapshot = training_snapshot.snapshot(run)
+        snapshot = training_snapshot.take_snapshot(run)
         metrics = _fit_run(run, snapshot)
     except TrainingCancelled:
         progress.finish(run, TrainingRun.Status.CANCELLED, message="Cancelled.")

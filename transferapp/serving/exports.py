@@ -12,6 +12,7 @@ from django.utils.text import slugify
 
 from transferapp.engine.export import export_bundle
 from transferapp.models import TrainingRun
+from transferapp.training.snapshot import take_snapshot
 from transferapp.storage import blobs
 
 SAMPLES = 20
@@ -66,9 +67,7 @@ def run_export(*, run: TrainingRun) -> dict:
 def _validation_samples(run: TrainingRun) -> tuple[list[tuple[str, str]], dict]:
     """Up to SAMPLES of the run's own validation images (as the run recorded them; still present
     ones), spread over the classes."""
-    from transferapp.training.snapshot import snapshot
-
-    snapshot = snapshot(run, local=False)  # storage names: only the chosen few are fetched
+    snapshot = take_snapshot(run, local=False)  # storage names: only the chosen few are fetched
     val_keys = set(run.metrics.get("val_keys") or [])
     pool = [s for s in snapshot.samples if s.key in val_keys] or snapshot.samples
     by_class: dict[int, list] = {}

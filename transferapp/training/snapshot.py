@@ -43,7 +43,7 @@ class Snapshot:
         return {name: per_label[i] for i, name in enumerate(self.classes)}
 
 
-def snapshot(run: TrainingRun, local: bool = True) -> Snapshot:
+def take_snapshot(run: TrainingRun, local: bool = True) -> Snapshot:
     """One query of images joined to their classes, so a class created or emptied meanwhile cannot
     make the rows disagree; the classes are those that have images. Each sample's path is a local
     file (fetched from the bucket in bucket mode), or with `local=False` its storage name."""
