@@ -9,7 +9,7 @@ from tests.library.test_import import _summary, make_zip
 from transferapp.library import errors
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
-from transferapp.models import Image, ImportJob, Project, TrainingRun, UserQuota
+from transferapp.models import BatchPrediction, Image, ImportJob, Project, TrainingRun, UserQuota
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 
@@ -118,7 +118,7 @@ def test_the_admin_edits_a_users_quota_on_the_user_page(client, user, django_use
     assert "quota-0-storage_mb" in page and "quota-0-max_runs" in page
 
 
-def _race(monkeypatch, check_name: str, action) -> list:
+def _race(monkeypatch, check_name: str, action, module=None) -> list:
     """Run `action` in two threads at once, each pausing right after its quota check until the other
     has checked too (or 2 s have passed: a check made one at a time never meets the other)."""
     import threading
@@ -128,18 +128,19 @@ def _race(monkeypatch, check_name: str, action) -> list:
     from transferapp.accounts import quotas
     from transferapp.library import errors
 
+    module = module or quotas
     both_checked = threading.Barrier(2, timeout=2)
-    check = getattr(quotas, check_name)
+    check = getattr(module, check_name)
 
-    def check_then_wait(**kwargs):
-        reason = check(**kwargs)
+    def check_then_wait(*args, **kwargs):
+        reason = check(*args, **kwargs)
         try:
             both_checked.wait()
         except threading.BrokenBarrierError:
             pass
         return reason
 
-    monkeypatch.setattr(quotas, check_name, check_then_wait)
+    monkeypatch.setattr(module, check_name, check_then_wait)
     outcomes = []
 
     def run():
@@ -179,3 +180,40 @@ def test_two_images_stored_at_once_cannot_both_pass_the_quota(user, settings, mo
     assert len(refused) == 1 and "image quota" in refused[0].error
     stored = {path.name for path in (settings.MEDIA_ROOT / "projects" / str(project.pk) / "images").iterdir()}
     assert len(stored) == 1  # the refused one's file went with it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_sent_at_once_cannot_pass_the_limit_of_batches_at_once(user, settings, monkeypatch, queue):
+    """Two batch predictions sent together while one is already waiting: only one more may wait."""
+    from transferapp.serving import batch_runs
+
+    project = library_projects.project_create(owner=user, name="P")
+    run = TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", preset="fast",
+                                     status=TrainingRun.Status.SUCCEEDED, version=1, classes=["red", "blue"])
+    monkeypatch.setattr(batch_runs, "BATCHES_AT_ONCE", 2)
+    batch_runs.batch_create(project=project, run=run, uploads=[upload("first.png", image_bytes())], refused=[])
+    outcomes = _race(monkeypatch, "_batch_refusal",
+                     lambda: batch_runs.batch_create(project=project, run=run, uploads=[upload("b.png", image_bytes())],
+                                                     refused=[]),
+                     module=batch_runs)
+    assert BatchPrediction.objects.filter(project=project).count() == 2
+    refused = [outcome for outcome in outcomes if isinstance(outcome, errors.ServiceError)]
+    assert len(refused) == 1 and "waiting or running" in str(refused[0])
+    folders = {batch.folder for batch in BatchPrediction.objects.filter(project=project)}
+    stored = {str(path) for path in (settings.MEDIA_ROOT / "batches").iterdir()}
+    assert stored == folders  # the refused one's inputs went with it
+
+
+@pytest.mark.django_db
+def test_restoring_from_the_trash_stays_within_the_image_quota(alice, user, settings):
+    """Deleted images do not count, so uploads may use their room; Undo then brings back only what fits."""
+    settings.QUOTA_IMAGES = 2
+    project = library_projects.project_create(owner=user, name="P")
+    label = library_projects.label_create(project=project, name="red")
+    first = [library_images.image_add(label=label, name=f"a{i}.png", data=image_bytes(shape_seed=i)).image for i in (1, 2)]
+    alice.post(reverse("label_bulk", args=[project.pk, label.pk]), {"action": "delete", "images": [im.pk for im in first]})
+    assert library_images.image_add(label=label, name="b3.png", data=image_bytes(shape_seed=3)).image is not None
+    page = alice.post(reverse("images_restore", args=[project.pk]), {"images": [im.pk for im in first]}, follow=True)
+    text = page.content.decode()
+    assert Image.objects.filter(project=project).count() == 2
+    assert "Restored 1 image" in text and "1 image not restored" in text and "image quota" in text

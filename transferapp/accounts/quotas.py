@@ -4,7 +4,7 @@ The server's defaults come from QUOTA_* settings; a UserQuota row (edited in the
 user's page) overrides any of them for one user. 0 means no limit. Each check returns the
 sentence to show the user, or "" when the action is allowed; the domain write turns it into a refusal (library/errors.py).
 
-A check and the row it allows are made under `owner_locked` (the domain writes), so two requests at the
+A check and the row it allows are made under `lock_owner` (the domain writes), so two requests at the
 same moment cannot both pass: the second one waits for the first one's row and then counts it.
 """
 from dataclasses import dataclass

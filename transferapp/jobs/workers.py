@@ -47,7 +47,7 @@ class ReapingWorker(Worker):
     reaper = None
 
     def bootstrap(self, *args, **kwargs):
-        from transferapp.jobs.reaper import Reaper
+        from transferapp.jobs.reaper import Reaper  # models: only once Django is set up
 
         super().bootstrap(*args, **kwargs)  # registered first: its own sweep counts it among the live workers
         self.reaper = Reaper()

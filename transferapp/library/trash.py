@@ -5,10 +5,12 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.utils import timezone
 
+from transferapp.accounts import quotas
 from transferapp.engine.features import forget_cached_features
-from transferapp.models import Image, TrainingRun
+from transferapp.models import Image, Project, TrainingRun
 
 
 def images_delete(*, images: list[Image]) -> int:
@@ -21,9 +23,22 @@ def images_delete(*, images: list[Image]) -> int:
     return len(images)
 
 
-def images_restore(*, images: list[Image]) -> int:
-    """Undo a delete: the rows come back with their untouched files (selected through selectors)."""
-    return Image.all_objects.filter(pk__in=[image.pk for image in images]).update(deleted_at=None)
+def images_restore(*, images: list[Image]) -> tuple[int, str]:
+    """Undo a delete: the rows come back with their untouched files (selected through selectors), as
+    many as the owner's quotas take now (the trash is not counted: uploads may have used the room
+    meanwhile). Returns how many came back, and why the rest did not ("" when all did)."""
+    if not images:
+        return 0, ""
+    owner_id = Project.objects.filter(pk=images[0].project_id).values_list("owner_id", flat=True).first()
+    restored, refusal = 0, ""
+    with transaction.atomic():
+        quotas.lock_owner(owner_id)
+        for image in images:
+            refusal = quotas.image_refusal(owner=owner_id, size=image.size_bytes)
+            if refusal:
+                break
+            restored += Image.all_objects.filter(pk=image.pk).update(deleted_at=None)
+    return restored, refusal
 
 
 def _trash_cutoff() -> datetime:

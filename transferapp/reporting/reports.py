@@ -29,6 +29,7 @@ from transferapp.engine.features import file_digest
 from transferapp.engine.zoo import weights_file
 from transferapp.library import readiness
 from transferapp.models import Image, TrainingRun
+from transferapp.reporting.results import results_context
 from transferapp.serving import exports
 from transferapp.storage import blobs, csvsafe
 
@@ -186,8 +187,6 @@ def reportable_run(run: TrainingRun) -> TrainingRun:
 
 
 def report_context(run: TrainingRun) -> dict:
-    from transferapp.reporting.results import results_context
-
     reportable_run(run)
     manifest_csv, recorded = manifest(run)
     facts, facts_recorded = provenance(run)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from transferapp.accounts import quotas
 from transferapp.library import errors
 from transferapp.models import BatchPrediction, Project, TrainingRun
 from transferapp.storage import blobs
@@ -25,11 +26,7 @@ def batch_create(*, project: Project, run: TrainingRun, uploads: list, refused: 
     """Store the uploaded files (streamed in chunks) and queue their prediction with `run`.
 
     `refused` are (name, reason) for files the upload handler dropped: they become error rows."""
-    unfinished = BatchPrediction.objects.filter(project__owner_id=project.owner_id,
-                                                status__in=[BatchPrediction.Status.QUEUED, BatchPrediction.Status.RUNNING])
-    if unfinished.count() >= BATCHES_AT_ONCE:
-        raise errors.ServiceError(f"{BATCHES_AT_ONCE} batch predictions of yours are waiting or running. Send this one when one "
-                           "of them has finished.")
+    errors.refuse_if(_batch_refusal(project.owner_id))
     name = uploads[0].name if len(uploads) == 1 else f"{len(uploads)} files"
     batch = BatchPrediction(project=project, run=run, version=run.version, source_name=name[:255],
                             folder=blobs.folder_record(f"batches/{uuid.uuid4().hex}"))
@@ -42,12 +39,26 @@ def batch_create(*, project: Project, run: TrainingRun, uploads: list, refused: 
             logger.exception("Could not remove the inputs of a batch that was not stored: %s", batch.folder)
         raise errors.ServiceError(errors.not_stored(exc)) from None
     with transaction.atomic():
+        quotas.lock_owner(project.owner_id)
+        refusal = _batch_refusal(project.owner_id)  # again: another request may have sent one meanwhile
+        if refusal:
+            blobs.remove_stored(batch.folder)
+            raise errors.ServiceError(refusal)
         batch.save()
         batch.job_id = f"batch-{batch.pk}"
         batch.save(update_fields=["job_id"])
         errors.on_commit_or_fail(lambda: enqueue_batch(batch),
                            on_failure=lambda: batch_fail(batch=batch, error=errors.QUEUE_DOWN, among=[BatchPrediction.Status.QUEUED]))
     return batch
+
+
+def _batch_refusal(owner_id: int) -> str:
+    unfinished = BatchPrediction.objects.filter(project__owner_id=owner_id,
+                                                status__in=[BatchPrediction.Status.QUEUED, BatchPrediction.Status.RUNNING])
+    if unfinished.count() >= BATCHES_AT_ONCE:
+        return (f"{BATCHES_AT_ONCE} batch predictions of yours are waiting or running. Send this one when one of them "
+                "has finished.")
+    return ""
 
 
 def _store_batch_inputs(batch: BatchPrediction, uploads: list, refused: list[tuple[str, str]]) -> None:

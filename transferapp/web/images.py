@@ -10,8 +10,8 @@ from django.views.decorators.http import require_POST
 
 from transferapp.engine import imaging
 from transferapp.library import images as library_images
+from transferapp.library import intake, trash
 from transferapp.library import selectors as library_selectors
-from transferapp.library import trash
 from transferapp.storage import blobs
 from transferapp.web import actions, bucket, classes
 
@@ -35,7 +35,7 @@ def _rendered_dicom(field):
     """The picture of a DICOM file as a PNG: the stored file also holds the patient's identifying
     tags, which the browser must never receive."""
     try:
-        with field.open("rb") as f:
+        with field.open("rb") as f, intake.decode_slots():  # a large 16-bit study: bounded like an upload
             rgb = imaging.load_rgb(f.read())
     except FileNotFoundError:
         raise Http404("File missing") from None
@@ -79,10 +79,13 @@ def image_delete(request, pk):
 def images_restore(request, pk):
     project = library_selectors.project_get_for_user(user=request.user, pk=pk)
     images = library_selectors.deleted_images_in_project(project=project, pks=request.POST.getlist("images"))
-    restored = trash.images_restore(images=images)
+    restored, refusal = trash.images_restore(images=images)
     if restored:
         messages.success(request, f"Restored {restored} image{'' if restored == 1 else 's'}.")
-    else:
+    if refusal:
+        left = len(images) - restored
+        messages.error(request, f"{left} image{'' if left == 1 else 's'} not restored: {refusal}")
+    elif not restored:
         messages.error(request, "Those images can no longer be restored.")
     return redirect(images[0].label if images else project)
 

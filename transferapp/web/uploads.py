@@ -50,7 +50,7 @@ def _not_signed_in() -> str:
 def _has_valid_api_key(request) -> bool:
     """An `Authorization: Bearer <key>` header naming an active key of an active owner (one indexed
     lookup: checked before the body is read, so an invented key cannot make the server spool it)."""
-    from transferapp.accounts import selectors as accounts_selectors
+    from transferapp.accounts import selectors as accounts_selectors  # here: it imports the models, which need the app loaded
 
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and bool(token.strip()) and accounts_selectors.api_key_for_secret(key=token.strip()) is not None
