@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,11 +41,19 @@ WEASYPRINT_LIBRARIES = {
 PANGO_INSTALL = "apt-get install libpango-1.0-0 libpangoft2-1.0-0 (Debian/Ubuntu) or brew install pango (macOS)"
 
 
+MINIMUM_PYTHON = (3, 11)  # pyproject.toml's requires-python; Django 5.2 and the pinned torch need it
+
+
+def python_too_old_message(version) -> str:
+    return (f"transferapp needs Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]} or newer; this is "
+            f"{version[0]}.{version[1]}. Run dev.py with a newer python3 (for example python3.11 dev.py test).")
+
+
 def ensure_environment(extras: str) -> None:
     """Create .venv and (re)install only when pyproject.toml or the extras changed."""
     if not PYTHON.exists():
         print("Creating the virtual environment in .venv …", flush=True)
-        venv.create(VENV, with_pip=True)
+        create_virtual_environment()
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     stamp = VENV / f".installed-{extras or 'app'}"
     # The test extras include the app's own dependencies, so either stamp serves `run`.
@@ -93,9 +102,23 @@ def warn_about_system_libraries(command: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def create_virtual_environment() -> None:
+    """A half-made .venv (Debian without python3-venv: ensurepip fails after bin/python is written)
+    would make every later run skip this step and fail for want of pip: remove it and say why."""
+    try:
+        venv.create(VENV, with_pip=True)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        shutil.rmtree(VENV, ignore_errors=True)
+        sys.exit(f"Could not create .venv ({exc}). On Debian or Ubuntu install the venv module first: "
+                 "apt-get install python3-venv (then run this command again).")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "test", "manage"):
         print(__doc__)
+        return 2
+    if sys.version_info < MINIMUM_PYTHON:
+        print(python_too_old_message(sys.version_info), file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
     ensure_environment("test" if command == "test" else "")

@@ -67,3 +67,31 @@ def test_dev_py_still_needs_only_the_standard_library():
     imported = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
     assert imported and all(name in sys.stdlib_module_names for name in imported), imported
     assert importlib.util.find_spec("dev").origin == str(settings.BASE_DIR / "dev.py")
+
+
+def test_an_old_python_is_told_in_one_line_which_it_needs(monkeypatch, capsys):
+    """Before anything is created or installed: pip would otherwise refuse inside a traceback."""
+    created = []
+    monkeypatch.setattr(dev, "ensure_environment", lambda extras: created.append(extras))
+    monkeypatch.setattr(dev.sys, "version_info", (3, 10, 12, "final", 0))
+    assert dev.main(["test"]) == 2
+    err = capsys.readouterr().err
+    assert created == [] and err.count("\n") == 1
+    assert "needs Python 3.11 or newer; this is 3.10" in err
+
+
+def test_a_venv_that_cannot_be_made_is_removed_and_the_fix_is_named(monkeypatch, tmp_path):
+    """Debian without python3-venv: ensurepip fails after bin/python exists; a leftover .venv would
+    make the next run skip creating it and fail for want of pip."""
+    monkeypatch.setattr(dev, "VENV", tmp_path / ".venv")
+
+    def half_made(path, with_pip):
+        (path / "bin").mkdir(parents=True)
+        (path / "bin" / "python").write_text("")
+        raise subprocess.CalledProcessError(1, ["python", "-m", "ensurepip"])
+
+    monkeypatch.setattr(dev.venv, "create", half_made)
+    with pytest.raises(SystemExit) as stopped:
+        dev.create_virtual_environment()
+    assert "apt-get install python3-venv" in str(stopped.value)
+    assert not (tmp_path / ".venv").exists()
