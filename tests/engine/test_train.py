@@ -333,3 +333,22 @@ def test_a_fine_tuned_models_reported_scores_are_the_ones_it_serves(shapes_dir, 
     served = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])
     reported = [p for _, p in m["eval_scores"]]
     assert reported == pytest.approx([r["probabilities"][classes[1]] for r in served], abs=2e-3)
+
+
+def test_the_kept_stages_figures_name_the_images_they_count():
+    """Issue 32 item 5: "the quick model (92.6% validation accuracy)" on a page whose headline counts
+    80 images, where k/80 cannot be 92.6%: it counted the 54 images that chose the stage."""
+    from transferapp.engine import choice, state
+    y = np.array([0] * 27 + [1] * 27)
+    right = np.eye(2)[y] * 0.8 + 0.1
+    quick_probs = right.copy()
+    quick_probs[:4] = quick_probs[:4, ::-1]  # 4 wrong: 50/54
+    tuned_probs = right.copy()
+    tuned_probs[:6] = tuned_probs[:6, ::-1]  # 6 wrong: 48/54
+    quick = state.history_row("head", 1, right, y, quick_probs, y)
+    tuned = state.history_row("finetune", 2, right, y, tuned_probs, y)
+    assert (quick["val_correct"], quick["n_val"]) == (50, 54)
+    kept, reason = choice._choose(quick, {"row": tuned})
+    assert kept == "head"
+    assert reason == ("The quick model (50/54 right (93%) on the validation images that chose the stage) was at least "
+                      "as good as fine-tuning (48/54 right (89%)), so the quick model was kept.")
