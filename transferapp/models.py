@@ -196,6 +196,28 @@ class TrainingRun(models.Model):
         return self.metrics.get("accuracy")
 
     @property
+    def strategy_words(self) -> str:
+        """The versions table's strategy, in the runs table's words: "Fast" or "Best", and which model
+        was kept ("Best: fine-tuned model kept, retrained on all images"); the engine's own
+        description (metrics["strategy"]) is for the report."""
+        metrics = self.metrics or {}
+        kept = {"head": "quick model", "finetune": "fine-tuned model"}.get(metrics.get("chosen_stage"))
+        words = [f"{kept} kept"] if kept and self.preset == "best" else []
+        if (metrics.get("refit") or {}).get("done"):
+            words.append("retrained on all images")
+        preset = (self.preset or "").capitalize()
+        return f"{preset}: {', '.join(words)}" if words else preset
+
+    @property
+    def accuracy_evidence(self) -> dict | None:
+        """The headline accuracy with the images it counts: {"k", "n", "set"} ("146/153 validation"),
+        so no figure is shown without its image set and n. k is None for runs from before it was kept."""
+        metrics = self.metrics or {}
+        if metrics.get("accuracy") is None or not metrics.get("n_scored"):
+            return None
+        return {"k": metrics.get("n_correct"), "n": metrics["n_scored"], "set": self.scored_images}
+
+    @property
     def scored_images(self) -> str:
         """Which images the run's figures come from, in the page's words: "test", "validation", or
         "out-of-fold" (a small project: every image trained, each scored by a model that left it out)."""

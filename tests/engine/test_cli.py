@@ -26,6 +26,11 @@ def test_cli_trains_then_predicts_json_lines(shapes_dir, tmp_path):
     for p in predictions:
         assert p["top"] in trained["classes"] and set(p["probabilities"]) == set(trained["classes"])
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-4
+        assert p["seen_in_training"] is True  # every image trained the model (the retrain on all of them)
+    from .conftest import draw_shape
+    draw_shape("red_circle", seed=99_999).save(tmp_path / "new.png")
+    (new,) = _engine("predict", str(tmp_path / "art"), str(tmp_path / "new.png"))
+    assert new["seen_in_training"] is False
 
 
 def test_cli_reports_grade_figures_for_ordered_classes_only(shapes_dir, tmp_path):

@@ -39,9 +39,35 @@ def test_a_model_trains_and_reports_everything(fast_run):
     assert m["accuracy"] == 1.0  # coloured shapes are trivially separable
     assert m["n_val"] == 3 and m["n_train"] == 15
     assert m["chosen_stage"] == "head" and m["chosen_reason"]
-    assert np.array(m["confusion"]).sum() == 3
+    assert np.array(m["confusion"]).sum() == 18  # the headline: out-of-fold over every image (see below)
     assert set(m["per_class"]) == set(fast_run["classes"])
     json.dumps(m)  # must be JSON-serialisable as is
+
+
+def test_a_quick_model_retrained_on_every_image_leads_with_the_out_of_fold_estimate_of_what_it_serves(fast_run):
+    """Issue 32 item 1: the served model is the average of the cross-fitted fold models, trained on
+    all 18 images; the headline is their out-of-fold estimate on those 18, the validation figure
+    (3 images, before the retrain) stands beside it, and the artifact lists the 18 images' hashes."""
+    from transferapp.engine.final import TRAINED_ON, file_sha256
+    m = fast_run["metrics"]
+    assert m["refit"]["done"] and m["evaluated_on"] == "out_of_fold" and m["refit_out_of_fold"]
+    assert m["headline_model"] == "served" and m["n_scored"] == 18 == m["refit"]["n_images"]
+    assert m["n_correct"] == round(m["accuracy"] * 18)
+    assert m["validation"]["n_scored"] == 3 and not m["validation"]["out_of_fold"]
+    listed = set((fast_run["out"] / TRAINED_ON).read_text().split())
+    assert len(listed) == 18 and {file_sha256(s.path) for s in fast_run["val"]} <= listed
+    assert load_predictor(fast_run["out"]).trained_on == listed
+
+
+def test_without_the_retrain_the_headline_is_validation_and_validation_images_were_not_trained_on(shapes_dir, tmp_path):
+    from transferapp.engine import TrainConfig
+    from transferapp.engine.final import TRAINED_ON, file_sha256
+    config = TrainConfig(preset="fast", image_size=64, refit=False)
+    classes, train, val = _split(shapes_dir, config)
+    m = fit(train, val, classes, config, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert m["evaluated_on"] == "validation" and m["headline_model"] == "served" and m["n_scored"] == 3
+    listed = set((tmp_path / "out" / TRAINED_ON).read_text().split())
+    assert listed == {file_sha256(s.path) for s in train}
 
 
 def test_the_artifact_is_enough_to_predict_the_same_probabilities(fast_run):
@@ -307,3 +333,22 @@ def test_a_fine_tuned_models_reported_scores_are_the_ones_it_serves(shapes_dir, 
     served = load_predictor(tmp_path / "out").predict_paths([s.path for s in val])
     reported = [p for _, p in m["eval_scores"]]
     assert reported == pytest.approx([r["probabilities"][classes[1]] for r in served], abs=2e-3)
+
+
+def test_the_kept_stages_figures_name_the_images_they_count():
+    """Issue 32 item 5: "the quick model (92.6% validation accuracy)" on a page whose headline counts
+    80 images, where k/80 cannot be 92.6%: it counted the 54 images that chose the stage."""
+    from transferapp.engine import choice, state
+    y = np.array([0] * 27 + [1] * 27)
+    right = np.eye(2)[y] * 0.8 + 0.1
+    quick_probs = right.copy()
+    quick_probs[:4] = quick_probs[:4, ::-1]  # 4 wrong: 50/54
+    tuned_probs = right.copy()
+    tuned_probs[:6] = tuned_probs[:6, ::-1]  # 6 wrong: 48/54
+    quick = state.history_row("head", 1, right, y, quick_probs, y)
+    tuned = state.history_row("finetune", 2, right, y, tuned_probs, y)
+    assert (quick["val_correct"], quick["n_val"]) == (50, 54)
+    kept, reason = choice._choose(quick, {"row": tuned})
+    assert kept == "head"
+    assert reason == ("The quick model (50/54 right (93%) on the validation images that chose the stage) was at least "
+                      "as good as fine-tuning (48/54 right (89%)), so the quick model was kept.")

@@ -77,10 +77,11 @@ def test_a_run_from_before_per_image_answers_is_read_from_its_confusion_cells_wi
 # --- the compare page, on versions trained for real ----------------------------------------------
 
 def _train(project) -> TrainingRun:
-    # A validation split even for these few images: the tests need images a version trained on but did
-    # not score (a small project scores every image out-of-fold).
+    # A validation split even for these few images, and no retrain on all of them: the tests need
+    # images a version trained on but did not score (a small project, or a quick model retrained on
+    # every image, leads with an out-of-fold figure over every image).
     run = training_runs.training_start(project=project, base_model="efficientnet_lite0", preset="fast",
-                                  config={"small_data_below": 0})
+                                  config={"small_data_below": 0, "refit": False})
     django_rq.get_worker("default", worker_class=SimpleWorker).work(burst=True)
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
@@ -197,3 +198,23 @@ def test_versions_with_no_image_in_common_show_no_diff_and_others_get_404(alice,
     client.force_login(other_user)
     assert _compare(client, project).status_code == 404
     assert _compare(client, project, before=1, after=2).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compare_opens_on_the_latest_against_the_published_one_or_the_one_before_it(alice, user):
+    """Issue 32 item 17: with three versions it opened on v1 against v2 (the two oldest)."""
+    project = project_with_images(user, classes=CLASSES, per_class=1)
+    runs = [TrainingRun.objects.create(project=project, status="succeeded", base_model="efficientnet_lite0",
+                                       classes=CLASSES, version=v, metrics={"classes": CLASSES}) for v in (1, 2, 3)]
+    project.last_version = 3
+    project.save(update_fields=["last_version"])
+
+    def opened():
+        context = _compare(alice, project).context
+        return context["before"].version, context["after"].version
+
+    assert opened() == (2, 3)  # none published: the latest against the one before it
+    for published, expected in ((runs[0], (1, 3)), (runs[1], (2, 3)), (runs[2], (2, 3))):
+        project.published_run = published
+        project.save(update_fields=["published_run"])
+        assert opened() == expected, published.version

@@ -71,10 +71,21 @@ def _choose(stage1_row: dict, best: dict | None, skip_note: str = "") -> tuple[s
         return "head", f"{skip_note or 'Fine-tuning did not finish an epoch within the time budget.'} The quick model was kept."
     r, q = best["row"], stage1_row
     if state.better(r, q):
-        return "finetune", (f"Fine-tuning reached {r['val_accuracy']:.1%} validation accuracy (quick model: "
-                            f"{q['val_accuracy']:.1%}), so the fine-tuned model was kept.")
-    return "head", (f"The quick model ({q['val_accuracy']:.1%} validation accuracy) was at least as good as "
-                    f"fine-tuning ({r['val_accuracy']:.1%}), so the quick model was kept.")
+        return "finetune", (f"Fine-tuning reached {_val_figure(r, where=True)} (quick model: {_val_figure(q)}), so the "
+                            f"fine-tuned model was kept.")
+    return "head", (f"The quick model ({_val_figure(q, where=True)}) was at least as good as fine-tuning "
+                    f"({_val_figure(r)}), so the quick model was kept.")
+
+
+def _val_figure(row: dict, where: bool = False) -> str:
+    """A history row's validation accuracy with the images it counts ("50/54 right (93%) on the
+    validation images that chose the stage"): the choosing images can be fewer than the headline's (a
+    third of them is set aside to calibrate a fine-tuned model), so a bare percentage reads as another
+    figure for the same thing."""
+    if row.get("val_correct") is None:  # a row from before k and n were kept
+        return f"{row['val_accuracy']:.1%} validation accuracy"
+    k, n = row["val_correct"], row["n_val"]
+    return f"{k}/{n} right ({k / n:.0%})" + (" on the validation images that chose the stage" if where else "")
 
 
 # --- retrain the chosen recipe on every image -----------------------------------------------

@@ -18,6 +18,7 @@ from .data import development_split, folder_samples, grouped_by_name, is_image_f
 from .features import embed
 from .fitting import fit
 from .ordinal import natural_order
+from .final import file_sha256
 from .predict import decode_each, load_predictor
 from .zoo import WeightsUnavailable, create_backbone
 
@@ -149,8 +150,16 @@ def cmd_predict(args) -> int:
         else:
             results = _predict_with_heatmaps(predictor, images, args.alpha, Path(args.heatmap))
         for result in results:
-            print(json.dumps(result))
+            print(json.dumps(_with_seen_in_training(predictor, result)))
     return 0
+
+
+def _with_seen_in_training(predictor, result: dict) -> dict:
+    """A predicted line says whether its very file (same SHA-256) trained the model: that answer is
+    no evidence of how the model does on new images."""
+    if "error" in result:
+        return result
+    return {**result, "seen_in_training": file_sha256(result["path"]) in predictor.trained_on}
 
 
 def _predict_with_heatmaps(predictor, images: list[Path], alpha, out_dir: Path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -49,13 +50,18 @@ def check_final_model(model, chosen, run, *, scored, val_probs, y_val, dev, cros
     final = _final_outputs(model, chosen, run, dev=(dev, x_dev), test=(test, x_test), prep=prep, device=device)
     y_test = state.labels(test)
     test_probs = apply_temperature(final["test_probs"], temperature) if test else None
+    served_oof = _served_out_of_fold(chosen, refit, cross_fitted, scored is dev, test)
     report = _headline_report(report, test, test_probs, y_test, classes=classes, ordered=ordered,
-                              out_of_fold=scored is dev)
+                              out_of_fold=scored is dev, served_oof=served_oof and (cross_fitted.probs, dev))
+    report["headline_model"] = _headline_model(report, refit)
     if refit and test:
         refit["test_accuracy_after"] = report["accuracy"]
     eval_probs, eval_labels = (test_probs, y_test) if test else (val_probs, y_val)
+    # The threshold table counts the same images as the headline. The prediction sets are still
+    # measured on validation images: the out-of-fold scores are the ones their threshold was fitted to.
+    scored_probs, scored_labels = (cross_fitted.probs, state.labels(dev)) if served_oof else (eval_probs, eval_labels)
     if len(classes) == 2:  # what the page's decision-threshold control trades off, image by image
-        report["eval_scores"] = [[int(y), round(float(p[1]), 4)] for p, y in zip(eval_probs, eval_labels)]
+        report["eval_scores"] = [[int(y), round(float(p[1]), 4)] for p, y in zip(scored_probs, scored_labels)]
     if curve:
         curve.update(verdict(curve, kept_recall={n: m["recall"] for n, m in report["per_class"].items()}))
     trust, trust_arrays = calibrate(
@@ -68,12 +74,36 @@ def check_final_model(model, chosen, run, *, scored, val_probs, y_val, dev, cros
     return report, trust, trust_arrays
 
 
-def _headline_report(val_report, test, test_probs, y_test, *, classes, ordered, out_of_fold) -> dict:
-    """The test images' figures when there are any, with validation's summary beside them; else
-    validation's (or the out-of-fold ones)."""
+def _served_out_of_fold(chosen, refit, cross_fitted, out_of_fold, test) -> bool:
+    """Whether the headline can be the out-of-fold estimate of the model that is served: a kept quick
+    model retrained on every image is the average of the cross-fitted fold models, and each image's
+    out-of-fold score comes from one of those models that did not see it. With test images, the test
+    figure (scored after the retrain) already describes it; a small project is out-of-fold already."""
+    return (not test and not out_of_fold and chosen == "head" and cross_fitted is not None
+            and bool(refit and refit.get("done")))
+
+
+def _headline_model(report: dict, refit: dict | None) -> str:
+    """Which model the headline describes: "served" (the model predictions use, or the out-of-fold
+    estimate of the procedure that made it) or "before_retrain" (the validated model, which was then
+    retrained on every image: the served model may answer those images differently)."""
+    retrained = bool(refit and refit.get("done"))
+    return "before_retrain" if report["evaluated_on"] == "validation" and retrained else "served"
+
+
+def _headline_report(val_report, test, test_probs, y_test, *, classes, ordered, out_of_fold, served_oof=None) -> dict:
+    """The test images' figures when there are any, with validation's summary beside them; else the
+    out-of-fold estimate of the served quick model over every training and validation image
+    (`served_oof`: (probabilities, images)), with validation's summary beside it; else validation's
+    (or, in a small project, the out-of-fold ones)."""
     if test:  # the headline: images that took part in nothing
         return {**M.report(test_probs, y_test, [s.key for s in test], classes, ordered=ordered),
                 "evaluated_on": "test", "validation": {**_summary(val_report), "out_of_fold": out_of_fold}}
+    if served_oof:
+        probs, dev = served_oof
+        return {**M.report(probs, state.labels(dev), [s.key for s in dev], classes, ordered=ordered),
+                "evaluated_on": "out_of_fold", "refit_out_of_fold": True,
+                "validation": {**_summary(val_report), "out_of_fold": False}}
     return {**val_report, "evaluated_on": "out_of_fold" if out_of_fold else "validation"}
 
 
@@ -116,7 +146,7 @@ def set_aside_for_calibration(val, x_val, config):
 
 
 def _summary(report: dict) -> dict:
-    keys = ("accuracy", "accuracy_ci", "n_scored", "balanced_accuracy", "baseline", "per_class",
+    keys = ("accuracy", "accuracy_ci", "n_scored", "n_correct", "balanced_accuracy", "baseline", "per_class",
             "mean_abs_grade_error", "within_one_grade")
     return {k: report.get(k) for k in keys}
 
@@ -200,9 +230,37 @@ def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict
 
 # --- artifact -------------------------------------------------------------------------------
 
+TRAINED_ON = "trained_on.sha256"
+
+
+def trained_on(train, val, refit: dict | None) -> list:
+    """The images the served model learnt from: the training images, and the validation ones too
+    once it was retrained on every image (a kept quick model's set-aside images rejoined `val`)."""
+    return list(train) + (list(val) if refit and refit.get("done") else [])
+
+
+def write_trained_on(out_dir: Path, samples) -> None:
+    """TRAINED_ON: the sha256 of each image file the model learnt from, one a line, so a prediction
+    (app, command line, bundle) can say "this image was used to train this model" without a database."""
+    lines = sorted({file_sha256(s.path) for s in samples})
+    tmp = Path(out_dir) / (TRAINED_ON + ".tmp")
+    tmp.write_text("".join(f"{h}\n" for h in lines))
+    tmp.replace(Path(out_dir) / TRAINED_ON)
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_artifact(out_dir: Path, model: Classifier, *, stage1_head: nn.Linear, backbone: Backbone,
-                  classes: list[str], config: TrainConfig, result: dict, trust_arrays: dict | None = None) -> None:
-    """model.pt (full state dict) + meta.json: enough to predict without the database."""
+                  classes: list[str], config: TrainConfig, result: dict, trust_arrays: dict | None = None,
+                  trained_on: list | None = None) -> None:
+    """model.pt (full state dict) + meta.json: enough to predict without the database; with
+    `trained_on` (samples), TRAINED_ON lists their hashes."""
     import timm
     import torchvision
     out = Path(out_dir)
@@ -215,6 +273,8 @@ def save_artifact(out_dir: Path, model: Classifier, *, stage1_head: nn.Linear, b
     if trust_arrays:  # what predict needs for prediction sets and the novelty check, without the DB
         np.savez(out / "trust.npz.tmp.npz", **trust_arrays)
         (out / "trust.npz.tmp.npz").replace(out / "trust.npz")
+    if trained_on is not None:
+        write_trained_on(out, trained_on)
     meta = {"format": 1, "classes": list(classes), "base": config.base, "feature_dim": backbone.feature_dim,
             "fp32_from": model.fp32_from, "flip_tta": model.flip_tta,
             "preprocessing": backbone.preprocessing, "config": asdict(config), "metrics": result,

@@ -53,7 +53,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
                                                  groups=state.groups(train))
     first_model_s = time.perf_counter() - started
     model, stage1_state = _publish_first_model(out_dir, run, head, row, backbone=backbone, classes=classes,
-                                               first_model_s=first_model_s)
+                                               first_model_s=first_model_s, train=train)
     curve = final._learning_curve(x_train, y_train, x_val, y_val, classes, stage1["C"])
     run.phases.finish("head")
 
@@ -91,7 +91,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
                      reason=reason, refit=refit, depth=depth, stage1=stage1, curve=curve, device=device,
                      started=started, first_model_s=first_model_s, first_model_accuracy=row["val_accuracy"])
     final.save_artifact(out_dir, model, stage1_head=head, backbone=backbone, classes=classes, config=config, result=result,
-                  trust_arrays=trust_arrays)
+                  trust_arrays=trust_arrays, trained_on=final.trained_on(train, val, refit))
     run.report(1.0, "done", "Training finished")
     return result
 
@@ -116,7 +116,8 @@ def _quick_model(x_train, y_train, x_val, y_val, *, n_classes: int,
     return head, stage1, val_probs, row
 
 
-def _publish_first_model(out_dir, run, head, row, *, backbone, classes, first_model_s) -> tuple[Classifier, dict]:
+def _publish_first_model(out_dir, run, head, row, *, backbone, classes, first_model_s,
+                         train) -> tuple[Classifier, dict]:
     """The quick model as a whole network, written out as the interim artifact and announced; returns
     it and a copy of its weights (what a kept quick model goes back to after fine-tuning)."""
     model = Classifier(backbone, len(classes))
@@ -125,7 +126,7 @@ def _publish_first_model(out_dir, run, head, row, *, backbone, classes, first_mo
     interim = {"accuracy": row["val_accuracy"], "first_model_s": round(first_model_s, 2), "interim": True}
     # Written at once, so the app can predict with it while stage 2 runs; the final artifact replaces it.
     final.save_artifact(out_dir, model, stage1_head=head, backbone=backbone, classes=classes, config=run.config,
-                  result=interim)
+                  result=interim, trained_on=train)
     run.epoch_done(row, fraction=run.head_end, message="First model ready: you can already predict with it",
                    first_model_ready=True)
     return model, stage1_state

@@ -14,6 +14,7 @@ from . import calibrate as cal
 from . import explain
 from .data import eval_transform, load_rgb
 from .features import pick_device
+from .final import TRAINED_ON
 from .imaging import DecodeError
 from .zoo import Classifier, create_backbone
 
@@ -74,6 +75,7 @@ class Predictor:
         self.device, self.batch_size = device, batch_size
         self.transform = eval_transform(preprocessing)
         self.trust = trust or Trust()
+        self.trained_on: frozenset[str] = frozenset()  # see read_trained_on
         self.explain_method = explain.method_for(model, finetuned)
         # Web threads share one Predictor. The forward hooks that catch the head's input (novelty)
         # and the last feature maps (heat maps) sit on the shared model, so a pass in one thread
@@ -157,5 +159,14 @@ def load_predictor(artifact_dir, device=None) -> Predictor:
     trust_file = artifact / "trust.npz"
     arrays = dict(np.load(trust_file)) if trust_file.exists() and meta.get("trust") else None
     finetuned = meta.get("metrics", {}).get("chosen_stage") == "finetune"
-    return Predictor(model, meta["classes"], meta["preprocessing"], device, trust=Trust(meta.get("trust"), arrays),
-                     finetuned=finetuned)
+    predictor = Predictor(model, meta["classes"], meta["preprocessing"], device, trust=Trust(meta.get("trust"), arrays),
+                          finetuned=finetuned)
+    predictor.trained_on = read_trained_on(artifact)
+    return predictor
+
+
+def read_trained_on(artifact: Path) -> frozenset[str]:
+    """The sha256 of every image the model learnt from (empty for a model written before they were
+    kept: its predictions are then never marked as seen in training)."""
+    listed = artifact / TRAINED_ON
+    return frozenset(listed.read_text().split()) if listed.exists() else frozenset()

@@ -98,7 +98,9 @@ def history_row(stage, epoch, train_probs, y_train, val_probs, y_val, train_loss
             "train_loss": round(M.log_loss(train_probs, y_train) if train_loss is None else train_loss, 4),
             "val_loss": _round(M.log_loss(val_probs, y_val)),
             "train_accuracy": round(float((train_probs.argmax(1) == y_train).mean()), 4),
-            "val_accuracy": _round(float((val_probs.argmax(1) == y_val).mean()) if len(y_val) else None)}
+            "val_accuracy": _round(float((val_probs.argmax(1) == y_val).mean()) if len(y_val) else None),
+            # k and n of that accuracy: a percentage is shown with the images it counts (k/n)
+            "val_correct": int((val_probs.argmax(1) == y_val).sum()) if len(y_val) else None, "n_val": len(y_val)}
 
 
 def _round(v):

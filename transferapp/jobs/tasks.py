@@ -122,7 +122,8 @@ def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
         how_split += (f" {pulled_in} image(s) related to test images (near-identical, or in the same group) "
                       "were held out with them, so no copy of a test image was trained on.")
     # The validation images by key: the export ships some of them as its parity samples.
-    return {**metrics, "split": how_split, "val_keys": [s.key for s in val]}
+    imported = bool(snapshot.given_val) and {s.key for s in val} == snapshot.given_val
+    return {**metrics, "split": how_split, "split_imported": imported, "val_keys": [s.key for s in val]}
 
 
 def _past_the_time_limit() -> int:

@@ -193,15 +193,36 @@ SETTING_LABELS = {
 FINETUNE_ONLY = {"epochs", "lr", "batch_size", "unfrozen_blocks", "augmentation", "depth", "layer_lr_decay"}
 
 
-def settings_rows(config: dict) -> list[tuple[str, str]]:
-    """(label, value) pairs for the "Settings used" table, known settings first in form order."""
+def settings_rows(config: dict, metrics: dict | None = None) -> list[tuple[str, str]]:
+    """(label, value) pairs for the "Settings used" table, known settings first in form order; with
+    the run's metrics, the validation share says what the run really used."""
     unused = FINETUNE_ONLY if config.get("preset") == "fast" else set()
     if config.get("depth") == "all":  # every layer trained: no count of top blocks applied
         unused = unused | {"unfrozen_blocks"}
     shown = {key: value for key, value in config.items() if key not in unused}
     rows = [(SETTING_LABELS[key], _setting_text(key, shown[key])) for key in SETTING_LABELS if key in shown]
+    used = validation_share_used(config, metrics or {})
+    if used:
+        rows = [(name, used if name == SETTING_LABELS.get("val_fraction") else value) for name, value in rows]
     rows += [(key.replace("_", " ").capitalize(), _setting_text(key, value)) for key, value in shown.items() if key not in SETTING_LABELS]
     return rows
+
+
+def validation_share_used(config: dict, metrics: dict) -> str | None:
+    """The share of images that validated the run, where it is not the setting: an imported
+    train/validation split used as given, or a small project with no validation split. None when
+    the setting is what was used (or a run from before these figures were kept)."""
+    n_val = (metrics.get("n_val") or 0) + (metrics.get("n_calibration_set_aside") or 0)
+    n = (metrics.get("n_train") or 0) + n_val
+    if not n:
+        return None
+    if metrics.get("split_imported"):
+        setting = f"{100 * config['val_fraction']:.0f}%" if config.get("val_fraction") is not None else "the setting"
+        return (f"{100 * n_val / n:.0f}% ({n_val} of {n} images): the train/validation split imported with the "
+                f"images, used as given ({setting} was not applied)")
+    if not n_val:
+        return "None: a small project, every image trained the model (figures are out-of-fold)"
+    return None
 
 
 def _setting_text(key: str, value) -> str:

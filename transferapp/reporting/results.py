@@ -43,7 +43,7 @@ def _run_context(run: TrainingRun) -> dict:
                      for m, pk in zip(mistakes, pks)],
         "waiting_for_worker": run.status == TrainingRun.Status.QUEUED and not training_selectors.workers_online(),
         "time_left": estimates.time_left(run, timezone.now()),
-        "settings_used": charts.settings_rows(run.config),
+        "settings_used": charts.settings_rows(run.config, metrics),
     }
 
 

@@ -31,7 +31,13 @@ def _headline(metrics: dict, classes: list[str]) -> dict:
     return {
         "on_test": metrics.get("evaluated_on") == "test",
         "out_of_fold": metrics.get("evaluated_on") == "out_of_fold",
+        # the served model's out-of-fold estimate (a kept quick model retrained on every image)
+        "refit_out_of_fold": bool(metrics.get("refit_out_of_fold")),
+        # the validated model, retrained on every image since: the served one may answer differently
+        "before_retrain": metrics.get("headline_model") == "before_retrain",
+        "refit_n": (metrics.get("refit") or {}).get("n_images"),
         "accuracy": metrics.get("accuracy"), "ci": metrics.get("accuracy_ci"), "n": metrics.get("n_scored"),
+        "k": metrics.get("n_correct"),
         "balanced": metrics.get("balanced_accuracy"), "baseline": metrics.get("baseline"),
         "validation": metrics.get("validation"),
         "recalls": [{"name": name, "recall": (per_class.get(name) or {}).get("recall"),

@@ -23,7 +23,8 @@ from transferapp.serving import predictions
 from transferapp.storage import blobs, csvsafe
 from transferapp.storage.archive import ArchiveRejected, Limits, ZipSource
 
-CSV_COLUMNS = ["file", "label", "probability", "prediction_set", "abstained", "error"]
+# seen_in_training: the file is one the model learnt from, so its answer is no evidence of accuracy.
+CSV_COLUMNS = ["file", "label", "probability", "prediction_set", "abstained", "error", "seen_in_training"]
 BATCH = 32  # images decoded and predicted together: bounded memory for any number of files
 # ... or fewer, when they are large: 32 images at the 40-megapixel cap would hold ~4 GB decoded.
 CHUNK_PIXELS = 100_000_000  # about 300 MB of decoded RGB
@@ -201,7 +202,8 @@ def csv_row(row: dict) -> dict:
     if "error" in row:
         return {"file": row["file"], "error": row["error"]}
     return {"file": row["file"], "label": row["top"]["label"], "probability": f"{row['top']['probability']:.6f}",
-            "prediction_set": ";".join(row["prediction_set"]), "abstained": row["abstained"]}
+            "prediction_set": ";".join(row["prediction_set"]), "abstained": row["abstained"],
+            "seen_in_training": row.get("seen_in_training", False)}
 
 
 def to_csv(rows) -> str:
@@ -232,6 +234,7 @@ def table_rows(batch: BatchPrediction, order: str) -> list[dict]:
     for row in shown:
         row["percent"] = round(100 * row["confidence"], 1)
         row["abstained"] = row["abstained"] == "True"
+        row["seen_in_training"] = row.get("seen_in_training") == "True"
         row["prediction_set"] = row["prediction_set"].split(";") if row["prediction_set"] else []
     return shown
 

@@ -78,6 +78,7 @@ def predict_uploaded(run: TrainingRun, uploaded, decoded=lambda pixels: None) ->
         "prediction_set": result.get("prediction_set", [result["top"]]),
         "abstained": result.get("abstained", False),
         "unfamiliar": result.get("unfamiliar", False),
+        "seen_in_training": seen_in_training(run, checked.sha256),
         "ranked": [{"label": label, "p": p, "percent": round(100 * p, 1)} for label, p in ranked[:TOP_K]],
         "thumbnail": "data:image/jpeg;base64," + base64.b64encode(checked.thumbnail_jpeg).decode(),
         "digest": checked.sha256,  # names the image's heat maps (heatmaps.py keeps what they need)
@@ -108,7 +109,13 @@ def _with_threshold(run: TrainingRun, result: dict) -> dict:
             "answer": f"Likely {top} (threshold {run.decision_threshold:g} on “{positive}”)"}
 
 
-def describe_for_api(run: TrainingRun, name: str, result: dict) -> dict:
+def seen_in_training(run: TrainingRun, sha256: str) -> bool:
+    """Whether this exact file trained the run's model: its answer then says nothing about new images
+    (and counts in no accuracy figure)."""
+    return sha256 in predictor_for(run).trained_on
+
+
+def describe_for_api(run: TrainingRun, name: str, result: dict, seen: bool = False) -> dict:
     """One image's answer in the API's (and the export's) shape, from the calibrated result: the
     prediction set holds the labels the model cannot rule out; abstained is its "don't know"."""
     ranked = [{"label": label, "probability": p}
@@ -116,7 +123,7 @@ def describe_for_api(run: TrainingRun, name: str, result: dict) -> dict:
     top = {"label": result["top"], "probability": result["probabilities"][result["top"]]}
     return {"file": name, "model": {"project": run.project.name, "version": run.version, "base": run.base_model},
             "top": top, "predictions": ranked, "prediction_set": result.get("prediction_set", [result["top"]]),
-            "abstained": bool(result.get("abstained", False))}
+            "abstained": bool(result.get("abstained", False)), "seen_in_training": seen}
 
 
 def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]], heatmap: bool = False) -> list[dict]:
@@ -124,7 +131,8 @@ def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImag
     carries its overlay for the predicted class as a base64 PNG."""
     images = [checked.rgb for _, checked in items]
     results, evidence = _answers(run, images, keep_maps=heatmap)
-    answers = [describe_for_api(run, name, result) for (name, _), result in zip(items, results)]
+    answers = [describe_for_api(run, name, result, seen_in_training(run, checked.sha256))
+               for (name, checked), result in zip(items, results)]
     for answer, image, kept in zip(answers, images, evidence):  # drawn at once: an API client fetches no URL
         png = predictor_for(run).heat_map_png(image, kept, answer["top"]["label"])
         answer["heatmap_png_base64"] = base64.b64encode(png).decode()

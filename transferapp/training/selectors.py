@@ -82,18 +82,19 @@ def model_run(*, project: Project, version: int | None = None) -> TrainingRun | 
 
 def compared_versions(*, project: Project, before, after) -> tuple[TrainingRun | None, TrainingRun | None]:
     """The two versions the compare page shows: the ones named (version numbers, as typed in the
-    URL), else the project's model and the version before it (or, for v1, the newest other)."""
+    URL), else the latest against the published one (what a new version would replace), or, with
+    none published or the latest published, against the version before it."""
     versions = {run.version: run for run in versions_for_project(project=project)}
     # isdigit() alone admits "²" and 5,000-digit strings, which int() refuses: HTTP 500.
     named = [versions.get(int(v)) if str(v).isascii() and str(v).isdigit() and len(str(v)) < 10 else None
              for v in (before, after)]
     if all(named):
         return named[0], named[1]
-    current = model_run(project=project)
-    if current is None:
+    if not versions:
         return None, None
-    older = [v for v in versions if v < current.version]
-    if older:
-        return versions[max(older)], current
-    newer = [v for v in versions if v > current.version]
-    return (current, versions[max(newer)]) if newer else (current, None)
+    latest = versions[max(versions)]
+    published = project.published_run_id and next((r for r in versions.values() if r.pk == project.published_run_id), None)
+    if published and published != latest:
+        return published, latest
+    older = [v for v in versions if v < latest.version]
+    return (versions[max(older)], latest) if older else (latest, None)
