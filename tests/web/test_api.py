@@ -234,11 +234,11 @@ def test_an_empty_file_sent_as_multipart_is_not_an_image_rather_than_too_large(c
 def test_a_prediction_has_the_documented_shape(client, trained):
     project, run, key = trained
     body = predict_raw(client, project, key, photo_bytes("sea", 3), ).json()
-    assert set(body) == {"file", "model", "top", "predictions", "prediction_set", "abstained"}
+    assert set(body) == {"file", "model", "top", "predictions", "prediction_set", "abstained", "unfamiliar"}
     assert body["model"] == {"project": project.name, "version": run.version, "base": "efficientnet_lite0"}
     assert set(body["top"]) == {"label", "probability"} and body["top"] == body["predictions"][0]
     assert sorted(p["label"] for p in body["predictions"]) == sorted(CLASS_TINTS)
-    assert body["prediction_set"] == [body["top"]["label"]] and body["abstained"] is False
+    assert body["prediction_set"] == [body["top"]["label"]] and body["abstained"] is False and body["unfamiliar"] is False
 
 
 def test_heatmap_1_adds_the_predicted_class_overlay_as_a_base64_png(client, trained):

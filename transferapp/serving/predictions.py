@@ -116,7 +116,9 @@ def describe_for_api(run: TrainingRun, name: str, result: dict) -> dict:
     top = {"label": result["top"], "probability": result["probabilities"][result["top"]]}
     return {"file": name, "model": {"project": run.project.name, "version": run.version, "base": run.base_model},
             "top": top, "predictions": ranked, "prediction_set": result.get("prediction_set", [result["top"]]),
-            "abstained": bool(result.get("abstained", False))}
+            "abstained": bool(result.get("abstained", False)),
+            # Added (#32): abstained because the image is unlike the training images; `top` is then only the closest class.
+            "unfamiliar": bool(result.get("unfamiliar", False))}
 
 
 def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]], heatmap: bool = False) -> list[dict]:
