@@ -402,7 +402,9 @@
     } else if (target.matches("[data-heatmap-class]")) {
       var box = target.closest(".heatmap"), img = box.querySelector("img");
       box.classList.remove("missing");
+      box.classList.toggle("asking", !target.value);  // "choose a class" again: no map drawn
       img.removeAttribute("data-heatmap-src");
+      if (!target.value) { img.removeAttribute("src"); img.alt = ""; return; }
       img.src = target.value;
       img.alt = "Heat map for " + target.selectedOptions[0].textContent;
     }

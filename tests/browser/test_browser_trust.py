@@ -61,5 +61,17 @@ def test_the_suspects_gallery_and_a_dont_know_answer_in_a_real_browser(
     expect(card).to_have_count(1)
     expect(card.locator(".top-class")).to_have_text("Don't know")
     expect(card.locator(".answer")).to_contain_text("unlike the training images")
+    expect(card.locator(".confidence")).to_contain_text("closest class:")
+    expect(card.locator(".prob-bar")).to_have_count(0)
+    # Heat maps on: no map drawn for the closest class until one is picked (#32.3).
+    page.get_by_label("Show where the model looked").check()
+    expect(card.locator(".heatmap-ask")).to_be_visible()
+    expect(card.locator(".heatmap-img")).to_be_hidden()
+    assert card.locator(".heatmap-img").get_attribute("src") is None
+    picker = card.locator("select[data-heatmap-class]")
+    picker.select_option(picker.locator("option").nth(1).get_attribute("value"))
+    expect(card.locator(".heatmap-img")).to_be_visible()
+    page.wait_for_function("() => { const img = document.querySelector('#predictions .heatmap-img');"
+                           " return img.complete && img.naturalWidth > 0; }")
     screenshots(page, "dont-know")
     assert not page.problems, page.problems

@@ -307,11 +307,12 @@ def test_the_export_carries_the_temperature_and_the_prediction_sets_of_the_app(s
     bundle = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bundle)
     app = load_predictor(artifact)
-    for row in json.loads((result.folder / "samples.json").read_text()):
-        ranked = sorted(({"label": k, "probability": v} for k, v in row["probabilities"].items()),
-                        key=lambda r: -r["probability"])
+    labels = json.loads((result.folder / "labels.json").read_text())
+    for row in json.loads((result.folder / "samples.json").read_text()):  # the last: a grey square, "don't know"
+        probabilities = np.array([row["probabilities"][label] for label in labels])
         (expected,) = app.predict_images([Image.open(result.folder / "samples" / row["file"]).convert("RGB")])
-        assert bundle.prediction_set_for(ranked, config["thresholds"])[0] == expected["prediction_set"]
+        answer = bundle.describe(row["file"], probabilities, labels, config, expected["unfamiliar"])
+        assert answer["prediction_set"] == expected["prediction_set"] and answer["abstained"] == expected["abstained"]
 
 
 # --- groups (one patient's images) stay whole in every split and fold ------------------------

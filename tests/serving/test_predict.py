@@ -186,3 +186,63 @@ def test_the_prediction_allowance_counts_an_image_by_its_megapixels(alice, run, 
     refused = _predict(alice, run.project, _red(), script=True)
     assert refused.status_code == 429 and "Too many predictions" in json.loads(refused.content)["error"]
     cache.clear()
+
+
+def _solid_square(rgb=(40, 180, 60)) -> bytes:
+    """An image unlike the red and blue training images: one colour, no shape."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    out = BytesIO()
+    Image.new("RGB", (64, 64), rgb).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _row_of(page: str, name: str) -> str:
+    row = re.search(r'<tr class="prediction"[^>]*>(?:(?!</tr>).)*?' + re.escape(name) + r"(?:(?!</tr>).)*</tr>", page, re.S)
+    assert row, page[:500]
+    return row.group(0)
+
+
+def test_a_dont_know_row_names_the_closest_class_with_no_confident_bar_and_no_heat_map_for_it(alice, run):
+    """Issue #32.3: the answer state first; the class the probability belongs to only as the
+    closest class; no bar and no heat map offered first for a class the row did not answer."""
+    response = _predict(alice, run.project, upload("green-square.png", _solid_square()), script=True)
+    row = _row_of(response.content.decode(), "green-square.png")
+    assert 'data-unfamiliar="true"' in row, row  # the model itself says: unlike the training images
+    assert '<td class="top-class"><strong>Don' in row
+    closest = re.search(r"closest class: (\w+) \(([0-9.]+)%\)", html.unescape(row))
+    assert closest and closest.group(1) in CLASSES, row
+    assert "prob-bar" not in row  # no confident bar beside "Don't know"
+    assert "data-heatmap-src" not in row  # nothing drawn for the closest class unless asked for
+    picker = re.search(r"<select data-heatmap-class>(.*?)</select>", row, re.S).group(1)
+    first = re.search(r"<option[^>]*>([^<]*)</option>", picker)
+    assert 'value=""' in first.group(0) and first.group(1) not in CLASSES  # "choose a class" first
+    assert all(f">{c}</option>" in picker for c in CLASSES)  # any class's map, when the user asks
+
+
+def test_a_familiar_row_keeps_its_bar_and_its_heat_map(alice, run):
+    row = _row_of(_predict(alice, run.project, _red(), script=True).content.decode(), "new-red.png")
+    assert 'data-unfamiliar="false"' in row and "prob-bar" in row and "data-heatmap-src" in row
+    assert "closest class" not in row
+
+
+def test_the_batch_table_says_dont_know_with_the_closest_class_and_no_bar(alice, run, tmp_path):
+    from transferapp.models import BatchPrediction
+    from transferapp.serving import batch as serving_batch
+
+    rows = serving_batch.predict_rows(run, [("green-square.png", _solid_square()), ("new-red.png", image_bytes("red", shape_seed=3))])
+    assert rows[0]["abstained"] and rows[0].get("unfamiliar") is True and rows[1].get("unfamiliar") is False
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / BatchPrediction.CSV).write_text(serving_batch.to_csv(rows), encoding="utf-8")
+    batch = BatchPrediction.objects.create(project=run.project, run=run, version=run.version, source_name="two.zip",
+                                           folder=str(folder), csv_path=str(folder / BatchPrediction.CSV),
+                                           status=BatchPrediction.Status.DONE, total=2, done=2)
+    page = alice.get(reverse("predict", args=[run.project.pk]) + f"?batch={batch.pk}").content.decode()
+    square, red = _row_of(page, "green-square.png"), _row_of(page, "new-red.png")
+    assert "Don" in re.search(r'<td class="top-class">(.*?)</td>', square, re.S).group(1)
+    closest = re.search(r"closest class: (\w+) \(([0-9.]+)%\)", html.unescape(square))
+    assert closest and closest.group(1) == rows[0]["top"]["label"], square
+    assert "prob-bar" not in square and "prob-bar" in red and "closest class" not in red

@@ -14,6 +14,7 @@ from tests.api_support import CLASS_TINTS, photo_bytes, photo_project, train_ver
 from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
 from transferapp.accounts import api_keys
+from transferapp.library import images as library_images
 from transferapp.library import intake
 from transferapp.models import ApiKey, BatchPrediction, Project, TrainingRun
 from transferapp.serving import predictions
@@ -234,11 +235,12 @@ def test_an_empty_file_sent_as_multipart_is_not_an_image_rather_than_too_large(c
 def test_a_prediction_has_the_documented_shape(client, trained):
     project, run, key = trained
     body = predict_raw(client, project, key, photo_bytes("sea", 3), ).json()
-    assert set(body) == {"file", "model", "top", "predictions", "prediction_set", "abstained", "seen_in_training"}
+    assert set(body) == {"file", "model", "top", "predictions", "prediction_set", "abstained", "seen_in_training",
+                         "unfamiliar"}
     assert body["model"] == {"project": project.name, "version": run.version, "base": "efficientnet_lite0"}
     assert set(body["top"]) == {"label", "probability"} and body["top"] == body["predictions"][0]
     assert sorted(p["label"] for p in body["predictions"]) == sorted(CLASS_TINTS)
-    assert body["prediction_set"] == [body["top"]["label"]] and body["abstained"] is False
+    assert body["prediction_set"] == [body["top"]["label"]] and body["abstained"] is False and body["unfamiliar"] is False
 
 
 def test_heatmap_1_adds_the_predicted_class_overlay_as_a_base64_png(client, trained):
@@ -358,6 +360,65 @@ def test_the_exported_bundle_predicts_what_the_app_and_the_api_predict(client, a
     assert worst <= 1e-4, worst
     assert subprocess.run([sys.executable, "-I", str(bundle / "predict.py"), "--selftest"], env={"PATH": os.environ["PATH"]},
                           capture_output=True, timeout=300).returncode == 0
+
+
+def _solid_square(rgb, side=120) -> bytes:
+    from PIL import Image as PILImage
+
+    out = io.BytesIO()
+    PILImage.new("RGB", (side, side), rgb).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _exported_bundle(alice, run, tmp_path):
+    response = alice.post(reverse("run_export", args=[run.pk]), follow=True)
+    assert "Export ready" in response.content.decode(), [str(m) for m in response.context["messages"]]
+    with zipfile.ZipFile(io.BytesIO(b"".join(alice.get(reverse("run_export_download", args=[run.pk])).streaming_content))) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    return next((tmp_path / "unzipped").iterdir())
+
+
+def test_the_bundle_says_dont_know_where_the_api_does_and_its_readme_counts_the_versions_images(client, alice, trained, tmp_path):
+    """Issue #32.6: the bundle ships the novelty rule, so an image unlike the training images is
+    abstained (unfamiliar) in the bundle as in the API, and its self-test covers such an image; the
+    model card counts the images this version trained on, not the project's images today."""
+    project, run, key = trained
+    meadow = project.labels.get(name="meadow")
+    for i in range(3):  # added after v1 was trained: v1's card must not count them
+        assert library_images.image_add(label=meadow, name=f"late-{i}.jpg", data=photo_bytes("meadow", 300 + i)).image
+    bundle = _exported_bundle(alice, run, tmp_path)
+    card = (bundle / "README.md").read_text()
+    assert "meadow: 8 images" in card and "meadow: 11 images" not in card
+    assert "don't know" in card.lower() and "always answers with one of these classes" not in card
+
+    squares = {"grey.png": _solid_square((128, 128, 128)), "magenta.png": _solid_square((230, 20, 200))}
+    familiar = {"sea.jpg": photo_bytes("sea", 200), "sand.jpg": photo_bytes("sand", 201)}
+    for name, data in {**squares, **familiar}.items():
+        (tmp_path / name).write_bytes(data)
+    over_http = {name: predict_raw(client, project, key, data, content_type="image/png").json()
+                 for name, data in {**squares, **familiar}.items()}
+    assert all(over_http[name]["abstained"] and over_http[name]["unfamiliar"] for name in squares), over_http
+    done = subprocess.run([sys.executable, "-I", str(bundle / "predict.py"), *[str(tmp_path / n) for n in over_http]],
+                          capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    exported = {row["file"]: row for row in map(json.loads, done.stdout.splitlines())}
+    for name, http in over_http.items():
+        onnx = exported[name]
+        assert (onnx["abstained"], onnx["unfamiliar"], onnx["prediction_set"]) == (
+            http["abstained"], http["unfamiliar"], http["prediction_set"]), (name, onnx, http)
+        assert onnx["top"]["label"] == http["top"]["label"]
+
+    # The self-test holds an image the app called unfamiliar, and checks the bundle says so too.
+    samples = json.loads((bundle / "samples.json").read_text())
+    assert any(row["unfamiliar"] and row["abstained"] for row in samples)
+    assert all("abstained" in row and "unfamiliar" in row for row in samples)
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["output"]["features"] and config["novelty"]["threshold"] > 0
+    flipped = [dict(row, unfamiliar=not row["unfamiliar"]) if row["unfamiliar"] else row for row in samples]
+    (bundle / "samples.json").write_text(json.dumps(flipped))  # a bundle that forgot the rule must fail it
+    failed = subprocess.run([sys.executable, "-I", str(bundle / "predict.py"), "--selftest"], env={"PATH": os.environ["PATH"]},
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1 and json.loads(failed.stdout.splitlines()[-1])["different_answer"]
 
 
 def test_an_export_whose_self_test_fails_is_not_offered(alice, trained, monkeypatch):

@@ -2,9 +2,16 @@
 and the proof that it predicts what the app predicts. No Django here.
 
 model.onnx takes uint8 pixels, NCHW (batch, 3, crop, crop), RGB, already resized and centre-cropped
-by predict.py, and returns probabilities (batch, classes). Normalisation, the mirror averaging the
-app uses for the model (flip_tta) and the softmax are inside the graph; resizing stays outside in
-Pillow, because an in-graph resize differs from Pillow's by up to 1/255 (DESIGN.md).
+by predict.py, and returns probabilities (batch, classes) and the features entering the head (batch,
+dim). Normalisation, the mirror averaging the app uses for the model (flip_tta) and the softmax are
+inside the graph; resizing stays outside in Pillow, because an in-graph resize differs from Pillow's
+by up to 1/255 (DESIGN.md).
+
+"Don't know" travels too: the conformal threshold in config.json, and the novelty rule (the app's
+bank of normalised training features from trust.npz, float16 as the app keeps it, with its k and
+threshold) in novelty_bank.npy, so predict.py abstains on an image unlike the training images
+where the app does. The bank is the app's own, not a smaller sample: a smaller one would move the
+distances and the answers near the threshold.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -28,12 +36,17 @@ from .predict import load_predictor
 BUNDLE_TEMPLATE = Path(__file__).with_name("bundle")
 SAMPLE_SIDE = 96  # samples are shrunk to this longer side: a small bundle, still real photos
 SELFTEST_TIMEOUT_S = 300
+NOVELTY_BANK = "novelty_bank.npy"
+# An image unlike most training sets, shipped with the samples so the self-test covers "don't know"
+# (the app's own verdict on it is recorded, whatever it is).
+UNFAMILIAR_SAMPLE = ("a solid grey square (made by the export)", (128, 128, 128))
 OPSET = 17
 
 
 class PixelsToProbabilities(nn.Module):
-    """uint8 NCHW pixels -> probabilities, exactly as Predictor does after its ToTensor, including
-    the temperature a fine-tuned model was calibrated with."""
+    """uint8 NCHW pixels -> (probabilities, features), exactly as Predictor does after its ToTensor,
+    including the temperature a fine-tuned model was calibrated with; the features are the head's
+    input for the unmirrored image, the ones the app's novelty check measures."""
 
     def __init__(self, model, preprocessing: dict, flip_tta: bool, temperature: float = 1.0):
         super().__init__()
@@ -46,12 +59,13 @@ class PixelsToProbabilities(nn.Module):
 
     def forward(self, pixels):
         x = (pixels.float() / 255.0 - self.mean) / self.std
-        probs = self._probs(x)
+        features = self.body(x)
+        probs = torch.softmax(self.head(features), -1)
         if self.flip_tta:
             probs = (probs + self._probs(torch.flip(x, dims=[3]))) / 2
         if self.temperature != 1.0:  # as calibrate.apply_temperature: on the averaged probabilities
             probs = torch.softmax(torch.log(probs.clamp_min(1e-12)) / self.temperature, -1)
-        return probs
+        return probs, features
 
 
 @dataclass
@@ -80,13 +94,19 @@ def export_bundle(artifact_dir, out_dir, *, name: str, samples: list[tuple[str, 
     config = {"format": 1, "model": model_info, "preprocessing": prep, "flip_tta": bool(predictor.model.flip_tta),
               "input": {"name": "pixels", "dtype": "uint8", "layout": "NCHW", "shape": ["batch", 3, prep["crop"], prep["crop"]],
                         "channels": "RGB"},
-              "output": {"name": "probabilities", "shape": ["batch", len(predictor.classes)]}}
-    q = _conformal_threshold(predictor, alpha)
+              "output": {"name": "probabilities", "shape": ["batch", len(predictor.classes)],
+                         "features": {"name": "features", "shape": ["batch", predictor.model.head.in_features]}}}
+    alpha = _supported_alpha(predictor, alpha)
+    q = predictor.trust.threshold(alpha)
     if q is not None:  # predict.py then answers with the app's prediction sets
         config["thresholds"] = {"alpha": alpha if alpha is not None else predictor.trust.default_alpha, "q": q}
+    novelty = _write_novelty_bank(predictor.trust, folder)
+    if novelty:  # predict.py then says "don't know" for an image unlike the training images
+        config["novelty"] = novelty
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "labels.json").write_text(json.dumps(predictor.classes, indent=2))
-    (folder / "samples.json").write_text(json.dumps(_sample_expectations(predictor, samples, folder / "samples"), indent=1))
+    expected = _sample_expectations(predictor, samples, folder / "samples", alpha)
+    (folder / "samples.json").write_text(json.dumps(expected, indent=1))
     shutil.copy(BUNDLE_TEMPLATE / "predict.py", folder / "predict.py")
     (folder / "requirements.txt").write_text("onnxruntime>=1.18\nnumpy>=1.26\npillow>=10.4\n")
     (folder / "README.md").write_text(card)
@@ -96,11 +116,24 @@ def export_bundle(artifact_dir, out_dir, *, name: str, samples: list[tuple[str, 
     return ExportResult(folder, zip_path, passed, report)
 
 
-def _conformal_threshold(predictor, alpha: float | None) -> float | None:
+def _supported_alpha(predictor, alpha: float | None) -> float | None:
+    """`alpha`, or None (the model's own level) when it has too few calibration images for it, as
+    the app answers then."""
     try:
-        return predictor.trust.threshold(alpha)
-    except ValueError:  # too few calibration images for this alpha: the model's own level
-        return predictor.trust.threshold(None)
+        predictor.trust.threshold(alpha)
+        return alpha
+    except ValueError:
+        return None
+
+
+def _write_novelty_bank(trust, folder: Path) -> dict | None:
+    """The app's novelty rule for predict.py: its bank (float16, as trust.npz keeps it), k and threshold."""
+    if trust.bank is None or trust.novelty_threshold is None:
+        return None
+    np.save(folder / NOVELTY_BANK, trust.bank.astype(np.float16), allow_pickle=False)
+    return {"bank": NOVELTY_BANK, "k": trust.k, "threshold": float(trust.novelty_threshold),
+            "rule": "unfamiliar when the mean cosine distance of the normalised features to their k nearest bank rows "
+                    "exceeds the threshold"}
 
 
 def write_onnx(predictor, path: Path) -> None:
@@ -112,20 +145,30 @@ def write_onnx(predictor, path: Path) -> None:
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, not broken (zoo.py does the same)
         torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["pixels"],
-                          output_names=["probabilities"], dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}})
+                          output_names=["probabilities", "features"],
+                          dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}, "features": {0: "batch"}})
 
 
-def _sample_expectations(predictor, samples, sample_dir: Path) -> list[dict]:
-    """Shrink each sample, store it losslessly, and record what the app's own Predictor says about it."""
+def _sample_expectations(predictor, samples, sample_dir: Path, alpha: float | None = None) -> list[dict]:
+    """Shrink each sample, store it losslessly, and record what the app's own Predictor says about it
+    (at the bundle's risk level), plus one image unlike most training images (UNFAMILIAR_SAMPLE)."""
     rows = []
     for i, (name, source) in enumerate(samples):
         small = load_rgb(source)
         small.thumbnail((SAMPLE_SIDE, SAMPLE_SIDE), Image.BICUBIC)
-        file = f"{i:03d}.png"
-        small.save(sample_dir / file)
-        result = predictor.predict_images([load_rgb(sample_dir / file)])[0]  # the stored file, decoded as the app does
-        rows.append({"file": file, "source": name, "top": result["top"], "probabilities": result["probabilities"]})
+        rows.append(_expectation(predictor, small, f"{i:03d}.png", name, sample_dir, alpha))
+    name, colour = UNFAMILIAR_SAMPLE
+    square = Image.new("RGB", (SAMPLE_SIDE, SAMPLE_SIDE), colour)
+    rows.append(_expectation(predictor, square, "unfamiliar.png", name, sample_dir, alpha))
     return rows
+
+
+def _expectation(predictor, image, file: str, source: str, sample_dir: Path, alpha: float | None) -> dict:
+    image.save(sample_dir / file)
+    result = predictor.predict_images([load_rgb(sample_dir / file)], alpha=alpha)[0]  # the stored file, decoded as the app does
+    return {"file": file, "source": source, "top": result["top"], "probabilities": result["probabilities"],
+            "prediction_set": result["prediction_set"], "abstained": result["abstained"],
+            "unfamiliar": result["unfamiliar"], "novelty": result["novelty"]}
 
 
 def run_selftest(folder: Path) -> tuple[bool, dict]:

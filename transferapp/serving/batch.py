@@ -236,6 +236,9 @@ def table_rows(batch: BatchPrediction, order: str) -> list[dict]:
         row["abstained"] = row["abstained"] == "True"
         row["seen_in_training"] = row.get("seen_in_training") == "True"
         row["prediction_set"] = row["prediction_set"].split(";") if row["prediction_set"] else []
+        # An unfamiliar image abstains with an empty prediction set (a doubtful one with 2+ labels):
+        # its label is then only the closest class.
+        row["unfamiliar"] = row["abstained"] and not row["prediction_set"] and not row["error"]
     return shown
 
 

@@ -123,7 +123,9 @@ def describe_for_api(run: TrainingRun, name: str, result: dict, seen: bool = Fal
     top = {"label": result["top"], "probability": result["probabilities"][result["top"]]}
     return {"file": name, "model": {"project": run.project.name, "version": run.version, "base": run.base_model},
             "top": top, "predictions": ranked, "prediction_set": result.get("prediction_set", [result["top"]]),
-            "abstained": bool(result.get("abstained", False)), "seen_in_training": seen}
+            "abstained": bool(result.get("abstained", False)), "seen_in_training": seen,
+            # Added (#32): abstained because the image is unlike the training images; `top` is then only the closest class.
+            "unfamiliar": bool(result.get("unfamiliar", False))}
 
 
 def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]], heatmap: bool = False) -> list[dict]:

@@ -43,8 +43,10 @@ def _predict_post(request, project, runs):
         except predictions.PredictionError as exc:
             results.append({"name": upload.name, "error": str(exc)})
             continue
+        # A "Don't know" answered no class: its top class leads nothing (the page draws none until one is picked).
+        first = [] if result["unfamiliar"] else [result["top"]]
         results.append({**result, "heatmaps": serving_heatmaps.choices(
-            result["classes"], [result["top"]], lambda i, d=result["digest"]: reverse("run_heatmap", args=[run.pk, d, i]))})
+            result["classes"], first, lambda i, d=result["digest"]: reverse("run_heatmap", args=[run.pk, d, i]))})
     if not results:
         return actions.refuse(request, "Choose one or more images first.", request.path)
     context = {"project": project, "runs": runs, "run": run, "results": results,

@@ -5,7 +5,11 @@
 
 The preprocessing below reproduces the app's own (decode, upright, transparency onto white, resize
 of the shorter side with the model's interpolation, centre crop); model.onnx does the rest
-(uint8 NCHW pixels in, normalisation, mirror averaging when the model uses it, softmax out).
+(uint8 NCHW pixels in, normalisation, mirror averaging when the model uses it, softmax out, and the
+features the network saw). "Don't know" as the app says it: `abstained` when the prediction set at
+the exported risk level holds 2+ labels, or when the image is unlike the training images
+(`unfamiliar`: its features are farther from their nearest training images in novelty_bank.npy
+than the threshold in config.json); `top` is then only the closest class.
 """
 import argparse
 import json
@@ -53,12 +57,35 @@ def preprocess(path, prep):
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)  # HWC -> CHW
 
 
-def describe(name, probs, labels, config):
+def describe(name, probs, labels, config, unfamiliar=False):
     order = np.argsort(-probs, kind="stable")
     ranked = [{"label": labels[i], "probability": float(probs[i])} for i in order]
     prediction_set, abstained = prediction_set_for(ranked, config.get("thresholds"))
+    if unfamiliar:  # unlike the training images: no class is offered, as the app answers
+        prediction_set, abstained = [], True
     return {"file": name, "model": config["model"], "top": ranked[0], "predictions": ranked,
-            "prediction_set": prediction_set, "abstained": abstained}
+            "prediction_set": prediction_set, "abstained": abstained, "unfamiliar": bool(unfamiliar)}
+
+
+def load_novelty(config):
+    """(bank, k, threshold) of the app's novelty rule, or None for a bundle without one."""
+    rule = config.get("novelty")
+    if not rule:
+        return None
+    bank = np.load(HERE / rule["bank"], allow_pickle=False).astype(np.float32)
+    return bank, int(rule["k"]), float(rule["threshold"])
+
+
+def novelty_of(features, rule):
+    """(unfamiliar, distance) per image: the mean cosine distance of its normalised features to the
+    k nearest bank rows (the bank is normalised), as the app computes it."""
+    bank, k, threshold = rule
+    query = features.astype(np.float32)
+    query = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-8)
+    k = max(1, min(k, bank.shape[0]))
+    nearest = -np.sort(-(query @ bank.T), axis=1)[:, :k]
+    distance = (1.0 - nearest).mean(1)
+    return distance > threshold, distance
 
 
 def prediction_set_for(ranked, thresholds):
@@ -71,12 +98,13 @@ def prediction_set_for(ranked, thresholds):
 
 
 def predict(paths, session, config, labels, batch_size=16):
-    results = []
+    results, rule = [], load_novelty(config)
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         batch = np.stack([preprocess(p, config["preprocessing"]) for p in chunk])
-        probs = session.run(None, {"pixels": batch})[0]
-        results += [describe(Path(p).name, row, labels, config) for p, row in zip(chunk, probs)]
+        probs, features = session.run(["probabilities", "features"], {"pixels": batch})
+        unfamiliar = novelty_of(features, rule)[0] if rule is not None else [False] * len(chunk)
+        results += [describe(Path(p).name, row, labels, config, bool(u)) for p, row, u in zip(chunk, probs, unfamiliar)]
     return results
 
 
@@ -84,15 +112,19 @@ def selftest(session, config, labels) -> int:
     expected = json.loads((HERE / "samples.json").read_text())
     paths = [str(HERE / "samples" / row["file"]) for row in expected]
     got = predict(paths, session, config, labels)
-    worst, wrong = 0.0, []
+    worst, wrong, answers = 0.0, [], []
     for row, result in zip(expected, got):
         mine = {p["label"]: p["probability"] for p in result["predictions"]}
         worst = max([worst] + [abs(mine[label] - p) for label, p in row["probabilities"].items()])
         if result["top"]["label"] != row["top"]:
             wrong.append(row["file"])
-    ok = not wrong and worst <= TOLERANCE
+        # "Don't know" as the app said it (samples.json of older bundles did not record it).
+        if "abstained" in row and any(result[key] != row[key] for key in ("abstained", "unfamiliar", "prediction_set")):
+            answers.append(row["file"])
+    ok = not wrong and not answers and worst <= TOLERANCE
     print(json.dumps({"selftest": "passed" if ok else "FAILED", "images": len(expected),
-                      "max_abs_difference": worst, "different_top_label": wrong}))
+                      "unfamiliar_images": sum(bool(row.get("unfamiliar")) for row in expected),
+                      "max_abs_difference": worst, "different_top_label": wrong, "different_answer": answers}))
     return 0 if ok else 1
 
 
