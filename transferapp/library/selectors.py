@@ -91,7 +91,10 @@ def project_class_order(*, project: Project) -> list[str]:
 
 
 def project_has_grayscale(*, project: Project) -> bool:
-    return project.images.filter(grayscale=True).exists()
+    """Most of the project's images are grey (by mode or by pixels): a photo project with a few
+    black-and-white photos among its colour ones is not a project of scans."""
+    counts = project.images.aggregate(grey=Count("pk", filter=Q(grayscale=True)), total=Count("pk"))
+    return counts["total"] > 0 and 2 * counts["grey"] > counts["total"]
 
 
 def other_labels(*, label: Label) -> list[Label]:
