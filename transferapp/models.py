@@ -263,7 +263,9 @@ class ImportJob(WorkerJob):
     upload_path = models.CharField(max_length=500, blank=True)
     processed = models.PositiveIntegerField(default=0)
     accepted = models.PositiveIntegerField(default=0)
+    # Harmless repeats (the same file already in this class); before migration 0014 refused files too.
     skipped = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)  # not an image, too many pixels, a copy in another class, ...
     junk = models.PositiveIntegerField(default=0)
 
     def get_absolute_url(self):
@@ -281,6 +283,7 @@ class ImportReportRow(models.Model):
     name = models.CharField(max_length=500)
     label = models.CharField(max_length=255, blank=True)
     ok = models.BooleanField()
+    skipped = models.BooleanField(default=False)  # not imported but harmless: already in this class
     reason = models.TextField(blank=True)
 
     class Meta:

@@ -67,12 +67,18 @@ def deleted_images_in_project(*, project: Project, pks) -> list[Image]:
 def import_get_for_user(*, user, pk) -> ImportJob:
     return get_object_or_404(ImportJob.objects.select_related("project"), pk=pk, project__owner=user)
 
-# The page polls every second while an import runs: it shows this many skipped files at most.
+# The page polls every second while an import runs: it shows this many files of each kind at most.
 SKIPPED_ROWS_SHOWN = 1000
 
 
+def import_refused_rows(*, job: ImportJob) -> list:
+    """Files the import did not take, with why (not an image, too many pixels, a copy in another class...)."""
+    return list(job.report_rows.filter(ok=False, skipped=False)[:SKIPPED_ROWS_SHOWN])
+
+
 def import_skipped_rows(*, job: ImportJob) -> list:
-    return list(job.report_rows.filter(ok=False)[:SKIPPED_ROWS_SHOWN])
+    """Harmless repeats: the same file was already in its class."""
+    return list(job.report_rows.filter(skipped=True)[:SKIPPED_ROWS_SHOWN])
 
 
 def project_no_mirroring(*, project: Project) -> bool:
