@@ -266,6 +266,8 @@ class ImportJob(WorkerJob):
     # Harmless repeats (the same file already in this class); before migration 0014 refused files too.
     skipped = models.PositiveIntegerField(default=0)
     refused = models.PositiveIntegerField(default=0)  # not an image, too many pixels, a copy in another class, ...
+    # Imported images per folder of a recognised train/ val/ test/ layout: {"train": 120, "val": 40}.
+    split_counts = models.JSONField(default=dict, blank=True)
     junk = models.PositiveIntegerField(default=0)
 
     def get_absolute_url(self):

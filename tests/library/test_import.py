@@ -280,3 +280,30 @@ def test_an_empty_zip_says_it_held_no_images(alice, user, queue):
     assert "The zip held no images" in page
     job, page = _import_through_the_page(alice, project, make_zip({}))
     assert job.status == "done" and "The zip held no images" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recognised_train_val_test_layout_is_said_with_its_counts_on_every_page(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Layout")
+    files = {f"train/cat/t{i}.png": image_bytes("red", shape_seed=i) for i in range(3)}
+    files |= {f"train/dog/t{i}.png": image_bytes("blue", shape_seed=10 + i) for i in range(2)}
+    files |= {"val/cat/v0.png": image_bytes("red", shape_seed=20), "val/dog/v1.png": image_bytes("blue", shape_seed=21)}
+    files |= {"test/cat/x0.png": image_bytes("red", shape_seed=30)}
+    job, page = _import_through_the_page(alice, project, make_zip(files))
+    assert job.split_counts == {"train": 5, "val": 2, "test": 1}
+    assert "layout was recognised: 5 training · 2 validation · 1 test (held out of training) images" in page
+    project_page = alice.get(project.get_absolute_url()).content.decode()
+    assert "Split kept as given: 5 training · 2 validation · 1 test images" in project_page
+    cat = project.labels.get(name="cat")
+    class_page = alice.get(cat.get_absolute_url()).content.decode()
+    assert "This class by side of the split: 3 training · 1 validation · 1 test." in class_page
+    assert class_page.count('class="badge thumb-badge"') == 2  # the val image's badge and the test image's
+    assert ">val</span>" in class_page and ">test</span>" in class_page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_class_folder_zip_claims_no_layout(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Plain")
+    job, page = _import_through_the_page(alice, project, make_zip({"cat/a.png": image_bytes("red", shape_seed=1)}))
+    assert job.split_counts == {} and "layout was recognised" not in page
+    assert "Split kept as given" not in alice.get(project.get_absolute_url()).content.decode()

@@ -114,7 +114,8 @@ class ImportReporter:
 
     def __init__(self, job: ImportJob):
         self.import_id, self.rows = job.pk, tries.this_try(job)
-        self.counts = {"accepted": job.accepted, "skipped": job.skipped, "refused": job.refused, "junk": job.junk}  # an earlier try's
+        self.counts = {"accepted": job.accepted, "skipped": job.skipped, "refused": job.refused, "junk": job.junk,
+                       "splits": dict(job.split_counts)}  # an earlier try's
         self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
         self.rows_written = 0
         self.last = None  # the summary of every file handled so far, reported or not yet
@@ -131,7 +132,7 @@ class ImportReporter:
         with transaction.atomic():
             if not self.rows.update(processed=sum(summary[key] for key in ("accepted", "skipped", "refused", "junk")),
                                     accepted=summary["accepted"], skipped=summary["skipped"],
-                                    refused=summary["refused"], junk=summary["junk"],
+                                    refused=summary["refused"], junk=summary["junk"], split_counts=summary["splits"],
                                     heartbeat_at=timezone.now()):
                 raise ImportStopped()
             ImportReportRow.objects.bulk_create(

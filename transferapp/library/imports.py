@@ -66,6 +66,7 @@ def import_entries(*, project: Project, entries, on_progress=None, counts: dict 
     labels = {label.name.lower(): label for label in project.labels.all()}
     summary = {"accepted": 0, "skipped": 0, "refused": 0, "junk": 0, **(counts or {}), "report": [],
                "created_classes": [], "empty_classes": []}
+    summary["splits"] = dict(summary.get("splits") or {})  # images imported per train/ val/ test/ folder
     for entry in entries:
         _import_one(project, entry, labels, summary, earlier_try_since)
         if on_progress:
@@ -89,6 +90,8 @@ def _import_one(project: Project, entry, labels: dict, summary: dict, earlier_tr
         except (ValueError, OSError, errors.ServiceError) as exc:
             reason = str(exc)
     summary[{"added": "accepted", "skipped": "skipped"}.get(status, "refused")] += 1
+    if status == "added" and entry.split:
+        summary["splits"][entry.split] = summary["splits"].get(entry.split, 0) + 1
     summary["report"].append({"name": entry.name, "label": class_name, "ok": status == "added", "status": status,
                               "reason": reason})
 

@@ -46,6 +46,21 @@ def test_image_counts(*, project: Project) -> dict[str, int]:
     return dict(project.labels.annotate(n=Count("images", filter=Q(images__split="test") & LIVE_IMAGES)).values_list("name", "n"))
 
 
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def split_counts(*, images) -> list[tuple[str, int]]:
+    """Live images per side of a split the user gave (imported train/ val/ test/ folders, or set
+    aside for testing), as ("training", 120) pairs in that order; images without a side count as
+    training: each run splits those itself. Empty when no image has a side."""
+    rows = images.exclude(split="").order_by().values("split").annotate(n=Count("pk"))
+    counts = {row["split"]: row["n"] for row in rows}
+    if not counts:
+        return []
+    counts["train"] = counts.get("train", 0) + images.filter(split="").count()
+    return [(SPLIT_NAMES[side], counts[side]) for side in SPLIT_NAMES if counts.get(side)]
+
+
 def labels_with_previews(*, project: Project) -> list[Label]:
     """Classes with their image count and the newest few images for a preview strip."""
     labels = list(project.labels.annotate(n_images=Count("images", filter=LIVE_IMAGES)))

@@ -47,6 +47,7 @@ def project_detail(request, pk):
         "warnings": readiness.training_warnings(project=project, groups=duplicate_groups),
         "small_data_note": readiness.small_data_note(project=project),
         "duplicate_groups": duplicate_groups,
+        "split_counts": library_selectors.split_counts(images=project.images.all()),
         "bases": list_bases(),
         "train_form": forms.TrainForm(),
         "no_mirroring": library_selectors.project_no_mirroring(project=project),
