@@ -62,6 +62,16 @@ def project_detail(request, pk):
 
 
 @login_required
+def project_near_duplicates(request, pk):
+    """Every group of near-identical images of the project, each with its thumbnails and classes."""
+    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    groups = readiness.near_duplicate_images(project=project)
+    context = {"project": project, "groups": groups,
+               "crossing": sum(1 for group in groups if len({image.label_id for image in group}) > 1)}
+    return render(request, "transferapp/near_duplicates.html", context)
+
+
+@login_required
 @require_POST
 def project_image_options(request, pk):
     project = library_selectors.project_get_for_user(user=request.user, pk=pk)
