@@ -17,6 +17,7 @@ class Project(models.Model):
         NONE = "", "Nothing (near-identical images are still kept together)"
         FOLDER = "folder", "A folder of the import path (e.g. one folder per patient or slide)"
         FILENAME = "filename", "The start of the file name, up to the first “_”"
+        FILENAME_NUMBER = "filename_number", "The first number in the file name (a patient or subject number)"
         PATIENT = "patient", "The DICOM patient"
 
     # What ties images together (one patient's follow-up scans): every split keeps a group on one side.

@@ -53,6 +53,7 @@ def project_detail(request, pk):
         "no_mirroring": library_selectors.project_no_mirroring(project=project),
         "has_grayscale": library_selectors.project_has_grayscale(project=project),
         "group_choices": project.GroupBy.choices,
+        "group_suggestion": readiness.grouping_suggestion(project=project),
         "class_order": library_selectors.project_class_order(project=project),
         "versions": training_selectors.versions_for_project(project=project),
         "current_run": training_selectors.model_run(project=project),
