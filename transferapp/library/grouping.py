@@ -124,7 +124,7 @@ def suggest_filename_number(files: list[tuple[str, object]]) -> dict | None:
         return None
     counts = Counter(keyed)
     shared = {key: n for key, n in counts.items() if n > 1}
-    within_a_class = {key for key, n in Counter(k for k in keys if k[0]).items() if n > 1 for key in [key[0]]}
+    within_a_class = {number for (number, _), n in Counter(k for k in keys if k[0]).items() if n > 1}
     if len(within_a_class) < SUGGEST_MIN_SHARED_NUMBERS and not _shared_beyond_chance(keyed, shared):
         return None
     example_key = max(shared, key=lambda key: (shared[key], key))
