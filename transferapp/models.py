@@ -17,6 +17,7 @@ class Project(models.Model):
         NONE = "", "Nothing (near-identical images are still kept together)"
         FOLDER = "folder", "A folder of the import path (e.g. one folder per patient or slide)"
         FILENAME = "filename", "The start of the file name, up to the first “_”"
+        FILENAME_NUMBER = "filename_number", "The first number in the file name (a patient or subject number)"
         PATIENT = "patient", "The DICOM patient"
 
     # What ties images together (one patient's follow-up scans): every split keeps a group on one side.
@@ -285,7 +286,11 @@ class ImportJob(WorkerJob):
     upload_path = models.CharField(max_length=500, blank=True)
     processed = models.PositiveIntegerField(default=0)
     accepted = models.PositiveIntegerField(default=0)
+    # Harmless repeats (the same file already in this class); before migration 0014 refused files too.
     skipped = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)  # not an image, too many pixels, a copy in another class, ...
+    # Imported images per folder of a recognised train/ val/ test/ layout: {"train": 120, "val": 40}.
+    split_counts = models.JSONField(default=dict, blank=True)
     junk = models.PositiveIntegerField(default=0)
 
     def get_absolute_url(self):
@@ -303,6 +308,7 @@ class ImportReportRow(models.Model):
     name = models.CharField(max_length=500)
     label = models.CharField(max_length=255, blank=True)
     ok = models.BooleanField()
+    skipped = models.BooleanField(default=False)  # not imported but harmless: already in this class
     reason = models.TextField(blank=True)
 
     class Meta:

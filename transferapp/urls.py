@@ -28,6 +28,7 @@ urlpatterns = [
     path("projects/<int:project_pk>/classes/<int:pk>/", classes.label_detail, name="label_detail"),
     path("projects/<int:project_pk>/classes/<int:pk>/rename/", classes.label_rename, name="label_rename"),
     path("projects/<int:project_pk>/classes/<int:pk>/delete/", classes.label_delete, name="label_delete"),
+    path("projects/<int:pk>/near-duplicates/", web_projects.project_near_duplicates, name="project_near_duplicates"),
     path("projects/<int:pk>/image-options/", web_projects.project_image_options, name="project_image_options"),
     path("projects/<int:pk>/class-order/", web_projects.project_class_order, name="project_class_order"),
     path("projects/<int:project_pk>/classes/<int:pk>/upload/", classes.label_upload, name="label_upload"),

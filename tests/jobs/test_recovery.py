@@ -88,7 +88,7 @@ def test_an_import_whose_worker_died_goes_on_as_its_next_try_after_the_files_alr
     job.refresh_from_db()
     # The same outcome as an import that never stopped (r1.jpg counts as imported, not as a
     # duplicate of itself), each file reported once; the zip is gone.
-    assert (job.status, job.accepted, job.skipped, job.junk, job.processed) == ("done", 3, 2, 4, 9), job.error
+    assert (job.status, job.accepted, job.refused, job.skipped, job.junk, job.processed) == ("done", 3, 2, 0, 4, 9), job.error
     names = list(job.report_rows.values_list("name", flat=True))
     assert len(names) == len(set(names)) == 5 and project.images.count() == 3
     assert not Path(job.upload_path).exists() and not job.message

@@ -77,7 +77,7 @@ def test_a_damaged_member_is_refused_by_name_and_every_other_member_is_imported(
     django_rq.get_worker("intake", worker_class=SimpleWorker).work(burst=True)
     job = ImportJob.objects.get()
     assert job.status == "done", job.error
-    assert (job.accepted, job.skipped, job.processed, job.total) == (5, 1, 6, 6)
+    assert (job.accepted, job.refused, job.skipped, job.processed, job.total) == (5, 1, 0, 6, 6)
     assert Image.objects.filter(project=project).count() == 5
     (refused,) = job.report_rows.filter(ok=False)
     assert refused.name == damaged and REASONS[how] in refused.reason and "refused" in refused.reason

@@ -86,3 +86,31 @@ def test_an_imported_split_without_training_images_is_replaced_by_a_fresh_split(
     assert {s.key for s in val} == half_val  # a usable given split is honoured as is, even a small one
     train, val = _split(samples, everything_val, [], TrainConfig())
     assert len(train) == 20 and val == []  # a small project's own "split": every image trains
+
+
+@pytest.mark.django_db
+def test_the_near_identical_groups_line_opens_a_page_of_each_groups_thumbnails(alice, user, client, other_user):
+    from django.urls import reverse
+
+    project = library_projects.project_create(owner=user, name="Groups")
+    cats = library_projects.label_create(project=project, name="cats")
+    dogs = library_projects.label_create(project=project, name="dogs")
+    pairs = []
+    for seed in (1, 2):
+        first = library_images.image_add(label=cats, name=f"p{seed}.jpg", data=jpeg(scene(seed))).image
+        copy = library_images.image_add(label=dogs if seed == 1 else cats, name=f"p{seed}-small.jpg",
+                                        data=jpeg(scene(seed).resize((100, 75)), quality=70)).image
+        pairs.append((first, copy))
+    library_images.image_add(label=cats, name="alone.jpg", data=jpeg(scene(9)))
+    url = reverse("project_near_duplicates", args=[project.pk])
+    page = alice.get(project.get_absolute_url()).content.decode()
+    assert f'<a href="{url}"><strong>2 groups of near-identical images</strong></a>' in page
+    groups_page = alice.get(url).content.decode()
+    items = groups_page.split('id="near-duplicate-groups"')[1].split("<li")[1:]
+    assert len(items) == 2
+    for item, (first, copy) in zip(items, pairs):
+        assert reverse("image_thumbnail", args=[first.pk]) in item and reverse("image_thumbnail", args=[copy.pk]) in item
+    assert "alone.jpg" not in groups_page
+    assert "1 group sits in different classes" in groups_page
+    client.force_login(other_user)
+    assert client.get(url).status_code == 404

@@ -54,7 +54,7 @@ def test_a_messy_zip_imports_every_image_and_reports_the_rest(user, tmp_path):
     project = library_projects.project_create(owner=user, name="Flowers")
     summary = _summary(project, messy_zip(), tmp_path)
     assert sorted(project.labels.values_list("name", flat=True)) == ["daisy", "roses"]
-    assert summary["accepted"] == 3 and summary["skipped"] == 2 and summary["junk"] == 4
+    assert summary["accepted"] == 3 and summary["refused"] == 2 and summary["skipped"] == 0 and summary["junk"] == 4
     reasons = {row["name"]: row["reason"] for row in summary["report"] if not row["ok"]}
     assert "not an image file" in reasons["flowers/roses/notes.txt"]
     assert "corrupt or truncated" in reasons["flowers/roses/broken.jpg"]
@@ -123,7 +123,7 @@ def test_a_zip_uploaded_in_the_browser_is_imported_by_the_worker(alice, user, qu
     assert response["Location"] == job.get_absolute_url()
     django_rq.get_worker("intake", worker_class=SimpleWorker).work(burst=True)
     job.refresh_from_db()
-    assert job.status == "done" and job.accepted == 3 and job.skipped == 2 and job.junk == 4
+    assert job.status == "done" and job.accepted == 3 and job.refused == 2 and job.skipped == 0 and job.junk == 4
     page = alice.get(job.get_absolute_url()).content.decode()
     assert "flowers/roses/notes.txt" in page and "3 images imported" in page
 
@@ -137,7 +137,7 @@ def test_the_import_command_reads_a_folder_and_prints_json(user, tmp_path, capsy
     (tmp_path / "data" / "red" / "readme.txt").write_text("hello")
     call_command("import_images", str(tmp_path / "data"), user="alice", project="Cmd", json=True)
     document = json.loads(capsys.readouterr().out)
-    assert document["accepted"] == 2 and document["skipped"] == 1
+    assert document["accepted"] == 2 and document["refused"] == 1 and document["skipped"] == 0
     assert Project.objects.get(name="Cmd").images.count() == 2
 
 
@@ -229,3 +229,81 @@ def test_import_images_accepts_dicom_16_bit_and_ordinary_files_and_names_each_re
     assert "not an image file" in refused["xray/notes.txt"]
     images = Project.objects.get(name="Mixed").images.all()
     assert sorted(image.file.name.rsplit(".", 1)[1] for image in images) == ["dcm", "dcm", "dcm", "jpg", "png", "tif"]
+
+
+def _import_through_the_page(client, project, data: bytes) -> tuple[ImportJob, str]:
+    response = client.post(reverse("import_create", args=[project.pk]), {"archive": upload("data.zip", data, "application/zip")})
+    assert response.status_code == 302
+    django_rq.get_worker("intake", worker_class=SimpleWorker).work(burst=True)
+    job = ImportJob.objects.filter(project=project).latest("pk")
+    return job, client.get(job.get_absolute_url()).content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_zip_report_says_refused_for_bad_files_and_skipped_only_for_harmless_repeats(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Words")
+    red = image_bytes("red", shape_seed=1)
+    data = make_zip({
+        "cat/a.png": red,
+        "cat/a-again.png": red,  # the same file twice in one class: a harmless repeat
+        "dog/b.png": image_bytes("blue", shape_seed=2),
+        "dog/copy-of-a.png": red,  # a copy in another class: refused, one image cannot have two labels
+        "dog/notes.txt": b"not an image",
+    })
+    job, page = _import_through_the_page(alice, project, data)
+    assert (job.accepted, job.skipped, job.refused) == (2, 1, 2)
+    assert "2 images imported · 1 skipped (already in their class) · 2 refused" in page
+    refused_part = page.split("Refused files")[1].split("Skipped files")[0]
+    assert "dog/notes.txt" in refused_part and "dog/copy-of-a.png" in refused_part
+    assert "cat/a-again.png" not in refused_part and "cat/a-again.png" in page.split("Skipped files")[1]
+    assert "2 imported, 1 skipped, 2 refused" in alice.get(project.get_absolute_url()).content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_class_whose_every_file_was_refused_is_not_created(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Refused")
+    data = make_zip({
+        "cat/a.png": image_bytes("red", shape_seed=1),
+        "notes/readme.txt": b"hello",
+        "notes/broken.jpg": image_bytes("blue", fmt="JPEG", shape_seed=4)[:300],
+    })
+    job, page = _import_through_the_page(alice, project, data)
+    assert list(project.labels.values_list("name", flat=True)) == ["cat"]
+    assert job.refused == 2 and "notes/readme.txt" in page and "notes/broken.jpg" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_empty_zip_says_it_held_no_images(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Empty")
+    job, page = _import_through_the_page(alice, project, make_zip({"__MACOSX/._x": b"\x00", "folder/.DS_Store": b"junk"}))
+    assert job.status == "done" and job.accepted == 0
+    assert "The zip held no images" in page
+    job, page = _import_through_the_page(alice, project, make_zip({}))
+    assert job.status == "done" and "The zip held no images" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_recognised_train_val_test_layout_is_said_with_its_counts_on_every_page(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Layout")
+    files = {f"train/cat/t{i}.png": image_bytes("red", shape_seed=i) for i in range(3)}
+    files |= {f"train/dog/t{i}.png": image_bytes("blue", shape_seed=10 + i) for i in range(2)}
+    files |= {"val/cat/v0.png": image_bytes("red", shape_seed=20), "val/dog/v1.png": image_bytes("blue", shape_seed=21)}
+    files |= {"test/cat/x0.png": image_bytes("red", shape_seed=30)}
+    job, page = _import_through_the_page(alice, project, make_zip(files))
+    assert job.split_counts == {"train": 5, "val": 2, "test": 1}
+    assert "layout was recognised: 5 training · 2 validation · 1 test (held out of training) images" in page
+    project_page = alice.get(project.get_absolute_url()).content.decode()
+    assert "Split kept as given: 5 training · 2 validation · 1 test images" in project_page
+    cat = project.labels.get(name="cat")
+    class_page = alice.get(cat.get_absolute_url()).content.decode()
+    assert "This class by side of the split: 3 training · 1 validation · 1 test." in class_page
+    assert class_page.count('class="badge thumb-badge"') == 2  # the val image's badge and the test image's
+    assert ">val</span>" in class_page and ">test</span>" in class_page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_class_folder_zip_claims_no_layout(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Plain")
+    job, page = _import_through_the_page(alice, project, make_zip({"cat/a.png": image_bytes("red", shape_seed=1)}))
+    assert job.split_counts == {} and "layout was recognised" not in page
+    assert "Split kept as given" not in alice.get(project.get_absolute_url()).content.decode()

@@ -1,10 +1,14 @@
 """Per-project image options: "images must not be mirrored" and what ties images together
 (a folder, a file-name prefix, the DICOM patient), which every split respects."""
+import io
+
+import numpy as np
 import pytest
+from PIL import Image as PILImage
 from django.urls import reverse
 
 from tests.conftest import image_bytes
-from tests.factories import project_with_images
+from tests.factories import project_with_images, upload
 from tests.library.test_dicom import dicom_with_identity
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.data import Sample
@@ -47,18 +51,54 @@ def test_a_project_of_dicom_images_is_not_mirrored_unless_the_user_says_so(alice
     assert _train(alice, project).config["no_mirroring"] is False
 
 
+def _grey_png() -> bytes:
+    out = io.BytesIO()
+    PILImage.new("L", (64, 64), 90).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _rgb_stored_xray(seed: int) -> bytes:
+    """A grey picture saved as an RGB JPEG, the usual export of an X-ray viewer."""
+    rng = np.random.default_rng(seed)
+    grey = (rng.random((96, 96)) * 255).astype(np.uint8)
+    out = io.BytesIO()
+    PILImage.fromarray(grey).convert("RGB").save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def _upload(client, project, label, files):
+    return client.post(reverse("label_upload", args=[project.pk, label.pk]),
+                       {"files": [upload(name, data, "image/jpeg") for name, data in files]})
+
+
 def test_grayscale_images_get_the_no_mirroring_option_suggested(alice, user):
     project = library_projects.project_create(owner=user, name="Grey")
     label = library_projects.label_create(project=project, name="a")
-    library_images.image_add(label=label, name="x.png", data=image_bytes((128, 128, 128)))  # RGB, no suggestion
+    _upload(alice, project, label, [("x.png", image_bytes("red"))])  # a colour image: no suggestion
     assert "look like grayscale" not in alice.get(project.get_absolute_url()).content.decode()
-    import io
-
-    from PIL import Image as PILImage
-    out = io.BytesIO()
-    PILImage.new("L", (64, 64), 90).save(out, format="PNG")
-    library_images.image_add(label=label, name="g.png", data=out.getvalue())
+    _upload(alice, project, label, [("g.png", _grey_png()), ("h.jpg", _rgb_stored_xray(1))])
     assert "look like grayscale" in alice.get(project.get_absolute_url()).content.decode()
+
+
+def test_rgb_stored_grey_scans_count_as_grey_and_colour_photos_do_not(alice, user):
+    project = library_projects.project_create(owner=user, name="Chest")
+    label = library_projects.label_create(project=project, name="NORMAL")
+    response = _upload(alice, project, label, [(f"person{i}_xray.jpeg", _rgb_stored_xray(i)) for i in range(3)])
+    assert response.status_code in (200, 302)
+    assert Image.objects.filter(project=project).count() == 3
+    assert all(Image.objects.filter(project=project).values_list("grayscale", flat=True))
+    assert "look like grayscale" in alice.get(project.get_absolute_url()).content.decode()
+
+
+def test_a_few_black_and_white_photos_among_colour_ones_suggest_nothing(alice, user):
+    project = library_projects.project_create(owner=user, name="Photos")
+    label = library_projects.label_create(project=project, name="roses")
+    colours = ["red", "blue", "green", (200, 120, 40)]
+    _upload(alice, project, label, [(f"c{i}.jpg", image_bytes(c, fmt="JPEG", shape_seed=i)) for i, c in enumerate(colours)])
+    _upload(alice, project, label, [("bw.jpg", _rgb_stored_xray(7))])
+    grey = dict(Image.objects.filter(project=project).values_list("original_name", "grayscale"))
+    assert grey == {"c0.jpg": False, "c1.jpg": False, "c2.jpg": False, "c3.jpg": False, "bw.jpg": True}
+    assert "look like grayscale" not in alice.get(project.get_absolute_url()).content.decode()
 
 
 def test_the_dicom_patient_id_is_stored_only_as_a_keyed_hash(user):
@@ -134,7 +174,6 @@ def test_the_results_page_says_how_the_split_was_made(user):
     project.group_by = "filename"
     project.save()
     samples = [Sample(im.file.path, 0 if im.label.name == "red" else 1, str(im.pk)) for im in project.images.all()]
-    from transferapp.engine.config import TrainConfig
     from transferapp.library import readiness
     groups = readiness.split_groups(project=project)
     _, _, how = snapshot.split_for_run(project, samples, set(), TrainConfig(small_data_below=0), groups)

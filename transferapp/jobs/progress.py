@@ -114,7 +114,8 @@ class ImportReporter:
 
     def __init__(self, job: ImportJob):
         self.import_id, self.rows = job.pk, tries.this_try(job)
-        self.counts = {"accepted": job.accepted, "skipped": job.skipped, "junk": job.junk}  # an earlier try's
+        self.counts = {"accepted": job.accepted, "skipped": job.skipped, "refused": job.refused, "junk": job.junk,
+                       "splits": dict(job.split_counts)}  # an earlier try's
         self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
         self.rows_written = 0
         self.last = None  # the summary of every file handled so far, reported or not yet
@@ -129,13 +130,15 @@ class ImportReporter:
         # The report's rows and the counts a later try goes on from, together, and only while this
         # try is current (the update takes the row's lock: a reaper queueing the next try waits).
         with transaction.atomic():
-            if not self.rows.update(processed=summary["accepted"] + summary["skipped"] + summary["junk"],
-                                    accepted=summary["accepted"], skipped=summary["skipped"], junk=summary["junk"],
+            if not self.rows.update(processed=sum(summary[key] for key in ("accepted", "skipped", "refused", "junk")),
+                                    accepted=summary["accepted"], skipped=summary["skipped"],
+                                    refused=summary["refused"], junk=summary["junk"], split_counts=summary["splits"],
                                     heartbeat_at=timezone.now()):
                 raise ImportStopped()
             ImportReportRow.objects.bulk_create(
                 [ImportReportRow(job_id=self.import_id, name=row["name"][:500], label=(row["label"] or "")[:255],
-                                 ok=row["ok"], reason=row["reason"]) for row in new_rows],
+                                 ok=row["ok"], skipped=row["status"] == "skipped", reason=row["reason"])
+                 for row in new_rows],
                 batch_size=500,
             )
         self.rows_written += len(new_rows)

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from transferapp.accounts import quotas
 from transferapp.library import errors, images, projects
-from transferapp.models import ImportJob, Label, Project
+from transferapp.models import Image, ImportJob, Label, Project
 from transferapp.storage import blobs
 
 
@@ -56,16 +56,22 @@ def import_entries(*, project: Project, entries, on_progress=None, counts: dict 
     """Import archive/folder entries one by one; returns counts (from `counts`, an earlier try's, on)
     and a per-file report of these entries.
 
-    Each file is stored as soon as it is checked, so a failure halfway keeps what came before. A
-    later try of an import (see jobs.tasks.run_import) counts a file its earlier try stored (the same
-    name, in the same class, since `earlier_try_since`) as imported, not as a duplicate.
+    Each file ends up accepted, skipped (harmless: the same file is already in this class) or
+    refused (with why), as on the upload page; system files are junk, only counted. Each file is
+    stored as soon as it is checked, so a failure halfway keeps what came before. A later try of an
+    import (see jobs.tasks.run_import) counts a file its earlier try stored (the same name, in the same
+    class, since `earlier_try_since`) as imported, not as a duplicate. A class this import created
+    whose every file was refused is removed again (`empty_classes` names it).
     """
     labels = {label.name.lower(): label for label in project.labels.all()}
-    summary = {"accepted": 0, "skipped": 0, "junk": 0, **(counts or {}), "report": [], "created_classes": []}
+    summary = {"accepted": 0, "skipped": 0, "refused": 0, "junk": 0, **(counts or {}), "report": [],
+               "created_classes": [], "empty_classes": []}
+    summary["splits"] = dict(summary.get("splits") or {})  # images imported per train/ val/ test/ folder
     for entry in entries:
         _import_one(project, entry, labels, summary, earlier_try_since)
         if on_progress:
             on_progress(summary)
+    _remove_classes_left_empty(project, summary)
     if summary["accepted"]:
         images.features_schedule(project=project)
     return summary
@@ -75,15 +81,30 @@ def _import_one(project: Project, entry, labels: dict, summary: dict, earlier_tr
     if entry.junk:
         summary["junk"] += 1
         return
-    reason, class_name = entry.skip, projects.label_name(entry.label)
+    reason, class_name, status = entry.skip, projects.label_name(entry.label), "refused"
     if not reason:
         try:
             outcome = images.image_add(label=_label_for(project, class_name, labels, summary), name=entry.name, data=entry.read(), split=entry.split)
-            reason = "" if _stored_by_an_earlier_try(outcome, earlier_try_since) else outcome.error
+            status = "added" if _stored_by_an_earlier_try(outcome, earlier_try_since) else outcome.status
+            reason = "" if status == "added" else outcome.error
         except (ValueError, OSError, errors.ServiceError) as exc:
             reason = str(exc)
-    summary["skipped" if reason else "accepted"] += 1
-    summary["report"].append({"name": entry.name, "label": class_name, "ok": not reason, "reason": reason})
+    summary[{"added": "accepted", "skipped": "skipped"}.get(status, "refused")] += 1
+    if status == "added" and entry.split:
+        summary["splits"][entry.split] = summary["splits"].get(entry.split, 0) + 1
+    summary["report"].append({"name": entry.name, "label": class_name, "ok": status == "added", "status": status,
+                              "reason": reason})
+
+
+def _remove_classes_left_empty(project: Project, summary: dict) -> None:
+    """A folder whose every file was refused does not leave an empty class behind (the report
+    still names each file and why)."""
+    for name in list(summary["created_classes"]):
+        label = project.labels.filter(name=name).first()
+        if label is not None and not Image.all_objects.filter(label=label).exists():
+            projects.label_delete(label=label)
+            summary["created_classes"].remove(name)
+            summary["empty_classes"].append(name)
 
 
 def _stored_by_an_earlier_try(outcome: images.UploadOutcome, since: datetime | None) -> bool:

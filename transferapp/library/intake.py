@@ -9,6 +9,7 @@ import io
 import threading
 from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from PIL import Image
 
@@ -20,6 +21,12 @@ ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "
                     "DICOM": "dcm"}
 MIN_SIDE = 16
 THUMB_SIZE = 256
+# A colour-stored image counts as grey when R, G and B agree within GREY_TOLERANCE levels on all
+# but GREY_OUTLIER_SHARE of its pixels: JPEG rounding moves grey pixels by a level or two, and an
+# X-ray may carry a small coloured marker or annotation.
+GREY_TOLERANCE = 8
+GREY_OUTLIER_SHARE = 0.01
+GREY_CHECK_SIDE = 256  # the check reads a reduced copy: the shares hardly change, the cost does
 
 
 class ImageRejected(Exception):
@@ -98,9 +105,23 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int, max_decoded_byt
         width=width,
         height=height,
         rgb=decoded.rgb,
-        grayscale=decoded.grayscale,
+        grayscale=decoded.grayscale or looks_grey(decoded.rgb),
         patient_id=decoded.patient_id,
     )
+
+
+def looks_grey(rgb: Image.Image) -> bool:
+    """Whether an RGB image holds grey pixels (R = G = B within a small tolerance): X-rays and
+    microscopy are usually exported as RGB files, whose mode alone says nothing."""
+    small = rgb.copy() if max(rgb.size) <= GREY_CHECK_SIDE else rgb.resize(_reduced(rgb.size), Image.Resampling.BOX)
+    pixels = np.asarray(small.convert("RGB"), dtype=np.int16)
+    spread = pixels.max(axis=2) - pixels.min(axis=2)
+    return float((spread > GREY_TOLERANCE).mean()) <= GREY_OUTLIER_SHARE
+
+
+def _reduced(size: tuple[int, int]) -> tuple[int, int]:
+    scale = GREY_CHECK_SIDE / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 def jpeg_thumbnail(rgb: Image.Image, size: int = THUMB_SIZE, quality: int = 85) -> bytes:

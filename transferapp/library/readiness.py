@@ -82,6 +82,14 @@ def group_keys(*, project: Project) -> dict[int, str]:
                                    original_name=name, patient=patient) for pk, name, patient in rows}
 
 
+def grouping_suggestion(*, project: Project) -> dict | None:
+    """With no grouping chosen: whether the file names carry a repeating subject number worth
+    grouping by (grouping.suggest_filename_number)."""
+    if project.group_by:
+        return None
+    return grouping.suggest_filename_number(list(project.images.values_list("original_name", "label_id")))
+
+
 def split_groups(*, project: Project) -> list[list[int]]:
     """Images every split keeps on one side: the project's groups joined with every near-identical pair."""
     return grouping.merge([near_duplicate_pairs(project=project), grouping.keyed_groups(group_keys(project=project))])

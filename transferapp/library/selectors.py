@@ -46,6 +46,21 @@ def test_image_counts(*, project: Project) -> dict[str, int]:
     return dict(project.labels.annotate(n=Count("images", filter=Q(images__split="test") & LIVE_IMAGES)).values_list("name", "n"))
 
 
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def split_counts(*, images) -> list[tuple[str, int]]:
+    """Live images per side of a split the user gave (imported train/ val/ test/ folders, or set
+    aside for testing), as ("training", 120) pairs in that order; images without a side count as
+    training: each run splits those itself. Empty when no image has a side."""
+    rows = images.exclude(split="").order_by().values("split").annotate(n=Count("pk"))
+    counts = {row["split"]: row["n"] for row in rows}
+    if not counts:
+        return []
+    counts["train"] = counts.get("train", 0) + images.filter(split="").count()
+    return [(SPLIT_NAMES[side], counts[side]) for side in SPLIT_NAMES if counts.get(side)]
+
+
 def labels_with_previews(*, project: Project) -> list[Label]:
     """Classes with their image count and the newest few images for a preview strip."""
     labels = list(project.labels.annotate(n_images=Count("images", filter=LIVE_IMAGES)))
@@ -67,12 +82,18 @@ def deleted_images_in_project(*, project: Project, pks) -> list[Image]:
 def import_get_for_user(*, user, pk) -> ImportJob:
     return get_object_or_404(ImportJob.objects.select_related("project"), pk=pk, project__owner=user)
 
-# The page polls every second while an import runs: it shows this many skipped files at most.
+# The page polls every second while an import runs: it shows this many files of each kind at most.
 SKIPPED_ROWS_SHOWN = 1000
 
 
+def import_refused_rows(*, job: ImportJob) -> list:
+    """Files the import did not take, with why (not an image, too many pixels, a copy in another class...)."""
+    return list(job.report_rows.filter(ok=False, skipped=False)[:SKIPPED_ROWS_SHOWN])
+
+
 def import_skipped_rows(*, job: ImportJob) -> list:
-    return list(job.report_rows.filter(ok=False)[:SKIPPED_ROWS_SHOWN])
+    """Harmless repeats: the same file was already in its class."""
+    return list(job.report_rows.filter(skipped=True)[:SKIPPED_ROWS_SHOWN])
 
 
 def project_no_mirroring(*, project: Project) -> bool:
@@ -91,7 +112,10 @@ def project_class_order(*, project: Project) -> list[str]:
 
 
 def project_has_grayscale(*, project: Project) -> bool:
-    return project.images.filter(grayscale=True).exists()
+    """Most of the project's images are grey (by mode or by pixels): a photo project with a few
+    black-and-white photos among its colour ones is not a project of scans."""
+    counts = project.images.aggregate(grey=Count("pk", filter=Q(grayscale=True)), total=Count("pk"))
+    return counts["total"] > 0 and 2 * counts["grey"] > counts["total"]
 
 
 def other_labels(*, label: Label) -> list[Label]:

@@ -34,7 +34,8 @@ def label_detail(request, project_pk, pk):
 
 def label_page(request, label, *, partial: bool):
     context = {"project": label.project, "label": label, "images": label.images.all(), "undo": _pop_undo(request, label),
-               "other_labels": library_selectors.other_labels(label=label)}
+               "other_labels": library_selectors.other_labels(label=label),
+               "split_counts": library_selectors.split_counts(images=label.images.all())}
     if request.GET.get("suspects"):  # the latest run's suspected mislabels in this class, most suspect first
         run = training_selectors.latest_finished_run(project=label.project)
         found = trust.suspects(run, limit=100, label=label) if run else []

@@ -31,7 +31,8 @@ def import_create(request, pk):
 @login_required
 def import_detail(request, pk):
     job = checks.import_check(job=library_selectors.import_get_for_user(user=request.user, pk=pk))
-    context = {"job": job, "project": job.project, "rejected": library_selectors.import_skipped_rows(job=job)}
+    context = {"job": job, "project": job.project, "rejected": library_selectors.import_refused_rows(job=job),
+               "repeats": library_selectors.import_skipped_rows(job=job)}
     if request.htmx and request.GET.get("live"):
         response = render(request, "transferapp/import_detail.html#live", context)
         if job.is_finished:

@@ -47,17 +47,29 @@ def project_detail(request, pk):
         "warnings": readiness.training_warnings(project=project, groups=duplicate_groups),
         "small_data_note": readiness.small_data_note(project=project),
         "duplicate_groups": duplicate_groups,
+        "split_counts": library_selectors.split_counts(images=project.images.all()),
         "bases": list_bases(),
         "train_form": forms.TrainForm(),
         "no_mirroring": library_selectors.project_no_mirroring(project=project),
         "has_grayscale": library_selectors.project_has_grayscale(project=project),
         "group_choices": project.GroupBy.choices,
+        "group_suggestion": readiness.grouping_suggestion(project=project),
         "class_order": library_selectors.project_class_order(project=project),
         "versions": training_selectors.versions_for_project(project=project),
         "current_run": training_selectors.model_run(project=project),
         "api_keys": accounts_selectors.api_keys_for_project(project=project),
     }
     return render(request, "transferapp/project_detail.html", context)
+
+
+@login_required
+def project_near_duplicates(request, pk):
+    """Every group of near-identical images of the project, each with its thumbnails and classes."""
+    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    groups = readiness.near_duplicate_images(project=project)
+    context = {"project": project, "groups": groups,
+               "crossing": sum(1 for group in groups if len({image.label_id for image in group}) > 1)}
+    return render(request, "transferapp/near_duplicates.html", context)
 
 
 @login_required

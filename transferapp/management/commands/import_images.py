@@ -41,13 +41,20 @@ class Command(BaseCommand):
             return
         for row in summary["report"]:
             if not row["ok"]:
-                self.stdout.write(f"skipped  {row['name']}: {row['reason']}")
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"{summary['accepted']} imported, {summary['skipped']} skipped, {summary['junk']} system files ignored "
-                f"into “{project.name}”" + (f"; new classes: {', '.join(summary['created_classes'])}" if summary["created_classes"] else "")
-            )
-        )
+                self.stdout.write(f"{row['status']:8} {row['name']}: {row['reason']}")
+        self.stdout.write(self.style.SUCCESS(_summary_line(project, summary)))
+
+
+def _summary_line(project, summary) -> str:
+    line = (f"{summary['accepted']} imported, {summary['skipped']} skipped (already in their class), "
+            f"{summary['refused']} refused, {summary['junk']} system files ignored into “{project.name}”")
+    if summary["created_classes"]:
+        line += f"; new classes: {', '.join(summary['created_classes'])}"
+    if summary["empty_classes"]:
+        line += f"; not created, every file refused: {', '.join(summary['empty_classes'])}"
+    if not (summary["accepted"] or summary["skipped"] or summary["refused"]):
+        line += "; the source held no images"
+    return line
 
 
 def _json_dumps(document) -> str:
