@@ -3,7 +3,7 @@ and the pages a phone user hit neither clip nor hide their words."""
 import re
 
 from tests.browser.test_browser_rough_edges import AXE, _log_in, _trained_project, expert  # noqa: F401 - a fixture
-from tests.browser_support import BROWSER_MARKS, TIMEOUT_MS
+from tests.browser_support import BROWSER_MARKS, TIMEOUT_MS, expect
 
 pytestmark = BROWSER_MARKS
 
@@ -51,3 +51,42 @@ def test_every_count_in_the_confusion_matrix_has_aa_contrast_on_desktop_and_phon
         finally:
             context.close()
     assert not any(failures.values()), failures
+
+
+# Elements of "Please look at these first" whose content is cut: wider than their box (clipped or
+# ellipsised), or sticking out of their thumbnail card.
+CLIPPED = """() => [...document.querySelectorAll('#suspects .suspect figcaption, #suspects .suspect .btn')].flatMap((el) => {
+  const card = el.closest('.suspect').getBoundingClientRect(), box = el.getBoundingClientRect();
+  const cut = el.scrollWidth > el.clientWidth + 1 || box.right > card.right + 0.5 || box.left < card.left - 0.5;
+  return cut ? [el.textContent.trim() + ` (${el.scrollWidth}px in ${el.clientWidth}px)`] : [];
+})"""
+
+
+def test_a_phone_shows_the_suspects_whole_and_the_predict_pages_file_inputs_have_their_own_names(live_server, queue, expert, browser, screenshots):  # noqa: F811
+    project, run = _trained_project(expert)
+    # What a run records for images whose label it doubts (the real run's own images and classes).
+    bees, wasps = (project.labels.get(name=n) for n in ("bees", "wasps"))
+    classes = run.metrics["classes"]
+    doubted = [(image, bees, wasps) for image in bees.images.all()[:2]] + [(image, wasps, bees) for image in wasps.images.all()[:2]]
+    run.metrics["suspected_mislabels"] = [{"key": str(image.pk), "label": classes.index(given.name), "suggested": classes.index(other.name),
+                                           "p_given": 0.1, "p_suggested": 0.9} for image, given, other in doubted]
+    run.save(update_fields=["metrics"])
+    context = browser.new_context(viewport={"width": 375, "height": 812}, is_mobile=True, has_touch=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        _log_in(page, live_server.url, expert)
+        page.goto(live_server.url + run.get_absolute_url() + "#suspects")
+        assert page.locator("#suspects .suspect").count() == 4
+        assert page.locator("#suspects .suspect .btn", has_text=re.compile("Move to wasps")).count() == 2
+        clipped = page.evaluate(CLIPPED)
+        screenshots(page, "phone-suspects")
+        assert not clipped, clipped
+        page.goto(f"{live_server.url}/projects/{project.pk}/predict/")
+        names = ["Images to predict now", "Images or a .zip for a batch prediction", "A folder for a batch prediction"]
+        inputs = page.locator("input[type=file]")
+        assert inputs.count() == len(names)
+        for i, name in enumerate(names):
+            expect(inputs.nth(i)).to_have_accessible_name(name)
+    finally:
+        context.close()
