@@ -2,7 +2,12 @@
 and the pages a phone user hit neither clip nor hide their words."""
 import re
 
-from tests.browser.test_browser_rough_edges import AXE, _log_in, _trained_project, expert  # noqa: F401 - a fixture
+from tests.browser.test_browser_rough_edges import (  # noqa: F401 - a fixture
+    AXE,
+    _log_in,
+    _trained_project,
+    expert,
+)
 from tests.browser_support import BROWSER_MARKS, TIMEOUT_MS, expect
 
 pytestmark = BROWSER_MARKS
@@ -36,7 +41,7 @@ def _contrast_failures(page) -> list:
 
 
 def test_every_count_in_the_confusion_matrix_has_aa_contrast_on_desktop_and_phone(live_server, queue, expert, browser, screenshots):  # noqa: F811
-    project, run = _trained_project(expert)
+    _, run = _trained_project(expert)
     failures = {}
     for name, viewport in (("desktop", {"width": 1280, "height": 900}), ("phone", {"width": 375, "height": 812})):
         context = browser.new_context(viewport=viewport, bypass_csp=True)  # the checker is an injected script

@@ -8,7 +8,7 @@ def _contrast(a, b):
 
 
 def test_each_shade_gets_the_text_colour_that_reads_on_it():
-    for n in range(0, 11):
+    for n in range(11):
         rows = charts.confusion_rows([[n, 10 - n], [10 - n, n]], ["a", "b"])
         for cell in (c for row in rows for c in row["cells"]):
             shade = charts.shade_over_white(tuple(int(v) for v in cell["rgb"].split(", ")), cell["alpha"])

@@ -475,7 +475,7 @@ def test_a_wrong_method_is_a_json_405_like_every_other_error(client, user):
 
 def test_the_upload_limit_reads_the_same_on_a_raw_body_and_on_multipart(client, trained, settings):
     """One limit, one wording: MB as the setting counts them (MAX_UPLOAD_MB=20 is 20.97e6 bytes)."""
-    project, run, key = trained
+    project, _, key = trained
     settings.MAX_UPLOAD_MB = 20
     too_big = b"\xff" * (20 * 1024 * 1024 + 10)
     raw = predict_raw(client, project, key, too_big)

@@ -145,7 +145,7 @@ class PredictionOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     file: str
     model: ModelOut
-    top: LabelProbability
+    top: LabelProbability | None  # lenient: a schema must never turn a valid answer into a 500
     predictions: list[LabelProbability]
     prediction_set: list[str]
     abstained: bool
