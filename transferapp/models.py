@@ -38,6 +38,10 @@ class Project(models.Model):
     # The owner's own words on what the model is for and where it must not be trusted: the
     # "intended use and limitations" section of every training report (the model-card habit).
     intended_use = models.TextField(blank=True, default="")
+    # Who the training report's citation names, and where they work: the people behind the study,
+    # which the account name ("alice", "lab-pc-3") is not. Blank: the account's full name, else its username.
+    report_authors = models.CharField(max_length=300, blank=True, default="")
+    report_affiliation = models.CharField(max_length=300, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]

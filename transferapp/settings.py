@@ -71,6 +71,8 @@ if not SECRET_KEY:
 if not (DEBUG or LOCAL_MODE or os.environ.get("ALLOWED_HOSTS")):
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production (the host names users type).")
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+# A form sent from a stale page gets the app's own page (what happened, the way back), not Django's bare one.
+CSRF_FAILURE_VIEW = "transferapp.web.errors.csrf_failure"
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [

@@ -48,7 +48,7 @@ def test_a_decompression_bomb_is_rejected_before_decoding():
 
 def test_a_file_over_the_size_limit_is_rejected():
     with pytest.raises(intake.ImageRejected, match="limit is 1 MB"):
-        intake.check_image(b"x" * 2_000_000, max_bytes=1_000_000, max_pixels=10**6)
+        intake.check_image(b"x" * 2_000_000, max_bytes=intake.MB, max_pixels=10**6)  # MB as MAX_UPLOAD_MB counts
 
 
 def test_a_png_named_jpg_is_stored_as_png():

@@ -520,3 +520,57 @@ def test_a_version_whose_model_files_are_gone_is_a_clear_error_not_a_crash(clien
     _, key = api_keys.api_key_create(project=project)
     response = predict_raw(client, project, key, image_bytes("red"), content_type="image/png")
     assert response.status_code == 409 and "model files are missing" in response.json()["error"]
+
+
+# --- the API's rough edges (issue 32, item 11) -------------------------------------------------------
+
+def test_a_wrong_method_is_a_json_405_like_every_other_error(client, user):
+    project = project_with_images(user)
+    _, key = api_keys.api_key_create(project=project)
+    response = client.get(f"{API}/projects/{project.pk}/predict", **bearer(key))
+    assert response.status_code == 405 and response["Content-Type"].startswith("application/json")
+    assert "GET" in response.json()["error"] and "POST" in response.json()["error"]
+    assert "POST" in response["Allow"]  # HTTP still names the methods that work
+    assert client.delete(f"{API}/projects", **bearer(key)).json()["error"]
+
+
+def test_the_upload_limit_reads_the_same_on_a_raw_body_and_on_multipart(client, trained, settings):
+    """One limit, one wording: MB as the setting counts them (MAX_UPLOAD_MB=20 is 20.97e6 bytes)."""
+    project, _, key = trained
+    settings.MAX_UPLOAD_MB = 20
+    too_big = b"\xff" * (20 * 1024 * 1024 + 10)
+    raw = predict_raw(client, project, key, too_big)
+    multipart = client.post(f"{API}/projects/{project.pk}/predict", {"files": [upload("big.jpg", too_big)]}, **bearer(key))
+    assert raw.status_code == multipart.status_code == 413
+    for message in (raw.json()["error"], multipart.json()["error"]):
+        assert "the limit is 20 MB" in message and "21 MB" not in message
+
+
+def test_published_version_is_the_published_one_and_effective_version_is_what_answers(client, alice, user):
+    project = project_with_images(user)
+    v1 = project.runs.create(base_model="efficientnet_lite0", status="succeeded", version=1)
+    project.runs.create(base_model="efficientnet_lite0", status="succeeded", version=2)
+    _, key = api_keys.api_key_create(project=project)
+    listed = client.get(f"{API}/projects", **bearer(key)).json()[0]
+    assert (listed["published_version"], listed["effective_version"]) == (None, 2)  # the page: none published
+    assert "none is published" in alice.get(project.get_absolute_url()).content.decode()
+    Project.objects.filter(pk=project.pk).update(published_run=v1)
+    listed = client.get(f"{API}/projects", **bearer(key)).json()[0]
+    assert (listed["published_version"], listed["effective_version"]) == (1, 1)
+
+
+def test_the_openapi_schema_lets_try_it_out_send_an_image_and_names_the_errors(client):
+    schema = client.get(f"{API}/openapi.json").json()
+    for path in ("/api/v1/projects/{project_id}/predict", "/api/v1/projects/{project_id}/versions/{version}/predict"):
+        operation = schema["paths"][path]["post"]
+        content = operation["requestBody"]["content"]
+        assert "image/*" in content and content["image/*"]["schema"]["format"] == "binary"
+        files = content["multipart/form-data"]["schema"]["properties"]["files"]
+        assert files["type"] == "array" and files["items"]["format"] == "binary"
+        assert {"200", "401", "404", "413", "415", "429", "409"} <= set(operation["responses"])
+        ref = operation["responses"]["413"]["content"]["application/json"]["schema"]["$ref"]
+        assert "error" in schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]["properties"]
+    upload_op = schema["paths"]["/api/v1/projects/{project_id}/classes/{name}/images"]["post"]
+    assert "files" in upload_op["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert {"200", "401", "404", "413"} <= set(upload_op["responses"])
+    assert {"202", "409"} <= set(schema["paths"]["/api/v1/projects/{project_id}/train"]["post"]["responses"])

@@ -57,7 +57,7 @@ from pathlib import Path  # noqa: E402
 
 from django.conf import settings  # noqa: E402
 
-APP = Path(__file__).resolve().parents[2] / "transferapp"
+APP = Path(__file__).resolve().parents[2] / "transferapp"  # tests/web/ -> the repository root
 # An HTML element: "<p ", "<p>", "</p>", "<img src=..." (not "<key>" or "<class>" in help texts).
 HTML_TAG = re.compile(r"</?(?:a|b|i|p|br|hr|em|li|ol|ul|tr|td|th|h[1-6]|div|img|pre|nav|form|span|code|input|table|"
                       r"button|label|small|style|script|strong|select|option|section|figure|iframe|svg|meta|link)"

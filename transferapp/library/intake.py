@@ -62,12 +62,20 @@ class CheckedImage:
         return dhash(self.rgb)
 
 
+MB = 1024 * 1024  # as MAX_UPLOAD_MB counts them: "25 MB" is the setting's 25, never 26.2e6 bytes
+
+
+def too_large_message(size: int, max_bytes: int, what: str = "file") -> str:
+    """One wording for the upload limit wherever it is refused (pages, raw API bodies, multipart)."""
+    return f"The {what} is {size / MB:.1f} MB; the limit is {max_bytes / MB:g} MB."
+
+
 def check_size(size: int, max_bytes: int) -> None:
     """Called with an upload's declared size before it is read, and again on the bytes."""
     if size == 0:
         raise ImageRejected("The file is empty (0 bytes).")
     if size > max_bytes:
-        raise ImageRejected(f"The file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.", too_large=True)
+        raise ImageRejected(too_large_message(size, max_bytes), too_large=True)
 
 
 _decode_slots: threading.BoundedSemaphore | None = None

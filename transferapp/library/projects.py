@@ -44,6 +44,19 @@ def project_set_image_options(*, project: Project, no_mirroring: bool, group_by:
 INTENDED_USE_MAX_CHARS = 5000
 
 
+REPORT_CREDIT_MAX_CHARS = 300
+
+
+def project_set_report_credit(*, project: Project, authors: str, affiliation: str) -> Project:
+    """The names and affiliation the training reports cite (blank: the account's name)."""
+    authors, affiliation = " ".join(authors.split()), " ".join(affiliation.split())  # one line each: a citation
+    if max(len(authors), len(affiliation)) > REPORT_CREDIT_MAX_CHARS:
+        raise errors.ServiceError(f"Keep the authors and the affiliation under {REPORT_CREDIT_MAX_CHARS} characters each.")
+    project.report_authors, project.report_affiliation = authors, affiliation
+    project.save(update_fields=["report_authors", "report_affiliation"])
+    return project
+
+
 def project_set_intended_use(*, project: Project, text: str) -> Project:
     """The owner's text on intended use and limitations, printed in the training reports."""
     text = text.strip()

@@ -136,10 +136,30 @@ def learning_curve_chart(curve: dict | None) -> dict | None:
     return chart
 
 
+CORRECT_RGB = (79, 70, 229)  # the accent (--accent): right answers, on the diagonal
+MIXUP_RGB = (220, 38, 38)    # red: mix-ups
+WHITE_TEXT_MAX_LUMINANCE = 0.183  # white on darker has >= 4.5:1 (WCAG AA); black on lighter has >= 4.6:1
+
+
+def relative_luminance(rgb: tuple[float, float, float]) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (0-255 channels)."""
+    def linear(channel):
+        c = channel / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (linear(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def shade_over_white(rgb: tuple[int, int, int], alpha: float) -> tuple[float, float, float]:
+    """The colour a cell shows: its rgba shade over the white card it sits on."""
+    return tuple(alpha * c + (1 - alpha) * 255 for c in rgb)
+
+
 def confusion_rows(matrix: list[list[int]], classes: list[str]) -> list[dict]:
     """Table rows with a shade per cell: the share of that true class predicted as each class.
 
-    "dark" marks cells shaded strongly enough to need white text.
+    "dark" marks cells shaded strongly enough to need white text (the others get black): the
+    split is at the luminance where both have WCAG AA contrast, so every count stays readable.
     """
     rows = []
     for true_index, counts in enumerate(matrix):
@@ -147,8 +167,11 @@ def confusion_rows(matrix: list[list[int]], classes: list[str]) -> list[dict]:
         cells = []
         for i, c in enumerate(counts):
             alpha = round(c / total, 2)
+            rgb = CORRECT_RGB if i == true_index else MIXUP_RGB
+            dark = relative_luminance(shade_over_white(rgb, alpha)) <= WHITE_TEXT_MAX_LUMINANCE
             cells.append({
-                "count": c, "alpha": alpha, "dark": alpha > 0.5, "correct": i == true_index,
+                "count": c, "alpha": alpha, "dark": dark, "correct": i == true_index,
+                "rgb": ", ".join(str(v) for v in rgb),
                 "predicted": classes[i] if i < len(classes) else str(i),
             })
         name = classes[true_index] if true_index < len(classes) else str(true_index)

@@ -204,7 +204,8 @@ def report_context(run: TrainingRun) -> dict:
             "manifest_uri": "data:text/csv;base64," + base64.b64encode(manifest_csv.encode()).decode(),
             "counts": _counts(rows, metrics.get("classes", run.classes)), "checks": _checks(run, rows),
             "seed": (metrics.get("config") or run.config or {}).get("seed"),
-            "frozen": _frozen(run), "author": run.project.owner.get_full_name() or run.project.owner.get_username(),
+            "frozen": _frozen(run), "author": report_author(run.project),
+            "affiliation": run.project.report_affiliation,
             "mistakes_shown": context["mistakes"][:MISTAKES_SHOWN],
             "mixups": _mixups(run, context), "examples": _examples(run, rows),
             "export": _export(run), "css": _css(),
@@ -288,6 +289,11 @@ def _export(run: TrainingRun) -> dict | None:
     return {**status, "files": [{"name": str(p.relative_to(folder)), "sha256": file_digest(p)} for p in files]}
 
 
+def report_author(project) -> str:
+    """Who the citation names: the authors the owner gave, else the account's full name, else its username."""
+    return project.report_authors or project.owner.get_full_name() or project.owner.get_username()
+
+
 def _css() -> str:
     """The app's own stylesheet, inlined: the page must open with no server behind it."""
     path = finders.find("transferapp/app.css")
@@ -310,11 +316,18 @@ def render_html(run: TrainingRun) -> str:
     return render_to_string("transferapp/report.html", report_context(run))
 
 
+# Tagged PDF (a structure tree of headings, paragraphs, tables and images' alt text, and
+# MarkInfo/Marked): what screen readers read. Not the full PDF/UA-1 variant, which WeasyPrint
+# calls experimental and which also demands things of the page it cannot check.
+PDF_OPTIONS = {"pdf_tags": True}
+
+
 def render_pdf(run: TrainingRun, html: str | None = None) -> bytes:
     """The same page through WeasyPrint, the manifest attached; cached beside the model, keyed by
     the page's own hash (the report ID alone would miss edits such as the intended-use text)."""
     html = html if html is not None else render_html(run)
-    digest = hashlib.sha256(html.encode()).hexdigest()[:16]
+    # The options are part of the key: a PDF cached before they changed (untagged) is made again.
+    digest = hashlib.sha256((html + repr(PDF_OPTIONS)).encode()).hexdigest()[:16]
     # No artifact folder (a run from before artifacts, or a test row): nothing to cache beside, and
     # Path("") / "report" would be the working directory.
     cached = report_dir(run) / f"report-{digest}.pdf" if run.artifact_dir else None
@@ -335,7 +348,7 @@ def render_pdf(run: TrainingRun, html: str | None = None) -> bytes:
     # data: URIs only: the report reaches neither the network nor the disk.
     fetcher = URLFetcher(allowed_protocols={"data"})
     manifest_csv, _ = manifest(run)
-    pdf = HTML(string=html, url_fetcher=fetcher).write_pdf(attachments=[
+    pdf = HTML(string=html, url_fetcher=fetcher).write_pdf(**PDF_OPTIONS, attachments=[
         Attachment(string=manifest_csv.encode(), url_fetcher=fetcher, name="manifest.csv", description="Image manifest")])
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -68,16 +68,19 @@ def versions_for_project(*, project: Project):
     return project.runs.filter(status=TrainingRun.Status.SUCCEEDED, version__isnull=False).order_by("-version")
 
 
+def published_run(*, project: Project) -> TrainingRun | None:
+    """The version the owner published, if it is still a usable version; None when none is."""
+    if not project.published_run_id:
+        return None
+    return versions_for_project(project=project).filter(pk=project.published_run_id).first()
+
+
 def model_run(*, project: Project, version: int | None = None) -> TrainingRun | None:
     """The run that answers for the project: version `version`, else the published one, else the latest."""
     versions = versions_for_project(project=project)
     if version is not None:
         return versions.filter(version=version).first()
-    if project.published_run_id:
-        published = versions.filter(pk=project.published_run_id).first()
-        if published:
-            return published
-    return versions.first()
+    return published_run(project=project) or versions.first()
 
 
 def compared_versions(*, project: Project, before, after) -> tuple[TrainingRun | None, TrainingRun | None]:

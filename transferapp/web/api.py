@@ -5,12 +5,16 @@ key opens its own project only. Errors are JSON {"error": "<a sentence>"} with t
 that names the case: 401 no/bad/revoked key or a deactivated owner, 404 another project or unknown item, 413 too large,
 415 not an image, 429 over the key's per-minute allowance.
 """
+import functools
+
 from django.conf import settings
-from django.http import Http404
+from django.http import Http404, HttpResponseNotAllowed, JsonResponse
+from django.urls import URLPattern
 from ninja import NinjaAPI, Query, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Swagger
 from ninja.security import HttpBearer
+from pydantic import BaseModel, ConfigDict
 
 from transferapp.accounts import api_keys, throttle
 from transferapp.accounts import selectors as accounts_selectors
@@ -36,8 +40,33 @@ class ProjectKey(HttpBearer):
 # Swagger UI is served from ninja's own static files ("ninja" is in INSTALLED_APPS), never a CDN:
 # it works offline and under the app's Content-Security-Policy unchanged (settings go in a JSON
 # <script type="application/json">, which is data, not code).
-api = NinjaAPI(title="transferapp API", version="1", auth=ProjectKey(), docs=Swagger(), docs_url="/docs",
-               urls_namespace="api")
+class JsonErrorsAPI(NinjaAPI):
+    """ninja answers a method a path does not take with a plain-text 405, before any handler runs;
+    this API wraps each of its URLs so that one is JSON {"error": ...} like every other error."""
+
+    def _get_urls(self):
+        urls = super()._get_urls()
+        for pattern in urls:
+            if isinstance(pattern, URLPattern):
+                pattern.callback = _json_method_not_allowed(pattern.callback)
+        return urls
+
+
+def _json_method_not_allowed(view):
+    @functools.wraps(view)  # keeps csrf_exempt and the other marks Django reads on the view
+    def wrapped(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if not isinstance(response, HttpResponseNotAllowed):
+            return response
+        allowed = response["Allow"]
+        answer = JsonResponse({"error": f"{request.method} is not allowed here; this path takes {allowed}."}, status=405)
+        answer["Allow"] = allowed
+        return answer
+    return wrapped
+
+
+api = JsonErrorsAPI(title="transferapp API", version="1", auth=ProjectKey(), docs=Swagger(), docs_url="/docs",
+                    urls_namespace="api")
 
 
 def _error(request, message: str, status: int):
@@ -89,7 +118,15 @@ def _project_for_key(request, project_id: int, hits=lambda: 1):
     return key.project
 
 
-# --- reading ----------------------------------------------------------------------------------
+# --- what the schema promises (/api/v1/openapi.json, the docs page's "Try it out") ---------------
+
+class ErrorOut(Schema):
+    error: str
+
+
+def _errors(*statuses: int) -> dict:
+    return {status: ErrorOut for status in statuses}
+
 
 class ModelOut(Schema):
     project: str
@@ -97,21 +134,82 @@ class ModelOut(Schema):
     base: str
 
 
+class LabelProbability(Schema):
+    label: str
+    probability: float
+
+
+class PredictionOut(BaseModel):
+    """One image's answer. Fields not named here (heatmap_png_base64 when asked, ...) pass through:
+    a plain pydantic model, because ninja's Schema drops extra fields even with extra="allow"."""
+    model_config = ConfigDict(extra="allow")
+    file: str
+    model: ModelOut
+    top: LabelProbability | None  # lenient: a schema must never turn a valid answer into a 500
+    predictions: list[LabelProbability]
+    prediction_set: list[str]
+    abstained: bool
+
+
+class RefusedFileOut(Schema):
+    """A file of a multipart request that was not predicted, with the status it would have had alone."""
+    file: str
+    error: str
+    status: int
+
+
+class UploadResultOut(Schema):
+    file: str
+    status: str
+    message: str | None = None
+
+
+class UploadOut(Schema):
+    results: list[UploadResultOut]
+    added: int
+
+
+class ProjectOut(Schema):
+    id: int
+    name: str
+    classes: list[str]
+    published_version: int | None
+    effective_version: int | None
+
+
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def _images_body(raw: bool) -> dict:
+    """The request body ninja cannot see (the views read request.FILES / the raw body themselves)."""
+    content = {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["files"],
+        "properties": {"files": {"type": "array", "items": _BINARY, "description": "One or more images."}}}}}
+    if raw:
+        content = {"image/*": {"schema": _BINARY}, **content}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
 @api.get("/health", auth=None)
 def health(request):
     return {"status": "ok"}
 
 
-@api.get("/projects")
+@api.get("/projects", response={200: list[ProjectOut], **_errors(401)})
 def project_list(request):
     project = request.auth.project
     return [_project_json(project)]
 
 
 def _project_json(project) -> dict:
-    current = training_selectors.model_run(project=project)
+    published = training_selectors.published_run(project=project)
+    effective = training_selectors.model_run(project=project)  # what a prediction without a version uses
     return {"id": project.pk, "name": project.name, "classes": [label.name for label in project.labels.all()],
-            "published_version": current.version if current else None}
+            "published_version": published.version if published else None,
+            "effective_version": effective.version if effective else None}
 
 
 @api.get("/projects/{project_id}/versions")
@@ -154,14 +252,18 @@ HEATMAP_HELP = ("Also return where the model looked for its predicted class: `he
                 "and darkened outside it (about 15 ms and 80 KB more per image).")
 
 
-@api.post("/projects/{project_id}/predict")
+PREDICT_RESPONSES = {200: PredictionOut | list[PredictionOut | RefusedFileOut], **_errors(400, 401, 404, 409, 413, 415, 429)}
+
+
+@api.post("/projects/{project_id}/predict", response=PREDICT_RESPONSES, openapi_extra=_images_body(raw=True))
 def predict_published(request, project_id: int, heatmap: bool = Query(False, description=HEATMAP_HELP)):
     """The published version (else the latest). Body: the raw image, or multipart with files."""
     project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
     return _predict(request, project, version=None, heatmap=heatmap)
 
 
-@api.post("/projects/{project_id}/versions/{version}/predict")
+@api.post("/projects/{project_id}/versions/{version}/predict", response=PREDICT_RESPONSES,
+          openapi_extra=_images_body(raw=True))
 def predict_version(request, project_id: int, version: int, heatmap: bool = Query(False, description=HEATMAP_HELP)):
     project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
     return _predict(request, project, version=version, heatmap=heatmap)
@@ -205,10 +307,10 @@ def _raw_body(request) -> bytes:
     cap = library_images.max_upload_bytes()
     declared = int(request.META.get("CONTENT_LENGTH") or 0)
     if declared > cap:
-        raise HttpError(413, f"The image is {declared / 1e6:.1f} MB; the limit is {cap / 1e6:.0f} MB.")
+        raise HttpError(413, intake.too_large_message(declared, cap, what="image"))
     data = request.read(cap + 1)
     if len(data) > cap:
-        raise HttpError(413, f"The image is larger than the limit of {cap / 1e6:.0f} MB.")
+        raise HttpError(413, f"The image is larger than the limit of {cap / intake.MB:g} MB.")
     if not data:
         raise HttpError(400, "Send the image as the request body, or several as multipart form files named “files”.")
     return data
@@ -243,7 +345,8 @@ def _checked_files(request):
 
 # --- training side ----------------------------------------------------------------------------
 
-@api.post("/projects/{project_id}/classes/{name}/images")
+@api.post("/projects/{project_id}/classes/{name}/images", response={200: UploadOut, **_errors(400, 401, 404, 413, 429)},
+          openapi_extra=_images_body(raw=False))
 def images_add(request, project_id: int, name: str):
     """Add images to a class: the upload page's checks, quotas and per-file report."""
     project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
@@ -265,7 +368,7 @@ class TrainIn(Schema):
     base: str = "efficientnet_lite0"
 
 
-@api.post("/projects/{project_id}/train")
+@api.post("/projects/{project_id}/train", response={202: dict, **_errors(401, 404, 409, 422, 429)})
 def train(request, project_id: int, payload: TrainIn | None = None):
     project = _project_for_key(request, project_id)
     payload = payload or TrainIn()

@@ -95,7 +95,7 @@ class SizeCapUploadHandler(FileUploadHandler):
             self.request.upload_refused = self.too_large()
             raise StopUpload(connection_reset=True)
         if self.file_bytes > self.file_cap:
-            reason = f"The file is too large; the limit is {self.file_cap // MB} MB."
+            reason = f"The file is too large; the limit is {self.file_cap / MB:g} MB."
             self.request.refused_files = [*refused_files(self.request), (self.file_name, reason)]
             raise SkipFile()  # the parser reads past the rest of this file without keeping it
         return raw_data  # pass the bytes on to the next handler

@@ -111,7 +111,10 @@ def project_intended_use(request, pk):
     project = library_selectors.project_get_for_user(user=request.user, pk=pk)
     try:
         library_projects.project_set_intended_use(project=project, text=request.POST.get("intended_use", ""))
-        messages.success(request, "Saved: the training reports print it under “Intended use and limitations”.")
+        if "report_authors" in request.POST:  # the same form since the report's citation names its authors
+            library_projects.project_set_report_credit(project=project, authors=request.POST.get("report_authors", ""),
+                                                       affiliation=request.POST.get("report_affiliation", ""))
+        messages.success(request, "Saved: the training reports print it under “Intended use and limitations” and “How to cite”.")
     except errors.ServiceError as exc:
         messages.error(request, str(exc))
     return redirect(f"{project.get_absolute_url()}#intended-use")
