@@ -91,7 +91,7 @@ def test_best_preset_fine_tunes_and_records_which_stage_it_kept(shapes_dir, tmp_
     config = TrainConfig(preset="best", epochs=2, image_size=64, batch_size=8, refit=False)
     classes, train, val = _split(shapes_dir, config)
     m = fit(train, val, classes, config, tmp_path / "out", cache_dir=tmp_path / "cache")
-    assert m["chosen_stage"] in ("head", "finetune") and m["chosen_reason"]
+    assert m["chosen_stage"] in ("head", "finetune", "ensemble") and m["chosen_reason"]
     stages = [h["stage"] for h in m["history"]]
     assert stages[0] == "head" and "finetune" in stages
     assert {"epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy"} <= set(m["history"][-1])

@@ -32,6 +32,7 @@ class _Run:
         self.later_s = 0.0  # priced phases still to come after the running one (the retrain, during stage 2)
         self.final_s = 0.0  # the final check, run whatever the budget
         self.scoring_batch = config.batch_size  # fit() sets the device's (zoo.inference_batch_size)
+        self.stage_choice = None  # choice.stage_choice: the figures behind the model kept, once fine-tuning ran
 
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
         self.last_fraction = max(self.last_fraction, fraction)
