@@ -115,21 +115,35 @@ def _choose(stage1_row: dict, best: dict | None, skip_note: str = "", candidates
         return "head", f"{skip_note or 'Fine-tuning did not finish an epoch within the time budget.'} The quick model was kept."
     correct = {name: candidates[name].argmax(1) == y_val for name in NAMES}
     accuracy = {name: float(c.mean()) for name, c in correct.items()}
-    kept, why = "ensemble", ""
+    kept = "ensemble"
     fine_vs_average = paired_difference(correct["finetune"], correct["ensemble"])
     if fine_vs_average["clear"] and fine_vs_average["difference"] > 0:
-        kept, why = "finetune", f"the fine-tuned model alone was clearly better than the average: {in_words(NAMES['finetune'], NAMES['ensemble'], fine_vs_average)}"
+        kept = "finetune"
     quick_vs_kept = paired_difference(correct["head"], correct[kept])
     if quick_vs_kept["clear"] and quick_vs_kept["difference"] > 0:
-        kept, why = "head", f"the quick model was clearly better: {in_words(NAMES['head'], NAMES[kept], quick_vs_kept)}"
-    elif kept == "ensemble":
-        why = (f"neither model alone was clearly better than their average ({in_words(NAMES['ensemble'], NAMES['head'], paired_difference(correct['ensemble'], correct['head']))}; "
-               f"{in_words(NAMES['ensemble'], NAMES['finetune'], paired_difference(correct['ensemble'], correct['finetune']))})")
+        kept = "head"
+    if kept == "head":
+        why = "the quick model alone was clearly better, so the fine-tuning was not used"
     elif kept == "finetune":
-        why += f"; and the quick model was not clearly better than it ({in_words(NAMES['head'], NAMES['finetune'], quick_vs_kept)})"
+        why = ("the fine-tuned model alone was clearly better than the average, and the quick model was not clearly "
+               "better than it (a lead of an image or two on this many images is noise)")
+    else:
+        why = ("neither model alone was clearly better than their average (a lead of an image or two on this many "
+               "images is noise), so it keeps what both learned")
+    others = [name for name in NAMES if name != kept]
+    evidence = " ".join(_sentence(in_words(NAMES[kept], NAMES[o], paired_difference(correct[kept], correct[o])))
+                        for o in others)
     scores = (f"On {len(y_val)} validation images the quick model scored {accuracy['head']:.1%}, the fine-tuned model "
               f"{accuracy['finetune']:.1%} and their average {accuracy['ensemble']:.1%}.")
-    return kept, f"{scores} {NAMES[kept][0].upper() + NAMES[kept][1:]} was kept: {why}."
+    return kept, f"{scores} {_capital(NAMES[kept])} was kept: {why}. {evidence}"
+
+
+def _capital(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def _sentence(text: str) -> str:
+    return _capital(text) + "."
 
 
 def stage_choice(candidates: dict, y_val, kept: str) -> dict:

@@ -72,8 +72,14 @@ def _solve(f, lo: float = 0.0, hi: float = 1.0) -> float:
 
 
 def in_words(name_a: str, name_b: str, d: dict) -> str:
-    """"the ensemble was right on 3 images the quick model got wrong, and wrong on 1 it got right: +1.3
-    points (95% interval -1.6 to +4.2 points)"."""
-    return (f"{name_a} was right on {d['a_only']} of the {d['n']} images {name_b} got wrong, and wrong on "
-            f"{d['b_only']} it got right: {100 * d['difference']:+.1f} points "
-            f"({LEVEL:.0%} interval {100 * d['low']:+.1f} to {100 * d['high']:+.1f} points)")
+    """"of the 66 images, the average of the two was right on 5 that the quick model got wrong, and the
+    quick model on 2 that it got wrong: a difference of +4.5 points, 95% interval -4.5 to +9.8"."""
+    if d["a_only"] + d["b_only"] == 0:
+        return f"{name_a} and {name_b} were right on the same {d['n']} images"
+    return (f"of the {d['n']} images, {name_a} was right on {d['a_only']} that {name_b} got wrong, and {name_b} on "
+            f"{d['b_only']} that it got wrong: a difference of {_points(d['difference'])} points, "
+            f"{LEVEL:.0%} interval {_points(d['low'])} to {_points(d['high'])}")
+
+
+def _points(share: float) -> str:
+    return f"{100 * share + 0.0:+.1f}".replace("-0.0", "+0.0")
