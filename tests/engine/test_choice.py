@@ -96,3 +96,11 @@ def test_an_ensemble_artifact_predicts_what_fit_reported_and_exports_with_a_pass
     result = export_bundle(tmp_path / "out", tmp_path / "export", name="shapes", samples=samples,
                            model_info={"project": "shapes", "version": 1, "base": config.base}, card="# shapes")
     assert result.passed, result.report
+
+
+def test_training_spent_on_stages_not_in_the_kept_model_is_counted_as_discarded():
+    from transferapp.engine.final import discarded_s
+    rows = [{"phase": "features", "actual_s": 11.0}, {"phase": "head", "actual_s": 20.0},
+            {"phase": "finetune", "actual_s": 583.0}, {"phase": "final", "actual_s": 84.0}]
+    assert discarded_s("head", rows) == 583.0
+    assert discarded_s("ensemble", rows) == 0 and discarded_s("finetune", rows) == 0
