@@ -93,6 +93,15 @@ def targets(ref: dict, r: dict, preset: str) -> list[tuple[str, bool]]:
     return checks
 
 
+def print_table(rows: list[tuple[str, dict]]) -> None:
+    """One line a data set: accuracy, the model kept, and the seconds of training discarded (spent on
+    stages that are not in the kept model: 0 when fine-tuning is kept, alone or averaged)."""
+    print("\n| data set | accuracy | kept | seconds of training discarded | total s |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, r in rows:
+        print(f"| {name} | {r['accuracy']} | {r['chosen_stage']} | {r.get('discarded_s')} | {r['total_s']} |")
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="best", choices=["fast", "best"])
@@ -101,7 +110,7 @@ def main() -> int:
     p.add_argument("--design-figures", action="store_true",
                    help="compare with DESIGN.md's figures instead of re-measuring the reference")
     args = p.parse_args()
-    missed = 0
+    missed, rows = 0, []
     with tempfile.TemporaryDirectory() as tmp:  # symlink splits live outside the repo
         for name, design in DESIGN_FIGURES.items():
             if args.only and name != args.only:
@@ -117,6 +126,8 @@ def main() -> int:
             for text, ok in targets(ref, r, args.preset):
                 print(f"  {'PASS' if ok else 'MISS'}  {text}")
                 missed += not ok
+            rows.append((name, r))
+    print_table(rows)
     print(f"\n{'all targets met' if not missed else f'{missed} target(s) missed'}")
     return 1 if missed else 0
 

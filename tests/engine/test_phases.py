@@ -69,3 +69,61 @@ def test_a_phase_the_model_needs_runs_over_budget_and_is_not_reported_skipped():
     phases.finish("final")
     (row,) = phases.rows
     assert not row["skipped"] and row["actual_s"] == 50.0 and row["estimate_s"] == 60.0
+
+
+# --- a stable plan: moves only when it must, and says why -------------------------------------
+
+def test_a_plan_stands_while_the_epochs_left_still_fit():
+    from transferapp.engine.phases import replan_after_epoch
+    assert replan_after_epoch(planned=8, done=1, epoch_s=60.0, left_s=430.0) == (8, "")
+
+
+def test_a_plan_that_can_no_longer_finish_shrinks_once_and_says_why():
+    from transferapp.engine.phases import replan_after_epoch
+    epochs, why = replan_after_epoch(planned=8, done=1, epoch_s=60.0, left_s=310.0)
+    assert epochs == 6 and "from 8 to 6 epochs" in why and "60 s" in why
+
+
+def test_the_first_plan_from_a_batch_or_two_keeps_a_margin():
+    """A plan from two batches' pace would promise 10 epochs in 600 s at 59 s each; the margin plans
+    8, which a machine 25 % busier still finishes (1/10 -> 1/9 -> 2/8 was the plan that had none)."""
+    from transferapp.engine.phases import PLAN_MARGIN, planned_epochs
+    assert planned_epochs(planned=10, done=0, epoch_s=59.0, left_s=600.0) == 10
+    planned = planned_epochs(planned=10, done=0, epoch_s=59.0, left_s=600.0, margin=PLAN_MARGIN)
+    assert planned == 8 and planned * 59.0 * 1.25 <= 600
+
+
+def test_the_time_left_follows_a_shortened_plan():
+    clock = Clock()
+    phases = Phases(deadline=1000.0, clock=clock)
+    phases.start("finetune", "Fine-tuning", None)
+    phases.estimate("finetune", 500.0)
+    clock.now += 100
+    phases.replan("finetune", 300.0)
+    assert phases.seconds_left() == pytest.approx(200.0)
+    assert phases.rows[0]["estimate_s"] == 500.0  # the table keeps the estimate made before the work
+
+
+def test_features_found_in_the_cache_neither_read_0_of_0_nor_jump_the_bar(monkeypatch):
+    """A run whose every feature is cached: no "Computing image features 0/0", no bar at 90 % before
+    the quick model has started, and an estimate (0 s) in the phase table."""
+    import time
+
+    import numpy as np
+
+    from transferapp.engine import TrainConfig, state
+    from transferapp.engine.data import Sample
+
+    def cached_embed(samples, backbone, *, progress, **_):
+        progress(0, 0)  # what features.embed reports when nothing is left to compute
+        return np.zeros((len(samples), 4), dtype=np.float32)
+
+    monkeypatch.setattr(state, "embed", cached_embed)
+    events = []
+    run = state._Run(TrainConfig(preset="fast"), events.append, None, time.perf_counter())
+    images = [Sample(f"/nowhere/{i}.png", i % 2, str(i)) for i in range(6)]
+    run.features(images[:4], images[4:], backbone=None, cache_dir=None, device=None)
+    assert events and not any("0/0" in e["message"] for e in events)
+    assert max(e["fraction"] for e in events) <= 0.05
+    assert "all 6 images found in the cache" in events[-1]["message"]
+    assert run.phases.rows[0]["estimate_s"] == 0.0

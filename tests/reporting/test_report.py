@@ -211,6 +211,8 @@ def test_the_report_command_writes_both_formats_and_refuses_clearly(user, django
     ({"chosen_stage": "finetune", "depth": {"first_trained_stage": 8, "stages": 9}}, "frozen except its final layer,"),
     ({"chosen_stage": "finetune", "config": {"unfrozen_blocks": 2}}, "frozen except its top 2 blocks"),  # an older run
     ({"chosen_stage": "head", "depth": {"first_trained_stage": 0, "stages": 9}}, "The whole pretrained body was frozen"),
+    ({"chosen_stage": "ensemble", "depth": {"first_trained_stage": 5, "stages": 9}},
+     "averaged with those of the quick model"),  # the kept average: fine-tuned and quick model both
 ])
 def test_the_report_says_what_was_frozen_for_the_depth_that_trained(metrics, says):
     run = TrainingRun(metrics=metrics, config={})

@@ -32,6 +32,7 @@ from torch import nn
 
 from .data import load_rgb
 from .predict import load_predictor
+from .zoo import Averaged, average_probabilities
 
 BUNDLE_TEMPLATE = Path(__file__).with_name("bundle")
 SAMPLE_SIDE = 96  # samples are shrunk to this longer side: a small bundle, still real photos
@@ -50,6 +51,11 @@ class PixelsToProbabilities(nn.Module):
 
     def __init__(self, model, preprocessing: dict, flip_tta: bool, temperature: float = 1.0):
         super().__init__()
+        # An ensemble (zoo.Averaged) ships both networks in the one graph: the fine-tuned one (with
+        # its mirror averaging) and the quick one (never mirrored), averaged as Averaged does.
+        self.quick, self.member_temperatures = None, (1.0, 1.0)
+        if isinstance(model, Averaged):
+            model, self.quick, self.member_temperatures = model.finetuned, model.quick, model.temperatures
         self.body, self.head, self.flip_tta, self.temperature = model.body, model.head, flip_tta, temperature
         self.register_buffer("mean", torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, 3, 1, 1))
@@ -63,6 +69,9 @@ class PixelsToProbabilities(nn.Module):
         probs = torch.softmax(self.head(features), -1)
         if self.flip_tta:
             probs = (probs + self._probs(torch.flip(x, dims=[3]))) / 2
+        if self.quick is not None:
+            quick = torch.softmax(self.quick.head(self.quick.body(x)), -1)
+            probs = average_probabilities(probs, quick, self.member_temperatures)
         if self.temperature != 1.0:  # as calibrate.apply_temperature: on the averaged probabilities
             probs = torch.softmax(torch.log(probs.clamp_min(1e-12)) / self.temperature, -1)
         return probs, features

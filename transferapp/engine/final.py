@@ -19,7 +19,7 @@ from .calibrate import apply_temperature, calibrate, fit_temperature, head_input
 from .config import TrainConfig
 from .curve import learning_curve, verdict
 from .data import eval_transform, stratified_split
-from .zoo import Backbone, Classifier, precision
+from .zoo import Averaged, Backbone, Classifier, precision
 
 
 def _temperature(model, chosen, run, *, cal, val_probs, y_val, prep,
@@ -32,7 +32,7 @@ def _temperature(model, chosen, run, *, cal, val_probs, y_val, prep,
     # with too few validation images for that, on those that chose the epoch, and the page says so).
     cal_probs = _model_outputs(model, cal, prep, run.scoring_batch, device, run)[1] if cal else None
     fitted_on, y_fitted = (cal_probs, state.labels(cal)) if cal else (val_probs, y_val)
-    temperature = fit_temperature(fitted_on, y_fitted) if chosen == "finetune" and len(y_fitted) >= 2 else 1.0
+    temperature = fit_temperature(fitted_on, y_fitted) if chosen != "head" and len(y_fitted) >= 2 else 1.0
     return temperature, cal_probs, y_fitted
 
 
@@ -67,7 +67,7 @@ def check_final_model(model, chosen, run, *, scored, val_probs, y_val, dev, cros
     trust, trust_arrays = calibrate(
         dev_features=final["dev_features"], dev_labels=state.labels(dev), dev_keys=[s.key for s in dev],
         oof_features=x_dev, cross_fitted=cross_fitted, C=C, n_classes=len(classes),
-        finetuned=chosen == "finetune", temperature=temperature,
+        finetuned=chosen != "head", temperature=temperature,
         val_probs=apply_temperature(cal_probs, temperature) if cal else val_probs, val_labels=y_fitted, set_aside=bool(cal),
         eval_probs=eval_probs, eval_labels=eval_labels, seed=run.config.seed, dev_groups=state.groups(dev))
     run.phases.finish("final")
@@ -122,8 +122,22 @@ def _result(report, trust, run, *, train, val, cal, test, classes, chosen, reaso
             "stage1_c": stage1["C"], "feature_seconds": round(run.feature_seconds, 2),
             "n_embedded": run.n_embedded, "precision": precision(device),
             "strategy": _strategy(chosen, stage1, config, run.history, refit, depth), "depth": depth,
-            "learning_curve": curve,
+            "learning_curve": curve, "stage_choice": run.stage_choice,
+            "discarded_s": discarded_s(chosen, run.phases.rows),
             "phases": run.phases.rows}
+
+
+# The phases that train a network (the quick model's seconds-long fit is in every artifact).
+TRAINING_PHASES = ("finetune", "refit")
+
+
+def discarded_s(chosen: str, phases: list[dict]) -> float:
+    """Seconds of training spent on stages the kept model does not contain: fine-tuning (and its
+    retrain) when the quick model alone is kept; 0 when the fine-tuned model or the average of both
+    is kept. The quick model itself is part of every artifact (the first model, and the ensemble)."""
+    if chosen != "head":
+        return 0.0
+    return round(sum(r["actual_s"] or 0.0 for r in phases if r["phase"] in TRAINING_PHASES), 1)
 
 # Validation images needed before a third of them are set aside to calibrate a fine-tuned model
 # (20 of 60: enough for prediction sets at alpha 0.1, which need 9, and for a temperature).
@@ -178,7 +192,8 @@ def _final_estimate_s(run, chosen, model, n_dev, n_test) -> float | None:
     price it by."""
     if chosen == "head" or not run.n_embedded:
         return None  # every feature came from the cache: no pace measured
-    return run.feature_seconds / run.n_embedded * (n_dev + n_test * (2 if model.flip_tta else 1))
+    passes = (2 if model.flip_tta else 1) + (chosen == "ensemble")  # an ensemble's quick half looks once more
+    return run.feature_seconds / run.n_embedded * (n_dev + n_test * passes)
 
 
 def test_accuracy(model, chosen, test, x_test, backbone, device, run) -> float:
@@ -222,6 +237,8 @@ def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict
         trained = engine_depth.depth_words(depth["first_trained_stage"], depth["stages"])
         text = (f"linear head (C={stage1['C']}) then fine-tuned {trained} "
                 f"for {epochs} epoch{'s' if epochs != 1 else ''} ({config.augmentation} augmentation)")
+        if chosen == "ensemble":
+            text = f"average of a {text} and the linear head alone"
     if refit and refit["done"]:
         text += f", then retrained on all {refit['n_images']} images" + (
             f" for {refit['epochs']} epochs" if refit["epochs"] else "")
@@ -229,6 +246,8 @@ def _strategy(chosen: str, stage1: dict, config: TrainConfig, history: list[dict
 
 
 # --- artifact -------------------------------------------------------------------------------
+
+ENSEMBLE_FILE = "quick_model.pt"  # an ensemble's quick half (zoo.Averaged.quick)
 
 TRAINED_ON = "trained_on.sha256"
 
@@ -267,7 +286,13 @@ def save_artifact(out_dir: Path, model: Classifier, *, stage1_head: nn.Linear, b
     out.mkdir(parents=True, exist_ok=True)
     # Written beside, then renamed: the web process may be loading the previous (stage-1) model.
     # CPU copies, without moving the model itself (fit() may still be using it on the GPU).
-    _save_atomically({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
+    ensemble = isinstance(model, Averaged)
+    served = model.finetuned if ensemble else model
+    _save_atomically({k: v.detach().cpu() for k, v in served.state_dict().items()}, out / "model.pt")
+    if ensemble:  # the quick half: the pretrained body and its head, served beside the fine-tuned one
+        _save_atomically({k: v.detach().cpu() for k, v in model.quick.state_dict().items()}, out / ENSEMBLE_FILE)
+    else:
+        (out / ENSEMBLE_FILE).unlink(missing_ok=True)
     # The stage-1 head alone (a few KB): lets bench score the first model on a held-out test set.
     torch.save(stage1_head.state_dict(), out / "stage1_head.pt")
     if trust_arrays:  # what predict needs for prediction sets and the novelty check, without the DB
@@ -277,6 +302,7 @@ def save_artifact(out_dir: Path, model: Classifier, *, stage1_head: nn.Linear, b
         write_trained_on(out, trained_on)
     meta = {"format": 1, "classes": list(classes), "base": config.base, "feature_dim": backbone.feature_dim,
             "fp32_from": model.fp32_from, "flip_tta": model.flip_tta,
+            "ensemble": {"file": ENSEMBLE_FILE, "temperatures": list(model.temperatures)} if ensemble else None,
             "preprocessing": backbone.preprocessing, "config": asdict(config), "metrics": result,
             "trust": result.get("trust"),
             "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__}}

@@ -12,7 +12,7 @@ from . import loop, state
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, train_transform
 from .head import class_weights
-from .phases import retrain_estimate_s
+from .phases import PLAN_MARGIN, planned_epochs, replan_after_epoch, retrain_estimate_s
 from .zoo import Backbone, Classifier, frozen_runner, precision, trains_in_mixed_precision
 
 PATIENCE = 4  # stage-2 epochs that improve neither validation accuracy nor loss before stopping
@@ -37,12 +37,13 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: stat
         trainer.ema.swap()  # score (and keep) the averaged weights; swap back to keep training the raw ones
         scored_at = time.perf_counter()
         val_probs = loop.evaluate(model, val_acts, start=trainer.top)
-        if epoch == 1:  # a whole epoch and its scoring measured: the plan follows them (it may only shrink)
-            trainer.plan_epochs(trainer.epoch_seconds[0] + time.perf_counter() - scored_at, run.phases.left_s(),
-                                done=1, spare=1.0)
+        # Re-planned at most once an epoch, from the whole epoch and its scoring, and only when the
+        # epochs still planned no longer fit: the plan moves only when it must, and says why.
+        why = trainer.replan(trainer.epoch_seconds[-1] + time.perf_counter() - scored_at, epoch)
         row = state.history_row("finetune", epoch, stats["probs"], stats["labels"], val_probs, y_val, stats["loss"])
         run.epoch_done(row, trainer.fraction(epoch), f"Fine-tuning epoch {epoch}/{trainer.shown_epochs}: "
-                                                     f"validation accuracy {row['val_accuracy']:.0%}",
+                                                     f"validation accuracy {row['val_accuracy']:.0%}"
+                                                     + (f" ({why})" if why else ""),
                        total_epochs=trainer.shown_epochs)
         # Patience counts epochs that improved neither validation accuracy nor loss: on a small
         # validation set accuracy plateaus long before the model stops getting better.
@@ -114,6 +115,7 @@ class _Trainer:
         self.ema = _Ema([p for g in groups for p in g["params"]])
         self.epoch_seconds: list[float] = []
         self.skip_note = ""  # set when the pricing showed that not one epoch fits in the budget
+        self.priced = stage != "finetune"  # a retrain's plan is its validated twin's
 
     def priced_epoch_fits(self, batch_s: float, batches_done: int) -> bool:
         """A batch prices the epoch, plans how many fit, and prices the phase (every epoch at that
@@ -127,24 +129,44 @@ class _Trainer:
             self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
             return False
         if self.stage == "finetune":
-            self.plan_epochs(epoch_s, self.run.phases.left_s() + epoch_s - still_to_run_s, done=0)
+            self.plan_epochs(epoch_s, self.run.phases.left_s() + epoch_s - still_to_run_s, done=0,
+                             spare=1.1 * PLAN_MARGIN)
+        self.priced = True
         self.run.phases.estimate(self.stage, epoch_s * self.shown_epochs)
         return True
 
     def plan_epochs(self, epoch_s: float, left_s: float, done: int, spare: float = 1.1) -> None:
         """As many epochs as fit in the budget, at most config.epochs: the learning rate then decays to
-        its end inside the budget instead of being cut off at its height. Planned from a batch's pace
-        (10% spare for scoring validation images), then again from the first whole epoch with its
-        scoring. A plan only ever shrinks: growing it once the decay has begun would raise the
+        its end inside the budget instead of being cut off at its height. Planned once from a batch's
+        pace (10% spare for scoring validation images, and PLAN_MARGIN: the pace of a batch or two on
+        a busy machine is optimistic), then only when a whole epoch shows the plan cannot finish
+        (replan). A plan only ever shrinks: growing it once the decay has begun would raise the
         learning rate again, and move the progress bar back."""
         config = self.run.config
         n_all = len(self.samples) + self.run.n_val
         retrain = config.refit and config.refit_finetuned  # it runs as many epochs again, on every image
-        cost = spare * epoch_s * (1 + n_all / len(self.samples) if retrain else 1)
-        self.shown_epochs = max(1, min(self.shown_epochs, done + int(left_s / cost)))
+        cost = epoch_s * (1 + n_all / len(self.samples) if retrain else 1)
+        self.shown_epochs = planned_epochs(planned=self.shown_epochs, done=done, epoch_s=cost, left_s=left_s,
+                                           margin=spare)
         self.sched.plan(self.shown_epochs * self.steps_per_epoch)
         if retrain:
             self.run.later_s = retrain_estimate_s(epoch_s, len(self.samples), n_all, self.shown_epochs)
+
+    def replan(self, epoch_s: float, done: int) -> str:
+        """After a whole epoch (its scoring included): the plan shortened when it can no longer finish,
+        and why in words; "" when it stands."""
+        config = self.run.config
+        n_all = len(self.samples) + self.run.n_val
+        retrain = config.refit and config.refit_finetuned
+        cost = epoch_s * (1 + n_all / len(self.samples) if retrain else 1)
+        self.shown_epochs, why = replan_after_epoch(planned=self.shown_epochs, done=done, epoch_s=cost,
+                                                    left_s=self.run.phases.left_s())
+        if why:
+            self.sched.plan(self.shown_epochs * self.steps_per_epoch)
+            self.run.phases.replan(self.stage, self.run.phases.spent(self.stage) + epoch_s * (self.shown_epochs - done))
+            if retrain:
+                self.run.later_s = retrain_estimate_s(epoch_s, len(self.samples), n_all, self.shown_epochs)
+        return why
 
     @property
     def mean_epoch_s(self) -> float:
@@ -157,6 +179,8 @@ class _Trainer:
     def message(self, epoch: int) -> str:
         if self.stage == "refit":
             return f"Retraining on all {len(self.samples)} images: epoch {epoch}/{self.shown_epochs}"
+        if not self.priced:  # no plan to show before a batch or two have measured the pace
+            return f"Fine-tuning epoch {epoch}: measuring the pace to plan the epochs"
         return f"Fine-tuning epoch {epoch}/{self.shown_epochs}"
 
     def epoch(self, epoch: int) -> dict | None:
@@ -187,7 +211,8 @@ class _Trainer:
         if prices and not self.priced_epoch_fits(batch_s, batches_done=math.ceil(seen / size)):
             return False
         done = epoch - 1 + seen / len(self.samples)
-        self.run.report(self.fraction(done), self.stage, self.message(epoch), epoch, self.shown_epochs)
+        self.run.report(self.fraction(done), self.stage, self.message(epoch), epoch,
+                        self.shown_epochs if self.priced else 0)
         return True
 
 

@@ -57,7 +57,7 @@ def fit(train: list[Sample], val: list[Sample], classes: list[str], config: Trai
     curve = final._learning_curve(x_train, y_train, x_val, y_val, classes, stage1["C"])
     run.phases.finish("head")
 
-    chosen, reason, val_probs, best, depth = choice.choose_stage(
+    chosen, reason, val_probs, best, depth, model = choice.choose_stage(
         model, run, backbone=backbone, device=device, train=train, val=val, y_train=y_train, y_val=y_val,
         quick_row=row, quick_val_probs=val_probs1, quick_state=stage1_state)
     if chosen == "head" and cal:  # a quick model is calibrated out-of-fold: the set-aside images rejoin

@@ -17,6 +17,7 @@ class Phases:
         self.deadline, self.clock = deadline, clock
         self.rows: list[dict] = []
         self._started: dict[str, float] = {}
+        self._replanned: dict[str, float] = {}  # the running phase's current estimate, once re-planned
 
     def left_s(self) -> float:
         return max(0.0, self.deadline - self.clock())
@@ -41,6 +42,11 @@ class Phases:
         if row is not None and row["estimate_s"] is None:
             row["estimate_s"] = round(estimate_s, 1)
 
+    def replan(self, phase: str, estimate_s: float) -> None:
+        """A new estimate for the time-left once the phase's plan changed (fewer epochs). The table keeps
+        the estimate made before the work, so it still says how good that first guess was."""
+        self._replanned[phase] = estimate_s
+
     def finish(self, phase: str, note: str = "", skipped: bool = False) -> None:
         """The phase ended; skipped=True when it stopped early because it could not finish in time."""
         row = self._row(phase)
@@ -59,7 +65,12 @@ class Phases:
         if running is None or running["estimate_s"] is None:
             return None
         spent = self.clock() - self._started[running["phase"]]
-        return min(max(running["estimate_s"] - spent, 0.0) + later_s, self.left_s()) + after_budget_s
+        estimate = self._replanned.get(running["phase"], running["estimate_s"])
+        return min(max(estimate - spent, 0.0) + later_s, self.left_s()) + after_budget_s
+
+    def spent(self, phase: str) -> float:
+        """Seconds the running phase has run so far (0 when it is not running)."""
+        return self.clock() - self._started[phase] if phase in self._started else 0.0
 
     def note(self, phase: str) -> str:
         row = self._row(phase)
@@ -78,3 +89,25 @@ def retrain_estimate_s(epoch_s: float, n_train: int, n_all: int, epochs: int) ->
     """Stage 2's measured epoch time, scaled to training + validation images, for the chosen epoch
     count; the margin covers setting up the second training."""
     return 1.1 * epoch_s * n_all / max(1, n_train) * epochs + 2
+
+
+# Margin on a pace measured from a batch or two before the first plan: on a busy machine the next
+# batches run slower, and a plan that must shrink twice in a minute (1/10 -> 1/9 -> 2/8) reads as
+# a broken promise. A plan from whole epochs (validation scoring included) needs none.
+PLAN_MARGIN = 1.25
+
+
+def planned_epochs(*, planned: int, done: int, epoch_s: float, left_s: float, margin: float = 1.0) -> int:
+    """As many epochs as fit in `left_s` at `epoch_s` each (times `margin`), counting `done` already run;
+    never more than `planned` (a plan only shrinks) nor fewer than one, or than those done."""
+    return max(1, done, min(planned, done + int(left_s / (margin * epoch_s))))
+
+
+def replan_after_epoch(*, planned: int, done: int, epoch_s: float, left_s: float) -> tuple[int, str]:
+    """(the plan, why it changed or ""), after a whole epoch at the pace it ran: unchanged while the
+    epochs still to run fit in the time left, else shortened to what fits, with the reason in words."""
+    if (planned - done) * epoch_s <= left_s:
+        return planned, ""
+    shorter = planned_epochs(planned=planned, done=done, epoch_s=epoch_s, left_s=left_s)
+    return shorter, (f"plan shortened from {planned} to {shorter} epochs: epochs now take about {epoch_s:.0f} s "
+                     f"(the machine is busier than when the plan was made), and {left_s:.0f} s are left")

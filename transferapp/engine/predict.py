@@ -16,7 +16,7 @@ from .data import eval_transform, load_rgb
 from .features import pick_device
 from .final import TRAINED_ON
 from .imaging import DecodeError
-from .zoo import Classifier, create_backbone
+from .zoo import Averaged, Classifier, create_backbone
 
 
 class Trust:
@@ -155,10 +155,16 @@ def load_predictor(artifact_dir, device=None) -> Predictor:
     model.load_state_dict(torch.load(artifact / "model.pt", map_location="cpu", weights_only=True))
     # A model trained with "images must not be mirrored" never averages with a mirror image.
     model.flip_tta = bool(meta.get("flip_tta", False)) and not meta.get("config", {}).get("no_mirroring", False)
+    ensemble = meta.get("ensemble")
+    if ensemble:  # the average of the fine-tuned model and the quick one, as fit() scored it
+        quick = Classifier(create_backbone(meta["base"], image_size=image_size, pretrained=False), len(meta["classes"]),
+                           fp32_from=0)
+        quick.load_state_dict(torch.load(artifact / ensemble["file"], map_location="cpu", weights_only=True))
+        model = Averaged(model, quick, tuple(ensemble["temperatures"]))
     model.eval().to(device=device, memory_format=torch.channels_last)
     trust_file = artifact / "trust.npz"
     arrays = dict(np.load(trust_file)) if trust_file.exists() and meta.get("trust") else None
-    finetuned = meta.get("metrics", {}).get("chosen_stage") == "finetune"
+    finetuned = meta.get("metrics", {}).get("chosen_stage") in ("finetune", "ensemble")
     predictor = Predictor(model, meta["classes"], meta["preprocessing"], device, trust=Trust(meta.get("trust"), arrays),
                           finetuned=finetuned)
     predictor.trained_on = read_trained_on(artifact)

@@ -14,6 +14,10 @@ from .features import TrainingCancelled, embed
 from .phases import Phases
 
 
+# Share of the progress bar for a features phase that found every image in the cache.
+CACHED_FEATURES_SHARE = 0.02
+
+
 class _Run:
     """Progress reporting and cancellation for one fit() call."""
 
@@ -32,6 +36,7 @@ class _Run:
         self.later_s = 0.0  # priced phases still to come after the running one (the retrain, during stage 2)
         self.final_s = 0.0  # the final check, run whatever the budget
         self.scoring_batch = config.batch_size  # fit() sets the device's (zoo.inference_batch_size)
+        self.stage_choice = None  # choice.stage_choice: the figures behind the model kept, once fine-tuning ran
 
     def report(self, fraction, stage, message, epoch=0, total_epochs=0, with_history=False, **extra):
         self.last_fraction = max(self.last_fraction, fraction)
@@ -45,6 +50,16 @@ class _Run:
             if seconds_left is not None:  # the progress page's time-left comes from the phase estimates
                 event["seconds_left"] = round(seconds_left, 1)
             self.on_progress(event)
+
+    def _all_cached(self, n_images: int) -> None:
+        """The features phase costs nothing: it gets almost none of the progress bar (the bar would
+        otherwise jump to 90 % of a "fast" run before the quick model starts) and a zero estimate."""
+        self.head_end = CACHED_FEATURES_SHARE + (self.head_end - self.features_end)
+        if self.config.preset != "best":
+            self.head_end = 1.0
+        self.features_end = CACHED_FEATURES_SHARE
+        self.phases.estimate("features", 0.0)
+        self.report(self.features_end, "features", f"Image features of all {n_images} images found in the cache")
 
     def check_stop(self):
         if self.should_stop and self.should_stop():
@@ -62,10 +77,15 @@ class _Run:
 
         def progress(done, total):
             counted["todo"] = total
+            if total == 0:  # every image's features are in the cache: nothing to compute, nothing to wait for
+                self._all_cached(len(samples))
+                return
             if 0 < done < total:  # the first batches set the pace for the rest
                 self.phases.estimate("features", (time.perf_counter() - t0) * total / done)
-            frac = self.features_end * (done / total if total else 1.0)
-            self.report(frac, "features", f"Computing image features {done}/{total}")
+            frac = self.features_end * done / total
+            cached = len(samples) - total
+            self.report(frac, "features", f"Computing image features {done}/{total}"
+                                          + (f" ({cached} more found in the cache)" if cached else ""))
 
         self.phases.start("features", "Reading images", None)
         x = embed(samples, backbone, cache_dir=cache_dir, batch_size=self.scoring_batch,

@@ -180,6 +180,52 @@ class Classifier(nn.Module):
         return probs
 
 
+class Averaged(nn.Module):
+    """The fine-tuned model and the quick model (the pretrained body + its linear head) as one: their
+    probabilities, each rescaled by its own temperature, averaged. The fine-tuned member is the face
+    the rest of the code sees (its head's input is the novelty check's features, its last feature
+    maps the heat maps); the quick member only adds its vote."""
+
+    def __init__(self, finetuned: Classifier, quick: Classifier, temperatures: tuple[float, float] = (1.0, 1.0)):
+        super().__init__()
+        self.finetuned, self.quick = finetuned, quick
+        self.temperatures = tuple(float(t) for t in temperatures)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.finetuned.head
+
+    @property
+    def body(self) -> nn.Sequential:
+        return self.finetuned.body
+
+    @property
+    def flip_tta(self) -> bool:
+        return self.finetuned.flip_tta
+
+    @property
+    def fp32_from(self) -> int:
+        return self.finetuned.fp32_from
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return self.finetuned(x, start)
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        return average_probabilities(self.finetuned.predict_proba(images), self.quick.predict_proba(images),
+                                     self.temperatures)
+
+
+def average_probabilities(finetuned, quick, temperatures: tuple[float, float]):
+    """The ensemble's rule, for tensors and numpy arrays alike: each member's probabilities rescaled
+    by its temperature (softmax(log p / T)), then averaged."""
+    as_tensor = not isinstance(finetuned, torch.Tensor)
+    f, q = (torch.as_tensor(a, dtype=torch.float64) for a in (finetuned, quick)) if as_tensor else (finetuned, quick)
+    rescaled = [torch.softmax(torch.log(p.clamp_min(1e-12)) / t, -1) if t != 1.0 else p
+                for p, t in zip((f, q), temperatures)]
+    mean = (rescaled[0] + rescaled[1]) / 2
+    return mean.numpy() if as_tensor else mean
+
+
 # name -> (label, params in millions, speed, description). torchvision names match get_model().
 _BASES = {
     "efficientnet_lite0": ("EfficientNet-Lite0 (bundled)", 4.7, "fastest",

@@ -241,15 +241,17 @@ def _frozen(run: TrainingRun) -> str:
     metrics = run.metrics or {}
     blocks = (metrics.get("config") or {}).get("unfrozen_blocks", run.config.get("unfrozen_blocks"))
     depth = metrics.get("depth") or {}
-    if metrics.get("chosen_stage") == "finetune" and depth.get("first_trained_stage") == 0:
+    also = (" Its answers are averaged with those of the quick model (the frozen body and a new top layer), "
+            "which kept the fine-tuning and the quick model both.") if metrics.get("chosen_stage") == "ensemble" else ""
+    if metrics.get("chosen_stage") in ("finetune", "ensemble") and depth.get("first_trained_stage") == 0:
         return ("Nothing was frozen: every layer of the pretrained body was fine-tuned together with a new top layer "
-                "for these classes, the early layers at lower learning rates.")
-    if metrics.get("chosen_stage") == "finetune":
+                "for these classes, the early layers at lower learning rates." + also)
+    if metrics.get("chosen_stage") in ("finetune", "ensemble"):
         if depth:  # runs since depth was chosen record how many blocks trained
             blocks = depth["stages"] - 1 - depth["first_trained_stage"]
         trained = "its final layer" if blocks == 0 else f"its top {blocks} block{'s' if blocks != 1 else ''} and its final layer"
         return (f"The pretrained body was frozen except {trained}, fine-tuned together with a new top layer for "
-                "these classes.")
+                "these classes." + also)
     return "The whole pretrained body was frozen; only a new top layer (linear, on its pooled features) was trained."
 
 
