@@ -206,10 +206,12 @@ class TrainingRun(models.Model):
         was kept ("Best: fine-tuned model kept, retrained on all images"); the engine's own
         description (metrics["strategy"]) is for the report."""
         metrics = self.metrics or {}
-        kept = {"head": "quick model", "finetune": "fine-tuned model"}.get(metrics.get("chosen_stage"))
+        stage = metrics.get("chosen_stage")
+        kept = {"head": "quick model", "finetune": "fine-tuned model",
+                "ensemble": "average of both models"}.get(stage)
         words = [f"{kept} kept"] if kept and self.preset == "best" else []
         if (metrics.get("refit") or {}).get("done"):
-            words.append("retrained on all images")
+            words.append("its quick half retrained on all images" if stage == "ensemble" else "retrained on all images")
         preset = (self.preset or "").capitalize()
         return f"{preset}: {', '.join(words)}" if words else preset
 

@@ -241,6 +241,9 @@ def test_a_prediction_has_the_documented_shape(client, trained):
     assert set(body["top"]) == {"label", "probability"} and body["top"] == body["predictions"][0]
     assert sorted(p["label"] for p in body["predictions"]) == sorted(CLASS_TINTS)
     assert body["prediction_set"] == [body["top"]["label"]] and body["abstained"] is False and body["unfamiliar"] is False
+    # The OpenAPI schema names every field the answer carries (clients generate types from it).
+    schema = client.get(f"{API}/openapi.json").json()["components"]["schemas"]["PredictionOut"]
+    assert set(schema["properties"]) == set(body)
 
 
 def test_heatmap_1_adds_the_predicted_class_overlay_as_a_base64_png(client, trained):

@@ -159,3 +159,66 @@ def stage_choice(candidates: dict, y_val, kept: str) -> dict:
             "accuracy": {name: round(float(c.mean()), 4) for name, c in correct.items()},
             "kept_against": {name: paired_difference(correct[kept], c) for name, c in correct.items() if name != kept}}
 
+
+# --- retrain the chosen recipe on every image -----------------------------------------------
+
+def _refit(model, chosen, run, *, backbone, stage1_state, best, train, val, features, C, device, cross_fitted=None) -> dict:
+    """Validation has chosen the stage and, for stage 2, the epoch; train that recipe again on
+    training + validation images (25 % more data at the default split). Keeps the validated model
+    when the retrain would not fit in the time budget. A quick model's retrain is `cross_fitted`'s
+    average: the cross-fit of these same images whose out-of-fold scores calibrate it."""
+    t0 = time.perf_counter()
+    samples = train + val
+    x, y = np.concatenate(features), state.labels(samples)
+    info = {"done": False, "n_images": len(samples), "epochs": 0, "seconds": 0.0}
+    if chosen in ("head", "ensemble"):  # an ensemble's quick half is retrained as a kept quick model is
+        quick = model if chosen == "head" else model.quick
+        fitted = cross_fitted
+        if fitted is None:
+            quick.head.load_state_dict(fit_linear_head(x, y, quick.head.out_features, C=C)[0].state_dict())
+            return _refit_done(info, t0, "", chosen)
+        quick.head.load_state_dict(fitted.head.state_dict())
+        k = int(fitted.folds.max()) + 1
+        return _refit_done(info, t0, f", as the average of {k} models that each left 1/{k} of them out (their "
+                                     f"scores on the images they left out calibrate its answers)", chosen)
+    if not run.config.refit_finetuned:
+        return {**info, "note": "The fine-tuned model was not retrained on all images: that would take about as long "
+                                "as fine-tuning did, and it did not pay on held-out images (the advanced settings can "
+                                "turn it on)."}
+    head, _ = fit_linear_head(x, y, model.head.out_features, C=C)
+    model.load_state_dict(stage1_state)
+    model.head.load_state_dict(head.state_dict())
+    return _refit_finetuned(model, run, backbone=backbone, best=best, samples=samples, n_train=len(train), info=info,
+                            device=device, started=t0)
+
+
+def _refit_finetuned(model, run, *, backbone, best, samples, n_train, info, device, started) -> dict:
+    """Fine-tune again, from the quick model refitted on every image, for the epochs validation chose."""
+    epochs = best["row"]["epoch"]
+    if not run.phases.start("refit", "Retraining on all images",
+                            retrain_estimate_s(best["epoch_s"], n_train, len(samples), epochs)):
+        model.load_state_dict(best["state"])
+        return {**info, "note": run.phases.note("refit") + " The validated model was kept."}
+    try:
+        refitted = engine_finetune.finetune_fixed(model, backbone, samples, epochs, run, device=device, validated=best)
+    except TrainingCancelled:  # the model is already chosen and validated: stop, but do not lose it
+        refitted, why = None, "The retrain on all images was cancelled, so the validated model was kept."
+    else:
+        why = ("The retrain on all images would not have finished in the time budget at the pace it ran, so it "
+               "was stopped and the validated model was kept.")
+    run.phases.finish("refit", "" if refitted else why, skipped=refitted is None)
+    if refitted is None:
+        model.load_state_dict(best["state"])
+        return {**info, "note": why}
+    model.load_state_dict(refitted["state"])
+    return _refit_done({**info, "epochs": epochs}, started, f" for the same {epochs} epochs")
+
+
+def _refit_done(info: dict, t0: float, how: str, chosen: str = "head") -> dict:
+    n = info["n_images"]
+    what = "Its quick half was" if chosen == "ensemble" else "It was"
+    after = (" (the fine-tuned half was not: that would take about as long as fine-tuning did)"
+             if chosen == "ensemble" else "")
+    return {**info, "done": True, "seconds": round(time.perf_counter() - t0, 2),
+            "note": (f"{what} then retrained on all {n} images (training + validation){how}{after}, so it learns "
+                     f"from every labelled image; the validation figures are from before that retrain.")}

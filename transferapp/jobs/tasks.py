@@ -85,7 +85,7 @@ class Untrainable(Exception):
     """The images no longer meet the training rules (deleted between "Train" and the start)."""
 
 
-def _fit_run(run: TrainingRun, snapshot: "Snapshot") -> dict:
+def _fit_run(run: TrainingRun, snapshot: "training_snapshot.Snapshot") -> dict:
     groups = readiness.split_groups(project=run.project)  # thumbnails re-read: once per run
     pulled_in = snapshot.hold_out_whole_groups(groups)
     problems = readiness.problems_for_counts(snapshot.counts(), held_out=snapshot.counts(held_out=True))

@@ -149,6 +149,8 @@ class PredictionOut(BaseModel):
     predictions: list[LabelProbability]
     prediction_set: list[str]
     abstained: bool
+    seen_in_training: bool = False  # the very file is one this version learnt from
+    unfamiliar: bool = False  # abstained because unlike the training images: `top` is only the closest class
 
 
 class RefusedFileOut(Schema):
