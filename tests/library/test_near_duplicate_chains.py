@@ -62,6 +62,6 @@ def test_a_split_keeps_every_near_identical_pair_together_even_outside_the_shown
     hashes = {1: "0000000000000000", 2: "000000000000001f", 3: "00000000000003ff", 4: "00000000000f801f"}
     shown = duplicates.near_duplicate_groups(hashes)
     assert len(shown) == 1 and len(shown[0]) == 2
-    from transferapp.library import duplicates, grouping
+    from transferapp.library import grouping
 
     assert grouping.merge([duplicates.near_duplicate_pairs(hashes)]) == [[1, 2, 3, 4]]
