@@ -108,7 +108,7 @@ def test_a_fit_on_images_far_from_imagenet_fine_tunes_every_layer_and_says_why(t
         name = next(k for k in pretrained if k.startswith(f"{stage}.") and k.endswith("weight"))
         assert not torch.equal(final[f"body.{name}"], pretrained[name]), name
     totals = {e["total_epochs"] for e in events if e["stage"] == "finetune"}
-    assert totals == {1}
+    assert totals - {0} == {1}  # 0: no epoch total is shown until a batch has priced the plan
     assert load_predictor(tmp_path / "out").predict_paths([val[0].path])[0]["top"] in classes
 
 
