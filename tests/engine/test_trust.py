@@ -386,8 +386,9 @@ def test_a_fine_tuned_model_is_calibrated_on_validation_images_set_aside_from_ev
     assert len(set_aside) == metrics["n_calibration_set_aside"] == round(len(val) / 3)
     (_, refit_kwargs), = seen["_refit"]
     assert not (_keys(refit_kwargs["train"]) | _keys(refit_kwargs["val"])) & set_aside  # never trained on
-    (temp_args, _), = seen["fit_temperature"]
-    assert len(temp_args[1]) == len(set_aside)  # the temperature is fitted on them alone
+    # The choice between the models rescales each on the images that chose (two fits); the kept model's
+    # calibration temperature is fitted on the set-aside images alone.
+    assert [len(args[1]) for args, _ in seen["fit_temperature"]] == [len(choosing), len(choosing), len(set_aside)]
     (_, cal_kwargs), = seen["calibrate"]
     assert cal_kwargs["set_aside"] and len(cal_kwargs["val_labels"]) == len(set_aside)
     assert "set aside" in metrics["trust"]["calibrated_on"]
