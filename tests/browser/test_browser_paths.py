@@ -273,7 +273,7 @@ def test_the_results_page_explains_a_finished_model(live_server, queue, user, sc
     matrix = page.locator("#confusion-matrix tbody tr")
     expect(matrix).to_have_count(3)
     cells = [int(c) for c in page.locator("#confusion-matrix tbody td").all_inner_texts()]
-    assert sum(cells) == run.metrics["n_val"]  # every validation image counted once
+    assert sum(cells) == run.metrics["n_scored"]  # every image the headline counts, once (issue 32: one n per page)
     expect(page.get_by_role("heading", name=re.compile(r"got wrong \(\d+\)"))).to_be_visible()
     expect(page.locator("#learning-curve .verdict")).not_to_be_empty()
     page.locator("#results details.advanced summary", has_text="Settings used").click()
