@@ -20,7 +20,7 @@ from rq import SimpleWorker
 
 from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
-from tests.jobs.test_failures import _wait_for
+from tests.jobs.test_failures import _wait_for, start_worker  # noqa: F401 (a fixture)
 from tests.library.test_import import make_zip, messy_zip
 from transferapp.jobs import progress, reaper, sweeps, tries
 from transferapp.library import images as library_images
