@@ -48,26 +48,28 @@ def test_a_quick_model_retrained_on_every_image_leads_with_the_out_of_fold_estim
     """Issue 32 item 1: the served model is the average of the cross-fitted fold models, trained on
     all 18 images; the headline is their out-of-fold estimate on those 18, the validation figure
     (3 images, before the retrain) stands beside it, and the artifact lists the 18 images' hashes."""
-    from transferapp.engine.final import TRAINED_ON, file_sha256
+    from transferapp.engine.features import file_digest
+    from transferapp.engine.final import TRAINED_ON
     m = fast_run["metrics"]
     assert m["refit"]["done"] and m["evaluated_on"] == "out_of_fold" and m["refit_out_of_fold"]
     assert m["headline_model"] == "served" and m["n_scored"] == 18 == m["refit"]["n_images"]
     assert m["n_correct"] == round(m["accuracy"] * 18)
     assert m["validation"]["n_scored"] == 3 and not m["validation"]["out_of_fold"]
     listed = set((fast_run["out"] / TRAINED_ON).read_text().split())
-    assert len(listed) == 18 and {file_sha256(s.path) for s in fast_run["val"]} <= listed
+    assert len(listed) == 18 and {file_digest(s.path) for s in fast_run["val"]} <= listed
     assert load_predictor(fast_run["out"]).trained_on == listed
 
 
 def test_without_the_retrain_the_headline_is_validation_and_validation_images_were_not_trained_on(shapes_dir, tmp_path):
     from transferapp.engine import TrainConfig
-    from transferapp.engine.final import TRAINED_ON, file_sha256
+    from transferapp.engine.features import file_digest
+    from transferapp.engine.final import TRAINED_ON
     config = TrainConfig(preset="fast", image_size=64, refit=False)
     classes, train, val = _split(shapes_dir, config)
     m = fit(train, val, classes, config, tmp_path / "out", cache_dir=tmp_path / "cache")
     assert m["evaluated_on"] == "validation" and m["headline_model"] == "served" and m["n_scored"] == 3
     listed = set((tmp_path / "out" / TRAINED_ON).read_text().split())
-    assert listed == {file_sha256(s.path) for s in train}
+    assert listed == {file_digest(s.path) for s in train}
 
 
 def test_the_artifact_is_enough_to_predict_the_same_probabilities(fast_run):

@@ -18,7 +18,7 @@ from .data import development_split, folder_samples, grouped_by_name, is_image_f
 from .features import embed
 from .fitting import fit
 from .ordinal import natural_order
-from .final import file_sha256
+from .features import file_digest
 from .predict import decode_each, load_predictor
 from .zoo import WeightsUnavailable, create_backbone
 
@@ -159,7 +159,7 @@ def _with_seen_in_training(predictor, result: dict) -> dict:
     no evidence of how the model does on new images."""
     if "error" in result:
         return result
-    return {**result, "seen_in_training": file_sha256(result["path"]) in predictor.trained_on}
+    return {**result, "seen_in_training": file_digest(result["path"]) in predictor.trained_on}
 
 
 def _predict_with_heatmaps(predictor, images: list[Path], alpha, out_dir: Path):

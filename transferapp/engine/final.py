@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -19,6 +18,7 @@ from .calibrate import apply_temperature, calibrate, fit_temperature, head_input
 from .config import TrainConfig
 from .curve import learning_curve, verdict
 from .data import eval_transform, stratified_split
+from .features import file_digest
 from .zoo import Averaged, Backbone, Classifier, precision
 
 
@@ -261,18 +261,10 @@ def trained_on(train, val, refit: dict | None) -> list:
 def write_trained_on(out_dir: Path, samples) -> None:
     """TRAINED_ON: the sha256 of each image file the model learnt from, one a line, so a prediction
     (app, command line, bundle) can say "this image was used to train this model" without a database."""
-    lines = sorted({file_sha256(s.path) for s in samples})
+    lines = sorted({file_digest(s.path) for s in samples})
     tmp = Path(out_dir) / (TRAINED_ON + ".tmp")
     tmp.write_text("".join(f"{h}\n" for h in lines))
     tmp.replace(Path(out_dir) / TRAINED_ON)
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_artifact(out_dir: Path, model: Classifier, *, stage1_head: nn.Linear, backbone: Backbone,
