@@ -6,9 +6,9 @@ import io
 import pytest
 from django.urls import reverse
 
-from tests.api_support import photo_bytes, photo_project, train_version
+from tests.api_support import photo_bytes
 from tests.factories import upload
-from transferapp.accounts import api_keys
+from tests.web.test_api import trained  # noqa: F401 (a fixture: the API tests' trained version with a key)
 from transferapp.engine.final import TRAINED_ON
 from transferapp.models import Image
 from transferapp.storage import blobs
@@ -18,14 +18,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MARK = "this image was used to train this model"
 
 
-@pytest.fixture
-def trained(user, queue):
-    project = photo_project(user)
-    run = train_version(project)
-    _, key = api_keys.api_key_create(project=project)
-    return project, run, key
-
-
 def _a_training_image(run) -> bytes:
     """The bytes of one image the served model learnt from, as the artifact lists them."""
     listed = set((blobs.artifact_folder(run) / TRAINED_ON).read_text().split())
@@ -33,7 +25,7 @@ def _a_training_image(run) -> bytes:
     return image.file.read()
 
 
-def test_a_training_image_is_marked_on_the_page_in_the_api_and_in_the_batch_csv_a_new_one_is_not(alice, trained):
+def test_a_training_image_is_marked_on_the_page_in_the_api_and_in_the_batch_csv_a_new_one_is_not(alice, trained):  # noqa: F811
     """One real run (training is the slow part) checked through every way of predicting."""
     project, run, key = trained
     listed = set((blobs.artifact_folder(run) / TRAINED_ON).read_text().split())

@@ -4,18 +4,18 @@ import pytest
 from django.urls import reverse
 
 from tests.factories import project_with_images
-from transferapp.models import TrainingRun
+from tests.reporting.test_trust_web import _finished_run as trust_run
 
 pytestmark = pytest.mark.django_db
 
 
+# A validation figure of 9/10 on a 40 + 10 image project (the trust page's run helper, other numbers).
+VALIDATION = {"accuracy": 0.9, "n_scored": 10, "accuracy_ci": [0.6, 0.98], "confusion": [[5, 0], [1, 4]],
+              "n_train": 40, "n_val": 10}
+
+
 def _finished_run(project, **metrics):
-    classes = [label.name for label in project.labels.order_by("name")]
-    base = {"classes": classes, "accuracy": 0.9, "n_scored": 10, "accuracy_ci": [0.6, 0.98], "per_class": {},
-            "confusion": [[5, 0], [1, 4]], "evaluated_on": "validation", "n_train": 40, "n_val": 10,
-            "trust": {"alpha": 0.1, "min_alpha": 0.1, "n_calibration": 9}}
-    return TrainingRun.objects.create(project=project, status="succeeded", base_model="efficientnet_lite0",
-                                      classes=classes, metrics={**base, **metrics})
+    return trust_run(project, **{**VALIDATION, **metrics})
 
 
 def _scope(page: str) -> str:
