@@ -42,6 +42,12 @@ class Project(models.Model):
     # which the account name ("alice", "lab-pc-3") is not. Blank: the account's full name, else its username.
     report_authors = models.CharField(max_length=300, blank=True, default="")
     report_affiliation = models.CharField(max_length=300, blank=True, default="")
+    # Monitoring (#25): whether a logged prediction keeps its image (small JPEG) for review, for
+    # PREDICTION_IMAGES_KEPT_DAYS; the log rows themselves are kept longer (PREDICTION_LOG_KEPT_DAYS).
+    keep_prediction_images = models.BooleanField(default=True)
+    # The share of predictions drawn at random into the audit sample at the moment they are logged,
+    # so live accuracy is estimated from a sample that nothing about the image chose.
+    audit_percent = models.PositiveSmallIntegerField(default=10)
 
     class Meta:
         ordering = ["-created_at"]
@@ -115,6 +121,9 @@ class Image(models.Model):
     # A keyed hash (HMAC with SECRET_KEY and the project) of the DICOM PatientID, never the ID itself:
     # enough to keep one patient's images on one side of a split.
     patient_key = models.CharField(max_length=64, blank=True, default="")
+    # Where an image came from when not from an upload: "from production, reviewed by alice on
+    # 2026-12-07" for a reviewed prediction added to its class (#25). Blank: uploaded or imported.
+    provenance = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     # Set when the user deletes the image: it can be undone until the row and its files are
     # purged (library.trash.deleted_images_purge, after DELETED_IMAGES_KEPT_MINUTES).
@@ -400,3 +409,107 @@ class BatchPrediction(WorkerJob):
     @property
     def percent(self) -> int:
         return round(100 * self.done / self.total) if self.total else 0
+
+
+def prediction_image_path(instance, filename):
+    return f"projects/{instance.project_id}/predictions/{instance.created_at:%Y%m%d}/{instance.sha256}.jpg"
+
+
+class Prediction(models.Model):
+    """One logged prediction of a published model's working life (#25): from the predict page, an
+    API key or a batch. The row is the record (kept PREDICTION_LOG_KEPT_DAYS); the image, a small
+    JPEG kept for review when the project keeps them, is dropped after PREDICTION_IMAGES_KEPT_DAYS."""
+
+    class Source(models.TextChoices):
+        PAGE = "page", "Predict page"
+        API = "api", "API"
+        BATCH = "batch", "Batch"
+
+    class ReviewSource(models.TextChoices):
+        QUEUE = "queue", "Review queue"
+        API = "api", "Feedback API"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="predictions")
+    # The version that answered; a deleted version leaves its log rows (with their version number).
+    run = models.ForeignKey(TrainingRun, on_delete=models.SET_NULL, null=True, related_name="predictions")
+    version = models.PositiveIntegerField()
+    created_at = models.DateTimeField(db_index=True)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    source_name = models.CharField(max_length=120, blank=True, default="")  # the API key's name, the batch's file
+    file_name = models.CharField(max_length=255, blank=True, default="")
+    sha256 = models.CharField(max_length=64)
+    top_label = models.CharField(max_length=80)
+    probability = models.FloatField()
+    prediction_set = models.JSONField(default=list)
+    abstained = models.BooleanField(default=False)  # "don't know"
+    unfamiliar = models.BooleanField(default=False)
+    novelty = models.FloatField(null=True)
+    seen_in_training = models.BooleanField(default=False)
+    # The model's normalised head input (float16 bytes): what drift compares with the training images'.
+    features = models.BinaryField(null=True)
+    image = models.FileField(upload_to=prediction_image_path, max_length=255, blank=True)
+    # Drawn into the random audit sample when logged (Project.audit_percent): live accuracy counts these only.
+    audit = models.BooleanField(default=False)
+    # The true class, from the review queue or the feedback API.
+    review_label = models.CharField(max_length=80, blank=True, default="")
+    review_source = models.CharField(max_length=8, choices=ReviewSource.choices, blank=True, default="")
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    # The training image a reviewed prediction became ("add to its class").
+    added_image = models.ForeignKey(Image, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["project", "created_at"], name="prediction_project_time"),
+                   models.Index(fields=["project", "reviewed_at"], name="prediction_project_review")]
+
+    def __str__(self):
+        return f"{self.top_label} ({self.file_name or self.sha256[:8]})"
+
+    @property
+    def correct(self) -> bool | None:
+        return None if not self.review_label else self.review_label == self.top_label
+
+
+class Webhook(models.Model):
+    """A URL that receives a project's events, signed per the Standard Webhooks spec (#25).
+    The secret ("whsec_<base64>") signs every delivery; the page shows it once, at creation."""
+
+    EVENTS = ["training.finished", "training.failed", "version.published", "drift.detected", "review.needed"]
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500)
+    events = models.JSONField(default=list)  # a subset of EVENTS
+    secret = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """One event sent (or being sent) to one webhook, with its tries: the delivery log."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    message_id = models.CharField(max_length=40, unique=True)  # the webhook-id header: receivers dedupe on it
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]

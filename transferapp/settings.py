@@ -335,6 +335,22 @@ PREDICT_UNIT_MEGAPIXELS = envint("PREDICT_UNIT_MEGAPIXELS", "12")
 # worker with a progress bar. Their CSV and thumbnails are kept BATCH_KEPT_DAYS, then deleted.
 BATCH_INLINE_MAX_IMAGES = envint("BATCH_INLINE_MAX_IMAGES", "50")
 BATCH_KEPT_DAYS = envint("BATCH_KEPT_DAYS", "7")
+
+# Monitoring (#25). Every prediction is logged; a project that keeps images (the default) keeps a
+# small JPEG of each (longest side PREDICTION_IMAGE_MAX_SIDE px) for PREDICTION_IMAGES_KEPT_DAYS so
+# the owner can review it; the log rows stay PREDICTION_LOG_KEPT_DAYS. A project's kept images
+# stop growing past PREDICTION_IMAGES_MAX_MB (older ones go first).
+PREDICTION_IMAGES_KEPT_DAYS = envint("PREDICTION_IMAGES_KEPT_DAYS", "30")
+PREDICTION_LOG_KEPT_DAYS = envint("PREDICTION_LOG_KEPT_DAYS", "365")
+PREDICTION_IMAGE_MAX_SIDE = envint("PREDICTION_IMAGE_MAX_SIDE", "512")
+PREDICTION_IMAGES_MAX_MB = envint("PREDICTION_IMAGES_MAX_MB", "500")
+# The review queue's size (unreviewed audit plus "don't know" predictions) that sends review.needed.
+REVIEW_NEEDED_AT = envint("REVIEW_NEEDED_AT", "50")
+# Webhook URLs that resolve to private, loopback or link-local addresses are refused unless the
+# operator allows them (an intranet receiver): otherwise a user could make the server probe its own network.
+WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false")
+WEBHOOK_TIMEOUT_SECONDS = envint("WEBHOOK_TIMEOUT_SECONDS", "10")
+WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", "5")
 # REST API: requests (images, for predictions and uploads) per key and minute; 0 = no limit.
 API_RATE_PER_MIN = envint("API_RATE_PER_MIN", "600")
 

@@ -1,0 +1,29 @@
+"""Live accuracy (#25): how often each version was right on real work, from the random audit
+sample of its logged predictions that someone reviewed. Only the audit sample counts: the "don't
+know" and low-confidence predictions a reviewer also labels were chosen for being hard, and would
+bias the figure down."""
+from django.db.models import Count, F, Q
+
+from transferapp.engine.metrics import wilson_interval
+from transferapp.models import Prediction, Project
+
+
+def live_accuracy(project: Project, since=None) -> list[dict]:
+    """One {"version", "k", "n", "interval"} per version with reviewed audit predictions (newest
+    version first); interval is the 95% Wilson interval [low, high] of k/n."""
+    rows = Prediction.objects.filter(project=project, audit=True).exclude(review_label="")
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    counts = (rows.values("version")
+              .annotate(n=Count("pk"), k=Count("pk", filter=Q(review_label=F("top_label"))))
+              .order_by("-version"))
+    return [{"version": row["version"], "k": row["k"], "n": row["n"],
+             "interval": list(wilson_interval(row["k"], row["n"]))} for row in counts]
+
+
+def intervals_disagree(live: list[float] | None, validation: list[float] | None) -> bool:
+    """True when live accuracy's interval and the validation figure's do not overlap: the page then
+    warns that the model does worse (or better) on real work than its validation promised."""
+    if not live or not validation:
+        return False
+    return live[1] < validation[0] or live[0] > validation[1]
