@@ -510,6 +510,8 @@ class WebhookDelivery(models.Model):
     last_error = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # When the worker may send its next try (pending only): a retry's backoff, or a lease while one is sent.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

@@ -13,6 +13,7 @@ from transferapp.web import projects as web_projects
 from transferapp.web import reports as web_reports
 from transferapp.web import runs as web_runs
 from transferapp.web import versions as web_versions
+from transferapp.web import webhooks as web_webhooks
 from transferapp.web.api import api
 
 urlpatterns = [
@@ -60,6 +61,11 @@ urlpatterns = [
     path("projects/<int:pk>/intended-use/", web_versions.project_intended_use, name="project_intended_use"),
     path("projects/<int:pk>/api-keys/", keys.api_key_create, name="api_key_create"),
     path("api-keys/<int:pk>/revoke/", keys.api_key_revoke, name="api_key_revoke"),
+    path("projects/<int:pk>/webhooks/", web_webhooks.webhooks_page, name="webhooks_page"),
+    path("projects/<int:pk>/webhooks/add/", web_webhooks.webhook_create, name="webhook_create"),
+    path("webhooks/<int:pk>/toggle/", web_webhooks.webhook_toggle, name="webhook_toggle"),
+    path("webhooks/<int:pk>/delete/", web_webhooks.webhook_delete, name="webhook_delete"),
+    path("webhooks/<int:pk>/test/", web_webhooks.webhook_test, name="webhook_test"),
     path("projects/<int:pk>/predict/batch/", batches.predict_batch, name="predict_batch"),
     path("batches/<int:pk>/", batches.batch_detail, name="batch_detail"),
     path("batches/<int:pk>/download/", batches.batch_download, name="batch_download"),

@@ -31,10 +31,11 @@ def _database_url() -> str:
 
 @pytest.fixture
 def start_worker(queue):
-    """`manage.py rqworker default` in its own process group, pointed at the test database."""
+    """`manage.py rqworker default` (or the `queues` named) in its own process group, pointed at the
+    test database; `extra_env`: settings for the worker process (its settings come from the environment)."""
     started = []
 
-    def start(**extra_env):
+    def start(queues=("default",), **extra_env):
         env = {
             **os.environ,
             "DATABASE_URL": _database_url(),
@@ -45,7 +46,7 @@ def start_worker(queue):
             "TORCH_THREADS": "1",
             **extra_env,
         }
-        command = [sys.executable, "manage.py", "rqworker", "default"]
+        command = [sys.executable, "manage.py", "rqworker", *queues]
         process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, start_new_session=True,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(process)

@@ -15,6 +15,7 @@ from transferapp.models import BatchPrediction, ImportJob, TrainingRun
 from transferapp.serving import batch_runs
 from transferapp.training import runs
 from transferapp.training import selectors as training_selectors
+from transferapp.webhooks import events as webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,11 @@ def _run_leave_a_gone_gpu(run: TrainingRun) -> None:
 
 
 def _run_fail_unclaimed(run: TrainingRun, reason: str) -> None:
-    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+    if TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
         status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
         error=f"The worker could not start this training ({reason}). Start the training again.",
-    )
+    ):
+        webhook_events.announce_run_end(run.pk)
 
 
 def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
@@ -65,7 +67,8 @@ def run_expire_if_stale(*, run: TrainingRun) -> TrainingRun:
     def end(rows, why: str) -> None:
         ending = ({"status": TrainingRun.Status.CANCELLED, "message": "Cancelled."} if run.cancel_requested
                   else {"status": TrainingRun.Status.FAILED, "error": f"{why} Start the training again."})
-        rows.update(finished_at=timezone.now(), **ending)
+        if rows.update(finished_at=timezone.now(), **ending):
+            webhook_events.announce_run_end(run.pk)
 
     rules.rerun_if_silent(run, enqueue=runs.enqueue_training, end=end, not_queued=lambda: runs.run_not_queued(run),
                      fresh=dict(progress=0.0, stage="", epoch=0, total_epochs=0, seconds_left=None, history=[],

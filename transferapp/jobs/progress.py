@@ -11,6 +11,7 @@ from transferapp.jobs import tries
 from transferapp.models import BatchPrediction, ImportJob, ImportReportRow, TrainingRun
 from transferapp.storage import blobs
 from transferapp.training import versions as training_versions
+from transferapp.webhooks import events as webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -84,24 +85,28 @@ def finish(run: TrainingRun, status: str, *, metrics=None, error: str = "", mess
         fields["message"] = message
     allowed = [TrainingRun.Status.RUNNING] + ([TrainingRun.Status.FAILED] if status == TrainingRun.Status.SUCCEEDED else [])
     if status == TrainingRun.Status.SUCCEEDED:
-        _offer_this_tries_model(run, among=allowed, **fields)
+        recorded = _offer_this_tries_model(run, among=allowed, **fields)
     else:
-        tries.this_try(run).filter(status__in=allowed).update(**fields)
+        recorded = tries.this_try(run).filter(status__in=allowed).update(**fields)
     run.status = TrainingRun.objects.filter(pk=run.pk).values_list("status", flat=True).first() or "deleted"
     if run.status == TrainingRun.Status.SUCCEEDED:
         run.version = training_versions.run_assign_version(run_id=run.pk)
+    if recorded and run.status == status:
+        webhook_events.announce_run_end(run.pk)  # training.finished or training.failed
 
 
-def _offer_this_tries_model(run: TrainingRun, among=(TrainingRun.Status.RUNNING,), **fields) -> None:
+def _offer_this_tries_model(run: TrainingRun, among=(TrainingRun.Status.RUNNING,), **fields) -> int:
     """Point the run at this try's model folder (with `fields`), while the row is at this try; an
-    earlier try's folder, offered until now (its quick model), goes."""
+    earlier try's folder, offered until now (its quick model), goes. Returns the rows updated (0 or 1)."""
     rows = tries.this_try(run).filter(status__in=among)
     earlier = rows.values_list("artifact_dir", flat=True).first()
-    if rows.update(artifact_dir=blobs.artifact_record(run), **fields) and earlier and earlier != blobs.artifact_record(run):
+    updated = rows.update(artifact_dir=blobs.artifact_record(run), **fields)
+    if updated and earlier and earlier != blobs.artifact_record(run):
         try:  # best effort: a bucket that hiccups must not undo a recorded outcome (the version comes next)
             blobs.remove_stored(earlier)
         except Exception:
             logger.exception("Run %s: could not remove its earlier try's model folder %s", run.pk, earlier)
+    return updated
 
 
 class ImportStopped(Exception):

@@ -1,6 +1,6 @@
 """Settles runs, imports and batch predictions whose worker died or whose job vanished, purges
-deleted images whose undo window has passed and batches older than BATCH_KEPT_DAYS, without
-waiting for a page view.
+deleted images whose undo window has passed and batches older than BATCH_KEPT_DAYS, and hands due
+webhook retries back to the queue, without waiting for a page view.
 
 Every worker runs one Reaper thread (see workers.py). A sweep only makes conditional updates
 (queued -> failed; running -> queued as the next try, or -> failed), each on the row as it saw it,
@@ -18,6 +18,7 @@ from transferapp.jobs import checks, sweeps
 from transferapp.library import trash
 from transferapp.models import BatchPrediction, ImportJob, TrainingRun
 from transferapp.serving import batch_runs
+from transferapp.webhooks import delivery as webhook_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ def sweep() -> None:
     # even in a project nobody touches again.
     for project_id in trash.projects_with_expired_trash():
         trash.deleted_images_purge(project_id=project_id)
+    # Webhook retries whose backoff has passed (the workers run no rq scheduler), and deliveries whose job was lost.
+    webhook_delivery.retry_due()
     _forget_deleted_in_scratch()
 
 

@@ -32,6 +32,7 @@ from transferapp.serving import predictions
 from transferapp.storage import blobs
 from transferapp.storage.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.training import snapshot as training_snapshot
+from transferapp.webhooks import delivery as webhook_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -239,3 +240,8 @@ def _batch_clean_up(batch: BatchPrediction, workdir: Path) -> None:
         blobs.remove_stored(batch.folder)
     elif status not in (BatchPrediction.Status.QUEUED, BatchPrediction.Status.RUNNING):
         blobs.remove_stored(batch.folder, BatchPrediction.INPUTS)
+
+
+def deliver_webhook(delivery_pk: int, attempt: int | None = None) -> str:
+    """One try of a webhook delivery (signed, sent, recorded; a failure waits for its retry)."""
+    return webhook_delivery.deliver(delivery_pk, attempt)

@@ -4,6 +4,7 @@ from django.db import transaction
 
 from transferapp.library import errors
 from transferapp.models import Project, TrainingRun
+from transferapp.webhooks import events as webhook_events
 
 # --- model versions ---------------------------------------------------------------------------
 
@@ -28,6 +29,9 @@ def run_publish(*, run: TrainingRun) -> Project:
     if run.status != TrainingRun.Status.SUCCEEDED or run.version is None:
         raise errors.ServiceError("Only a finished, successful training can be published.")
     project = run.project
+    already = project.published_run_id == run.pk
     project.published_run = run
     project.save(update_fields=["published_run"])
+    if not already:
+        webhook_events.version_published(run)
     return project
