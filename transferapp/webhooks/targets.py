@@ -101,7 +101,7 @@ def _why_unreachable(address: str) -> str:
         ip = mapped
     for flag, words in (("is_unspecified", "an unspecified"), ("is_loopback", "a loopback"),
                         ("is_link_local", "a link-local"), ("is_multicast", "a multicast"),
-                        ("is_private", "a private"), ("is_reserved", "a reserved")):
+                        ("is_reserved", "a reserved"), ("is_private", "a private")):
         if getattr(ip, flag):
             return words
     return "" if ip.is_global else "a non-public"
