@@ -12,7 +12,7 @@ from tests.factories import project_with_images
 from tests.webhooks.receiver import Receiver
 from transferapp.models import Webhook, WebhookDelivery
 from transferapp.webhooks import delivery as webhook_delivery
-from transferapp.webhooks import hooks
+from transferapp.webhooks import events, hooks
 
 pytestmark = pytest.mark.django_db
 
@@ -126,7 +126,10 @@ def test_send_a_test_event_records_a_delivery_that_the_worker_sends(alice, proje
         assert response.status_code == 302
         delivery = WebhookDelivery.objects.get(webhook=hook)
         assert delivery.event == "webhook.test" and delivery.status == "pending"
-        assert "Pending" in alice.get(reverse("webhooks_page", args=[project.pk])).content.decode()
+        page = alice.get(reverse("webhooks_page", args=[project.pk])).content.decode()
+        assert "Pending" in page and 'hx-trigger="every 3s"' in page  # the log refreshes itself meanwhile
+        log = alice.get(reverse("webhooks_page", args=[project.pk]) + "?log=1", HTTP_HX_REQUEST="true").content.decode()
+        assert log.startswith('<section class="stack" id="delivery-log"') and "Add a webhook" not in log
         webhook_delivery.deliver(delivery.pk, 0)  # what the worker runs (the worker tests run it there)
     [got] = receiver.received
     assert standardwebhooks.Webhook(hook.secret).verify(got.body, got.headers)["type"] == "webhook.test"
@@ -143,7 +146,6 @@ def test_the_command_prints_a_secret_that_signs_the_deliveries(user, project, se
         secret = out.getvalue().strip()
         hook = Webhook.objects.get(project=project)
         assert hook.events == ["training.failed", "version.published"] and secret.startswith("whsec_")
-        from transferapp.webhooks import events
         webhook_delivery.deliver(events.send_test(hook).pk, 0)
     [got] = receiver.received
     assert standardwebhooks.Webhook(secret).verify(got.body, got.headers)["data"]["project"]["id"] == project.pk

@@ -2,6 +2,11 @@
 refused unless the operator allows them; the delivery connects to the address checked, follows no
 redirect, and its secret is a Standard Webhooks one."""
 import base64
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
 
 import pytest
 import standardwebhooks
@@ -115,3 +120,36 @@ def test_a_second_job_for_the_same_try_sends_nothing(user, settings):
 def test_the_backoff_grows_then_stays():
     waits = [webhook_delivery.backoff_s(tries) for tries in range(1, 9)]
     assert waits[:4] == [5, 30, 120, 600] and waits == sorted(waits) and waits[-1] == waits[-2]
+
+
+def test_https_goes_to_the_checked_address_with_the_urls_name_and_checks_the_certificate(tmp_path):
+    """TLS to the pinned address: the server name sent (SNI) is the URL's host, and a certificate
+    that no authority signed is refused (no insecure fallback)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=hooks.example",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    names = []
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one():
+        conn, _ = listener.accept()
+        try:
+            context.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            pass  # the client hung up on the certificate
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    target = targets.Target(scheme="https", host="hooks.example", port=listener.getsockname()[1], path="/", address="127.0.0.1")
+    conn = target.connection(5)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        conn.request("POST", "/", body=b"{}")
+    conn.close()
+    thread.join(5)
+    listener.close()
+    assert names == ["hooks.example"]
