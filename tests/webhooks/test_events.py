@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from tests.factories import project_with_images
-from transferapp.jobs import progress
+from transferapp.jobs import checks, progress
 from transferapp.models import TrainingRun, Webhook, WebhookDelivery
 from transferapp.training import versions as training_versions
 from transferapp.webhooks import delivery as webhook_delivery
@@ -99,3 +99,16 @@ def test_the_sweep_hands_due_retries_back_once_and_leaves_waiting_ones(user, que
     assert webhook_delivery.retry_due() == 1
     assert webhook_delivery.retry_due() == 0  # leased: a second worker's sweep does not queue it again
     assert [job.args for job in queue_.jobs] == [(due.pk, 1)]
+
+
+def test_a_run_failed_by_the_reaper_after_its_worker_went_silent_announces_training_failed(user, queue, settings):
+    project = project_with_images(user, per_class=1)
+    hook = _hook(project, ["training.failed"])
+    run = _running(project)
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1),
+                                                 attempt=settings.JOB_ATTEMPTS)
+    checks.run_expire_if_stale(run=TrainingRun.objects.get(pk=run.pk))
+    [delivery] = WebhookDelivery.objects.filter(webhook=hook)
+    assert delivery.event == "training.failed" and "stopped responding" in delivery.payload["data"]["run"]["error"]
+    checks.run_expire_if_stale(run=TrainingRun.objects.get(pk=run.pk))  # already failed: no second event
+    assert WebhookDelivery.objects.count() == 1
