@@ -1,6 +1,6 @@
 /* The review queue (#25): one prediction at a time, one key each.
    1–9 name the class, Enter says the model was right, x skips, z undoes the last review,
-   ← → move. The next image is fetched while the current one is shown, so it appears at once.
+   ← → move (↑ ↓ still scroll the page). The next image is fetched while the current one is shown, so it appears at once.
    Reviews are POSTed with the page's CSRF token; the form still works without this script. */
 (function () {
   "use strict";
@@ -158,9 +158,9 @@
         e.preventDefault(); advance();
       } else if (e.key === "z" || e.key === "Z") {
         e.preventDefault(); undo();
-      } else if (e.key === "ArrowRight" || e.key === "ArrowDown") {
+      } else if (e.key === "ArrowRight") {
         e.preventDefault(); show(index + 1);
-      } else if (e.key === "ArrowLeft" || e.key === "ArrowUp") {
+      } else if (e.key === "ArrowLeft") {
         e.preventDefault(); show(index - 1);
       }
     });
