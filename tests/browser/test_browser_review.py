@@ -8,7 +8,8 @@ import django_rq
 from django.urls import reverse
 from rq import SimpleWorker
 
-from tests.browser_support import BROWSER_MARKS, expect, sign_in
+from tests.browser.test_browser_rough_edges import _axe_violations, _no_sideways_scroll
+from tests.browser_support import BROWSER_MARKS, TIMEOUT_MS, expect, sign_in
 from tests.factories import project_with_images
 from tests.library.test_reviews import make_prediction
 from transferapp.engine.metrics import wilson_interval
@@ -88,3 +89,35 @@ def test_three_reviews_by_keyboard_live_accuracy_and_a_correction_added(live_ser
     expect(thumb.locator(".provenance")).to_have_text(added.provenance)
     screenshots(page, "class-page-provenance")
     assert not page.problems, page.problems
+
+
+def test_the_queue_passes_axe_skips_with_x_and_fits_a_phone(live_server, user, browser, screenshots):
+    """No training needed: the queue shows whatever the log holds."""
+    project = project_with_images(user, classes=("red", "blue"), per_class=1)
+    first = make_prediction(project, audit=True, seed=61, minutes_ago=2)
+    second = make_prediction(project, audit=True, seed=62, minutes_ago=1)
+    # bypass_csp: axe is a script the test injects, which the app's policy rightly blocks.
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    problems = []
+    page.on("pageerror", lambda exc: problems.append(f"JS error: {exc}"))
+    page.on("response", lambda r: r.status >= 500 and problems.append(f"HTTP {r.status} {r.url}"))
+    try:
+        sign_in(page, live_server.url, user.username, "a-long-password-1")
+        page.goto(f"{live_server.url}{reverse('review_queue', args=[project.pk])}")
+        image = page.locator("#review-image")
+        expect(image).to_have_attribute("data-pk", str(first.pk))
+        assert not _axe_violations(page), _axe_violations(page)
+        page.keyboard.press("x")  # skipped: nothing recorded, the next one shown
+        expect(image).to_have_attribute("data-pk", str(second.pk))
+        expect(page.locator("#review-progress")).to_contain_text("0 reviewed · 2 left")
+        assert not Prediction.objects.exclude(review_label="").exists()
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.reload()
+        expect(image).to_have_attribute("data-pk", str(first.pk))
+        assert _no_sideways_scroll(page) <= 0, "the review queue scrolls sideways on a phone"
+        screenshots(page, "review-queue-phone")
+        assert not problems, problems
+    finally:
+        context.close()
