@@ -104,6 +104,9 @@
         item.label = data.label;
         if (!wasDone) history.push(item);
         say(`${data.correct ? "Right" : "Corrected"}: ${data.label}.`);
+        // A clicked button keeps the focus, and Enter would click it again on the next image:
+        // give the focus back to the page, where Enter means "the model was right".
+        if (form.contains(document.activeElement)) document.activeElement.blur();
         progress();
         advance();
         refreshReviewed();

@@ -91,7 +91,7 @@ def test_three_reviews_by_keyboard_live_accuracy_and_a_correction_added(live_ser
     assert not page.problems, page.problems
 
 
-def test_the_queue_passes_axe_skips_with_x_and_fits_a_phone(live_server, user, browser, screenshots):
+def test_the_queue_passes_axe_skips_with_x_fits_a_phone_and_takes_clicks(live_server, user, browser, screenshots):
     """No training needed: the queue shows whatever the log holds."""
     project = project_with_images(user, classes=("red", "blue"), per_class=1)
     first = make_prediction(project, audit=True, seed=61, minutes_ago=2)
@@ -118,6 +118,11 @@ def test_the_queue_passes_axe_skips_with_x_and_fits_a_phone(live_server, user, b
         expect(image).to_have_attribute("data-pk", str(first.pk))
         assert _no_sideways_scroll(page) <= 0, "the review queue scrolls sideways on a phone"
         screenshots(page, "review-queue-phone")
+        page.locator('#review-form button[value="blue"]').click()  # by mouse (or finger)
+        expect(page.locator("#review-progress")).to_contain_text("1 reviewed")
+        page.keyboard.press("Enter")  # then Enter: the model's answer for the next one, not "blue" again
+        expect(page.locator("#review-progress")).to_contain_text("2 reviewed")
+        assert dict(Prediction.objects.values_list("pk", "review_label")) == {first.pk: "blue", second.pk: "red"}
         assert not problems, problems
     finally:
         context.close()

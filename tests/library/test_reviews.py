@@ -60,6 +60,7 @@ def test_the_queue_has_the_audit_sample_and_separately_the_ones_to_learn_from(pr
     reviews.review_record(prediction=done, label="red", by=user)
     assert list(reviews.queue_audit(project)) == [audit_old, audit_new]  # the order they were made
     assert list(reviews.queue_to_learn(project)) == [dont_know, unsure]  # "don't know" first, then the least sure
+    assert reviews.queue_size(project) == 4
 
 
 def test_a_reviewed_prediction_is_added_to_its_reviewed_class_with_provenance(project, user):

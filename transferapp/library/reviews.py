@@ -131,3 +131,8 @@ def added_between(*, project: Project, start, end) -> int:
     """Training images added from production (reviewed predictions) between two moments: what a
     version trained on after `end` had that one trained at `start` did not (the version diff)."""
     return Image.objects.filter(project=project, created_at__gt=start, created_at__lte=end).exclude(provenance="").count()
+
+
+def queue_size(project: Project) -> int:
+    """Predictions waiting in the review queue, both streams (what review.needed is measured on)."""
+    return queue_audit(project).count() + queue_to_learn(project).count()
