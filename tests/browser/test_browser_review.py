@@ -8,6 +8,7 @@ import django_rq
 from django.urls import reverse
 from rq import SimpleWorker
 
+from tests.browser.test_browser_csp import RECORD_VIOLATIONS
 from tests.browser.test_browser_rough_edges import _axe_violations, _no_sideways_scroll
 from tests.browser_support import BROWSER_MARKS, TIMEOUT_MS, expect, sign_in
 from tests.factories import project_with_images
@@ -33,6 +34,7 @@ def test_three_reviews_by_keyboard_live_accuracy_and_a_correction_added(live_ser
     make_prediction(project, version=run.version, top_label="red", probability=0.4, abstained=True, color="green", seed=44)
 
     page = watched_page
+    page.add_init_script(RECORD_VIOLATIONS)  # the queue's script runs under the app's CSP, unblocked
     sign_in(page, live_server.url, "alice", "a-long-password-1")
     page.goto(f"{live_server.url}{project.get_absolute_url()}")
     page.get_by_role("link", name="Review predictions").click()
@@ -66,6 +68,7 @@ def test_three_reviews_by_keyboard_live_accuracy_and_a_correction_added(live_ser
     reviews = {p.pk: (p.review_label, p.review_source) for p in Prediction.objects.filter(audit=True)}
     assert reviews == {right.pk: ("red", "queue"), wrong.pk: ("blue", "queue"), third.pk: ("blue", "queue")}
     expect(page.locator(f"#reviewed-{wrong.pk}")).to_contain_text("model said red")  # the list refreshed itself
+    assert page.evaluate("window.__cspViolations") == []
     screenshots(page, "reviewed")
 
     page.goto(f"{live_server.url}{run.get_absolute_url()}")
