@@ -11,6 +11,7 @@ from transferapp.web import images as web_images
 from transferapp.web import imports as web_imports
 from transferapp.web import projects as web_projects
 from transferapp.web import reports as web_reports
+from transferapp.web import reviews as web_reviews
 from transferapp.web import runs as web_runs
 from transferapp.web import versions as web_versions
 from transferapp.web import webhooks as web_webhooks
@@ -72,6 +73,12 @@ urlpatterns = [
     path("runs/<int:pk>/heatmap/<str:digest>/<int:class_index>.png", web_heatmaps.run_heatmap, name="run_heatmap"),
     path("runs/<int:pk>/images/<int:image_pk>/heatmap/<int:class_index>.png", web_heatmaps.run_image_heatmap,
          name="run_image_heatmap"),
+    path("projects/<int:pk>/review/", web_reviews.review_queue, name="review_queue"),
+    path("projects/<int:pk>/review/add-all/", web_reviews.review_add_all, name="review_add_all"),
+    path("predictions/<int:pk>/image/", web_reviews.prediction_image, name="prediction_image"),
+    path("predictions/<int:pk>/review/", web_reviews.prediction_review, name="prediction_review"),
+    path("predictions/<int:pk>/review/undo/", web_reviews.prediction_review_undo, name="prediction_review_undo"),
+    path("predictions/<int:pk>/add-to-training/", web_reviews.prediction_add, name="prediction_add"),
     path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:

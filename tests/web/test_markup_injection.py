@@ -136,9 +136,11 @@ import zipfile  # noqa: E402
 
 from tests.conftest import image_bytes  # noqa: E402
 from tests.factories import upload  # noqa: E402
+from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
+from transferapp.library import reviews
 from transferapp.models import BatchPrediction, ImportJob  # noqa: E402
 from transferapp.serving import batch
 
@@ -207,6 +209,12 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
     m, project = marked_up, marked_up["project"]
     red, bees, images, run = m["red"], m["bees"], m["images"], m["run"]
     done, running = m["batches"]
+    # The review queue (#25): a prediction whose answer, file and reviewed class are markup.
+    shown, added = (make_prediction(project, top_label=MARKUP, audit=True, file_name=f"{MARKUP}.jpg", seed=s) for s in (50, 51))
+    for prediction in (shown, added):
+        reviews.review_record(prediction=prediction, label=MARKUP, by=marked_up["project"].owner)
+    make_prediction(project, top_label=MARKUP, audit=True, file_name=f"{MARKUP}.jpg", seed=52)  # still in the queue
+    queue_url = reverse("review_queue", args=[project.pk])
     requests = {  # url name -> each request that template's htmx (or app.js's XHR) sends, full pages too
         "project_detail": [("get", project.get_absolute_url(), {}, HX), ("get", project.get_absolute_url(), {}, {})],
         "label_detail": [("get", bees.get_absolute_url(), {}, HX), ("get", red.get_absolute_url() + "?suspects=1", {}, {})],
@@ -218,6 +226,9 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
                          ("get", reverse("predict", args=[project.pk]) + f"?batch={done.pk}", {}, {})],
         "version_compare": [("get", reverse("version_compare", args=[project.pk]) + "?before=1&after=2", {}, HX),
                             ("get", reverse("version_compare", args=[project.pk]) + "?before=1&after=2", {}, {})],
+        "review_queue": [("get", queue_url + "?part=reviewed", {}, HX), ("get", queue_url, {}, {})],
+        "prediction_add": [("post", reverse("prediction_add", args=[added.pk]), {}, HX)],
+        "review_add_all": [("post", reverse("review_add_all", args=[project.pk]), {}, HX)],
         "image_relabel": [("post", reverse("image_relabel", args=[images[0].pk]), {"target": bees.pk}, HX)],
         "image_confirm": [("post", reverse("image_confirm", args=[images[1].pk]), {}, HX)],
         "image_delete": [("post", reverse("image_delete", args=[images[2].pk]), {"card": "1"}, HX),

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
+from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
@@ -211,6 +212,7 @@ def _object_ids(project):
     job = ImportJob.objects.create(project=project, source_name="x.zip")
     key, _ = api_keys.api_key_create(project=project)
     batch = BatchPrediction.objects.create(project=project, run=run, source_name="x.zip", folder="/nonexistent")
+    prediction = make_prediction(project, audit=True)
     return {
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
         "projects/": {"pk": project.pk},
@@ -219,6 +221,7 @@ def _object_ids(project):
         "imports/": {"pk": job.pk},
         "api-keys/": {"pk": key.pk},
         "batches/": {"pk": batch.pk},
+        "predictions/": {"pk": prediction.pk},
     }
 
 

@@ -1,9 +1,13 @@
 """Reviews of logged predictions (#25): the true class of a prediction, from the owner's review
 queue or from a client's own system through the feedback API."""
+from dataclasses import dataclass
+
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from transferapp.library import errors
-from transferapp.models import Prediction
+from transferapp.library import errors, images
+from transferapp.models import Image, Prediction, Project
 
 
 def review_record(*, prediction: Prediction, label: str, by=None, source: str = Prediction.ReviewSource.QUEUE) -> Prediction:
@@ -25,3 +29,110 @@ def review_undo(*, prediction: Prediction) -> Prediction:
     prediction.review_label, prediction.review_source, prediction.reviewed_by, prediction.reviewed_at = "", "", None, None
     prediction.save(update_fields=["review_label", "review_source", "reviewed_by", "reviewed_at"])
     return prediction
+
+
+def prediction_get_for_user(*, user, pk) -> Prediction:
+    """A logged prediction of one of the user's projects (another user's is a 404)."""
+    return get_object_or_404(Prediction.objects.select_related("project", "reviewed_by", "added_image"),
+                             pk=pk, project__owner=user)
+
+
+# --- the review queue --------------------------------------------------------------------------
+
+# A prediction at or below this probability is "low-confidence": worth a look, to learn from.
+LOW_CONFIDENCE = 0.6
+QUEUE_SHOWN = 200  # per stream, on one visit of the queue page
+
+
+def queue_audit(project: Project):
+    """The random audit sample still to review (drawn when logged, so reviewing it all keeps live
+    accuracy unbiased), in the order the predictions were made. Only those with a kept image:
+    a reviewer has to see what the model saw."""
+    return (Prediction.objects.filter(project=project, audit=True, review_label="").exclude(image="")
+            .order_by("created_at", "pk"))
+
+
+def queue_to_learn(project: Project):
+    """The "don't know" and low-confidence predictions still to review (not in the audit sample):
+    chosen for being hard, so they teach the model most and say nothing unbiased about accuracy.
+    "Don't know" first, then the least sure."""
+    return (Prediction.objects.filter(project=project, audit=False, review_label="").exclude(image="")
+            .filter(Q(abstained=True) | Q(probability__lte=LOW_CONFIDENCE))
+            .order_by("-abstained", "probability", "created_at", "pk"))
+
+
+def reviewed(project: Project):
+    """Reviewed predictions, the latest review first (the queue page's "add to training" list)."""
+    return (Prediction.objects.filter(project=project).exclude(review_label="")
+            .select_related("reviewed_by", "added_image").order_by("-reviewed_at", "-pk"))
+
+
+# --- corrections become training data --------------------------------------------------------
+
+@dataclass
+class AddOutcome:
+    """What "add to class" did with one reviewed prediction: added (image), or why not (message)."""
+
+    prediction: Prediction
+    image: Image | None = None
+    message: str = ""
+    duplicate: bool = False
+
+
+def provenance(prediction: Prediction) -> str:
+    who = prediction.reviewed_by.username if prediction.reviewed_by else "the feedback API"
+    when = timezone.localtime(prediction.reviewed_at or timezone.now())
+    return f"from production, reviewed by {who} on {when:%Y-%m-%d}"[:300]
+
+
+def add_to_training(*, prediction: Prediction) -> AddOutcome:
+    """Add a reviewed prediction's kept image to its reviewed class, through the library's normal
+    intake (format and size checks, duplicates by content, the owner's quota). The same bytes
+    already in the project are reported, not added twice. Refused: no review, or no kept image."""
+    if not prediction.review_label:
+        raise errors.ServiceError("Review this prediction first: its class is not known yet.")
+    if prediction.added_image_id:
+        return AddOutcome(prediction, image=prediction.added_image, message="Already added to training.")
+    label = prediction.project.labels.filter(name=prediction.review_label).first()
+    if label is None:
+        raise errors.ServiceError(f"The class “{prediction.review_label}” no longer exists in this project.")
+    if not prediction.image:
+        raise errors.ServiceError("This prediction's image was not kept (or has expired), so it cannot be added.")
+    try:
+        with prediction.image.open("rb") as f:
+            data = f.read()
+    except (FileNotFoundError, OSError):
+        raise errors.ServiceError("This prediction's image is no longer stored, so it cannot be added.") from None
+    name = prediction.file_name or f"prediction-{prediction.pk}.jpg"
+    outcome = images.image_add(label=label, name=name, data=data)
+    if outcome.image is None:
+        return AddOutcome(prediction, message=outcome.error, duplicate=outcome.duplicate_of is not None)
+    Image.objects.filter(pk=outcome.image.pk).update(provenance=provenance(prediction))
+    outcome.image.provenance = provenance(prediction)
+    prediction.added_image = outcome.image
+    prediction.save(update_fields=["added_image"])
+    return AddOutcome(prediction, image=outcome.image)
+
+
+def add_all_reviewed(*, project: Project) -> list[AddOutcome]:
+    """Every reviewed prediction not yet added whose image is still kept, each as add_to_training;
+    one that cannot be added is reported in its outcome and the rest go on."""
+    outcomes = []
+    pending = reviewed(project).filter(added_image__isnull=True).exclude(image="")
+    for prediction in pending:
+        try:
+            outcomes.append(add_to_training(prediction=prediction))
+        except errors.ServiceError as exc:
+            outcomes.append(AddOutcome(prediction, message=str(exc)))
+    return outcomes
+
+
+def added_between(*, project: Project, start, end) -> int:
+    """Training images added from production (reviewed predictions) between two moments: what a
+    version trained on after `end` had that one trained at `start` did not (the version diff)."""
+    return Image.objects.filter(project=project, created_at__gt=start, created_at__lte=end).exclude(provenance="").count()
+
+
+def queue_size(project: Project) -> int:
+    """Predictions waiting in the review queue, both streams (what review.needed is measured on)."""
+    return queue_audit(project).count() + queue_to_learn(project).count()

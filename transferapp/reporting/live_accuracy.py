@@ -27,3 +27,24 @@ def intervals_disagree(live: list[float] | None, validation: list[float] | None)
     if not live or not validation:
         return False
     return live[1] < validation[0] or live[0] > validation[1]
+
+
+def version_live(run) -> dict | None:
+    """What a version's results page shows beside its validation figure: live accuracy from the
+    reviewed audit sample (None until one is reviewed), whether its interval and the validation
+    one disagree, and how many of the version's reviews came from the queue and from the API.
+    None for a run that is not a version or whose predictions were never logged."""
+    if not run.version:
+        return None
+    logged = Prediction.objects.filter(project_id=run.project_id, version=run.version)
+    if not logged.exists():
+        return None
+    live = next((row for row in live_accuracy(run.project) if row["version"] == run.version), None)
+    sources = dict(logged.exclude(review_label="").order_by().values_list("review_source").annotate(n=Count("pk")))
+    validation = (run.metrics or {}).get("accuracy_ci")
+    return {"live": live, "validation": validation,
+            "disagree": bool(live) and intervals_disagree(live["interval"], validation),
+            "worse": bool(live and validation) and live["interval"][1] < validation[0],
+            "from_queue": sources.get(Prediction.ReviewSource.QUEUE, 0),
+            "from_api": sources.get(Prediction.ReviewSource.API, 0),
+            "audit_waiting": logged.filter(audit=True, review_label="").count()}

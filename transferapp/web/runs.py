@@ -12,7 +12,7 @@ from transferapp.jobs import checks
 from transferapp.library import errors
 from transferapp.library import selectors as library_selectors
 from transferapp.models import TrainingRun
-from transferapp.reporting import results
+from transferapp.reporting import live_accuracy, results
 from transferapp.storage import blobs, zipstream
 from transferapp.training import runs as training_runs
 from transferapp.training import selectors as training_selectors
@@ -65,7 +65,9 @@ def run_detail(request, pk):
             response["HX-Refresh"] = "true"  # the full page then shows the results
             response.status_code = 286  # htmx: stop polling
         return response
-    return render(request, "transferapp/run_detail.html", results.results_context(run, cell=request.GET.get("cell", "")))
+    context = results.results_context(run, cell=request.GET.get("cell", ""))
+    context["live"] = live_accuracy.version_live(run) if run.status == TrainingRun.Status.SUCCEEDED else None
+    return render(request, "transferapp/run_detail.html", context)
 
 
 @login_required

@@ -7,7 +7,7 @@ from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
-from transferapp.library import errors
+from transferapp.library import errors, reviews
 from transferapp.library import projects as library_projects
 from transferapp.library import selectors as library_selectors
 from transferapp.reporting import versiondiff
@@ -57,7 +57,10 @@ def _version_diff(project, before, after) -> dict:
     common, names = found["common"], versiondiff.class_names(*classes)
     images = library_selectors.images_by_pk(project=project, pks=[int(k) for k in old.keys() | new.keys() if k.isdigit()])
     figures = [versiondiff.figures(preds, common, names) for preds in (old, new)]
+    from_production = (reviews.added_between(project=project, start=before.created_at, end=after.created_at)
+                       if after.created_at > before.created_at else 0)
     return {**found, "n_common": len(common), "sources": {"before": old_source, "after": new_source},
+            "from_production": from_production,
             "groups": [_group_rows(name, found["groups"][name], images) for name in versiondiff.GROUPS],
             "accuracy": [f["accuracy"] for f in figures],
             "per_class": [{"name": n, "known": [n in c for c in classes],
@@ -71,7 +74,10 @@ def _group_rows(name, rows, images) -> dict:
     title, meaning = GROUP_TITLES[name]
     shown = [{**row, "image": images.get(int(row["key"])) if row["key"].isdigit() else None}
              for row in rows[:versiondiff.SHOWN_PER_GROUP]]
-    return {"name": name, "title": title, "meaning": meaning, "count": len(rows), "rows": shown}
+    # Reviewed predictions added to training (#25): what the corrections from real work changed.
+    from_production = sum(1 for row in rows if row["key"].isdigit() and getattr(images.get(int(row["key"])), "provenance", ""))
+    return {"name": name, "title": title, "meaning": meaning, "count": len(rows), "rows": shown,
+            "from_production": from_production}
 
 
 @login_required
