@@ -141,7 +141,7 @@ from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
 from transferapp.library import reviews
-from transferapp.models import BatchPrediction, ImportJob  # noqa: E402
+from transferapp.models import BatchPrediction, ImportJob, Webhook, WebhookDelivery  # noqa: E402
 from transferapp.serving import batch
 
 HX = {"HTTP_HX_REQUEST": "true"}
@@ -215,6 +215,12 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
         reviews.review_record(prediction=prediction, label=MARKUP, by=marked_up["project"].owner)
     make_prediction(project, top_label=MARKUP, audit=True, file_name=f"{MARKUP}.jpg", seed=52)  # still in the queue
     queue_url = reverse("review_queue", args=[project.pk])
+    # Webhooks (#25): a receiver's answer (last_error) and a URL with markup, in the polled delivery log.
+    hook = Webhook.objects.create(project=project, url=f"https://hooks.example.com/{MARKUP}", events=["training.finished"],
+                                  secret="whsec_dGVzdA==")
+    WebhookDelivery.objects.create(webhook=hook, event="training.finished", message_id="msg_markup", attempts=1,
+                                   last_error=MARKUP)
+    hooks_url = reverse("webhooks_page", args=[project.pk])
     requests = {  # url name -> each request that template's htmx (or app.js's XHR) sends, full pages too
         "project_detail": [("get", project.get_absolute_url(), {}, HX), ("get", project.get_absolute_url(), {}, {})],
         "label_detail": [("get", bees.get_absolute_url(), {}, HX), ("get", red.get_absolute_url() + "?suspects=1", {}, {})],
@@ -229,6 +235,7 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
         "review_queue": [("get", queue_url + "?part=reviewed", {}, HX), ("get", queue_url, {}, {})],
         "prediction_add": [("post", reverse("prediction_add", args=[added.pk]), {}, HX)],
         "review_add_all": [("post", reverse("review_add_all", args=[project.pk]), {}, HX)],
+        "webhooks_page": [("get", hooks_url + "?log=1", {}, HX), ("get", hooks_url, {}, {})],
         "image_relabel": [("post", reverse("image_relabel", args=[images[0].pk]), {"target": bees.pk}, HX)],
         "image_confirm": [("post", reverse("image_confirm", args=[images[1].pk]), {}, HX)],
         "image_delete": [("post", reverse("image_delete", args=[images[2].pk]), {"card": "1"}, HX),

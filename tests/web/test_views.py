@@ -10,7 +10,7 @@ from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
-from transferapp.models import BatchPrediction, Image, ImportJob, Label, Project, TrainingRun
+from transferapp.models import BatchPrediction, Image, ImportJob, Label, Project, TrainingRun, Webhook
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 
@@ -213,6 +213,8 @@ def _object_ids(project):
     key, _ = api_keys.api_key_create(project=project)
     batch = BatchPrediction.objects.create(project=project, run=run, source_name="x.zip", folder="/nonexistent")
     prediction = make_prediction(project, audit=True)
+    webhook = Webhook.objects.create(project=project, url="https://hooks.example.com/x", events=["training.finished"],
+                                     secret="whsec_dGVzdA==")
     return {
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
         "projects/": {"pk": project.pk},
@@ -222,6 +224,7 @@ def _object_ids(project):
         "api-keys/": {"pk": key.pk},
         "batches/": {"pk": batch.pk},
         "predictions/": {"pk": prediction.pk},
+        "webhooks/": {"pk": webhook.pk},
     }
 
 
