@@ -53,7 +53,7 @@ def test_the_owner_sees_charts_of_the_period_another_user_a_404(alice, project, 
     body = alice.get(page).content.decode()
     assert body.count('<svg viewBox') >= 6
     for title in ("Predictions per day, by source", "Answers per class, against the training images",
-                  "How sure the answers were", "“Don&#x27;t know” answers per day", "Novelty score per day"):
+                  "How sure the answers were", "“Don&#x27;t know” answers and confidence per day", "Novelty score per day"):
         assert f'aria-label="{title}' in body, title
     assert "32 predictions in the last 30 days" in body
     assert "2 reviews from the review queue and 1 from the feedback API" in body

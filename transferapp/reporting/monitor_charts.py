@@ -80,33 +80,35 @@ def predictions_per_day(by_day: list[dict]) -> dict:
 
 
 def daily_line(by_day: list[dict], field: str, title: str, name: str, *, percent: bool = True,
-               reference: float | None = None, reference_text: str = "") -> dict:
-    """One value per day as a line (broken where a day has none), with an optional dashed reference."""
-    values = [row.get(field) for row in by_day]
-    present = [v for v in values if v is not None] + ([reference] if reference is not None else [])
-    highest = max(present + [0.0])
+               reference: float | None = None, reference_text: str = "", also: tuple[str, str] | None = None) -> dict:
+    """One value per day as a line (broken where a day has none), with an optional dashed reference
+    and an optional second series `also` = (field, name) on the same axis."""
+    series = [(field, name, "series")] + ([(also[0], also[1], "series2")] if also else [])
+    present = [row[f] for f, _, _ in series for row in by_day if row.get(f) is not None]
+    highest = max(present + ([reference] if reference is not None else []) + [0.0])
     if percent:  # a share: at least 0 to 10%, so that a 2% reference is not the top of the chart
         top, step = (1.0, 0.25) if highest > 0.5 else _nice_range(max(highest, 0.1))
     else:
         top, step = _nice_range(max(highest, 0.0001))
     chart = _frame(top, step, percent, title)
     slot, _ = _slots(len(by_day))
-    run: list[str] = []
-    for i, value in enumerate(values + [None]):
-        if value is None:
-            if run:
-                chart["lines"].append({"points": " ".join(run), "css": "series"})
-            run = []
-            continue
-        x, y = round(LEFT + slot * (i + 0.5), 1), _y(value, top)
-        run.append(f"{x},{y}")
-        shown = f"{value * 100:.1f}%" if percent else f"{value:.3f}"
-        chart["dots"].append({"x": x, "y": y, "css": "series", "title": f"{_short(by_day[i]['day'])}: {shown}"})
+    for key, label, css in series:
+        run: list[str] = []
+        for i, value in enumerate([row.get(key) for row in by_day] + [None]):
+            if value is None:
+                if run:
+                    chart["lines"].append({"points": " ".join(run), "css": css})
+                run = []
+                continue
+            x, y = round(LEFT + slot * (i + 0.5), 1), _y(value, top)
+            run.append(f"{x},{y}")
+            shown = f"{value * 100:.1f}%" if percent else f"{value:.3f}"
+            chart["dots"].append({"x": x, "y": y, "css": css, "title": f"{_short(by_day[i]['day'])}, {label}: {shown}"})
+        chart["legend"].append({"css": css, "text": label})
     if reference is not None:
         y = _y(reference, top)
         chart["lines"].append({"points": f"{LEFT},{y} {WIDTH - RIGHT},{y}", "css": "reference"})
         chart["legend"].append({"css": "reference", "text": reference_text})
-    chart["legend"].insert(0, {"css": "series", "text": name})
     _day_ticks(chart, [row["day"] for row in by_day], slot)
     return chart
 

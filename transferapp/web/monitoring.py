@@ -18,8 +18,9 @@ def project_monitoring(request, pk):
         by_day = figures["by_day"]
         context["charts"] = {
             "per_day": monitor_charts.predictions_per_day(by_day),
-            "abstained": monitor_charts.daily_line(by_day, "abstained_rate", "“Don't know” answers per day",
-                                                   "share of the day's answers"),
+            "abstained": monitor_charts.daily_line(
+                by_day, "abstained_rate", "“Don't know” answers and confidence per day", "“don't know” answers",
+                also=("confidence_median", "median probability of the top class")),
             "confidence": monitor_charts.confidence_chart(figures["confidence"]),
             "mix": monitor_charts.class_mix_chart(figures["class_mix"]),
             "novelty": monitor_charts.novelty_per_day(by_day, figures["novelty_threshold"]),
