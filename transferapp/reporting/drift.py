@@ -37,7 +37,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from transferapp.engine import calibrate
-from transferapp.models import Prediction, Project, TrainingRun
+from transferapp.models import Prediction, Project, TrainingRun, WebhookDelivery
 from transferapp.storage import blobs
 from transferapp.webhooks import events
 
@@ -182,9 +182,13 @@ def _alert_key(project_pk: int, now) -> str:
 
 def drift_check(project: Project, now=None) -> bool:
     """Emit drift.detected when this week's images drifted, at most once per project and (UTC) day:
-    the day's mark is taken atomically (cache.add, in Redis), so several workers agree. True when sent."""
+    not when the delivery log has one of today's, and the day's mark is taken atomically (cache.add,
+    in Redis), so several workers agree. True when sent."""
     now = now or timezone.now()
     key = _alert_key(project.pk, now)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if WebhookDelivery.objects.filter(webhook__project=project, event="drift.detected", created_at__gte=midnight).exists():
+        return False  # the delivery log is the record; the cache mark only settles two workers racing
     try:
         if cache.get(key):
             return False
