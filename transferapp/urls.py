@@ -5,7 +5,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from transferapp.accounts.auth import RateLimitedLoginView
-from transferapp.web import accounts, batches, classes, keys, predict
+from transferapp.web import accounts, batches, classes, keys, monitoring, predict
 from transferapp.web import heatmaps as web_heatmaps
 from transferapp.web import images as web_images
 from transferapp.web import imports as web_imports
@@ -38,6 +38,7 @@ urlpatterns = [
     path("projects/<int:pk>/images/restore/", web_images.images_restore, name="images_restore"),
     path("projects/<int:pk>/train/", web_runs.training_start, name="training_start"),
     path("projects/<int:pk>/predict/", predict.predict, name="predict"),
+    path("projects/<int:pk>/monitoring/", monitoring.project_monitoring, name="project_monitoring"),
     path("projects/<int:pk>/import/", web_imports.import_create, name="import_create"),
     path("imports/<int:pk>/", web_imports.import_detail, name="import_detail"),
     path("images/<int:pk>/thumbnail/", web_images.image_thumbnail, name="image_thumbnail"),

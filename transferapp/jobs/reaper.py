@@ -11,8 +11,11 @@ import logging
 import threading
 import time
 
+import django_rq
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
+from redis.exceptions import RedisError
 
 from transferapp.jobs import checks, sweeps
 from transferapp.library import trash
@@ -40,6 +43,25 @@ def sweep() -> None:
     # Webhook retries whose backoff has passed (the workers run no rq scheduler), and deliveries whose job was lost.
     webhook_delivery.retry_due()
     _forget_deleted_in_scratch()
+    drift_sweep_enqueue()
+
+
+DRIFT_SWEEP_S = 3600  # drift.detected is sent at most once a day a project; an hour's delay is fine
+DRIFT_SWEEP_TASK = "transferapp.jobs.tasks.drift_sweep"
+
+
+def drift_sweep_enqueue() -> bool:
+    """Hand the drift check to a worker once every DRIFT_SWEEP_S, whichever worker's reaper comes
+    first (cache.add is atomic in Redis): it loads model features and runs a test per project, work
+    that must not hold this thread (a sweep in progress delays the worker's next job). True when queued."""
+    try:
+        if not cache.add("drift-sweep-queued", 1, timeout=DRIFT_SWEEP_S):
+            return False
+        django_rq.get_queue("intake").enqueue(DRIFT_SWEEP_TASK, job_timeout=600)
+    except RedisError:
+        logger.exception("Could not queue the drift sweep")
+        return False
+    return True
 
 
 SCRATCH_SWEEP_S = 600.0  # walking the scratch cache and the feature cache: not every sweep

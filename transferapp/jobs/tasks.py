@@ -26,6 +26,7 @@ from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
 from transferapp.library.trash import deleted_images_purge, project_purge_files
 from transferapp.models import BatchPrediction, Image, ImportJob, TrainingRun
+from transferapp.reporting import drift
 from transferapp.reporting import reports as reporting_reports
 from transferapp.serving import batch as serving_batch
 from transferapp.serving import predictions
@@ -245,3 +246,9 @@ def _batch_clean_up(batch: BatchPrediction, workdir: Path) -> None:
 def deliver_webhook(delivery_pk: int, attempt: int | None = None) -> str:
     """One try of a webhook delivery (signed, sent, recorded; a failure waits for its retry)."""
     return webhook_delivery.deliver(delivery_pk, attempt)
+
+
+def drift_sweep() -> int:
+    """Every project that predicted today and listens for drift.detected: its week's images against
+    its training images, the event sent once a day where they drifted (the reaper enqueues this hourly)."""
+    return drift.drift_sweep()

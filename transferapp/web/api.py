@@ -23,6 +23,7 @@ from transferapp.library import errors, intake
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
 from transferapp.models import TrainingRun
+from transferapp.reporting import monitoring
 from transferapp.serving import predictions
 from transferapp.training import runs as training_runs
 from transferapp.training import selectors as training_selectors
@@ -245,6 +246,17 @@ def _run_json(run: TrainingRun, project) -> dict:
             "published": project.published_run_id == run.pk, "created_at": run.created_at,
             "finished_at": run.finished_at,
             "metrics": {k: metrics.get(k) for k in ("accuracy", "n_train", "n_val", "per_class", "strategy")}}
+
+
+@api.get("/projects/{project_id}/monitoring", response={200: dict, **_errors(401, 404, 422, 429)})
+def project_monitoring(request, project_id: int,
+                       days: int = Query(monitoring.DEFAULT_DAYS, description="The period: the last N days, today included (1-365).")):
+    """The monitoring page's figures for the last `days` days: predictions (the count), by_day,
+    class_mix, confidence, abstained_rate, drift (this week's), reviews and live_accuracy."""
+    project = _project_for_key(request, project_id)
+    if not 1 <= days <= monitoring.MAX_DAYS:
+        raise HttpError(422, f"days must be between 1 and {monitoring.MAX_DAYS}.")
+    return monitoring.monitoring(project, days=days)
 
 
 # --- predicting -------------------------------------------------------------------------------
