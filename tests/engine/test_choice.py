@@ -104,3 +104,12 @@ def test_training_spent_on_stages_not_in_the_kept_model_is_counted_as_discarded(
             {"phase": "finetune", "actual_s": 583.0}, {"phase": "final", "actual_s": 84.0}]
     assert discarded_s("head", rows) == 583.0
     assert discarded_s("ensemble", rows) == 0 and discarded_s("finetune", rows) == 0
+
+
+def test_a_stage_a_rule_stopped_before_half_its_plan_is_the_price_of_deciding_not_discarded_work():
+    from transferapp.engine.final import discarded_s, stopped_early_s
+    rows = [{"phase": "head", "actual_s": 3.0},
+            {"phase": "finetune", "actual_s": 41.0, "stopped_early": True}]  # the payoff rule, 2 of 8 epochs
+    assert discarded_s("head", rows) == 0 and stopped_early_s(rows) == 41.0
+    rows[1]["stopped_early"] = False  # ran its plan, then lost: all of it was thrown away
+    assert discarded_s("head", rows) == 41.0 and stopped_early_s(rows) == 0

@@ -177,3 +177,28 @@ def test_a_retrain_to_come_gets_its_share_of_the_budget(shapes_dir):
     # Each epoch costs 10 s now and 10 * 24/18 s in the retrain: 100 / (1.1 * 23.3) -> 3 epochs.
     assert trainer.shown_epochs == 3
     assert trainer.run.later_s > 0
+
+
+def _images(root, grey: bool, n=6):
+    from transferapp.engine.data import Sample
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True)
+    samples = []
+    for i in range(n):
+        pixels = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+        image = Image.fromarray(pixels, "L").convert("RGB") if grey else Image.fromarray(
+            rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB")
+        path = root / f"{i}.png"
+        image.save(path)  # an RGB file of a grey image (an X-ray exported as colour) counts as grey too
+        samples.append(Sample(str(path), i % 2, str(i)))
+    return samples
+
+
+def test_images_with_no_colour_fine_tune_every_layer_even_when_the_features_separate_them(tmp_path):
+    backbone = create_backbone("efficientnet_lite0", image_size=64)
+    y = np.repeat(np.arange(4), 20)
+    separates_well = _one_hot(y, 4, 0.95)  # skill 0.93: alone, this would tune the top blocks only
+    grey, why = choose_depth(TrainConfig(), backbone, separates_well, y, _images(tmp_path / "grey", grey=True))
+    assert grey == 0 and "have no colour" in why and "every layer" in why
+    colour, _ = choose_depth(TrainConfig(), backbone, separates_well, y, _images(tmp_path / "colour", grey=False))
+    assert colour == backbone.top_start(3)

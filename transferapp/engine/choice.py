@@ -31,10 +31,13 @@ def choose_stage(model, run, *, backbone, device, train, val, y_train, y_val, qu
         return "head", (f"With {smallest_class(y_train)} images in the smallest class, every image trained the quick "
                         f"model and none was held out, so nothing could show that fine-tuning would help: it was "
                         f"skipped."), quick_val_probs, None, None, model
-    top, depth_why = engine_depth.choose_depth(run.config, backbone, quick_val_probs, y_val)
-    best = engine_finetune.finetune(model, backbone, train, val, y_val, run, device, top=top)
+    top, depth_why = engine_depth.choose_depth(run.config, backbone, quick_val_probs, y_val, train)
+    best = engine_finetune.finetune(model, backbone, train, val, y_val, run, device, top=top,
+                                   quick_val_probs=quick_val_probs)
     candidates = _candidates(quick_val_probs, best, y_val)
     chosen, reason = _choose(quick_row, best, run.phases.note("finetune"), candidates, y_val)
+    if best is not None and best.get("stopped_why"):
+        reason = f"{best['stopped_why']} {reason}"
     depth = None  # said only of a fine-tuning that ran (a skipped one says why in its reason)
     if best is not None:
         depth = {"first_trained_stage": top, "stages": len(backbone.model), "why": depth_why}

@@ -239,12 +239,15 @@ def cmd_bench(args) -> int:
             result = _score_on_test(out, cache, test, config, metrics, classes)
     print(json.dumps({**result, "first_model_s": metrics["first_model_s"], "total_s": round(total_s, 2),
                       "strategy": metrics["strategy"], "chosen_stage": metrics["chosen_stage"],
-                      "discarded_s": metrics["discarded_s"], "stage_choice": metrics.get("stage_choice"),
+                      "discarded_s": metrics["discarded_s"],
+                      "stopped_early_s": metrics.get("stopped_early_s", 0.0), "stage_choice": metrics.get("stage_choice"),
                       "embed_ms_per_image": round(1000 * metrics["feature_seconds"] / max(1, metrics["n_embedded"]), 1),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                       "n_train": metrics["n_train"], "n_val": metrics["n_val"],
                       "n_test": len(test) if test is not None else 0, "base": config.base, "preset": config.preset,
-                      "depth": (metrics.get("depth") or {}).get("why"), "phases": metrics["phases"]}))
+                      "depth": (metrics.get("depth") or {}).get("why"),
+                      "depth_first_stage": (metrics.get("depth") or {}).get("first_trained_stage"),
+                      "phases": metrics["phases"]}))
     return 0
 
 

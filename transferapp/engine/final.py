@@ -123,7 +123,7 @@ def _result(report, trust, run, *, train, val, cal, test, classes, chosen, reaso
             "n_embedded": run.n_embedded, "precision": precision(device),
             "strategy": _strategy(chosen, stage1, config, run.history, refit, depth), "depth": depth,
             "learning_curve": curve, "stage_choice": run.stage_choice,
-            "discarded_s": discarded_s(chosen, run.phases.rows),
+            "discarded_s": discarded_s(chosen, run.phases.rows), "stopped_early_s": stopped_early_s(run.phases.rows),
             "phases": run.phases.rows}
 
 
@@ -134,10 +134,18 @@ TRAINING_PHASES = ("finetune", "refit")
 def discarded_s(chosen: str, phases: list[dict]) -> float:
     """Seconds of training spent on stages the kept model does not contain: fine-tuning (and its
     retrain) when the quick model alone is kept; 0 when the fine-tuned model or the average of both
-    is kept. The quick model itself is part of every artifact (the first model, and the ensemble)."""
+    is kept. The quick model itself is part of every artifact (the first model, and the ensemble).
+    A stage a rule stopped before half its plan (stopped_early_s) counts apart: the price of deciding."""
     if chosen != "head":
         return 0.0
-    return round(sum(r["actual_s"] or 0.0 for r in phases if r["phase"] in TRAINING_PHASES), 1)
+    return round(sum(r["actual_s"] or 0.0 for r in phases
+                     if r["phase"] in TRAINING_PHASES and not r.get("stopped_early")), 1)
+
+
+def stopped_early_s(phases: list[dict]) -> float:
+    """Seconds of training stages stopped before half their plan: by the budget's pricing after a
+    batch or two, or by the payoff rule (payoff.py)."""
+    return round(sum(r["actual_s"] or 0.0 for r in phases if r["phase"] in TRAINING_PHASES and r.get("stopped_early")), 1)
 
 # Validation images needed before a third of them are set aside to calibrate a fine-tuned model
 # (20 of 60: enough for prediction sets at alpha 0.1, which need 9, and for a temperature).

@@ -8,7 +8,7 @@ import time
 import torch
 from torch import nn
 
-from . import loop, state
+from . import loop, payoff, state
 from .config import TrainConfig
 from .data import Sample, eval_transform, load_rgb, train_transform
 from .head import class_weights
@@ -18,9 +18,11 @@ from .zoo import Backbone, Classifier, frozen_runner, precision, trains_in_mixed
 PATIENCE = 4  # stage-2 epochs that improve neither validation accuracy nor loss before stopping
 
 
-def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: state._Run, device, *, top: int) -> dict | None:
+def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: state._Run, device, *, top: int,
+             quick_val_probs=None) -> dict | None:
     """Train body stages `top` on + head, scoring each epoch on validation; returns the best epoch
-    ({state, row, val_probs, epoch_s, ...}) or None when not one epoch fitted in the time budget."""
+    ({state, row, val_probs, epoch_s, ...}) or None when not one epoch fitted in the time budget.
+    With `quick_val_probs`, stops as soon as the payoff is clearly absent (payoff.py)."""
     run.phases.start("finetune", "Fine-tuning", None)  # priced by its first batches (_Trainer.priced_epoch_fits)
     trainer = _Trainer(model, backbone, train, run=run, device=device, stage="finetune", top=top,
                        progress_span=(run.head_end, run.finetune_end))
@@ -28,7 +30,7 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: stat
     if top > 0:  # computed once (see _MirroredBatches)
         val_acts = list(val_acts)
     best, best_loss, stale = None, math.inf, 0
-    epoch = 0
+    epoch, losses, stopped_why = 0, [], ""
     while epoch < trainer.shown_epochs:  # the pricing may shorten the plan to what the budget allows
         epoch += 1
         stats = trainer.epoch(epoch)
@@ -53,15 +55,20 @@ def finetune(model: Classifier, backbone: Backbone, train, val, y_val, run: stat
             best, improved = {"state": copy.deepcopy(model.state_dict()), "row": row, "val_probs": val_probs}, True
         stale = 0 if improved else stale + 1
         trainer.ema.swap()
-        if stale >= PATIENCE or time.perf_counter() > run.deadline:
+        losses.append(row["val_loss"])
+        if quick_val_probs is not None:
+            stopped_why = payoff.payoff_absent(epoch=epoch, planned=trainer.shown_epochs, quick_probs=quick_val_probs,
+                                               tuned_probs=val_probs, y=y_val, val_losses=losses)
+        if stopped_why or stale >= PATIENCE or time.perf_counter() > run.deadline:
             break
     epochs_done = len(trainer.epoch_seconds)
-    run.phases.finish("finetune", trainer.skip_note or (f"{epochs_done} epochs" if epochs_done else
-                                                        "Fine-tuning did not finish an epoch within the time budget."),
-                      skipped=bool(trainer.skip_note))
+    run.phases.finish("finetune", trainer.skip_note or stopped_why or (
+        f"{epochs_done} epochs" if epochs_done else "Fine-tuning did not finish an epoch within the time budget."),
+        skipped=bool(trainer.skip_note), stopped_early=bool(trainer.skip_note or stopped_why))
     run.later_s = 0.0  # the retrain, if it runs, is priced afresh from the epochs validation chose
     if best is not None:  # the retrain reuses the frozen stages' runner (their weights never change) and the plan
-        best.update(epoch_s=trainer.mean_epoch_s, frozen=trainer.frozen, top=top, planned_epochs=trainer.shown_epochs)
+        best.update(epoch_s=trainer.mean_epoch_s, frozen=trainer.frozen, top=top, planned_epochs=trainer.shown_epochs,
+                    stopped_why=stopped_why)
     return best
 
 

@@ -47,13 +47,15 @@ class Phases:
         the estimate made before the work, so it still says how good that first guess was."""
         self._replanned[phase] = estimate_s
 
-    def finish(self, phase: str, note: str = "", skipped: bool = False) -> None:
-        """The phase ended; skipped=True when it stopped early because it could not finish in time."""
+    def finish(self, phase: str, note: str = "", skipped: bool = False, stopped_early: bool = False) -> None:
+        """The phase ended; skipped=True when it stopped early because it could not finish in time;
+        stopped_early=True when a rule stopped it before half its plan had run (the budget's pricing
+        after a batch or two, or the payoff rule): its seconds were the price of deciding, not work discarded."""
         row = self._row(phase)
         if row is None or phase not in self._started:
             return
         row["actual_s"] = round(self.clock() - self._started.pop(phase), 1)
-        row["note"], row["skipped"] = row["note"] or note, skipped
+        row["note"], row["skipped"], row["stopped_early"] = row["note"] or note, skipped, stopped_early
         estimate = "no estimate" if row["estimate_s"] is None else f"estimated {row['estimate_s']} s"
         log.info("%s: %s, took %s s%s", row["label"], estimate, row["actual_s"], f" ({note})" if note else "")
 
