@@ -66,6 +66,7 @@ urlpatterns = [
     path("runs/<int:pk>/heatmap/<str:digest>/<int:class_index>.png", web_heatmaps.run_heatmap, name="run_heatmap"),
     path("runs/<int:pk>/images/<int:image_pk>/heatmap/<int:class_index>.png", web_heatmaps.run_image_heatmap,
          name="run_image_heatmap"),
+    path("runs/<int:pk>/images/<int:image_pk>/similar/", web_heatmaps.run_image_similar, name="run_image_similar"),
     path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:
