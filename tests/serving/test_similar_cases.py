@@ -77,7 +77,7 @@ def test_similar_cases_in_the_api_the_pages_and_the_batch_csv(alice, user, other
     row = page.split('<tr class="prediction"')[1].split("</tr>")[0]
     assert row.count("<img src=\"/images/") == 3
     assert reverse("image_thumbnail", args=[own.pk]) in row and reverse("image_file", args=[own.pk]) in row
-    assert f"{own.label.name} 100%" in row
+    assert f'{own.label.name}</span><span class="similar-caption">100%' in row
 
     # The batch CSV answered in the request, and a worker's batch table.
     response = alice.post(reverse("predict_batch", args=[project.pk]), {"files": [upload("old.jpg", old, "image/jpeg")]})
