@@ -80,6 +80,7 @@ urlpatterns = [
     path("predictions/<int:pk>/review/", web_reviews.prediction_review, name="prediction_review"),
     path("predictions/<int:pk>/review/undo/", web_reviews.prediction_review_undo, name="prediction_review_undo"),
     path("predictions/<int:pk>/add-to-training/", web_reviews.prediction_add, name="prediction_add"),
+    path("runs/<int:pk>/images/<int:image_pk>/similar/", web_heatmaps.run_image_similar, name="run_image_similar"),
     path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:

@@ -236,7 +236,8 @@ def test_a_prediction_has_the_documented_shape(client, trained):
     project, run, key = trained
     body = predict_raw(client, project, key, photo_bytes("sea", 3), ).json()
     assert set(body) == {"file", "model", "top", "predictions", "prediction_set", "abstained", "seen_in_training",
-                         "unfamiliar"}
+                         "unfamiliar", "similar"}
+    assert body["similar"] == []  # only with ?similar=k (tests/serving/test_similar_cases.py)
     assert body["model"] == {"project": project.name, "version": run.version, "base": "efficientnet_lite0"}
     assert set(body["top"]) == {"label", "probability"} and body["top"] == body["predictions"][0]
     assert sorted(p["label"] for p in body["predictions"]) == sorted(CLASS_TINTS)

@@ -162,6 +162,19 @@ def knn_distance(query: np.ndarray, bank: np.ndarray, k: int, allowed: np.ndarra
     return (1.0 - top).mean(1)
 
 
+def most_similar(query: np.ndarray, bank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bank row indices [n_query, k], cosine similarities [n_query, k]) of each (normalised) query
+    row's k most similar (normalised) bank rows, most similar first. Brute force: one matrix product
+    (timed in docs/user-guide.md#similar-cases: about 1 ms against the 4000 rows a bank keeps)."""
+    k = max(0, min(k, bank.shape[0]))
+    sims = np.asarray(query, dtype=np.float32) @ np.asarray(bank, dtype=np.float32).T
+    idx = np.argpartition(-sims, k - 1, axis=1)[:, :k] if 0 < k < bank.shape[0] else np.tile(np.arange(k), (len(sims), 1))
+    top = np.take_along_axis(sims, idx, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    # float16 rows round a copy's similarity a hair past 1
+    return np.take_along_axis(idx, order, axis=1), np.clip(np.take_along_axis(top, order, axis=1), -1.0, 1.0)
+
+
 def oof_novelty(features: np.ndarray, folds: np.ndarray, k: int = NOVELTY_K) -> np.ndarray:
     """Each training image's novelty against the images of the other folds (never itself or a copy
     in its own fold), the same measure a new image gets against the whole bank."""
@@ -280,4 +293,8 @@ def calibrate(*, dev_features, dev_labels, dev_keys, oof_features, C, n_classes,
         summary.update(novelty_threshold=round(threshold, 5), novelty_k=NOVELTY_K)
         summary["odd_ones_out"] = odd_ones_out(dev_features, dev_labels, dev_keys, threshold)
         arrays["bank"] = normalise(dev_features[rows]).astype(np.float16)
+        # Which image each bank row is (the sample keys: image pks as text) and its label: the
+        # similar training images beside a prediction (older artifacts lack them and show none).
+        arrays["bank_keys"] = np.array([str(dev_keys[i]) for i in rows])
+        arrays["bank_labels"] = np.asarray(dev_labels)[rows].astype(np.int32)
     return summary, arrays

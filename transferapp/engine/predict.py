@@ -32,6 +32,10 @@ class Trust:
         self.novelty_threshold = summary.get("novelty_threshold")
         self.k = int(summary.get("novelty_k", cal.NOVELTY_K))
         self.default_alpha = float(summary.get("alpha", cal.DEFAULT_ALPHA))
+        # Which training image each bank row is, and its label: absent from older artifacts.
+        keyed = self.bank is not None and "bank_keys" in arrays and len(arrays["bank_keys"]) == len(self.bank)
+        self.bank_keys = [str(k) for k in arrays["bank_keys"]] if keyed else None
+        self.bank_labels = [int(v) for v in arrays["bank_labels"]] if keyed and "bank_labels" in arrays else None
 
     @property
     def available(self) -> bool:
@@ -53,6 +57,16 @@ class Trust:
             return np.zeros(len(features), dtype=bool), np.full(len(features), np.nan)
         distance = cal.knn_distance(cal.normalise(features), self.bank, self.k)
         return distance > self.novelty_threshold, distance
+
+    def similar(self, features: np.ndarray, k: int) -> list[list[tuple[str, int | None, float]]]:
+        """Each image's k most similar bank images as (key, label index, cosine similarity), most
+        similar first; empty lists for an artifact whose bank rows are not keyed."""
+        if self.bank_keys is None or k <= 0:
+            return [[] for _ in features]
+        rows, sims = cal.most_similar(cal.normalise(features), self.bank, k)
+        labels = self.bank_labels
+        return [[(self.bank_keys[r], labels[r] if labels else None, float(s)) for r, s in zip(rr, ss)]
+                for rr, ss in zip(rows, sims)]
 
 
 def decode_each(paths) -> list[tuple[str, Image.Image | str]]:
@@ -103,9 +117,10 @@ class Predictor:
         return self.predict_explained(images, alpha, keep_maps=False)[0]
 
     def predict_explained(self, images: list[Image.Image], alpha: float | None = None,
-                          keep_maps: bool = True) -> tuple[list[dict], list[explain.Evidence]]:
+                          keep_maps: bool = True, similar: int = 0) -> tuple[list[dict], list[explain.Evidence]]:
         """predict_images' results and, from the same forward pass, each image's last feature maps
-        (its Evidence), from which heat_map() draws any class's map."""
+        (its Evidence), from which heat_map() draws any class's map; with `similar`, each result's
+        "similar" lists its most similar training images (see Trust.similar) as {key, label, similarity}."""
         if not images:
             return [], []
         q = self.trust.threshold(alpha)
@@ -114,8 +129,13 @@ class Predictor:
         with self._model_lock, torch.inference_mode(), cal.head_input(self.model) as seen, keeper as maps:
             probs = self.model.predict_proba(batch.contiguous(memory_format=torch.channels_last)).float().cpu()
         probs = cal.apply_temperature(probs.numpy().astype(np.float64), self.trust.temperature)
-        unfamiliar, distance = self.trust.unfamiliar(seen[0].float().cpu().numpy())
+        features = seen[0].float().cpu().numpy()
+        unfamiliar, distance = self.trust.unfamiliar(features)
         results = [self._describe(p, q, bool(u), float(d)) for p, u, d in zip(probs, unfamiliar, distance)]
+        if similar > 0:
+            for result, cases in zip(results, self.trust.similar(features, similar)):
+                result["similar"] = [{"key": key, "label": None if label is None else self.classes[label],
+                                      "similarity": round(sim, 4)} for key, label, sim in cases]
         return results, explain.Evidence.per_image(maps) if keep_maps else []
 
     def heat_map(self, evidence: explain.Evidence, class_name: str) -> np.ndarray:

@@ -20,11 +20,13 @@ from transferapp.library import images as library_images
 from transferapp.library import intake
 from transferapp.models import BatchPrediction
 from transferapp.serving import predictions
+from transferapp.serving import similar as serving_similar
 from transferapp.storage import blobs, csvsafe
 from transferapp.storage.archive import ArchiveRejected, Limits, ZipSource
 
 # seen_in_training: the file is one the model learnt from, so its answer is no evidence of accuracy.
-CSV_COLUMNS = ["file", "label", "probability", "prediction_set", "abstained", "error", "seen_in_training"]
+# similar: the training images most like it, "image id:class:similarity" joined by ";" (serving.similar).
+CSV_COLUMNS = ["file", "label", "probability", "prediction_set", "abstained", "error", "seen_in_training", "similar"]
 BATCH = 32  # images decoded and predicted together: bounded memory for any number of files
 # ... or fewer, when they are large: 32 images at the 40-megapixel cap would hold ~4 GB decoded.
 CHUNK_PIXELS = 100_000_000  # about 300 MB of decoded RGB
@@ -148,7 +150,7 @@ def _checked(data):
 
 def _answer(run, slots) -> list[tuple[dict, object]]:
     good = [(name, checked) for name, checked in slots if not isinstance(checked, str)]
-    answers = iter(predictions.predict_checked(run, good) if good else [])
+    answers = iter(predictions.predict_checked(run, good, similar=serving_similar.PAGE) if good else [])
     return [({"file": name, "error": checked}, None) if isinstance(checked, str) else (next(answers), checked)
             for name, checked in slots]
 
@@ -203,7 +205,8 @@ def csv_row(row: dict) -> dict:
         return {"file": row["file"], "error": row["error"]}
     return {"file": row["file"], "label": row["top"]["label"], "probability": f"{row['top']['probability']:.6f}",
             "prediction_set": ";".join(row["prediction_set"]), "abstained": row["abstained"],
-            "seen_in_training": row.get("seen_in_training", False)}
+            "seen_in_training": row.get("seen_in_training", False),
+            "similar": ";".join(f"{s['image']}:{s['label']}:{s['similarity']:.4f}" for s in row.get("similar", []))}
 
 
 def to_csv(rows) -> str:
@@ -239,7 +242,30 @@ def table_rows(batch: BatchPrediction, order: str) -> list[dict]:
         # An unfamiliar image abstains with an empty prediction set (a doubtful one with 2+ labels):
         # its label is then only the closest class.
         row["unfamiliar"] = row["abstained"] and not row["prediction_set"] and not row["error"]
+        row["similar"] = _similar_cells(row.get("similar") or "")
+    _live_similar(batch, shown)
     return shown
+
+
+def _similar_cells(cell: str) -> list[dict]:
+    """The CSV's similar cases back as {"image", "label", "similarity", "percent"} (a class name may hold ":")."""
+    cases = []
+    for part in filter(None, cell.split(";")):
+        pk, _, rest = part.partition(":")
+        label, _, similarity = rest.rpartition(":")
+        try:
+            cases.append({"image": int(pk), "label": label, "similarity": float(similarity)})
+        except ValueError:
+            continue
+    return serving_similar.with_percent(cases)
+
+
+def _live_similar(batch: BatchPrediction, rows: list[dict]) -> None:
+    """Leaves out of the table's similar cases the images trashed or deleted since the batch ran."""
+    wanted = {case["image"] for row in rows for case in row["similar"]}
+    live = set(batch.project.images.filter(pk__in=wanted).values_list("pk", flat=True)) if wanted else set()
+    for row in rows:
+        row["similar"] = [case for case in row["similar"] if case["image"] in live]
 
 
 def _thumbnail_uri(path: Path) -> str:

@@ -11,6 +11,7 @@ from transferapp.library import intake
 from transferapp.library.images import max_upload_bytes
 from transferapp.models import TrainingRun
 from transferapp.serving import heatmaps as serving_heatmaps
+from transferapp.serving import similar as serving_similar
 from transferapp.storage import blobs
 
 # Loading a model costs far more than one prediction, and the uploader sends one image per
@@ -66,7 +67,7 @@ def predict_uploaded(run: TrainingRun, uploaded, decoded=lambda pixels: None) ->
     except intake.ImageRejected as exc:
         raise PredictionError(str(exc)) from None
     decoded(checked.width * checked.height)
-    (result,), (evidence,) = _answers(run, [checked.rgb], keep_maps=True)
+    (result,), (evidence,) = _answers(run, [checked.rgb], keep_maps=True, similar=serving_similar.PAGE)
     # Kept for the heat-map URLs the page offers: the image itself is not stored.
     serving_heatmaps.remember(run, predictor_for(run), checked.sha256, checked.rgb, evidence)
     ranked = sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)
@@ -83,17 +84,22 @@ def predict_uploaded(run: TrainingRun, uploaded, decoded=lambda pixels: None) ->
         "thumbnail": "data:image/jpeg;base64," + base64.b64encode(checked.thumbnail_jpeg).decode(),
         "digest": checked.sha256,  # names the image's heat maps (heatmaps.py keeps what they need)
         "classes": predictor_for(run).classes,  # the model's order: heat-map URLs name a class by its index
+        "similar": serving_similar.with_percent(result.get("similar", [])),
     }
 
 
-def _answers(run: TrainingRun, images: list, keep_maps: bool = False) -> tuple[list[dict], list]:
+def _answers(run: TrainingRun, images: list, keep_maps: bool = False, similar: int = 0) -> tuple[list[dict], list]:
     """The engine's results at the run's risk level and decision threshold (set on its results
-    page), and with `keep_maps` each image's heat-map evidence from the same forward pass."""
+    page), and with `keep_maps` each image's heat-map evidence from the same forward pass; with
+    `similar`, each result's most similar training images (serving.similar)."""
     predictor = predictor_for(run)
+    wanted = serving_similar.candidates(similar)
     try:
-        results, evidence = predictor.predict_explained(images, alpha=run.alpha, keep_maps=keep_maps)
+        results, evidence = predictor.predict_explained(images, alpha=run.alpha, keep_maps=keep_maps, similar=wanted)
     except ValueError:  # a risk level the model's calibration cannot support: answer at its own
-        results, evidence = predictor.predict_explained(images, keep_maps=keep_maps)
+        results, evidence = predictor.predict_explained(images, keep_maps=keep_maps, similar=wanted)
+    if similar:
+        serving_similar.link(run, results, similar)
     return [_with_threshold(run, result) for result in results], evidence
 
 
@@ -128,13 +134,17 @@ def describe_for_api(run: TrainingRun, name: str, result: dict, seen: bool = Fal
             "unfamiliar": bool(result.get("unfamiliar", False))}
 
 
-def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]], heatmap: bool = False) -> list[dict]:
+def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]], heatmap: bool = False,
+                    similar: int = 0) -> list[dict]:
     """API-shaped answers for already checked images, predicted as one batch; with `heatmap`, each
-    carries its overlay for the predicted class as a base64 PNG."""
+    carries its overlay for the predicted class as a base64 PNG; with `similar`, its `similar` most
+    similar training images ({"image", "label", "similarity"}, most similar first)."""
     images = [checked.rgb for _, checked in items]
-    results, evidence = _answers(run, images, keep_maps=heatmap)
+    results, evidence = _answers(run, images, keep_maps=heatmap, similar=similar)
     answers = [describe_for_api(run, name, result, seen_in_training(run, checked.sha256))
                for (name, checked), result in zip(items, results)]
+    for answer, result in zip(answers, results):
+        answer["similar"] = result.get("similar", [])
     for answer, image, kept in zip(answers, images, evidence):  # drawn at once: an API client fetches no URL
         png = predictor_for(run).heat_map_png(image, kept, answer["top"]["label"])
         answer["heatmap_png_base64"] = base64.b64encode(png).decode()
@@ -151,6 +161,11 @@ def heatmap_png(run: TrainingRun, digest: str, class_index: int) -> bytes | None
 def stored_heatmap_png(run: TrainingRun, image, class_index: int) -> bytes:
     predictor = predictor_for(run)
     return serving_heatmaps.stored_image_png(run, predictor, image, _class_name(predictor, class_index))
+
+
+def stored_similar(run: TrainingRun, image, k: int = serving_similar.PAGE) -> list[dict]:
+    """The training images most like one image of the project (itself left out), for the results page."""
+    return serving_similar.with_percent(serving_similar.for_stored_image(run, predictor_for(run), image, k))
 
 
 def _class_name(predictor, class_index: int) -> str:

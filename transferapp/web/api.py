@@ -25,6 +25,7 @@ from transferapp.library import projects as library_projects
 from transferapp.models import TrainingRun
 from transferapp.reporting import monitoring
 from transferapp.serving import predictions
+from transferapp.serving import similar as serving_similar
 from transferapp.training import runs as training_runs
 from transferapp.training import selectors as training_selectors
 from transferapp.web import uploads
@@ -140,6 +141,14 @@ class LabelProbability(Schema):
     probability: float
 
 
+class SimilarCaseOut(Schema):
+    """A training image the model finds like this one: its id, its class, the cosine similarity of
+    their features (1 = the same picture to the model)."""
+    image: int
+    label: str
+    similarity: float
+
+
 class PredictionOut(BaseModel):
     """One image's answer. Fields not named here (heatmap_png_base64 when asked, ...) pass through:
     a plain pydantic model, because ninja's Schema drops extra fields even with extra="allow"."""
@@ -152,6 +161,7 @@ class PredictionOut(BaseModel):
     abstained: bool
     seen_in_training: bool = False  # the very file is one this version learnt from
     unfamiliar: bool = False  # abstained because unlike the training images: `top` is only the closest class
+    similar: list[SimilarCaseOut] = []  # with ?similar=k: the k most similar training images, most similar first
 
 
 class RefusedFileOut(Schema):
@@ -266,21 +276,29 @@ HEATMAP_HELP = ("Also return where the model looked for its predicted class: `he
                 "and darkened outside it (about 15 ms and 80 KB more per image).")
 
 
+SIMILAR_HELP = (f"Also return the k (at most {serving_similar.API_MAX}) training images most like each image: "
+                "`similar`, a list of {image, label, similarity} (the image's id, its class, the cosine "
+                "similarity of their features), most similar first. 0 (the default): none.")
+SimilarQuery = Query(0, ge=0, le=serving_similar.API_MAX, description=SIMILAR_HELP)
+
+
 PREDICT_RESPONSES = {200: PredictionOut | list[PredictionOut | RefusedFileOut], **_errors(400, 401, 404, 409, 413, 415, 429)}
 
 
 @api.post("/projects/{project_id}/predict", response=PREDICT_RESPONSES, openapi_extra=_images_body(raw=True))
-def predict_published(request, project_id: int, heatmap: bool = Query(False, description=HEATMAP_HELP)):
+def predict_published(request, project_id: int, heatmap: bool = Query(False, description=HEATMAP_HELP),
+                      similar: int = SimilarQuery):
     """The published version (else the latest). Body: the raw image, or multipart with files."""
     project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
-    return _predict(request, project, version=None, heatmap=heatmap)
+    return _predict(request, project, version=None, heatmap=heatmap, similar=similar)
 
 
 @api.post("/projects/{project_id}/versions/{version}/predict", response=PREDICT_RESPONSES,
           openapi_extra=_images_body(raw=True))
-def predict_version(request, project_id: int, version: int, heatmap: bool = Query(False, description=HEATMAP_HELP)):
+def predict_version(request, project_id: int, version: int, heatmap: bool = Query(False, description=HEATMAP_HELP),
+                    similar: int = SimilarQuery):
     project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
-    return _predict(request, project, version=version, heatmap=heatmap)
+    return _predict(request, project, version=version, heatmap=heatmap, similar=similar)
 
 
 def _image_count(request) -> int:
@@ -291,21 +309,21 @@ def _is_multipart(request) -> bool:
     return request.content_type == "multipart/form-data"
 
 
-def _predict(request, project, version, heatmap=False):
+def _predict(request, project, version, heatmap=False, similar=0):
     run = training_selectors.model_run(project=project, version=version)
     if run is None:
         raise Http404("This project has no trained version yet." if version is None else f"This project has no version {version}.")
     if not _is_multipart(request):
         checked = _checked(request.headers.get("X-Filename", "image"), _raw_body(request))
         _count_sizes(request, [checked])
-        return predictions.predict_checked(run, [checked], heatmap=heatmap)[0]
+        return predictions.predict_checked(run, [checked], heatmap=heatmap, similar=similar)[0]
     items, failures = _checked_files(request)
     _count_sizes(request, items)
     if not items:
         raise failures[0][1] if len(failures) == 1 else HttpError(failures[0][1].status_code, " ".join(
             f"{name}: {exc}" for name, exc in failures))
     # One list: the answers, then the files refused (each with its reason and the status it would have had alone).
-    return predictions.predict_checked(run, items, heatmap=heatmap) + [
+    return predictions.predict_checked(run, items, heatmap=heatmap, similar=similar) + [
         {"file": name, "error": str(exc), "status": exc.status_code} for name, exc in failures]
 
 

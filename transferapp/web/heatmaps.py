@@ -1,7 +1,8 @@
-"""Heat maps of a run's predictions, as PNG."""
+"""Heat maps of a run's predictions, as PNG; the similar training images beside a mistake."""
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseNotFound
+from django.shortcuts import render
 
 from transferapp.engine import imaging
 from transferapp.library import selectors as library_selectors
@@ -37,6 +38,24 @@ def run_image_heatmap(request, pk, image_pk, class_index):
         raise Http404("This image's file is missing or unreadable") from None
     except predictions.PredictionError as exc:
         raise Http404(str(exc)) from None
+
+
+@login_required
+def run_image_similar(request, pk, image_pk):
+    """The results page's mistakes: the training images the run's model finds most like one image
+    of the project (an htmx fragment, asked for once the mistake scrolls into view)."""
+    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    image = library_selectors.images_by_pk(project=run.project, pks=[image_pk]).get(image_pk)
+    if image is None:
+        raise Http404("No such image in this project")
+    cases, empty = [], "None kept for this model."
+    try:
+        cases = predictions.stored_similar(run, image)
+    except (FileNotFoundError, imaging.DecodeError):
+        empty = "This image's file is missing or unreadable."
+    except predictions.PredictionError as exc:
+        empty = str(exc)
+    return render(request, "transferapp/_similar_mistake.html", {"cases": cases, "empty": empty})
 
 
 def _png(data: bytes) -> HttpResponse:
