@@ -103,9 +103,11 @@ class Predictor:
         return self.predict_explained(images, alpha, keep_maps=False)[0]
 
     def predict_explained(self, images: list[Image.Image], alpha: float | None = None,
-                          keep_maps: bool = True) -> tuple[list[dict], list[explain.Evidence]]:
+                          keep_maps: bool = True, keep_features: bool = False) -> tuple[list[dict], list[explain.Evidence]]:
         """predict_images' results and, from the same forward pass, each image's last feature maps
-        (its Evidence), from which heat_map() draws any class's map."""
+        (its Evidence), from which heat_map() draws any class's map. With `keep_features`, each
+        result also carries "features": the head's input, normalised, as float16 bytes (what the
+        novelty score measured; the prediction log keeps it for drift)."""
         if not images:
             return [], []
         q = self.trust.threshold(alpha)
@@ -114,8 +116,12 @@ class Predictor:
         with self._model_lock, torch.inference_mode(), cal.head_input(self.model) as seen, keeper as maps:
             probs = self.model.predict_proba(batch.contiguous(memory_format=torch.channels_last)).float().cpu()
         probs = cal.apply_temperature(probs.numpy().astype(np.float64), self.trust.temperature)
-        unfamiliar, distance = self.trust.unfamiliar(seen[0].float().cpu().numpy())
+        head_inputs = seen[0].float().cpu().numpy()
+        unfamiliar, distance = self.trust.unfamiliar(head_inputs)
         results = [self._describe(p, q, bool(u), float(d)) for p, u, d in zip(probs, unfamiliar, distance)]
+        if keep_features:
+            for result, row in zip(results, cal.normalise(head_inputs).astype(np.float16)):
+                result["features"] = row.tobytes()
         return results, explain.Evidence.per_image(maps) if keep_maps else []
 
     def heat_map(self, evidence: explain.Evidence, class_name: str) -> np.ndarray:

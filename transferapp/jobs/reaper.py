@@ -1,6 +1,6 @@
 """Settles runs, imports and batch predictions whose worker died or whose job vanished, purges
-deleted images whose undo window has passed and batches older than BATCH_KEPT_DAYS, without
-waiting for a page view.
+deleted images whose undo window has passed, batches older than BATCH_KEPT_DAYS and the
+prediction log past its retention, without waiting for a page view.
 
 Every worker runs one Reaper thread (see workers.py). A sweep only makes conditional updates
 (queued -> failed; running -> queued as the next try, or -> failed), each on the row as it saw it,
@@ -17,7 +17,7 @@ from django.db import connection
 from transferapp.jobs import checks, sweeps
 from transferapp.library import trash
 from transferapp.models import BatchPrediction, ImportJob, TrainingRun
-from transferapp.serving import batch_runs
+from transferapp.serving import batch_runs, prediction_log
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,20 @@ def sweep() -> None:
     for project_id in trash.projects_with_expired_trash():
         trash.deleted_images_purge(project_id=project_id)
     _forget_deleted_in_scratch()
+    _purge_prediction_log()
+
+
+PREDICTION_SWEEP_S = 600.0  # listing each project's kept images (a bucket listing): not every sweep
+_predictions_swept_at = float("-inf")
+
+
+def _purge_prediction_log() -> None:
+    """Logged predictions' images after PREDICTION_IMAGES_KEPT_DAYS (or past the size cap), their
+    rows after PREDICTION_LOG_KEPT_DAYS, within PREDICTION_SWEEP_S."""
+    global _predictions_swept_at
+    if time.monotonic() - _predictions_swept_at >= PREDICTION_SWEEP_S:
+        _predictions_swept_at = time.monotonic()
+        prediction_log.predictions_purge_expired()
 
 
 SCRATCH_SWEEP_S = 600.0  # walking the scratch cache and the feature cache: not every sweep
