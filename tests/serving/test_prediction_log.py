@@ -177,3 +177,36 @@ def test_the_reaper_runs_the_retention_sweep(user, settings, monkeypatch):
     monkeypatch.setattr(reaper, "_predictions_swept_at", float("-inf"))
     reaper.sweep()
     assert not Prediction.objects.exists()
+
+
+def test_a_failed_image_write_costs_the_image_never_the_row(user, settings):
+    """A real failure: a file stands where the project's image folder must go, so the write fails."""
+    project = project_with_images(user)
+    blocker = settings.MEDIA_ROOT / "projects" / str(project.pk) / "predictions"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"not a folder")
+    run = _run(project)
+    (pk,) = prediction_log.record(run, prediction_log.page(), [_answer(7)])  # written by the pool
+    prediction_log.flush()
+    row = Prediction.objects.get(pk=pk)
+    assert row.image.name == "" and row.top_label == "red" and row.features is not None
+    blocker.unlink()
+    (pk,) = prediction_log.record(run, prediction_log.batch("x.zip", in_worker=True), [_answer(8)])
+    row = Prediction.objects.get(pk=pk)  # the worker writes it at once
+    assert row.image.name and default_storage.exists(row.image.name)
+
+
+@pytest.mark.s3
+def test_in_bucket_mode_the_kept_image_goes_to_the_bucket_and_the_sweep_removes_it(user, settings, seaweed, web_dirs):
+    from tests.s3_support import MISSING
+    if MISSING:
+        pytest.skip(MISSING)
+    project = project_with_images(user)
+    (pk,) = prediction_log.record(_run(project), prediction_log.api(ApiKey(name="lims")), [_answer(9)])
+    prediction_log.flush()
+    row = Prediction.objects.get(pk=pk)
+    assert row.source_name == "lims" and seaweed.keys(f"projects/{project.pk}/predictions/") == [row.image.name]
+    assert not [p for p in (web_dirs / "media").rglob("*") if p.is_file()]  # nothing on this machine's disk
+    settings.PREDICTION_IMAGES_MAX_MB = 0  # no room: the sweep lists the bucket and drops it
+    assert prediction_log.predictions_purge_expired()["files"] == 1
+    assert seaweed.keys(f"projects/{project.pk}/predictions/") == [] and Prediction.objects.get(pk=pk).image.name == ""

@@ -11,13 +11,14 @@ import logging
 import random
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -82,12 +83,39 @@ def record(run: TrainingRun, source: Source, answers: list[Answer]) -> list[int 
     for row in rows:
         if keep:  # named now (by project, day and content): the row needs no second write when it lands
             row.image.name = prediction_image_path(row, "")
-    Prediction.objects.bulk_create(rows)
+    with _without_waiting_for_the_disk():
+        Prediction.objects.bulk_create(rows)
     if keep:
         _keep_images(rows, [answer.checked.rgb for answer in answers], source.images_in_background)
     if any(row.audit or row.abstained for row in rows):
         _announce_review_needed(project, rows)
     return [row.pk for row in rows]
+
+
+@contextmanager
+def _without_waiting_for_the_disk():
+    """The log's insert commits without waiting for the disk to confirm it (measured: the wait, one
+    fsync, was 4 ms of a 4.5 ms insert on a busy machine; the limit is 2 ms a prediction). SQLite's
+    WAL with synchronous=NORMAL, PostgreSQL's synchronous_commit=off: a power cut (not a crash of
+    the app) may lose the last moments' log rows, never corrupt or half-write anything, and the next
+    ordinary commit makes them durable too. Inside a caller's transaction, its commit decides."""
+    if connection.in_atomic_block or connection.vendor not in ("sqlite", "postgresql"):
+        yield
+        return
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        (before,) = cursor.fetchone()
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA synchronous = {int(before)}")
 
 
 def _row(project: Project, run: TrainingRun, source: Source, answer: Answer, now, audit: bool) -> Prediction:
@@ -198,8 +226,8 @@ def _announce_review_needed(project: Project, rows: list[Prediction]) -> None:
     """review.needed once, when the queue reaches REVIEW_NEEDED_AT: counted up to the first and the
     last new row, so of two requests logging at once only the one whose row crossed it sends it."""
     threshold = settings.REVIEW_NEEDED_AT
-    if threshold <= 0:
-        return
+    if threshold <= 0 or not any("review.needed" in hook.events for hook in project.webhooks.filter(active=True)):
+        return  # nobody listens: no count on every prediction
     first, last = min(row.pk for row in rows), max(row.pk for row in rows)
     counts = review_queue(project).aggregate(before=Count("pk", filter=Q(pk__lt=first)),
                                              through=Count("pk", filter=Q(pk__lte=last)))
