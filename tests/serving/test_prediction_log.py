@@ -14,10 +14,19 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from tests.api_support import photo_bytes, work_off_queue
+from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
 from tests.web.test_api import trained  # noqa: F401 (a fixture: the API tests' trained version with a key)
 from transferapp.jobs import reaper
-from transferapp.models import ApiKey, BatchPrediction, Prediction, TrainingRun, Webhook, WebhookDelivery
+from transferapp.library import intake
+from transferapp.models import (
+    ApiKey,
+    BatchPrediction,
+    Prediction,
+    TrainingRun,
+    Webhook,
+    WebhookDelivery,
+)
 from transferapp.serving import prediction_log
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,7 +103,7 @@ def test_the_page_the_api_and_batches_each_log_their_predictions(alice, trained,
 
 
 def test_logging_off_logs_nothing_and_the_api_answers_as_before(client, trained, settings):  # noqa: F811
-    project, run, key = trained
+    project, _, key = trained
     settings.PREDICTION_LOG = False
     answer = client.post(f"/api/v1/projects/{project.pk}/predict", data=photo_bytes("sea", 601), content_type="image/jpeg",
                          HTTP_AUTHORIZATION=f"Bearer {key}").json()
@@ -108,9 +117,6 @@ def _run(project) -> TrainingRun:
 
 
 def _answer(seed: int, abstained: bool = False) -> prediction_log.Answer:
-    from tests.conftest import image_bytes
-    from transferapp.library import intake
-
     checked = intake.check_image(image_bytes("red", shape_seed=seed), max_bytes=10**7, max_pixels=10**7)
     result = {"top": "red", "probabilities": {"red": 0.6, "blue": 0.4}, "prediction_set": ["red", "blue"] if abstained else ["red"],
               "abstained": abstained, "unfamiliar": False, "novelty": 0.2, "features": np.ones(4, np.float16).tobytes()}
