@@ -340,6 +340,8 @@ BATCH_KEPT_DAYS = envint("BATCH_KEPT_DAYS", "7")
 # small JPEG of each (longest side PREDICTION_IMAGE_MAX_SIDE px) for PREDICTION_IMAGES_KEPT_DAYS so
 # the owner can review it; the log rows stay PREDICTION_LOG_KEPT_DAYS. A project's kept images
 # stop growing past PREDICTION_IMAGES_MAX_MB (older ones go first).
+# PREDICTION_LOG=false logs nothing (the API latency bench compares both; an operator may opt out).
+PREDICTION_LOG = envbool("PREDICTION_LOG", "true")
 PREDICTION_IMAGES_KEPT_DAYS = envint("PREDICTION_IMAGES_KEPT_DAYS", "30")
 PREDICTION_LOG_KEPT_DAYS = envint("PREDICTION_LOG_KEPT_DAYS", "365")
 PREDICTION_IMAGE_MAX_SIDE = envint("PREDICTION_IMAGE_MAX_SIDE", "512")

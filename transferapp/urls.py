@@ -61,6 +61,7 @@ urlpatterns = [
     path("runs/<int:pk>/report.pdf", web_reports.run_report_pdf, name="run_report_pdf"),
     path("runs/<int:pk>/report/manifest.csv", web_reports.run_report_manifest, name="run_report_manifest"),
     path("projects/<int:pk>/intended-use/", web_versions.project_intended_use, name="project_intended_use"),
+    path("projects/<int:pk>/prediction-log/", web_versions.project_prediction_log, name="project_prediction_log"),
     path("projects/<int:pk>/api-keys/", keys.api_key_create, name="api_key_create"),
     path("api-keys/<int:pk>/revoke/", keys.api_key_revoke, name="api_key_revoke"),
     path("projects/<int:pk>/webhooks/", web_webhooks.webhooks_page, name="webhooks_page"),

@@ -169,7 +169,8 @@ def test_the_openapi_schema_lists_the_endpoints(client):
     for path in ("/api/v1/projects", "/api/v1/health", "/api/v1/projects/{project_id}/predict",
                  "/api/v1/projects/{project_id}/versions/{version}/predict", "/api/v1/projects/{project_id}/versions",
                  "/api/v1/projects/{project_id}/versions/{version}", "/api/v1/projects/{project_id}/runs/{run_id}",
-                 "/api/v1/projects/{project_id}/classes/{name}/images", "/api/v1/projects/{project_id}/train"):
+                 "/api/v1/projects/{project_id}/classes/{name}/images", "/api/v1/projects/{project_id}/train",
+                 "/api/v1/projects/{project_id}/predictions", "/api/v1/predictions/{prediction_id}/feedback"):
         assert path in paths, path
 
 
@@ -235,9 +236,10 @@ def test_an_empty_file_sent_as_multipart_is_not_an_image_rather_than_too_large(c
 def test_a_prediction_has_the_documented_shape(client, trained):
     project, run, key = trained
     body = predict_raw(client, project, key, photo_bytes("sea", 3), ).json()
-    assert set(body) == {"file", "model", "top", "predictions", "prediction_set", "abstained", "seen_in_training",
+    assert set(body) == {"id", "file", "model", "top", "predictions", "prediction_set", "abstained", "seen_in_training",
                          "unfamiliar", "similar"}
     assert body["similar"] == []  # only with ?similar=k (tests/serving/test_similar_cases.py)
+    assert isinstance(body["id"], int)  # the prediction log's row: feedback names it
     assert body["model"] == {"project": project.name, "version": run.version, "base": "efficientnet_lite0"}
     assert set(body["top"]) == {"label", "probability"} and body["top"] == body["predictions"][0]
     assert sorted(p["label"] for p in body["predictions"]) == sorted(CLASS_TINTS)

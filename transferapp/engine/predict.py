@@ -117,10 +117,13 @@ class Predictor:
         return self.predict_explained(images, alpha, keep_maps=False)[0]
 
     def predict_explained(self, images: list[Image.Image], alpha: float | None = None,
-                          keep_maps: bool = True, similar: int = 0) -> tuple[list[dict], list[explain.Evidence]]:
+                          keep_maps: bool = True, similar: int = 0,
+                          keep_features: bool = False) -> tuple[list[dict], list[explain.Evidence]]:
         """predict_images' results and, from the same forward pass, each image's last feature maps
         (its Evidence), from which heat_map() draws any class's map; with `similar`, each result's
-        "similar" lists its most similar training images (see Trust.similar) as {key, label, similarity}."""
+        "similar" lists its most similar training images (see Trust.similar) as {key, label, similarity}.
+        With `keep_features`, each result also carries "features": the head's input, normalised, as
+        float16 bytes (what the novelty score measured; the prediction log keeps it for drift)."""
         if not images:
             return [], []
         q = self.trust.threshold(alpha)
@@ -136,6 +139,9 @@ class Predictor:
             for result, cases in zip(results, self.trust.similar(features, similar)):
                 result["similar"] = [{"key": key, "label": None if label is None else self.classes[label],
                                       "similarity": round(sim, 4)} for key, label, sim in cases]
+        if keep_features:
+            for result, row in zip(results, cal.normalise(features).astype(np.float16)):
+                result["features"] = row.tobytes()
         return results, explain.Evidence.per_image(maps) if keep_maps else []
 
     def heat_map(self, evidence: explain.Evidence, class_name: str) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Settles runs, imports and batch predictions whose worker died or whose job vanished, purges
-deleted images whose undo window has passed and batches older than BATCH_KEPT_DAYS, and hands due
-webhook retries back to the queue, without waiting for a page view.
+deleted images whose undo window has passed, batches older than BATCH_KEPT_DAYS and the
+prediction log past its retention, and hands due webhook retries back to the queue, without
+waiting for a page view.
 
 Every worker runs one Reaper thread (see workers.py). A sweep only makes conditional updates
 (queued -> failed; running -> queued as the next try, or -> failed), each on the row as it saw it,
@@ -20,7 +21,7 @@ from redis.exceptions import RedisError
 from transferapp.jobs import checks, sweeps
 from transferapp.library import trash
 from transferapp.models import BatchPrediction, ImportJob, TrainingRun
-from transferapp.serving import batch_runs
+from transferapp.serving import batch_runs, prediction_log
 from transferapp.webhooks import delivery as webhook_delivery
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def sweep() -> None:
     webhook_delivery.retry_due()
     _forget_deleted_in_scratch()
     drift_sweep_enqueue()
+    _purge_prediction_log()
 
 
 DRIFT_SWEEP_S = 3600  # drift.detected is sent at most once a day a project; an hour's delay is fine
@@ -62,6 +64,19 @@ def drift_sweep_enqueue() -> bool:
         logger.exception("Could not queue the drift sweep")
         return False
     return True
+
+
+PREDICTION_SWEEP_S = 600.0  # listing each project's kept images (a bucket listing): not every sweep
+_predictions_swept_at = float("-inf")
+
+
+def _purge_prediction_log() -> None:
+    """Logged predictions' images after PREDICTION_IMAGES_KEPT_DAYS (or past the size cap), their
+    rows after PREDICTION_LOG_KEPT_DAYS, within PREDICTION_SWEEP_S."""
+    global _predictions_swept_at
+    if time.monotonic() - _predictions_swept_at >= PREDICTION_SWEEP_S:
+        _predictions_swept_at = time.monotonic()
+        prediction_log.predictions_purge_expired()
 
 
 SCRATCH_SWEEP_S = 600.0  # walking the scratch cache and the feature cache: not every sweep

@@ -29,7 +29,7 @@ from transferapp.models import BatchPrediction, Image, ImportJob, TrainingRun
 from transferapp.reporting import drift
 from transferapp.reporting import reports as reporting_reports
 from transferapp.serving import batch as serving_batch
-from transferapp.serving import predictions
+from transferapp.serving import prediction_log, predictions
 from transferapp.storage import blobs
 from transferapp.storage.archive import ArchiveRejected, Limits, ZipSource
 from transferapp.training import snapshot as training_snapshot
@@ -212,7 +212,8 @@ def run_batch(batch_id: int) -> str:
         inputs = blobs.fetch_folder(batch.folder, BatchPrediction.INPUTS, workdir)
         total = serving_batch.count_stored(inputs)
         tries.this_try(batch).update(total=total)
-        serving_batch.predict_stored(batch.run, inputs, workdir, on_chunk=progress.BatchReporter(batch, total).report)
+        serving_batch.predict_stored(batch.run, inputs, workdir, on_chunk=progress.BatchReporter(batch, total).report,
+                                     source=prediction_log.batch(batch.source_name, in_worker=True))
         if not tries.this_try(batch).filter(status=BatchPrediction.Status.RUNNING).exists():
             raise progress.BatchStopped()
         blobs.publish_folder(workdir, batch.folder, [BatchPrediction.THUMBS, BatchPrediction.CSV])

@@ -57,6 +57,17 @@ def project_set_report_credit(*, project: Project, authors: str, affiliation: st
     return project
 
 
+def project_set_prediction_log(*, project: Project, keep_images: bool, audit_percent: str) -> Project:
+    """Whether logged predictions keep a small copy of their image (for review), and the share of
+    predictions drawn at random into the audit sample (0-100 %; live accuracy counts only those)."""
+    text = str(audit_percent).strip().rstrip("%").strip()
+    if not text.isdigit() or int(text) > 100:
+        raise errors.ServiceError("The audit share is a whole number of per cent, from 0 to 100.")
+    project.keep_prediction_images, project.audit_percent = keep_images, int(text)
+    project.save(update_fields=["keep_prediction_images", "audit_percent"])
+    return project
+
+
 def project_set_intended_use(*, project: Project, text: str) -> Project:
     """The owner's text on intended use and limitations, printed in the training reports."""
     text = text.strip()

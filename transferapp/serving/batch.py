@@ -35,6 +35,11 @@ TABLE_ROWS = 100  # rows the finished batch's table shows (the CSV has them all)
 ORDERS = {"file": "file order", "low": "least confident first", "high": "most confident first"}
 
 
+def source_name(uploads: list) -> str:
+    """What a batch is called (in its row, the prediction log): its file, or how many there were."""
+    return uploads[0].name if len(uploads) == 1 else f"{len(uploads)} files"
+
+
 def runs_in_worker(uploads: list) -> bool:
     """More than BATCH_INLINE_MAX_IMAGES loose images, or any zip (it may hold thousands)."""
     return len(uploads) > settings.BATCH_INLINE_MAX_IMAGES or any(u.name.lower().endswith(".zip") for u in uploads)
@@ -123,19 +128,20 @@ def count_stored(inputs: Path) -> int:
 
 # --- predicting -----------------------------------------------------------------------------
 
-def answered(run, images, size: int = BATCH, pixels: int = CHUNK_PIXELS):
+def answered(run, images, size: int = BATCH, pixels: int = CHUNK_PIXELS, source=None):
     """Chunks of (API-shaped answer or {"file", "error"}, the checked image or None), in input
-    order; a chunk ends at `size` files or `pixels` decoded pixels, whichever comes first."""
+    order; a chunk ends at `size` files or `pixels` decoded pixels, whichever comes first. With
+    `source` (a prediction_log.Source), each chunk's predictions are logged in one insert."""
     slots, held = [], 0
     for name, data in images:
         checked = _checked(data)
         slots.append((name, checked))
         held += 0 if isinstance(checked, str) else checked.rgb.width * checked.rgb.height
         if len(slots) == size or held >= pixels:
-            yield _answer(run, slots)
+            yield _answer(run, slots, source)
             slots, held = [], 0
     if slots:
-        yield _answer(run, slots)
+        yield _answer(run, slots, source)
 
 
 def _checked(data):
@@ -148,18 +154,19 @@ def _checked(data):
         return str(exc)
 
 
-def _answer(run, slots) -> list[tuple[dict, object]]:
+def _answer(run, slots, source=None) -> list[tuple[dict, object]]:
     good = [(name, checked) for name, checked in slots if not isinstance(checked, str)]
-    answers = iter(predictions.predict_checked(run, good, similar=serving_similar.PAGE) if good else [])
+    answers = iter(predictions.predict_checked(run, good, similar=serving_similar.PAGE, source=source) if good else [])
     return [({"file": name, "error": checked}, None) if isinstance(checked, str) else (next(answers), checked)
             for name, checked in slots]
 
 
-def predict_rows(run, images, sizes: list | None = None) -> list[dict]:
+def predict_rows(run, images, sizes: list | None = None, source=None) -> list[dict]:
     """One API-shaped answer (or {"file", "error"}) per image, predicted BATCH at a time; each
-    predicted image's pixel count is appended to `sizes` (the allowance counts by size)."""
+    predicted image's pixel count is appended to `sizes` (the allowance counts by size); logged
+    with `source`."""
     rows = []
-    for chunk in answered(run, images):
+    for chunk in answered(run, images, source=source):
         for row, checked in chunk:
             rows.append(row)
             if checked is not None and sizes is not None:
@@ -172,10 +179,11 @@ def allowance_used(chunk) -> int:
     return sum(throttle.image_weight(checked.width * checked.height) for _, checked in chunk if checked is not None)
 
 
-def predict_stored(run, inputs: Path, results: Path, on_chunk) -> Path:
+def predict_stored(run, inputs: Path, results: Path, on_chunk, source=None) -> Path:
     """Predict a stored batch's inputs into a CSV and thumbnails in `results`; on_chunk(done,
     refused, images) after each chunk (progress, the allowance). Returns the CSV's path, written
-    whole or not at all (under a name of this process's own: a silent earlier try may still write)."""
+    whole or not at all (under a name of this process's own: a silent earlier try may still write).
+    With `source`, each chunk's predictions are logged as they are made."""
     thumbs = results / BatchPrediction.THUMBS
     thumbs.mkdir(parents=True, exist_ok=True)
     final = results / BatchPrediction.CSV
@@ -185,7 +193,7 @@ def predict_stored(run, inputs: Path, results: Path, on_chunk) -> Path:
         with open(partial, "w", newline="", encoding="utf-8") as out:
             writer = csvsafe.dict_writer(out, CSV_COLUMNS)
             writer.writeheader()
-            for chunk in answered(run, stored_images(inputs)):
+            for chunk in answered(run, stored_images(inputs), source=source):
                 for row, checked in chunk:
                     writer.writerow(csv_row(row))
                     if checked is not None:

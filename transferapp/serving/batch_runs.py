@@ -13,6 +13,7 @@ from django.utils import timezone
 from transferapp.accounts import quotas
 from transferapp.library import errors
 from transferapp.models import BatchPrediction, Project, TrainingRun
+from transferapp.serving import batch as serving_batch
 from transferapp.storage import blobs
 
 logger = logging.getLogger(__name__)
@@ -27,8 +28,7 @@ def batch_create(*, project: Project, run: TrainingRun, uploads: list, refused: 
 
     `refused` are (name, reason) for files the upload handler dropped: they become error rows."""
     errors.refuse_if(_batch_refusal(project.owner_id))
-    name = uploads[0].name if len(uploads) == 1 else f"{len(uploads)} files"
-    batch = BatchPrediction(project=project, run=run, version=run.version, source_name=name[:255],
+    batch = BatchPrediction(project=project, run=run, version=run.version, source_name=serving_batch.source_name(uploads)[:255],
                             folder=blobs.folder_record(f"batches/{uuid.uuid4().hex}"))
     try:
         _store_batch_inputs(batch, uploads, refused)

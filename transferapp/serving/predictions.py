@@ -11,6 +11,7 @@ from transferapp.library import intake
 from transferapp.library.images import max_upload_bytes
 from transferapp.models import TrainingRun
 from transferapp.serving import heatmaps as serving_heatmaps
+from transferapp.serving import prediction_log
 from transferapp.serving import similar as serving_similar
 from transferapp.storage import blobs
 
@@ -58,9 +59,11 @@ def predictor_for(run: TrainingRun):
         return predictor
 
 
-def predict_uploaded(run: TrainingRun, uploaded, decoded=lambda pixels: None) -> dict:
+def predict_uploaded(run: TrainingRun, uploaded, decoded=lambda pixels: None,
+                     source: prediction_log.Source | None = None) -> dict:
     """Top classes for one uploaded image; its size is checked before it is read, and
-    `decoded(pixels)` is told its size once it is decoded (the allowance counts by size)."""
+    `decoded(pixels)` is told its size once it is decoded (the allowance counts by size). With
+    `source`, the prediction is logged (prediction_log)."""
     try:
         intake.check_size(uploaded.size, max_upload_bytes())
         checked = intake.check_image(uploaded.read(), max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
@@ -70,6 +73,8 @@ def predict_uploaded(run: TrainingRun, uploaded, decoded=lambda pixels: None) ->
     (result,), (evidence,) = _answers(run, [checked.rgb], keep_maps=True, similar=serving_similar.PAGE)
     # Kept for the heat-map URLs the page offers: the image itself is not stored.
     serving_heatmaps.remember(run, predictor_for(run), checked.sha256, checked.rgb, evidence)
+    seen = seen_in_training(run, checked.sha256)
+    logged = prediction_log.record(run, source, [prediction_log.Answer(uploaded.name, checked, result, seen)]) if source else [None]
     ranked = sorted(result["probabilities"].items(), key=lambda item: item[1], reverse=True)
     return {
         "name": uploaded.name,
@@ -79,7 +84,8 @@ def predict_uploaded(run: TrainingRun, uploaded, decoded=lambda pixels: None) ->
         "prediction_set": result.get("prediction_set", [result["top"]]),
         "abstained": result.get("abstained", False),
         "unfamiliar": result.get("unfamiliar", False),
-        "seen_in_training": seen_in_training(run, checked.sha256),
+        "seen_in_training": seen,
+        "prediction_id": logged[0],
         "ranked": [{"label": label, "p": p, "percent": round(100 * p, 1)} for label, p in ranked[:TOP_K]],
         "thumbnail": "data:image/jpeg;base64," + base64.b64encode(checked.thumbnail_jpeg).decode(),
         "digest": checked.sha256,  # names the image's heat maps (heatmaps.py keeps what they need)
@@ -94,10 +100,13 @@ def _answers(run: TrainingRun, images: list, keep_maps: bool = False, similar: i
     `similar`, each result's most similar training images (serving.similar)."""
     predictor = predictor_for(run)
     wanted = serving_similar.candidates(similar)
+    features = prediction_log.enabled()  # the log keeps them (drift); each result's "features" never leaves serving
     try:
-        results, evidence = predictor.predict_explained(images, alpha=run.alpha, keep_maps=keep_maps, similar=wanted)
+        results, evidence = predictor.predict_explained(images, alpha=run.alpha, keep_maps=keep_maps, similar=wanted,
+                                                        keep_features=features)
     except ValueError:  # a risk level the model's calibration cannot support: answer at its own
-        results, evidence = predictor.predict_explained(images, keep_maps=keep_maps, similar=wanted)
+        results, evidence = predictor.predict_explained(images, keep_maps=keep_maps, similar=wanted,
+                                                        keep_features=features)
     if similar:
         serving_similar.link(run, results, similar)
     return [_with_threshold(run, result) for result in results], evidence
@@ -135,16 +144,24 @@ def describe_for_api(run: TrainingRun, name: str, result: dict, seen: bool = Fal
 
 
 def predict_checked(run: TrainingRun, items: list[tuple[str, "intake.CheckedImage"]], heatmap: bool = False,
-                    similar: int = 0) -> list[dict]:
+                    similar: int = 0, source: prediction_log.Source | None = None) -> list[dict]:
     """API-shaped answers for already checked images, predicted as one batch; with `heatmap`, each
     carries its overlay for the predicted class as a base64 PNG; with `similar`, its `similar` most
-    similar training images ({"image", "label", "similarity"}, most similar first)."""
+    similar training images ({"image", "label", "similarity"}, most similar first). With `source`,
+    they are logged (one bulk insert) and each answer carries its log row's "id" (null while
+    PREDICTION_LOG is off)."""
     images = [checked.rgb for _, checked in items]
     results, evidence = _answers(run, images, keep_maps=heatmap, similar=similar)
-    answers = [describe_for_api(run, name, result, seen_in_training(run, checked.sha256))
-               for (name, checked), result in zip(items, results)]
+    seen = [seen_in_training(run, checked.sha256) for _, checked in items]
+    answers = [describe_for_api(run, name, result, was_seen)
+               for (name, _), result, was_seen in zip(items, results, seen)]
     for answer, result in zip(answers, results):
         answer["similar"] = result.get("similar", [])
+    if source is not None:
+        logged = [prediction_log.Answer(name, checked, result, was_seen)
+                  for (name, checked), result, was_seen in zip(items, results, seen)]
+        for answer, pk in zip(answers, prediction_log.record(run, source, logged)):
+            answer["id"] = pk
     for answer, image, kept in zip(answers, images, evidence):  # drawn at once: an API client fetches no URL
         png = predictor_for(run).heat_map_png(image, kept, answer["top"]["label"])
         answer["heatmap_png_base64"] = base64.b64encode(png).decode()

@@ -206,6 +206,16 @@ def object_sizes(prefix: str) -> dict[str, int]:
     return {item["Key"]: item["Size"] for item in _objects(prefix)}
 
 
+def media_sizes(prefix: str) -> dict[str, int]:
+    """{storage name: bytes} of the media files whose names start with `prefix`, on the disk or in the bucket."""
+    if s3_mode():
+        return object_sizes(prefix)
+    root = Path(settings.MEDIA_ROOT)
+    folder = root / prefix
+    files = [path for path in folder.rglob("*") if path.is_file()] if folder.is_dir() else []
+    return {path.relative_to(root).as_posix(): path.stat().st_size for path in files}
+
+
 def _write_manifest(folder: Path, etags: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / f".{MANIFEST}.{uuid.uuid4().hex}.part"

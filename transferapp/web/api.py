@@ -6,6 +6,7 @@ that names the case: 401 no/bad/revoked key or a deactivated owner, 404 another 
 415 not an image, 429 over the key's per-minute allowance.
 """
 import functools
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.http import Http404, HttpResponseNotAllowed, JsonResponse
@@ -22,9 +23,9 @@ from transferapp.jobs import checks
 from transferapp.library import errors, intake
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
-from transferapp.models import TrainingRun
+from transferapp.models import Prediction, TrainingRun
 from transferapp.reporting import monitoring
-from transferapp.serving import predictions
+from transferapp.serving import prediction_log, predictions
 from transferapp.serving import similar as serving_similar
 from transferapp.training import runs as training_runs
 from transferapp.training import selectors as training_selectors
@@ -153,6 +154,7 @@ class PredictionOut(BaseModel):
     """One image's answer. Fields not named here (heatmap_png_base64 when asked, ...) pass through:
     a plain pydantic model, because ninja's Schema drops extra fields even with extra="allow"."""
     model_config = ConfigDict(extra="allow")
+    id: int | None = None  # the prediction log's row: send feedback to /predictions/{id}/feedback (null: logging is off)
     file: str
     model: ModelOut
     top: LabelProbability | None  # lenient: a schema must never turn a valid answer into a 500
@@ -316,14 +318,16 @@ def _predict(request, project, version, heatmap=False, similar=0):
     if not _is_multipart(request):
         checked = _checked(request.headers.get("X-Filename", "image"), _raw_body(request))
         _count_sizes(request, [checked])
-        return predictions.predict_checked(run, [checked], heatmap=heatmap, similar=similar)[0]
+        return predictions.predict_checked(run, [checked], heatmap=heatmap, similar=similar,
+                                           source=prediction_log.api(request.auth))[0]
     items, failures = _checked_files(request)
     _count_sizes(request, items)
     if not items:
         raise failures[0][1] if len(failures) == 1 else HttpError(failures[0][1].status_code, " ".join(
             f"{name}: {exc}" for name, exc in failures))
     # One list: the answers, then the files refused (each with its reason and the status it would have had alone).
-    return predictions.predict_checked(run, items, heatmap=heatmap, similar=similar) + [
+    return predictions.predict_checked(run, items, heatmap=heatmap, similar=similar,
+                                       source=prediction_log.api(request.auth)) + [
         {"file": name, "error": str(exc), "status": exc.status_code} for name, exc in failures]
 
 
@@ -373,6 +377,72 @@ def _checked_files(request):
     if not items and not failures:
         raise HttpError(400, "Send one or more images as multipart form files named “files”.")
     return items, failures
+
+
+# --- the prediction log and feedback ------------------------------------------------------------
+
+class ReviewOut(Schema):
+    label: str
+    source: str
+    at: datetime
+
+
+class LoggedPredictionOut(Schema):
+    id: int
+    created_at: datetime
+    version: int
+    source: str
+    source_name: str
+    file: str
+    top: LabelProbability
+    prediction_set: list[str]
+    abstained: bool
+    unfamiliar: bool
+    novelty: float | None
+    seen_in_training: bool
+    audit: bool
+    review: ReviewOut | None
+
+
+class FeedbackIn(Schema):
+    label: str
+
+
+def _logged_json(prediction: Prediction) -> dict:
+    review = None if not prediction.review_label else {
+        "label": prediction.review_label, "source": prediction.review_source, "at": prediction.reviewed_at}
+    return {"id": prediction.pk, "created_at": prediction.created_at, "version": prediction.version,
+            "source": prediction.source, "source_name": prediction.source_name, "file": prediction.file_name,
+            "top": {"label": prediction.top_label, "probability": prediction.probability},
+            "prediction_set": prediction.prediction_set, "abstained": prediction.abstained,
+            "unfamiliar": prediction.unfamiliar, "novelty": prediction.novelty,
+            "seen_in_training": prediction.seen_in_training, "audit": prediction.audit, "review": review}
+
+
+@api.get("/projects/{project_id}/predictions", response={200: list[LoggedPredictionOut], **_errors(401, 404, 422, 429)})
+def prediction_list(request, project_id: int,
+                    since: datetime | None = Query(None, description="Only predictions made after this ISO 8601 time (UTC when it names no zone)."),
+                    limit: int = Query(100, ge=1, le=prediction_log.LIST_MAX, description="At most this many, newest first.")):
+    """The prediction log, newest first: every prediction of the project (page, API, batch)."""
+    project = _project_for_key(request, project_id)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return [_logged_json(p) for p in prediction_log.predictions_list(project=project, since=since, limit=limit)]
+
+
+@api.post("/predictions/{prediction_id}/feedback", response={200: LoggedPredictionOut, **_errors(400, 401, 404, 429)})
+def prediction_feedback(request, prediction_id: int, payload: FeedbackIn):
+    """The true class of a logged prediction, from the client's own system (a later lab result):
+    it counts as a review (review source "api"); a later review replaces it."""
+    prediction = prediction_log.prediction_get(pk=prediction_id, project_id=request.auth.project_id)
+    if prediction is None:
+        raise Http404("No such prediction for this key.")
+    _project_for_key(request, prediction.project_id)  # the allowance
+    try:
+        prediction_log.feedback_record(prediction=prediction, label=payload.label)
+    except errors.ServiceError as exc:
+        raise HttpError(400, str(exc)) from None
+    return _logged_json(prediction)
 
 
 # --- training side ----------------------------------------------------------------------------

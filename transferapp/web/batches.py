@@ -15,7 +15,7 @@ from transferapp.accounts import throttle
 from transferapp.jobs import checks
 from transferapp.library import errors
 from transferapp.library import selectors as library_selectors
-from transferapp.serving import batch, batch_runs
+from transferapp.serving import batch, batch_runs, prediction_log
 from transferapp.serving import selectors as serving_selectors
 from transferapp.storage import blobs
 from transferapp.training import selectors as training_selectors
@@ -42,7 +42,8 @@ def predict_batch(request, pk):
         return _predict_batch_in_worker(request, project, run, files)
     rows = [{"file": name, "error": reason} for name, reason in uploads.refused_files(request)]
     sizes = []
-    rows += batch.predict_rows(run, batch.named_images(files), sizes=sizes)
+    rows += batch.predict_rows(run, batch.named_images(files), sizes=sizes,
+                               source=prediction_log.batch(batch.source_name(files)))
     throttle.predictions_counted(request.user, len(rows) + throttle.extra_weight(sizes))
     response = HttpResponse(batch.to_csv(rows), content_type=bucket.CSV_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{_csv_name(project, run.version)}"'

@@ -7,7 +7,7 @@ from django.urls import reverse
 from transferapp.accounts import throttle
 from transferapp.library import selectors as library_selectors
 from transferapp.serving import heatmaps as serving_heatmaps
-from transferapp.serving import predictions
+from transferapp.serving import prediction_log, predictions
 from transferapp.training import selectors as training_selectors
 from transferapp.web import actions, batches, uploads
 
@@ -39,7 +39,7 @@ def _predict_post(request, project, runs):
     for upload in request.FILES.getlist("files"):
         try:
             result = predictions.predict_uploaded(run, upload, decoded=lambda pixels: throttle.predictions_counted(
-                request.user, throttle.extra_weight([pixels])))
+                request.user, throttle.extra_weight([pixels])), source=prediction_log.page())
         except predictions.PredictionError as exc:
             results.append({"name": upload.name, "error": str(exc)})
             continue

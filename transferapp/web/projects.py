@@ -1,5 +1,6 @@
 """Project pages: the list, one project, its options. The first line of each view is the access check."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import connection
@@ -58,6 +59,8 @@ def project_detail(request, pk):
         "versions": training_selectors.versions_for_project(project=project),
         "current_run": training_selectors.model_run(project=project),
         "api_keys": accounts_selectors.api_keys_for_project(project=project),
+        "prediction_log_days": settings.PREDICTION_LOG_KEPT_DAYS,
+        "prediction_images_days": settings.PREDICTION_IMAGES_KEPT_DAYS,
     }
     return render(request, "transferapp/project_detail.html", context)
 

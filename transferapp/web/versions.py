@@ -124,3 +124,17 @@ def project_intended_use(request, pk):
     except errors.ServiceError as exc:
         messages.error(request, str(exc))
     return redirect(f"{project.get_absolute_url()}#intended-use")
+
+
+@login_required
+@require_POST
+def project_prediction_log(request, pk):
+    """The prediction log's settings: keep the images (for review) or not, and the audit share."""
+    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    try:
+        library_projects.project_set_prediction_log(project=project, keep_images=bool(request.POST.get("keep_prediction_images")),
+                                                    audit_percent=request.POST.get("audit_percent", ""))
+        messages.success(request, "Saved: new predictions are logged with these settings.")
+    except errors.ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect(f"{project.get_absolute_url()}#prediction-log")
