@@ -1,8 +1,14 @@
-"""In a real Chromium (#25): three audit predictions of a version trained for real are reviewed in
-the queue with the keyboard alone (Enter, a number key, z to undo), the next image already fetched;
-the version's page then shows live accuracy as k/n with an interval; and one correction is added
-to training and appears in its class with its provenance."""
+"""In a real Chromium (#25), end to end: with the audit share set to 100% on the project page,
+images of a version trained for real are predicted on the predict page (dropped and chosen) and
+through the REST API with a key made on the page; the monitoring page counts them by source, with
+its charts and the drift sentence, and the monitoring API says the same; one API prediction gets
+feedback through the API, three are reviewed in the queue with the keyboard alone (Enter, a number
+key, z to undo), the next image already fetched; the version's page and the monitoring page then
+show live accuracy as k/n with an interval; and one correction is added to training and appears in
+its class with its provenance."""
+import json
 import re
+import urllib.request
 
 import django_rq
 from django.urls import reverse
@@ -10,84 +16,162 @@ from rq import SimpleWorker
 
 from tests.browser.test_browser_csp import RECORD_VIOLATIONS
 from tests.browser.test_browser_rough_edges import _axe_violations, _no_sideways_scroll
-from tests.browser_support import BROWSER_MARKS, TIMEOUT_MS, expect, sign_in
+from tests.browser_support import BROWSER_MARKS, TIMEOUT_MS, drop_files, expect, sign_in
+from tests.conftest import image_bytes
 from tests.factories import project_with_images
 from tests.library.test_reviews import make_prediction
 from transferapp.engine.metrics import wilson_interval
 from transferapp.models import Prediction, TrainingRun
+from transferapp.serving import prediction_log
 
 pytestmark = BROWSER_MARKS
 
+KEYS = {"blue": "1", "red": "2"}  # the queue numbers the classes in name order
 
-def test_three_reviews_by_keyboard_live_accuracy_and_a_correction_added(live_server, queue, user, alice, screenshots,
-                                                                       watched_page):
+
+def _api(base, path, key, data=None, content_type="application/json"):
+    """A real HTTP call to the live server with the key, as a script would make it (no browser cookies)."""
+    request = urllib.request.Request(f"{base}{path}", data=data, method="POST" if data is not None else "GET",
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": content_type})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_page_and_api_predictions_are_monitored_reviewed_by_keyboard_and_one_corrected(
+        live_server, queue, user, alice, screenshots, watched_page):
     project = project_with_images(user, classes=("red", "blue"), per_class=6)
     alice.post(reverse("training_start", args=[project.pk]), {"base_model": "efficientnet_lite0", "preset": "fast"})
     django_rq.get_worker("default", worker_class=SimpleWorker).work(burst=True)
     run = TrainingRun.objects.get(project=project)
     assert run.status == "succeeded", run.error
-    # The log as the predict page and the API write it: three in the audit sample, one "don't know".
-    right = make_prediction(project, version=run.version, top_label="red", color="red", audit=True, seed=41, minutes_ago=3)
-    wrong = make_prediction(project, version=run.version, top_label="red", color="blue", audit=True, seed=42,
-                            minutes_ago=2, file_name="shift-2.jpg")
-    third = make_prediction(project, version=run.version, top_label="blue", color="blue", audit=True, seed=43, minutes_ago=1)
-    make_prediction(project, version=run.version, top_label="red", probability=0.4, abstained=True, color="green", seed=44)
+    base = live_server.url
 
     page = watched_page
-    page.add_init_script(RECORD_VIOLATIONS)  # the queue's script runs under the app's CSP, unblocked
-    sign_in(page, live_server.url, "alice", "a-long-password-1")
-    page.goto(f"{live_server.url}{project.get_absolute_url()}")
+    page.add_init_script(RECORD_VIOLATIONS)  # the pages' scripts run under the app's CSP, unblocked
+    sign_in(page, base, "alice", "a-long-password-1")
+    # Every prediction into the audit sample, set on the project page.
+    page.goto(f"{base}{project.get_absolute_url()}")
+    page.locator("#id_audit_percent").fill("100")
+    page.get_by_role("button", name="Save what is kept").click()
+    expect(page.locator(".messages")).to_contain_text("Saved: new predictions are logged with these settings.")
+    project.refresh_from_db()
+    assert project.audit_percent == 100 and project.keep_prediction_images
+
+    # Two on the predict page: one dropped, one chosen with the file picker.
+    page.goto(f"{base}{reverse('predict', args=[project.pk])}")
+    drop_files(page, "form[data-dropzone]", [("dropped-red.png", "image/png", image_bytes("red", shape_seed=41))])
+    expect(page.locator("#predictions .prediction")).to_have_count(1)
+    page.locator("form[data-dropzone] input[type=file]").set_input_files(
+        [{"name": "chosen-blue.png", "mimeType": "image/png", "buffer": image_bytes("blue", shape_seed=42)}])
+    expect(page.locator("#predictions .prediction")).to_have_count(2)
+    expect(page.locator("#predictions")).to_contain_text("chosen-blue.png")
+
+    # Two through the REST API, with a key made on the project page.
+    page.goto(f"{base}{project.get_absolute_url()}")
+    page.locator("#api-keys input[name=name]").fill("line camera")
+    page.get_by_role("button", name="Create API key").click()
+    key = page.locator("#new-api-key").inner_text().strip()
+    answers = [_api(base, f"/api/v1/projects/{project.pk}/predict", key, image_bytes(color, fmt="JPEG", shape_seed=seed),
+                    "image/jpeg") for color, seed in (("red", 43), ("blue", 44))]
+    assert all(answer["id"] and answer["model"]["version"] == 1 for answer in answers)
+    prediction_log.flush()  # the API keeps its images in the background
+    made = list(Prediction.objects.filter(project=project).order_by("created_at", "pk"))
+    assert [p.source for p in made] == ["page", "page", "api", "api"] and all(p.audit for p in made)
+    assert [p.pk for p in made[2:]] == [answer["id"] for answer in answers]
+
+    # Feedback on the last API prediction through the API: it counts as an API review.
+    by_api = made[3]
+    reviewed = _api(base, f"/api/v1/predictions/{by_api.pk}/feedback", key,
+                    json.dumps({"label": by_api.top_label}).encode())
+    assert reviewed["review"]["label"] == by_api.top_label and reviewed["review"]["source"] == "api"
+
+    # The monitoring page counts them, by source, with its charts and the drift sentence.
+    figures = _api(base, f"/api/v1/projects/{project.pk}/monitoring?days=30", key)
+    assert figures["predictions"] == 4 and figures["sources"] == {"api": 2, "page": 2}
+    assert figures["reviews"] == {"queue": 0, "api": 1}
+    page.goto(f"{base}{project.get_absolute_url()}")
+    page.get_by_role("link", name="Monitoring", exact=True).click()
+    page.wait_for_url(re.compile(r"/monitoring/$"))
+    volume = page.locator("#volume")
+    expect(volume.locator("h2")).to_have_text("4 predictions in the last 30 days")
+    expect(volume.locator("rect.src-page title")).to_contain_text("2 from Predict page")
+    expect(volume.locator("rect.src-api title")).to_contain_text("2 from API")
+    expect(page.locator("#drift-sentence")).to_have_text(figures["drift"]["sentence"])
+    assert figures["drift"]["sentence"].strip()
+    expect(volume.locator("svg")).to_have_count(2)  # per day by source, and the class mix
+    expect(page.locator("#sureness svg").first).to_be_visible()
+    expect(page.locator("#review-counts")).to_contain_text("0 reviews from the review queue and 1 from the feedback API")
+    screenshots(page, "monitoring-before-reviews")
+
+    # Three reviewed in the queue with the keyboard alone.
+    first, second, third = made[:3]
+    page.goto(f"{base}{project.get_absolute_url()}")
     page.get_by_role("link", name="Review predictions").click()
     page.wait_for_url(re.compile(r"/review/$"))
     progress, stream, image = page.locator("#review-progress"), page.locator("#review-stream"), page.locator("#review-image")
-    expect(progress).to_contain_text("0 reviewed · 4 left (3 in the audit sample, 1 to learn from)")
+    expect(progress).to_contain_text("0 reviewed · 3 left (3 in the audit sample, 0 to learn from)")
     expect(stream).to_have_text("Audit sample: counts towards live accuracy")
-    expect(image).to_have_attribute("data-pk", str(right.pk))
-    next_image = reverse("prediction_image", args=[wrong.pk])  # the next one, fetched ahead
+    expect(image).to_have_attribute("data-pk", str(first.pk))
+    next_image = reverse("prediction_image", args=[second.pk])  # the next one, fetched ahead
     page.wait_for_function(f"() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('{next_image}'))")
     screenshots(page, "review-queue")
 
     page.keyboard.press("Enter")  # the model was right
     expect(progress).to_contain_text("1 reviewed")
-    expect(image).to_have_attribute("data-pk", str(wrong.pk))
-    page.keyboard.press("2")  # red: a slip of the finger (classes: 1 blue, 2 red)...
+    expect(image).to_have_attribute("data-pk", str(second.pk))
+    page.keyboard.press(KEYS[second.top_label])  # the model's own class: a slip of the finger...
     expect(progress).to_contain_text("2 reviewed")
     page.keyboard.press("z")  # ...undone: back to the same image
     expect(progress).to_contain_text("1 reviewed")
-    expect(image).to_have_attribute("data-pk", str(wrong.pk))
+    expect(image).to_have_attribute("data-pk", str(second.pk))
     page.keyboard.press("ArrowRight")  # a look at the next one, and back
     expect(image).to_have_attribute("data-pk", str(third.pk))
     page.keyboard.press("ArrowLeft")
-    expect(image).to_have_attribute("data-pk", str(wrong.pk))
-    page.keyboard.press("1")  # blue: corrected
+    expect(image).to_have_attribute("data-pk", str(second.pk))
+    other = "blue" if second.top_label == "red" else "red"
+    page.keyboard.press(KEYS[other])  # the other class: the model was wrong
     expect(progress).to_contain_text("2 reviewed")
     page.keyboard.press("Enter")
-    expect(progress).to_contain_text("3 reviewed · 1 left (0 in the audit sample, 1 to learn from)")
-    expect(stream).to_have_text("To learn from: does not count towards live accuracy")
-    expect(page.locator("#review-answer")).to_contain_text("don't know")
-    reviews = {p.pk: (p.review_label, p.review_source) for p in Prediction.objects.filter(audit=True)}
-    assert reviews == {right.pk: ("red", "queue"), wrong.pk: ("blue", "queue"), third.pk: ("blue", "queue")}
-    expect(page.locator(f"#reviewed-{wrong.pk}")).to_contain_text("model said red")  # the list refreshed itself
+    expect(progress).to_contain_text("3 reviewed · 0 left (0 in the audit sample, 0 to learn from)")
+    reviews = {p.pk: (p.review_label, p.review_source) for p in Prediction.objects.filter(project=project)}
+    assert reviews == {first.pk: (first.top_label, "queue"), second.pk: (other, "queue"),
+                       third.pk: (third.top_label, "queue"), by_api.pk: (by_api.top_label, "api")}
+    expect(page.locator(f"#reviewed-{second.pk}")).to_contain_text(f"model said {second.top_label}")  # the list refreshed itself
     assert page.evaluate("window.__cspViolations") == []
     screenshots(page, "reviewed")
 
-    page.goto(f"{live_server.url}{run.get_absolute_url()}")
-    low, high = wilson_interval(2, 3)
+    # Live accuracy: 3 of the 4 audit predictions right (2 in the queue, 1 by the API).
+    low, high = wilson_interval(3, 4)
+    page.goto(f"{base}{run.get_absolute_url()}")
     live = page.locator("#live-accuracy")
-    expect(live).to_contain_text("2/3")
-    expect(live).to_contain_text(f"Live accuracy: 2/3 right on real work ({round(low * 100)}–{round(high * 100)}%, 95% interval)")
+    expect(live).to_contain_text("3/4")
+    expect(live).to_contain_text(f"Live accuracy: 3/4 right on real work ({round(low * 100)}–{round(high * 100)}%, 95% interval)")
     expect(page.locator("#reviews-from-queue")).to_have_text("3 from the review queue")
+    expect(page.locator("#reviews-from-api")).to_have_text("1 from the feedback API")
     screenshots(page, "live-accuracy")
 
-    page.goto(f"{live_server.url}{reverse('review_queue', args=[project.pk])}")
-    card = page.locator(f"#reviewed-{wrong.pk}")
-    card.get_by_role("button", name="Add to class blue").click()
-    expect(page.locator(f"#reviewed-{wrong.pk}")).to_contain_text("In training")
-    expect(page.locator("#reviewed .messages")).to_contain_text("Added to class “blue”")
-    wrong.refresh_from_db()
-    added = wrong.added_image
-    assert added.label.name == "blue" and added.provenance.startswith("from production, reviewed by alice on ")
-    page.locator(f"#reviewed-{wrong.pk}").get_by_role("link", name="In training").click()
+    page.goto(f"{base}{reverse('project_monitoring', args=[project.pk])}")
+    live = page.locator("#live-accuracy")
+    expect(live.locator("svg")).to_be_visible()
+    expect(live).to_contain_text("3/4 right")
+    expect(live).to_contain_text(f"v1 live: 95% interval {low * 100:.0f}-{high * 100:.0f}%")
+    expect(page.locator("#review-counts")).to_contain_text("3 reviews from the review queue and 1 from the feedback API")
+    figures = _api(base, f"/api/v1/projects/{project.pk}/monitoring?days=30", key)
+    assert figures["predictions"] == 4 and figures["reviews"] == {"queue": 3, "api": 1}
+    assert [(row["version"], row["k"], row["n"]) for row in figures["live_accuracy"]] == [(1, 3, 4)]
+    assert figures["live_accuracy"][0]["interval"] == list(wilson_interval(3, 4))
+    screenshots(page, "monitoring-live-accuracy")
+
+    # One correction added to training, shown in its class with its provenance.
+    page.goto(f"{base}{reverse('review_queue', args=[project.pk])}")
+    card = page.locator(f"#reviewed-{second.pk}")
+    card.get_by_role("button", name=f"Add to class {other}").click()
+    expect(page.locator(f"#reviewed-{second.pk}")).to_contain_text("In training")
+    expect(page.locator("#reviewed .messages")).to_contain_text(f"Added to class “{other}”")
+    second.refresh_from_db()
+    added = second.added_image
+    assert added.label.name == other and added.provenance.startswith("from production, reviewed by alice on ")
+    page.locator(f"#reviewed-{second.pk}").get_by_role("link", name="In training").click()
     thumb = page.locator(f"#image-{added.pk}")
     expect(thumb.locator(".provenance")).to_have_text(added.provenance)
     screenshots(page, "class-page-provenance")
