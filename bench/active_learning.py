@@ -19,6 +19,11 @@ slower), and both strategies end with the same labels and the same model (assert
 strategies get that C alike. Prints one JSON object (--json) or a summary;
 exits non-zero when the active order needs more labels than random (ratio > 1), or random needs
 more than a third of the pool and the ratio is above 0.5.
+
+Also measured: `retrain_s` (one quick-model fit, the retrain between labels), `order_s` (one
+rank_pool call), and `stopped_changing`: for each seed of the active order, the first budget at
+which active.has_plateaued fired (predictions on the rest of the pool and the honest estimate from
+the random picks steady over the last retrains) and the test accuracy there (null: it never fired).
 """
 from __future__ import annotations
 
@@ -35,11 +40,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transferapp.engine.active import rank_pool  # noqa: E402
-from transferapp.engine.data import folder_samples, stratified_split  # noqa: E402
-from transferapp.engine.features import embed  # noqa: E402
-from transferapp.engine.head import fit_linear_head  # noqa: E402
-from transferapp.engine.zoo import create_backbone  # noqa: E402
+from transferapp.engine.active import (
+    RANDOM,
+    Snapshot,
+    has_plateaued,
+    honest_estimate,
+    rank_pool,
+)
+from transferapp.engine.data import folder_samples, stratified_split
+from transferapp.engine.features import embed
+from transferapp.engine.head import fit_linear_head
+from transferapp.engine.zoo import create_backbone
 
 MARGIN = 0.01  # target = full_accuracy - MARGIN
 HARD_SHARE = 1 / 3  # random needing more than this share of the pool ...
@@ -104,11 +115,13 @@ def fit_and_score(x_pool, y_pool, rows, x_test, y_test, n_classes, C):
 
 
 def run_seed(strategy: str, seed: int, x_pool, y_pool, x_test, y_test, n_classes, C, step, timings):
+    """(the curve [(labels, test accuracy)], the last head, where the "stopped changing" signal first
+    fired: (labels, test accuracy) or None; active order only)."""
     rng = np.random.default_rng(seed)
     start = np.concatenate([rng.choice(np.flatnonzero(y_pool == c), 2, replace=False) for c in range(n_classes)])
     labelled = list(start)
     rest = [i for i in rng.permutation(len(y_pool)) if i not in set(start)]  # random order
-    curve, head = [], None
+    curve, head, probs, history, stopped, checked = [], None, None, [], None, []
     for budget in budgets(len(start), len(y_pool), step):
         while len(labelled) < budget:
             unlabelled = np.setdiff1d(np.arange(len(y_pool)), labelled)
@@ -120,12 +133,22 @@ def run_seed(strategy: str, seed: int, x_pool, y_pool, x_test, y_test, n_classes
                                 n=budget - len(labelled), batch=step, probs=probs[unlabelled],
                                 seed=seed * 100_003 + len(labelled))
             timings["order_s"].append(time.perf_counter() - started)
-            labelled += [int(unlabelled[i]) for i in ranking.order]
+            picked = [int(unlabelled[p.index]) for p in ranking.picks]
+            # The random picks: the suggestion made before the label came, against the label.
+            checked += [(p.suggestion, int(y_pool[i])) for p, i in zip(ranking.picks, picked) if p.kind == RANDOM]
+            labelled += picked
         assert len(set(labelled)) == len(labelled) == budget
         accuracy, probs, head, seconds = fit_and_score(x_pool, y_pool, np.array(labelled), x_test, y_test, n_classes, C)
         timings["retrain_s"].append(seconds)
         curve.append((budget, accuracy))
-    return curve, head
+        if strategy == "active" and stopped is None and budget < len(y_pool):
+            inbox = np.setdiff1d(np.arange(len(y_pool)), labelled)
+            estimate = honest_estimate(*zip(*checked)) if checked else (0.0, 0.0, 1.0)
+            history.append(Snapshot(budget, estimate[0], dict(zip(inbox.tolist(), probs[inbox].argmax(1).tolist())),
+                                    low=estimate[1], high=estimate[2]))
+            if has_plateaued(history).stopped:
+                stopped = (budget, accuracy)
+    return curve, head, stopped
 
 
 def features(samples, cache: Path) -> np.ndarray:
@@ -145,11 +168,13 @@ def measure(data: Path, seeds: int, step: int, cache: Path) -> dict:
     full_accuracy, _, full_head, _ = fit_and_score(x_pool, y_pool, np.arange(len(pool)), x_test, y_test, k, C)
     target = full_accuracy - MARGIN
     curves, result = {}, {}
-    timings = {"retrain_s": [], "order_s": []}
+    timings, stops = {"retrain_s": [], "order_s": []}, []
     for strategy in ("random", "active"):
         runs = []
         for seed in range(seeds):
-            curve, head = run_seed(strategy, seed, x_pool, y_pool, x_test, y_test, k, C, step, timings)
+            curve, head, stopped = run_seed(strategy, seed, x_pool, y_pool, x_test, y_test, k, C, step, timings)
+            if strategy == "active":
+                stops.append(stopped)
             # Same labels, same model: at the whole pool both strategies train the full model.
             assert curve[-1] == (len(pool), full_accuracy), (strategy, seed, curve[-1], full_accuracy)
             assert torch.equal(head.weight, full_head.weight) and torch.equal(head.bias, full_head.bias)
@@ -166,6 +191,7 @@ def measure(data: Path, seeds: int, step: int, cache: Path) -> dict:
                           "max": round(float(np.max(timings["retrain_s"])), 3)},
             "order_s": {"mean": round(float(np.mean(timings["order_s"])), 3),
                         "max": round(float(np.max(timings["order_s"])), 3)},
+            "stopped_changing": [None if s is None else {"labels": s[0], "accuracy": round(s[1], 4)} for s in stops],
             "app_C_choice_on_full_pool_s": round(app_choice_s, 2), "features_s": round(features_s, 1)}
 
 
@@ -182,9 +208,10 @@ def svg_chart(results: list[dict], width: int = 300, height: int = 200) -> str:
             return (ox + pad + (width - pad - 8) * b / r["pool"],
                     8 + (height - pad - 8) * (1 - (a - lo) / max(hi - lo, 1e-6)))
 
-        parts = [f'<text x="{ox + pad}" y="{height + 14}" font-size="12">{Path(r["data"]).name}: random '
+        title = (f'<text x="{ox + pad}" y="{height + 14}" font-size="12">{Path(r["data"]).name}: random '
                  f'{r["labels_to_target"]["random"]}, active {r["labels_to_target"]["active"]} labels of '
-                 f'{r["pool"]}</text>']
+                 f'{r["pool"]}</text>')
+        parts = [title]
         for strategy, colour in (("random", "#888"), ("active", "#1f6feb")):
             points = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(b, a) for b, a in r["curves"][strategy]))
             parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
@@ -230,7 +257,8 @@ def main() -> int:
             print(f"{r['data']}: pool {r['pool']}, full accuracy {r['full_accuracy']}, target {r['target']}, "
                   f"labels to target random {r['labels_to_target']['random']} active "
                   f"{r['labels_to_target']['active']}, ratio {r['ratio']}, retrain {r['retrain_s']['mean']} s, "
-                  f"order {r['order_s']['mean']} s; {'; '.join(r['missed']) or 'targets met'}")
+                  f"order {r['order_s']['mean']} s, stopped changing at {r['stopped_changing']}; "
+                  f"{'; '.join(r['missed']) or 'targets met'}")
     return 1 if any(r["missed"] for r in results) else 0
 
 

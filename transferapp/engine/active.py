@@ -4,11 +4,13 @@
 same class-balanced logistic regression on cached features a training run starts with,
 head.fit_linear_head) scores every unlabelled image, and the order mixes three kinds of pick:
 
-- **unsure**: the images the quick model is least sure about (smallest margin between its two most
-  likely classes), thinned out in feature space so a batch is not ten near-identical pictures: the
-  CANDIDATES_PER_PICK x batch least sure images are clustered (k-means) into one cluster per pick,
-  and each cluster gives its least sure member (margin sampling with a diversity step, as in
-  Citovsky et al. 2021, "Batch active learning at scale");
+- **unsure**: images the quick model is unsure about (small margin between its two most likely
+  classes), thinned out in feature space so a batch is not ten near-identical pictures:
+  CANDIDATES_PER_PICK x batch candidates are drawn with a chance proportional to their unsureness
+  (1 - margin; stochastic batch acquisition, Kirsch et al. 2023: taking only the very least sure
+  piles every pick into the overlap of two classes, where labels teach least), clustered (k-means)
+  into one cluster per pick, and each cluster gives its least sure member (margin sampling with a
+  diversity step, as in Citovsky et al. 2021, "Batch active learning at scale");
 - **unlike anything labelled yet** (cold start): while there are fewer than COLD_START_PER_CLASS
   labels a class, the quick model's margins mean little, so the picks cover the feature space
   instead: the pool is clustered into (labelled + batch) clusters and every cluster that holds no
@@ -25,6 +27,7 @@ Vijay-Shanker 2009).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -46,6 +49,14 @@ CANDIDATES_PER_PICK = 5
 # Cosine distance (of centred, normalised features) under which two images count as near-identical:
 # a batch never holds both.
 NEAR_DUPLICATE = 0.02
+# Information density (Settles and Craven 2008): uncertainty times density ** DENSITY_POWER, so
+# outliers the model is unsure about rank below unsure images typical of many others.
+DENSITY_POWER = 0.0
+DENSITY_K = 10
+# 0: the least sure candidates; > 0: candidates drawn at random with chance ~ unsureness ** power
+# (stochastic batch acquisition, Kirsch et al. 2023), so the overlap of two classes does not take
+# every pick.
+SAMPLING_POWER = 1.0
 # Neighbours that measure an image's typicality (inverse mean distance to them) in its cluster.
 TYPICALITY_K = 20
 
@@ -108,6 +119,7 @@ def rank_pool(x_labelled: np.ndarray, y_labelled: np.ndarray, x_pool: np.ndarray
     picked_z = [z_lab]
     picks: list[Pick] = []
     cold = _cold(len(y_labelled), n_classes, probs)
+    density = _density(z_pool) if DENSITY_POWER else None
     while len(picks) < total:
         size = min(batch, total - len(picks))
         slots = [_is_random_slot(len(picks) + j, random_share) for j in range(size)]
@@ -116,7 +128,7 @@ def rank_pool(x_labelled: np.ndarray, y_labelled: np.ndarray, x_pool: np.ndarray
         if _cold(len(known), n_classes, probs):
             chosen, kind = _typical_uncovered(z_pool, available, known, n_chosen, rng), NOVEL
         else:
-            chosen, kind = _unsure_diverse(z_pool, margin, available, n_chosen, rng), UNSURE
+            chosen, kind = _unsure_diverse(z_pool, margin, available, n_chosen, rng, density), UNSURE
         available[chosen] = False
         random_ones = list(rng.choice(np.flatnonzero(available), size=min(slots.count(True), int(available.sum())),
                                       replace=False)) if any(slots) else []
@@ -176,7 +188,7 @@ def has_plateaued(history: list[Snapshot], *, window: int = 3, min_kappa: float 
     span = history[start:]
     if span[-1].labels - span[0].labels < min_labels:
         return Plateau(False, f"the last retrains span {span[-1].labels - span[0].labels} labels, fewer than {min_labels}")
-    kappas = [_kappa(a.predictions, b.predictions) for a, b in zip(span, span[1:])]
+    kappas = [_kappa(a.predictions, b.predictions) for a, b in itertools.pairwise(span)]
     last = span[-1]
     low = last.low if last.low is not None else last.estimate - estimate_tolerance
     high = last.high if last.high is not None else last.estimate + estimate_tolerance
@@ -233,13 +245,19 @@ def _pick(index: int, kind: str, probs, margin, names) -> Pick:
     return Pick(index, kind, reason, int(order[0]), float(probs[index, order[0]]))
 
 
-def _unsure_diverse(z: np.ndarray, margin: np.ndarray, available: np.ndarray, k: int, rng) -> list[int]:
+def _unsure_diverse(z: np.ndarray, margin: np.ndarray, available: np.ndarray, k: int, rng,
+                    density: np.ndarray | None = None) -> list[int]:
     """k of the least sure available images, one a cluster of the CANDIDATES_PER_PICK * k least sure,
     least sure first, no two near-identical."""
     if k <= 0:
         return []
     free = np.flatnonzero(available)
-    candidates = free[np.argsort(margin[free], kind="stable")[: CANDIDATES_PER_PICK * k]]
+    unsure = np.clip(1.0 - margin[free], 1e-12, None)
+    if density is not None:
+        unsure = unsure * density[free] ** DENSITY_POWER
+    if SAMPLING_POWER:  # candidates drawn with chance ~ unsure ** power (Gumbel top-k), not the top ones
+        unsure = np.exp(SAMPLING_POWER * np.log(unsure) + rng.gumbel(size=len(free)))
+    candidates = free[np.argsort(-unsure, kind="stable")[: CANDIDATES_PER_PICK * k]]
     assign = kmeans(z[candidates], min(k, len(candidates)), rng)
     heads = [candidates[assign == c][np.argmin(margin[candidates[assign == c]])] for c in np.unique(assign)]
     rest = [i for i in candidates if i not in set(heads)]  # spares, should a head be a near-duplicate
@@ -279,6 +297,20 @@ def _typical_uncovered(z: np.ndarray, available: np.ndarray, known: np.ndarray, 
         if len(extra) >= k:
             break
     return _without_near_duplicates(chosen + extra, z, k)
+
+
+def _density(z: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Each image's mean cosine similarity to its DENSITY_K nearest pool neighbours, scaled to (0, 1]."""
+    k = min(DENSITY_K, len(z) - 1)
+    if k < 1:
+        return np.ones(len(z))
+    out = np.empty(len(z))
+    for start in range(0, len(z), chunk):
+        sims = z[start:start + chunk] @ z.T
+        sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf
+        out[start:start + chunk] = np.sort(sims, axis=1)[:, -k:].mean(1)
+    out = np.clip(out, 1e-6, None)
+    return out / out.max()
 
 
 def _typicality(z: np.ndarray) -> np.ndarray:
