@@ -44,6 +44,14 @@ def test_only_reviewed_audit_predictions_count_per_version(project, user):
     assert rows[1]["interval"] == list(wilson_interval(2, 3))
 
 
+def test_predictions_of_training_images_never_count_toward_live_accuracy(project, user):
+    _reviewed(project, user, top_label="red", label="blue", audit=True, seed=1)
+    for seed in (2, 3, 4):  # the model learnt these: it is right on them, and that says nothing
+        seen = _reviewed(project, user, top_label="red", label="red", audit=True, seed=seed)
+        Prediction.objects.filter(pk=seen.pk).update(seen_in_training=True)
+    assert [(r["version"], r["k"], r["n"]) for r in live_accuracy.live_accuracy(project)] == [(1, 0, 1)]
+
+
 def test_the_version_figure_says_where_reviews_came_from_and_warns_when_intervals_part(project, user):
     run = _version(project, ci=(0.9, 1.0))
     for seed in range(1, 6):  # 1 of 5 right: 95% interval about 4-62%, far below 90-100%

@@ -123,6 +123,17 @@ def _answer(seed: int, abstained: bool = False) -> prediction_log.Answer:
     return prediction_log.Answer(f"{seed}.png", checked, result)
 
 
+def test_a_prediction_of_a_training_image_is_never_drawn_into_the_audit_sample(user, settings):
+    project = project_with_images(user)
+    project.audit_percent = 100
+    project.save()
+    seen = [prediction_log.Answer(a.name, a.checked, a.result, seen_in_training=True) for a in (_answer(1), _answer(2))]
+    prediction_log.record(_run(project), prediction_log.page(), seen + [_answer(3)])
+    assert list(Prediction.objects.order_by("pk").values_list("seen_in_training", "audit")) == [
+        (True, False), (True, False), (False, True)]
+    prediction_log.flush()
+
+
 def test_review_needed_is_sent_once_when_the_queue_reaches_its_size(user, settings, queue):
     settings.REVIEW_NEEDED_AT = 3
     project = project_with_images(user)

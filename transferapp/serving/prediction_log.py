@@ -78,7 +78,9 @@ def record(run: TrainingRun, source: Source, answers: list[Answer]) -> list[int 
     project = run.project
     now = timezone.now()
     share = project.audit_percent / 100
-    rows = [_row(project, run, source, answer, now, random.random() < share) for answer in answers]
+    # an image the model learnt from is never drawn into the audit sample: live accuracy would count it
+    rows = [_row(project, run, source, answer, now, not answer.seen_in_training and random.random() < share)
+            for answer in answers]
     keep = project.keep_prediction_images
     for row in rows:
         if keep:  # named now (by project, day and content): the row needs no second write when it lands
