@@ -130,3 +130,24 @@ def test_added_between_counts_only_images_from_production_in_the_window(project,
     reviews.add_to_training(prediction=prediction)
     assert reviews.added_between(project=project, start=start, end=timezone.now()) == 1
     assert reviews.added_between(project=project, start=timezone.now(), end=timezone.now() + timedelta(days=1)) == 0
+
+
+def test_renaming_a_class_renames_it_in_the_logged_predictions_and_their_reviews(project, user):
+    from transferapp.library import projects
+    from transferapp.reporting.live_accuracy import live_accuracy
+
+    older = make_prediction(project, top_label="red", audit=True, seed=41)
+    older.prediction_set = ["red", "blue"]
+    older.save(update_fields=["prediction_set"])
+    reviewed_red = make_prediction(project, top_label="red", audit=True, seed=42)
+    reviews.review_record(prediction=reviewed_red, label="red", by=user)
+    other = make_prediction(project, top_label="blue", seed=43)
+    projects.label_rename(label=project.labels.get(name="red"), name="rouge")
+    older.refresh_from_db()
+    reviewed_red.refresh_from_db()
+    other.refresh_from_db()
+    assert (older.top_label, older.prediction_set) == ("rouge", ["rouge", "blue"])
+    assert (reviewed_red.top_label, reviewed_red.review_label) == ("rouge", "rouge")
+    assert (other.top_label, other.prediction_set) == ("blue", ["blue"])
+    reviews.review_record(prediction=older, label=older.top_label, by=user)  # "Right" (Enter) on the older one
+    assert [(r["k"], r["n"]) for r in live_accuracy(project)] == [(2, 2)]
