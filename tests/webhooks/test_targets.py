@@ -60,6 +60,13 @@ def test_a_public_address_passes(settings):
     ("https://user:pw@93.184.215.14/", "user name"),
     ("http://93.184.215.14:99999/", "not a valid"),
     ("", "Enter the URL"),
+    ("https://93.184.215.14/a hook", "spaces"),
+    ("https://93.184.215.14/hook\tx", "control characters"),
+    ("https://93.184.215.14/hook\x7f", "control characters"),
+    ("https://93.184.215.14/hook\nHost: evil", "control characters"),
+    ('https://93.184.215.14/"hook"', "quotes"),
+    ("https://93.184.215.14/hook'", "quotes"),
+    ("https://93.184.215.14/<hook>", "angle brackets"),
     ("https://no-such-host.invalid/hook", "could not be found"),
 ])
 def test_malformed_or_unknown_urls_are_refused_with_a_reason(settings, url, words):

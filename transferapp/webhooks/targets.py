@@ -12,12 +12,14 @@ import http.client
 import ipaddress
 import secrets
 import socket
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 SECRET_PREFIX = "whsec_"
+_NOT_IN_A_URL = set("\"'`<>\\")  # never valid unencoded in a URL: a request line with them fails on every try
 
 
 class UrlRefused(Exception):
@@ -59,6 +61,9 @@ def check_url(url: str, *, allow_private: bool | None = None) -> Target:
         raise UrlRefused("Enter the URL that should receive the events.")
     if len(url) > 500:
         raise UrlRefused("The URL is too long (500 characters at most).")
+    if any(char.isspace() or char in _NOT_IN_A_URL or unicodedata.category(char) == "Cc" for char in url):
+        raise UrlRefused("The URL may not contain spaces, quotes, angle brackets or control characters; "
+                         "write them percent-encoded (a space is %20).")
     try:
         parts = urlsplit(url)
         port = parts.port
