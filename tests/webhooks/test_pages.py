@@ -49,7 +49,7 @@ def test_a_private_url_is_refused_on_the_page_and_nothing_is_saved(alice, projec
         response = _add(alice, project, url)
         assert response.status_code == 400
         page = response.content.decode()
-        assert 'id="webhook-error"' in page and "public internet" in page
+        assert 'id="webhook-error"' in page and "cannot receive webhooks" in page
         assert f'value="{url}"' in page  # the form keeps what was typed
     assert not Webhook.objects.exists()
 
@@ -109,7 +109,8 @@ def test_another_users_webhooks_are_a_404(client, other_user, project, settings)
 def test_the_url_and_errors_are_escaped_and_htmx_is_off_around_them(alice, project, settings):
     settings.WEBHOOK_ALLOW_PRIVATE = True
     nasty = 'http://127.0.0.1:9/x?a="><button hx-post="/projects/1/delete/" hx-trigger="load">'
-    hook = hooks.webhook_create(project=project, url=nasty, events=["drift.detected"])
+    # saved before the URL check refused quotes and angle brackets: the page still escapes it
+    hook = Webhook.objects.create(project=project, url=nasty, events=["drift.detected"], secret="whsec_dGVzdA==")
     WebhookDelivery.objects.create(webhook=hook, event="drift.detected", message_id="msg_x", status="failed",
                                    last_error='<b hx-get="/x" hx-trigger="load">')
     page = alice.get(reverse("webhooks_page", args=[project.pk])).content.decode()
@@ -153,7 +154,7 @@ def test_the_command_prints_a_secret_that_signs_the_deliveries(user, project, se
 
 def test_the_command_refuses_a_private_url_and_unknown_events(user, project, settings):
     settings.WEBHOOK_ALLOW_PRIVATE = False
-    with pytest.raises(CommandError, match="loopback"):
+    with pytest.raises(CommandError, match="cannot receive webhooks"):
         call_command("add_webhook", "--user", "alice", "--project", project.name, "--url", "http://127.0.0.1/x")
     settings.WEBHOOK_ALLOW_PRIVATE = True
     with pytest.raises(CommandError, match="Unknown event"):
