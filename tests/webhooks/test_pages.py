@@ -138,6 +138,26 @@ def test_send_a_test_event_records_a_delivery_that_the_worker_sends(alice, proje
     assert "Delivered" in page and 'hx-trigger="every 3s"' not in page  # nothing pending: no polling
 
 
+def test_a_test_event_is_sent_one_at_a_time_and_retried_once_at_most(alice, project, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    settings.WEBHOOK_MAX_ATTEMPTS = 5
+    hook = hooks.webhook_create(project=project, url="http://127.0.0.1:9/hook", events=["drift.detected"])  # nobody listens
+    for _ in range(30):
+        response = alice.post(reverse("webhook_test", args=[hook.pk]))
+        assert response.status_code == 302
+    [delivery] = WebhookDelivery.objects.filter(webhook=hook)
+    page = alice.post(reverse("webhook_test", args=[hook.pk]), follow=True).content.decode()
+    assert "is still on its way" in page and WebhookDelivery.objects.filter(webhook=hook).count() == 1
+    webhook_delivery.deliver(delivery.pk, 0)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("pending", 1)  # one retry left
+    webhook_delivery.deliver(delivery.pk, 1)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("failed", 2)  # not the five an event gets
+    page = alice.post(reverse("webhook_test", args=[hook.pk]), follow=True).content.decode()
+    assert "A test event is on its way" in page and WebhookDelivery.objects.filter(webhook=hook).count() == 2
+
+
 def test_the_command_prints_a_secret_that_signs_the_deliveries(user, project, settings):
     settings.WEBHOOK_ALLOW_PRIVATE = True
     out = io.StringIO()
