@@ -151,6 +151,19 @@ def added_between(*, project: Project, start, end) -> int:
     return Image.objects.filter(project=project, created_at__gt=start, created_at__lte=end).exclude(provenance="").count()
 
 
+def queue_all(project: Project):
+    """Both streams of the queue as one query (unordered): what the queue page shows, and what
+    review.needed is measured on. The audit sample and the ones to learn from are disjoint."""
+    return (Prediction.objects.filter(project=project, review_label="").exclude(image="")
+            .filter(Q(audit=True) | Q(abstained=True) | Q(probability__lte=LOW_CONFIDENCE)))
+
+
+def in_queue(prediction: Prediction) -> bool:
+    """Whether a prediction (a row just logged) is one queue_all counts."""
+    return (not prediction.review_label and bool(prediction.image)
+            and (prediction.audit or prediction.abstained or prediction.probability <= LOW_CONFIDENCE))
+
+
 def queue_size(project: Project) -> int:
     """Predictions waiting in the review queue, both streams (what review.needed is measured on)."""
-    return queue_audit(project).count() + queue_to_learn(project).count()
+    return queue_all(project).count()
