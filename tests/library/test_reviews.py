@@ -87,7 +87,7 @@ def test_the_same_image_already_in_the_project_is_reported_not_added(project, us
         reviews.review_record(prediction=p, label="red", by=user)
     assert reviews.add_to_training(prediction=existing).image is not None
     outcome = reviews.add_to_training(prediction=prediction)
-    assert outcome.image is None and outcome.duplicate and "Already in this class" in outcome.message
+    assert outcome.image is None and outcome.duplicate and "already a training image of class “red”" in outcome.message
     prediction.refresh_from_db()
     assert prediction.added_image is None
 
@@ -130,3 +130,44 @@ def test_added_between_counts_only_images_from_production_in_the_window(project,
     reviews.add_to_training(prediction=prediction)
     assert reviews.added_between(project=project, start=start, end=timezone.now()) == 1
     assert reviews.added_between(project=project, start=timezone.now(), end=timezone.now() + timedelta(days=1)) == 0
+
+
+def test_renaming_a_class_renames_it_in_the_logged_predictions_and_their_reviews(project, user):
+    from transferapp.library import projects
+    from transferapp.reporting.live_accuracy import live_accuracy
+
+    older = make_prediction(project, top_label="red", audit=True, seed=41)
+    older.prediction_set = ["red", "blue"]
+    older.save(update_fields=["prediction_set"])
+    reviewed_red = make_prediction(project, top_label="red", audit=True, seed=42)
+    reviews.review_record(prediction=reviewed_red, label="red", by=user)
+    other = make_prediction(project, top_label="blue", seed=43)
+    projects.label_rename(label=project.labels.get(name="red"), name="rouge")
+    older.refresh_from_db()
+    reviewed_red.refresh_from_db()
+    other.refresh_from_db()
+    assert (older.top_label, older.prediction_set) == ("rouge", ["rouge", "blue"])
+    assert (reviewed_red.top_label, reviewed_red.review_label) == ("rouge", "rouge")
+    assert (other.top_label, other.prediction_set) == ("blue", ["blue"])
+    reviews.review_record(prediction=older, label=older.top_label, by=user)  # "Right" (Enter) on the older one
+    assert [(r["k"], r["n"]) for r in live_accuracy(project)] == [(2, 2)]
+
+
+def test_a_training_image_predicted_again_is_reported_not_added_as_a_near_duplicate(project, user):
+    """The kept JPEG is a re-encoding: its bytes never match the training image, so the check is on
+    the original's sha256 (and on seen_in_training), and says which class holds the image."""
+    training = Image.objects.filter(project=project, label__name="blue").first()
+    same_bytes = make_prediction(project, top_label="blue", color="blue", seed=51)
+    Prediction.objects.filter(pk=same_bytes.pk).update(sha256=training.sha256)
+    same_bytes.refresh_from_db()
+    learnt = make_prediction(project, top_label="red", color="red", seed=52)
+    Prediction.objects.filter(pk=learnt.pk).update(seen_in_training=True)
+    learnt.refresh_from_db()
+    for prediction in (same_bytes, learnt):
+        reviews.review_record(prediction=prediction, label="red", by=user)
+    outcome = reviews.add_to_training(prediction=same_bytes)
+    assert outcome.image is None and outcome.duplicate
+    assert f"already a training image of class “blue” (as “{training.original_name}”)" in outcome.message
+    outcome = reviews.add_to_training(prediction=learnt)
+    assert outcome.image is None and outcome.duplicate and "The model learnt from this very image" in outcome.message
+    assert Image.objects.filter(project=project).count() == 10

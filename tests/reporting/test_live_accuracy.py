@@ -41,7 +41,20 @@ def test_only_reviewed_audit_predictions_count_per_version(project, user):
     _reviewed(project, user, top_label="blue", label="blue", audit=True, version=2, seed=8)
     rows = live_accuracy.live_accuracy(project)
     assert [(r["version"], r["k"], r["n"]) for r in rows] == [(2, 1, 1), (1, 2, 3)]
-    assert rows[1]["interval"] == list(wilson_interval(2, 3))
+    assert rows[1]["interval"] == pytest.approx([0.2077, 0.9385], abs=1e-3)  # Wilson 95% for 2/3
+
+
+def test_predictions_of_training_images_never_count_toward_live_accuracy(project, user):
+    _reviewed(project, user, top_label="red", label="blue", audit=True, seed=1)
+    for seed in (2, 3, 4):  # the model learnt these: it is right on them, and that says nothing
+        seen = _reviewed(project, user, top_label="red", label="red", audit=True, seed=seed)
+        Prediction.objects.filter(pk=seen.pk).update(seen_in_training=True)
+    assert [(r["version"], r["k"], r["n"]) for r in live_accuracy.live_accuracy(project)] == [(1, 0, 1)]
+
+
+@pytest.mark.parametrize("k, n, expected", [(3, 3, (0.4385, 1.0)), (8, 10, (0.4902, 0.9433)), (0, 5, (0.0, 0.4345))])
+def test_the_wilson_interval_has_its_published_values(k, n, expected):
+    assert wilson_interval(k, n) == pytest.approx(expected, abs=1e-3)
 
 
 def test_the_version_figure_says_where_reviews_came_from_and_warns_when_intervals_part(project, user):

@@ -18,7 +18,7 @@ from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
 from tests.web.test_api import trained  # noqa: F401 (a fixture: the API tests' trained version with a key)
 from transferapp.jobs import reaper
-from transferapp.library import intake
+from transferapp.library import intake, reviews
 from transferapp.models import (
     ApiKey,
     BatchPrediction,
@@ -116,11 +116,22 @@ def _run(project) -> TrainingRun:
     return TrainingRun.objects.create(project=project, base_model="efficientnet_lite0", status="succeeded", version=1)
 
 
-def _answer(seed: int, abstained: bool = False) -> prediction_log.Answer:
+def _answer(seed: int, abstained: bool = False, probability: float = 0.6) -> prediction_log.Answer:
     checked = intake.check_image(image_bytes("red", shape_seed=seed), max_bytes=10**7, max_pixels=10**7)
-    result = {"top": "red", "probabilities": {"red": 0.6, "blue": 0.4}, "prediction_set": ["red", "blue"] if abstained else ["red"],
+    result = {"top": "red", "probabilities": {"red": probability, "blue": 1 - probability}, "prediction_set": ["red", "blue"] if abstained else ["red"],
               "abstained": abstained, "unfamiliar": False, "novelty": 0.2, "features": np.ones(4, np.float16).tobytes()}
     return prediction_log.Answer(f"{seed}.png", checked, result)
+
+
+def test_a_prediction_of_a_training_image_is_never_drawn_into_the_audit_sample(user, settings):
+    project = project_with_images(user)
+    project.audit_percent = 100
+    project.save()
+    seen = [prediction_log.Answer(a.name, a.checked, a.result, seen_in_training=True) for a in (_answer(1), _answer(2))]
+    prediction_log.record(_run(project), prediction_log.page(), seen + [_answer(3)])
+    assert list(Prediction.objects.order_by("pk").values_list("seen_in_training", "audit")) == [
+        (True, False), (True, False), (False, True)]
+    prediction_log.flush()
 
 
 def test_review_needed_is_sent_once_when_the_queue_reaches_its_size(user, settings, queue):
@@ -131,12 +142,35 @@ def test_review_needed_is_sent_once_when_the_queue_reaches_its_size(user, settin
     run = _run(project)
     Webhook.objects.create(project=project, url="https://example.com/hook", events=["review.needed"], secret="whsec_dGVzdA==")
     source = prediction_log.page()
-    prediction_log.record(run, source, [_answer(1), _answer(2, abstained=True)])  # one in the queue
+    prediction_log.record(run, source, [_answer(1, probability=0.9), _answer(2, abstained=True)])  # one in the queue
     assert not WebhookDelivery.objects.exists()
     prediction_log.record(run, source, [_answer(3, abstained=True), _answer(4, abstained=True)])  # 3: reached
     prediction_log.record(run, source, [_answer(5, abstained=True)])  # 4: past it, no second event
     deliveries = WebhookDelivery.objects.all()
     assert [(d.event, d.payload["data"]["queue"]) for d in deliveries] == [("review.needed", 3)]
+    prediction_log.flush()
+
+
+def test_review_needed_counts_the_queue_the_review_page_shows(user, settings, queue):
+    """The page's queue: a kept image, and audit, "don't know" or low-confidence (library.reviews)."""
+    settings.REVIEW_NEEDED_AT = 2
+    project = project_with_images(user)
+    project.audit_percent, project.keep_prediction_images = 0, False
+    project.save()
+    run = _run(project)
+    Webhook.objects.create(project=project, url="https://example.com/hook", events=["review.needed"], secret="whsec_dGVzdA==")
+    source = prediction_log.page()
+    prediction_log.record(run, source, [_answer(1, abstained=True), _answer(2, abstained=True)])  # no image: nothing to review
+    assert reviews.queue_size(project) == 0 and not WebhookDelivery.objects.exists()
+    project.keep_prediction_images = True
+    project.save()
+    run.project = project
+    prediction_log.record(run, source, [_answer(3, probability=0.95)])  # sure: not asked
+    prediction_log.record(run, source, [_answer(4, probability=0.55)])  # low-confidence: in the queue
+    assert not WebhookDelivery.objects.exists()
+    prediction_log.record(run, source, [_answer(5, probability=0.5)])
+    assert [(d.event, d.payload["data"]["queue"]) for d in WebhookDelivery.objects.all()] == [("review.needed", 2)]
+    assert reviews.queue_size(project) == 2
     prediction_log.flush()
 
 

@@ -66,6 +66,16 @@ def test_feedback_on_another_projects_prediction_is_a_404_and_changes_nothing(cl
     assert prediction.review_label == ""
 
 
+def test_probing_prediction_ids_counts_against_the_keys_allowance(client, two_projects, settings):
+    settings.API_RATE_PER_MIN = 5
+    (project, key), (theirs, _) = two_projects
+    probed = [logged(theirs).pk] + [999990 + i for i in range(4)]
+    assert [feedback(client, key, pk, "red").status_code for pk in probed] == [404] * 5
+    response = feedback(client, key, 999999, "red")
+    assert response.status_code == 429 and "Too many requests" in response.json()["error"]
+    assert feedback(client, key, logged(project).pk, "red").status_code == 429  # the key's own, too: one allowance
+
+
 def test_feedback_with_an_unknown_label_is_a_400_with_a_sentence(client, two_projects):
     (project, key), _ = two_projects
     prediction = logged(project)

@@ -13,7 +13,7 @@ from django.db import transaction
 
 from transferapp.accounts import quotas
 from transferapp.library import errors, trash
-from transferapp.models import Image, Label, Project
+from transferapp.models import Image, Label, Prediction, Project
 from transferapp.storage import blobs
 
 
@@ -147,9 +147,30 @@ def label_create(*, project: Project, name: str) -> Label:
 
 
 def label_rename(*, label: Label, name: str) -> Label:
-    label.name = _free_label_name(label.project, name, exclude=label)
-    label.save(update_fields=["name"])
+    """Rename a class. The prediction log names classes by name (the answer, the reviewed class,
+    the prediction set), so the project's logged predictions follow the rename in the same
+    transaction: a review of an older "red" prediction still names the class now called "rouge"."""
+    old = label.name
+    new = _free_label_name(label.project, name, exclude=label)
+    with transaction.atomic():
+        label.name = new
+        label.save(update_fields=["name"])
+        if new != old:
+            _predictions_rename_class(label.project_id, old, new)
     return label
+
+
+def _predictions_rename_class(project_id: int, old: str, new: str) -> None:
+    logged = Prediction.objects.filter(project_id=project_id)
+    logged.filter(top_label=old[:80]).update(top_label=new[:80])
+    logged.filter(review_label=old[:80]).update(review_label=new[:80])
+    changed = []
+    for prediction in logged.only("pk", "prediction_set").iterator():
+        names = prediction.prediction_set or []
+        if old in names:
+            prediction.prediction_set = [new if entry == old else entry for entry in names]
+            changed.append(prediction)
+    Prediction.objects.bulk_update(changed, ["prediction_set"], batch_size=500)
 
 
 def _free_label_name(project: Project, name: str, exclude: Label | None = None) -> str:

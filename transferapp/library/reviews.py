@@ -96,6 +96,9 @@ def add_to_training(*, prediction: Prediction) -> AddOutcome:
     label = prediction.project.labels.filter(name=prediction.review_label).first()
     if label is None:
         raise errors.ServiceError(f"The class “{prediction.review_label}” no longer exists in this project.")
+    held = _already_a_training_image(prediction)
+    if held:
+        return AddOutcome(prediction, message=held, duplicate=True)
     if not prediction.image:
         raise errors.ServiceError("This prediction's image was not kept (or has expired), so it cannot be added.")
     try:
@@ -112,6 +115,21 @@ def add_to_training(*, prediction: Prediction) -> AddOutcome:
     prediction.added_image = outcome.image
     prediction.save(update_fields=["added_image"])
     return AddOutcome(prediction, image=outcome.image)
+
+
+def _already_a_training_image(prediction: Prediction) -> str:
+    """Why the predicted image is already training data ("" when it is not): the original's bytes
+    (prediction.sha256) are one of the project's images, or the model learnt from it. Checked on
+    the original, not the kept JPEG, whose re-encoded bytes never match and would come back as a
+    near-duplicate of itself."""
+    existing = (Image.objects.filter(project_id=prediction.project_id, sha256=prediction.sha256)
+                .select_related("label").first() if prediction.sha256 else None)
+    if existing is not None:
+        return (f"This image is already a training image of class “{existing.label.name}” "
+                f"(as “{existing.original_name}”), so it is not added again.")
+    if prediction.seen_in_training:
+        return "The model learnt from this very image (it was a training image when it was predicted), so it is not added again."
+    return ""
 
 
 def add_all_reviewed(*, project: Project) -> list[AddOutcome]:
@@ -133,6 +151,19 @@ def added_between(*, project: Project, start, end) -> int:
     return Image.objects.filter(project=project, created_at__gt=start, created_at__lte=end).exclude(provenance="").count()
 
 
+def queue_all(project: Project):
+    """Both streams of the queue as one query (unordered): what the queue page shows, and what
+    review.needed is measured on. The audit sample and the ones to learn from are disjoint."""
+    return (Prediction.objects.filter(project=project, review_label="").exclude(image="")
+            .filter(Q(audit=True) | Q(abstained=True) | Q(probability__lte=LOW_CONFIDENCE)))
+
+
+def in_queue(prediction: Prediction) -> bool:
+    """Whether a prediction (a row just logged) is one queue_all counts."""
+    return (not prediction.review_label and bool(prediction.image)
+            and (prediction.audit or prediction.abstained or prediction.probability <= LOW_CONFIDENCE))
+
+
 def queue_size(project: Project) -> int:
     """Predictions waiting in the review queue, both streams (what review.needed is measured on)."""
-    return queue_audit(project).count() + queue_to_learn(project).count()
+    return queue_all(project).count()

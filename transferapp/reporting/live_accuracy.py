@@ -1,7 +1,8 @@
 """Live accuracy (#25): how often each version was right on real work, from the random audit
 sample of its logged predictions that someone reviewed. Only the audit sample counts: the "don't
 know" and low-confidence predictions a reviewer also labels were chosen for being hard, and would
-bias the figure down."""
+bias the figure down. Nor do the images the model learnt from (seen_in_training): it knows those,
+and they would bias the figure up."""
 from django.db.models import Count, F, Q
 
 from transferapp.engine.metrics import wilson_interval
@@ -11,7 +12,7 @@ from transferapp.models import Prediction, Project
 def live_accuracy(project: Project, since=None) -> list[dict]:
     """One {"version", "k", "n", "interval"} per version with reviewed audit predictions (newest
     version first); interval is the 95% Wilson interval [low, high] of k/n."""
-    rows = Prediction.objects.filter(project=project, audit=True).exclude(review_label="")
+    rows = Prediction.objects.filter(project=project, audit=True, seen_in_training=False).exclude(review_label="")
     if since is not None:
         rows = rows.filter(created_at__gte=since)
     counts = (rows.values("version")

@@ -78,7 +78,9 @@ def record(run: TrainingRun, source: Source, answers: list[Answer]) -> list[int 
     project = run.project
     now = timezone.now()
     share = project.audit_percent / 100
-    rows = [_row(project, run, source, answer, now, random.random() < share) for answer in answers]
+    # an image the model learnt from is never drawn into the audit sample: live accuracy would count it
+    rows = [_row(project, run, source, answer, now, not answer.seen_in_training and random.random() < share)
+            for answer in answers]
     keep = project.keep_prediction_images
     for row in rows:
         if keep:  # named now (by project, day and content): the row needs no second write when it lands
@@ -87,7 +89,7 @@ def record(run: TrainingRun, source: Source, answers: list[Answer]) -> list[int 
         Prediction.objects.bulk_create(rows)
     if keep:
         _keep_images(rows, [answer.checked.rgb for answer in answers], source.images_in_background)
-    if any(row.audit or row.abstained for row in rows):
+    if any(reviews.in_queue(row) for row in rows):
         _announce_review_needed(project, rows)
     return [row.pk for row in rows]
 
@@ -217,20 +219,16 @@ def _forget_image(pk: int, name: str) -> None:
 
 # --- review.needed --------------------------------------------------------------------------------
 
-def review_queue(project: Project):
-    """The predictions waiting for a review: the random audit sample and the "don't know" ones."""
-    return Prediction.objects.filter(project=project, review_label="").filter(Q(audit=True) | Q(abstained=True))
-
-
 def _announce_review_needed(project: Project, rows: list[Prediction]) -> None:
-    """review.needed once, when the queue reaches REVIEW_NEEDED_AT: counted up to the first and the
-    last new row, so of two requests logging at once only the one whose row crossed it sends it."""
+    """review.needed once, when the review queue (the page's: library.reviews.queue_size) reaches
+    REVIEW_NEEDED_AT: counted up to the first and the last new row, so of two requests logging at
+    once only the one whose row crossed it sends it."""
     threshold = settings.REVIEW_NEEDED_AT
     if threshold <= 0 or not any("review.needed" in hook.events for hook in project.webhooks.filter(active=True)):
         return  # nobody listens: no count on every prediction
     first, last = min(row.pk for row in rows), max(row.pk for row in rows)
-    counts = review_queue(project).aggregate(before=Count("pk", filter=Q(pk__lt=first)),
-                                             through=Count("pk", filter=Q(pk__lte=last)))
+    counts = reviews.queue_all(project).aggregate(before=Count("pk", filter=Q(pk__lt=first)),
+                                                  through=Count("pk", filter=Q(pk__lte=last)))
     if counts["before"] < threshold <= counts["through"]:
         events.emit(project, "review.needed", {"queue": counts["through"], "threshold": threshold})
 

@@ -434,10 +434,10 @@ def prediction_list(request, project_id: int,
 def prediction_feedback(request, prediction_id: int, payload: FeedbackIn):
     """The true class of a logged prediction, from the client's own system (a later lab result):
     it counts as a review (review source "api"); a later review replaces it."""
+    _project_for_key(request, request.auth.project_id)  # the allowance, counted first: probing ids is a hit too
     prediction = prediction_log.prediction_get(pk=prediction_id, project_id=request.auth.project_id)
     if prediction is None:
         raise Http404("No such prediction for this key.")
-    _project_for_key(request, prediction.project_id)  # the allowance
     try:
         prediction_log.feedback_record(prediction=prediction, label=payload.label)
     except errors.ServiceError as exc:

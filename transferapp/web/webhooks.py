@@ -74,6 +74,9 @@ def webhook_delete(request, pk):
 @require_POST
 def webhook_test(request, pk):
     webhook = hooks.webhook_get_for_user(user=request.user, pk=pk)
-    webhook_events.send_test(webhook)
-    messages.success(request, f"A test event is on its way to {webhook.url}; the delivery log below shows the answer.")
+    if webhook_events.send_test(webhook) is None:
+        messages.info(request, f"A test event to {webhook.url} is still on its way; the delivery log below shows "
+                               "its answer. Send another once it has one.")
+    else:
+        messages.success(request, f"A test event is on its way to {webhook.url}; the delivery log below shows the answer.")
     return redirect(reverse("webhooks_page", args=[webhook.project_id]) + "#delivery-log")

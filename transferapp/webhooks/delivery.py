@@ -58,8 +58,15 @@ def deliver(delivery_pk: int, attempt: int | None = None) -> str:
     if not ok and not error:
         error = f"The receiver answered {status_code}."
     _record(delivery, ok=ok, status_code=status_code, error=error,
-            final=ok or delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS)
+            final=ok or delivery.attempts >= max_attempts(delivery))
     return delivery.status
+
+
+def max_attempts(delivery: WebhookDelivery) -> int:
+    """How many tries a delivery gets: a test event is retried once at most."""
+    if delivery.event == events.TEST_EVENT:
+        return min(events.TEST_MAX_ATTEMPTS, settings.WEBHOOK_MAX_ATTEMPTS)
+    return settings.WEBHOOK_MAX_ATTEMPTS
 
 
 def _send(delivery: WebhookDelivery) -> tuple[int | None, str]:

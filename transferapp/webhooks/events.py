@@ -17,6 +17,7 @@ TEST_EVENT = "webhook.test"  # "Send a test event": to one webhook, whatever it 
 # A delivery handed to the queue is not handed over again (by the sweep, delivery.retry_due) for
 # this long: a job that Redis lost is sent again afterwards, a job merely waiting is not doubled.
 ENQUEUED_LEASE_S = 600
+TEST_MAX_ATTEMPTS = 2  # a test event is tried once more at most: it checks a receiver, it carries no news
 
 
 def emit(project: Project, event: str, data: dict) -> list[WebhookDelivery]:
@@ -28,9 +29,19 @@ def emit(project: Project, event: str, data: dict) -> list[WebhookDelivery]:
     return [_record(hook, event, data) for hook in hooks]
 
 
-def send_test(webhook: Webhook) -> WebhookDelivery:
-    """A `webhook.test` event to this one webhook (active or not), to check the receiver and its secret."""
-    return _record(webhook, TEST_EVENT, {"message": "A test event from transferapp: your receiver works."})
+def send_test(webhook: Webhook) -> WebhookDelivery | None:
+    """A `webhook.test` event to this one webhook (active or not), to check the receiver and its secret.
+    None while an earlier test event to it is still pending: one at a time, so pressing the button
+    thirty times queues one delivery, not thirty."""
+    with transaction.atomic():
+        Webhook.objects.select_for_update().filter(pk=webhook.pk).first()  # two presses at once: one waits
+        if test_pending(webhook):
+            return None
+        return _record(webhook, TEST_EVENT, {"message": "A test event from transferapp: your receiver works."})
+
+
+def test_pending(webhook: Webhook) -> bool:
+    return WebhookDelivery.objects.filter(webhook=webhook, event=TEST_EVENT, status=WebhookDelivery.Status.PENDING).exists()
 
 
 def _record(hook: Webhook, event: str, data: dict) -> WebhookDelivery:

@@ -12,12 +12,20 @@ import http.client
 import ipaddress
 import secrets
 import socket
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 SECRET_PREFIX = "whsec_"
+_NOT_IN_A_URL = set("\"'`<>\\")  # never valid unencoded in a URL: a request line with them fails on every try
+
+
+# One refusal for a host name that does not resolve and one that resolves to this server's own
+# network, naming no address: two answers would let a user map the internal DNS through this form.
+NOT_REACHABLE = ("This URL cannot receive webhooks: it must be a public http(s) address on the internet "
+                 "that this server can reach.")
 
 
 class UrlRefused(Exception):
@@ -59,6 +67,9 @@ def check_url(url: str, *, allow_private: bool | None = None) -> Target:
         raise UrlRefused("Enter the URL that should receive the events.")
     if len(url) > 500:
         raise UrlRefused("The URL is too long (500 characters at most).")
+    if any(char.isspace() or char in _NOT_IN_A_URL or unicodedata.category(char) == "Cc" for char in url):
+        raise UrlRefused("The URL may not contain spaces, quotes, angle brackets or control characters; "
+                         "write them percent-encoded (a space is %20).")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -72,12 +83,8 @@ def check_url(url: str, *, allow_private: bool | None = None) -> Target:
         raise UrlRefused("The URL may not carry a user name or password; the signature proves who sent the event.")
     port = port or (443 if parts.scheme == "https" else 80)
     addresses = _resolve(parts.hostname, port)
-    if not allow_private:
-        for address in addresses:
-            why = _why_unreachable(address)
-            if why:
-                raise UrlRefused(f"{parts.hostname} points to {why} address ({address}). Webhooks may only be "
-                                 "sent to the public internet on this server.")
+    if not allow_private and any(_why_unreachable(address) for address in addresses):
+        raise UrlRefused(NOT_REACHABLE)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(scheme=parts.scheme, host=parts.hostname, port=port, path=path, address=addresses[0])
 
@@ -86,10 +93,10 @@ def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError):
-        raise UrlRefused(f"The host name {host} could not be found.") from None
+        raise UrlRefused(NOT_REACHABLE) from None
     addresses = list(dict.fromkeys(info[4][0].split("%")[0] for info in infos))  # no IPv6 zone
     if not addresses:
-        raise UrlRefused(f"The host name {host} could not be found.")
+        raise UrlRefused(NOT_REACHABLE)
     return addresses
 
 
