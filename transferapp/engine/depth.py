@@ -6,7 +6,6 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import Sample, load_rgb
-from .imaging import DecodeError
 from .zoo import Backbone
 
 # --- stage 2: fine-tune the top blocks, or every layer ------------------------------------
@@ -57,8 +56,7 @@ def choose_depth(config: TrainConfig, backbone: Backbone, val_probs: np.ndarray,
 
 def colourless_share(samples: list[Sample], n: int = COLOUR_SAMPLE) -> float:
     """The share of up to `n` training images (evenly spread over the sorted list, so a run always
-    reads the same ones) whose colour channels are the same to within COLOURLESS_LEVELS. An image
-    that cannot be read counts as coloured (the signal then errs toward the quicker depth)."""
+    reads the same ones) whose colour channels are the same to within COLOURLESS_LEVELS."""
     if not samples:
         return 0.0
     step = max(1, len(samples) // n)
@@ -67,10 +65,10 @@ def colourless_share(samples: list[Sample], n: int = COLOUR_SAMPLE) -> float:
 
 
 def _is_colourless(path: str) -> bool:
-    try:
-        image = load_rgb(path)
-    except (DecodeError, OSError):  # a damaged file is refused elsewhere, with its name
-        return False
+    # No try/except: every training image was decoded for its features a moment ago, and a
+    # catch-all here would swallow the worker's time-limit exception, which the decoder reports as
+    # a DecodeError when it strikes mid-decode (the run then went on past TRAINING_TIMEOUT_S).
+    image = load_rgb(path)
     image.thumbnail((64, 64))
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     spread = np.abs(pixels[..., 0] - pixels[..., 1]).mean() + np.abs(pixels[..., 1] - pixels[..., 2]).mean()
