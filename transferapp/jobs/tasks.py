@@ -20,13 +20,12 @@ from transferapp.engine.features import describe_device, pick_device, precompute
 from transferapp.engine.fitting import fit
 from transferapp.engine.state import TrainingCancelled
 from transferapp.engine.zoo import WeightsUnavailable
-from transferapp.jobs import progress, rules, tries
+from transferapp.jobs import progress, rules, sweeps, tries
 from transferapp.library import projects as library_projects
 from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
 from transferapp.library.trash import deleted_images_purge, project_purge_files
 from transferapp.models import BatchPrediction, Image, ImportJob, TrainingRun
-from transferapp.reporting import drift
 from transferapp.reporting import reports as reporting_reports
 from transferapp.serving import batch as serving_batch
 from transferapp.serving import prediction_log, predictions
@@ -252,4 +251,4 @@ def deliver_webhook(delivery_pk: int, attempt: int | None = None) -> str:
 def drift_sweep() -> int:
     """Every project that predicted today and listens for drift.detected: its week's images against
     its training images, the event sent once a day where they drifted (the reaper enqueues this hourly)."""
-    return drift.drift_sweep()
+    return sweeps.drift_sweep()

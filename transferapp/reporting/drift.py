@@ -32,14 +32,11 @@ from collections import Counter
 from datetime import timedelta
 
 import numpy as np
-from django.core.cache import cache
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from transferapp.engine import calibrate
-from transferapp.models import Prediction, Project, TrainingRun, WebhookDelivery
+from transferapp.models import Prediction, Project, TrainingRun
 from transferapp.storage import blobs
-from transferapp.webhooks import events
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +48,6 @@ DRIFT_P = 0.01
 EXPECTED_SHARE = round(1 - calibrate.NOVELTY_QUANTILE, 4)  # images like the training ones that cross the threshold
 MIN_UNLIKE_SHARE = 0.15
 MIN_PREDICTIONS = 20
-ALERT_KEPT_S = 2 * 24 * 3600  # the "already announced today" mark outlives its day
 
 
 # --- the test ---------------------------------------------------------------------------------
@@ -172,47 +168,3 @@ def drift_sentence(report: dict) -> str:
         return (f"This week's images are close to the training images ({percent} unlike any of them), but their "
                 f"mix differs from the training images' (p = {p:.3f}): some kinds came more often than in training.")
     return f"This week's images look like the training images ({percent} unlike any of them)."
-
-
-# --- announcing it: drift.detected, at most once a day per project ------------------------------
-
-def _alert_key(project_pk: int, now) -> str:
-    return f"drift-alert:{project_pk}:{now.date().isoformat()}"
-
-
-def drift_check(project: Project, now=None) -> bool:
-    """Emit drift.detected when this week's images drifted, at most once per project and (UTC) day:
-    not when the delivery log has one of today's, and the day's mark is taken atomically (cache.add,
-    in Redis), so several workers agree. True when sent."""
-    now = now or timezone.now()
-    key = _alert_key(project.pk, now)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if WebhookDelivery.objects.filter(webhook__project=project, event="drift.detected", created_at__gte=midnight).exists():
-        return False  # the delivery log is the record; the cache mark only settles two workers racing
-    try:
-        if cache.get(key):
-            return False
-        report = drift_report(project, now)
-        if not report["detected"] or not cache.add(key, 1, timeout=ALERT_KEPT_S):
-            return False
-    except RedisError:
-        logger.exception("Drift check of project %s skipped: the cache is unreachable", project.pk)
-        return False
-    events.emit(project, "drift.detected", {
-        "version": report["version"], "p_value": report["p_value"], "unlike_share": report["unlike_share"],
-        "predictions": report["n"], "window_days": WINDOW_DAYS, "sentence": report["sentence"]})
-    return True
-
-
-def drift_sweep(now=None) -> int:
-    """Check every project that predicted something in the last day and has a webhook listening for
-    drift.detected (the others have nobody to tell; their page computes the sentence itself).
-    Returns how many events were sent."""
-    now = now or timezone.now()
-    active = (Project.objects.filter(predictions__created_at__gt=now - timedelta(days=1), webhooks__active=True)
-              .distinct())
-    sent = 0
-    for project in active:
-        if any("drift.detected" in hook.events for hook in project.webhooks.filter(active=True)):
-            sent += drift_check(project, now)
-    return sent
