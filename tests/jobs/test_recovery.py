@@ -17,6 +17,7 @@ from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 from rq import SimpleWorker
+from rq.timeouts import BaseDeathPenalty
 
 from tests.conftest import image_bytes
 from tests.factories import project_with_images, upload
@@ -537,3 +538,29 @@ def test_a_training_stopped_at_its_time_limit_says_so(alice, user, queue):
     assert run.status == "failed"
     assert run.error.startswith("The training stopped at the time limit (TRAINING_TIMEOUT_S = 3 s)"), run.error
     assert "memory" not in run.error
+
+
+class _SilencedAlarm(BaseDeathPenalty):
+    """rq's time-limit alarm as it is when a library's catch-all swallowed it: it never arrives."""
+
+    def setup_death_penalty(self):
+        pass
+
+    def cancel_death_penalty(self):
+        pass
+
+
+class _WorkerWhoseAlarmIsSwallowed(SimpleWorker):
+    death_penalty_class = _SilencedAlarm
+
+
+def test_a_training_whose_time_limit_alarm_was_swallowed_still_stops_and_fails(alice, user, queue):
+    project = project_with_images(user, classes=("red", "blue"), per_class=30, size=(96, 96))
+    run = _train(alice, project, preset="best", epochs=60, time_budget_minutes=30)
+    job = queue.fetch_job(run.job_id)
+    job.timeout = 3
+    job.save()
+    _work_off("default", worker_class=_WorkerWhoseAlarmIsSwallowed)
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.error.startswith("The training stopped at the time limit (TRAINING_TIMEOUT_S = 3 s)"), run.error

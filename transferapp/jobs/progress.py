@@ -2,9 +2,12 @@
 
 import logging
 import time
+from datetime import UTC, datetime
 
 from django.db import transaction
 from django.utils import timezone
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
 
 from transferapp.accounts import throttle
 from transferapp.jobs import tries
@@ -35,6 +38,29 @@ class Every:
         return False
 
 
+def seconds_past_time_limit() -> float:
+    """How long ago this job's time limit passed (0 when it has not, or outside a job)."""
+    job = get_current_job()
+    if job is None or not job.timeout or job.timeout < 0 or job.started_at is None:
+        return 0.0
+    ran_s = (datetime.now(UTC).replace(tzinfo=None) - job.started_at.replace(tzinfo=None)).total_seconds()
+    return max(0.0, ran_s - job.timeout)
+
+
+class TimeLimit:
+    """rq's alarm fires once; a library's catch-all (an exporter, a decoder) can swallow it and the
+    run would then go on for ever. The engine's own callbacks check the clock as a second line."""
+
+    def __init__(self):
+        job = get_current_job()
+        self.timeout_s = job.timeout if job is not None and job.timeout and job.timeout > 0 else None
+        self.checks = Every(CANCEL_CHECK_INTERVAL_S)
+
+    def enforce(self, force: bool = False) -> None:
+        if self.timeout_s and self.checks.due(force) and seconds_past_time_limit() > 0:
+            raise JobTimeoutException(f"Task exceeded maximum timeout value ({self.timeout_s} seconds)")
+
+
 class ProgressReporter:
     """Turns the engine's callbacks into throttled row updates and cancellation checks."""
 
@@ -43,8 +69,10 @@ class ProgressReporter:
         self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
         self.cancel_checks = Every(CANCEL_CHECK_INTERVAL_S)
         self.cancelled = False
+        self.time_limit = TimeLimit()
 
     def report(self, progress: dict) -> None:
+        self.time_limit.enforce()
         epoch_ended = "history" in progress
         if not self.writes.due(force=epoch_ended):
             return
@@ -69,6 +97,7 @@ class ProgressReporter:
 
     def should_stop(self) -> bool:
         """Stop when cancelled, and also when the run was deleted or is no longer ours to run."""
+        self.time_limit.enforce()
         if not self.cancelled and self.cancel_checks.due():
             still_ours = self.rows.filter(status=TrainingRun.Status.RUNNING, cancel_requested=False)
             self.cancelled = not still_ours.exists()

@@ -5,8 +5,6 @@ The TrainingRun row is the truth; RQ's own job state is only plumbing.
 
 import logging
 import shutil
-from datetime import datetime
-from datetime import timezone as dt_timezone
 from itertools import islice
 from pathlib import Path
 
@@ -109,6 +107,7 @@ def _fit_run(run: TrainingRun, snapshot: "training_snapshot.Snapshot") -> dict:
             on_progress=reporter.report,
             should_stop=reporter.should_stop,
         )
+        reporter.time_limit.enforce(force=True)  # never publish a model from a run past its limit
         # What the training report cites: the images as this run saw them, versions, hardware.
         # A failure here (a full disk, an uninstalled checkout) must not fail a trained model: the
         # report then rebuilds the manifest from the images and says what was not recorded.
@@ -130,10 +129,7 @@ def _fit_run(run: TrainingRun, snapshot: "training_snapshot.Snapshot") -> dict:
 def _past_the_time_limit() -> int:
     """The job's timeout when it has run that long (rq's alarm went off), else 0."""
     job = get_current_job()
-    if job is None or not job.timeout or job.timeout < 0 or job.started_at is None:
-        return 0
-    ran_s = (datetime.now(dt_timezone.utc).replace(tzinfo=None) - job.started_at.replace(tzinfo=None)).total_seconds()
-    return job.timeout if ran_s >= job.timeout else 0
+    return job.timeout if job is not None and progress.seconds_past_time_limit() > 0 else 0
 
 
 def _readable_error(exc: Exception) -> str:
