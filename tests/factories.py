@@ -18,3 +18,15 @@ def project_with_images(owner, *, classes=("red", "blue"), per_class=5, size=(64
 
 def upload(name, data, content_type="image/png"):
     return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def inbox_with_images(project, *, colors=("red", "blue"), per_color=5, size=(64, 64), start=0):
+    """Unlabelled images in the project's Inbox (#24), `per_color` of each colour; returns them."""
+    added = []
+    for color in colors:
+        for i in range(start, start + per_color):
+            outcome = library_images.image_add(label=None, project=project, name=f"inbox-{color}-{i}.png",
+                                               data=image_bytes(color, size, shape_seed=1000 + i))
+            assert outcome.image is not None, outcome.error
+            added.append(outcome.image)
+    return added

@@ -88,17 +88,26 @@ def thumbnail_upload_path(instance, filename):
 
 
 class LiveImageManager(models.Manager):
-    """Images not in the trash. As the first manager it is also the default one, so every list,
-    count, related manager (project.images, label.images) and training snapshot leaves deleted
-    images out; joins (Count("images")) must filter on images__deleted_at themselves."""
+    """Labelled images not in the trash. As the first manager it is also the default one, so every
+    list, count, related manager (project.images, label.images) and training snapshot leaves deleted
+    images and the Inbox out; joins (Count("images")) must filter on images__deleted_at (and
+    images__label) themselves: library.selectors.LIVE_IMAGES."""
 
     def get_queryset(self):
-        return super().get_queryset().filter(deleted_at__isnull=True)
+        return super().get_queryset().filter(deleted_at__isnull=True, label__isnull=False)
+
+
+class InboxManager(models.Manager):
+    """The Inbox (#24): a project's unlabelled images not in the trash."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(deleted_at__isnull=True, label__isnull=True)
 
 
 class Image(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
-    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="images")
+    # None: the image is in the project's Inbox (#24), unlabelled; Image.inbox lists those.
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="images", null=True, blank=True)
     file = models.FileField(upload_to=image_upload_path, max_length=255)
     thumbnail = models.FileField(upload_to=thumbnail_upload_path, max_length=255, blank=True)
     sha256 = models.CharField(max_length=64)
@@ -128,9 +137,22 @@ class Image(models.Model):
     # Set when the user deletes the image: it can be undone until the row and its files are
     # purged (library.trash.deleted_images_purge, after DELETED_IMAGES_KEPT_MINUTES).
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Inbox (#24): "unsure" ("x" on the labelling page) keeps it in the Inbox, flagged and asked last.
+    inbox_unsure = models.BooleanField(default=False)
+    # When and by whom an Inbox image was given its label (blank for images uploaded labelled): the
+    # labelling page's "labelled so far", and the random picks' honest estimate.
+    labelled_at = models.DateTimeField(null=True, blank=True)
+    labelled_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    # What the Inbox's quick model suggested when this image was labelled from it, and why it was
+    # asked ("unsure", "cold", "random"): random picks' suggestions against the labels given are the
+    # honest estimate of the quick model's accuracy (engine.active.honest_estimate).
+    suggested_label = models.CharField(max_length=80, blank=True, default="")
+    asked_as = models.CharField(max_length=8, blank=True, default="")
 
     objects = LiveImageManager()
-    all_objects = models.Manager()  # the trash included: restore, purge and file bookkeeping
+    inbox = InboxManager()
+    all_objects = models.Manager()  # the trash and the Inbox included: restore, purge and file bookkeeping
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -515,3 +537,53 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+
+
+class InboxRanking(models.Model):
+    """The Inbox in "label these next" order (#24), from the quick model (a head on cached features)
+    trained on the labels there were at `labels_at`; recomputed in the worker every few labels."""
+
+    class Status(models.TextChoices):
+        IDLE = "idle"
+        QUEUED = "queued"
+        RUNNING = "running"
+        FAILED = "failed"
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="inbox_ranking")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.IDLE)
+    error = models.CharField(max_length=300, blank=True, default="")
+    computed_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)  # how long the last retrain and ranking took
+    labels_at = models.PositiveIntegerField(default=0)  # labelled images the quick model was trained on
+    # Inbox image ids in asking order (unsure-flagged ones last).
+    order = models.JSONField(default=list)
+    # {str(image_id): {"label": suggested class or "", "probability": float, "kind": "unsure"|"cold"|"random",
+    #  "reason": "unsure between A and B"}}
+    cards = models.JSONField(default=dict)
+    # The quick model's accuracy estimated from the random picks: {"accuracy", "low", "high", "n"}; {} too few.
+    estimate = models.JSONField(default=dict)
+    # One engine.active.Snapshot per retrain, as dicts, for has_plateaued; and its verdict.
+    history = models.JSONField(default=list)
+    plateau = models.BooleanField(default=False)
+    plateau_reason = models.CharField(max_length=300, blank=True, default="")
+
+
+class ProjectMap(models.Model):
+    """A 2-D layout of every image's cached features (#24 item 7), computed in the worker."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        READY = "ready"
+        FAILED = "failed"
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="map")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    error = models.CharField(max_length=300, blank=True, default="")
+    computed_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    n_points = models.PositiveIntegerField(default=0)
+    # A digest of the images (ids, labels, splits) the layout was computed for: stale when it differs.
+    images_digest = models.CharField(max_length=64, blank=True, default="")
+    # The layout in the media storage: {"ids": [...], "xy": [[x, y], ...]} (JSON).
+    points_file = models.CharField(max_length=255, blank=True, default="")

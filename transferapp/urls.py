@@ -15,6 +15,7 @@ from transferapp.web import reviews as web_reviews
 from transferapp.web import runs as web_runs
 from transferapp.web import versions as web_versions
 from transferapp.web import webhooks as web_webhooks
+from transferapp.web import api_inbox  # noqa: F401 (registers the Inbox's API routes on api)
 from transferapp.web.api import api
 
 urlpatterns = [

@@ -145,7 +145,8 @@ def _readable_error(exc: Exception) -> str:
 
 def precompute_features(project_id: int, base_model: str) -> int:
     """Embed a project's images in the background so that Train finds them ready."""
-    names = list(Image.objects.filter(project_id=project_id).order_by("pk").values_list("file", flat=True))
+    live = Image.all_objects.filter(project_id=project_id, deleted_at__isnull=True)  # the Inbox too (#24)
+    names = list(live.order_by("pk").values_list("file", flat=True))
     paths = blobs.media_paths(names)
     if not paths:
         return 0

@@ -39,37 +39,44 @@ def max_upload_bytes() -> int:
     return settings.MAX_UPLOAD_MB * 1024 * 1024
 
 
-def image_add_uploaded(*, label: Label, uploaded) -> UploadOutcome:
-    """An uploaded file: its size is checked before it is read into memory."""
+def image_add_uploaded(*, label: Label | None, uploaded, project: Project | None = None) -> UploadOutcome:
+    """An uploaded file: its size is checked before it is read into memory. label None: the Inbox."""
     try:
         intake.check_size(uploaded.size, max_upload_bytes())
     except intake.ImageRejected as exc:
         return UploadOutcome(name=uploaded.name, error=str(exc))
-    return image_add(label=label, name=uploaded.name, data=uploaded.read())
+    return image_add(label=label, project=project, name=uploaded.name, data=uploaded.read())
 
 
-def image_add(*, label: Label, name: str, data: bytes, split: str = "") -> UploadOutcome:
-    """Store one uploaded file in a class, or say (for this file only) why not."""
+def image_add(*, label: Label | None, name: str, data: bytes, split: str = "",
+              project: Project | None = None) -> UploadOutcome:
+    """Store one uploaded file in a class, or in the project's Inbox when label is None (#24), or say
+    (for this file only) why not."""
+    project = label.project if label is not None else project
     try:
         checked = intake.check_image(data, max_bytes=max_upload_bytes(), max_pixels=settings.MAX_IMAGE_PIXELS)
     except intake.ImageRejected as exc:
         return UploadOutcome(name=name, error=str(exc))
-    existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
+    existing = Image.all_objects.filter(project_id=project.pk, sha256=checked.sha256).select_related("label").first()
     if existing and existing.deleted_at is not None:
         return UploadOutcome(name=name, image=_bring_back(existing, label, name, split))
     if existing:
-        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk,
+        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == _pk(label),
                              duplicate_of=existing)
-    over_quota = quotas.image_refusal(owner=label.project.owner_id, size=len(checked.data))
+    over_quota = quotas.image_refusal(owner=project.owner_id, size=len(checked.data))
     if over_quota:
         return UploadOutcome(name=name, error=over_quota)
     try:
-        return UploadOutcome(name=name, image=_store_image(label, name, checked, split))
+        return UploadOutcome(name=name, image=_store_image(project, label, name, checked, split))
     except _OverQuota as over:
         return UploadOutcome(name=name, error=str(over))
     except _StoredMeanwhile as race:  # the same file, uploaded twice at once: the first one is kept
         existing = race.existing
-        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == label.pk)
+        return UploadOutcome(name=name, error=_duplicate_message(existing, label), skipped=existing.label_id == _pk(label))
+
+
+def _pk(label: Label | None) -> int | None:
+    return label.pk if label is not None else None
 
 
 class _StoredMeanwhile(Exception):
@@ -77,22 +84,24 @@ class _StoredMeanwhile(Exception):
         self.existing = existing
 
 
-def _bring_back(image: Image, label: Label, name: str, split: str) -> Image:
+def _bring_back(image: Image, label: Label | None, name: str, split: str) -> Image:
     """The same bytes, deleted a moment ago and uploaded again: the trashed row comes back here."""
     image.label, image.original_name, image.split, image.deleted_at = label, name[:255], split, None
     image.save(update_fields=["label", "original_name", "split", "deleted_at"])
     return image
 
 
-def _duplicate_message(existing: Image, label: Label) -> str:
-    if existing.label_id == label.pk:
-        return f"Already in this class (as “{existing.original_name}”)."
+def _duplicate_message(existing: Image, label: Label | None) -> str:
+    if existing.label_id == _pk(label):
+        return f"Already {'in this class' if label is not None else 'in the Inbox'} (as “{existing.original_name}”)."
+    if existing.label_id is None:
+        return f"The same image is already in the Inbox (as “{existing.original_name}”): label it there."
     return f"The same image is already in class “{existing.label.name}”: one image cannot have two labels."
 
 
-def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: str) -> Image:
+def _store_image(project: Project, label: Label | None, name: str, checked: intake.CheckedImage, split: str) -> Image:
     image = Image(
-        project_id=label.project_id,
+        project_id=project.pk,
         label=label,
         split=split,
         dhash=checked.dhash,
@@ -102,7 +111,7 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
         height=checked.height,
         size_bytes=len(checked.data),
         grayscale=checked.grayscale,
-        patient_key=grouping.patient_key(label.project_id, checked.patient_id),
+        patient_key=grouping.patient_key(project.pk, checked.patient_id),
     )
     image.file.save(f"upload.{checked.extension}", ContentFile(checked.data), save=False)
     image.thumbnail.save("thumb.jpg", ContentFile(checked.thumbnail_jpeg), save=False)
@@ -115,7 +124,7 @@ def _store_image(label: Label, name: str, checked: intake.CheckedImage, split: s
         raise over
     except IntegrityError:  # the same file arrived twice at once (keep the first), or the class went
         _remove_unreferenced_files(image)
-        existing = Image.all_objects.filter(project_id=label.project_id, sha256=checked.sha256).select_related("label").first()
+        existing = Image.all_objects.filter(project_id=project.pk, sha256=checked.sha256).select_related("label").first()
         if existing is None:
             raise errors.ServiceError("The class or project was deleted while this file was being added.") from None
         raise _StoredMeanwhile(existing) from None

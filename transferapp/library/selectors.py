@@ -9,7 +9,7 @@ from transferapp.models import Image, ImportJob, Label, Project
 PREVIEW_THUMBS = 6
 
 # Joins do not go through Image's default manager: counts leave the trash out themselves.
-LIVE_IMAGES = Q(images__deleted_at__isnull=True)
+LIVE_IMAGES = Q(images__deleted_at__isnull=True, images__label__isnull=False)  # the trash and the Inbox left out
 
 
 def project_list_for_user(*, user):
@@ -26,8 +26,10 @@ def label_get_for_user(*, user, project_pk, pk) -> Label:
     return get_object_or_404(Label.objects.select_related("project"), pk=pk, project_id=project_pk, project__owner=user)
 
 
-def image_get_for_user(*, user, pk) -> Image:
-    return get_object_or_404(Image.objects.select_related("project", "label"), pk=pk, project__owner=user)
+def image_get_for_user(*, user, pk, inbox_too: bool = False) -> Image:
+    """A live labelled image of the user's; with inbox_too, an Inbox image as well (#24)."""
+    live = Image.all_objects.filter(deleted_at__isnull=True) if inbox_too else Image.objects
+    return get_object_or_404(live.select_related("project", "label"), pk=pk, project__owner=user)
 
 
 def images_in_label(*, label: Label, pks) -> list[Image]:

@@ -18,14 +18,14 @@ from transferapp.web import actions, bucket, classes
 
 @login_required
 def image_thumbnail(request, pk):
-    image = library_selectors.image_get_for_user(user=request.user, pk=pk)
+    image = library_selectors.image_get_for_user(user=request.user, pk=pk, inbox_too=True)
     field = image.thumbnail or image.file
     return _private_file(field)
 
 
 @login_required
 def image_file(request, pk):
-    image = library_selectors.image_get_for_user(user=request.user, pk=pk)
+    image = library_selectors.image_get_for_user(user=request.user, pk=pk, inbox_too=True)
     if image.file.name.endswith(".dcm"):
         return _rendered_dicom(image.file)
     return _private_file(image.file)
