@@ -348,6 +348,8 @@ PREDICTION_IMAGE_MAX_SIDE = envint("PREDICTION_IMAGE_MAX_SIDE", "512")
 PREDICTION_IMAGES_MAX_MB = envint("PREDICTION_IMAGES_MAX_MB", "500")
 # The review queue's size (unreviewed audit plus "don't know" predictions) that sends review.needed.
 REVIEW_NEEDED_AT = envint("REVIEW_NEEDED_AT", "50")
+# The Inbox's quick model retrains (and the "label these next" order is recomputed) every this many labels (#24).
+INBOX_RETRAIN_EVERY = envint("INBOX_RETRAIN_EVERY", "5")
 # Webhook URLs that resolve to private, loopback or link-local addresses are refused unless the
 # operator allows them (an intranet receiver): otherwise a user could make the server probe its own network.
 WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false")

@@ -9,6 +9,7 @@ from transferapp.web import accounts, batches, classes, keys, monitoring, predic
 from transferapp.web import heatmaps as web_heatmaps
 from transferapp.web import images as web_images
 from transferapp.web import imports as web_imports
+from transferapp.web import labelling as web_labelling
 from transferapp.web import projects as web_projects
 from transferapp.web import reports as web_reports
 from transferapp.web import reviews as web_reviews
@@ -77,6 +78,10 @@ urlpatterns = [
     path("runs/<int:pk>/images/<int:image_pk>/heatmap/<int:class_index>.png", web_heatmaps.run_image_heatmap,
          name="run_image_heatmap"),
     path("projects/<int:pk>/review/", web_reviews.review_queue, name="review_queue"),
+    path("projects/<int:pk>/label/", web_labelling.labelling_page, name="labelling_page"),
+    path("projects/<int:pk>/label/queue/", web_labelling.labelling_queue, name="labelling_queue"),
+    path("projects/<int:pk>/label/act/", web_labelling.labelling_act, name="labelling_act"),
+    path("projects/<int:pk>/label/similar/<int:image_pk>/", web_labelling.labelling_similar, name="labelling_similar"),
     path("projects/<int:pk>/review/add-all/", web_reviews.review_add_all, name="review_add_all"),
     path("predictions/<int:pk>/image/", web_reviews.prediction_image, name="prediction_image"),
     path("predictions/<int:pk>/review/", web_reviews.prediction_review, name="prediction_review"),

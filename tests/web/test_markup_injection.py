@@ -233,6 +233,8 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
         "version_compare": [("get", reverse("version_compare", args=[project.pk]) + "?before=1&after=2", {}, HX),
                             ("get", reverse("version_compare", args=[project.pk]) + "?before=1&after=2", {}, {})],
         "review_queue": [("get", queue_url + "?part=reviewed", {}, HX), ("get", queue_url, {}, {})],
+        # The labelling page (#24): class names on its keys; the Inbox's file names come as JSON (textContent).
+        "labelling_page": [("get", reverse("labelling_page", args=[project.pk]), {}, {})],
         "prediction_add": [("post", reverse("prediction_add", args=[added.pk]), {}, HX)],
         "review_add_all": [("post", reverse("review_add_all", args=[project.pk]), {}, HX)],
         "webhooks_page": [("get", hooks_url + "?log=1", {}, HX), ("get", hooks_url, {}, {})],

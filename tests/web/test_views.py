@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from tests.conftest import image_bytes
-from tests.factories import project_with_images, upload
+from tests.factories import inbox_with_images, project_with_images, upload
 from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
@@ -217,7 +217,7 @@ def _object_ids(project):
                                      secret="whsec_dGVzdA==")
     return {
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
-        "projects/": {"pk": project.pk},
+        "projects/": {"pk": project.pk, "image_pk": inbox_with_images(project, colors=("red",), per_color=1)[0].pk},
         "images/": {"pk": label.images.first().pk},
         "runs/": {"pk": run.pk, "image_pk": label.images.first().pk, "digest": "0" * 64, "class_index": 0},
         "imports/": {"pk": job.pk},

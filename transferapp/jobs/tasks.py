@@ -19,11 +19,12 @@ from transferapp.engine.fitting import fit
 from transferapp.engine.state import TrainingCancelled
 from transferapp.engine.zoo import WeightsUnavailable
 from transferapp.jobs import progress, rules, sweeps, tries
+from transferapp.labelling import ranking as inbox_ranking
 from transferapp.library import projects as library_projects
 from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
 from transferapp.library.trash import deleted_images_purge, project_purge_files
-from transferapp.models import BatchPrediction, Image, ImportJob, TrainingRun
+from transferapp.models import BatchPrediction, Image, ImportJob, Project, TrainingRun
 from transferapp.reporting import reports as reporting_reports
 from transferapp.serving import batch as serving_batch
 from transferapp.serving import prediction_log, predictions
@@ -155,6 +156,17 @@ def precompute_features(project_id: int, base_model: str) -> int:
         return precompute(paths, base_model, Path(settings.FEATURE_CACHE_DIR), TrainConfig(base=base_model).image_size)
     except WeightsUnavailable:
         return 0  # the training run reports this properly; a warm-up cache job has nothing to add
+
+
+def inbox_rank(project_id: int) -> str:
+    """Retrain the Inbox's quick model and recompute its "label these next" order (#24); the
+    features it lacks are embedded first (cached for training too)."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return "project gone"
+    _configure_threads()
+    ranking = inbox_ranking.ranking_refresh(project=project)
+    return f"{ranking.status}: {len(ranking.order)} ranked in {ranking.seconds}s"
 
 
 def run_import(import_id: int) -> str:

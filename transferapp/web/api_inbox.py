@@ -8,3 +8,65 @@ from transferapp.web.api import _errors, _project_for_key, api  # noqa: F401 (us
 # POST /projects/{project_id}/inbox               (files → the upload's per-file report)
 # GET  /projects/{project_id}/inbox/next?n=10     ([{"image", "file", "suggestion": {"label", "probability"}, "reason"}])
 # POST /projects/{project_id}/images/{image}/label ({"label": NAME} → moves it out of the Inbox; 400 lists the classes)
+
+
+# --- which to label next, and labelling one (#24) -------------------------------------------------
+from django.http import Http404  # noqa: E402 (kept beside the routes that use it)
+from ninja import Query, Schema  # noqa: E402
+from ninja.errors import HttpError  # noqa: E402
+
+from transferapp.labelling import asking, inbox  # noqa: E402
+from transferapp.labelling import ranking as inbox_ranking  # noqa: E402
+from transferapp.library import selectors as library_selectors  # noqa: E402
+from transferapp.models import Image  # noqa: E402
+
+NEXT_MAX = 100
+
+
+class SuggestionOut(Schema):
+    label: str
+    probability: float | None
+
+
+class InboxNextOut(Schema):
+    image: int
+    file: str
+    suggestion: SuggestionOut | None
+    reason: str
+
+
+class LabelIn(Schema):
+    label: str
+
+
+class LabelledOut(Schema):
+    image: int
+    label: str
+    inbox: int
+
+
+@api.get("/projects/{project_id}/inbox/next", response={200: list[InboxNextOut], **_errors(401, 404, 422, 429)})
+def inbox_next(request, project_id: int, n: int = Query(10, ge=1, le=NEXT_MAX, description="How many, at most.")):
+    """The next Inbox images to label, in the order the labelling page asks them, each with the quick
+    model's suggestion (null before it can be trained) and why it is asked."""
+    project = _project_for_key(request, project_id)
+    return [{key: item[key] for key in ("image", "file", "suggestion", "reason")}
+            for item in asking.inbox_next(project=project, n=n)]
+
+
+@api.post("/projects/{project_id}/images/{image_id}/label", response={200: LabelledOut, **_errors(400, 401, 404, 422, 429)})
+def inbox_image_label(request, project_id: int, image_id: int, payload: LabelIn):
+    """Give an Inbox image its class (a class name of the project): it leaves the Inbox and trains
+    the next version like any labelled image."""
+    project = _project_for_key(request, project_id)
+    image = Image.inbox.filter(project=project, pk=image_id).first()
+    if image is None:
+        raise Http404("No such image in this project's Inbox.")
+    label = project.labels.filter(name=payload.label).first()
+    if label is None:
+        names = ", ".join(library_selectors.project_class_order(project=project)) or "none yet"
+        raise HttpError(400, f"“{payload.label}” is not a class of this project. Its classes: {names}.")
+    inbox.inbox_label(project=project, image_ids=[image.pk], label=label)
+    if inbox_ranking.due_after_labels(project):
+        inbox_ranking.rank_schedule(project=project)
+    return {"image": image.pk, "label": label.name, "inbox": Image.inbox.filter(project=project).count()}
