@@ -169,6 +169,9 @@
       if (!data) return;
       history.pop();
       last.items.forEach((it) => { it.done = false; it.label = ""; });
+      // After a retrain the queue was fetched anew: put the image back where the labeller is.
+      const missing = last.items.filter((it) => !items.includes(it));
+      if (missing.length) items.splice(index, 0, ...missing);
       const back = last.items[0];
       if (back) show(items.indexOf(back));
       say(`Undone: ${last.ids.length > 1 ? last.ids.length + " images are" : "the image is"} back in the Inbox.`);
