@@ -128,3 +128,15 @@ def test_more_like_this_finds_the_same_colour_first(project):
     names = [s["file"] for s in similar]
     assert all(n.startswith("inbox-red") for n in names[:5]), names
     assert similar[0]["similarity"] >= similar[-1]["similarity"]
+
+
+def test_with_no_label_yet_the_inbox_is_still_ordered_by_coverage_with_no_suggestion(user):
+    from transferapp.library import projects as library_projects
+    project = library_projects.project_create(owner=user, name="Fresh")
+    inbox_with_images(project, colors=("red", "blue"), per_color=3)
+    ranking = inbox_ranking.ranking_refresh(project=project)  # no class at all yet
+    assert ranking.status == "idle" and len(ranking.order) == 6
+    assert all(card["label"] == "" and card["probability"] is None for card in ranking.cards.values())
+    library_projects.label_create(project=project, name="red")
+    first = asking.inbox_next(project=project, n=1)[0]
+    assert first["suggestion"] is None and first["reason"] in REASONS

@@ -3,7 +3,15 @@ web/api.py: upload unlabelled images, ask which to label next, give one its labe
 
 Its routes register on web.api's `api` when this module is imported (transferapp/urls.py imports
 it before it mounts api.urls)."""
-from transferapp.web.api import _errors, _project_for_key, api  # noqa: F401 (used by the routes below)
+from django.http import Http404
+from ninja import Query, Schema
+from ninja.errors import HttpError
+
+from transferapp.labelling import asking, inbox
+from transferapp.labelling import ranking as inbox_ranking
+from transferapp.library import selectors as library_selectors
+from transferapp.models import Image
+from transferapp.web.api import _errors, _project_for_key, api
 
 # POST /projects/{project_id}/inbox               (files → the upload's per-file report)
 # GET  /projects/{project_id}/inbox/next?n=10     ([{"image", "file", "suggestion": {"label", "probability"}, "reason"}])
@@ -11,15 +19,6 @@ from transferapp.web.api import _errors, _project_for_key, api  # noqa: F401 (us
 
 
 # --- which to label next, and labelling one (#24) -------------------------------------------------
-from django.http import Http404  # noqa: E402 (kept beside the routes that use it)
-from ninja import Query, Schema  # noqa: E402
-from ninja.errors import HttpError  # noqa: E402
-
-from transferapp.labelling import asking, inbox  # noqa: E402
-from transferapp.labelling import ranking as inbox_ranking  # noqa: E402
-from transferapp.library import selectors as library_selectors  # noqa: E402
-from transferapp.models import Image  # noqa: E402
-
 NEXT_MAX = 100
 
 
