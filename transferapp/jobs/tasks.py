@@ -14,16 +14,17 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from transferapp.engine.config import TrainConfig
-from transferapp.engine.features import describe_device, pick_device, precompute
+from transferapp.engine.features import describe_device, embed, pick_device, precompute
 from transferapp.engine.fitting import fit
 from transferapp.engine.state import TrainingCancelled
 from transferapp.engine.zoo import WeightsUnavailable
 from transferapp.jobs import progress, rules, sweeps, tries
+from transferapp.labelling import project_map
 from transferapp.library import projects as library_projects
 from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
 from transferapp.library.trash import deleted_images_purge, project_purge_files
-from transferapp.models import BatchPrediction, Image, ImportJob, TrainingRun
+from transferapp.models import BatchPrediction, Image, ImportJob, Project, TrainingRun
 from transferapp.reporting import reports as reporting_reports
 from transferapp.serving import batch as serving_batch
 from transferapp.serving import prediction_log, predictions
@@ -155,6 +156,29 @@ def precompute_features(project_id: int, base_model: str) -> int:
         return precompute(paths, base_model, Path(settings.FEATURE_CACHE_DIR), TrainConfig(base=base_model).image_size)
     except WeightsUnavailable:
         return 0  # the training run reports this properly; a warm-up cache job has nothing to add
+
+
+def map_compute(project_id: int) -> str:
+    """The project map's layout (#24 item 7) on the cached features of every live image; images
+    not cached yet are embedded here (the same cache Train and the warm-up fill)."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return f"project {project_id} was deleted"
+    latest = project.runs.first()
+    base_model = latest.base_model if latest else TrainConfig().base
+    size = TrainConfig(base=base_model).image_size
+    _configure_threads()
+    try:
+        row = project_map.map_compute(project, base_model, embed_features=lambda paths, base: embed(
+            paths, base, cache_dir=Path(settings.FEATURE_CACHE_DIR), image_size=size))
+    except WeightsUnavailable as exc:
+        project_map.map_failed(project, str(exc))
+        return "weights unavailable"
+    except Exception as exc:  # the page says it failed; the worker carries on
+        logger.exception("Map of project %s failed", project_id)
+        project_map.map_failed(project, f"The map could not be computed: {type(exc).__name__}.")
+        return "failed"
+    return f"{row.n_points} points in {row.seconds:.1f} s"
 
 
 def run_import(import_id: int) -> str:
