@@ -2,7 +2,6 @@
 coordinates, as the issue allows, over real image rows: a few real files, the rest rows sharing one
 file), shows a thumbnail on hover, and a box drawn with the mouse labels the Inbox images inside it."""
 import numpy as np
-from django.urls import reverse
 
 from tests.browser.test_browser_csp import RECORD_VIOLATIONS
 from tests.browser_support import BROWSER_MARKS, expect, sign_in

@@ -76,7 +76,7 @@ def test_the_worker_lays_out_labelled_and_inbox_images_from_the_feature_cache(us
 
 def test_a_new_layout_replaces_the_old_points_file(user):
     project = project_with_images(user, per_class=1)
-    fake = lambda paths, base: np.random.default_rng(len(paths)).normal(size=(len(paths), 16))  # noqa: E731
+    fake = lambda paths, base: np.random.default_rng(len(paths)).normal(size=(len(paths), 16))
     first = project_map.map_compute(project, "efficientnet_lite0", embed_features=fake)
     second = project_map.map_compute(project, "efficientnet_lite0", embed_features=fake)
     assert first.points_file != second.points_file and not Path(first.points_file).exists()

@@ -57,6 +57,9 @@ def _pca(x: np.ndarray, dims: int) -> np.ndarray:
 def _tsne(reduced: np.ndarray, seed: int, n_jobs: int) -> np.ndarray:
     from openTSNE import TSNE
 
+    # openTSNE logs "Precomputed initialization provided" at INFO on every fit, precomputed or not
+    logging.getLogger("openTSNE").setLevel(logging.WARNING)
+
     # perplexity must stay below a third of the points; 30 is the usual choice beyond that
     perplexity = float(min(30, (len(reduced) - 1) / 3))
     tsne = TSNE(n_components=2, perplexity=perplexity, metric="cosine", initialization="pca",

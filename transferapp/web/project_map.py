@@ -25,7 +25,9 @@ SUSPECTS_READ = 10_000  # every suspect the run kept: the map marks them all
 def map_page(request, pk):
     project = library_selectors.project_get_for_user(user=request.user, pk=pk)
     state = project_map.map_state(project)
-    if not state["fresh"] and not state["busy"] and request.GET.get("part") != "status":
+    if not state["fresh"] and request.GET.get("part") != "status":
+        # also while "busy": a job lost with its queue (Redis restarted) is queued again; one that
+        # waits or runs is left alone (a fixed job id)
         project_map.map_schedule(project)
         state = project_map.map_state(project)
     context = {"project": project, **state, "classes": _classes(project)}
