@@ -20,7 +20,11 @@
   function load() {
     return fetch(root.dataset.pointsUrl, { credentials: "same-origin" })
       .then(function (r) { return r.json(); })
-      .then(function (d) { data = d; resize(); });
+      .then(function (d) {
+        data = d; selected.clear(); hovered = -1; // indices of an older layout mean other images
+        say("map-selected", "Nothing selected.");
+        resize();
+      });
   }
 
   function resize() {
@@ -132,6 +136,13 @@
     say("map-selected", selected.size + " selected (" + countSelected(FLAG.inbox) + " from the Inbox).");
   }
 
+  // A click rather than a drag: the dot under the pointer alone (Shift: added or taken away).
+  function selectOne(i, add) {
+    if (!add) selected.clear();
+    if (i >= 0 && add && selected.has(i)) selected.delete(i); else if (i >= 0) selected.add(i);
+    say("map-selected", selected.size ? selected.size + " selected (" + countSelected(FLAG.inbox) + " from the Inbox)." : "Nothing selected.");
+  }
+
   function countSelected(flag) {
     var n = 0;
     selected.forEach(function (i) { if (data.flags[i] & flag) n++; });
@@ -154,7 +165,8 @@
   });
   canvas.addEventListener("pointerup", function () {
     if (!drag) return;
-    selectBox(drag.add);
+    if (Math.abs(drag.x1 - drag.x0) < 3 && Math.abs(drag.y1 - drag.y0) < 3) selectOne(nearest(drag.x0, drag.y0), drag.add);
+    else selectBox(drag.add);
     drag = null;
     frame();
   });

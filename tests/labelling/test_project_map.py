@@ -10,6 +10,7 @@ from rq import SimpleWorker
 from tests.factories import inbox_with_images, project_with_images
 from transferapp.labelling import project_map
 from transferapp.library import images as library_images
+from transferapp.library import projects as library_projects
 from transferapp.models import Image, ProjectMap
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,6 +84,8 @@ def test_a_new_layout_replaces_the_old_points_file(user):
     stored = json.loads(Path(second.points_file).read_text())
     assert stored["ids"] == list(Image.objects.filter(project=project).order_by("pk").values_list("pk", flat=True))
     assert len(stored["xy"]) == 2 and second.n_points == 2
+    library_projects.project_delete(project=project)
+    assert not Path(second.points_file).exists()  # the map lives in the project's folder
 
 
 def test_a_failed_layout_is_recorded_with_a_readable_message(user, queue, monkeypatch):

@@ -153,7 +153,7 @@ def _ids_and_files(project: Project) -> tuple[list[int], list[str]]:
 
 def store_points(project: Project, ids: list[int], xy: np.ndarray, digest: str) -> str:
     """Write {"ids", "xy"} (4 decimals: plenty for a canvas) and return what the row records."""
-    record = blobs.folder_record(f"maps/{project.pk}")
+    record = blobs.folder_record(f"projects/{project.pk}/map")  # deleted with the project's folder
     relative = f"{digest[:16]}-{uuid.uuid4().hex[:8]}.json"  # a new name: a bucket's cached copy never stale
     payload = {"ids": [int(i) for i in ids], "xy": np.round(np.asarray(xy, dtype=float), 4).tolist()}
     blobs.store_text(record, relative, json.dumps(payload, separators=(",", ":")))
