@@ -10,6 +10,7 @@ from transferapp.web import heatmaps as web_heatmaps
 from transferapp.web import images as web_images
 from transferapp.web import imports as web_imports
 from transferapp.web import labelling as web_labelling
+from transferapp.web import project_map as web_project_map
 from transferapp.web import projects as web_projects
 from transferapp.web import reports as web_reports
 from transferapp.web import reviews as web_reviews
@@ -77,6 +78,9 @@ urlpatterns = [
     path("runs/<int:pk>/heatmap/<str:digest>/<int:class_index>.png", web_heatmaps.run_heatmap, name="run_heatmap"),
     path("runs/<int:pk>/images/<int:image_pk>/heatmap/<int:class_index>.png", web_heatmaps.run_image_heatmap,
          name="run_image_heatmap"),
+    path("projects/<int:pk>/map/", web_project_map.map_page, name="project_map"),
+    path("projects/<int:pk>/map/data/", web_project_map.map_data, name="project_map_data"),
+    path("projects/<int:pk>/map/action/", web_project_map.map_action, name="project_map_action"),
     path("projects/<int:pk>/review/", web_reviews.review_queue, name="review_queue"),
     path("projects/<int:pk>/label/", web_labelling.labelling_page, name="labelling_page"),
     path("projects/<int:pk>/label/queue/", web_labelling.labelling_queue, name="labelling_queue"),

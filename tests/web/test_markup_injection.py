@@ -249,6 +249,9 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
                                      upload(f"{MARKUP}.txt", b"no image", "text/plain")]}, XHR)],
         "import_create": [("post", reverse("import_create", args=[project.pk]),
                            {"archive": upload(f"{MARKUP}.zip", _zip_with_markup_folder(), "application/zip")}, XHR)],
+        # The project map (#24): its status line, polled while the worker lays it out, then the page.
+        "project_map": [("get", reverse("project_map", args=[project.pk]) + "?part=status", {}, HX),
+                        ("get", reverse("project_map", args=[project.pk]), {}, {})],
     }
     assert _htmx_endpoints_in_templates() <= set(requests), "a new htmx endpoint: add it here"
     escaped = []
@@ -265,8 +268,9 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
             escaped.append(("&lt;img src=x" in body, name))
     # The names are shown (escaped) by every response but those that only give a status.
     # run_image_similar: this run has no model files, so it names no class.
+    # project_map's status line: it says how far the layout is, no names.
     assert [name for shown, name in escaped if not shown] == ["run_detail", "run_image_similar", "image_confirm",
-                                                              "image_delete"]
+                                                              "image_delete", "project_map"]
 
 
 # --- class names at import: markup neutralised, control characters left out, nothing lost ---------

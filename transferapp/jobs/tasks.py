@@ -14,12 +14,13 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from transferapp.engine.config import TrainConfig
-from transferapp.engine.features import describe_device, pick_device, precompute
+from transferapp.engine.features import describe_device, embed, pick_device, precompute
 from transferapp.engine.fitting import fit
 from transferapp.engine.state import TrainingCancelled
 from transferapp.engine.zoo import WeightsUnavailable
 from transferapp.jobs import progress, rules, sweeps, tries
 from transferapp.labelling import ranking as inbox_ranking
+from transferapp.labelling import project_map
 from transferapp.library import projects as library_projects
 from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
@@ -167,6 +168,29 @@ def inbox_rank(project_id: int) -> str:
     _configure_threads()
     ranking = inbox_ranking.ranking_refresh(project=project)
     return f"{ranking.status}: {len(ranking.order)} ranked in {ranking.seconds}s"
+
+
+def map_compute(project_id: int) -> str:
+    """The project map's layout (#24 item 7) on the cached features of every live image; images
+    not cached yet are embedded here (the same cache Train and the warm-up fill)."""
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return f"project {project_id} was deleted"
+    latest = project.runs.first()
+    base_model = latest.base_model if latest else TrainConfig().base
+    size = TrainConfig(base=base_model).image_size
+    _configure_threads()
+    try:
+        row = project_map.map_compute(project, base_model, embed_features=lambda paths, base: embed(
+            paths, base, cache_dir=Path(settings.FEATURE_CACHE_DIR), image_size=size))
+    except WeightsUnavailable as exc:
+        project_map.map_failed(project, str(exc))
+        return "weights unavailable"
+    except Exception as exc:  # the page says it failed; the worker carries on
+        logger.exception("Map of project %s failed", project_id)
+        project_map.map_failed(project, f"The map could not be computed: {type(exc).__name__}.")
+        return "failed"
+    return f"{row.n_points} points in {row.seconds:.1f} s"
 
 
 def run_import(import_id: int) -> str:
