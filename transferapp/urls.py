@@ -5,7 +5,15 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from transferapp.accounts.auth import RateLimitedLoginView
-from transferapp.web import accounts, batches, classes, keys, monitoring, predict
+from transferapp.web import (
+    accounts,
+    api_inbox,  # noqa: F401 (registers the Inbox's API routes on api)
+    batches,
+    classes,
+    keys,
+    monitoring,
+    predict,
+)
 from transferapp.web import heatmaps as web_heatmaps
 from transferapp.web import images as web_images
 from transferapp.web import imports as web_imports
@@ -17,7 +25,6 @@ from transferapp.web import reviews as web_reviews
 from transferapp.web import runs as web_runs
 from transferapp.web import versions as web_versions
 from transferapp.web import webhooks as web_webhooks
-from transferapp.web import api_inbox  # noqa: F401 (registers the Inbox's API routes on api)
 from transferapp.web.api import api
 
 urlpatterns = [

@@ -19,8 +19,8 @@ from transferapp.engine.fitting import fit
 from transferapp.engine.state import TrainingCancelled
 from transferapp.engine.zoo import WeightsUnavailable
 from transferapp.jobs import progress, rules, sweeps, tries
-from transferapp.labelling import ranking as inbox_ranking
 from transferapp.labelling import project_map
+from transferapp.labelling import ranking as inbox_ranking
 from transferapp.library import projects as library_projects
 from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
