@@ -169,6 +169,7 @@ def marked_up(user, tmp_path):
     bees = _legacy_label(project, MARKUP)
     images = [library_images.image_add(label=label, name=f"{MARKUP}{i}.png", data=image_bytes("red", shape_seed=i)).image
               for i, label in enumerate((red, red, red, bees))]
+    library_images.image_add(label=None, project=project, name=f"{MARKUP}-inbox.png", data=image_bytes("blue", shape_seed=77))
     suspects = [{"key": str(image.pk), "label": 1, "suggested": 0, "p_given": 0.1, "p_suggested": 0.9}
                 for image in images[:3]]
     run = _finished_run(project, suspects)  # classes sorted: [MARKUP, "red"]
@@ -247,6 +248,12 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
                                      upload(f"{MARKUP}.txt", b"no image", "text/plain")]}, XHR)],
         "import_create": [("post", reverse("import_create", args=[project.pk]),
                            {"archive": upload(f"{MARKUP}.zip", _zip_with_markup_folder(), "application/zip")}, XHR)],
+        # the Inbox (#24): its grid, refreshed by htmx, and its uploader
+        "inbox_page": [("get", reverse("inbox_page", args=[project.pk]), {}, HX),
+                       ("get", reverse("inbox_page", args=[project.pk]), {}, {})],
+        "inbox_upload": [("post", reverse("inbox_upload", args=[project.pk]),
+                          {"files": [upload(f"{MARKUP}.png", image_bytes("green", shape_seed=8)),
+                                     upload(f"{MARKUP}.txt", b"no image", "text/plain")]}, XHR)],
     }
     assert _htmx_endpoints_in_templates() <= set(requests), "a new htmx endpoint: add it here"
     escaped = []
@@ -350,7 +357,7 @@ def test_names_are_shown_inside_hx_disable_and_htmx_runs_without_eval(alice, mar
     done, _ = m["batches"]
     pages = [project.get_absolute_url(), m["bees"].get_absolute_url(), m["red"].get_absolute_url(),
              m["run"].get_absolute_url(), m["job"].get_absolute_url(), done.get_absolute_url() + "?live=1",
-             reverse("version_compare", args=[project.pk]) + "?before=1&after=2"]
+             reverse("version_compare", args=[project.pk]) + "?before=1&after=2", reverse("inbox_page", args=[project.pk])]
     for url in pages:
         page = alice.get(url, **(HX if "live" in url else {})).content.decode()
         checker = _TextOutsideHxDisable(MARKUP)
