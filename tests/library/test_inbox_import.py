@@ -71,11 +71,11 @@ def test_a_csv_gives_labels_reports_missing_rows_and_sends_unnamed_files_to_the_
 @pytest.mark.django_db
 @pytest.mark.usefixtures("queue")
 def test_a_json_list_gives_labels(project, tmp_path):
-    listing = json.dumps([{"file": "x/1.png", "label": "cat"}, {"image": "2.png", "label": ""}]).encode()
+    listing = json.dumps([{"file": "x/1.png", "label": 3}, {"image": "2.png", "label": ""}]).encode()
     summary = _import(project, {"export/labels.json": listing, "export/x/1.png": image_bytes("red", shape_seed=1),
                                 "export/y/2.png": image_bytes("blue", shape_seed=2)}, tmp_path)
     assert summary["accepted"] == 2 and summary["inbox"] == 1
-    assert Image.objects.get(project=project).label.name == "cat"
+    assert Image.objects.get(project=project).label.name == "3"  # a grade exported as a number
 
 
 @pytest.mark.parametrize("text, message", [
@@ -142,3 +142,16 @@ def test_the_import_form_option_puts_a_zip_into_the_inbox(alice, user, queue):
     django_rq.get_worker("intake", worker_class=SimpleWorker).work(burst=True)
     assert ImportJob.objects.get().status == "done"
     assert Image.inbox.filter(project=project).count() == 2 and not project.labels.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_zip_with_a_malformed_csv_fails_its_import_saying_which_line(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Pile")
+    zipped = make_zip({"labels.csv": b"file,label\na.png,cat,extra\nb.png\n", "a.png": image_bytes("red", shape_seed=1),
+                       "b.png": image_bytes("blue", shape_seed=2)})
+    alice.post(reverse("import_create", args=[project.pk]), {"archive": upload("p.zip", zipped, "application/zip")})
+    django_rq.get_worker("intake", worker_class=SimpleWorker).work(burst=True)
+    job = ImportJob.objects.get()
+    assert job.status == "failed" and job.error.startswith("labels.csv line 3: 1 column(s)")
+    assert "labels.csv line 3" in alice.get(job.get_absolute_url()).content.decode()
+    assert not Image.all_objects.filter(project=project).exists()

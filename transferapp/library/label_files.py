@@ -83,6 +83,8 @@ def _read_json(name: str, text: str) -> list[LabelRow]:
 def _json_row(name: str, number: int, item) -> LabelRow:
     file = next((item[key] for key in FILE_COLUMNS if isinstance(item, dict) and key in item), None)
     label = next((item[key] for key in LABEL_COLUMNS if isinstance(item, dict) and key in item), "")
+    if isinstance(label, int | float) and not isinstance(label, bool):
+        label = str(label)  # grades exported as numbers (KL 0-4)
     if not isinstance(file, str) or not file.strip() or not isinstance(label, (str, type(None))):
         raise LabelsFileError(f"{name} item {number}: expected {{\"file\": \"name.jpg\", \"label\": \"class\"}}.")
     return LabelRow(line=number, file=file.strip(), label=(label or "").strip())
