@@ -10,7 +10,11 @@ import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from transferapp.storage.archive import LABEL_FILE_SUFFIXES, ArchiveRejected, find_labels_file
+from transferapp.storage.archive import (
+    LABEL_FILE_SUFFIXES,
+    ArchiveRejected,
+    find_labels_file,
+)
 
 FILE_COLUMNS = ("file", "filename", "image")
 LABEL_COLUMNS = ("label", "class")

@@ -8,7 +8,13 @@ from ninja.errors import HttpError
 
 from transferapp.library import images as library_images
 from transferapp.web import uploads
-from transferapp.web.api import _errors, _image_count, _images_body, _project_for_key, api
+from transferapp.web.api import (
+    _errors,
+    _image_count,
+    _images_body,
+    _project_for_key,
+    api,
+)
 
 # POST /projects/{project_id}/inbox               (files → the upload's per-file report)
 # GET  /projects/{project_id}/inbox/next?n=10     ([{"image", "file", "suggestion": {"label", "probability"}, "reason"}])
