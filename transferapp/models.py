@@ -329,6 +329,7 @@ class ImportJob(WorkerJob):
     # Imported images per folder of a recognised train/ val/ test/ layout: {"train": 120, "val": 40}.
     split_counts = models.JSONField(default=dict, blank=True)
     junk = models.PositiveIntegerField(default=0)
+    into_inbox = models.BooleanField(default=False)  # "everything into the Inbox" (#24): class folders ignored
 
     def get_absolute_url(self):
         return reverse("import_detail", args=[self.pk])

@@ -17,6 +17,7 @@ from transferapp.web import (
 from transferapp.web import heatmaps as web_heatmaps
 from transferapp.web import images as web_images
 from transferapp.web import imports as web_imports
+from transferapp.web import inbox as web_inbox
 from transferapp.web import labelling as web_labelling
 from transferapp.web import project_map as web_project_map
 from transferapp.web import projects as web_projects
@@ -45,6 +46,9 @@ urlpatterns = [
     path("projects/<int:pk>/class-order/", web_projects.project_class_order, name="project_class_order"),
     path("projects/<int:project_pk>/classes/<int:pk>/upload/", classes.label_upload, name="label_upload"),
     path("projects/<int:project_pk>/classes/<int:pk>/selection/", classes.label_bulk, name="label_bulk"),
+    path("projects/<int:pk>/inbox/", web_inbox.inbox_page, name="inbox_page"),
+    path("projects/<int:pk>/inbox/upload/", web_inbox.inbox_upload, name="inbox_upload"),
+    path("projects/<int:pk>/inbox/selection/", web_inbox.inbox_bulk, name="inbox_bulk"),
     path("projects/<int:pk>/images/restore/", web_images.images_restore, name="images_restore"),
     path("projects/<int:pk>/train/", web_runs.training_start, name="training_start"),
     path("projects/<int:pk>/predict/", predict.predict, name="predict"),

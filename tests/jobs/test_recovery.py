@@ -241,7 +241,7 @@ def test_an_image_that_loses_the_race_for_its_row_leaves_no_files_behind(user):
     checked = intake.check_image(winner.file.read(), max_bytes=10**7, max_pixels=10**7)
     # The same bytes, stored by a second request that checked for duplicates before the first saved its row.
     with pytest.raises(library_images._StoredMeanwhile) as race:
-        library_images._store_image(winner.label, "again.png", checked, "")
+        library_images._store_image(winner.project, winner.label, "again.png", checked, "")
     assert race.value.existing.pk == winner.pk
     folder = Path(settings.MEDIA_ROOT) / "projects" / str(project.pk)
     stored = {p.relative_to(settings.MEDIA_ROOT).as_posix() for p in folder.rglob("*") if p.is_file()}

@@ -51,11 +51,11 @@ def test_move_to_a_class_named_with_markup_returns_it_escaped(alice, user):
 
 # --- structural: HTML is built by templates only ------------------------------------------------
 
-import ast  # noqa: E402
-import re  # noqa: E402
-from pathlib import Path  # noqa: E402
+import ast
+import re
+from pathlib import Path
 
-from django.conf import settings  # noqa: E402
+from django.conf import settings
 
 APP = Path(__file__).resolve().parents[2] / "transferapp"  # tests/web/ -> the repository root
 # An HTML element: "<p ", "<p>", "</p>", "<img src=..." (not "<key>" or "<class>" in help texts).
@@ -130,18 +130,18 @@ def test_templates_never_turn_autoescape_off_for_user_text():
 
 # --- every htmx endpoint, with markup in every name ------------------------------------------------
 
-import io  # noqa: E402
-import json  # noqa: E402
-import zipfile  # noqa: E402
+import io
+import json
+import zipfile
 
-from tests.conftest import image_bytes  # noqa: E402
-from tests.factories import upload  # noqa: E402
+from tests.conftest import image_bytes
+from tests.factories import upload
 from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
 from transferapp.library import reviews
-from transferapp.models import BatchPrediction, ImportJob, Webhook, WebhookDelivery  # noqa: E402
+from transferapp.models import BatchPrediction, ImportJob, Webhook, WebhookDelivery
 from transferapp.serving import batch
 
 HX = {"HTTP_HX_REQUEST": "true"}
@@ -169,6 +169,7 @@ def marked_up(user, tmp_path):
     bees = _legacy_label(project, MARKUP)
     images = [library_images.image_add(label=label, name=f"{MARKUP}{i}.png", data=image_bytes("red", shape_seed=i)).image
               for i, label in enumerate((red, red, red, bees))]
+    library_images.image_add(label=None, project=project, name=f"{MARKUP}-inbox.png", data=image_bytes("blue", shape_seed=77))
     suspects = [{"key": str(image.pk), "label": 1, "suggested": 0, "p_given": 0.1, "p_suggested": 0.9}
                 for image in images[:3]]
     run = _finished_run(project, suspects)  # classes sorted: [MARKUP, "red"]
@@ -252,6 +253,12 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
         # The project map (#24): its status line, polled while the worker lays it out, then the page.
         "project_map": [("get", reverse("project_map", args=[project.pk]) + "?part=status", {}, HX),
                         ("get", reverse("project_map", args=[project.pk]), {}, {})],
+        # the Inbox (#24): its grid, refreshed by htmx, and its uploader
+        "inbox_page": [("get", reverse("inbox_page", args=[project.pk]), {}, HX),
+                       ("get", reverse("inbox_page", args=[project.pk]), {}, {})],
+        "inbox_upload": [("post", reverse("inbox_upload", args=[project.pk]),
+                          {"files": [upload(f"{MARKUP}.png", image_bytes("green", shape_seed=8)),
+                                     upload(f"{MARKUP}.txt", b"no image", "text/plain")]}, XHR)],
     }
     assert _htmx_endpoints_in_templates() <= set(requests), "a new htmx endpoint: add it here"
     escaped = []
@@ -323,7 +330,7 @@ def test_the_api_finds_a_class_by_the_name_it_was_given(client, user, queue):
 
 # --- htmx never processes the regions that show names -----------------------------------------------
 
-from html.parser import HTMLParser  # noqa: E402
+from html.parser import HTMLParser
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -356,7 +363,7 @@ def test_names_are_shown_inside_hx_disable_and_htmx_runs_without_eval(alice, mar
     done, _ = m["batches"]
     pages = [project.get_absolute_url(), m["bees"].get_absolute_url(), m["red"].get_absolute_url(),
              m["run"].get_absolute_url(), m["job"].get_absolute_url(), done.get_absolute_url() + "?live=1",
-             reverse("version_compare", args=[project.pk]) + "?before=1&after=2"]
+             reverse("version_compare", args=[project.pk]) + "?before=1&after=2", reverse("inbox_page", args=[project.pk])]
     for url in pages:
         page = alice.get(url, **(HX if "live" in url else {})).content.decode()
         checker = _TextOutsideHxDisable(MARKUP)

@@ -24,6 +24,7 @@ from transferapp.labelling import ranking as inbox_ranking
 from transferapp.library import projects as library_projects
 from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
+from transferapp.library.label_files import labels_for_source
 from transferapp.library.trash import deleted_images_purge, project_purge_files
 from transferapp.models import BatchPrediction, Image, ImportJob, Project, TrainingRun
 from transferapp.reporting import reports as reporting_reports
@@ -207,7 +208,8 @@ def run_import(import_id: int) -> str:
             # any it stored but had not reported yet count as imported (import_entries).
             summary = import_entries(project=job.project, entries=islice(source, job.processed, None),
                                      on_progress=reporter.report, counts=reporter.counts,
-                                     earlier_try_since=job.created_at if job.attempt > 1 else None)
+                                     earlier_try_since=job.created_at if job.attempt > 1 else None,
+                                     into_inbox=job.into_inbox, labels=labels_for_source(source))
         reporter.report(summary, force=True)
     except progress.ImportStopped:
         pass  # the import (or its whole project) was deleted: nothing to record

@@ -8,11 +8,13 @@ from django.utils import timezone
 
 from transferapp.accounts import quotas
 from transferapp.library import errors, images, projects
+from transferapp.library.label_files import LabelMap
 from transferapp.models import Image, ImportJob, Label, Project
 from transferapp.storage import blobs
+from transferapp.storage.archive import NOT_IN_CLASS
 
 
-def import_create(*, project: Project, uploaded) -> ImportJob:
+def import_create(*, project: Project, uploaded, into_inbox: bool = False) -> ImportJob:
     """Keep the uploaded zip (on disk or in the bucket, streamed in chunks) and queue its import."""
     errors.refuse_if(quotas.import_refusal(owner=project.owner_id))
     try:
@@ -25,7 +27,8 @@ def import_create(*, project: Project, uploaded) -> ImportJob:
         if refusal:
             blobs.discard_upload(kept)
             raise errors.ServiceError(refusal)
-        job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=kept)
+        job = ImportJob.objects.create(project=project, source_name=uploaded.name[:255], upload_path=kept,
+                                       into_inbox=into_inbox)
         job.job_id = f"import-{job.pk}"
         job.save(update_fields=["job_id"])
         errors.on_commit_or_fail(lambda: enqueue_import(job), on_failure=lambda: _import_not_queued(job))
@@ -52,7 +55,8 @@ def import_fail(job: ImportJob, error: str, *, among: list[str], rows=None) -> N
 
 
 def import_entries(*, project: Project, entries, on_progress=None, counts: dict | None = None,
-                   earlier_try_since: datetime | None = None) -> dict:
+                   earlier_try_since: datetime | None = None, into_inbox: bool = False,
+                   labels: LabelMap | None = None) -> dict:
     """Import archive/folder entries one by one; returns counts (from `counts`, an earlier try's, on)
     and a per-file report of these entries.
 
@@ -62,38 +66,70 @@ def import_entries(*, project: Project, entries, on_progress=None, counts: dict 
     import (see jobs.tasks.run_import) counts a file its earlier try stored (the same name, in the same
     class, since `earlier_try_since`) as imported, not as a duplicate. A class this import created
     whose every file was refused is removed again (`empty_classes` names it).
+
+    The Inbox (#24): files of an unlabelled/ top folder, or every file with `into_inbox`, go to the
+    project's Inbox. With `labels` (a labels file's rows) each file's row gives its class, a file with
+    no row goes to the Inbox, and rows naming no file of the import are reported (`missing_rows`).
     """
-    labels = {label.name.lower(): label for label in project.labels.all()}
+    classes = {label.name.lower(): label for label in project.labels.all()}
     summary = {"accepted": 0, "skipped": 0, "refused": 0, "junk": 0, **(counts or {}), "report": [],
-               "created_classes": [], "empty_classes": []}
+               "created_classes": [], "empty_classes": [], "inbox": 0, "missing_rows": 0}
     summary["splits"] = dict(summary.get("splits") or {})  # images imported per train/ val/ test/ folder
     for entry in entries:
-        _import_one(project, entry, labels, summary, earlier_try_since)
+        _route(entry, into_inbox, labels)
+        _import_one(project, entry, classes, summary, earlier_try_since)
         if on_progress:
             on_progress(summary)
+    _report_missing_rows(labels, summary)
     _remove_classes_left_empty(project, summary)
     if summary["accepted"]:
         images.features_schedule(project=project)
     return summary
 
 
-def _import_one(project: Project, entry, labels: dict, summary: dict, earlier_try_since: datetime | None) -> None:
+def _route(entry, into_inbox: bool, labels: LabelMap | None) -> None:
+    """Where this entry goes: its class folder's class, its labels-file row's class, or the Inbox
+    (entry.inbox); the note for a file the labels file does not name."""
+    if labels is not None and labels.is_labels_file(entry.name):
+        entry.junk = True  # the labels file itself: read already, not an image
+        return
+    if labels is not None:
+        row = labels.row_for(entry.name)
+        entry.label, entry.inbox = (row.label, False) if row and row.label else ("", True)
+        entry.note = "" if row else f"No row in {labels.source_name}: put in the Inbox."
+    elif into_inbox:
+        entry.label, entry.inbox = "", True
+    if (entry.inbox or labels is not None) and entry.skip == NOT_IN_CLASS:  # the row or the Inbox places it
+        entry.skip = ""
+
+
+def _report_missing_rows(labels: LabelMap | None, summary: dict) -> None:
+    """Rows naming a file the import does not hold: which row, which file (not counted as files)."""
+    for row in labels.missing if labels is not None else []:
+        summary["missing_rows"] += 1
+        summary["report"].append({"name": f"{labels.source_name} line {row.line}: {row.file}", "label": row.label,
+                                  "ok": False, "status": "missing", "reason": "No such file in this import."})
+
+
+def _import_one(project: Project, entry, classes: dict, summary: dict, earlier_try_since: datetime | None) -> None:
     if entry.junk:
         summary["junk"] += 1
         return
     reason, class_name, status = entry.skip, projects.label_name(entry.label), "refused"
     if not reason:
         try:
-            outcome = images.image_add(label=_label_for(project, class_name, labels, summary), name=entry.name, data=entry.read(), split=entry.split)
+            label = None if entry.inbox else _label_for(project, class_name, classes, summary)
+            outcome = images.image_add(label=label, project=project, name=entry.name, data=entry.read(), split=entry.split)
             status = "added" if _stored_by_an_earlier_try(outcome, earlier_try_since) else outcome.status
-            reason = "" if status == "added" else outcome.error
+            reason = entry.note if status == "added" else outcome.error
+            summary["inbox"] += status == "added" and label is None
         except (ValueError, OSError, errors.ServiceError) as exc:
             reason = str(exc)
     summary[{"added": "accepted", "skipped": "skipped"}.get(status, "refused")] += 1
     if status == "added" and entry.split:
         summary["splits"][entry.split] = summary["splits"].get(entry.split, 0) + 1
-    summary["report"].append({"name": entry.name, "label": class_name, "ok": status == "added", "status": status,
-                              "reason": reason})
+    summary["report"].append({"name": entry.name, "label": "" if entry.inbox else class_name, "ok": status == "added",
+                              "status": status, "reason": reason, "inbox": entry.inbox})
 
 
 def _remove_classes_left_empty(project: Project, summary: dict) -> None:

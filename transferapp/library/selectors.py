@@ -38,6 +38,16 @@ def images_in_label(*, label: Label, pks) -> list[Image]:
     return list(label.images.filter(pk__in=clean))
 
 
+def inbox_images(*, project: Project, pks) -> list[Image]:
+    """The selected images that really are in this (already access-checked) project's Inbox."""
+    clean = [int(pk) for pk in pks if str(pk).isdigit()]
+    return list(Image.inbox.filter(project=project, pk__in=clean))
+
+
+def inbox_preview(*, project: Project, n: int = 12) -> list[Image]:
+    return list(Image.inbox.filter(project=project).order_by("inbox_unsure", "-created_at", "-pk")[:n])
+
+
 def image_counts(*, project: Project) -> dict[str, int]:
     """Images per class name, classes without images included."""
     return dict(project.labels.annotate(n_images=Count("images", filter=LIVE_IMAGES)).values_list("name", "n_images"))

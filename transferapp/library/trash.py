@@ -19,7 +19,8 @@ def images_delete(*, images: list[Image]) -> int:
     if not images:
         return 0
     deleted_images_purge(project_id=images[0].project_id)
-    Image.objects.filter(pk__in=[image.pk for image in images]).update(deleted_at=timezone.now())
+    # all_objects: an Inbox image (#24, no label) is not in Image.objects but is deleted the same way
+    Image.all_objects.filter(pk__in=[image.pk for image in images], deleted_at__isnull=True).update(deleted_at=timezone.now())
     return len(images)
 
 

@@ -13,11 +13,14 @@ from typing import Callable, Iterator
 
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "__macosx"}
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+INBOX_FOLDERS = {"unlabelled", "unlabeled", "inbox"}  # a top folder of images with no class yet (#24)
+LABEL_FILE_SUFFIXES = (".csv", ".json")
 
 
 UNSAFE_PATH = "The path points outside the archive (unsafe), so it was not imported."
 DAMAGED = "The file is damaged inside the zip ({why}), so it was refused."
 ENCRYPTED = "The file is encrypted (password-protected) inside the zip, so it was refused."
+NOT_IN_CLASS = "The file is not inside a class folder."
 
 
 class ArchiveRejected(Exception):
@@ -39,6 +42,8 @@ class Entry:
     split: str = ""  # "train" / "val" when the archive gave one, else ""
     skip: str = ""  # why it is skipped, "" when it should be imported
     junk: bool = False  # skipped quietly (system files), only counted
+    note: str = ""  # said of a file imported all the same (no row in the labels file: in the Inbox)
+    inbox: bool = False  # in an unlabelled/ (unlabeled/, inbox/) top folder: for the project's Inbox
     read: Callable[[], bytes] | None = None
 
 
@@ -70,6 +75,14 @@ class ZipSource:
         for member in self.members:
             yield _zip_entry(self.archive, member, () if self.loose else self.root, self.limits, self.loose)
 
+    def names(self) -> list[str]:
+        return [_decoded_name(m) for m in self.members]
+
+    def read_named(self, name: str, cap: int) -> bytes:
+        """One member's bytes by its (decoded) name: a labels file found by find_labels_file."""
+        member = next(m for m in self.members if _decoded_name(m) == name)
+        return _read_capped(self.archive, member, cap)
+
 
 def _check_archive(members, limits: Limits) -> None:
     if len(members) > limits.max_files:
@@ -94,7 +107,7 @@ def _decoded_name(member: zipfile.ZipInfo) -> str:
 def _zip_entry(archive, member, root: tuple, limits: Limits, loose: bool = False) -> Entry:
     name = _decoded_name(member)
     entry = classify_loose(name) if loose else classify(name, root)
-    if entry.skip or entry.junk:
+    if entry.junk or (entry.skip and entry.skip != NOT_IN_CLASS):  # a loose file may still go to the Inbox
         return entry
     if member.flag_bits & 0x1:  # zipfile would raise RuntimeError: it asks for a password
         entry.skip = ENCRYPTED
@@ -144,9 +157,18 @@ class DirectorySource:
     def __iter__(self) -> Iterator[Entry]:
         for path in self.files:
             entry = classify(path.relative_to(self.root).as_posix(), ())
-            if not (entry.skip or entry.junk):
+            if not entry.junk and entry.skip in ("", NOT_IN_CLASS):  # a loose file may still go to the Inbox
                 entry.read = path.read_bytes
             yield entry
+
+    def names(self) -> list[str]:
+        return [path.relative_to(self.root).as_posix() for path in self.files]
+
+    def read_named(self, name: str, cap: int) -> bytes:
+        path = self.root / name
+        if path.stat().st_size > cap:
+            raise ValueError(f"{name} is larger than {cap // 1024**2} MB.")
+        return path.read_bytes()
 
 
 def open_source(path: Path, limits: Limits):
@@ -165,11 +187,13 @@ def classify(name: str, root: tuple) -> Entry:
     if any(part.lower() in JUNK_NAMES or part.startswith(".") for part in parts):
         return Entry(name=name, junk=True)
     folders = list(parts[len(root) : -1])
+    if folders and folders[0].lower() in INBOX_FOLDERS:
+        return Entry(name=name, inbox=True)
     split = ""
     if folders and folders[0].lower() in SPLIT_NAMES:
         split = SPLIT_NAMES[folders.pop(0).lower()]
     if not folders:
-        return Entry(name=name, split=split, skip="The file is not inside a class folder.")
+        return Entry(name=name, split=split, skip=NOT_IN_CLASS)
     # Deeper folders (class/subfolder/x.jpg) still count as the top class folder.
     return Entry(name=name, label=folders[0].strip(), split=split)
 
@@ -186,6 +210,19 @@ def _common_root(names: list[str]) -> tuple:
     if not useful or any(len(parts) < 3 for parts in useful):
         return ()
     first = useful[0][0]
-    if first.lower() in SPLIT_NAMES or any(parts[0] != first for parts in useful):
+    if first.lower() in SPLIT_NAMES or first.lower() in INBOX_FOLDERS or any(parts[0] != first for parts in useful):
         return ()
     return (first,)
+
+
+def find_labels_file(names: list[str]) -> str | None:
+    """The import's labels file (#24): a .csv or .json at the top (or in the one folder wrapping
+    everything), the shallowest one; ArchiveRejected when two compete."""
+    useful = [n for n in names if not classify(n, ()).junk and n.lower().endswith(LABEL_FILE_SUFFIXES)]
+    by_depth = sorted((len(PurePosixPath(n).parts), n) for n in useful if len(PurePosixPath(n).parts) <= 2)
+    if not by_depth:
+        return None
+    shallowest = [n for depth, n in by_depth if depth == by_depth[0][0]]
+    if len(shallowest) > 1:
+        raise ArchiveRejected(f"The import holds several label files ({', '.join(shallowest[:5])}): keep only one.")
+    return shallowest[0]

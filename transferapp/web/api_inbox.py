@@ -9,9 +9,17 @@ from ninja.errors import HttpError
 
 from transferapp.labelling import asking, inbox
 from transferapp.labelling import ranking as inbox_ranking
+from transferapp.library import images as library_images
 from transferapp.library import selectors as library_selectors
 from transferapp.models import Image
-from transferapp.web.api import _errors, _project_for_key, api
+from transferapp.web import uploads
+from transferapp.web.api import (
+    _errors,
+    _image_count,
+    _images_body,
+    _project_for_key,
+    api,
+)
 
 # POST /projects/{project_id}/inbox               (files → the upload's per-file report)
 # GET  /projects/{project_id}/inbox/next?n=10     ([{"image", "file", "suggestion": {"label", "probability"}, "reason"}])
@@ -69,3 +77,34 @@ def inbox_image_label(request, project_id: int, image_id: int, payload: LabelIn)
     if inbox_ranking.due_after_labels(project):
         inbox_ranking.rank_schedule(project=project)
     return {"image": image.pk, "label": label.name, "inbox": Image.inbox.filter(project=project).count()}
+class InboxFileOut(Schema):
+    file: str
+    status: str  # added | skipped (already in the Inbox) | refused (error says why)
+    image: int | None
+    error: str
+
+
+class InboxUploadOut(Schema):
+    added: int
+    skipped: int
+    refused: int
+    files: list[InboxFileOut]
+
+
+@api.post("/projects/{project_id}/inbox", response={200: InboxUploadOut, **_errors(400, 401, 404, 413, 429)},
+          openapi_extra=_images_body(raw=False))
+def inbox_add(request, project_id: int):
+    """Add unlabelled images to the project's Inbox: the upload page's checks, duplicates, quotas
+    and per-file report (a copy of an image already in a class is refused, naming the class)."""
+    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
+    outcomes = [library_images.UploadOutcome(name=n, error=reason) for n, reason in uploads.refused_files(request)]
+    outcomes += [library_images.image_add_uploaded(label=None, project=project, uploaded=upload)
+                 for upload in request.FILES.getlist("files")]
+    if not outcomes:
+        raise HttpError(400, "Send one or more images as multipart form files named “files”.")
+    if any(o.status == "added" for o in outcomes):
+        library_images.features_schedule(project=project)
+    files = [{"file": o.name, "status": o.status, "image": o.image.pk if o.image else None, "error": o.error}
+             for o in outcomes]
+    return {**{state: sum(f["status"] == state for f in files) for state in ("added", "skipped", "refused")},
+            "files": files}

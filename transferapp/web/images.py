@@ -14,6 +14,7 @@ from transferapp.library import intake, trash
 from transferapp.library import selectors as library_selectors
 from transferapp.storage import blobs
 from transferapp.web import actions, bucket, classes
+from transferapp.web import inbox as web_inbox
 
 
 @login_required
@@ -64,14 +65,23 @@ def _private_file(field):
 @login_required
 @require_POST
 def image_delete(request, pk):
-    image = library_selectors.image_get_for_user(user=request.user, pk=pk)
+    image = library_selectors.image_get_for_user(user=request.user, pk=pk, inbox_too=True)
     library_images.image_delete(image=image)
+    if image.label is None:  # an Inbox image (#24): back to the Inbox, with its undo
+        return _inbox_image_deleted(request, image)
     if request.htmx and request.POST.get("card"):  # a card outside the class grid (the suspects gallery)
         return render(request, "transferapp/_image_deleted.html", {"image": image})
     classes.offer_undo(request, image.label, [image])
     if request.htmx:  # the grid again: its count and the undo bar change with it
         return classes.label_page(request, image.label, partial=True)
     return redirect(image.label)
+
+
+def _inbox_image_deleted(request, image):
+    web_inbox.offer_undo(request, image.project, [image])
+    if request.htmx:
+        return web_inbox.render_inbox(request, image.project, partial=True)
+    return redirect("inbox_page", pk=image.project_id)
 
 
 @login_required
@@ -87,6 +97,8 @@ def images_restore(request, pk):
         messages.error(request, f"{left} image{'' if left == 1 else 's'} not restored: {refusal}")
     elif not restored:
         messages.error(request, "Those images can no longer be restored.")
+    if images and images[0].label is None:  # Inbox images come back to the Inbox page
+        return redirect("inbox_page", pk=project.pk)
     return redirect(images[0].label if images else project)
 
 

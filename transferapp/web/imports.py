@@ -20,7 +20,8 @@ def import_create(request, pk):
     if archive is None or not archive.name.lower().endswith(".zip"):
         return actions.refuse(request, "Choose a .zip file whose folders are your classes.", project)
     try:
-        job = library_imports.import_create(project=project, uploaded=archive)
+        job = library_imports.import_create(project=project, uploaded=archive,
+                                            into_inbox=request.POST.get("into_inbox") == "on")
     except errors.ServiceError as exc:
         return actions.refuse(request, str(exc), project)
     if actions.is_script_request(request):

@@ -12,6 +12,7 @@ from transferapp.accounts import quotas
 from transferapp.accounts import selectors as accounts_selectors
 from transferapp.engine.zoo import list_bases
 from transferapp.jobs import checks
+from transferapp.labelling import inbox as labelling_inbox
 from transferapp.library import errors, readiness
 from transferapp.library import projects as library_projects
 from transferapp.library import selectors as library_selectors
@@ -42,6 +43,8 @@ def project_detail(request, pk):
     context = {
         "project": project,
         "labels": library_selectors.labels_with_previews(project=project),
+        "inbox": labelling_inbox.inbox_count(project=project),
+        "inbox_preview": library_selectors.inbox_preview(project=project),
         "runs": runs,
         "imports": [checks.import_check(job=job) for job in project.imports.all()[:5]],
         "problems": readiness.training_problems(project=project),

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from transferapp.library import imports as library_imports
 from transferapp.library import projects as library_projects
+from transferapp.library.label_files import labels_for_source
 from transferapp.models import Project
 from transferapp.storage.archive import ArchiveRejected, Limits, open_source
 
@@ -17,13 +18,18 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True, help="the owner's username")
         parser.add_argument("--project", required=True, help="project name; created when it does not exist")
         parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+        parser.add_argument("--unlabelled", action="store_true", help="put every image into the project's Inbox")
+        parser.add_argument("--labels", help="a CSV (file,label) or JSON list giving each file's class; "
+                                             "files it does not name go to the Inbox")
 
-    def handle(self, *args, path, user, project, json: bool, **options):
+    def handle(self, *args, path, user, project, json: bool, unlabelled=False, labels=None, **options):
         owner = self._user(user)
         target = Project.objects.filter(owner=owner, name=project).first() or library_projects.project_create(owner=owner, name=project)
         try:
             with open_source(path, Limits()) as source:
-                summary = library_imports.import_entries(project=target, entries=source)
+                label_map = labels_for_source(source, labels_path=labels)
+                summary = library_imports.import_entries(project=target, entries=source, into_inbox=unlabelled,
+                                                         labels=label_map)
         except (ArchiveRejected, FileNotFoundError) as exc:
             raise CommandError(str(exc)) from None
         self._print(target, summary, as_json=json)
@@ -48,6 +54,10 @@ class Command(BaseCommand):
 def _summary_line(project, summary) -> str:
     line = (f"{summary['accepted']} imported, {summary['skipped']} skipped (already in their class), "
             f"{summary['refused']} refused, {summary['junk']} system files ignored into “{project.name}”")
+    if summary["inbox"]:
+        line += f"; {summary['inbox']} into the Inbox"
+    if summary["missing_rows"]:
+        line += f"; {summary['missing_rows']} row(s) of the labels file name no file here"
     if summary["created_classes"]:
         line += f"; new classes: {', '.join(summary['created_classes'])}"
     if summary["empty_classes"]:
