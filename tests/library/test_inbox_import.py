@@ -97,6 +97,15 @@ def test_a_malformed_json_says_why():
         label_files.read_labels("labels.json", b"[{")
 
 
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_a_csv_of_notes_beside_class_folders_is_no_labels_file_and_stops_nothing(project, tmp_path):
+    summary = _import(project, {"notes.csv": b"specimen,collector\n12,Ada\n", "cats/c1.png": image_bytes("red", shape_seed=1),
+                                "dogs/d1.png": image_bytes("blue", shape_seed=2)}, tmp_path)
+    assert summary["accepted"] == 2 and summary["inbox"] == 0
+    assert sorted(project.labels.values_list("name", flat=True)) == ["cats", "dogs"]
+
+
 def test_a_base_name_two_files_share_matches_neither():
     rows = label_files.read_labels("labels.csv", b"file,label\na.png,cat\n")
     assert label_files.LabelMap("labels.csv", rows, ["x/a.png", "y/a.png"]).missing == rows

@@ -156,7 +156,21 @@ def labels_for_source(source, *, labels_path=None) -> LabelMap | None:
         data = source.read_named(found, MAX_LABELS_FILE_BYTES)
     except (ValueError, OSError) as exc:
         raise LabelsFileError(f"{found}: {exc}") from None
+    if not _looks_like_labels(found, data):
+        return None  # notes or metadata that came along: reported as a file that is no image, as before
     return LabelMap(found, _checked_rows(found, data), names)
+
+
+def _looks_like_labels(name: str, data: bytes) -> bool:
+    """A CSV whose header names a file column and a label column, or a JSON list: what a labels file
+    is. Anything else at the top of a zip (a README table, COCO-style metadata) is not taken for one,
+    so it cannot stop an import that would have worked without it."""
+    text = data[:4096].decode("utf-8-sig", errors="replace").lstrip()
+    if name.lower().endswith(".json"):
+        return text.startswith("[")
+    first = text.splitlines()[0] if text else ""
+    header = {cell.strip().strip('"').lower() for cell in first.replace(";", ",").replace("\t", ",").split(",")}
+    return bool(header & set(FILE_COLUMNS)) and bool(header & set(LABEL_COLUMNS))
 
 
 def _checked_rows(name: str, data: bytes) -> list[LabelRow]:
