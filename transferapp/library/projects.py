@@ -4,6 +4,7 @@ Functions take keyword-only arguments and objects the caller already fetched wit
 access check (see library/selectors.py), so ownership is never re-decided here.
 """
 
+import re
 import shutil
 import unicodedata
 from pathlib import Path
@@ -61,7 +62,7 @@ def project_set_prediction_log(*, project: Project, keep_images: bool, audit_per
     """Whether logged predictions keep a small copy of their image (for review), and the share of
     predictions drawn at random into the audit sample (0-100 %; live accuracy counts only those)."""
     text = str(audit_percent).strip().rstrip("%").strip()
-    if not text.isdigit() or int(text) > 100:
+    if not re.fullmatch(r"[0-9]{1,3}", text) or int(text) > 100:
         raise errors.ServiceError("The audit share is a whole number of per cent, from 0 to 100.")
     project.keep_prediction_images, project.audit_percent = keep_images, int(text)
     project.save(update_fields=["keep_prediction_images", "audit_percent"])

@@ -1,5 +1,7 @@
 """Reads of projects, classes, images and imports, with the per-user access check in one place."""
 
+import re
+
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404
 
@@ -7,6 +9,22 @@ from transferapp.engine.ordinal import natural_order
 from transferapp.models import Image, ImportJob, Label, Project
 
 PREVIEW_THUMBS = 6
+# An id from a form or a URL query: ASCII digits only (str.isdigit() accepts "²", which int() refuses)
+# and short enough for a 64-bit column (a longer one overflows the database's integer).
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def parse_id(value) -> int | None:
+    """An id a user sent, or None when it is not one."""
+    text = str(value).strip()
+    return int(text) if _ID.fullmatch(text) else None
+
+
+def parse_ids(values) -> list[int]:
+    """The ids among what a user sent (a list, or one comma-separated string); the rest is dropped."""
+    if isinstance(values, str):
+        values = values.split(",")
+    return [i for i in (parse_id(v) for v in values) if i is not None]
 
 # Joins do not go through Image's default manager: counts leave the trash out themselves.
 LIVE_IMAGES = Q(images__deleted_at__isnull=True, images__label__isnull=False)  # the trash and the Inbox left out
@@ -34,13 +52,13 @@ def image_get_for_user(*, user, pk, inbox_too: bool = False) -> Image:
 
 def images_in_label(*, label: Label, pks) -> list[Image]:
     """The selected images that really are in this (already access-checked) class."""
-    clean = [int(pk) for pk in pks if str(pk).isdigit()]
+    clean = parse_ids(pks)
     return list(label.images.filter(pk__in=clean))
 
 
 def inbox_images(*, project: Project, pks) -> list[Image]:
     """The selected images that really are in this (already access-checked) project's Inbox."""
-    clean = [int(pk) for pk in pks if str(pk).isdigit()]
+    clean = parse_ids(pks)
     return list(Image.inbox.filter(project=project, pk__in=clean))
 
 
@@ -87,7 +105,7 @@ def images_by_pk(*, project: Project, pks) -> dict[int, Image]:
 
 def deleted_images_in_project(*, project: Project, pks) -> list[Image]:
     """Trashed images of this (already access-checked) project, for an undo."""
-    clean = [int(pk) for pk in pks if str(pk).isdigit()]
+    clean = parse_ids(pks)
     return list(Image.all_objects.filter(project=project, deleted_at__isnull=False, pk__in=clean))
 
 

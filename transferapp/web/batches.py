@@ -88,9 +88,10 @@ def batch_panel(request, project) -> dict:
     """For the predict page: the batch named by ?batch= (the owner's, of this project) and the recent ones."""
     panel = {"recent_batches": list(project.batches.all()[:5]), "batch_inline_max": settings.BATCH_INLINE_MAX_IMAGES,
              "max_upload_files": settings.DATA_UPLOAD_MAX_NUMBER_FILES}
-    if not request.GET.get("batch", "").isdigit():
+    batch_pk = library_selectors.parse_id(request.GET.get("batch", ""))
+    if batch_pk is None:
         return panel
-    row = checks.batch_check(batch=serving_selectors.batch_get_for_user(user=request.user, pk=int(request.GET["batch"])))
+    row = checks.batch_check(batch=serving_selectors.batch_get_for_user(user=request.user, pk=batch_pk))
     if row.project_id != project.pk:
         raise Http404("No such batch in this project")
     return {**panel, **batch_context(row, request.GET.get("order", ""))}

@@ -103,7 +103,7 @@ def label_bulk(request, project_pk, pk):
         offer_undo(request, label, images)
     else:
         target_pk = request.POST.get("target", "")
-        target = library_selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=int(target_pk) if target_pk.isdigit() else 0)
+        target = library_selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=library_selectors.parse_id(target_pk) or 0)
         moved = library_images.images_move(images=images, label=target)
         messages.success(request, f"Moved {moved} image(s) to “{target.name}”.")
     return redirect(label)

@@ -109,7 +109,7 @@ def image_relabel(request, pk):
     image = library_selectors.image_get_for_user(user=request.user, pk=pk)
     target_pk = request.POST.get("target", "")
     target = library_selectors.label_get_for_user(user=request.user, project_pk=image.project_id,
-                                          pk=int(target_pk) if target_pk.isdigit() else 0)
+                                          pk=library_selectors.parse_id(target_pk) or 0)
     actions.apply(request, library_images.image_relabel, image=image, label=target)
     if request.htmx:
         return render(request, "transferapp/_suspect_done.html", {"moved_to": target})

@@ -48,7 +48,7 @@ def labelling_queue(request, pk):
 def labelling_act(request, pk):
     """`action` label (with `label`, a class name), unsure or undo, on the `image` ids given."""
     project = _project(request, pk)
-    action, ids = request.POST.get("action", ""), [int(v) for v in request.POST.getlist("image") if v.isdigit()]
+    action, ids = request.POST.get("action", ""), library_selectors.parse_ids(request.POST.getlist("image"))
     if action not in ACTIONS or not ids:
         return JsonResponse({"error": "Say what to do (label, unsure or undo) and with which images."}, status=400)
     if action == "label":

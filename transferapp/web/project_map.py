@@ -85,7 +85,7 @@ def map_action(request, pk):
     """`images` (ids, comma-separated) selected on the map; `action` = label (with `target`, a class
     id) or test (set aside for testing). Answers JSON {"message"} (400 with the reason)."""
     project = library_selectors.project_get_for_user(user=request.user, pk=pk)
-    wanted = [int(i) for i in request.POST.get("images", "").split(",") if i.strip().isdigit()]
+    wanted = library_selectors.parse_ids(request.POST.get("images", ""))
     selected = list(project_map.live_images(project).filter(pk__in=wanted))
     action = request.POST.get("action", "")
     if not selected:
@@ -99,7 +99,7 @@ def map_action(request, pk):
 
 def _label(request, project, selected: list[Image]):
     target = request.POST.get("target", "")
-    label = project.labels.filter(pk=int(target)).first() if target.isdigit() else None
+    label = project.labels.filter(pk=library_selectors.parse_id(target) or 0).first()
     if label is None:
         names = ", ".join(c["name"] for c in _classes(project))
         return JsonResponse({"message": f"Choose one of the classes: {names}."}, status=400)

@@ -85,7 +85,7 @@ def project_image_options(request, pk):
     level = request.POST.get("group_folder_level", "1")
     actions.apply(request, library_projects.project_set_image_options, project=project,
            no_mirroring=request.POST.get("no_mirroring") == "on", group_by=request.POST.get("group_by", ""),
-           group_folder_level=int(level) if level.isdigit() else 0)
+           group_folder_level=library_selectors.parse_id(level) or 0)
     return redirect(project)
 
 
