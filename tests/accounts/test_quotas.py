@@ -32,6 +32,17 @@ def test_uploads_past_the_image_quota_are_refused_by_name_and_the_rest_kept(alic
     assert "2.png" in page and "image quota" in page and "2 images" in page
 
 
+def test_inbox_images_count_against_the_image_quota_both_ways(red_label, settings):
+    settings.QUOTA_IMAGES = 2
+    project = red_label.project
+    for i in range(2):
+        assert library_images.image_add(label=None, project=project, name=f"{i}.png", data=image_bytes(shape_seed=i)).image
+    refused = library_images.image_add(label=red_label, name="2.png", data=image_bytes(shape_seed=2))
+    assert refused.image is None and "image quota" in refused.error
+    refused = library_images.image_add(label=None, project=project, name="3.png", data=image_bytes(shape_seed=3))
+    assert refused.image is None and "image quota" in refused.error
+
+
 def test_uploads_past_the_storage_quota_are_refused(alice, red_label, settings):
     first = image_bytes(size=(256, 256), shape_seed=1)
     settings.QUOTA_STORAGE_MB = 1

@@ -60,8 +60,10 @@ def _user_id(user) -> int:
 
 
 def usage(owner) -> tuple[int, int]:
-    """(images, bytes) the owner's live images hold, in one query (it runs for every stored file)."""
-    row = Image.objects.filter(project__owner_id=_user_id(owner)).aggregate(n=Count("pk"), total=Sum("size_bytes"))
+    """(images, bytes) the owner's live images hold, the Inbox's included, in one query (it runs for
+    every stored file)."""
+    live = Image.all_objects.filter(deleted_at__isnull=True)  # Image.objects leaves the Inbox out
+    row = live.filter(project__owner_id=_user_id(owner)).aggregate(n=Count("pk"), total=Sum("size_bytes"))
     return row["n"], row["total"] or 0
 
 
