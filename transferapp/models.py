@@ -330,6 +330,9 @@ class ImportJob(WorkerJob):
     split_counts = models.JSONField(default=dict, blank=True)
     junk = models.PositiveIntegerField(default=0)
     into_inbox = models.BooleanField(default=False)  # "everything into the Inbox" (#24): class folders ignored
+    inbox = models.PositiveIntegerField(default=0)  # images the import put into the Inbox (no class)
+    missing_rows = models.PositiveIntegerField(default=0)  # rows of the labels file naming no file of the import
+    labels_file = models.CharField(max_length=500, blank=True)  # the labels file found (used unless into_inbox)
 
     def get_absolute_url(self):
         return reverse("import_detail", args=[self.pk])
@@ -348,6 +351,8 @@ class ImportReportRow(models.Model):
     ok = models.BooleanField()
     skipped = models.BooleanField(default=False)  # not imported but harmless: already in this class
     reason = models.TextField(blank=True)
+    inbox = models.BooleanField(default=False)  # imported into the Inbox (no class)
+    missing = models.BooleanField(default=False)  # not a file: a labels-file row naming no file of the import
 
     class Meta:
         ordering = ["pk"]

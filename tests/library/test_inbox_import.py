@@ -59,7 +59,8 @@ def test_a_csv_gives_labels_reports_missing_rows_and_sends_unnamed_files_to_the_
     summary = _import(project, {"labels.csv": csv, "images/a.png": image_bytes("red", shape_seed=1),
                                 "images/b.png": image_bytes("blue", shape_seed=2),
                                 "images/c.png": image_bytes("green", shape_seed=3)}, tmp_path)
-    assert summary["accepted"] == 3 and summary["inbox"] == 1 and summary["missing_rows"] == 1 and summary["junk"] == 1
+    assert summary["accepted"] == 3 and summary["inbox"] == 1 and summary["missing_rows"] == 1
+    assert summary["junk"] == 0 and summary["labels_file"] == "labels.csv" and summary["processed"] == 4  # the file is no junk
     by_class = dict(Image.objects.filter(project=project).values_list("original_name", "label__name"))
     assert by_class == {"images/a.png": "cat", "images/b.png": "dog"}
     rows = {row["name"]: row for row in summary["report"]}
@@ -164,3 +165,81 @@ def test_a_zip_with_a_malformed_csv_fails_its_import_saying_which_line(alice, us
     assert job.status == "failed" and job.error.startswith("labels.csv line 3: 1 column(s)")
     assert "labels.csv line 3" in alice.get(job.get_absolute_url()).content.decode()
     assert not Image.all_objects.filter(project=project).exists()
+
+
+def _review_zip(**extra) -> dict:
+    """The outside review's case: two class folders and a labels.csv naming only k1, and k3 as alpha."""
+    return {"alpha/k1.png": image_bytes("red", shape_seed=1), "alpha/k2.png": image_bytes("blue", shape_seed=2),
+            "beta/k3.png": image_bytes("green", shape_seed=3), "beta/k4.png": image_bytes("yellow", shape_seed=4),
+            "labels.csv": b"file,label\nalpha/k1.png,alpha\nbeta/k3.png,alpha\n", **extra}
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_a_labels_file_keeps_the_class_folders_of_files_it_does_not_name_and_says_where_a_row_overrides_one(project, tmp_path):
+    summary = _import(project, _review_zip(**{"loose.png": image_bytes("purple", shape_seed=5),
+                                             "unlabelled/u.png": image_bytes("orange", shape_seed=6)}), tmp_path)
+    by_class = dict(Image.all_objects.filter(project=project).values_list("original_name", "label__name"))
+    assert by_class == {"alpha/k1.png": "alpha", "alpha/k2.png": "alpha", "beta/k3.png": "alpha", "beta/k4.png": "beta",
+                        "loose.png": None, "unlabelled/u.png": None}
+    assert summary["accepted"] == 6 and summary["inbox"] == 2 and summary["refused"] == 0 and summary["junk"] == 0
+    rows = {row["name"]: row for row in summary["report"]}
+    assert rows["beta/k3.png"]["reason"] == "labels.csv line 3 says alpha; its folder says beta: labelled alpha."
+    assert rows["alpha/k1.png"]["reason"] == "" and rows["beta/k4.png"]["reason"] == ""  # agreeing / no row: nothing to say
+    assert "No row in labels.csv: put in the Inbox." == rows["loose.png"]["reason"] == rows["unlabelled/u.png"]["reason"]
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_everything_into_the_inbox_wins_over_a_labels_file(project, tmp_path):
+    summary = _import(project, _review_zip(), tmp_path, into_inbox=True)
+    assert summary["accepted"] == 4 and summary["inbox"] == 4 and summary["missing_rows"] == 0
+    assert Image.inbox.filter(project=project).count() == 4 and not project.labels.exists()
+    rows = {row["name"]: row for row in summary["report"]}
+    assert rows["labels.csv"]["reason"] == "Not used: everything went into the Inbox, as asked."
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("queue")
+def test_the_command_with_unlabelled_ignores_its_labels_file(user, tmp_path, capsys):
+    (tmp_path / "data" / "warm").mkdir(parents=True)
+    (tmp_path / "data" / "warm" / "0.png").write_bytes(image_bytes("red", shape_seed=1))
+    (tmp_path / "labels.csv").write_text("file,label\nwarm/0.png,cold\n")
+    call_command("import_images", str(tmp_path / "data"), user="alice", project="P", unlabelled=True,
+                 labels=str(tmp_path / "labels.csv"))
+    out = capsys.readouterr().out
+    assert "1 into the Inbox" in out and "not used (everything into the Inbox)" in out
+    assert Image.inbox.filter(project__name="P").count() == 1 and not Image.objects.filter(project__name="P").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_import_page_counts_the_inbox_and_the_rows_naming_no_file_apart_from_refusals(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Pile")
+    rows = "".join(f"gone/{n}.png,alpha\n" for n in range(1002))
+    files = _review_zip(**{"loose.png": image_bytes("purple", shape_seed=5),
+                           "labels.csv": f"file,label\nalpha/k1.png,alpha\nbeta/k3.png,alpha\n{rows}".encode()})
+    alice.post(reverse("import_create", args=[project.pk]), {"archive": upload("p.zip", make_zip(files), "application/zip")})
+    django_rq.get_worker("intake", worker_class=SimpleWorker).work(burst=True)
+    job = ImportJob.objects.get()
+    assert (job.status, job.accepted, job.inbox, job.missing_rows, job.refused, job.junk) == ("done", 5, 1, 1002, 0, 0)
+    assert job.labels_file == "labels.csv" and job.processed == job.total == 6  # a later try goes on past the labels file
+    page = alice.get(job.get_absolute_url()).content.decode()
+    assert "1 into the Inbox" in page and "labels from labels.csv" in page
+    assert "1002 rows of labels.csv name no file (the first 1000 listed)" in page
+    assert "0 refused" not in page and "Refused files" not in page and "system file" not in page
+    assert page.count("No such file in this import.") == 1000
+    assert "labels.csv line 3 says alpha; its folder says beta: labelled alpha." in page
+    assert "loose.png" in page  # the Inbox-bound file, in its own list
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_import_page_says_a_labels_file_was_not_used_with_everything_into_the_inbox(alice, user, queue):
+    project = library_projects.project_create(owner=user, name="Pile")
+    alice.post(reverse("import_create", args=[project.pk]), {"archive": upload("p.zip", make_zip(_review_zip()), "application/zip"),
+                                                             "into_inbox": "on"})
+    django_rq.get_worker("intake", worker_class=SimpleWorker).work(burst=True)
+    job = ImportJob.objects.get()
+    assert (job.status, job.inbox, job.missing_rows, job.junk) == ("done", 4, 0, 0)
+    page = alice.get(job.get_absolute_url()).content.decode()
+    assert "4 into the Inbox" in page and "labels.csv not used (everything into the Inbox)" in page
+    assert "labels from labels.csv" not in page

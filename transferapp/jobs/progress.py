@@ -149,7 +149,7 @@ class ImportReporter:
     def __init__(self, job: ImportJob):
         self.import_id, self.rows = job.pk, tries.this_try(job)
         self.counts = {"accepted": job.accepted, "skipped": job.skipped, "refused": job.refused, "junk": job.junk,
-                       "splits": dict(job.split_counts)}  # an earlier try's
+                       "inbox": job.inbox, "processed": job.processed, "splits": dict(job.split_counts)}  # an earlier try's
         self.writes = Every(PROGRESS_WRITE_INTERVAL_S)
         self.rows_written = 0
         self.last = None  # the summary of every file handled so far, reported or not yet
@@ -164,14 +164,16 @@ class ImportReporter:
         # The report's rows and the counts a later try goes on from, together, and only while this
         # try is current (the update takes the row's lock: a reaper queueing the next try waits).
         with transaction.atomic():
-            if not self.rows.update(processed=sum(summary[key] for key in ("accepted", "skipped", "refused", "junk")),
-                                    accepted=summary["accepted"], skipped=summary["skipped"],
-                                    refused=summary["refused"], junk=summary["junk"], split_counts=summary["splits"],
+            if not self.rows.update(processed=summary["processed"], accepted=summary["accepted"],
+                                    skipped=summary["skipped"], refused=summary["refused"], junk=summary["junk"],
+                                    inbox=summary["inbox"], missing_rows=summary["missing_rows"],
+                                    labels_file=summary["labels_file"][:500], split_counts=summary["splits"],
                                     heartbeat_at=timezone.now()):
                 raise ImportStopped()
             ImportReportRow.objects.bulk_create(
                 [ImportReportRow(job_id=self.import_id, name=row["name"][:500], label=(row["label"] or "")[:255],
-                                 ok=row["ok"], skipped=row["status"] == "skipped", reason=row["reason"])
+                                 ok=row["ok"], skipped=row["status"] == "skipped", reason=row["reason"],
+                                 inbox=bool(row.get("inbox")), missing=row["status"] == "missing")
                  for row in new_rows],
                 batch_size=500,
             )

@@ -68,19 +68,29 @@ def import_entries(*, project: Project, entries, on_progress=None, counts: dict 
     whose every file was refused is removed again (`empty_classes` names it).
 
     The Inbox (#24): files of an unlabelled/ top folder, or every file with `into_inbox`, go to the
-    project's Inbox. With `labels` (a labels file's rows) each file's row gives its class, a file with
-    no row goes to the Inbox, and rows naming no file of the import are reported (`missing_rows`).
+    project's Inbox. With `labels` (a labels file's rows) a file's row with a class gives its class (and
+    the report says so where its class folder says otherwise); a file with no row keeps its class
+    folder's class, and only loose or unlabelled/ files go to the Inbox. `into_inbox` wins over the
+    labels file: every file goes to the Inbox. Rows naming no file of the import are reported apart
+    from refused files (`missing_rows`); the labels file itself is neither an image nor junk.
     """
     classes = {label.name.lower(): label for label in project.labels.all()}
-    summary = {"accepted": 0, "skipped": 0, "refused": 0, "junk": 0, **(counts or {}), "report": [],
-               "created_classes": [], "empty_classes": [], "inbox": 0, "missing_rows": 0}
+    # `processed`: entries handled, the labels file too (where a later try goes on from).
+    summary = {"accepted": 0, "skipped": 0, "refused": 0, "junk": 0, "inbox": 0, "processed": 0, **(counts or {}),
+               "report": [], "created_classes": [], "empty_classes": [], "missing_rows": 0,
+               "labels_file": labels.source_name if labels is not None else "", "into_inbox": into_inbox}
     summary["splits"] = dict(summary.get("splits") or {})  # images imported per train/ val/ test/ folder
     for entry in entries:
-        _route(entry, into_inbox, labels)
-        _import_one(project, entry, classes, summary, earlier_try_since)
+        summary["processed"] += 1
+        if labels is not None and labels.is_labels_file(entry.name):
+            _report_labels_file(labels, into_inbox, summary)
+        else:
+            _route(entry, into_inbox, labels)
+            _import_one(project, entry, classes, summary, earlier_try_since)
         if on_progress:
             on_progress(summary)
-    _report_missing_rows(labels, summary)
+    if not into_inbox:  # with everything into the Inbox the rows are not used, so none is missing
+        _report_missing_rows(labels, summary)
     _remove_classes_left_empty(project, summary)
     if summary["accepted"]:
         images.features_schedule(project=project)
@@ -88,19 +98,42 @@ def import_entries(*, project: Project, entries, on_progress=None, counts: dict 
 
 
 def _route(entry, into_inbox: bool, labels: LabelMap | None) -> None:
-    """Where this entry goes: its class folder's class, its labels-file row's class, or the Inbox
-    (entry.inbox); the note for a file the labels file does not name."""
-    if labels is not None and labels.is_labels_file(entry.name):
-        entry.junk = True  # the labels file itself: read already, not an image
-        return
-    if labels is not None:
-        row = labels.row_for(entry.name)
-        entry.label, entry.inbox = (row.label, False) if row and row.label else ("", True)
-        entry.note = "" if row else f"No row in {labels.source_name}: put in the Inbox."
-    elif into_inbox:
+    """Where this entry goes: the Inbox (entry.inbox) with `into_inbox`; else its labels-file row's
+    class, else its class folder's, else (a loose or unlabelled/ file) the Inbox; the note saying so."""
+    if into_inbox:
         entry.label, entry.inbox = "", True
-    if (entry.inbox or labels is not None) and entry.skip == NOT_IN_CLASS:  # the row or the Inbox places it
-        entry.skip = ""
+    elif labels is not None:
+        _route_by_row(entry, labels)
+    if entry.inbox or entry.label:  # the Inbox or the row places a loose file
+        entry.skip = "" if entry.skip == NOT_IN_CLASS else entry.skip
+
+
+def _route_by_row(entry, labels: LabelMap) -> None:
+    """A row with a class wins over the class folder; a row with an empty class (no class yet) sends the
+    file to the Inbox; with no row the class folder stands, unless the rows split that folder into
+    several classes (images/ of a Kaggle-style export: its name is no class)."""
+    row, folder = labels.row_for(entry.name), entry.label
+    if row is not None and row.label:
+        if folder and projects.label_name(folder).lower() != projects.label_name(row.label).lower():
+            entry.note = (f"{labels.source_name} line {row.line} says {row.label}; its folder says {folder}: "
+                          f"labelled {row.label}.")
+        entry.label, entry.inbox = row.label, False
+        return
+    mixed = labels.folder_is_mixed(entry.name) if folder else None
+    if row is None and folder and not mixed:
+        return  # its class folder's class
+    why = f"{labels.source_name} line {row.line} gives no class" if row else f"No row in {labels.source_name}"
+    where = f", and its folder {mixed}/ holds files of several classes" if mixed else (
+        f"; its folder says {folder}" if folder else "")
+    entry.label, entry.inbox, entry.note = "", True, f"{why}{where}: put in the Inbox."
+
+
+def _report_labels_file(labels: LabelMap, into_inbox: bool, summary: dict) -> None:
+    """The labels file's own line of the report: used, or not (everything went into the Inbox)."""
+    reason = ("Not used: everything went into the Inbox, as asked." if into_inbox
+              else f"The labels file: {len(labels.labels)} row(s) name a file of this import.")
+    summary["report"].append({"name": labels.source_name, "label": "", "ok": True, "status": "labels",
+                              "reason": reason, "inbox": False})
 
 
 def _report_missing_rows(labels: LabelMap | None, summary: dict) -> None:

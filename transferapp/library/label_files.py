@@ -127,9 +127,20 @@ class LabelMap:
                 self.missing.append(row)
             else:
                 self.labels.setdefault(found, row)
+        classes_by_folder: dict[str, set[str]] = {}
+        for found, row in self.labels.items():
+            if row.label:
+                classes_by_folder.setdefault(str(PurePosixPath(found).parent), set()).add(row.label.lower())
+        # A folder the rows split into several classes (images/ of a Kaggle export) is no class folder.
+        self.mixed_folders = {folder for folder, classes in classes_by_folder.items() if len(classes) > 1}
 
     def row_for(self, name: str) -> LabelRow | None:
         return self.labels.get(name)
+
+    def folder_is_mixed(self, name: str) -> str | None:
+        """The folder of this file when the rows give its files several classes (so it is no class)."""
+        folder = str(PurePosixPath(name).parent)
+        return folder if folder in self.mixed_folders else None
 
     def is_labels_file(self, name: str) -> bool:
         """The labels file itself, also when it lies in the folder that `--labels` named."""

@@ -118,7 +118,22 @@ SKIPPED_ROWS_SHOWN = 1000
 
 def import_refused_rows(*, job: ImportJob) -> list:
     """Files the import did not take, with why (not an image, too many pixels, a copy in another class...)."""
-    return list(job.report_rows.filter(ok=False, skipped=False)[:SKIPPED_ROWS_SHOWN])
+    return list(job.report_rows.filter(ok=False, skipped=False, missing=False)[:SKIPPED_ROWS_SHOWN])
+
+
+def import_missing_rows(*, job: ImportJob) -> list:
+    """Rows of the labels file naming no file of the import (not files: listed apart from refusals)."""
+    return list(job.report_rows.filter(missing=True)[:SKIPPED_ROWS_SHOWN])
+
+
+def import_inbox_rows(*, job: ImportJob) -> list:
+    """Images the import put into the Inbox, with why where the labels file had a say."""
+    return list(job.report_rows.filter(ok=True, inbox=True)[:SKIPPED_ROWS_SHOWN])
+
+
+def import_noted_rows(*, job: ImportJob) -> list:
+    """Files taken with a note: a labels-file row over its class folder, the labels file itself."""
+    return list(job.report_rows.filter(ok=True, inbox=False).exclude(reason="")[:SKIPPED_ROWS_SHOWN])
 
 
 def import_skipped_rows(*, job: ImportJob) -> list:

@@ -33,7 +33,10 @@ def import_create(request, pk):
 def import_detail(request, pk):
     job = checks.import_check(job=library_selectors.import_get_for_user(user=request.user, pk=pk))
     context = {"job": job, "project": job.project, "rejected": library_selectors.import_refused_rows(job=job),
-               "repeats": library_selectors.import_skipped_rows(job=job)}
+               "repeats": library_selectors.import_skipped_rows(job=job),
+               "missing": library_selectors.import_missing_rows(job=job),
+               "inboxed": library_selectors.import_inbox_rows(job=job),
+               "noted": library_selectors.import_noted_rows(job=job)}
     if request.htmx and request.GET.get("live"):
         response = render(request, "transferapp/import_detail.html#live", context)
         if job.is_finished:

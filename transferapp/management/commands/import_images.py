@@ -20,7 +20,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
         parser.add_argument("--unlabelled", action="store_true", help="put every image into the project's Inbox")
         parser.add_argument("--labels", help="a CSV (file,label) or JSON list giving each file's class; "
-                                             "files it does not name go to the Inbox")
+                                             "a named file takes its row's class, others keep their class folder's "
+                                             "(loose ones go to the Inbox); --unlabelled wins over it")
 
     def handle(self, *args, path, user, project, json: bool, unlabelled=False, labels=None, **options):
         owner = self._user(user)
@@ -46,7 +47,7 @@ class Command(BaseCommand):
             self.stdout.write(_json_dumps(document))
             return
         for row in summary["report"]:
-            if not row["ok"]:
+            if not row["ok"] or (row["reason"] and not row.get("inbox")):  # refusals and notes (a row over a folder)
                 self.stdout.write(f"{row['status']:8} {row['name']}: {row['reason']}")
         self.stdout.write(self.style.SUCCESS(_summary_line(project, summary)))
 
@@ -56,6 +57,9 @@ def _summary_line(project, summary) -> str:
             f"{summary['refused']} refused, {summary['junk']} system files ignored into “{project.name}”")
     if summary["inbox"]:
         line += f"; {summary['inbox']} into the Inbox"
+    if summary["labels_file"]:
+        used = "not used (everything into the Inbox)" if summary.get("into_inbox") else "used"
+        line += f"; labels file {summary['labels_file']} {used}"
     if summary["missing_rows"]:
         line += f"; {summary['missing_rows']} row(s) of the labels file name no file here"
     if summary["created_classes"]:
