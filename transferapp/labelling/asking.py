@@ -58,8 +58,8 @@ def progress(*, project: Project) -> dict:
 
 def similar_in_inbox(*, project: Project, image: Image, k: int = SIMILAR_SHOWN) -> list[dict]:
     """The k Inbox images (the image itself left out) most like `image`, most similar first:
-    cosine similarity of cached features (images not cached yet are left out) centred on the Inbox's mean (backbone features share a
-    large common offset, which would put every pair near 1)."""
+    cosine similarity of cached features (images not cached yet are left out) centred on the
+    Inbox's mean (backbone features share a large common offset, which would put every pair near 1)."""
     others = list(Image.inbox.filter(project=project).exclude(pk=image.pk).order_by("pk"))
     if not others:
         return []
