@@ -119,13 +119,14 @@
       }
     }
 
-    async function act(action, ids, label) {
+    async function act(action, ids, label, asked) {
       if (busy) return null;
       busy = true;
       const body = new FormData();
       body.append("action", action);
       ids.forEach((id) => body.append("image", id));
       if (label) body.append("label", label);
+      if (asked) body.append("asked", "1"); // the image shown, labelled where it was asked
       try {
         const data = await request(root.dataset.actUrl, body);
         return data;
@@ -140,8 +141,14 @@
     async function label(name, ids) {
       const targets = ids || [items[index].image];
       const touched = items.filter((it) => targets.includes(it.image));
-      const data = await act("label", targets, name);
+      const data = await act("label", targets, name, !ids);
       if (!data) return;
+      if (!data.done) { // nothing changed on the server: never say "Labelled" then
+        say(`Not labelled: ${targets.length > 1 ? "these images are" : "this image is"} no longer in the Inbox ` +
+          "(deleted, or labelled elsewhere). Reload the page to see the Inbox as it is.", true);
+        showProgress(data.progress);
+        return;
+      }
       touched.forEach((it) => { it.done = true; it.label = name; });
       history.push({ ids: targets, items: touched, label: name });
       say(targets.length > 1 ? `Labelled ${data.done} images ${name}.` : `Labelled ${name}.`);
@@ -249,7 +256,9 @@
     document.addEventListener("keydown", (e) => {
       if (e.ctrlKey || e.metaKey || e.altKey || !items.length) return;
       const t = e.target;
-      if (t.closest && t.closest("input, textarea, select, [contenteditable]") && !/^[1-9]$|^Escape$/.test(e.key)) return;
+      // typing in a field (a new class's name) is typing, not labelling; the slider passes 1–9 and Esc
+      if (t.closest && t.closest("input:not([type=range]), textarea, select, [contenteditable]")) return;
+      if (t.closest && t.closest("input") && !/^[1-9]$|^Escape$/.test(e.key)) return;
       if (e.key === "Enter" && t.closest && t.closest("button, a")) return;
       const keys = {
         Enter: () => { const s = items[index].suggestion; if (s) label(s.label); },

@@ -6,6 +6,7 @@ import re
 
 import django_rq
 from django.urls import reverse
+from django.utils import timezone as django_timezone
 from rq import SimpleWorker
 
 from tests.browser.test_browser_csp import RECORD_VIOLATIONS
@@ -104,3 +105,52 @@ def test_the_inbox_is_labelled_by_keyboard_reordered_by_a_retrain_and_labelled_m
     expect(image).to_have_attribute("data-pk", str(shown))
     assert not page.problems, page.problems
     assert page.evaluate("window.__cspViolations") == []
+
+
+def test_a_label_corrected_with_the_arrow_and_another_key_is_saved_and_a_lost_image_says_so(
+        live_server, queue, user, watched_page):
+    """Outside review: ← back and another key used to say "Labelled" while the server changed nothing."""
+    project = project_with_images(user, classes=("red", "blue"), per_class=2)
+    inbox_with_images(project, colors=("red", "blue"), per_color=2)
+    inbox_ranking.ranking_refresh(project=project)
+    base, page = live_server.url, watched_page
+    sign_in(page, base, "alice", "a-long-password-1")
+    page.goto(f"{base}{reverse('labelling_page', args=[project.pk])}")
+    image, status = page.locator("#label-image"), page.locator("#label-status")
+    expect(image).not_to_have_attribute("data-pk", "")
+    first = image.get_attribute("data-pk")
+    page.keyboard.press(KEYS["blue"])
+    expect(image).not_to_have_attribute("data-pk", first)
+    page.keyboard.press("ArrowLeft")
+    expect(image).to_have_attribute("data-pk", first)
+    page.keyboard.press(KEYS["red"])
+    expect(status).to_have_text("Labelled red.")
+    assert Image.objects.get(pk=first).label.name == "red"
+
+    # Gone from the Inbox meanwhile (labelled by a script, say): the page says nothing was labelled.
+    shown = image.get_attribute("data-pk")
+    Image.all_objects.filter(pk=shown).update(deleted_at=django_timezone.now())
+    page.keyboard.press(KEYS["blue"])
+    expect(status).to_contain_text("Not labelled")
+    expect(status).to_have_class(re.compile("error-text"))
+    expect(image).to_have_attribute("data-pk", shown)
+    assert not page.problems, page.problems
+
+
+def test_a_project_with_one_class_adds_another_from_the_labelling_page(live_server, queue, user, watched_page):
+    """A new user's dead end (outside review): the page says what to do and adds the class itself;
+    digits typed in the name are a name, not a label."""
+    project = project_with_images(user, classes=("red",), per_class=2)
+    inbox_with_images(project, colors=("red", "blue"), per_color=1)
+    base, page = live_server.url, watched_page
+    sign_in(page, base, "alice", "a-long-password-1")
+    page.goto(f"{base}{reverse('labelling_page', args=[project.pk])}")
+    expect(page.locator("#label-add-class")).to_contain_text("one class so far")
+    expect(page.locator("#label-image")).not_to_have_attribute("data-pk", "")
+    page.get_by_placeholder("New class name").press_sequentially("blue 1")  # key by key: "1" is red's key
+    page.get_by_role("button", name="Add a class").click()
+    page.wait_for_url(re.compile(r"/label/$"))
+    expect(page.locator("#label-classes")).to_contain_text("blue 1")
+    expect(page.locator("#label-add-class")).to_have_count(0)
+    assert Image.inbox.filter(project=project).count() == 2  # typing "1" labelled nothing
+    assert not page.problems, page.problems

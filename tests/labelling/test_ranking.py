@@ -40,7 +40,13 @@ def test_the_whole_inbox_is_ranked_with_a_suggestion_and_a_reason_each_and_featu
     # the next batch counts those as known and asks where the model is unsure.
     assert [c["reason"] for c in cards[:10]].count(inbox_ranking.REASON_RANDOM) == 1
     assert {c["reason"] for c in cards[:10]} == REASONS and {c["kind"] for c in cards[:10]} == {"cold", "random"}
-    assert {c["reason"] for c in cards[10:]} <= {"unsure between red and blue", "unsure between blue and red"}
+    assert {c["reason"] for c in cards[10:]} <= {"unsure between red and blue", "unsure between blue and red",
+                                                  inbox_ranking.REASON_SURE_CHECK}
+    for card in cards:  # the reason agrees with the suggestion's probability, from the same model
+        if card["reason"].startswith("unsure between"):
+            assert card["probability"] < inbox_ranking.SURE
+        if card["reason"] == inbox_ranking.REASON_SURE_CHECK:
+            assert card["probability"] >= inbox_ranking.SURE and card["kind"] == "unsure"
     assert {c["label"] for c in cards} <= {"red", "blue"} and all(0.5 <= c["probability"] <= 1 for c in cards)
     assert len(list(Path(settings.FEATURE_CACHE_DIR).glob("*/??/*.npy"))) == 18  # labelled and Inbox, once each
 
@@ -123,6 +129,7 @@ def test_the_job_ranks_and_reports_how_long_it_took(project):
 
 def test_more_like_this_finds_the_same_colour_first(project):
     red = Image.inbox.filter(project=project, original_name="inbox-red-0.png").get()
+    inbox_ranking.ranking_refresh(project=project)  # the worker caches every image's features
     similar = asking.similar_in_inbox(project=project, image=red)
     assert len(similar) == 11 and red.pk not in {s["image"] for s in similar}
     names = [s["file"] for s in similar]

@@ -76,6 +76,7 @@ def test_an_image_of_another_project_is_left_alone(alice, project, user):
 
 def test_more_like_this_lists_the_nearest_inbox_images_with_thumbnails(alice, project):
     shown = Image.inbox.filter(project=project, original_name="inbox-red-0.png").get()
+    inbox_ranking.ranking_refresh(project=project)  # the worker caches every image's features
     data = alice.get(reverse("labelling_similar", args=[project.pk, shown.pk])).json()
     assert data["image"] == shown.pk and len(data["similar"]) == 5
     assert data["similar"][0]["file"].startswith("inbox-red") and data["similar"][0]["url"].endswith("/thumbnail/")
@@ -130,3 +131,53 @@ def test_another_projects_key_or_image_is_a_404_and_no_key_a_401(client, project
     assert client.get(f"{API}/projects/{project.pk}/inbox/next").status_code == 401
     assert client.post(f"{API}/projects/{project.pk}/images/{mine.pk}/label", **label).status_code == 401
     assert Image.inbox.filter(pk__in=[mine.pk, their_image.pk]).count() == 2
+
+
+# --- the outside review -----------------------------------------------------------------------
+
+def test_a_correction_relabels_and_only_the_asked_label_records_the_suggestion(alice, project):
+    from transferapp.models import InboxRanking
+    act = reverse("labelling_act", args=[project.pk])
+    a, b, c = Image.inbox.filter(project=project).order_by("pk")[:3]
+    InboxRanking.objects.update_or_create(project=project, defaults={"cards": {
+        str(i.pk): {"label": "red", "probability": 0.6, "kind": "random", "reason": "r"} for i in (a, b, c)}})
+    assert alice.post(act, {"action": "label", "image": [a.pk], "label": "red", "asked": "1"}).json()["done"] == 1
+    assert alice.post(act, {"action": "label", "image": [a.pk], "label": "blue"}).json()["done"] == 1  # ← back, another key
+    assert alice.post(act, {"action": "label", "image": [b.pk, c.pk], "label": "red", "asked": "1"}).json()["done"] == 2
+    rows = {pk: (name, asked) for pk, name, asked in
+            Image.objects.filter(pk__in=[a.pk, b.pk, c.pk]).values_list("pk", "label__name", "asked_as")}
+    assert rows == {a.pk: ("blue", "random"), b.pk: ("red", ""), c.pk: ("red", "")}
+
+
+def test_with_fewer_than_two_classes_the_page_offers_to_add_one_and_comes_back(alice, user):
+    from transferapp.library import projects as library_projects
+    project = library_projects.project_create(owner=user, name="Fresh")
+    inbox_with_images(project, colors=("red",), per_color=2)
+    page_url = reverse("labelling_page", args=[project.pk])
+    page = alice.get(page_url).content.decode()
+    assert "no classes yet" in page and "Add a class" in page and f'value="{page_url}"' in page
+    added = alice.post(reverse("label_create", args=[project.pk]), {"name": "cat", "next": page_url})
+    assert added.status_code == 302 and added.url == page_url
+    assert "one class so far" in alice.get(page_url).content.decode()
+    away = alice.post(reverse("label_create", args=[project.pk]), {"name": "dog", "next": "https://evil.example/"})
+    assert away.status_code == 302 and "evil" not in away.url
+    assert "Add a class" not in alice.get(page_url).content.decode()
+    assert "<kbd>1</kbd> cat" in alice.get(page_url).content.decode()
+
+
+def test_the_project_page_with_no_class_points_to_the_inbox(alice, user):
+    from transferapp.library import projects as library_projects
+    project = library_projects.project_create(owner=user, name="Fresh")
+    page = alice.get(project.get_absolute_url()).content.decode()
+    assert "drop unlabelled images in the Inbox and label them with the keyboard" in page
+
+
+def test_next_starts_a_ranking_when_stale_and_label_matches_names_in_any_case(client, project, queue):
+    import django_rq
+    _, key = api_keys.api_key_create(project=project)
+    assert client.get(f"{API}/projects/{project.pk}/inbox/next", **bearer(key)).status_code == 200
+    assert django_rq.get_queue("intake").job_ids == [f"inbox-rank-{project.pk}"]
+    image = Image.inbox.filter(project=project).first()
+    answer = client.post(f"{API}/projects/{project.pk}/images/{image.pk}/label", {"label": "BLUE"},
+                         content_type="application/json", **bearer(key))
+    assert answer.status_code == 200 and answer.json()["label"] == "blue"

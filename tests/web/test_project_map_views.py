@@ -103,3 +103,17 @@ def test_a_failed_layout_says_why_on_the_page(alice, user):
     project_map.map_failed(project, "The map could not be computed: MemoryError.")
     status = alice.get(reverse("project_map", args=[project.pk]) + "?part=status", HTTP_HX_REQUEST="true")
     assert "MemoryError" in status.content.decode()
+
+
+def test_a_box_of_one_inbox_image_is_not_counted_as_asked(alice, user):
+    """Only a label given where the labelling page asked it feeds the honest estimate (outside review)."""
+    from transferapp.models import InboxRanking
+    project = project_with_images(user, per_class=2)
+    [image] = inbox_with_images(project, colors=("red",), per_color=1)
+    InboxRanking.objects.create(project=project, cards={str(image.pk): {"label": "red", "probability": 0.6,
+                                                                        "kind": "random", "reason": "r"}})
+    red = project.labels.get(name="red")
+    answer = alice.post(reverse("project_map_action", args=[project.pk]), {"images": str(image.pk), "action": "label", "target": red.pk})
+    assert answer.json()["labelled"] == 1
+    image.refresh_from_db()
+    assert image.label == red and (image.asked_as, image.suggested_label) == ("", "")

@@ -122,6 +122,31 @@ def cached_feature_digests(cache_dir: Path) -> set[str]:
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
+def cached_rows(cache_dir: Path, base: str, digests: list[str], view: str = "orig") -> dict[str, np.ndarray]:
+    """The cached features of these file contents (sha256 hex digests) for `base`, read from disk
+    only: no backbone is built, nothing is computed (for the web process, where a forward pass does
+    not belong). Digests with no cached row are left out of the answer. A base can have several
+    cache folders (a GPU worker's precision, an older decoder): rows come from the one folder that
+    holds the most of these digests, so all of them share one feature space."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}")
+    wanted = [d for d in dict.fromkeys(digests) if _HEX_DIGEST.fullmatch(d)]
+    # a folder is "<base>-<12 hex>"; a base whose name begins with this one's must not match
+    folders = [f for f in Path(cache_dir).glob(f"{base}-*") if f.is_dir() and f.name.rpartition("-")[0] == base]
+    folders = folders if wanted else []
+    found = {folder: [d for d in wanted if (folder / d[:2] / f"{d}.{view}.npy").exists()] for folder in folders}
+    if not found or not max(map(len, found.values())):
+        return {}
+    best = max(found, key=lambda folder: (len(found[folder]), folder.stat().st_mtime))
+    rows = {}
+    for digest in found[best]:
+        try:
+            rows[digest] = np.load(best / digest[:2] / f"{digest}.{view}.npy")
+        except (OSError, ValueError):  # removed or half-written meanwhile: as if not cached
+            continue
+    return rows
+
+
 def _cache_file(folder: Path, path: str, view: str) -> Path:
     digest = file_digest(path)
     return folder / digest[:2] / f"{digest}.{view}.npy"

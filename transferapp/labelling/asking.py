@@ -17,11 +17,19 @@ def inbox_next(*, project: Project, n: int | None = 10) -> list[dict]:
     suggestion and why it is asked."""
     ranking = inbox_ranking.ranking_for(project)
     waiting = {image.pk: image for image in Image.inbox.filter(project=project)}
-    ranked = [pk for pk in ranking.order if pk in waiting]
-    new = sorted(pk for pk in waiting if pk not in set(ranked))
-    order = ranked + new
-    order = [pk for pk in order if not waiting[pk].inbox_unsure] + [pk for pk in order if waiting[pk].inbox_unsure]
+    unsure = {pk for pk, image in waiting.items() if image.inbox_unsure}
+    order = asking_order(ranking.order, waiting.keys(), unsure)
     return [_item(waiting[pk], ranking.cards.get(str(pk))) for pk in order[:n]]
+
+
+def asking_order(ranked: list[int], waiting, unsure: set[int]) -> list[int]:
+    """The ranking's order of the images still waiting, then new arrivals (by id), the images
+    flagged unsure last. Linear: each set is built once (an Inbox can hold tens of thousands)."""
+    waiting = set(waiting)
+    in_order = [pk for pk in ranked if pk in waiting]
+    seen = set(in_order)
+    order = in_order + sorted(pk for pk in waiting if pk not in seen)
+    return [pk for pk in order if pk not in unsure] + [pk for pk in order if pk in unsure]
 
 
 def _item(image: Image, card: dict | None) -> dict:
@@ -50,12 +58,17 @@ def progress(*, project: Project) -> dict:
 
 def similar_in_inbox(*, project: Project, image: Image, k: int = SIMILAR_SHOWN) -> list[dict]:
     """The k Inbox images (the image itself left out) most like `image`, most similar first:
-    cosine similarity of cached features centred on the Inbox's mean (backbone features share a
-    large common offset, which would put every pair near 1)."""
+    cosine similarity of cached features (images not cached yet are left out) centred on the
+    Inbox's mean (backbone features share a large common offset, which would put every pair near 1)."""
     others = list(Image.inbox.filter(project=project).exclude(pk=image.pk).order_by("pk"))
     if not others:
         return []
-    features = inbox_ranking.features_of([image, *others], inbox_ranking.project_base(project))
+    # Cached features only: a backbone or a forward pass has no place in a web request; images not
+    # yet cached (the worker caches each on arrival) are simply not offered.
+    kept, features = inbox_ranking.cached_features_of([image, *others], inbox_ranking.project_base(project))
+    if not kept or kept[0].pk != image.pk or len(kept) < 2:
+        return []
+    others = kept[1:]
     centred = features - features[1:].mean(0, keepdims=True)
     unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-8)
     similarity = unit[1:] @ unit[0]

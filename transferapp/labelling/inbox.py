@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from transferapp.models import Image, InboxRanking, Label, Project
@@ -20,19 +21,29 @@ def _cards(project: Project) -> dict:
     return ranking or {}
 
 
-def inbox_label(*, project: Project, image_ids: list[int], label: Label, user=None) -> int:
-    """Label these Inbox images of `project` with `label` (a class of the same project); images that
-    are not (or no longer) in this project's Inbox are left alone. Returns how many were labelled.
-    Each keeps what the quick model suggested and why it was asked, for the honest estimate."""
+def inbox_label(*, project: Project, image_ids: list[int], label: Label, user=None, asked: bool = False) -> int:
+    """Label these images of `project` with `label` (a class of the same project): Inbox images, and
+    images labelled from the Inbox before (a correction: ← back, another key). Images uploaded with
+    a label, and those of another project, are left alone. Returns how many were (re)labelled.
+
+    `asked`: ONE image labelled where the labelling page (or the API) asked it. Only then does it
+    keep what the quick model suggested and why it was asked: the honest estimate counts random
+    picks as asked; a bulk label (more like this, the map) chose its images itself and records
+    neither. A correction keeps what was recorded when the image was first labelled."""
     if label.project_id != project.pk:
         raise ValueError("That class belongs to another project.")
     cards, now = _cards(project), timezone.now()
+    record = asked and len(image_ids) == 1
     with transaction.atomic():
-        images = list(Image.inbox.select_for_update().filter(project=project, pk__in=image_ids))
+        images = list(Image.all_objects.select_for_update().filter(
+            Q(label__isnull=True) | Q(labelled_at__isnull=False),
+            project=project, pk__in=image_ids, deleted_at__isnull=True))
         for image in images:
-            card = cards.get(str(image.pk), {})
-            image.label, image.labelled_at, image.labelled_by, image.inbox_unsure = label, now, user, False
-            image.suggested_label, image.asked_as = card.get("label", "")[:80], card.get("kind", "")[:8]
+            if image.label_id is None:  # from the Inbox: a first label
+                card = cards.get(str(image.pk), {}) if record else {}
+                image.suggested_label, image.asked_as = card.get("label", "")[:80], card.get("kind", "")[:8]
+                image.labelled_at, image.labelled_by = now, user
+            image.label, image.inbox_unsure = label, False
         # One UPDATE a batch, not a row: a box on the map can hold thousands of images.
         Image.all_objects.bulk_update(images, ["label", "labelled_at", "labelled_by", "inbox_unsure",
                                                "suggested_label", "asked_as"], batch_size=500)

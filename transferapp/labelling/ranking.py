@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from transferapp.engine import active
 from transferapp.engine.config import TrainConfig
-from transferapp.engine.features import embed
+from transferapp.engine.features import cached_rows, embed
 from transferapp.engine.zoo import create_backbone
 from transferapp.library import selectors as library_selectors
 from transferapp.models import Image, InboxRanking, Project
@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 KIND_NAMES = {active.UNSURE: "unsure", active.NOVEL: "cold", active.RANDOM: "random"}
 REASON_RANDOM = "picked at random, to keep the estimate honest"
 REASON_NEW = "arrived after the last ranking"
+# An "unsure" pick the model gives this much or more: the order ran past the images it doubts, and
+# "unsure between A and B" beside "A (97%)" would contradict itself.
+SURE = 0.9
+REASON_SURE_CHECK = "a check: the model is fairly sure of this one"
+ERROR_SHOWN = "The order could not be computed this time; it will be tried again after the next labels."
 # Fewer random picks than this labelled and the estimate's interval is too wide to show.
 MIN_RANDOM_FOR_ESTIMATE = 5
 HISTORY_KEPT = 20
@@ -48,6 +53,17 @@ def project_base(project: Project) -> str:
 def _backbone(base: str):
     # Loaded once a process: a page asking for cached features should not reload the weights.
     return create_backbone(base, image_size=TrainConfig(base=base).image_size)
+
+
+def cached_features_of(images: list[Image], base: str) -> tuple[list[Image], np.ndarray]:
+    """The images whose features are cached, and those features in the same order; read from the
+    cache only (no backbone, no forward pass): for the web process. Images not yet cached are left
+    out (the worker caches each image on arrival)."""
+    rows = cached_rows(Path(settings.FEATURE_CACHE_DIR), base, [image.sha256 for image in images])
+    kept = [image for image in images if image.sha256 in rows]
+    if not kept:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    return kept, np.stack([rows[image.sha256] for image in kept]).astype(np.float32)
 
 
 def features_of(images: list[Image], base: str) -> np.ndarray:
@@ -72,9 +88,9 @@ def ranking_refresh(*, project: Project) -> InboxRanking:
     ranking.save(update_fields=["status"])
     try:
         _compute(project, ranking)
-    except Exception as exc:  # shown on the page as a sentence; the worker's log keeps the trace
+    except Exception:  # the page shows a plain sentence; the worker's log keeps the detail
         logger.exception("Inbox ranking failed for project %s", project.pk)
-        ranking.status, ranking.error = InboxRanking.Status.FAILED, f"The order could not be computed: {exc}"[:300]
+        ranking.status, ranking.error = InboxRanking.Status.FAILED, ERROR_SHOWN
         ranking.save(update_fields=["status", "error"])
         return ranking
     ranking.status, ranking.error, ranking.computed_at = InboxRanking.Status.IDLE, "", timezone.now()
@@ -83,9 +99,15 @@ def ranking_refresh(*, project: Project) -> InboxRanking:
     return ranking
 
 
+def quick_model_images(project: Project):
+    """The labelled images the quick model trains on: test images are held out of every run, so
+    of this one too (labels_at counts these, so setting one aside retrains it)."""
+    return Image.objects.filter(project=project).exclude(split="test")
+
+
 def _compute(project: Project, ranking: InboxRanking) -> None:
     classes = library_selectors.project_class_order(project=project)
-    labelled = list(Image.objects.filter(project=project).select_related("label").order_by("pk"))
+    labelled = list(quick_model_images(project).select_related("label").order_by("pk"))
     pool = list(Image.inbox.filter(project=project).order_by("pk"))
     ranking.labels_at = len(labelled)
     ranking.estimate = estimate_for(project)
@@ -107,6 +129,8 @@ def _compute(project: Project, ranking: InboxRanking) -> None:
 def _card(pick: active.Pick, classes: list[str]) -> dict:
     kind = KIND_NAMES.get(pick.kind, pick.kind)
     reason = REASON_RANDOM if pick.kind == active.RANDOM else pick.reason
+    if pick.kind == active.UNSURE and pick.probability is not None and pick.probability >= SURE:
+        reason = REASON_SURE_CHECK  # the reason and the suggestion come from this one model: agree
     label = classes[pick.suggestion] if pick.suggestion is not None else ""
     probability = round(pick.probability, 4) if pick.probability is not None else None
     return {"label": label, "probability": probability, "kind": kind, "reason": reason}
@@ -146,7 +170,7 @@ def is_stale(project: Project, ranking: InboxRanking | None = None) -> bool:
     ranking = ranking or ranking_for(project)
     if ranking.computed_at is None:
         return True
-    if Image.objects.filter(project=project).count() != ranking.labels_at:
+    if quick_model_images(project).count() != ranking.labels_at:
         return True
     ranked = set(ranking.order)
     return Image.inbox.filter(project=project).exclude(pk__in=ranked).exists()
@@ -155,7 +179,7 @@ def is_stale(project: Project, ranking: InboxRanking | None = None) -> bool:
 def due_after_labels(project: Project) -> bool:
     """Every INBOX_RETRAIN_EVERY labels (or label taken back) the quick model retrains."""
     ranking = ranking_for(project)
-    given = abs(Image.objects.filter(project=project).count() - ranking.labels_at)
+    given = abs(quick_model_images(project).count() - ranking.labels_at)
     return ranking.computed_at is None or given >= max(1, settings.INBOX_RETRAIN_EVERY)
 
 

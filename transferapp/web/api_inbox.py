@@ -57,23 +57,27 @@ def inbox_next(request, project_id: int, n: int = Query(10, ge=1, le=NEXT_MAX, d
     """The next Inbox images to label, in the order the labelling page asks them, each with the quick
     model's suggestion (null before it can be trained) and why it is asked."""
     project = _project_for_key(request, project_id)
+    if inbox_ranking.is_stale(project):  # as the labelling page does: a script may be the only labeller
+        inbox_ranking.rank_schedule(project=project)
     return [{key: item[key] for key in ("image", "file", "suggestion", "reason")}
             for item in asking.inbox_next(project=project, n=n)]
 
 
 @api.post("/projects/{project_id}/images/{image_id}/label", response={200: LabelledOut, **_errors(400, 401, 404, 422, 429)})
 def inbox_image_label(request, project_id: int, image_id: int, payload: LabelIn):
-    """Give an Inbox image its class (a class name of the project): it leaves the Inbox and trains
+    """Give an Inbox image its class (a class name of the project, in any case): it leaves the Inbox and trains
     the next version like any labelled image."""
     project = _project_for_key(request, project_id)
     image = Image.inbox.filter(project=project, pk=image_id).first()
     if image is None:
         raise Http404("No such image in this project's Inbox.")
-    label = project.labels.filter(name=payload.label).first()
+    # the exact name first; else any case, as imports match class names ("Dog" labels "dog")
+    label = (project.labels.filter(name=payload.label.strip()).first()
+             or project.labels.filter(name__iexact=payload.label.strip()).order_by("pk").first())
     if label is None:
         names = ", ".join(library_selectors.project_class_order(project=project)) or "none yet"
         raise HttpError(400, f"“{payload.label}” is not a class of this project. Its classes: {names}.")
-    inbox.inbox_label(project=project, image_ids=[image.pk], label=label)
+    inbox.inbox_label(project=project, image_ids=[image.pk], label=label, asked=True)
     if inbox_ranking.due_after_labels(project):
         inbox_ranking.rank_schedule(project=project)
     return {"image": image.pk, "label": label.name, "inbox": Image.inbox.filter(project=project).count()}

@@ -5,6 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from transferapp.library import images as library_images
@@ -23,6 +24,10 @@ def label_create(request, pk):
     typed = request.POST.get("name", "")
     label = actions.apply(request, library_projects.label_create, project=project, name=typed)
     _say_if_renamed(request, typed, label)
+    back = request.POST.get("next", "")  # the labelling page adds classes and comes back to itself
+    if back and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                                require_https=request.is_secure()):
+        return redirect(back)
     return redirect(label or project)
 
 

@@ -28,7 +28,7 @@ def labelling_page(request, pk):
     if inbox_ranking.is_stale(project):
         inbox_ranking.rank_schedule(project=project)
     classes = library_selectors.project_class_order(project=project)
-    context = {"project": project, "progress": asking.progress(project=project),
+    context = {"project": project, "progress": asking.progress(project=project), "too_few_classes": len(classes) < 2,
                "classes": [{"name": name, "key": i + 1 if i < KEYED_CLASSES else None} for i, name in enumerate(classes)]}
     return render(request, "transferapp/labelling.html", context)
 
@@ -55,7 +55,10 @@ def labelling_act(request, pk):
         label = project.labels.filter(name=request.POST.get("label", "")).first()
         if label is None:
             return JsonResponse({"error": "Choose one of this project's classes."}, status=400)
-        done = inbox.inbox_label(project=project, image_ids=ids, label=label, user=request.user)
+        # "asked": the page's own label of the image it showed (not "more like this"): only such a
+        # label records the suggestion and why it was asked, for the honest estimate.
+        asked = request.POST.get("asked") == "1" and len(ids) == 1
+        done = inbox.inbox_label(project=project, image_ids=ids, label=label, user=request.user, asked=asked)
     elif action == "unsure":
         done = inbox.inbox_set_unsure(project=project, image_ids=ids)
     else:
