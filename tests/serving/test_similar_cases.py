@@ -70,7 +70,7 @@ def test_similar_cases_in_the_api_the_pages_and_the_batch_csv(alice, user, other
     old = own.file.read()
     answer = alice.post(path + "?similar=3", data=old, content_type="image/jpeg", **auth).json()
     _assert_cases(answer["similar"], project, 3)
-    assert answer["similar"][0]["image"] == own.pk and answer["similar"][0]["similarity"] > 0.999
+    assert answer["similar"][0]["image"] == own.pk and answer["similar"][0]["similarity"] > 0.99  # the bank and the request embed through different paths (ONNX or eager; float16 rows)
 
     # The predict page: thumbnails that open the images.
     page = alice.post(reverse("predict", args=[project.pk]), {"files": [upload("old.jpg", old, "image/jpeg")]}).content.decode()
@@ -84,7 +84,7 @@ def test_similar_cases_in_the_api_the_pages_and_the_batch_csv(alice, user, other
     (csv_row,) = csv.DictReader(io.StringIO(response.content.decode()))
     cells = csv_row["similar"].split(";")
     assert len(cells) == 3 and cells[0].rsplit(":", 1)[0] == f"{own.pk}:{own.label.name}"
-    assert float(cells[0].rsplit(":", 1)[1]) > 0.999
+    assert float(cells[0].rsplit(":", 1)[1]) > 0.99
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("batch/old.jpg", old)
