@@ -81,12 +81,13 @@ def import_entries(*, project: Project, entries, on_progress=None, counts: dict 
                "labels_file": labels.source_name if labels is not None else "", "into_inbox": into_inbox}
     summary["splits"] = dict(summary.get("splits") or {})  # images imported per train/ val/ test/ folder
     for entry in entries:
-        summary["processed"] += 1
         if labels is not None and labels.is_labels_file(entry.name):
             _report_labels_file(labels, into_inbox, summary)
         else:
             _route(entry, into_inbox, labels)
             _import_one(project, entry, classes, summary, earlier_try_since)
+        # Counted once handled, never before: a file whose reading failed is read again by a later try.
+        summary["processed"] += 1
         if on_progress:
             on_progress(summary)
     if not into_inbox:  # with everything into the Inbox the rows are not used, so none is missing
