@@ -21,6 +21,7 @@ from transferapp.engine.zoo import WeightsUnavailable
 from transferapp.jobs import progress, rules, sweeps, tries
 from transferapp.labelling import project_map
 from transferapp.labelling import ranking as inbox_ranking
+from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
 from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
@@ -177,8 +178,7 @@ def map_compute(project_id: int) -> str:
     project = Project.objects.filter(pk=project_id).first()
     if project is None:
         return f"project {project_id} was deleted"
-    latest = project.runs.first()
-    base_model = latest.base_model if latest else TrainConfig().base
+    base_model = library_images.feature_base(project)
     size = TrainConfig(base=base_model).image_size
     _configure_threads()
     try:

@@ -21,6 +21,7 @@ from transferapp.engine import active
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.features import cached_rows, embed
 from transferapp.engine.zoo import create_backbone
+from transferapp.library import images as library_images
 from transferapp.library import selectors as library_selectors
 from transferapp.models import Image, InboxRanking, Project
 from transferapp.storage import blobs
@@ -44,9 +45,8 @@ JOB_TIMEOUT_S = 600
 # --- features -----------------------------------------------------------------------------------
 
 def project_base(project: Project) -> str:
-    """The base whose features the quick model uses: the latest run's, else the default one."""
-    latest = project.runs.first()
-    return latest.base_model if latest else TrainConfig().base
+    """The base whose features the quick model uses: the same as the warm-up's and the map's."""
+    return library_images.feature_base(project)
 
 
 @functools.lru_cache(maxsize=2)

@@ -154,13 +154,19 @@ def _remove_unreferenced_files(image: Image) -> None:
             field.storage.delete(field.name)
 
 
+def feature_base(project: Project) -> str:
+    """The base whose cached features a project's background work uses (the warm-up, the Inbox's
+    quick model, the map): the latest run's, else the default one."""
+    latest = project.runs.first()
+    return latest.base_model if latest else TrainConfig().base
+
+
 def features_schedule(*, project: Project) -> None:
     """Compute new images' features in the background, so that Train finds most of them ready.
 
     One pending job per project is enough: it embeds every image whose features are not cached.
     """
-    latest = project.runs.first()
-    base_model = latest.base_model if latest else TrainConfig().base
+    base_model = feature_base(project)
     try:
         queue = django_rq.get_queue("intake")
         job_id = f"features-{project.pk}"
