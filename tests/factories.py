@@ -30,3 +30,14 @@ def inbox_with_images(project, *, colors=("red", "blue"), per_color=5, size=(64,
             assert outcome.image is not None, outcome.error
             added.append(outcome.image)
     return added
+
+
+def member(project, username: str, role: str, django_user_model=None):
+    """A new user with `role` in `project` (#26): "viewer", "labeller" or "editor"."""
+    from django.contrib.auth import get_user_model
+
+    from transferapp.models import Membership
+    users = django_user_model or get_user_model()
+    person = users.objects.create_user(username, password=f"{username}-long-password-1")
+    Membership.objects.create(project=project, user=person, role=role, added_by=project.owner)
+    return person

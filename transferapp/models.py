@@ -593,3 +593,133 @@ class ProjectMap(models.Model):
     images_digest = models.CharField(max_length=64, blank=True, default="")
     # The layout in the media storage: {"ids": [...], "xy": [[x, y], ...]} (JSON).
     points_file = models.CharField(max_length=255, blank=True, default="")
+
+
+# --- teams (#26) --------------------------------------------------------------------------------
+
+class Role(models.TextChoices):
+    """What a user may do in a project, each role everything the one before may, and more
+    (accounts/roles.py is the one place that compares them)."""
+    VIEWER = "viewer", "Viewer: sees everything, predicts"
+    LABELLER = "labeller", "Labeller: also uploads, labels, reviews"
+    EDITOR = "editor", "Editor: also trains, publishes, exports, manages keys and webhooks"
+    OWNER = "owner", "Owner: also shares and deletes"
+
+
+class Membership(models.Model):
+    """A user other than the owner with a role in a project (the owner has no row: project.owner)."""
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=8, choices=[c for c in Role.choices if c[0] != Role.OWNER])
+    added_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")]
+
+
+class PersonalToken(models.Model):
+    """A user's own API token (#26): acts as its user, with that user's role in each project.
+    Stored like ApiKey: a SHA-256 of the token, its first characters to find and show it."""
+    PREFIX_LENGTH = 12
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="personal_tokens")
+    name = models.CharField(max_length=80, blank=True)
+    prefix = models.CharField(max_length=PREFIX_LENGTH, db_index=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ReadingStudy(models.Model):
+    """Blind double reading (#26): every reader labels every image of the study without seeing the
+    image's label, the model's answer or the other readers' answers, until the study is closed."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="studies")
+    name = models.CharField(max_length=120)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=40, blank=True, default="")  # "test", "validation", "class:<name>", "selection"
+    readers = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="reading_studies")
+    # The class names a reader may choose, fixed when the study starts (a class renamed later keeps its reads).
+    classes = models.JSONField(default=list)
+    # The model version whose answers the agreement page compares with the readers (None: none yet).
+    model_version = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == self.Status.OPEN
+
+
+class StudyImage(models.Model):
+    """One image of a study, with the label it had when the study started (never shown to a reader
+    while it is open), the model's answer, and the adjudicated label once an adjudicator picked one."""
+    study = models.ForeignKey(ReadingStudy, on_delete=models.CASCADE, related_name="items")
+    image = models.ForeignKey("Image", on_delete=models.CASCADE, related_name="study_items")
+    position = models.PositiveIntegerField()  # the order readers are asked in (the same for every reader)
+    label_at_start = models.CharField(max_length=80, blank=True, default="")
+    model_label = models.CharField(max_length=80, blank=True, default="")
+    adjudicated_label = models.CharField(max_length=80, blank=True, default="")
+    adjudicated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    adjudicated_at = models.DateTimeField(null=True, blank=True)
+    written_back_at = models.DateTimeField(null=True, blank=True)  # the adjudicated label was written into the project
+
+    class Meta:
+        ordering = ["position", "pk"]
+        constraints = [models.UniqueConstraint(fields=["study", "image"], name="one_item_per_image")]
+
+
+class StudyRead(models.Model):
+    """One reader's label for one image of a study (changeable while the study is open)."""
+    item = models.ForeignKey(StudyImage, on_delete=models.CASCADE, related_name="reads")
+    reader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    label = models.CharField(max_length=80)
+    read_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["item", "reader"]
+        constraints = [models.UniqueConstraint(fields=["item", "reader"], name="one_read_per_reader")]
+
+
+class AuditEntry(models.Model):
+    """One line of the append-only audit trail (#26). Each entry's `entry_hash` covers its own fields
+    and the hash before it (a hash chain over the whole table in id order), so a row changed or
+    deleted in the database is found by `manage.py verify_audit_log`. The project is kept as a
+    plain id and name, not a foreign key: deleting a project must not delete its history."""
+    created_at = models.DateTimeField()
+    project_ref = models.BigIntegerField(null=True, blank=True, db_index=True)
+    project_name = models.CharField(max_length=120, blank=True, default="")
+    actor = models.CharField(max_length=160)  # "alice", "alice (token ta_pt_ab12…)", "key ta_ab12… (Lab PC)", "worker"
+    actor_ref = models.BigIntegerField(null=True, blank=True)  # the user's id when a user acted
+    action = models.CharField(max_length=40, db_index=True)  # "label.changed", "image.uploaded", "run.started", ...
+    detail = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    entry_hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+
+class AuditHead(models.Model):
+    """The chain's last hash, one row, locked while an entry is appended so two writers cannot both
+    chain onto the same entry."""
+    last_hash = models.CharField(max_length=64)
+    count = models.BigIntegerField(default=0)

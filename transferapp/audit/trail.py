@@ -1,0 +1,111 @@
+"""Recording and checking the audit trail (#26).
+
+`record(project=..., action=..., detail=...)` appends one entry. Who acted comes from the context:
+the web middleware sets the signed-in user for each request, the API sets the key's or token's
+user, a management command names its operator, and the worker is "worker" (`acting_as`). A domain
+write therefore records without every caller passing the user down through it.
+
+Each entry's hash covers its fields and the previous entry's hash (a chain over the whole table in
+id order), so editing or deleting a row breaks the chain at that row: `verify` names it. Appends
+are serialised by locking the one AuditHead row, so two writers cannot both chain onto one entry.
+"""
+import contextlib
+import contextvars
+import hashlib
+import json
+from dataclasses import dataclass
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from transferapp.models import AuditEntry, AuditHead
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Actor:
+    name: str
+    user_id: int | None = None
+
+    @classmethod
+    def of_user(cls, user, via: str = "") -> "Actor":
+        name = user.get_username() + (f" ({via})" if via else "")
+        return cls(name=name[:160], user_id=user.pk)
+
+
+SYSTEM = Actor("system")
+_current: contextvars.ContextVar[Actor] = contextvars.ContextVar("audit_actor", default=SYSTEM)
+
+
+def current_actor() -> Actor:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def acting_as(actor: Actor):
+    """Entries recorded inside are by `actor` (a request's user, an operator, the worker)."""
+    token = _current.set(actor)
+    try:
+        yield actor
+    finally:
+        _current.reset(token)
+
+
+def _canonical(entry: AuditEntry) -> bytes:
+    """The bytes an entry's hash covers: every field but its own hash, in a fixed form."""
+    fields = {"created_at": entry.created_at.isoformat(), "project_ref": entry.project_ref,
+              "project_name": entry.project_name, "actor": entry.actor, "actor_ref": entry.actor_ref,
+              "action": entry.action, "detail": entry.detail, "prev_hash": entry.prev_hash}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder, ensure_ascii=False).encode()
+
+
+def hash_of(entry: AuditEntry) -> str:
+    return hashlib.sha256(_canonical(entry)).hexdigest()
+
+
+def _json_safe(detail: dict) -> dict:
+    """The detail as it will read back from the JSON column (so the hash computed now matches)."""
+    return json.loads(json.dumps(detail or {}, cls=DjangoJSONEncoder))
+
+
+def record(*, action: str, project=None, detail: dict | None = None, actor: Actor | None = None) -> AuditEntry:
+    """Append one entry. Runs in its own atomic block; inside a caller's transaction it commits or
+    rolls back with the change it records (a refused write leaves no entry)."""
+    actor = actor or current_actor()
+    with transaction.atomic():
+        head, _ = AuditHead.objects.select_for_update().get_or_create(pk=1, defaults={"last_hash": GENESIS})
+        entry = AuditEntry(created_at=timezone.now(),
+                           project_ref=getattr(project, "pk", None), project_name=getattr(project, "name", "")[:120],
+                           actor=actor.name[:160], actor_ref=actor.user_id, action=action[:40],
+                           detail=_json_safe(detail), prev_hash=head.last_hash)
+        entry.entry_hash = hash_of(entry)
+        entry.save()
+        head.last_hash, head.count = entry.entry_hash, head.count + 1
+        head.save(update_fields=["last_hash", "count"])
+    return entry
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    checked: int
+    broken: AuditEntry | None = None  # the first entry whose hash or link does not hold
+    reason: str = ""
+
+
+def verify(batch: int = 2000) -> Verdict:
+    """Walk the chain in id order: each entry must hash to its stored hash and link to the one
+    before; the head must name the last entry and count them all (a deleted last row shows there)."""
+    expected_prev, checked, last = GENESIS, 0, None
+    for entry in AuditEntry.objects.order_by("pk").iterator(chunk_size=batch):
+        if entry.prev_hash != expected_prev:
+            return Verdict(False, checked, entry, "it does not link to the entry before it (one was deleted or changed)")
+        if hash_of(entry) != entry.entry_hash:
+            return Verdict(False, checked, entry, "its fields do not match its hash (it was changed)")
+        expected_prev, checked, last = entry.entry_hash, checked + 1, entry
+    head = AuditHead.objects.filter(pk=1).first()
+    if head is not None and (head.last_hash != expected_prev or head.count != checked):
+        return Verdict(False, checked, last, "the chain ends early: entries after this one were deleted")
+    return Verdict(True, checked)
