@@ -101,6 +101,7 @@ MIDDLEWARE = [
     "transferapp.web.uploads.RequestRefusalMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "transferapp.web.audit_context.AuditActorMiddleware",  # after auth: it reads request.user
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

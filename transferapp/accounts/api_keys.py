@@ -37,9 +37,9 @@ def api_keys_revoke_for_user(*, user) -> int:
     return ApiKey.objects.filter(project__owner=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
-def api_key_touch(*, key: ApiKey) -> None:
-    """Record "last used", at most once a minute per key (no write per prediction)."""
+def api_key_touch(*, key) -> None:
+    """Record "last used", at most once a minute per key or personal token (no write per prediction)."""
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        type(key).objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now

@@ -53,6 +53,12 @@ def acting_as(actor: Actor):
         _current.reset(token)
 
 
+def set_actor(actor: Actor) -> None:
+    """Within a request, say who acts from here on (the API, once it knows the key or token);
+    the middleware's `acting_as` puts back what was there before when the request ends."""
+    _current.set(actor)
+
+
 def _canonical(entry: AuditEntry) -> bytes:
     """The bytes an entry's hash covers: every field but its own hash, in a fixed form."""
     fields = {"created_at": entry.created_at.isoformat(), "project_ref": entry.project_ref,

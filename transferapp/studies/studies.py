@@ -37,7 +37,7 @@ def study_images(*, project, images) -> tuple[list[Image], str]:
 
 def _validation_ids(project) -> list[int]:
     """The images the project's model (published, else latest) was scored on."""
-    from transferapp.models import TrainingRun  # noqa: PLC0415 (models only: no layer is crossed)
+    from transferapp.models import TrainingRun  # models only: no layer is crossed
     run = (TrainingRun.objects.filter(pk=project.published_run_id).first()
            or project.runs.filter(status=TrainingRun.Status.SUCCEEDED).order_by("-version").first())
     rows = ((run.metrics or {}).get("eval_predictions") or []) if run else []

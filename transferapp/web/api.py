@@ -9,16 +9,15 @@ import functools
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseNotAllowed, JsonResponse
 from django.urls import URLPattern
 from ninja import NinjaAPI, Query, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Swagger
-from ninja.security import HttpBearer
 from pydantic import BaseModel, ConfigDict
 
-from transferapp.accounts import api_keys, throttle
-from transferapp.accounts import selectors as accounts_selectors
+from transferapp.accounts import throttle
 from transferapp.jobs import checks
 from transferapp.library import errors, intake
 from transferapp.library import images as library_images
@@ -30,14 +29,12 @@ from transferapp.serving import similar as serving_similar
 from transferapp.training import runs as training_runs
 from transferapp.training import selectors as training_selectors
 from transferapp.web import uploads
-
-
-class ProjectKey(HttpBearer):
-    def authenticate(self, request, token):
-        key = accounts_selectors.api_key_for_secret(key=token.strip())
-        if key is not None:
-            api_keys.api_key_touch(key=key)
-        return key
+from transferapp.web.api_access import (  # noqa: F401
+    ProjectKey,
+    _api_limit,
+    _project_for_key,
+    caller_user,
+)
 
 
 # Swagger UI is served from ninja's own static files ("ninja" is in INSTALLED_APPS), never a CDN:
@@ -87,6 +84,11 @@ def _not_found(request, exc):
     return _error(request, str(exc) or "Not found.", 404)
 
 
+@api.exception_handler(PermissionDenied)
+def _forbidden(request, exc):
+    return _error(request, str(exc) or "Your role in this project does not allow this.", 403)
+
+
 @api.exception_handler(HttpError)
 def _http_error(request, exc):
     return _error(request, str(exc), exc.status_code)
@@ -102,23 +104,6 @@ def _model_unusable(request, exc):
 def _invalid(request, exc):
     fields = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}" for e in exc.errors)
     return _error(request, f"Invalid request: {fields}", 422)
-
-
-def _api_limit() -> throttle.Limit:
-    return throttle.Limit("api", settings.API_RATE_PER_MIN, 60)
-
-
-def _project_for_key(request, project_id: int, hits=lambda: 1):
-    """The key's own project (404 for any other), counted against the key's allowance
-    (`hits`: how many, asked only once the project is known to be the key's)."""
-    key = request.auth
-    if key.project_id != project_id:
-        raise Http404("No such project for this key.")
-    limit = _api_limit()
-    if limit.exceeded(str(key.pk)):
-        raise HttpError(429, f"Too many requests: {limit.limit} a minute per key at most. Wait a minute, then try again.")
-    limit.hit(str(key.pk), max(hits(), 1))
-    return key.project
 
 
 # --- what the schema promises (/api/v1/openapi.json, the docs page's "Try it out") ---------------
