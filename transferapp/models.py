@@ -723,3 +723,16 @@ class AuditHead(models.Model):
     chain onto the same entry."""
     last_hash = models.CharField(max_length=64)
     count = models.BigIntegerField(default=0)
+
+
+class OIDCIdentity(models.Model):
+    """A user's account at the single sign-on provider (#26): the provider's issuer and its `sub`
+    claim, the one identifier OpenID Connect promises never to reuse or change. A returning user is
+    found by it, never by e-mail (an address can change hands, or be unverified at the provider)."""
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identities")
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="one_user_per_oidc_subject")]

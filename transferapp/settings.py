@@ -169,11 +169,32 @@ AUTH_PASSWORD_VALIDATORS = [
 # accounts with `manage.py createsuperuser` or the admin.
 # Open by default only in local mode (one person's machine); a server opens it explicitly, and
 # then SIGNUP_RATE_LIMIT accounts per SIGNUP_RATE_WINDOW_S per client address can be created.
-ALLOW_SIGNUP = envbool("ALLOW_SIGNUP", "true" if LOCAL_MODE else "false")
+# SIGNUP (issue #26's name) wins over ALLOW_SIGNUP (the older one, still read).
+ALLOW_SIGNUP = envbool("SIGNUP", os.environ.get("ALLOW_SIGNUP", "true" if LOCAL_MODE else "false"))
 SIGNUP_RATE_LIMIT = envint("SIGNUP_RATE_LIMIT", "5")
 SIGNUP_RATE_WINDOW_S = envint("SIGNUP_RATE_WINDOW_S", "3600")
 # False removes /admin/ entirely (404), for sites that manage accounts from the command line.
 ADMIN_ENABLED = envbool("ADMIN_ENABLED", "true")
+# Single sign-on (#26): OpenID Connect, on when the issuer, client id and secret are all set. The
+# provider's endpoints and keys come from its discovery document, fetched at the first sign-in and
+# kept for an hour (accounts/oidc.py), so the app starts while the provider is down.
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "").strip().rstrip("/")
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "").strip()
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "").strip()
+OIDC_ENABLED = bool(OIDC_ISSUER and OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET)
+OIDC_PROVIDER_NAME = os.environ.get("OIDC_PROVIDER_NAME", "").strip() or "single sign-on"
+# Off by default: a first sign-in whose e-mail an existing account already uses is refused, not
+# linked (linking trusts the provider to have verified the address: an account-takeover risk).
+# True links it when the provider says email_verified=true, for a provider that does verify.
+OIDC_LINK_VERIFIED_EMAIL = envbool("OIDC_LINK_VERIFIED_EMAIL", "false")
+OIDC_RP_SIGN_ALGO = "RS256"  # checked with the provider's JWKS (jwks_uri in its discovery document)
+OIDC_RP_SCOPES = "openid email profile"
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = envint("OIDC_TIMEOUT_S", "10")
+OIDC_DISCOVERY_TTL_S = envint("OIDC_DISCOVERY_TTL_S", "3600")
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+if OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.append("transferapp.accounts.oidc.OIDCBackend")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project_list"
 LOGOUT_REDIRECT_URL = "login"

@@ -33,6 +33,9 @@ urlpatterns = [
     path("accounts/signup/", accounts.signup, name="signup"),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Single sign-on (#26): 404 unless OIDC_ISSUER, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET are set.
+    path("accounts/oidc/start/", accounts.OIDCLoginStart.as_view(), name="oidc_authentication_init"),
+    path("accounts/oidc/callback/", accounts.OIDCCallback.as_view(), name="oidc_authentication_callback"),
     path("projects/", web_projects.project_list, name="project_list"),
     path("projects/<int:pk>/", web_projects.project_detail, name="project_detail"),
     path("projects/<int:pk>/rename/", web_projects.project_rename, name="project_rename"),

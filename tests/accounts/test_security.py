@@ -92,7 +92,7 @@ def test_the_admin_can_be_switched_off(client, staff, admin_disabled):
 
 def _settings_value(name, **env):
     """A setting as a fresh process computes it from this environment (settings read env once)."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("LOCAL_MODE", "ALLOW_SIGNUP", "DEBUG", "DJANGO_SETTINGS_MODULE")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("LOCAL_MODE", "ALLOW_SIGNUP", "SIGNUP", "DEBUG", "DJANGO_SETTINGS_MODULE")}
     clean.update(SECRET_KEY="x" * 50, ALLOWED_HOSTS="example.org", **env)
     code = f"import transferapp.settings as s; print(s.{name})"
     return subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True).stdout.strip()
@@ -102,6 +102,8 @@ def test_sign_up_is_closed_by_default_in_production_and_open_in_local_mode():
     assert _settings_value("ALLOW_SIGNUP") == "False"
     assert _settings_value("ALLOW_SIGNUP", LOCAL_MODE="1") == "True"
     assert _settings_value("ALLOW_SIGNUP", ALLOW_SIGNUP="true") == "True"
+    assert _settings_value("ALLOW_SIGNUP", LOCAL_MODE="1", SIGNUP="false") == "False"  # issue #26's name
+    assert _settings_value("ALLOW_SIGNUP", SIGNUP="true", ALLOW_SIGNUP="false") == "True"
 
 
 def _sign_up(client, name, address="10.0.0.7"):

@@ -202,7 +202,7 @@ def test_the_results_page_shows_metrics_confusion_and_mistakes(alice, user):
     assert "Will more images help?" in page and "more images of “blue” would help most" in page
 
 
-PUBLIC_URL_NAMES = {"home", "signup", "login", "logout", "healthz"}
+PUBLIC_URL_NAMES = {"home", "signup", "login", "logout", "healthz", "oidc_authentication_init", "oidc_authentication_callback"}
 OWN_LIST_URL_NAMES = {"project_list"}  # shows each user their own projects: checked separately
 
 
