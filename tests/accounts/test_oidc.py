@@ -198,7 +198,8 @@ def test_the_app_starts_with_single_sign_on_set_while_the_provider_is_down():
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
     env.update(LOCAL_MODE="1", OIDC_ISSUER=f"http://127.0.0.1:{_free_port()}/o", OIDC_CLIENT_ID="x",
                OIDC_CLIENT_SECRET="y", DJANGO_SETTINGS_MODULE="tests.settings")
-    code = "import django; django.setup(); import transferapp.urls; from django.conf import settings; print(settings.OIDC_ENABLED)"
+    code = ("import django; django.setup(); import transferapp.urls, transferapp.accounts.oidc; "
+            "from django.conf import settings; print(settings.OIDC_ENABLED)")
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 0 and done.stdout.strip().endswith("True"), done.stderr[-800:]
