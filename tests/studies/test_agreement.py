@@ -69,7 +69,12 @@ def test_fleiss_kappa_equals_the_brute_force_formula_from_reads(seed):
     rng = np.random.default_rng(100 + seed)
     _, codes = _noisy_readers(rng, 200, 4, int(rng.integers(3, 6)), missing=0)
     counts = stats.category_counts(codes, 4)
-    assert stats.fleiss(counts)["kappa"] == pytest.approx(_fleiss_brute_force(counts.tolist()), abs=1e-12)
+    expected = _fleiss_brute_force(counts.tolist())
+    assert stats.fleiss(counts)["kappa"] == pytest.approx(expected, abs=1e-12)
+    with_model = np.column_stack([codes, rng.integers(0, 4, len(codes))])  # a study's table: the model's column last
+    found = stats.Resampled(with_model, 4).fleiss(list(range(codes.shape[1])))
+    assert found["kappa"] == pytest.approx(expected, abs=1e-12)
+    assert found["interval"][0] <= found["kappa"] <= found["interval"][1]
 
 
 def test_with_two_readers_fleiss_and_cohen_are_close_and_specific_agreement_is_positive_agreement():

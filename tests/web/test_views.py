@@ -10,7 +10,7 @@ from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
-from transferapp.models import BatchPrediction, Image, ImportJob, Label, Project, ReadingStudy, TrainingRun, Webhook
+from transferapp.models import BatchPrediction, Image, ImportJob, Label, Project, TrainingRun, Webhook
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 
@@ -215,7 +215,8 @@ def _object_ids(project):
     prediction = make_prediction(project, audit=True)
     webhook = Webhook.objects.create(project=project, url="https://hooks.example.com/x", events=["training.finished"],
                                      secret="whsec_dGVzdA==")
-    study = ReadingStudy.objects.create(project=project, name="Study", classes=["red", "blue"])  # #26
+    from transferapp.models import ReadingStudy  # #26
+    study = ReadingStudy.objects.create(project=project, name="Study", classes=["red", "blue"])
     return {
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
         "projects/": {"pk": project.pk, "image_pk": inbox_with_images(project, colors=("red",), per_color=1)[0].pk},

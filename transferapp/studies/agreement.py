@@ -98,11 +98,14 @@ def compute(table: ReadsTable) -> dict:
     """Every figure of the agreement page, as JSON-ready values (None where a figure cannot be computed,
     with the reason in "problem")."""
     codes, k = table.codes, table.k
-    everyone = np.all(codes != stats.MISSING, axis=1) if codes.shape[1] else np.zeros(len(codes), bool)
-    fleiss = stats.fleiss(stats.category_counts(codes[everyone], k)) if codes.shape[1] >= 2 else {
+    readers = list(range(codes.shape[1]))
+    # One bootstrap of the images for every figure: readers' columns, then the model's.
+    resampled = stats.Resampled(np.column_stack([codes, table.model]), k)
+    everyone = np.all(codes != stats.MISSING, axis=1) if readers else np.zeros(len(codes), bool)
+    fleiss = resampled.fleiss(readers) if len(readers) >= 2 else {
         "kappa": None, "interval": None, "n": 0, "problem": "a study needs two readers"}
-    pairs = [{"readers": [table.readers[i], table.readers[j]], **stats.cohen(codes[:, i], codes[:, j], k)}
-             for i, j in combinations(range(len(table.readers)), 2)]
+    pairs = [{"readers": [table.readers[i], table.readers[j]], **resampled.cohen(i, j)}
+             for i, j in combinations(readers, 2)]
     has_model = bool((table.model != stats.MISSING).any())
     figures = {
         "n_images": len(table.image_ids),
@@ -114,13 +117,13 @@ def compute(table: ReadsTable) -> dict:
         "fleiss": _with_band(fleiss),
         "per_class": [{"name": name, **row} for name, row in zip(table.classes, stats.specific_agreement(codes, k))],
         "has_model": has_model,
-        "model": _model_against_readers(table) if has_model else [],
+        "model": _model_against_readers(table, resampled) if has_model else [],
         "readers_against_others": _readers_against_others(table),
         "model_accuracy": _model_accuracy(table) if has_model else None,
         "n_adjudicated": int((table.adjudicated != stats.MISSING).sum()),
         "resamples": stats.RESAMPLES,
     }
-    figures["comparison"] = _comparison(table) if has_model and len(table.readers) >= 2 else None
+    figures["comparison"] = _comparison(table, resampled) if has_model and len(table.readers) >= 2 else None
     return figures
 
 
@@ -128,8 +131,9 @@ def _with_band(row: dict) -> dict:
     return {**row, "band": band(row.get("kappa"))}
 
 
-def _model_against_readers(table: ReadsTable) -> list[dict]:
-    return [_with_band({"reader": name, **stats.cohen(table.model, table.codes[:, i], table.k)})
+def _model_against_readers(table: ReadsTable, resampled) -> list[dict]:
+    model = len(table.readers)  # the model's column comes after the readers'
+    return [_with_band({"reader": name, **resampled.cohen(model, i)})
             for i, name in enumerate(table.readers)]
 
 
@@ -157,8 +161,8 @@ def _model_accuracy(table: ReadsTable) -> dict:
             "adjudicated": stats.accuracy(table.model, table.adjudicated)}
 
 
-def _comparison(table: ReadsTable) -> dict:
-    gap = stats.kappa_gap(table.codes, table.model, table.k)
+def _comparison(table: ReadsTable, resampled) -> dict:
+    gap = resampled.kappa_gap()  # the model's column is the last
     return {**gap, "margin": SAME_MARGIN, "sentence": comparison_sentence(gap, readers=len(table.readers))}
 
 
