@@ -173,3 +173,22 @@ def test_a_studys_reads_from_the_database_give_scikit_learns_kappa(user):
     assert figures["pairs"][0]["kappa"] == pytest.approx(cohen_kappa_score(said[ann], said[bob]), abs=1e-9)
     assert figures["model"][0]["kappa"] == pytest.approx(1.0) and figures["model"][0]["reader"] == "ann"
     assert figures["fleiss_kappa"] is not None
+
+
+def test_a_study_nobody_has_read_yet_gives_reasons_not_numbers():
+    figures = agreement.compute(_table([["", ""], ["", ""]], model=["a", "b"]))
+    assert figures["pairs"][0]["kappa"] is None and "fewer than 2 images" in figures["pairs"][0]["problem"]
+    assert figures["fleiss_kappa"] is None and figures["fleiss"]["problem"]
+    assert figures["model"][0]["kappa"] is None and figures["model_accuracy"]["majority"]["accuracy"] is None
+    assert figures["comparison"]["sentence"].startswith("No comparison of the model with the readers yet")
+    assert [row["agreement"] for row in figures["per_class"]] == [None, None, None]
+
+
+def test_the_forest_plot_draws_rows_with_a_kappa_inside_the_plot_and_nothing_without():
+    from transferapp.studies import forest
+    chart = forest.forest([{"label": "ann · bob", "kappa": 0.5, "interval": [-0.3, 0.9]},
+                           {"label": "ann · cy", "kappa": None, "interval": None}])
+    (row,) = chart["rows"]
+    assert chart["plot"]["x0"] <= row["x_lo"] < row["cx"] < row["x_hi"] <= chart["plot"]["x1"]
+    assert chart["ticks"][0]["text"] == "-0.4" and chart["ticks"][-1]["text"] == "1.0"
+    assert forest.forest([{"label": "x", "kappa": None, "interval": None}]) is None

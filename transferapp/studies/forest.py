@@ -4,10 +4,9 @@ model's rows can be read against the readers' at a glance. Server-side SVG geome
 reporting/charts.py: the template draws what this computes, no JS."""
 import math
 
-WIDTH = 520
-LABEL_W, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 150, 16, 10, 40
+WIDTH = 760  # wider than the results page's charts: this one spans a full-width card
+LABEL_W, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 180, 16, 10, 40
 ROW_H = 24
-BAND_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8)  # Landis & Koch's band edges, drawn as faint grid lines
 
 
 def forest(rows: list[dict]) -> dict | None:
@@ -33,6 +32,6 @@ def forest(rows: list[dict]) -> dict | None:
                       "title": f"{row['label']}: kappa {row['kappa']:.2f}, {interval}"})
     ticks = [round(start + 0.2 * i, 1) for i in range(round((1.0 - start) / 0.2) + 1)]
     return {"width": WIDTH, "height": plot["y1"] + PAD_BOTTOM, "plot": plot, "rows": marks,
-            "ticks": [{"x": x(t), "text": f"{t:.1f}", "band_edge": t in BAND_EDGES} for t in ticks],
+            "ticks": [{"x": x(t), "text": f"{t:.1f}"} for t in ticks],  # every 0.2: Landis & Koch's band edges
             "zero_x": x(0.0), "tick_label_y": plot["y1"] + 16, "axis_title_y": plot["y1"] + 34,
             "axis_title_x": round((plot["x0"] + plot["x1"]) / 2, 1)}
