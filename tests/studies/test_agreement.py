@@ -192,3 +192,8 @@ def test_the_forest_plot_draws_rows_with_a_kappa_inside_the_plot_and_nothing_wit
     assert chart["plot"]["x0"] <= row["x_lo"] < row["cx"] < row["x_hi"] <= chart["plot"]["x1"]
     assert chart["ticks"][0]["text"] == "-0.4" and chart["ticks"][-1]["text"] == "1.0"
     assert forest.forest([{"label": "x", "kappa": None, "interval": None}]) is None
+
+
+def test_landis_and_koch_bands():
+    assert [agreement.band(v) for v in (-0.1, 0.0, 0.2, 0.21, 0.55, 0.8, 0.95, None)] == [
+        "poor", "slight", "slight", "fair", "moderate", "substantial", "almost perfect", ""]

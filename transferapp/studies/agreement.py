@@ -33,7 +33,9 @@ BANDS = [(0.0, "poor"), (0.20, "slight"), (0.40, "fair"), (0.60, "moderate"), (0
 def band(value: float | None) -> str:
     if value is None:
         return ""
-    return next((name for top, name in BANDS if value <= top + 1e-12), "almost perfect")
+    if value < 0:
+        return "poor"
+    return next((name for top, name in BANDS[1:] if value <= top + 1e-12), "almost perfect")
 
 
 class ReadsTable:
