@@ -8,6 +8,7 @@ from transferapp.accounts.auth import RateLimitedLoginView
 from transferapp.web import (
     accounts,
     api_inbox,  # noqa: F401 (registers the Inbox's API routes on api)
+    api_study_agreement,  # noqa: F401 (registers the study agreement API route on api)
     batches,
     classes,
     keys,
@@ -24,6 +25,7 @@ from transferapp.web import projects as web_projects
 from transferapp.web import reports as web_reports
 from transferapp.web import reviews as web_reviews
 from transferapp.web import runs as web_runs
+from transferapp.web import study_agreement as web_study_agreement
 from transferapp.web import versions as web_versions
 from transferapp.web import webhooks as web_webhooks
 from transferapp.web.api import api
@@ -106,6 +108,8 @@ urlpatterns = [
     path("predictions/<int:pk>/review/undo/", web_reviews.prediction_review_undo, name="prediction_review_undo"),
     path("predictions/<int:pk>/add-to-training/", web_reviews.prediction_add, name="prediction_add"),
     path("runs/<int:pk>/images/<int:image_pk>/similar/", web_heatmaps.run_image_similar, name="run_image_similar"),
+    path("studies/<int:sid>/agreement/", web_study_agreement.study_agreement, name="study_agreement"),
+    path("studies/<int:sid>/agreement/reads.csv", web_study_agreement.study_agreement_csv, name="study_agreement_csv"),
     path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:

@@ -215,6 +215,8 @@ def _object_ids(project):
     prediction = make_prediction(project, audit=True)
     webhook = Webhook.objects.create(project=project, url="https://hooks.example.com/x", events=["training.finished"],
                                      secret="whsec_dGVzdA==")
+    from transferapp.models import ReadingStudy  # #26
+    study = ReadingStudy.objects.create(project=project, name="Study", classes=["red", "blue"])
     return {
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
         "projects/": {"pk": project.pk, "image_pk": inbox_with_images(project, colors=("red",), per_color=1)[0].pk},
@@ -225,6 +227,7 @@ def _object_ids(project):
         "batches/": {"pk": batch.pk},
         "predictions/": {"pk": prediction.pk},
         "webhooks/": {"pk": webhook.pk},
+        "studies/": {"sid": study.pk, "pk": study.pk},
     }
 
 
