@@ -72,13 +72,14 @@ def study_for(user, study_id) -> ReadingStudy:
 
 
 def check_may_see(study: ReadingStudy, *, role: str | None, reader: bool) -> None:
-    """Blindness: while a study is open only editors see its figures; once closed, its readers too."""
+    """Blindness: while a study is open only editors see its figures (a reader must not learn how
+    the others read); once it is closed, everyone with a role in the project, as every other
+    result page (a viewer "sees everything")."""
     if roles.at_least(role, roles.EDITOR):
         return
-    if not reader:
-        raise PermissionDenied("Only the project's editors and this study's readers can see its agreement.")
     if study.is_open:
-        raise PermissionDenied("The agreement opens to readers when the study is closed: reading stays blind until then.")
+        who = "readers and the project's other members" if reader else "the project's members"
+        raise PermissionDenied(f"The agreement opens to {who} when the study is closed: reading stays blind until then.")
 
 
 def table_for_study(study) -> ReadsTable:
