@@ -34,7 +34,7 @@ def _as(client, person):
 
 def _without_class_buttons(page: str) -> str:
     """The page less its class buttons (the choices every reader must see)."""
-    return re.sub(r'<ul class="row review-classes" id="study-classes">.*?</ul>', "", page, flags=re.S)
+    return re.sub(r'<ul class="row review-classes" id="study-classes">.*?</ul>', "", page, flags=re.DOTALL)
 
 
 @pytest.mark.parametrize("who, status", [("ann", 200), ("eve", 403), ("vic", 403), ("stranger", 404)])
@@ -95,7 +95,7 @@ def test_the_editor_offers_labellers_and_the_owner_as_readers_and_says_why_it_re
 
 
 def test_the_reading_page_shows_no_label_file_name_model_answer_or_other_read(client, team):
-    project, people, study = team
+    _, people, study = team
     study.items.update(model_label="teal")
     first = study.items.first()
     studies.read(study=study, reader=people["bob"], image_id=first.image_id, label="teal")
@@ -142,7 +142,7 @@ def test_a_read_that_is_refused_says_why(client, team):
 @pytest.mark.parametrize("who, status", [("ann", 200), ("vic", 200), ("eve", 200), ("stranger", 404)])
 def test_a_study_image_is_served_to_anyone_with_a_role_and_only_if_it_is_in_the_study(client, team, django_user_model,
                                                                                      who, status):
-    project, people, study = team
+    _, people, study = team
     people["stranger"] = django_user_model.objects.create_user("sam", password="sam-long-password-1")
     item = study.items.first()
     answer = _as(client, people[who]).get(reverse("study_image_file", args=[study.pk, item.image_id]))
@@ -155,7 +155,7 @@ def test_a_study_image_is_served_to_anyone_with_a_role_and_only_if_it_is_in_the_
 
 
 def test_adjudication_then_write_back_moves_images_with_provenance_and_audit(client, team, user):
-    project, people, study = team
+    _, people, study = team
     items = list(study.items.select_related("image__label"))
     for item in items:  # ann says teal to all, bob agrees on the last two only
         studies.read(study=study, reader=people["ann"], image_id=item.image_id, label="teal")

@@ -27,13 +27,20 @@ from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
 from transferapp.library.label_files import labels_for_source
 from transferapp.library.trash import deleted_images_purge, project_purge_files
-from transferapp.models import BatchPrediction, Image, ImportJob, Project, ReadingStudy, TrainingRun
+from transferapp.models import (
+    BatchPrediction,
+    Image,
+    ImportJob,
+    Project,
+    ReadingStudy,
+    TrainingRun,
+)
 from transferapp.reporting import reports as reporting_reports
 from transferapp.serving import batch as serving_batch
 from transferapp.serving import prediction_log, predictions
 from transferapp.storage import blobs
-from transferapp.studies import model_answers
 from transferapp.storage.archive import ArchiveRejected, Limits, ZipSource
+from transferapp.studies import model_answers
 from transferapp.training import snapshot as training_snapshot
 from transferapp.webhooks import delivery as webhook_delivery
 
