@@ -191,3 +191,18 @@ def test_the_project_page_lists_studies_with_each_readers_progress(client, team,
     assert reverse("study_adjudicate", args=[study.pk]) in page
     listing = client.get(reverse("study_list", args=[project.pk])).content.decode()
     assert "Second look" in listing and reverse("study_new", args=[project.pk]) in listing
+
+
+def test_a_class_pages_selection_opens_the_editor_with_those_images(client, team, user):
+    project, people, _ = team
+    label = project.labels.get(name="teal")
+    picked = list(label.images.order_by("pk").values_list("pk", flat=True)[:2])
+    page = _as(client, user).get(reverse("label_detail", args=[project.pk, label.pk])).content.decode()
+    assert f'formaction="{reverse("study_new", args=[project.pk])}"' in page
+    editor = client.post(reverse("study_new", args=[project.pk]), {"images": picked, "action": ""}).content.decode()
+    assert "The 2 selected images" in editor and ReadingStudy.objects.count() == 1
+    stranger = project_with_images(people["eve"], classes=CLASSES, per_class=1, name="Elsewhere").images.first().pk
+    client.post(reverse("study_new", args=[project.pk]), {"readers": [people["ann"].pk, people["bob"].pk],
+                                                          "source": "selection", "image": [*picked, stranger]})
+    study = ReadingStudy.objects.get(source="selection", name="Study of selection")
+    assert sorted(study.items.values_list("image_id", flat=True)) == picked

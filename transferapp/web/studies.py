@@ -92,8 +92,9 @@ def study_new(request, pk):
     project = _project(request, pk, roles.EDITOR)
     candidates = reader_choices(project)
     chosen = {u.pk for u in candidates if str(u.pk) in request.POST.getlist("readers")}
-    selection = parse_ids(request.POST.getlist("image") or request.GET.getlist("image"))
-    if request.method == "POST":
+    # ids from a class page's selection ("images", POSTed with its CSRF token), or kept by this form
+    selection = parse_ids(request.POST.getlist("image") or request.POST.getlist("images") or request.GET.getlist("image"))
+    if request.method == "POST" and "source" in request.POST:
         try:
             study = studies.study_create(project=project, name=request.POST.get("name", ""),
                                          readers=[u for u in candidates if u.pk in chosen],
@@ -105,7 +106,7 @@ def study_new(request, pk):
                                       f"Each reader finds it on the project page.")
             return redirect("study_list", pk=project.pk)
     context = {"project": project, "candidates": candidates, "chosen": chosen, "selection": selection,
-               "labels": project.labels.all(), "source": request.POST.get("source", "selection" if selection else "test"),
+               "labels": project.labels.all(), "source": request.POST.get("source") or ("selection" if selection else "test"),
                "name": request.POST.get("name", "")}
     return render(request, "transferapp/studies/new.html", context)
 
