@@ -15,8 +15,8 @@ CLASSES = ("crimson", "teal")  # keys 1 and 2, in the project's order
 
 def test_a_reader_reads_by_keyboard_and_an_editor_adjudicates_by_key(live_server, user, watched_page):
     project = project_with_images(user, classes=CLASSES, per_class=2)
-    ann, bob, eve = (member(project, "ann", "labeller"), member(project, "bob", "labeller"),
-                     member(project, "eve", "editor"))
+    ann, bob = member(project, "ann", "labeller"), member(project, "bob", "labeller")
+    member(project, "eve", "editor")  # the adjudicator
     study = studies.study_create(project=project, name="Second look", readers=[ann, bob],
                                  images=list(project.images.values_list("pk", flat=True)), created_by=user)
     ids = list(study.items.values_list("image_id", flat=True))
