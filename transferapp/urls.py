@@ -9,6 +9,7 @@ from transferapp.web import (
     accounts,
     api_inbox,  # noqa: F401 (registers the Inbox's API routes on api)
     api_study_agreement,  # noqa: F401 (registers the study agreement API route on api)
+    api_studies,  # noqa: F401 (registers the reading studies' API routes on api)
     batches,
     classes,
     keys,
@@ -26,6 +27,7 @@ from transferapp.web import reports as web_reports
 from transferapp.web import reviews as web_reviews
 from transferapp.web import runs as web_runs
 from transferapp.web import study_agreement as web_study_agreement
+from transferapp.web import studies as web_studies
 from transferapp.web import versions as web_versions
 from transferapp.web import webhooks as web_webhooks
 from transferapp.web.api import api
@@ -110,6 +112,13 @@ urlpatterns = [
     path("runs/<int:pk>/images/<int:image_pk>/similar/", web_heatmaps.run_image_similar, name="run_image_similar"),
     path("studies/<int:sid>/agreement/", web_study_agreement.study_agreement, name="study_agreement"),
     path("studies/<int:sid>/agreement/reads.csv", web_study_agreement.study_agreement_csv, name="study_agreement_csv"),
+    path("projects/<int:pk>/studies/", web_studies.study_list, name="study_list"),
+    path("projects/<int:pk>/studies/new/", web_studies.study_new, name="study_new"),
+    path("studies/<int:sid>/read/", web_studies.study_read, name="study_read"),
+    path("studies/<int:sid>/images/<int:image_pk>/file/", web_studies.study_image_file, name="study_image_file"),
+    path("studies/<int:sid>/adjudicate/", web_studies.study_adjudicate, name="study_adjudicate"),
+    path("studies/<int:sid>/close/", web_studies.study_close, name="study_close"),
+    path("studies/<int:sid>/write-back/", web_studies.study_write_back, name="study_write_back"),
     path("api/v1/", api.urls),
 ]
 if settings.ADMIN_ENABLED:

@@ -10,7 +10,17 @@ from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
-from transferapp.models import BatchPrediction, Image, ImportJob, Label, Project, TrainingRun, Webhook
+from transferapp.models import (
+    BatchPrediction,
+    Image,
+    ImportJob,
+    Label,
+    Project,
+    ReadingStudy,
+    StudyImage,
+    TrainingRun,
+    Webhook,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 
@@ -215,8 +225,8 @@ def _object_ids(project):
     prediction = make_prediction(project, audit=True)
     webhook = Webhook.objects.create(project=project, url="https://hooks.example.com/x", events=["training.finished"],
                                      secret="whsec_dGVzdA==")
-    from transferapp.models import ReadingStudy  # #26
-    study = ReadingStudy.objects.create(project=project, name="Study", classes=["red", "blue"])
+    study = ReadingStudy.objects.create(project=project, name="Second look", classes=[label.name])  # #26
+    StudyImage.objects.create(study=study, image=label.images.first(), position=0)
     return {
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
         "projects/": {"pk": project.pk, "image_pk": inbox_with_images(project, colors=("red",), per_color=1)[0].pk},
@@ -227,7 +237,7 @@ def _object_ids(project):
         "batches/": {"pk": batch.pk},
         "predictions/": {"pk": prediction.pk},
         "webhooks/": {"pk": webhook.pk},
-        "studies/": {"sid": study.pk, "pk": study.pk},
+        "studies/": {"sid": study.pk, "pk": study.pk, "image_pk": label.images.first().pk},
     }
 
 

@@ -27,12 +27,20 @@ from transferapp.library import readiness, trash
 from transferapp.library.imports import import_entries
 from transferapp.library.label_files import labels_for_source
 from transferapp.library.trash import deleted_images_purge, project_purge_files
-from transferapp.models import BatchPrediction, Image, ImportJob, Project, TrainingRun
+from transferapp.models import (
+    BatchPrediction,
+    Image,
+    ImportJob,
+    Project,
+    ReadingStudy,
+    TrainingRun,
+)
 from transferapp.reporting import reports as reporting_reports
 from transferapp.serving import batch as serving_batch
 from transferapp.serving import prediction_log, predictions
 from transferapp.storage import blobs
 from transferapp.storage.archive import ArchiveRejected, Limits, ZipSource
+from transferapp.studies import model_answers
 from transferapp.training import snapshot as training_snapshot
 from transferapp.webhooks import delivery as webhook_delivery
 
@@ -276,6 +284,15 @@ def _batch_clean_up(batch: BatchPrediction, workdir: Path) -> None:
         blobs.remove_stored(batch.folder)
     elif status not in (BatchPrediction.Status.QUEUED, BatchPrediction.Status.RUNNING):
         blobs.remove_stored(batch.folder, BatchPrediction.INPUTS)
+
+
+def study_model_answers(study_id: int) -> str:
+    """The project's current model's answer for each image of a reading study (#26)."""
+    study = ReadingStudy.objects.select_related("project").filter(pk=study_id).first()
+    if study is None:
+        return f"study {study_id} was deleted"
+    _configure_threads()
+    return f"{model_answers.fill(study)} answers"
 
 
 def deliver_webhook(delivery_pk: int, attempt: int | None = None) -> str:

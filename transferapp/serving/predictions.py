@@ -112,6 +112,13 @@ def _answers(run: TrainingRun, images: list, keep_maps: bool = False, similar: i
     return [_with_threshold(run, result) for result in results], evidence
 
 
+def top_labels(run: TrainingRun, images: list) -> list[str]:
+    """The model's answer (its top class, at the run's decision threshold) for each decoded image,
+    unlogged: a reading study's model answers (#26)."""
+    results, _ = _answers(run, images)
+    return [result["top"] for result in results]
+
+
 def _with_threshold(run: TrainingRun, result: dict) -> dict:
     """Two-class runs with a saved decision threshold call the positive class from that score; an
     image refused as unfamiliar stays refused."""

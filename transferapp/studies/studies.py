@@ -15,6 +15,7 @@ from transferapp.audit import trail
 from transferapp.library import errors
 from transferapp.library.selectors import parse_ids
 from transferapp.models import Image, ReadingStudy, StudyImage, StudyRead
+from transferapp.studies import model_answers
 
 MAX_IMAGES = 5000
 MIN_READERS = 2
@@ -68,6 +69,7 @@ def study_create(*, project, name: str, readers: list, images, created_by) -> Re
         trail.record(action="study.started", project=project,
                      detail={"study": study.pk, "name": study.name, "images": len(chosen), "source": source,
                              "readers": [reader.get_username() for reader in readers]})
+        model_answers.schedule(study)
     return study
 
 
@@ -80,6 +82,12 @@ def next_for_reader(*, study: ReadingStudy, reader, n: int = 10) -> list[StudyIm
     an item may reach a reader while the study is open)."""
     read = StudyRead.objects.filter(item__study=study, reader=reader).values("item_id")
     return list(study.items.exclude(pk__in=read).select_related("image")[:max(1, min(n, 100))])
+
+
+def reads_of(*, study: ReadingStudy, reader) -> dict[int, str]:
+    """One reader's own reads, {image_id: label}: what the reading page shows back to that reader
+    (never anyone else's)."""
+    return dict(StudyRead.objects.filter(item__study=study, reader=reader).values_list("item__image_id", "label"))
 
 
 def progress(*, study: ReadingStudy) -> dict:
@@ -145,3 +153,38 @@ def studies_for(*, project, user):
     if roles.at_least(roles.role_of(user, project), roles.EDITOR):
         return studies
     return studies.filter(Q(readers=user)).distinct()
+
+
+def write_back(*, study: ReadingStudy) -> dict:
+    """Write the adjudicated labels into the project (a closed study only: its reads are final).
+    Each image whose class changes moves with its provenance and one audit entry (from -> to);
+    one already in its adjudicated class counts as confirmed. An image deleted since, or whose
+    adjudicated class no longer exists, is skipped and counted. Each item is written once."""
+    errors.refuse_if("Close the study first: its reads, and so its disagreements, can still change while it is open."
+                     if study.is_open else "")
+    pending = list(study.items.exclude(adjudicated_label="").filter(written_back_at__isnull=True)
+                   .select_related("image__label"))
+    errors.refuse_if("There is no adjudicated label left to write: adjudicate the disagreements first."
+                     if not pending else "")
+    classes = {label.name: label for label in study.project.labels.all()}
+    note = f"adjudicated in study {study.pk} ({study.name})"[:300]
+    counts = {"moved": 0, "confirmed": 0, "skipped": 0}
+    with transaction.atomic():
+        for item in pending:
+            counts[_write_one(study, item, classes.get(item.adjudicated_label), note)] += 1
+        trail.record(action="study.written_back", project=study.project, detail={"study": study.pk, **counts})
+    return counts
+
+
+def _write_one(study: ReadingStudy, item: StudyImage, target, note: str) -> str:
+    image = item.image
+    if image.deleted_at is not None or image.label_id is None or target is None:
+        return "skipped"  # not written: it may still be written once the class exists again
+    StudyImage.objects.filter(pk=item.pk).update(written_back_at=timezone.now())
+    if image.label_id == target.pk:
+        Image.all_objects.filter(pk=image.pk).update(label_confirmed=True)
+        return "confirmed"
+    Image.all_objects.filter(pk=image.pk).update(label=target, label_confirmed=True, provenance=note)
+    trail.record(action="label.changed", project=study.project,
+                 detail={"image": image.pk, "from": image.label.name, "to": target.name, "via": f"study {study.pk}"})
+    return "moved"

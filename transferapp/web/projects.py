@@ -8,7 +8,7 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from transferapp.accounts import quotas
+from transferapp.accounts import quotas, roles
 from transferapp.accounts import selectors as accounts_selectors
 from transferapp.engine.zoo import list_bases
 from transferapp.jobs import checks
@@ -18,6 +18,7 @@ from transferapp.library import projects as library_projects
 from transferapp.library import selectors as library_selectors
 from transferapp.training import selectors as training_selectors
 from transferapp.web import actions, forms
+from transferapp.web import studies as web_studies
 
 
 @login_required
@@ -64,6 +65,8 @@ def project_detail(request, pk):
         "api_keys": accounts_selectors.api_keys_for_project(project=project),
         "prediction_log_days": settings.PREDICTION_LOG_KEPT_DAYS,
         "prediction_images_days": settings.PREDICTION_IMAGES_KEPT_DAYS,
+        "study_rows": web_studies.study_rows(project=project, user=request.user),  # #26
+        "study_editor": roles.at_least(roles.role_of(request.user, project), roles.EDITOR),
     }
     return render(request, "transferapp/project_detail.html", context)
 
