@@ -148,11 +148,12 @@ def adjudicate(*, study: ReadingStudy, item_id, label: str, by) -> StudyImage:
 
 
 def studies_for(*, project, user):
-    """The project's studies a user may see: an editor sees all; anyone else the ones they read in."""
+    """The project's studies a user may see: an editor sees all; anyone else the ones they read in,
+    and every closed one (its figures are open to the whole project then)."""
     studies = project.studies.annotate(n_images=Count("items", distinct=True))
     if roles.at_least(roles.role_of(user, project), roles.EDITOR):
         return studies
-    return studies.filter(Q(readers=user)).distinct()
+    return studies.filter(Q(readers=user) | Q(status=ReadingStudy.Status.CLOSED)).distinct()
 
 
 def write_back(*, study: ReadingStudy) -> dict:

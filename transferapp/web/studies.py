@@ -52,7 +52,9 @@ def study_rows(*, project, user) -> list[dict]:
     for study in studies.studies_for(project=project, user=user).prefetch_related("readers"):
         reader = any(r.pk == user.pk for r in study.readers.all())
         rows.append({"study": study, "progress": studies.progress(study=study), "can_read": reader,
-                     "can_adjudicate": editor and not (reader and study.is_open), "editor": editor})
+                     "can_adjudicate": editor and not (reader and study.is_open), "editor": editor,
+                     # the figures: editors any time (interim while open), everyone else once it is closed
+                     "can_see_agreement": editor or not study.is_open})
     return rows
 
 
