@@ -13,6 +13,7 @@ from transferapp.web import (
     keys,
     monitoring,
     predict,
+    tokens,
 )
 from transferapp.web import heatmaps as web_heatmaps
 from transferapp.web import images as web_images
@@ -33,6 +34,9 @@ urlpatterns = [
     path("accounts/signup/", accounts.signup, name="signup"),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/tokens/", tokens.token_list, name="token_list"),
+    path("accounts/tokens/new/", tokens.token_create, name="token_create"),
+    path("accounts/tokens/<int:pk>/revoke/", tokens.token_revoke, name="token_revoke"),
     path("projects/", web_projects.project_list, name="project_list"),
     path("projects/<int:pk>/", web_projects.project_detail, name="project_detail"),
     path("projects/<int:pk>/rename/", web_projects.project_rename, name="project_rename"),
