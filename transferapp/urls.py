@@ -15,6 +15,7 @@ from transferapp.web import (
     keys,
     monitoring,
     predict,
+    tokens,
 )
 from transferapp.web import heatmaps as web_heatmaps
 from transferapp.web import images as web_images
@@ -40,6 +41,9 @@ urlpatterns = [
     # Single sign-on (#26): 404 unless OIDC_ISSUER, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET are set.
     path("accounts/oidc/start/", accounts.OIDCLoginStart.as_view(), name="oidc_authentication_init"),
     path("accounts/oidc/callback/", accounts.OIDCCallback.as_view(), name="oidc_authentication_callback"),
+    path("accounts/tokens/", tokens.token_list, name="token_list"),
+    path("accounts/tokens/new/", tokens.token_create, name="token_create"),
+    path("accounts/tokens/<int:pk>/revoke/", tokens.token_revoke, name="token_revoke"),
     path("projects/", web_projects.project_list, name="project_list"),
     path("projects/<int:pk>/", web_projects.project_detail, name="project_detail"),
     path("projects/<int:pk>/rename/", web_projects.project_rename, name="project_rename"),

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from transferapp.audit import trail
 from transferapp.models import ApiKey, Project
 
 # --- API keys ---------------------------------------------------------------------------------
@@ -17,6 +18,7 @@ def api_key_create(*, project: Project, name: str = "") -> tuple[ApiKey, str]:
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey.objects.create(project=project, name=(name or "").strip()[:80], prefix=key[:ApiKey.PREFIX_LENGTH],
                                 key_hash=ApiKey.hash_of(key))
+    trail.record(action="key.created", project=project, detail={"key": row.prefix, "name": row.name})
     return row, key
 
 
@@ -24,6 +26,7 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+        trail.record(action="key.revoked", project=key.project, detail={"key": key.prefix, "name": key.name})
     return key
 
 
@@ -34,7 +37,10 @@ def api_keys_revoke_for_user(*, user) -> int:
     makes new ones. (The key lookup also refuses any key of an inactive owner, so an account
     switched off without this, from a shell say, is shut out too; its unrevoked keys would open
     again on reactivation.)"""
-    return ApiKey.objects.filter(project__owner=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    keys = list(ApiKey.objects.select_related("project").filter(project__owner=user, revoked_at__isnull=True))
+    for key in keys:  # one by one: each revocation is an entry of its project's audit trail
+        api_key_revoke(key=key)
+    return len(keys)
 
 
 def api_key_touch(*, key) -> None:

@@ -47,8 +47,11 @@ def page() -> Source:
     return Source(Prediction.Source.PAGE)
 
 
-def api(key) -> Source:
-    return Source(Prediction.Source.API, (key.name or key.prefix)[:120])
+def api(caller, *, user=None) -> Source:
+    """A project key's name (else its prefix); a personal token's (#26) with its user's name first,
+    "ada (laptop)", so the log says who asked."""
+    name = caller.name or caller.prefix
+    return Source(Prediction.Source.API, (f"{user.get_username()} ({name})" if user is not None else name)[:120])
 
 
 def batch(name: str, *, in_worker: bool = False) -> Source:
@@ -147,9 +150,10 @@ def prediction_get(*, pk: int, project_id: int) -> Prediction | None:
     return Prediction.objects.select_related("project").filter(pk=pk, project_id=project_id).first()
 
 
-def feedback_record(*, prediction: Prediction, label: str) -> Prediction:
-    """The true class from the client's own system (the feedback API): a review like the queue's."""
-    return reviews.review_record(prediction=prediction, label=label, by=None, source=Prediction.ReviewSource.API)
+def feedback_record(*, prediction: Prediction, label: str, by=None) -> Prediction:
+    """The true class from the client's own system (the feedback API): a review like the queue's
+    (`by`: the personal token's user; None for a project key, which is no one's)."""
+    return reviews.review_record(prediction=prediction, label=label, by=by, source=Prediction.ReviewSource.API)
 
 
 # --- the kept images -----------------------------------------------------------------------------

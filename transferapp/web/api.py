@@ -1,9 +1,12 @@
 """The REST API under /api/v1/ (django-ninja): thin like the other views: the access check, then a domain call.
 
-Every call carries a project key (`Authorization: Bearer <key>`, made on the project's page); a
-key opens its own project only. Errors are JSON {"error": "<a sentence>"} with the HTTP status
-that names the case: 401 no/bad/revoked key or a deactivated owner, 404 another project or unknown item, 413 too large,
-415 not an image, 429 over the key's per-minute allowance.
+Every call carries a project key (made on the project's page; it opens its own project only, as an
+editor) or a personal token (#26: made on the account's tokens page; it acts as its user, with that
+user's role in each project), as `Authorization: Bearer <secret>`. Each endpoint names the role it
+needs (`_project_for_key(..., need=...)`). Errors are JSON {"error": "<a sentence>"} with the HTTP
+status that names the case: 401 no/bad/revoked key or token or a deactivated owner/user, 403 a role
+too low, 404 a project the caller has no role in (never told apart from one that does not exist) or
+an unknown item, 413 too large, 415 not an image, 429 over the caller's per-minute allowance.
 """
 import functools
 from datetime import UTC, datetime
@@ -17,7 +20,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Swagger
 from pydantic import BaseModel, ConfigDict
 
-from transferapp.accounts import throttle
+from transferapp.accounts import roles, throttle
 from transferapp.jobs import checks
 from transferapp.library import errors, intake
 from transferapp.library import images as library_images
@@ -29,11 +32,14 @@ from transferapp.serving import similar as serving_similar
 from transferapp.training import runs as training_runs
 from transferapp.training import selectors as training_selectors
 from transferapp.web import uploads
-from transferapp.web.api_access import (  # noqa: F401
+from transferapp.web.api_access import (
     ProjectKey,
     _api_limit,
     _project_for_key,
+    caller_bucket,
+    caller_projects,
     caller_user,
+    prediction_project_id,
 )
 
 
@@ -75,8 +81,9 @@ def _error(request, message: str, status: int):
 
 @api.exception_handler(AuthenticationError)
 def _unauthorised(request, exc):
-    return _error(request, "Missing, unknown or revoked API key, or its owner's account is deactivated: send "
-                           "`Authorization: Bearer <key>` with a key made on the project's page.", 401)
+    return _error(request, "Missing, unknown or revoked API key or token, or its user's account is deactivated: send "
+                           "`Authorization: Bearer <key>` with a key made on the project's page or a personal "
+                           "token made on your account's API tokens page.", 401)
 
 
 @api.exception_handler(Http404)
@@ -172,6 +179,7 @@ class UploadOut(Schema):
 class ProjectOut(Schema):
     id: int
     name: str
+    role: str  # the caller's: viewer | labeller | editor | owner (a project key: editor)
     classes: list[str]
     published_version: int | None
     effective_version: int | None
@@ -200,8 +208,9 @@ def health(request):
 
 @api.get("/projects", response={200: list[ProjectOut], **_errors(401)})
 def project_list(request):
-    project = request.auth.project
-    return [_project_json(project)]
+    """The projects the caller may open, each with the caller's role: a key's own project (as an
+    editor); every project a personal token's user owns or is a member of."""
+    return [{**_project_json(project), "role": role} for project, role in caller_projects(request)]
 
 
 def _project_json(project) -> dict:
@@ -214,13 +223,13 @@ def _project_json(project) -> dict:
 
 @api.get("/projects/{project_id}/versions")
 def version_list(request, project_id: int):
-    project = _project_for_key(request, project_id)
+    project = _project_for_key(request, project_id, need=roles.VIEWER)
     return [_run_json(run, project) for run in training_selectors.versions_for_project(project=project)]
 
 
 @api.get("/projects/{project_id}/versions/{version}")
 def version_detail(request, project_id: int, version: int):
-    project = _project_for_key(request, project_id)
+    project = _project_for_key(request, project_id, need=roles.VIEWER)
     run = training_selectors.model_run(project=project, version=version)
     if run is None:
         raise Http404(f"This project has no version {version}.")
@@ -229,7 +238,7 @@ def version_detail(request, project_id: int, version: int):
 
 @api.get("/projects/{project_id}/runs/{run_id}")
 def run_detail(request, project_id: int, run_id: int):
-    project = _project_for_key(request, project_id)
+    project = _project_for_key(request, project_id, need=roles.VIEWER)
     run = project.runs.filter(pk=run_id).first()
     if run is None:
         raise Http404("This project has no such run.")
@@ -250,7 +259,7 @@ def project_monitoring(request, project_id: int,
                        days: int = Query(monitoring.DEFAULT_DAYS, description="The period: the last N days, today included (1-365).")):
     """The monitoring page's figures for the last `days` days: predictions (the count), by_day,
     class_mix, confidence, abstained_rate, drift (this week's), reviews and live_accuracy."""
-    project = _project_for_key(request, project_id)
+    project = _project_for_key(request, project_id, need=roles.VIEWER)
     if not 1 <= days <= monitoring.MAX_DAYS:
         raise HttpError(422, f"days must be between 1 and {monitoring.MAX_DAYS}.")
     return monitoring.monitoring(project, days=days)
@@ -276,7 +285,7 @@ PREDICT_RESPONSES = {200: PredictionOut | list[PredictionOut | RefusedFileOut], 
 def predict_published(request, project_id: int, heatmap: bool = Query(False, description=HEATMAP_HELP),
                       similar: int = SimilarQuery):
     """The published version (else the latest). Body: the raw image, or multipart with files."""
-    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
+    project = _project_for_key(request, project_id, need=roles.VIEWER, hits=lambda: _image_count(request))
     return _predict(request, project, version=None, heatmap=heatmap, similar=similar)
 
 
@@ -284,12 +293,17 @@ def predict_published(request, project_id: int, heatmap: bool = Query(False, des
           openapi_extra=_images_body(raw=True))
 def predict_version(request, project_id: int, version: int, heatmap: bool = Query(False, description=HEATMAP_HELP),
                     similar: int = SimilarQuery):
-    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
+    project = _project_for_key(request, project_id, need=roles.VIEWER, hits=lambda: _image_count(request))
     return _predict(request, project, version=version, heatmap=heatmap, similar=similar)
 
 
 def _image_count(request) -> int:
     return len(request.FILES.getlist("files")) + len(uploads.refused_files(request)) if _is_multipart(request) else 1
+
+
+def _log_source(request) -> prediction_log.Source:
+    """The prediction log's "source name": the key's name, or the token's user and name."""
+    return prediction_log.api(request.auth, user=caller_user(request))
 
 
 def _is_multipart(request) -> bool:
@@ -304,7 +318,7 @@ def _predict(request, project, version, heatmap=False, similar=0):
         checked = _checked(request.headers.get("X-Filename", "image"), _raw_body(request))
         _count_sizes(request, [checked])
         return predictions.predict_checked(run, [checked], heatmap=heatmap, similar=similar,
-                                           source=prediction_log.api(request.auth))[0]
+                                           source=_log_source(request))[0]
     items, failures = _checked_files(request)
     _count_sizes(request, items)
     if not items:
@@ -312,7 +326,7 @@ def _predict(request, project, version, heatmap=False, similar=0):
             f"{name}: {exc}" for name, exc in failures))
     # One list: the answers, then the files refused (each with its reason and the status it would have had alone).
     return predictions.predict_checked(run, items, heatmap=heatmap, similar=similar,
-                                       source=prediction_log.api(request.auth)) + [
+                                       source=_log_source(request)) + [
         {"file": name, "error": str(exc), "status": exc.status_code} for name, exc in failures]
 
 
@@ -320,7 +334,7 @@ def _count_sizes(request, items) -> None:
     """Each image counted once before it was read; a large one owes more (throttle.image_weight)."""
     extra = throttle.extra_weight(checked.width * checked.height for _, checked in items)
     if extra:
-        _api_limit().hit(str(request.auth.pk), extra)
+        _api_limit().hit(caller_bucket(request.auth), extra)
 
 
 def _raw_body(request) -> bytes:
@@ -409,7 +423,7 @@ def prediction_list(request, project_id: int,
                     since: datetime | None = Query(None, description="Only predictions made after this ISO 8601 time (UTC when it names no zone)."),
                     limit: int = Query(100, ge=1, le=prediction_log.LIST_MAX, description="At most this many, newest first.")):
     """The prediction log, newest first: every prediction of the project (page, API, batch)."""
-    project = _project_for_key(request, project_id)
+    project = _project_for_key(request, project_id, need=roles.VIEWER)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     return [_logged_json(p) for p in prediction_log.predictions_list(project=project, since=since, limit=limit)]
@@ -419,12 +433,16 @@ def prediction_list(request, project_id: int,
 def prediction_feedback(request, prediction_id: int, payload: FeedbackIn):
     """The true class of a logged prediction, from the client's own system (a later lab result):
     it counts as a review (review source "api"); a later review replaces it."""
-    _project_for_key(request, request.auth.project_id)  # the allowance, counted first: probing ids is a hit too
-    prediction = prediction_log.prediction_get(pk=prediction_id, project_id=request.auth.project_id)
+    project_id = prediction_project_id(request, prediction_id)
+    try:  # the allowance, counted first: probing ids is a hit too
+        _project_for_key(request, project_id, need=roles.LABELLER)
+    except Http404:
+        raise Http404("No such prediction.") from None  # a stranger learns nothing of the project
+    prediction = prediction_log.prediction_get(pk=prediction_id, project_id=project_id)
     if prediction is None:
         raise Http404("No such prediction for this key.")
     try:
-        prediction_log.feedback_record(prediction=prediction, label=payload.label)
+        prediction_log.feedback_record(prediction=prediction, label=payload.label, by=caller_user(request))
     except errors.ServiceError as exc:
         raise HttpError(400, str(exc)) from None
     return _logged_json(prediction)
@@ -436,7 +454,7 @@ def prediction_feedback(request, prediction_id: int, payload: FeedbackIn):
           openapi_extra=_images_body(raw=False))
 def images_add(request, project_id: int, name: str):
     """Add images to a class: the upload page's checks, quotas and per-file report."""
-    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
+    project = _project_for_key(request, project_id, need=roles.LABELLER, hits=lambda: _image_count(request))
     label = project.labels.filter(name__in={name, library_projects.label_name(name)}).first()  # "a<b" is stored "a‹b"
     if label is None:
         raise Http404(f"This project has no class “{name}”.")
@@ -457,7 +475,7 @@ class TrainIn(Schema):
 
 @api.post("/projects/{project_id}/train", response={202: dict, **_errors(401, 404, 409, 422, 429)})
 def train(request, project_id: int, payload: TrainIn | None = None):
-    project = _project_for_key(request, project_id)
+    project = _project_for_key(request, project_id, need=roles.EDITOR)
     payload = payload or TrainIn()
     if payload.preset not in ("fast", "best"):
         raise HttpError(422, "preset must be “fast” or “best”.")

@@ -7,6 +7,7 @@ from django.http import Http404
 from ninja import Query, Schema
 from ninja.errors import HttpError
 
+from transferapp.accounts import roles
 from transferapp.labelling import asking, inbox
 from transferapp.labelling import ranking as inbox_ranking
 from transferapp.library import images as library_images
@@ -56,7 +57,7 @@ class LabelledOut(Schema):
 def inbox_next(request, project_id: int, n: int = Query(10, ge=1, le=NEXT_MAX, description="How many, at most.")):
     """The next Inbox images to label, in the order the labelling page asks them, each with the quick
     model's suggestion (null before it can be trained) and why it is asked."""
-    project = _project_for_key(request, project_id)
+    project = _project_for_key(request, project_id, need=roles.LABELLER)  # the labelling page's queue
     if inbox_ranking.is_stale(project):  # as the labelling page does: a script may be the only labeller
         inbox_ranking.rank_schedule(project=project)
     return [{key: item[key] for key in ("image", "file", "suggestion", "reason")}
@@ -67,7 +68,7 @@ def inbox_next(request, project_id: int, n: int = Query(10, ge=1, le=NEXT_MAX, d
 def inbox_image_label(request, project_id: int, image_id: int, payload: LabelIn):
     """Give an Inbox image its class (a class name of the project, in any case): it leaves the Inbox and trains
     the next version like any labelled image."""
-    project = _project_for_key(request, project_id)
+    project = _project_for_key(request, project_id, need=roles.LABELLER)
     image = Image.inbox.filter(project=project, pk=image_id).first()
     if image is None:
         raise Http404("No such image in this project's Inbox.")
@@ -100,7 +101,7 @@ class InboxUploadOut(Schema):
 def inbox_add(request, project_id: int):
     """Add unlabelled images to the project's Inbox: the upload page's checks, duplicates, quotas
     and per-file report (a copy of an image already in a class is refused, naming the class)."""
-    project = _project_for_key(request, project_id, hits=lambda: _image_count(request))
+    project = _project_for_key(request, project_id, need=roles.LABELLER, hits=lambda: _image_count(request))
     outcomes = [library_images.UploadOutcome(name=n, error=reason) for n, reason in uploads.refused_files(request)]
     outcomes += [library_images.image_add_uploaded(label=None, project=project, uploaded=upload)
                  for upload in request.FILES.getlist("files")]
