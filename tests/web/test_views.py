@@ -7,7 +7,7 @@ from django.urls import reverse
 from tests.conftest import image_bytes
 from tests.factories import inbox_with_images, project_with_images, upload
 from tests.library.test_reviews import make_prediction
-from transferapp.accounts import api_keys
+from transferapp.accounts import api_keys, tokens
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
 from transferapp.models import (
@@ -213,7 +213,8 @@ def test_the_results_page_shows_metrics_confusion_and_mistakes(alice, user):
 
 
 PUBLIC_URL_NAMES = {"home", "signup", "login", "logout", "healthz", "oidc_authentication_init", "oidc_authentication_callback"}
-OWN_LIST_URL_NAMES = {"project_list"}  # shows each user their own projects: checked separately
+# Each user's own things (their projects, their API tokens): checked separately.
+OWN_LIST_URL_NAMES = {"project_list", "token_list", "token_create"}
 
 
 def _object_ids(project):
@@ -227,7 +228,9 @@ def _object_ids(project):
                                      secret="whsec_dGVzdA==")
     study = ReadingStudy.objects.create(project=project, name="Second look", classes=[label.name])  # #26
     StudyImage.objects.create(study=study, image=label.images.first(), position=0)
+    token, _ = tokens.token_create(user=project.owner)
     return {
+        "accounts/tokens/": {"pk": token.pk},
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
         "projects/": {"pk": project.pk, "image_pk": inbox_with_images(project, colors=("red",), per_color=1)[0].pk},
         "images/": {"pk": label.images.first().pk},
