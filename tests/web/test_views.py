@@ -10,7 +10,7 @@ from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
-from transferapp.models import BatchPrediction, Image, ImportJob, Label, Project, TrainingRun, Webhook
+from transferapp.models import BatchPrediction, Image, ImportJob, Label, Membership, Project, TrainingRun, Webhook
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 
@@ -217,7 +217,9 @@ def _object_ids(project):
                                      secret="whsec_dGVzdA==")
     return {
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
-        "projects/": {"pk": project.pk, "image_pk": inbox_with_images(project, colors=("red",), per_color=1)[0].pk},
+        "projects/": {"pk": project.pk, "image_pk": inbox_with_images(project, colors=("red",), per_color=1)[0].pk,
+                      "member_pk": Membership.objects.create(project=project, role="viewer",
+                                                             user=get_user_model().objects.create_user("ids-member")).pk},
         "images/": {"pk": label.images.first().pk},
         "runs/": {"pk": run.pk, "image_pk": label.images.first().pk, "digest": "0" * 64, "class_index": 0},
         "imports/": {"pk": job.pk},
