@@ -72,6 +72,7 @@ def image_delete(request, pk):
         return _inbox_image_deleted(request, image)
     if request.htmx and request.POST.get("card"):  # a card outside the class grid (the suspects gallery)
         return render(request, "transferapp/_image_deleted.html", {"image": image})
+    image.label.project = image.project  # the instance that carries the user's role (`can`) for the grid
     classes.offer_undo(request, image.label, [image])
     if request.htmx:  # the grid again: its count and the undo bar change with it
         return classes.label_page(request, image.label, partial=True)
