@@ -13,7 +13,13 @@ from django.urls import reverse
 from tests.factories import inbox_with_images, member, project_with_images
 from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys, roles
-from transferapp.models import BatchPrediction, ImportJob, Membership, TrainingRun, Webhook
+from transferapp.models import (
+    BatchPrediction,
+    ImportJob,
+    Membership,
+    TrainingRun,
+    Webhook,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 

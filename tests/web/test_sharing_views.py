@@ -2,7 +2,8 @@
 import pytest
 from django.urls import reverse
 
-from tests.factories import member, project_with_images
+from tests.conftest import image_bytes
+from tests.factories import member, project_with_images, upload
 from transferapp.accounts import roles
 from transferapp.models import AuditEntry, Membership
 
@@ -87,3 +88,15 @@ def test_a_labeller_sees_labelling_but_not_editing(client, project):
     page = client.get(reverse("project_detail", args=[project.pk])).content.decode()
     assert reverse("inbox_upload", args=[project.pk]) in page and reverse("label_create", args=[project.pk]) in page
     assert reverse("training_start", args=[project.pk]) not in page and reverse("project_delete", args=[project.pk]) not in page
+
+
+def test_a_labellers_upload_counts_against_the_owners_quota(client, project, settings):
+    settings.QUOTA_IMAGES = 3  # the owner has 2 images; the labeller has none of their own
+    lena = member(project, "lena", roles.LABELLER)
+    client.force_login(lena)
+    label = project.labels.first()
+    files = [upload(f"new-{i}.png", image_bytes("green", shape_seed=50 + i)) for i in range(2)]
+    response = client.post(reverse("label_upload", args=[project.pk, label.pk]), {"files": files},
+                           headers={"X-Requested-With": "XMLHttpRequest"})
+    assert response.json()["added"] == 1 and response.json()["refused"] == 1
+    assert project.images.count() == 3

@@ -10,7 +10,16 @@ from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
-from transferapp.models import BatchPrediction, Image, ImportJob, Label, Membership, Project, TrainingRun, Webhook
+from transferapp.models import (
+    BatchPrediction,
+    Image,
+    ImportJob,
+    Label,
+    Membership,
+    Project,
+    TrainingRun,
+    Webhook,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("queue")]
 
