@@ -16,6 +16,7 @@ from transferapp.web import (
     monitoring,
     predict,
     tokens,
+    sharing,
 )
 from transferapp.web import heatmaps as web_heatmaps
 from transferapp.web import images as web_images
@@ -48,6 +49,11 @@ urlpatterns = [
     path("projects/<int:pk>/", web_projects.project_detail, name="project_detail"),
     path("projects/<int:pk>/rename/", web_projects.project_rename, name="project_rename"),
     path("projects/<int:pk>/delete/", web_projects.project_delete, name="project_delete"),
+    path("projects/<int:pk>/sharing/", sharing.sharing_page, name="project_sharing"),
+    path("projects/<int:pk>/sharing/add/", sharing.sharing_add, name="sharing_add"),
+    path("projects/<int:pk>/sharing/<int:member_pk>/role/", sharing.sharing_change, name="sharing_change"),
+    path("projects/<int:pk>/sharing/<int:member_pk>/remove/", sharing.sharing_remove, name="sharing_remove"),
+    path("projects/<int:pk>/sharing/leave/", sharing.sharing_leave, name="sharing_leave"),
     path("projects/<int:pk>/classes/new/", classes.label_create, name="label_create"),
     path("projects/<int:project_pk>/classes/<int:pk>/", classes.label_detail, name="label_detail"),
     path("projects/<int:project_pk>/classes/<int:pk>/rename/", classes.label_rename, name="label_rename"),

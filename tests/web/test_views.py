@@ -15,6 +15,7 @@ from transferapp.models import (
     Image,
     ImportJob,
     Label,
+    Membership,
     Project,
     ReadingStudy,
     StudyImage,
@@ -232,7 +233,9 @@ def _object_ids(project):
     return {
         "accounts/tokens/": {"pk": token.pk},
         "projects/<int:project_pk>/classes/": {"project_pk": project.pk, "pk": label.pk},
-        "projects/": {"pk": project.pk, "image_pk": inbox_with_images(project, colors=("red",), per_color=1)[0].pk},
+        "projects/": {"pk": project.pk, "image_pk": inbox_with_images(project, colors=("red",), per_color=1)[0].pk,
+                      "member_pk": Membership.objects.create(project=project, role="viewer",
+                                                             user=get_user_model().objects.create_user("ids-member")).pk},
         "images/": {"pk": label.images.first().pk},
         "runs/": {"pk": run.pk, "image_pk": label.images.first().pk, "digest": "0" * 64, "class_index": 0},
         "imports/": {"pk": job.pk},

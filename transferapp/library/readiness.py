@@ -4,9 +4,10 @@ from django.core.files.storage import default_storage
 from django.db.models import Count, OuterRef, Q, Subquery
 from PIL import Image as PILImage
 
+from transferapp.accounts import roles
 from transferapp.engine.config import TrainConfig
 from transferapp.library import duplicates, grouping, selectors
-from transferapp.models import Image, Label, Project, TrainingRun
+from transferapp.models import Image, Label, Membership, Project, TrainingRun
 
 MIN_CLASSES = 2
 
@@ -14,7 +15,8 @@ MIN_IMAGES_PER_CLASS = 5  # training_problems() says the same in words
 
 
 def project_overviews(*, user) -> list[Project]:
-    """The user's projects with counts, their latest run and a one-word status, in four queries."""
+    """The user's projects (owned and shared with them, #26) with counts, their latest run, a
+    one-word status and the user's role, in five queries."""
     latest_run = TrainingRun.objects.filter(project=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
     projects = list(selectors.project_list_for_user(user=user).annotate(latest_run_pk=Subquery(latest_run)))
     runs = TrainingRun.objects.in_bulk([p.latest_run_pk for p in projects if p.latest_run_pk])
@@ -24,8 +26,10 @@ def project_overviews(*, user) -> list[Project]:
     for row in rows.values("project_id", "name", "n", "held"):
         counts.setdefault(row["project_id"], {})[row["name"]] = row["n"]
         held.setdefault(row["project_id"], {})[row["name"]] = row["held"]
+    shared = dict(Membership.objects.filter(user=user, project__in=projects).values_list("project_id", "role"))
     for project in projects:
         project.last_run = runs.get(project.latest_run_pk)
+        project.my_role = roles.OWNER if project.owner_id == user.pk else shared.get(project.pk)  # the list's badge
         problems = problems_for_counts(counts.get(project.pk, {}), held_out=held.get(project.pk, {}))
         project.status_text, project.status_css = _project_status(project, problems)
     return projects

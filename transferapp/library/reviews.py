@@ -3,9 +3,9 @@ queue or from a client's own system through the feedback API."""
 from dataclasses import dataclass
 
 from django.db.models import Q
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from transferapp.accounts.selectors import checked_get
 from transferapp.library import errors, images
 from transferapp.models import Image, Prediction, Project
 
@@ -31,10 +31,10 @@ def review_undo(*, prediction: Prediction) -> Prediction:
     return prediction
 
 
-def prediction_get_for_user(*, user, pk) -> Prediction:
-    """A logged prediction of one of the user's projects (another user's is a 404)."""
-    return get_object_or_404(Prediction.objects.select_related("project", "reviewed_by", "added_image"),
-                             pk=pk, project__owner=user)
+def prediction_get_for_user(*, user, pk, need: str) -> Prediction:
+    """A logged prediction of a project the user has `need` in (a stranger's is a 404, too low a role a 403)."""
+    return checked_get(Prediction.objects.select_related("project", "reviewed_by", "added_image"),
+                       user=user, need=need, pk=pk)
 
 
 # --- the review queue --------------------------------------------------------------------------

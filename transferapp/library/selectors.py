@@ -3,8 +3,9 @@
 import re
 
 from django.db.models import Count, Q
-from django.shortcuts import get_object_or_404
 
+from transferapp.accounts import roles
+from transferapp.accounts.selectors import checked_get
 from transferapp.engine.ordinal import natural_order
 from transferapp.models import Image, ImportJob, Label, Project
 
@@ -31,23 +32,27 @@ LIVE_IMAGES = Q(images__deleted_at__isnull=True, images__label__isnull=False)  #
 
 
 def project_list_for_user(*, user):
-    return Project.objects.filter(owner=user).annotate(
+    """The projects the user owns or is a member of (#26), each with its counts."""
+    return Project.objects.filter(roles.visible_through(user, "pk")).select_related("owner").annotate(
         n_labels=Count("labels", distinct=True), n_images=Count("images", filter=LIVE_IMAGES, distinct=True)
     )
 
 
-def project_get_for_user(*, user, pk) -> Project:
-    return get_object_or_404(Project, pk=pk, owner=user)
+# Each *_get_for_user takes `need`, the role the action needs (roles.VIEWER ... roles.OWNER), with
+# no default: a call that forgot it fails at once instead of letting a viewer write.
+
+def project_get_for_user(*, user, pk, need: str) -> Project:
+    return checked_get(Project.objects.all(), user=user, need=need, path="pk", pk=pk)
 
 
-def label_get_for_user(*, user, project_pk, pk) -> Label:
-    return get_object_or_404(Label.objects.select_related("project"), pk=pk, project_id=project_pk, project__owner=user)
+def label_get_for_user(*, user, project_pk, pk, need: str) -> Label:
+    return checked_get(Label.objects.select_related("project"), user=user, need=need, pk=pk, project_id=project_pk)
 
 
-def image_get_for_user(*, user, pk, inbox_too: bool = False) -> Image:
-    """A live labelled image of the user's; with inbox_too, an Inbox image as well (#24)."""
+def image_get_for_user(*, user, pk, need: str, inbox_too: bool = False) -> Image:
+    """A live labelled image of a project the user has `need` in; with inbox_too, an Inbox image as well (#24)."""
     live = Image.all_objects.filter(deleted_at__isnull=True) if inbox_too else Image.objects
-    return get_object_or_404(live.select_related("project", "label"), pk=pk, project__owner=user)
+    return checked_get(live.select_related("project", "label"), user=user, need=need, pk=pk)
 
 
 def images_in_label(*, label: Label, pks) -> list[Image]:
@@ -109,8 +114,8 @@ def deleted_images_in_project(*, project: Project, pks) -> list[Image]:
     return list(Image.all_objects.filter(project=project, deleted_at__isnull=False, pk__in=clean))
 
 
-def import_get_for_user(*, user, pk) -> ImportJob:
-    return get_object_or_404(ImportJob.objects.select_related("project"), pk=pk, project__owner=user)
+def import_get_for_user(*, user, pk, need: str) -> ImportJob:
+    return checked_get(ImportJob.objects.select_related("project"), user=user, need=need, pk=pk)
 
 # The page polls every second while an import runs: it shows this many files of each kind at most.
 SKIPPED_ROWS_SHOWN = 1000

@@ -62,7 +62,7 @@ class ReadsTable:
 
 def study_for(user, study_id) -> ReadingStudy:
     """The study whose agreement `user` may see: its project's editors any time (marked interim while
-    it is open), its readers once it is closed. A stranger to the project gets 404; anyone else 403."""
+    it is open), everyone with a role once it is closed. A stranger to the project gets 404; anyone else 403."""
     study = ReadingStudy.objects.select_related("project").filter(pk=study_id).first()
     if study is None:
         raise Http404("No such study.")

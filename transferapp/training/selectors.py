@@ -5,15 +5,15 @@ from datetime import timedelta
 import django_rq
 from django.conf import settings
 from django.db.models import Q
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from rq import Worker
 
+from transferapp.accounts.selectors import checked_get
 from transferapp.models import Project, TrainingRun
 
 
-def run_get_for_user(*, user, pk) -> TrainingRun:
-    return get_object_or_404(TrainingRun.objects.select_related("project"), pk=pk, project__owner=user)
+def run_get_for_user(*, user, pk, need: str) -> TrainingRun:
+    return checked_get(TrainingRun.objects.select_related("project"), user=user, need=need, pk=pk)
 
 
 def runs_for_project(*, project: Project):

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from transferapp.accounts import throttle
+from transferapp.accounts import roles, throttle
 from transferapp.jobs import checks
 from transferapp.library import errors
 from transferapp.library import selectors as library_selectors
@@ -28,7 +28,7 @@ from transferapp.web import bucket, uploads
 def predict_batch(request, pk):
     """Many images or zips in, predicted with the project's model (published, else latest): a small
     batch comes back as a CSV at once, a large one goes to the worker (progress on the predict page)."""
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     run = training_selectors.model_run(project=project)
     files = request.FILES.getlist("files")
     if run is None or not files:
@@ -66,7 +66,7 @@ def _csv_name(project, version) -> str:
 @login_required
 def batch_detail(request, pk):
     """The batch's live panel (htmx polls it until it ends: 286); otherwise the predict page shows it."""
-    row = checks.batch_check(batch=serving_selectors.batch_get_for_user(user=request.user, pk=pk))
+    row = checks.batch_check(batch=serving_selectors.batch_get_for_user(user=request.user, need=roles.VIEWER, pk=pk))
     if request.htmx and request.GET.get("live"):
         response = render(request, "transferapp/_batch_live.html", batch_context(row, request.GET.get("order", "")))
         if row.is_finished:
@@ -91,7 +91,7 @@ def batch_panel(request, project) -> dict:
     batch_pk = library_selectors.parse_id(request.GET.get("batch", ""))
     if batch_pk is None:
         return panel
-    row = checks.batch_check(batch=serving_selectors.batch_get_for_user(user=request.user, pk=batch_pk))
+    row = checks.batch_check(batch=serving_selectors.batch_get_for_user(user=request.user, need=roles.VIEWER, pk=batch_pk))
     if row.project_id != project.pk:
         raise Http404("No such batch in this project")
     return {**panel, **batch_context(row, request.GET.get("order", ""))}
@@ -99,7 +99,7 @@ def batch_panel(request, project) -> dict:
 
 @login_required
 def batch_download(request, pk):
-    row = serving_selectors.batch_get_for_user(user=request.user, pk=pk)
+    row = serving_selectors.batch_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     if row.status != row.Status.DONE or not row.csv_path:
         raise Http404("This batch has no CSV (not finished, or failed)")
     if blobs.in_bucket(row.csv_path):

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
 from transferapp.library import images as library_images
 from transferapp.library import projects as library_projects
 from transferapp.library import selectors as library_selectors
@@ -20,7 +21,7 @@ from transferapp.web import actions, uploads
 @login_required
 @require_POST
 def label_create(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
     typed = request.POST.get("name", "")
     label = actions.apply(request, library_projects.label_create, project=project, name=typed)
     _say_if_renamed(request, typed, label)
@@ -33,7 +34,7 @@ def label_create(request, pk):
 
 @login_required
 def label_detail(request, project_pk, pk):
-    label = library_selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    label = library_selectors.label_get_for_user(user=request.user, need=roles.VIEWER, project_pk=project_pk, pk=pk)
     return label_page(request, label, partial=bool(request.htmx))
 
 
@@ -66,7 +67,7 @@ def _pop_undo(request, label) -> dict | None:
 @login_required
 @require_POST
 def label_rename(request, project_pk, pk):
-    label = library_selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    label = library_selectors.label_get_for_user(user=request.user, need=roles.EDITOR, project_pk=project_pk, pk=pk)
     typed = request.POST.get("name", "")
     _say_if_renamed(request, typed, actions.apply(request, library_projects.label_rename, label=label, name=typed))
     return redirect(label)
@@ -81,7 +82,7 @@ def _say_if_renamed(request, typed: str, label) -> None:
 @login_required
 @require_POST
 def label_delete(request, project_pk, pk):
-    label = library_selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    label = library_selectors.label_get_for_user(user=request.user, need=roles.EDITOR, project_pk=project_pk, pk=pk)
     if not actions.apply(request, library_projects.confirm_name, typed=request.POST.get("confirm_name", ""), name=label.name, what="class"):
         return redirect(label)
     library_projects.label_delete(label=label)
@@ -93,7 +94,7 @@ def label_delete(request, project_pk, pk):
 @require_POST
 def label_bulk(request, project_pk, pk):
     """Move, delete, set aside for testing or give back to training the images selected in a class grid."""
-    label = library_selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    label = library_selectors.label_get_for_user(user=request.user, need=roles.LABELLER, project_pk=project_pk, pk=pk)
     images = library_selectors.images_in_label(label=label, pks=request.POST.getlist("images"))
     action = request.POST.get("action")
     if not images:
@@ -108,7 +109,7 @@ def label_bulk(request, project_pk, pk):
         offer_undo(request, label, images)
     else:
         target_pk = request.POST.get("target", "")
-        target = library_selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=library_selectors.parse_id(target_pk) or 0)
+        target = library_selectors.label_get_for_user(user=request.user, need=roles.LABELLER, project_pk=project_pk, pk=library_selectors.parse_id(target_pk) or 0)
         moved = library_images.images_move(images=images, label=target)
         messages.success(request, f"Moved {moved} image(s) to “{target.name}”.")
     return redirect(label)
@@ -117,7 +118,7 @@ def label_bulk(request, project_pk, pk):
 @login_required
 @require_POST
 def label_upload(request, project_pk, pk):
-    label = library_selectors.label_get_for_user(user=request.user, project_pk=project_pk, pk=pk)
+    label = library_selectors.label_get_for_user(user=request.user, need=roles.LABELLER, project_pk=project_pk, pk=pk)
     files = request.FILES.getlist("files")
     outcomes = [library_images.UploadOutcome(name=name, error=reason) for name, reason in uploads.refused_files(request)]
     outcomes += [library_images.image_add_uploaded(label=label, uploaded=f) for f in files]

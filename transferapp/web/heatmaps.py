@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseNotFound
 from django.shortcuts import render
 
+from transferapp.accounts import roles
 from transferapp.engine import imaging
 from transferapp.library import selectors as library_selectors
 from transferapp.serving import predictions
@@ -14,7 +15,7 @@ from transferapp.training import selectors as training_selectors
 def run_heatmap(request, pk, digest, class_index):
     """Where the run's model looked for a class in an image predicted on the predict page (kept
     by content hash for a while: those images are not stored)."""
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     try:
         png = predictions.heatmap_png(run, digest, class_index)
     except predictions.PredictionError as exc:
@@ -28,7 +29,7 @@ def run_heatmap(request, pk, digest, class_index):
 @login_required
 def run_image_heatmap(request, pk, image_pk, class_index):
     """The same for an image of the project (the results page's misclassified gallery)."""
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     image = library_selectors.images_by_pk(project=run.project, pks=[image_pk]).get(image_pk)
     if image is None:
         raise Http404("No such image in this project")
@@ -44,7 +45,7 @@ def run_image_heatmap(request, pk, image_pk, class_index):
 def run_image_similar(request, pk, image_pk):
     """The results page's mistakes: the training images the run's model finds most like one image
     of the project (an htmx fragment, asked for once the mistake scrolls into view)."""
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     image = library_selectors.images_by_pk(project=run.project, pks=[image_pk]).get(image_pk)
     if image is None:
         raise Http404("No such image in this project")

@@ -8,6 +8,7 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
 from transferapp.engine import imaging
 from transferapp.library import images as library_images
 from transferapp.library import intake, trash
@@ -19,14 +20,14 @@ from transferapp.web import inbox as web_inbox
 
 @login_required
 def image_thumbnail(request, pk):
-    image = library_selectors.image_get_for_user(user=request.user, pk=pk, inbox_too=True)
+    image = library_selectors.image_get_for_user(user=request.user, need=roles.VIEWER, pk=pk, inbox_too=True)
     field = image.thumbnail or image.file
     return _private_file(field)
 
 
 @login_required
 def image_file(request, pk):
-    image = library_selectors.image_get_for_user(user=request.user, pk=pk, inbox_too=True)
+    image = library_selectors.image_get_for_user(user=request.user, need=roles.VIEWER, pk=pk, inbox_too=True)
     if image.file.name.endswith(".dcm"):
         return _rendered_dicom(image.file)
     return _private_file(image.file)
@@ -65,12 +66,13 @@ def _private_file(field):
 @login_required
 @require_POST
 def image_delete(request, pk):
-    image = library_selectors.image_get_for_user(user=request.user, pk=pk, inbox_too=True)
+    image = library_selectors.image_get_for_user(user=request.user, need=roles.LABELLER, pk=pk, inbox_too=True)
     library_images.image_delete(image=image)
     if image.label is None:  # an Inbox image (#24): back to the Inbox, with its undo
         return _inbox_image_deleted(request, image)
     if request.htmx and request.POST.get("card"):  # a card outside the class grid (the suspects gallery)
         return render(request, "transferapp/_image_deleted.html", {"image": image})
+    image.label.project = image.project  # the instance that carries the user's role (`can`) for the grid
     classes.offer_undo(request, image.label, [image])
     if request.htmx:  # the grid again: its count and the undo bar change with it
         return classes.label_page(request, image.label, partial=True)
@@ -87,7 +89,7 @@ def _inbox_image_deleted(request, image):
 @login_required
 @require_POST
 def images_restore(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
     images = library_selectors.deleted_images_in_project(project=project, pks=request.POST.getlist("images"))
     restored, refusal = trash.images_restore(images=images)
     if restored:
@@ -106,9 +108,9 @@ def images_restore(request, pk):
 @require_POST
 def image_relabel(request, pk):
     """One click from the "please look at these first" gallery: move the image to another class."""
-    image = library_selectors.image_get_for_user(user=request.user, pk=pk)
+    image = library_selectors.image_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
     target_pk = request.POST.get("target", "")
-    target = library_selectors.label_get_for_user(user=request.user, project_pk=image.project_id,
+    target = library_selectors.label_get_for_user(user=request.user, need=roles.LABELLER, project_pk=image.project_id,
                                           pk=library_selectors.parse_id(target_pk) or 0)
     actions.apply(request, library_images.image_relabel, image=image, label=target)
     if request.htmx:
@@ -121,7 +123,7 @@ def image_relabel(request, pk):
 @require_POST
 def image_confirm(request, pk):
     """"Label is right": the image is not listed as a suspect again."""
-    image = library_selectors.image_get_for_user(user=request.user, pk=pk)
+    image = library_selectors.image_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
     library_images.image_confirm_label(image=image)
     if request.htmx:
         return render(request, "transferapp/_suspect_done.html", {"moved_to": None})

@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
 from transferapp.jobs import checks
 from transferapp.library import errors
 from transferapp.library import imports as library_imports
@@ -15,7 +16,7 @@ from transferapp.web import actions, uploads
 @require_POST
 @uploads.accepts_archives
 def import_create(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
     archive = request.FILES.get("archive")
     if archive is None or not archive.name.lower().endswith(".zip"):
         return actions.refuse(request, "Choose a .zip file whose folders are your classes.", project)
@@ -31,7 +32,7 @@ def import_create(request, pk):
 
 @login_required
 def import_detail(request, pk):
-    job = checks.import_check(job=library_selectors.import_get_for_user(user=request.user, pk=pk))
+    job = checks.import_check(job=library_selectors.import_get_for_user(user=request.user, need=roles.VIEWER, pk=pk))
     context = {"job": job, "project": job.project, "rejected": library_selectors.import_refused_rows(job=job),
                "repeats": library_selectors.import_skipped_rows(job=job),
                "missing": library_selectors.import_missing_rows(job=job),

@@ -6,6 +6,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
 from transferapp.labelling import inbox as labelling_inbox
 from transferapp.library import images as library_images
 from transferapp.library import selectors as library_selectors
@@ -21,7 +22,7 @@ PER_PAGE = 120
 def inbox_upload(request, pk):
     """Files dropped on the Inbox's zone: each answered added / skipped (already in the Inbox) /
     refused (with why: a copy in a class, not an image, over the quota), as a class upload is."""
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
     outcomes = [library_images.UploadOutcome(name=name, error=reason) for name, reason in uploads.refused_files(request)]
     outcomes += [library_images.image_add_uploaded(label=None, project=project, uploaded=f)
                  for f in request.FILES.getlist("files")]
@@ -35,7 +36,7 @@ def inbox_upload(request, pk):
 
 @login_required
 def inbox_page(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     return render_inbox(request, project, partial=bool(request.htmx))
 
 
@@ -63,7 +64,7 @@ def _pop_undo(request, project) -> dict | None:
 @require_POST
 def inbox_bulk(request, pk):
     """Delete the Inbox images selected in the grid (to the trash: the next view offers Undo)."""
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
     images = library_selectors.inbox_images(project=project, pks=request.POST.getlist("images"))
     if not images:
         messages.error(request, "Select one or more images first.")

@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
 from transferapp.labelling import asking, inbox
 from transferapp.labelling import ranking as inbox_ranking
 from transferapp.library import selectors as library_selectors
@@ -19,7 +20,8 @@ ACTIONS = ("label", "unsure", "undo")
 
 
 def _project(request, pk):
-    return library_selectors.project_get_for_user(user=request.user, pk=pk)
+    """Every labelling view labels (or ranks for labelling): a labeller's at least."""
+    return library_selectors.project_get_for_user(user=request.user, pk=pk, need=roles.LABELLER)
 
 
 @login_required

@@ -3,13 +3,14 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
+from transferapp.accounts import roles
 from transferapp.library import selectors as library_selectors
 from transferapp.reporting import monitor_charts, monitoring
 
 
 @login_required
 def project_monitoring(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     days = int(request.GET["days"]) if request.GET.get("days") in {str(d) for d in monitoring.PERIODS} else monitoring.DEFAULT_DAYS
     figures = monitoring.monitoring(project, days=days)
     context = {"project": project, "days": days, "periods": monitoring.PERIODS, "figures": figures,

@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.urls import reverse
 
-from transferapp.accounts import throttle
+from transferapp.accounts import roles, throttle
 from transferapp.library import selectors as library_selectors
 from transferapp.serving import heatmaps as serving_heatmaps
 from transferapp.serving import prediction_log, predictions
@@ -14,7 +14,7 @@ from transferapp.web import actions, batches, uploads
 
 @login_required
 def predict(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     model_run = training_selectors.model_run(project=project)  # the published version, else the latest
     runs = _current_first(list(training_selectors.predictable_runs(project=project)), model_run)
     if request.method == "POST":

@@ -6,6 +6,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
 from transferapp.labelling import inbox, project_map
 from transferapp.library import images as library_images
 from transferapp.library import selectors as library_selectors
@@ -23,7 +24,7 @@ SUSPECTS_READ = 10_000  # every suspect the run kept: the map marks them all
 
 @login_required
 def map_page(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     state = project_map.map_state(project)
     if not state["fresh"] and request.GET.get("part") != "status":
         # also while "busy": a job lost with its queue (Redis restarted) is queued again; one that
@@ -45,7 +46,7 @@ def _classes(project) -> list[dict]:
 @login_required
 def map_data(request, pk):
     """The points of the last layout that are still live images, each with its class as it is now."""
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     state = project_map.map_state(project)
     points = project_map.load_points(state["map"])
     classes = _classes(project)
@@ -84,7 +85,7 @@ def _flagged(project) -> tuple[set[int], set[int]]:
 def map_action(request, pk):
     """`images` (ids, comma-separated) selected on the map; `action` = label (with `target`, a class
     id) or test (set aside for testing). Answers JSON {"message"} (400 with the reason)."""
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
     wanted = library_selectors.parse_ids(request.POST.get("images", ""))
     selected = list(project_map.live_images(project).filter(pk__in=wanted))
     action = request.POST.get("action", "")

@@ -38,7 +38,7 @@ def project_list(request):
 
 @login_required
 def project_detail(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     runs = [checks.run_check(run=run) for run in training_selectors.runs_for_project(project=project)]
     duplicate_groups = readiness.near_duplicate_images(project=project)
     context = {
@@ -74,7 +74,7 @@ def project_detail(request, pk):
 @login_required
 def project_near_duplicates(request, pk):
     """Every group of near-identical images of the project, each with its thumbnails and classes."""
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     groups = readiness.near_duplicate_images(project=project)
     context = {"project": project, "groups": groups,
                "crossing": sum(1 for group in groups if len({image.label_id for image in group}) > 1)}
@@ -84,7 +84,7 @@ def project_near_duplicates(request, pk):
 @login_required
 @require_POST
 def project_image_options(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     level = request.POST.get("group_folder_level", "1")
     actions.apply(request, library_projects.project_set_image_options, project=project,
            no_mirroring=request.POST.get("no_mirroring") == "on", group_by=request.POST.get("group_by", ""),
@@ -95,7 +95,7 @@ def project_image_options(request, pk):
 @login_required
 @require_POST
 def project_class_order(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     actions.apply(request, library_projects.project_set_class_order, project=project,
            ordered=request.POST.get("ordered_classes") == "on", order_text=request.POST.get("class_order", ""))
     return redirect(f"{project.get_absolute_url()}#class-order")
@@ -104,7 +104,7 @@ def project_class_order(request, pk):
 @login_required
 @require_POST
 def project_rename(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     actions.apply(request, library_projects.project_rename, project=project, name=request.POST.get("name", ""))
     return redirect(project)
 
@@ -112,7 +112,7 @@ def project_rename(request, pk):
 @login_required
 @require_POST
 def project_delete(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.OWNER, pk=pk)
     if not actions.apply(request, library_projects.confirm_name, typed=request.POST.get("confirm_name", ""), name=project.name, what="project"):
         return redirect(project)
     library_projects.project_delete(project=project)

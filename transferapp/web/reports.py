@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.utils.http import content_disposition_header
 
+from transferapp.accounts import roles
 from transferapp.reporting import reports as reporting_reports
 from transferapp.training import selectors as training_selectors
 from transferapp.web import bucket
@@ -11,7 +12,7 @@ from transferapp.web import bucket
 
 def _report_run(request, pk):
     """The owner's version, else 404; a run that is not a finished version has no report."""
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     try:
         return reporting_reports.reportable_run(run)
     except reporting_reports.ReportUnavailable:

@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
 from transferapp.library import errors, reviews
 from transferapp.library import images as library_images
 from transferapp.library import selectors as library_selectors
@@ -21,7 +22,7 @@ KEYED_CLASSES = 9  # number keys 1–9
 
 @login_required
 def review_queue(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     if request.htmx and request.GET.get("part") == "reviewed":  # refreshed after each keyboard review
         return render(request, "transferapp/review_queue.html#reviewed", _reviewed_context(project))
     audit, to_learn = reviews.queue_audit(project), reviews.queue_to_learn(project)
@@ -41,14 +42,14 @@ def _reviewed_context(project, notices=()) -> dict:
             "n_addable": done.filter(added_image__isnull=True).exclude(image="").count(), "notices": list(notices)}
 
 
-def _prediction(request, pk) -> Prediction:
-    return reviews.prediction_get_for_user(user=request.user, pk=pk)
+def _prediction(request, pk, need=roles.LABELLER) -> Prediction:
+    return reviews.prediction_get_for_user(user=request.user, pk=pk, need=need)
 
 
 @login_required
 def prediction_image(request, pk):
     """The small JPEG kept of a logged prediction, for its owner."""
-    prediction = _prediction(request, pk)
+    prediction = _prediction(request, pk, need=roles.VIEWER)
     if not prediction.image:
         raise Http404("Image not kept")
     return _private_file(prediction.image)
@@ -98,7 +99,7 @@ def prediction_add(request, pk):
 @login_required
 @require_POST
 def review_add_all(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
     outcomes = reviews.add_all_reviewed(project=project)
     added = sum(1 for o in outcomes if o.image is not None)
     if added:

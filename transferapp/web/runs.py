@@ -8,6 +8,7 @@ from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
 from transferapp.jobs import checks
 from transferapp.library import errors
 from transferapp.library import selectors as library_selectors
@@ -23,7 +24,7 @@ from transferapp.web import actions, forms
 @require_POST
 def run_trust_settings(request, pk):
     """The run's risk level and, for two classes, the positive class and decision threshold."""
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     try:
         if "alpha" in request.POST:
             training_runs.run_set_alpha(run=run, alpha=float(request.POST["alpha"]))
@@ -43,7 +44,7 @@ def run_trust_settings(request, pk):
 @login_required
 @require_POST
 def training_start(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     form = forms.TrainForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Check the training settings: " + form.errors.as_text())
@@ -58,7 +59,7 @@ def training_start(request, pk):
 
 @login_required
 def run_detail(request, pk):
-    run = checks.run_check(run=training_selectors.run_get_for_user(user=request.user, pk=pk))
+    run = checks.run_check(run=training_selectors.run_get_for_user(user=request.user, need=roles.VIEWER, pk=pk))
     if request.htmx and request.GET.get("live"):  # the 2-second poll: the live panel only
         response = render(request, "transferapp/run_detail.html#live", results._run_context(run))
         if run.is_finished:
@@ -73,7 +74,7 @@ def run_detail(request, pk):
 @login_required
 @require_POST
 def run_cancel(request, pk):
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     training_runs.run_cancel(run=run)
     return redirect(run)
 
@@ -81,7 +82,7 @@ def run_cancel(request, pk):
 @login_required
 @require_POST
 def run_retry(request, pk):
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     new_run = actions.apply(
         request, training_runs.training_start,
         project=run.project, base_model=run.base_model, preset=run.preset, config=run.config,
@@ -92,7 +93,7 @@ def run_retry(request, pk):
 @login_required
 @require_POST
 def run_delete(request, pk):
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     if not run.is_finished:
         messages.error(request, "Cancel the run before deleting it.")
         return redirect(run)
@@ -103,7 +104,7 @@ def run_delete(request, pk):
 
 @login_required
 def run_download(request, pk):
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     # In bucket mode this process's copy of the model folder: the zip is streamed from local files.
     artifact_dir = blobs.artifact_folder(run) if run.status == TrainingRun.Status.SUCCEEDED else None
     if not artifact_dir or not artifact_dir.is_dir():

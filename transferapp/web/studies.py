@@ -10,12 +10,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from transferapp.accounts import roles
+from transferapp.accounts import selectors as accounts_selectors
 from transferapp.library import errors
+from transferapp.library import selectors as library_selectors
 from transferapp.library.selectors import parse_id, parse_ids
 from transferapp.models import Membership, Project, ReadingStudy
 from transferapp.studies import studies
@@ -26,16 +28,12 @@ SOURCES = ("test", "validation", "class", "selection")
 
 
 def _project(request, pk, need) -> Project:
-    project = get_object_or_404(Project.objects.filter(roles.visible(request.user)).distinct(), pk=pk)
-    roles.require(request.user, project, need)
-    return project
+    return library_selectors.project_get_for_user(user=request.user, pk=pk, need=need)
 
 
 def _study(request, sid, need) -> ReadingStudy:
-    visible = ReadingStudy.objects.select_related("project").filter(roles.visible_through(request.user))
-    study = get_object_or_404(visible, pk=sid)
-    roles.require(request.user, study.project, need)
-    return study
+    return accounts_selectors.checked_get(ReadingStudy.objects.select_related("project"), user=request.user,
+                                          need=need, pk=sid)
 
 
 def _keyed(names: list[str]) -> list[dict]:

@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
 from transferapp.library import errors, reviews
 from transferapp.library import projects as library_projects
 from transferapp.library import selectors as library_selectors
@@ -21,7 +22,7 @@ from transferapp.web import bucket
 @login_required
 @require_POST
 def run_publish(request, pk):
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     try:
         training_versions.run_publish(run=run)
         messages.success(request, f"Version {run.version} is now the project's model (predict page, API and export).")
@@ -34,7 +35,7 @@ def run_publish(request, pk):
 def version_compare(request, pk):
     """Two versions side by side: the evaluation images whose answer changed, and per-class figures
     on the images both scored. htmx swaps only the comparison when a select changes."""
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.VIEWER, pk=pk)
     asked = request.GET.get("before", ""), request.GET.get("after", "")
     before, after = training_selectors.compared_versions(project=project, before=asked[0], after=asked[1])
     context = {"project": project, "versions": list(training_selectors.versions_for_project(project=project)),
@@ -83,7 +84,7 @@ def _group_rows(name, rows, images) -> dict:
 @login_required
 @require_POST
 def run_export(request, pk):
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     try:
         status = exports.run_export(run=run)
     except exports.ExportError as exc:
@@ -101,7 +102,7 @@ def run_export(request, pk):
 
 @login_required
 def run_export_download(request, pk):
-    run = training_selectors.run_get_for_user(user=request.user, pk=pk)
+    run = training_selectors.run_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     path = exports.bundle_zip(run)
     if path is None:
         raise Http404("No export that passed its self-test")
@@ -114,7 +115,7 @@ def run_export_download(request, pk):
 @login_required
 @require_POST
 def project_intended_use(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     try:
         library_projects.project_set_intended_use(project=project, text=request.POST.get("intended_use", ""))
         if "report_authors" in request.POST:  # the same form since the report's citation names its authors
@@ -130,7 +131,7 @@ def project_intended_use(request, pk):
 @require_POST
 def project_prediction_log(request, pk):
     """The prediction log's settings: keep the images (for review) or not, and the audit share."""
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     try:
         library_projects.project_set_prediction_log(project=project, keep_images=bool(request.POST.get("keep_prediction_images")),
                                                     audit_percent=request.POST.get("audit_percent", ""))

@@ -1,5 +1,5 @@
 """The project's webhooks page: the list, add one (its secret shown once), switch off or on, delete,
-send a test event, and the delivery log. Owner only: another user's project or webhook is a 404.
+send a test event, and the delivery log. Editors and the owner only (#26): a stranger gets a 404, a lower role a 403.
 Every change is a POST with the CSRF token."""
 
 from django.contrib import messages
@@ -8,6 +8,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from transferapp.accounts import roles
+from transferapp.accounts import selectors as accounts_selectors
 from transferapp.library import selectors as library_selectors
 from transferapp.models import Webhook
 from transferapp.webhooks import events as webhook_events
@@ -33,14 +35,14 @@ def _page(request, project, *, status=200, url="", chosen=None, error=""):
 
 @login_required
 def webhooks_page(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     return _page(request, project)
 
 
 @login_required
 @require_POST
 def webhook_create(request, pk):
-    project = library_selectors.project_get_for_user(user=request.user, pk=pk)
+    project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     url, chosen = request.POST.get("url", ""), request.POST.getlist("events")
     try:
         webhook = hooks.webhook_create(project=project, url=url, events=chosen)
@@ -55,7 +57,7 @@ def webhook_create(request, pk):
 @login_required
 @require_POST
 def webhook_toggle(request, pk):
-    webhook = hooks.webhook_get_for_user(user=request.user, pk=pk)
+    webhook = accounts_selectors.webhook_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     hooks.webhook_set_active(webhook=webhook, active=not webhook.active)
     messages.success(request, f"Webhook to {webhook.url} switched {'on' if webhook.active else 'off'}.")
     return redirect(reverse("webhooks_page", args=[webhook.project_id]))
@@ -64,7 +66,7 @@ def webhook_toggle(request, pk):
 @login_required
 @require_POST
 def webhook_delete(request, pk):
-    webhook = hooks.webhook_get_for_user(user=request.user, pk=pk)
+    webhook = accounts_selectors.webhook_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     hooks.webhook_delete(webhook=webhook)
     messages.success(request, f"Webhook to {webhook.url} deleted: it receives no more events.")
     return redirect(reverse("webhooks_page", args=[webhook.project_id]))
@@ -73,7 +75,7 @@ def webhook_delete(request, pk):
 @login_required
 @require_POST
 def webhook_test(request, pk):
-    webhook = hooks.webhook_get_for_user(user=request.user, pk=pk)
+    webhook = accounts_selectors.webhook_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     if webhook_events.send_test(webhook) is None:
         messages.info(request, f"A test event to {webhook.url} is still on its way; the delivery log below shows "
                                "its answer. Send another once it has one.")

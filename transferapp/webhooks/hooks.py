@@ -1,6 +1,4 @@
 """A project's webhooks: added (the secret shown once), switched off and on, deleted; their reads."""
-from django.shortcuts import get_object_or_404
-
 from transferapp.models import Project, Webhook, WebhookDelivery
 from transferapp.webhooks import targets
 
@@ -37,11 +35,6 @@ def webhook_set_active(*, webhook: Webhook, active: bool) -> Webhook:
 
 def webhook_delete(*, webhook: Webhook) -> None:
     webhook.delete()  # its deliveries go with it; a try in flight finds its row gone and records nothing
-
-
-def webhook_get_for_user(*, user, pk) -> Webhook:
-    """The user's own webhook; anyone else's is a 404."""
-    return get_object_or_404(Webhook.objects.select_related("project"), pk=pk, project__owner=user)
 
 
 def webhooks_for_project(*, project: Project) -> list[Webhook]:
