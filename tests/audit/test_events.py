@@ -237,3 +237,32 @@ def test_training_started_and_cancelled(alice, user, queue):
     recorded = Recorded()
     alice.post(f"/runs/{run.pk}/cancel/")
     assert recorded.one("run.cancelled").actor == "alice"
+
+
+@pytest.mark.django_db(transaction=True)  # the run is queued when its row commits
+def test_a_version_trained_through_the_api_published_exported_downloaded_and_deleted(client, alice, user, queue):
+    from tests.api_support import photo_project
+
+    project = photo_project(user)
+    _, secret = tokens.token_create(user=user, name="ci")
+    recorded = Recorded()
+    response = client.post(f"/api/v1/projects/{project.pk}/train", {"preset": "fast"}, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert response.status_code == 202, response.content
+    assert recorded.one("run.started").actor.startswith("alice (token ta_pt_")
+    recorded = Recorded()
+    _work_off()
+    run = TrainingRun.objects.get(project=project)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert [e for e in recorded.all() if e.actor != "worker"] == []  # the job's own entries, if any, are the worker's
+    steps = [(f"/runs/{run.pk}/publish/", "post", "version.published"), (f"/runs/{run.pk}/export/", "post", "export.made"),
+             (f"/runs/{run.pk}/export/download/", "get", "model.downloaded"),
+             (f"/runs/{run.pk}/download/", "get", "model.downloaded"), (f"/runs/{run.pk}/delete/", "post", "version.deleted")]
+    for url, method, action in steps:
+        recorded = Recorded()
+        response = getattr(alice, method)(url)
+        if hasattr(response, "streaming_content"):
+            b"".join(response.streaming_content)
+        assert response.status_code in (200, 302), (url, response.status_code)
+        entry = recorded.one(action)
+        assert entry.actor == "alice" and entry.detail["run"] == run.pk, url
