@@ -111,7 +111,7 @@ def test_verify_audit_log_passes_on_an_honest_log_and_names_an_edited_row(user):
 def test_verify_audit_log_names_the_entry_after_a_deleted_row(user):
     project = project_with_images(user, per_class=1)
     _moves(project, project.labels.get(name="red").images.first(), 3)
-    first, second, third = AuditEntry.objects.filter(action="label.changed").order_by("pk")
+    _, second, third = AuditEntry.objects.filter(action="label.changed").order_by("pk")
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {AuditEntry._meta.db_table} WHERE id = %s", [second.pk])
     with pytest.raises(CommandError) as failed:

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from rq import SimpleWorker
 
 from tests.conftest import image_bytes
-from tests.factories import inbox_with_images, member, project_with_images, upload
+from tests.factories import inbox_with_images, project_with_images, upload
 from transferapp.accounts import tokens
 from transferapp.jobs.workers import ActsAsWorker
 from transferapp.models import AuditEntry, Image, Project, TrainingRun, Webhook
@@ -160,15 +160,19 @@ def test_refused_actions_record_nothing(client, alice, user, other_user):
     assert recorded.all() == [] and Image.objects.filter(pk=image.pk).exists()
 
 
-def test_a_viewer_refused_by_the_api_records_nothing(client, user):
-    project = project_with_images(user, per_class=1)
-    _, secret = tokens.token_create(user=member(project, "vic", "viewer"), name="t")
+def test_api_calls_refused_record_nothing(client, user, other_user):
+    project = project_with_images(user, per_class=1)  # too few images to train
+    _, secret = tokens.token_create(user=user, name="t")
+    _, stranger = tokens.token_create(user=other_user, name="s")
     recorded = Recorded()
-    response = client.post(f"/api/v1/projects/{project.pk}/classes/red/images",
-                           {"files": [upload("v.png", image_bytes("red", shape_seed=77))]},
-                           HTTP_AUTHORIZATION=f"Bearer {secret}")
-    if response.status_code == 403:  # the API's roles (another change) refuse a viewer's upload
-        assert recorded.all() == []
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+    files = {"files": [upload("v.png", image_bytes("red", shape_seed=77))]}
+    assert client.post(f"/api/v1/projects/{project.pk}/train", {}, content_type="application/json", **bearer).status_code == 409
+    assert client.post(f"/api/v1/projects/{project.pk}/classes/nope/images", files, **bearer).status_code == 404
+    files = {"files": [upload("v.png", image_bytes("red", shape_seed=77))]}
+    assert client.post(f"/api/v1/projects/{project.pk}/classes/red/images", files,
+                       HTTP_AUTHORIZATION=f"Bearer {stranger}").status_code == 404
+    assert recorded.all() == []
 
 
 def test_an_api_upload_with_a_personal_token_acts_as_its_user(client, user):

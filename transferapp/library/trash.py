@@ -9,8 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from transferapp.accounts import quotas
-from transferapp.library import history
 from transferapp.engine.features import forget_cached_features
+from transferapp.library import history
 from transferapp.models import Image, Project, TrainingRun
 
 
