@@ -18,6 +18,7 @@ from transferapp.web import (
     tokens,
     sharing,
 )
+from transferapp.web import audit_log as web_audit_log
 from transferapp.web import heatmaps as web_heatmaps
 from transferapp.web import images as web_images
 from transferapp.web import imports as web_imports
@@ -96,6 +97,8 @@ urlpatterns = [
     path("projects/<int:pk>/api-keys/", keys.api_key_create, name="api_key_create"),
     path("api-keys/<int:pk>/revoke/", keys.api_key_revoke, name="api_key_revoke"),
     path("projects/<int:pk>/webhooks/", web_webhooks.webhooks_page, name="webhooks_page"),
+    path("projects/<int:pk>/audit/", web_audit_log.audit_log, name="audit_log"),
+    path("projects/<int:pk>/audit/log.csv", web_audit_log.audit_log_csv, name="audit_log_csv"),
     path("projects/<int:pk>/webhooks/add/", web_webhooks.webhook_create, name="webhook_create"),
     path("webhooks/<int:pk>/toggle/", web_webhooks.webhook_toggle, name="webhook_toggle"),
     path("webhooks/<int:pk>/delete/", web_webhooks.webhook_delete, name="webhook_delete"),

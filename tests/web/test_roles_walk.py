@@ -13,6 +13,7 @@ from django.urls import reverse
 from tests.factories import inbox_with_images, member, project_with_images
 from tests.library.test_reviews import make_prediction
 from transferapp.accounts import api_keys, roles
+from transferapp.studies import studies
 from transferapp.models import (
     BatchPrediction,
     ImportJob,
@@ -60,7 +61,15 @@ EXPECT = {
     "labelling_similar": (L, "GET"),
     "prediction_image": (V, "GET"), "prediction_review": (L, "POST"), "prediction_review_undo": (L, "POST"),
     "prediction_add": (L, "POST"),
+    "audit_log": (E, "GET"), "audit_log_csv": (E, "GET"),
+    "study_list": (V, "GET"), "study_new": (E, "GET POST"), "study_image_file": (V, "GET"),
+    "study_read": (L, "GET"),  # and a reader of the study: see NOT_A_READER
+    "study_adjudicate": (E, "GET"), "study_close": (E, "POST"), "study_write_back": (E, "POST"),
+    "study_agreement": (E, "GET"), "study_agreement_csv": (E, "GET"),  # while the study is open
 }
+# Reading is for the study's readers (the labeller walker and a spare labeller): an owner or editor
+# who is not one of them may adjudicate, not read.
+NOT_A_READER = {("study_read", "owner"), ("study_read", E)}
 # Run last: after a member leaves, the rest of the walk would only see 404s.
 LAST = ("sharing_leave",)
 WALKERS = ["owner", E, L, V, "stranger"]
@@ -106,13 +115,16 @@ def _world(tmp_path):
     batch = BatchPrediction.objects.create(project=project, run=run, version=1, source_name="x.zip", status="done", total=1,
                                            done=1, folder=str(tmp_path), csv_path=str(tmp_path / BatchPrediction.CSV))
     inboxed = inbox_with_images(project, colors=("red",), per_color=1)[0]
+    spare_reader = member(project, "walk-spare-reader", L)
+    study = studies.study_create(project=project, name="Walk", readers=[walkers[L], spare_reader],
+                                 images=[image.pk, spare_image.pk], created_by=owner)
     ids = {
         "pk": project.pk, "project_pk": project.pk, "label": red.pk, "image": image.pk, "spare_image": spare_image.pk,
         "inbox_image": inboxed.pk, "run": run.pk, "spare_run": spare_run.pk, "member": spare_member.pk,
         "job": ImportJob.objects.create(project=project, source_name="x.zip", status="done").pk,
         "batch": batch.pk,
         "prediction": make_prediction(project, audit=True).pk, "webhook": webhook.pk, "spare_webhook": spare_webhook.pk,
-        "key": key.pk, "blue": blue.pk,
+        "key": key.pk, "blue": blue.pk, "study": study.pk,
     }
     return walkers, ids
 
@@ -128,6 +140,8 @@ def _kwargs(name, route, ids):
     first = route.split("/")[0]
     if not first:
         return {}  # home
+    if first == "studies":
+        return {"sid": ids["study"], "image_pk": ids["image"]}
     obj = {"images": "image", "runs": "run", "imports": "job", "api-keys": "key", "batches": "batch",
            "predictions": "prediction", "webhooks": "webhook"}[first]
     return {"pk": ids[spare.get(name, obj)], "image_pk": ids["image"], "digest": "0" * 64, "class_index": 0}
@@ -144,7 +158,9 @@ def _urls(ids):
     return sorted(walk, key=lambda row: (row[0] in LAST, row[1] == "POST"))  # reads first, leaving last
 
 
-def _expected(who: str, need: str) -> str:
+def _expected(who: str, need: str, name: str = "") -> str:
+    if (name, who) in NOT_A_READER:
+        return "403"
     if need == ANY:
         return "through"
     if who == "stranger":
@@ -174,7 +190,7 @@ def test_each_role_gets_what_each_url_needs(client, who, tmp_path):
         except Exception as exc:  # noqa: BLE001 (a crash is one more failure, named with its URL)
             failures.append(f"{method} {url} ({name}) as {who}: raised {exc!r}")
             continue
-        got, wanted = _outcome(response), _expected(who, need)
+        got, wanted = _outcome(response), _expected(who, need, name)
         if got != wanted:
             failures.append(f"{method} {url} ({name}) as {who}: {response.status_code} ({got}), wanted {wanted}")
     assert not failures, "\n".join(failures)

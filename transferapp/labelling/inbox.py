@@ -5,6 +5,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from transferapp.library import history
 from transferapp.models import Image, InboxRanking, Label, Project
 
 
@@ -38,6 +39,8 @@ def inbox_label(*, project: Project, image_ids: list[int], label: Label, user=No
         images = list(Image.all_objects.select_for_update().filter(
             Q(label__isnull=True) | Q(labelled_at__isnull=False),
             project=project, pk__in=image_ids, deleted_at__isnull=True))
+        names = dict(project.labels.values_list("pk", "name"))  # one query, not one per image
+        before = [(image.pk, image.original_name, names.get(image.label_id, "")) for image in images]
         for image in images:
             if image.label_id is None:  # from the Inbox: a first label
                 card = cards.get(str(image.pk), {}) if record else {}
@@ -47,6 +50,7 @@ def inbox_label(*, project: Project, image_ids: list[int], label: Label, user=No
         # One UPDATE a batch, not a row: a box on the map can hold thousands of images.
         Image.all_objects.bulk_update(images, ["label", "labelled_at", "labelled_by", "inbox_unsure",
                                                "suggested_label", "asked_as"], batch_size=500)
+        history.label_changes(project=project, changes=before, to=label.name, how="labelled")
     return len(images)
 
 
@@ -57,5 +61,9 @@ def inbox_set_unsure(*, project: Project, image_ids: list[int], unsure: bool = T
 
 def inbox_unlabel(*, project: Project, image_ids: list[int]) -> int:
     """Undo: images labelled from the Inbox go back to it (images uploaded with a label never do)."""
-    return Image.objects.filter(project=project, pk__in=image_ids, labelled_at__isnull=False).update(
-        label=None, labelled_at=None, labelled_by=None, suggested_label="", asked_as="")
+    with transaction.atomic():
+        taken = Image.objects.filter(project=project, pk__in=image_ids, labelled_at__isnull=False)
+        before = list(taken.values_list("pk", "original_name", "label__name"))
+        done = taken.update(label=None, labelled_at=None, labelled_by=None, suggested_label="", asked_as="")
+        history.label_changes(project=project, changes=before, to="", how="sent back to the Inbox")
+    return done

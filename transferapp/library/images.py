@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from transferapp.accounts import quotas
 from transferapp.engine.config import TrainConfig
-from transferapp.library import errors, grouping, intake, trash
+from transferapp.library import errors, grouping, history, intake, trash
 from transferapp.models import Image, Label, Project
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,15 @@ class UploadOutcome:
 
 def max_upload_bytes() -> int:
     return settings.MAX_UPLOAD_MB * 1024 * 1024
+
+
+def images_add_uploaded(*, project: Project, label: Label | None, uploads, refused=()) -> list[UploadOutcome]:
+    """One upload batch (a drop of files, an API call): each file added to `label` (None: the Inbox) or
+    refused with why; `refused`: (name, why) of files turned away before reading. One audit entry."""
+    outcomes = [UploadOutcome(name=name, error=reason) for name, reason in refused]
+    outcomes += [image_add_uploaded(label=label, project=project, uploaded=uploaded) for uploaded in uploads]
+    history.uploads(project=project, to=label.name if label is not None else "", outcomes=outcomes)
+    return outcomes
 
 
 def image_add_uploaded(*, label: Label | None, uploaded, project: Project | None = None) -> UploadOutcome:
@@ -186,7 +195,12 @@ def image_delete(*, image: Image) -> None:
 def images_move(*, images: list[Image], label: Label) -> int:
     """Relabel images (all from label's project: the caller selected them through selectors)."""
     ids = [image.pk for image in images if image.project_id == label.project_id]
-    return Image.objects.filter(pk__in=ids).update(label=label)
+    with transaction.atomic():
+        before = list(Image.objects.filter(pk__in=ids).values_list("pk", "original_name", "label__name"))
+        moved = Image.objects.filter(pk__in=ids).update(label=label)
+        history.label_changes(project=label.project, changes=[(pk, name, old or "") for pk, name, old in before],
+                              to=label.name, how="moved")
+    return moved
 
 
 def images_set_aside(*, images: list[Image], for_testing: bool) -> int:
@@ -199,11 +213,17 @@ def images_set_aside(*, images: list[Image], for_testing: bool) -> int:
 
 def image_confirm_label(*, image: Image) -> None:
     """The user checked a suspected mislabel and says the label is right: not asked again."""
-    Image.objects.filter(pk=image.pk).update(label_confirmed=True)
+    with transaction.atomic():
+        Image.objects.filter(pk=image.pk).update(label_confirmed=True)
+        history.label_confirmed(image=image)
 
 
 def image_relabel(*, image: Image, label: Label) -> None:
     """Move one image to another class of its project; a label the user chose is a checked one."""
     if label.project_id != image.project_id:
         raise errors.ServiceError("That class belongs to another project.")
-    Image.objects.filter(pk=image.pk).update(label=label, label_confirmed=True)
+    with transaction.atomic():
+        before = list(Image.all_objects.filter(pk=image.pk).values_list("pk", "original_name", "label__name"))
+        Image.objects.filter(pk=image.pk).update(label=label, label_confirmed=True)
+        history.label_changes(project=label.project, changes=[(pk, name, old or "") for pk, name, old in before],
+                              to=label.name, how="relabelled")

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from transferapp.accounts import quotas
-from transferapp.library import errors, images, projects
+from transferapp.library import errors, history, images, projects
 from transferapp.library.label_files import LabelMap
 from transferapp.models import Image, ImportJob, Label, Project
 from transferapp.storage import blobs
@@ -31,6 +31,8 @@ def import_create(*, project: Project, uploaded, into_inbox: bool = False) -> Im
                                        into_inbox=into_inbox)
         job.job_id = f"import-{job.pk}"
         job.save(update_fields=["job_id"])
+        history.trail.record(action="import.started", project=project,
+                             detail={"import": job.pk, "file": job.source_name, "into_inbox": into_inbox})
         errors.on_commit_or_fail(lambda: enqueue_import(job), on_failure=lambda: _import_not_queued(job))
     return job
 
@@ -93,6 +95,7 @@ def import_entries(*, project: Project, entries, on_progress=None, counts: dict 
     if not into_inbox:  # with everything into the Inbox the rows are not used, so none is missing
         _report_missing_rows(labels, summary)
     _remove_classes_left_empty(project, summary)
+    history.imported(project=project, summary=summary)
     if summary["accepted"]:
         images.features_schedule(project=project)
     return summary

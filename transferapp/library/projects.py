@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 
 from transferapp.accounts import quotas
-from transferapp.library import errors, trash
+from transferapp.library import errors, history, trash
 from transferapp.models import Image, Label, Prediction, Project
 from transferapp.storage import blobs
 
@@ -23,12 +23,17 @@ def project_create(*, owner, name: str) -> Project:
     with transaction.atomic():
         quotas.lock_owner(owner)
         errors.refuse_if(quotas.project_refusal(owner=owner))
-        return Project.objects.create(owner=owner, name=name)
+        project = Project.objects.create(owner=owner, name=name)
+        history.trail.record(action="project.created", project=project, detail={"name": name})
+        return project
 
 
 def project_rename(*, project: Project, name: str) -> Project:
-    project.name = errors.clean_name(name, "Project name")
-    project.save(update_fields=["name"])
+    old, project.name = project.name, errors.clean_name(name, "Project name")
+    with transaction.atomic():
+        project.save(update_fields=["name"])
+        if old != project.name:
+            history.trail.record(action="project.renamed", project=project, detail={"from": old, "to": project.name})
     return project
 
 
@@ -119,7 +124,10 @@ def project_delete(*, project: Project) -> None:
     sha256s = set(Image.all_objects.filter(project=project).values_list("sha256", flat=True))
     uploaded_zips = list(project.imports.exclude(upload_path="").values_list("upload_path", flat=True))
     batch_folders = list(project.batches.values_list("folder", flat=True))
-    project.delete()
+    with transaction.atomic():
+        history.trail.record(action="project.deleted", project=project,
+                             detail={"name": project.name, "images": len(sha256s)})
+        project.delete()
     _remove_project_files(project_id)
     for folder in batch_folders:  # a running batch stops at its next chunk, finding no row
         blobs.remove_stored(folder)
@@ -144,7 +152,10 @@ def project_files_remove_if_deleted(*, project_id: int) -> None:
 
 
 def label_create(*, project: Project, name: str) -> Label:
-    return Label.objects.create(project=project, name=_free_label_name(project, name))
+    with transaction.atomic():
+        label = Label.objects.create(project=project, name=_free_label_name(project, name))
+        history.trail.record(action="class.created", project=project, detail={"class": label.pk, "name": label.name})
+    return label
 
 
 def label_rename(*, label: Label, name: str) -> Label:
@@ -158,6 +169,8 @@ def label_rename(*, label: Label, name: str) -> Label:
         label.save(update_fields=["name"])
         if new != old:
             _predictions_rename_class(label.project_id, old, new)
+            history.trail.record(action="class.renamed", project=label.project,
+                                 detail={"class": label.pk, "from": old, "to": new})
     return label
 
 
@@ -185,7 +198,10 @@ def _free_label_name(project: Project, name: str, exclude: Label | None = None) 
 
 def label_delete(*, label: Label) -> None:
     images = list(Image.all_objects.filter(label=label))  # the trashed ones' files go too
-    label.delete()
+    with transaction.atomic():
+        history.trail.record(action="class.deleted", project=label.project, detail={
+            "class": label.pk, "name": label.name, "images": sum(image.deleted_at is None for image in images)})
+        label.delete()
     trash.delete_image_files(label.project_id, images)
 
 

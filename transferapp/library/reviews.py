@@ -6,7 +6,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from transferapp.accounts.selectors import checked_get
-from transferapp.library import errors, images
+from transferapp.library import errors, history, images
 from transferapp.models import Image, Prediction, Project
 
 
@@ -114,6 +114,7 @@ def add_to_training(*, prediction: Prediction) -> AddOutcome:
     outcome.image.provenance = provenance(prediction)
     prediction.added_image = outcome.image
     prediction.save(update_fields=["added_image"])
+    history.uploads(project=prediction.project, to=label.name, outcomes=[outcome])  # a reviewed prediction joins training
     return AddOutcome(prediction, image=outcome.image)
 
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from transferapp.accounts import quotas
 from transferapp.engine.features import forget_cached_features
+from transferapp.library import history
 from transferapp.models import Image, Project, TrainingRun
 
 
@@ -19,8 +20,13 @@ def images_delete(*, images: list[Image]) -> int:
     if not images:
         return 0
     deleted_images_purge(project_id=images[0].project_id)
-    # all_objects: an Inbox image (#24, no label) is not in Image.objects but is deleted the same way
-    Image.all_objects.filter(pk__in=[image.pk for image in images], deleted_at__isnull=True).update(deleted_at=timezone.now())
+    with transaction.atomic():
+        # all_objects: an Inbox image (#24, no label) is not in Image.objects but is deleted the same way
+        live = Image.all_objects.filter(pk__in=[image.pk for image in images], deleted_at__isnull=True)
+        gone = [image.pk for image in live.only("pk")]
+        live.update(deleted_at=timezone.now())
+        if gone:
+            history.images_event("images.deleted", project=Project.objects.get(pk=images[0].project_id), image_ids=gone)
     return len(images)
 
 
@@ -31,15 +37,18 @@ def images_restore(*, images: list[Image]) -> tuple[int, str]:
     if not images:
         return 0, ""
     owner_id = Project.objects.filter(pk=images[0].project_id).values_list("owner_id", flat=True).first()
-    restored, refusal = 0, ""
+    back, refusal = [], ""
     with transaction.atomic():
         quotas.lock_owner(owner_id)
         for image in images:
             refusal = quotas.image_refusal(owner=owner_id, size=image.size_bytes)
             if refusal:
                 break
-            restored += Image.all_objects.filter(pk=image.pk).update(deleted_at=None)
-    return restored, refusal
+            if Image.all_objects.filter(pk=image.pk).update(deleted_at=None):
+                back.append(image)
+        if back:
+            history.images_event("images.restored", project=Project.objects.get(pk=images[0].project_id), image_ids=[image.pk for image in back])
+    return len(back), refusal
 
 
 def _trash_cutoff() -> datetime:

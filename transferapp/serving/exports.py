@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.utils.text import slugify
 
+from transferapp.audit import trail
 from transferapp.engine.export import export_bundle
 from transferapp.models import TrainingRun
 from transferapp.storage import blobs, csvsafe
@@ -63,7 +64,14 @@ def run_export(*, run: TrainingRun) -> dict:
               "name": name}
     (folder / "export" / "result.json").write_text(json.dumps(status))
     blobs.artifact_publish(run, "export")  # the bundle and its verdict, for every web process
+    trail.record(action="export.made", project=run.project,
+                 detail={"run": run.pk, "version": run.version, "passed": result.passed, "name": name})
     return status
+
+
+def download_recorded(*, run: TrainingRun, what: str) -> None:
+    """A model leaving the app ("model files", "export bundle") is an audit event (#26)."""
+    trail.record(action="model.downloaded", project=run.project, detail={"run": run.pk, "version": run.version, "what": what})
 
 
 def _validation_samples(run: TrainingRun) -> tuple[list[tuple[str, str]], dict]:

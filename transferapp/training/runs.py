@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from transferapp.accounts import quotas
+from transferapp.audit import trail
 from transferapp.engine.config import TrainConfig
 from transferapp.engine.zoo import get_base
 from transferapp.library import errors, readiness
@@ -63,6 +64,8 @@ def training_start(*, project: Project, base_model: str, preset: str, config: di
         )
         run.job_id = f"run-{run.pk}"
         run.save(update_fields=["job_id"])
+        trail.record(action="run.started", project=project,
+                     detail={"run": run.pk, "base": base_model, "preset": preset, "images": run.n_images})
         errors.on_commit_or_fail(lambda: enqueue_training(run), on_failure=lambda: run_not_queued(run))
     return run
 
@@ -89,6 +92,7 @@ def run_cancel(*, run: TrainingRun) -> TrainingRun:
     """Queued runs stop at once; running ones stop at the worker's next check (a second or two)."""
     if run.is_finished:
         return run
+    trail.record(action="run.cancelled", project=run.project, detail={"run": run.pk, "status": run.status})
     if run.status == TrainingRun.Status.QUEUED:
         updated = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
             status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(), message="Cancelled before it started."
@@ -103,5 +107,10 @@ def run_cancel(*, run: TrainingRun) -> TrainingRun:
 
 def run_delete(*, run: TrainingRun) -> None:
     artifact_dir = run.artifact_dir
-    run.delete()
+    with transaction.atomic():
+        if run.version is not None:
+            trail.record(action="version.deleted", project=run.project, detail={"run": run.pk, "version": run.version})
+        else:
+            trail.record(action="run.deleted", project=run.project, detail={"run": run.pk, "status": run.status})
+        run.delete()
     blobs.remove_stored(artifact_dir)

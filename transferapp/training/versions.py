@@ -2,6 +2,7 @@
 
 from django.db import transaction
 
+from transferapp.audit import trail
 from transferapp.library import errors
 from transferapp.models import Project, TrainingRun
 from transferapp.webhooks import events as webhook_events
@@ -31,7 +32,10 @@ def run_publish(*, run: TrainingRun) -> Project:
     project = run.project
     already = project.published_run_id == run.pk
     project.published_run = run
-    project.save(update_fields=["published_run"])
+    with transaction.atomic():
+        project.save(update_fields=["published_run"])
+        if not already:
+            trail.record(action="version.published", project=project, detail={"run": run.pk, "version": run.version})
     if not already:
         webhook_events.version_published(run)
     return project

@@ -458,8 +458,8 @@ def images_add(request, project_id: int, name: str):
     label = project.labels.filter(name__in={name, library_projects.label_name(name)}).first()  # "a<b" is stored "a‹b"
     if label is None:
         raise Http404(f"This project has no class “{name}”.")
-    outcomes = [library_images.UploadOutcome(name=n, error=reason) for n, reason in uploads.refused_files(request)]
-    outcomes += [library_images.image_add_uploaded(label=label, uploaded=upload) for upload in request.FILES.getlist("files")]
+    outcomes = library_images.images_add_uploaded(project=project, label=label, uploads=request.FILES.getlist("files"),
+                                                  refused=uploads.refused_files(request))
     if not outcomes:
         raise HttpError(400, "Send one or more images as multipart form files named “files”.")
     if any(o.status == "added" for o in outcomes):

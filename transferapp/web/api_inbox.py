@@ -102,9 +102,8 @@ def inbox_add(request, project_id: int):
     """Add unlabelled images to the project's Inbox: the upload page's checks, duplicates, quotas
     and per-file report (a copy of an image already in a class is refused, naming the class)."""
     project = _project_for_key(request, project_id, need=roles.LABELLER, hits=lambda: _image_count(request))
-    outcomes = [library_images.UploadOutcome(name=n, error=reason) for n, reason in uploads.refused_files(request)]
-    outcomes += [library_images.image_add_uploaded(label=None, project=project, uploaded=upload)
-                 for upload in request.FILES.getlist("files")]
+    outcomes = library_images.images_add_uploaded(project=project, label=None, uploads=request.FILES.getlist("files"),
+                                                  refused=uploads.refused_files(request))
     if not outcomes:
         raise HttpError(400, "Send one or more images as multipart form files named “files”.")
     if any(o.status == "added" for o in outcomes):

@@ -120,8 +120,8 @@ def label_bulk(request, project_pk, pk):
 def label_upload(request, project_pk, pk):
     label = library_selectors.label_get_for_user(user=request.user, need=roles.LABELLER, project_pk=project_pk, pk=pk)
     files = request.FILES.getlist("files")
-    outcomes = [library_images.UploadOutcome(name=name, error=reason) for name, reason in uploads.refused_files(request)]
-    outcomes += [library_images.image_add_uploaded(label=label, uploaded=f) for f in files]
+    outcomes = library_images.images_add_uploaded(project=label.project, label=label, uploads=files,
+                                                  refused=uploads.refused_files(request))
     if any(outcome.image for outcome in outcomes):
         library_images.features_schedule(project=label.project)
     if actions.is_script_request(request):

@@ -23,9 +23,8 @@ def inbox_upload(request, pk):
     """Files dropped on the Inbox's zone: each answered added / skipped (already in the Inbox) /
     refused (with why: a copy in a class, not an image, over the quota), as a class upload is."""
     project = library_selectors.project_get_for_user(user=request.user, need=roles.LABELLER, pk=pk)
-    outcomes = [library_images.UploadOutcome(name=name, error=reason) for name, reason in uploads.refused_files(request)]
-    outcomes += [library_images.image_add_uploaded(label=None, project=project, uploaded=f)
-                 for f in request.FILES.getlist("files")]
+    outcomes = library_images.images_add_uploaded(project=project, label=None, uploads=request.FILES.getlist("files"),
+                                                  refused=uploads.refused_files(request))
     if any(outcome.image for outcome in outcomes):
         library_images.features_schedule(project=project)
     if actions.is_script_request(request):

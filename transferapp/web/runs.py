@@ -14,6 +14,7 @@ from transferapp.library import errors
 from transferapp.library import selectors as library_selectors
 from transferapp.models import TrainingRun
 from transferapp.reporting import live_accuracy, results
+from transferapp.serving import exports
 from transferapp.storage import blobs, zipstream
 from transferapp.training import runs as training_runs
 from transferapp.training import selectors as training_selectors
@@ -110,6 +111,7 @@ def run_download(request, pk):
     if not artifact_dir or not artifact_dir.is_dir():
         raise Http404("No model for this run")
     name = f"{slugify(run.project.name) or 'model'}-run-{run.pk}"
+    exports.download_recorded(run=run, what="model files")
     files = [(path, f"{name}/{path.name}") for path in sorted(artifact_dir.iterdir())
              if path.is_file() and not path.name.startswith(".")]  # not the mirror's own bookkeeping
     # Written while it is sent: a large base's weights are never held in memory whole.

@@ -107,6 +107,7 @@ def run_export_download(request, pk):
     if path is None:
         raise Http404("No export that passed its self-test")
     name = exports.export_status(run)["name"]
+    exports.download_recorded(run=run, what="export bundle")
     if blobs.s3_mode():  # the bucket sends it (S3_PUBLIC_URL), or the app streams it from there
         return bucket.bucket_file(f"{run.artifact_dir}/export/bundle.zip", f"{name}.zip")
     return FileResponse(path.open("rb"), as_attachment=True, filename=f"{name}.zip", content_type="application/zip")

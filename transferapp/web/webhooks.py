@@ -4,12 +4,14 @@ Every change is a POST with the CSRF token."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from transferapp.accounts import roles
 from transferapp.accounts import selectors as accounts_selectors
+from transferapp.audit import webhooks as audit_webhooks
 from transferapp.library import selectors as library_selectors
 from transferapp.models import Webhook
 from transferapp.webhooks import events as webhook_events
@@ -45,7 +47,9 @@ def webhook_create(request, pk):
     project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
     url, chosen = request.POST.get("url", ""), request.POST.getlist("events")
     try:
-        webhook = hooks.webhook_create(project=project, url=url, events=chosen)
+        with transaction.atomic():
+            webhook = hooks.webhook_create(project=project, url=url, events=chosen)
+            audit_webhooks.added(webhook)
     except targets.UrlRefused as exc:
         return _page(request, project, status=400, url=url, chosen=chosen, error=str(exc))
     # Shown on this one response only, like a new API key.
@@ -58,7 +62,9 @@ def webhook_create(request, pk):
 @require_POST
 def webhook_toggle(request, pk):
     webhook = accounts_selectors.webhook_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
-    hooks.webhook_set_active(webhook=webhook, active=not webhook.active)
+    with transaction.atomic():
+        hooks.webhook_set_active(webhook=webhook, active=not webhook.active)
+        audit_webhooks.switched(webhook)
     messages.success(request, f"Webhook to {webhook.url} switched {'on' if webhook.active else 'off'}.")
     return redirect(reverse("webhooks_page", args=[webhook.project_id]))
 
@@ -67,7 +73,9 @@ def webhook_toggle(request, pk):
 @require_POST
 def webhook_delete(request, pk):
     webhook = accounts_selectors.webhook_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
-    hooks.webhook_delete(webhook=webhook)
+    with transaction.atomic():
+        audit_webhooks.removed(webhook)
+        hooks.webhook_delete(webhook=webhook)
     messages.success(request, f"Webhook to {webhook.url} deleted: it receives no more events.")
     return redirect(reverse("webhooks_page", args=[webhook.project_id]))
 

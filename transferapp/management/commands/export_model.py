@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from transferapp.serving import exports
 from transferapp.training import selectors as training_selectors
 
+from ._operator import as_operator
 from ._project_arg import add_project_arguments, owned_project
 
 
@@ -22,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--version", type=int, default=None, dest="model_version")
         parser.add_argument("--out", required=True, help="folder to write the bundle into (created)")
 
+    @as_operator
     def handle(self, *args, user, project, model_version, out, **options):
         target = owned_project(user, project)
         run = training_selectors.model_run(project=target, version=model_version)

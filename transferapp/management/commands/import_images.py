@@ -9,6 +9,8 @@ from transferapp.library.label_files import labels_for_source
 from transferapp.models import Project
 from transferapp.storage.archive import ArchiveRejected, Limits, open_source
 
+from ._operator import as_operator
+
 
 class Command(BaseCommand):
     help = "Import a folder or zip of class folders into a user's project (created if needed)."
@@ -23,6 +25,7 @@ class Command(BaseCommand):
                                              "a named file takes its row's class, others keep their class folder's "
                                              "(loose ones go to the Inbox); --unlabelled wins over it")
 
+    @as_operator
     def handle(self, *args, path, user, project, json: bool, unlabelled=False, labels=None, **options):
         owner = self._user(user)
         target = Project.objects.filter(owner=owner, name=project).first() or library_projects.project_create(owner=owner, name=project)

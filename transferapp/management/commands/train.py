@@ -8,6 +8,7 @@ from transferapp.library import errors
 from transferapp.models import TrainingRun
 from transferapp.training import runs as training_runs
 
+from ._operator import as_operator
 from ._project_arg import add_project_arguments, owned_project
 
 
@@ -20,6 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--base", default="efficientnet_lite0")
         parser.add_argument("--wait", action="store_true", help="wait for a worker to finish the run")
 
+    @as_operator
     def handle(self, *args, user, project, preset, base, wait, **options):
         try:
             run = training_runs.training_start(project=owned_project(user, project), base_model=base, preset=preset, config={})
