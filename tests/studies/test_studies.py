@@ -26,7 +26,8 @@ def test_readers_read_every_image_and_disagreements_go_to_adjudication(user):
     studies.close(study=study)
     with pytest.raises(ServiceError):
         studies.read(study=study, reader=ann, image_id=ids[0], label="blue")
-    assert list(AuditEntry.objects.values_list("action", flat=True)) == ["study.started", "study.adjudicated", "study.closed"]
+    actions = AuditEntry.objects.filter(action__startswith="study.").values_list("action", flat=True)
+    assert list(actions) == ["study.started", "study.adjudicated", "study.closed"]
 
 
 def test_a_viewer_cannot_be_a_reader_and_one_reader_is_not_a_study(user):

@@ -206,6 +206,19 @@ def _zip_with_markup_folder() -> bytes:
     return out.getvalue()
 
 
+def _study_read_as_markup(project, marked_class):
+    """A reading study named in markup whose two readers read every image as the class named in markup."""
+    from tests.factories import member
+    from transferapp.studies import studies
+    readers = [member(project, name, "labeller") for name in ("ann", "bob")]
+    study = studies.study_create(project=project, name=MARKUP, readers=readers, created_by=project.owner,
+                                 images=list(project.images.values_list("pk", flat=True)))
+    for reader in readers:
+        for item in study.items.all():
+            studies.read(study=study, reader=reader, image_id=item.image_id, label=marked_class.name)
+    return study
+
+
 def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
     m, project = marked_up, marked_up["project"]
     red, bees, images, run = m["red"], m["bees"], m["images"], m["run"]
@@ -222,6 +235,7 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
     WebhookDelivery.objects.create(webhook=hook, event="training.finished", message_id="msg_markup", attempts=1,
                                    last_error=MARKUP)
     hooks_url = reverse("webhooks_page", args=[project.pk])
+    study_url = reverse("study_agreement", args=[_study_read_as_markup(project, bees).pk])
     requests = {  # url name -> each request that template's htmx (or app.js's XHR) sends, full pages too
         "project_detail": [("get", project.get_absolute_url(), {}, HX), ("get", project.get_absolute_url(), {}, {})],
         "label_detail": [("get", bees.get_absolute_url(), {}, HX), ("get", red.get_absolute_url() + "?suspects=1", {}, {})],
@@ -259,6 +273,8 @@ def test_no_htmx_endpoint_returns_a_name_as_markup(alice, marked_up, queue):
         "inbox_upload": [("post", reverse("inbox_upload", args=[project.pk]),
                           {"files": [upload(f"{MARKUP}.png", image_bytes("green", shape_seed=8)),
                                      upload(f"{MARKUP}.txt", b"no image", "text/plain")]}, XHR)],
+        # A reading study's agreement (#26): its name and the class names read, in the figures and the matrix.
+        "study_agreement": [("get", study_url + "?a=ann&b=bob", {}, HX), ("get", study_url, {}, {})],
     }
     assert _htmx_endpoints_in_templates() <= set(requests), "a new htmx endpoint: add it here"
     escaped = []
