@@ -31,7 +31,7 @@ def checked_get(queryset, *, user, need: str, path: str = "project", **lookup):
 
 
 def api_keys_for_project(*, project: Project):
-    return project.api_keys.all()
+    return project.api_keys.select_related("created_by")
 
 
 def api_key_get_for_user(*, user, pk, need: str) -> ApiKey:
