@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from tests.factories import member, project_with_images
-from transferapp.audit import trail
+from transferapp.audit import log, trail
 from transferapp.models import AuditEntry, AuditHead
 
 pytestmark = pytest.mark.django_db
@@ -162,3 +162,33 @@ def test_verify_audit_log_says_so_when_every_entry_is_gone(user):
     AuditEntry.objects.all().delete()
     with pytest.raises(CommandError, match="all 3 entries are gone"):
         call_command("verify_audit_log", stdout=io.StringIO())
+
+
+@pytest.mark.parametrize("action, detail, told", [
+    ("sharing.added", {"user": "ed", "role": "editor"}, "lab shared the project with ed as editor"),
+    ("sharing.changed", {"user": "ed", "from": "editor", "to": "viewer"}, "lab changed ed's role from editor to viewer"),
+    ("sharing.removed", {"user": "ed", "role": "editor", "left": False}, "lab removed ed (editor) from the project"),
+    ("sharing.removed", {"user": "lab", "role": "viewer", "left": True}, "lab left the project (they were viewer)"),
+    ("study.started", {"study": 4, "name": "Pilot", "images": 20, "source": "test", "readers": ["ann", "ben"]},
+     "lab started the reading study Pilot of 20 images with the readers ann, ben"),
+    ("study.closed", {"study": 4, "name": "Pilot"}, "lab closed the reading study Pilot"),
+    ("study.adjudicated", {"study": 4, "image": 9, "label": "red"}, "lab adjudicated image 9 as red in reading study 4"),
+    ("study.written_back", {"study": 4, "moved": 2, "confirmed": 5, "skipped": 0},
+     "lab wrote the adjudicated labels of reading study 4 into the project (2 moved, 5 confirmed, 0 skipped)"),
+    ("key.created", {"key": "ta_abc", "name": "lims"}, "lab created the API key ta_abc… (lims)"),
+    ("key.revoked", {"key": "ta_abc", "name": "", "why": "member removed"},
+     "lab revoked the API key ta_abc… because: member removed"),
+    ("token.created", {"token": "ta_pt_x", "name": "laptop", "user": "lab"},
+     "lab created the personal token ta_pt_x… (laptop) of lab"),
+])
+def test_team_entries_read_as_sentences(action, detail, told):
+    with trail.acting_as(trail.Actor("lab")):
+        entry = trail.record(action=action, detail=detail)
+    assert log.sentence(entry) == told
+
+
+def test_the_log_offers_no_tokens_filter_since_token_entries_belong_to_no_project(alice, user):
+    project = project_with_images(user, per_class=1)
+    assert "token" not in log.KINDS
+    page = alice.get(f"/projects/{project.pk}/audit/?kind=token").content.decode()
+    assert 'value="token"' not in page
