@@ -66,7 +66,7 @@ def test_leaving_and_a_downgrade_below_editor_revoke_the_members_keys(client, pr
 
 
 def test_a_change_between_editor_roles_keeps_keys(client, project):
-    membership, secret = _editor_with_key(client, project)
+    membership, _ = _editor_with_key(client, project)
     sharing.change_role(member=membership, role=roles.EDITOR)
     sharing.change_role(member=membership, role=roles.VIEWER)
     assert _revocations() == ["member's role changed to viewer"]
@@ -81,7 +81,7 @@ def test_deactivating_a_member_revokes_the_keys_they_made_in_shared_projects(cli
 
 
 def test_the_key_list_names_its_maker_and_the_sharing_page_warns_of_the_keys(client, alice, project):
-    membership, _ = _editor_with_key(client, project)
+    _editor_with_key(client, project)
     api_keys.api_key_create(project=project)  # an older key: no maker recorded
     alice.force_login(project.owner)
     page = alice.get(project.get_absolute_url()).content.decode()
