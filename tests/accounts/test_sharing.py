@@ -37,7 +37,7 @@ def test_changing_and_removing_a_role_are_audited_with_before_and_after(project,
     assert Membership.objects.get(pk=member.pk).role == roles.EDITOR
     sharing.unshare(member=member)
     assert roles.role_of(bob, project) is None
-    actions = list(AuditEntry.objects.order_by("pk").values_list("action", "detail"))
+    actions = list(AuditEntry.objects.filter(action__startswith="sharing.").order_by("pk").values_list("action", "detail"))
     assert actions[1:] == [("sharing.changed", {"user": "bob", "from": "viewer", "to": "editor"}),
                            ("sharing.removed", {"user": "bob", "role": "editor", "left": False})]
     assert trail.verify().ok
@@ -51,7 +51,7 @@ def test_unknown_and_inactive_accounts_get_the_same_answer(project, user, bob, d
             sharing.share(project=project, who=who, role=roles.VIEWER, by=user)
         answers.add(str(refused.value))
     assert answers == {sharing.NO_SUCH_USER}
-    assert not AuditEntry.objects.exists() and not Membership.objects.exists()
+    assert not AuditEntry.objects.filter(action__startswith="sharing.").exists() and not Membership.objects.exists()
 
 
 def test_the_owner_a_second_share_and_the_owner_role_are_refused(project, user, bob):
@@ -81,7 +81,7 @@ def test_the_command_shares_then_changes_the_role_as_the_operator(project, user,
     call_command("share_project", "--user", "alice", "--project", project.name, "--with", "bob@example.org",
                  "--role", "editor", stdout=io.StringIO())
     assert roles.role_of(bob, Project.objects.get(pk=project.pk)) == roles.EDITOR  # a fresh row: role_of caches per object
-    entries = list(AuditEntry.objects.order_by("pk"))
+    entries = list(AuditEntry.objects.filter(action__startswith="sharing.").order_by("pk"))
     assert [e.action for e in entries] == ["sharing.added", "sharing.changed"]
     assert all(e.actor.startswith("operator:") for e in entries)
 
