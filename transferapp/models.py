@@ -385,6 +385,10 @@ class ApiKey(models.Model):
     PREFIX_LENGTH = 12
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    # Who made it (#26): an editor's keys are revoked when they lose the editor role. Null for keys
+    # made before this was recorded (the owner's then) and for a creator whose account was deleted.
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="created_api_keys")
     name = models.CharField(max_length=80, blank=True)
     prefix = models.CharField(max_length=PREFIX_LENGTH, db_index=True)
     key_hash = models.CharField(max_length=64, unique=True)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from django.contrib.auth import get_user_model
+from django.core.exceptions import SuspiciousOperation
 from django.urls import reverse
 
 from transferapp.accounts import oidc
@@ -222,3 +223,41 @@ def test_signup_false_hides_sign_up_and_closes_its_page(client, settings):
     settings.OIDC_ENABLED, settings.OIDC_PROVIDER_NAME = True, "Example Lab SSO"
     closed = client.get(reverse("signup")).content.decode()
     assert "Sign-up is turned off" in closed and "Sign in with Example Lab SSO" in closed
+
+
+@pytest.mark.django_db
+def test_linking_by_verified_email_never_reaches_a_staff_account(client, sso, settings, django_user_model):
+    django_user_model.objects.create_user("carol", email="carol@example.org", is_staff=True)
+    settings.OIDC_LINK_VERIFIED_EMAIL = True
+    answer = _come_back(client, _callback_from_provider(client, requests.Session()))
+    assert answer["Location"] == reverse("login") and _signed_in_user(client) is None
+    assert not OIDCIdentity.objects.exists()
+
+
+def _backend(rf):
+    backend = oidc.OIDCBackend()
+    backend.request = rf.get("/accounts/oidc/callback/")
+    return backend
+
+
+@pytest.mark.django_db
+def test_an_unverified_email_is_neither_stored_nor_blocks_the_real_owner(rf, settings, django_user_model):
+    settings.OIDC_ISSUER = "https://sso.example.org"
+    claims = {"sub": "mallory-1", "preferred_username": "mallory", "email": "head@lab.org", "email_verified": False}
+    mallory = _backend(rf)._first_sign_in(claims)
+    assert mallory.email == ""
+    _backend(rf).update_user(mallory, {**claims, "email_verified": "false"})
+    assert django_user_model.objects.get(pk=mallory.pk).email == ""
+    head = _backend(rf)._first_sign_in({"sub": "head-1", "preferred_username": "head", "email": "head@lab.org",
+                                        "email_verified": True})
+    assert head is not None and head.email == "head@lab.org"
+
+
+def test_an_id_token_for_several_audiences_must_name_us_as_its_authorized_party(settings):
+    settings.OIDC_ISSUER, settings.OIDC_RP_CLIENT_ID = "https://sso.example.org", CLIENT_ID
+    token = {"iss": "https://sso.example.org", "aud": [CLIENT_ID, "other-app"]}
+    for bad in (token, {**token, "azp": "other-app"}, {"iss": token["iss"], "aud": CLIENT_ID, "azp": "other-app"}):
+        with pytest.raises(SuspiciousOperation, match="another client"):
+            oidc.check_id_token_claims(bad)
+    oidc.check_id_token_claims({**token, "azp": CLIENT_ID})
+    oidc.check_id_token_claims({"iss": token["iss"], "aud": CLIENT_ID})

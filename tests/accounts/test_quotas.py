@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from tests.conftest import image_bytes
-from tests.factories import project_with_images, upload
+from tests.factories import member, project_with_images, upload
 from tests.library.test_import import _summary, make_zip
 from transferapp.library import errors
 from transferapp.library import images as library_images
@@ -30,6 +30,17 @@ def test_uploads_past_the_image_quota_are_refused_by_name_and_the_rest_kept(alic
     page = _upload(alice, red_label, files)
     assert red_label.images.count() == 2
     assert "2.png" in page and "image quota" in page and "2 images" in page
+    assert "Your image quota is used up (2 images)." in page
+
+
+def test_a_labeller_past_the_owners_quota_is_told_it_is_the_owners(client, red_label, settings):
+    settings.QUOTA_IMAGES = 1
+    labeller = member(red_label.project, "lena", "labeller")
+    client.force_login(labeller)
+    page = _upload(client, red_label, [upload(f"{i}.png", image_bytes(shape_seed=i)) for i in range(2)])
+    assert red_label.images.count() == 1
+    assert "This project&#x27;s owner has used up their image quota (1 image)." in page
+    assert "Your image quota" not in page
 
 
 def test_inbox_images_count_against_the_image_quota_both_ways(red_label, settings):

@@ -100,3 +100,13 @@ def test_a_labellers_upload_counts_against_the_owners_quota(client, project, set
                            headers={"X-Requested-With": "XMLHttpRequest"})
     assert response.json()["added"] == 1 and response.json()["refused"] == 1
     assert project.images.count() == 3
+
+
+def test_a_viewer_sees_a_class_without_the_selection_form_a_labeller_with_it(client, project):
+    label = project.labels.get(name="red")
+    for name, role, shown in (("vera", roles.VIEWER, False), ("lena", roles.LABELLER, True)):
+        client.force_login(member(project, name, role))
+        page = client.get(label.get_absolute_url()).content.decode()
+        assert "1 image in this class" in page
+        for part in ('id="selection-form"', "data-select-all", 'class="thumb-select"', "Move selected"):
+            assert (part in page) == shown, (name, part)

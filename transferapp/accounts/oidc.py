@@ -8,7 +8,8 @@ signature against the provider's JWKS). This module adds what it leaves to us:
 - a provider that cannot be reached gives the user a sentence (request.oidc_failure), not a 500;
 - the ID token must name our issuer and our client (the library checks neither `iss` nor `aud`);
 - accounts are found by (issuer, sub), created on the first sign-in, and never linked to an
-  existing account by e-mail unless the operator allows it for verified addresses.
+  existing account by e-mail unless the operator allows it for verified addresses (and never to a
+  staff or superuser account); an e-mail address is stored only when the provider verified it.
 """
 import logging
 import re
@@ -126,11 +127,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
     def verify_token(self, token, **kwargs):
         payload = super().verify_token(token, **kwargs)
         if "nonce" in kwargs:  # the ID token (a signed userinfo answer comes without)
-            audience = payload.get("aud")
-            audiences = [audience] if isinstance(audience, str) else list(audience or [])
-            issuer = str(payload.get("iss", "")).rstrip("/")
-            if issuer != settings.OIDC_ISSUER or settings.OIDC_RP_CLIENT_ID not in audiences:
-                raise SuspiciousOperation("The ID token was issued by another provider or for another client.")
+            check_id_token_claims(payload)
         return payload
 
     def get_or_create_user(self, access_token, id_token, payload):
@@ -146,17 +143,20 @@ class OIDCBackend(OIDCAuthenticationBackend):
         return self._first_sign_in(claims)
 
     def update_user(self, user, claims):
-        email = claims.get("email") or ""
+        email = verified_email(claims)
         if email and email != user.email and not self._email_taken(email, exclude=user):
             user.email = email
             user.save(update_fields=["email"])
         return user
 
     def _first_sign_in(self, claims):
-        email = claims.get("email") or ""
+        email = verified_email(claims)
         same_email = list(self.UserModel.objects.filter(email__iexact=email)) if email else []
         if same_email:
-            if settings.OIDC_LINK_VERIFIED_EMAIL and claims.get("email_verified") is True and len(same_email) == 1:
+            # Never onto an administrator's account: whoever controls an address at the provider
+            # would otherwise become staff here.
+            if (settings.OIDC_LINK_VERIFIED_EMAIL and len(same_email) == 1
+                    and not (same_email[0].is_staff or same_email[0].is_superuser)):
                 return self._link(same_email[0], claims)
             self.request.oidc_failure = (
                 f"An account on this server already uses the e-mail address {email}. It was not linked to "
@@ -167,7 +167,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
     def _create(self, claims):
         try:
             with transaction.atomic():
-                user = self.UserModel.objects.create_user(unique_username(claims), email=claims.get("email") or "")
+                user = self.UserModel.objects.create_user(unique_username(claims), email=verified_email(claims))
                 return self._link(user, claims)
         except IntegrityError:  # a sign-in at the same moment took the subject or the name
             identity = OIDCIdentity.objects.filter(issuer=settings.OIDC_ISSUER, subject=claims["sub"]).first()
@@ -183,6 +183,29 @@ class OIDCBackend(OIDCAuthenticationBackend):
 
     def _email_taken(self, email, exclude):
         return self.UserModel.objects.filter(email__iexact=email).exclude(pk=exclude.pk).exists()
+
+
+def check_id_token_claims(payload: dict) -> None:
+    """The ID token must name our issuer and our client; with several audiences (or any `azp`),
+    the authorized party must be us (OpenID Connect Core 3.1.3.7), not another client of the provider."""
+    audience = payload.get("aud")
+    audiences = [audience] if isinstance(audience, str) else list(audience or [])
+    issuer = str(payload.get("iss", "")).rstrip("/")
+    client = settings.OIDC_RP_CLIENT_ID
+    if issuer != settings.OIDC_ISSUER or client not in audiences:
+        raise SuspiciousOperation("The ID token was issued by another provider or for another client.")
+    if (len(audiences) > 1 or "azp" in payload) and payload.get("azp") != client:
+        raise SuspiciousOperation("The ID token was issued to another client (its azp is not ours).")
+
+
+def verified_email(claims: dict) -> str:
+    """The e-mail address, only when the provider says it verified it; else "". An unverified
+    address is anyone's to type: stored, it would receive what an owner shares by e-mail, and
+    would block the real owner's first sign-in."""
+    verified = claims.get("email_verified")
+    if verified is True or str(verified).lower() == "true":  # some providers send the string
+        return claims.get("email") or ""
+    return ""
 
 
 def unique_username(claims) -> str:

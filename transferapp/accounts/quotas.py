@@ -14,10 +14,19 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, Sum
 
+from transferapp.audit import trail
 from transferapp.models import Image, ImportJob, Project, TrainingRun, UserQuota
 
 MB = 1_000_000  # quotas are in decimal units, as disks are sold and as the project list shows them
 ASK = "Ask your administrator if you need more."
+ASK_OWNER = "The owner can delete some images, or ask the administrator for more."
+
+
+def _by_owner(owner) -> bool:
+    """Whether the person acting (the audit trail's actor: the request's user) is the quota's owner.
+    A member of a shared project uses the owner's quota, so "your quota" would be wrong for them;
+    a key, the worker or an operator is told about "this project's owner" too."""
+    return trail.current_actor().user_id == _user_id(owner)
 
 
 @dataclass(frozen=True)
@@ -74,13 +83,16 @@ def image_refusal(*, owner, size: int) -> str:
         return ""
     images, used = usage(owner)
     if quota.images and images >= quota.images:
-        return f"Your image quota is used up ({quota.images:,} images). Delete some images first. {ASK}"
+        return _used_up(owner, "image", _plural(quota.images, "image"))
     if quota.storage_bytes and used + size > quota.storage_bytes:
-        return (
-            f"Your storage quota is used up ({format_bytes(used)} of {format_bytes(quota.storage_bytes)}). "
-            f"Delete some images first. {ASK}"
-        )
+        return _used_up(owner, "storage", f"{format_bytes(used)} of {format_bytes(quota.storage_bytes)}")
     return ""
+
+
+def _used_up(owner, what: str, amount: str) -> str:
+    if _by_owner(owner):
+        return f"Your {what} quota is used up ({amount}). Delete some images first. {ASK}"
+    return f"This project's owner has used up their {what} quota ({amount}). {ASK_OWNER}"
 
 
 def project_refusal(*, owner) -> str:
@@ -103,7 +115,10 @@ def _at_once_refusal(model, owner, limit: int, noun: str, advice: str) -> str:
     """Trainings and imports share one rule: at most `limit` of them queued or running per user."""
     active = model.objects.filter(project__owner_id=_user_id(owner), status__in=[model.Status.QUEUED, model.Status.RUNNING])
     if limit and active.count() >= limit:
-        return f"You already have {_plural(limit, noun)} queued or running, your limit. {advice}"
+        if _by_owner(owner):
+            return f"You already have {_plural(limit, noun)} queued or running, your limit. {advice}"
+        return (f"This project's owner already has {_plural(limit, noun)} queued or running, their limit "
+                f"(it counts all their projects). {advice}")
     return ""
 
 

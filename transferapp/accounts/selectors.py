@@ -31,7 +31,7 @@ def checked_get(queryset, *, user, need: str, path: str = "project", **lookup):
 
 
 def api_keys_for_project(*, project: Project):
-    return project.api_keys.all()
+    return project.api_keys.select_related("created_by")
 
 
 def api_key_get_for_user(*, user, pk, need: str) -> ApiKey:
@@ -46,7 +46,9 @@ def webhook_get_for_user(*, user, pk, need: str) -> Webhook:
 
 def api_key_for_secret(*, key: str) -> ApiKey | None:
     """The active key with this secret, or None (unknown, malformed, revoked, or its owner's account
-    deactivated: is_active=False shuts out every key of theirs, however the account was switched off)."""
+    deactivated: is_active=False shuts out every key of theirs, however the account was switched off;
+    so does its maker's, for a key a member made)."""
     row = (ApiKey.objects.select_related("project")
-           .filter(prefix=key[:ApiKey.PREFIX_LENGTH], key_hash=ApiKey.hash_of(key), project__owner__is_active=True).first())
+           .filter(prefix=key[:ApiKey.PREFIX_LENGTH], key_hash=ApiKey.hash_of(key), project__owner__is_active=True)
+           .exclude(created_by__is_active=False).first())
     return row if row is not None and row.is_active else None

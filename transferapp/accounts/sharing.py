@@ -1,6 +1,7 @@
 """Sharing a project (#26): the owner adds an existing user with a role, changes it, removes them;
 a member can leave. Each change is an audit entry ("sharing.added", "sharing.changed",
-"sharing.removed").
+"sharing.removed"). A member who goes, or drops below editor, takes the project's API keys they made
+with them (revoked, each a "key.revoked" entry saying why).
 
 Whom to add is typed (a username or an e-mail address). An unknown name and an inactive account get
 the same answer, so the form tells an owner no more than a successful share would: that an active
@@ -9,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from transferapp.accounts import roles
+from transferapp.accounts import api_keys, roles
 from transferapp.audit import trail
 from transferapp.models import Membership, Project
 
@@ -58,21 +59,40 @@ def share(*, project: Project, who: str, role: str, by=None) -> Membership:
 
 
 def change_role(*, member: Membership, role: str) -> Membership:
+    """Give the member another role; below editor, the API keys they made here are revoked (a key
+    acts with the editor's power, which they no longer have)."""
     _check_role(role)
     before = member.role
     if before != role:
-        member.role = role
-        member.save(update_fields=["role"])
-        trail.record(action="sharing.changed", project=member.project,
-                     detail={"user": member.user.get_username(), "from": before, "to": role})
+        with transaction.atomic():
+            member.role = role
+            member.save(update_fields=["role"])
+            trail.record(action="sharing.changed", project=member.project,
+                         detail={"user": member.user.get_username(), "from": before, "to": role})
+            if not roles.at_least(role, roles.EDITOR):
+                api_keys.api_keys_revoke_made_by(user=member.user, project=member.project,
+                                                 why=f"member's role changed to {role}")
     return member
 
 
 def unshare(*, member: Membership, left: bool = False) -> None:
-    """Remove a member (the owner removing them, or with `left`, the member leaving)."""
-    project, name, role = member.project, member.user.get_username(), member.role
-    member.delete()
-    trail.record(action="sharing.removed", project=project, detail={"user": name, "role": role, "left": left})
+    """Remove a member (the owner removing them, or with `left`, the member leaving), and revoke
+    the API keys they made in the project."""
+    project, user, role = member.project, member.user, member.role
+    with transaction.atomic():
+        member.delete()
+        trail.record(action="sharing.removed", project=project,
+                     detail={"user": user.get_username(), "role": role, "left": left})
+        api_keys.api_keys_revoke_made_by(user=user, project=project, why="member left" if left else "member removed")
+
+
+def keys_at_stake(*, project: Project) -> dict[int, int]:
+    """For the owner's sharing page: member's user id -> how many active keys they made here (the
+    keys that removing them, or a role below editor, revokes)."""
+    counts = {}
+    for user_id in api_keys.api_keys_made_in(project=project):
+        counts[user_id] = counts.get(user_id, 0) + 1
+    return counts
 
 
 def leave(*, project: Project, user) -> None:

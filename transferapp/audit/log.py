@@ -4,8 +4,11 @@ from transferapp.models import AuditEntry
 
 KINDS = {"label": "Labels", "images": "Uploads, deletes and restores", "import": "Imports", "class": "Classes",
          "project": "The project", "run": "Trainings", "version": "Versions", "export": "Exports",
-         "model": "Model downloads", "webhook": "Webhooks", "key": "API keys", "token": "Tokens",
+         "model": "Model downloads", "webhook": "Webhooks", "key": "API keys",
          "sharing": "Sharing", "study": "Reading studies"}
+# No "Tokens" kind: a personal token is its user's, not a project's, so its entries (token.created,
+# token.revoked) carry no project and never appear in a project's log. They are in the one chain
+# that verify_audit_log checks; what a token changes in a project is logged there as "its user (token ta_pt_…)".
 
 
 def entries(*, project_ref: int, kind: str = "", actor: str = ""):
@@ -44,6 +47,17 @@ def _counted(verb: str):
         f" ({d['listed'][0].get('file')})" if d.get("count") == 1 and d.get("listed") else "")
 
 
+def _sharing_removed(d: dict) -> str:
+    if d.get("left"):
+        return f"left the project (they were {d.get('role')})"
+    return f"removed {d.get('user')} ({d.get('role')}) from the project"
+
+
+def _secret(prefix, name) -> str:
+    """A key or token as the keys list shows it: its first characters, and its name when it has one."""
+    return f"{prefix}…" + (f" ({name})" if name else "")
+
+
 SENTENCES = {
     "label.changed": _label_changed,
     "label.confirmed": lambda d: f"confirmed that image {d.get('image')} ({d.get('file')}) is {_class(d.get('label', ''))}",
@@ -69,6 +83,22 @@ SENTENCES = {
     "model.downloaded": lambda d: f"downloaded the {d.get('what')} of version {d.get('version') or '?'} (run {d.get('run')})",
     "webhook.added": lambda d: f"added a webhook to {d.get('url')}",
     "webhook.removed": lambda d: f"removed the webhook to {d.get('url')}",
+    "sharing.added": lambda d: f"shared the project with {d.get('user')} as {d.get('role')}",
+    "sharing.changed": lambda d: f"changed {d.get('user')}'s role from {d.get('from')} to {d.get('to')}",
+    "sharing.removed": _sharing_removed,
+    "study.started": lambda d: f"started the reading study {d.get('name')} of {_images(d.get('images', 0))}"
+                               f" with the readers {', '.join(map(str, d.get('readers') or []))}",
+    "study.closed": lambda d: f"closed the reading study {d.get('name')}",
+    "study.adjudicated": lambda d: f"adjudicated image {d.get('image')} as {_class(d.get('label', ''))} "
+                                   f"in reading study {d.get('study')}",
+    "study.written_back": lambda d: f"wrote the adjudicated labels of reading study {d.get('study')} into the project "
+                                    f"({d.get('moved', 0)} moved, {d.get('confirmed', 0)} confirmed, "
+                                    f"{d.get('skipped', 0)} skipped)",
+    "key.created": lambda d: f"created the API key {_secret(d.get('key'), d.get('name'))}",
+    "key.revoked": lambda d: f"revoked the API key {_secret(d.get('key'), d.get('name'))}"
+                             + (f" because: {d['why']}" if d.get("why") else ""),
+    "token.created": lambda d: f"created the personal token {_secret(d.get('token'), d.get('name'))} of {d.get('user')}",
+    "token.revoked": lambda d: f"revoked the personal token {_secret(d.get('token'), d.get('name'))} of {d.get('user')}",
     "webhook.switched": lambda d: f"switched the webhook to {d.get('url')} {'on' if d.get('on') else 'off'}",
 }
 

@@ -59,16 +59,40 @@ def set_actor(actor: Actor) -> None:
     _current.set(actor)
 
 
-def _canonical(entry: AuditEntry) -> bytes:
-    """The bytes an entry's hash covers: every field but its own hash, in a fixed form."""
-    fields = {"created_at": entry.created_at.isoformat(), "project_ref": entry.project_ref,
-              "project_name": entry.project_name, "actor": entry.actor, "actor_ref": entry.actor_ref,
-              "action": entry.action, "detail": entry.detail, "prev_hash": entry.prev_hash}
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder, ensure_ascii=False).encode()
+HASHED = ["created_at", "project_ref", "project_name", "actor", "actor_ref", "action", "detail", "prev_hash"]
+
+
+def fields_of(entry: AuditEntry) -> dict:
+    """Every field an entry's hash covers (all but its own hash), as the hash sees them."""
+    return {"created_at": entry.created_at.isoformat(), "project_ref": entry.project_ref,
+            "project_name": entry.project_name, "actor": entry.actor, "actor_ref": entry.actor_ref,
+            "action": entry.action, "detail": entry.detail, "prev_hash": entry.prev_hash}
+
+
+def canonical_json(value) -> str:
+    """The one fixed JSON form the hash uses (sorted keys, no spaces); the CSV writes the detail so."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder, ensure_ascii=False)
+
+
+def hash_of_fields(fields: dict) -> str:
+    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
 
 
 def hash_of(entry: AuditEntry) -> str:
-    return hashlib.sha256(_canonical(entry)).hexdigest()
+    return hash_of_fields(fields_of(entry))
+
+
+def row_holds(row: dict) -> bool:
+    """Whether a written-out entry (the audit CSV's row, its cells as text) matches its entry_hash:
+    the refs are numbers or empty, the detail is its canonical JSON."""
+    try:
+        fields = {name: row[name] for name in HASHED}
+        for ref in ("project_ref", "actor_ref"):
+            fields[ref] = int(fields[ref]) if fields[ref] not in ("", None) else None
+        fields["detail"] = json.loads(fields["detail"])
+    except (KeyError, ValueError, TypeError):
+        return False
+    return hash_of_fields(fields) == row.get("entry_hash")
 
 
 def _json_safe(detail: dict) -> dict:
@@ -97,13 +121,16 @@ def record(*, action: str, project=None, detail: dict | None = None, actor: Acto
 class Verdict:
     ok: bool
     checked: int
-    broken: AuditEntry | None = None  # the first entry whose hash or link does not hold
+    broken: AuditEntry | None = None  # the first entry whose hash or link does not hold (None: none left to name)
     reason: str = ""
+    last_hash: str = GENESIS  # the hash of the last entry checked: an operator can keep it outside the database
 
 
 def verify(batch: int = 2000) -> Verdict:
     """Walk the chain in id order: each entry must hash to its stored hash and link to the one
-    before; the head must name the last entry and count them all (a deleted last row shows there)."""
+    before; the head must name the last entry and count them all (a deleted last row shows there).
+    The head row itself must be there whenever entries are: without it, a deleted last row (or
+    several) and the head deleted with them would pass unseen."""
     expected_prev, checked, last = GENESIS, 0, None
     for entry in AuditEntry.objects.order_by("pk").iterator(chunk_size=batch):
         if entry.prev_hash != expected_prev:
@@ -112,6 +139,12 @@ def verify(batch: int = 2000) -> Verdict:
             return Verdict(False, checked, entry, "its fields do not match its hash (it was changed)")
         expected_prev, checked, last = entry.entry_hash, checked + 1, entry
     head = AuditHead.objects.filter(pk=1).first()
-    if head is not None and (head.last_hash != expected_prev or head.count != checked):
-        return Verdict(False, checked, last, "the chain ends early: entries after this one were deleted")
-    return Verdict(True, checked)
+    if head is None:
+        if last is not None:
+            return Verdict(False, checked, last, "the chain's head record is missing (it was deleted, perhaps with "
+                                                 "entries after this one)", expected_prev)
+    elif last is None and head.count:
+        return Verdict(False, 0, None, f"all {head.count} entries are gone (the head says {head.count} were written)")
+    elif head.last_hash != expected_prev or head.count != checked:
+        return Verdict(False, checked, last, "the chain ends early: entries after this one were deleted", expected_prev)
+    return Verdict(True, checked, last_hash=expected_prev)

@@ -1,6 +1,5 @@
 """A project's audit log (#26): its editors read it page by page, filtered by kind and person, and
-download the whole of it as CSV."""
-import json
+download the whole of it as CSV (each row checkable against its hash)."""
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
@@ -11,7 +10,7 @@ from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 
 from transferapp.accounts import roles
-from transferapp.audit import log
+from transferapp.audit import log, trail
 from transferapp.models import Image, Project
 from transferapp.storage import csvsafe
 from transferapp.web import bucket
@@ -49,23 +48,34 @@ def audit_log(request, pk):
         "query": urlencode({"kind": kind, "actor": actor})})
 
 
+def _cell(value):
+    return "" if value is None else value
+
+
 class _Echo:
     def write(self, value):
         return value
 
 
+CSV_HEADER = ["id", *trail.HASHED, "entry_hash", "what"]
+
+
 @login_required
 def audit_log_csv(request, pk):
-    """The project's whole log, oldest first, with each entry's hash (so a copy can be checked)."""
+    """The project's log, oldest first: every field each entry's hash covers (the detail in the
+    canonical JSON the hash reads), its hash, and the sentence. Each row can be checked against its
+    hash (`manage.py verify_audit_log --csv FILE`). The project's entries are a subset of one chain
+    over the whole server, so the file proves that each listed row is as written, not that none of
+    the project's rows is missing: only `verify_audit_log` on the database shows that."""
     project = _project_for_editor(request, pk)
     out = csvsafe.writer(_Echo())
-    header = ["id", "time", "actor", "action", "what", "detail", "entry_hash"]
 
     def rows():
-        yield out.writerow(header)
+        yield out.writerow(CSV_HEADER)
         for entry in log.entries(project_ref=project.pk).order_by("pk").iterator(chunk_size=2000):
-            yield out.writerow([entry.pk, entry.created_at.isoformat(), entry.actor, entry.action,
-                                log.sentence(entry), json.dumps(entry.detail, ensure_ascii=False), entry.entry_hash])
+            fields = trail.fields_of(entry) | {"detail": trail.canonical_json(entry.detail)}
+            yield out.writerow([entry.pk, *(_cell(fields[name]) for name in trail.HASHED), entry.entry_hash,
+                                log.sentence(entry)])
 
     response = StreamingHttpResponse(rows(), content_type=bucket.CSV_TYPE)
     name = f"{slugify(project.name) or 'project'}-audit-log.csv"

@@ -14,7 +14,7 @@ from transferapp.library import selectors as library_selectors
 @require_POST
 def api_key_create(request, pk):
     project = library_selectors.project_get_for_user(user=request.user, need=roles.EDITOR, pk=pk)
-    _, key = api_keys.api_key_create(project=project, name=request.POST.get("name", ""))
+    _, key = api_keys.api_key_create(project=project, name=request.POST.get("name", ""), by=request.user)
     # Shown on this one response only: the database keeps its hash.
     response = render(request, "transferapp/api_key_created.html", {"project": project, "new_key": key})
     response["Cache-Control"] = "no-store"  # the secret must not stay in a cache or the history

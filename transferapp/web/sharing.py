@@ -19,8 +19,12 @@ def sharing_page(request, pk):
     """Read-only for members (knowing who else sees and changes the data is their business too);
     the forms are the owner's."""
     project = library_selectors.project_get_for_user(user=request.user, pk=pk, need=roles.VIEWER)
-    context = {"project": project, "members": sharing.members(project=project), "roles": roles.SHARABLE,
-               "who": request.GET.get("who", "")}
+    members = sharing.members(project=project)
+    if project.can.own:  # the owner's confirmations say how many keys a removal or downgrade revokes
+        at_stake = sharing.keys_at_stake(project=project)
+        for member in members:
+            member.keys_at_stake = at_stake.get(member.user_id, 0)
+    context = {"project": project, "members": members, "roles": roles.SHARABLE, "who": request.GET.get("who", "")}
     return render(request, "transferapp/sharing.html", context)
 
 

@@ -26,7 +26,8 @@ class Command(BaseCommand):
 
 
 def _project_key(username: str, title: str, name: str) -> str:
-    _, key = api_keys.api_key_create(project=owned_project(username, title), name=name or "command line")
+    project = owned_project(username, title)
+    _, key = api_keys.api_key_create(project=project, name=name or "command line", by=project.owner)
     return key
 
 
