@@ -206,3 +206,22 @@ def test_a_class_pages_selection_opens_the_editor_with_those_images(client, team
                                                           "source": "selection", "image": [*picked, stranger]})
     study = ReadingStudy.objects.get(source="selection", name="Study of selection")
     assert sorted(study.items.values_list("image_id", flat=True)) == picked
+
+
+def test_the_audit_log_tells_a_study_write_back_as_one_sentence_per_moved_image(client, team, user):
+    project, people, study = team
+    item = study.items.get(position=0)
+    for reader, label in (("ann", "teal"), ("bob", "crimson")):
+        studies.read(study=study, reader=people[reader], image_id=item.image_id, label=label)
+    eve = _as(client, people["eve"])
+    eve.post(reverse("study_close", args=[study.pk]))
+    eve.post(reverse("study_adjudicate", args=[study.pk]), {"item": item.pk, "label": "teal"})
+    eve.post(reverse("study_write_back", args=[study.pk]))
+    page = _as(client, user).get(reverse("audit_log", args=[project.pk])).content.decode()
+    assert f"eve moved image {item.image_id} from crimson to teal (study {study.pk})" in page
+
+
+def test_the_agreement_page_says_when_the_project_has_no_model_to_compare(client, team):
+    _, people, study = team
+    page = _as(client, people["eve"]).get(reverse("study_agreement", args=[study.pk])).content.decode()
+    assert "This project has no trained model" in page and "not in yet" not in page

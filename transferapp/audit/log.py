@@ -35,6 +35,9 @@ def _class(name: str) -> str:
 
 
 def _label_changed(d: dict) -> str:
+    if isinstance(d.get("image"), int):  # one image, named in the entry itself (a study's write-back)
+        via = f" ({d['via']})" if d.get("via") else ""
+        return f"moved image {d['image']} from {_class(d.get('from', ''))} to {_class(d.get('to', ''))}{via}"
     listed = d.get("listed", [])
     if d.get("count") == 1 and listed:
         one = listed[0]

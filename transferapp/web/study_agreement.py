@@ -12,6 +12,7 @@ from django.utils.text import slugify
 from transferapp.reporting import charts
 from transferapp.storage import csvsafe
 from transferapp.studies import agreement, forest
+from transferapp.training import selectors as training_selectors
 
 
 @login_required
@@ -23,7 +24,9 @@ def study_agreement(request, sid):
     first, second = _pair_asked(request, table)
     context = {"study": study, "project": study.project, "figures": figures, "chart": forest.forest(_forest_rows(figures)),
                "bands": agreement.BANDS, "margin": agreement.SAME_MARGIN, "choices": _choices(table),
-               "first": first, "second": second, "confusion": _confusion(table, first, second)}
+               "first": first, "second": second, "confusion": _confusion(table, first, second),
+               # with no model at all, "the model's answers are not in yet" would promise rows that never come
+               "project_has_model": figures["has_model"] or training_selectors.model_run(project=study.project) is not None}
     # htmx swaps only the confusion matrix when a reader is picked; Back (history restore) needs the page.
     partial = request.htmx and not request.htmx.history_restore_request
     response = render(request, "transferapp/studies/agreement.html" + ("#confusion" if partial else ""), context)
