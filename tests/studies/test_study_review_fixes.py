@@ -10,8 +10,8 @@ from django.urls import reverse
 
 from tests.factories import member, project_with_images
 from transferapp.accounts import tokens
-from transferapp.models import AuditEntry, Image, Membership, ReadingStudy
-from transferapp.studies import studies
+from transferapp.models import AuditEntry, Image, Membership, ReadingStudy, TrainingRun
+from transferapp.studies import agreement, studies
 
 pytestmark = pytest.mark.django_db
 
@@ -168,6 +168,17 @@ def test_the_agreement_warns_that_the_model_may_have_trained_on_a_class_study_bu
                                 created_by=user)
     fair.items.update(model_label="teal")
     assert client.get(f"/api/v1/studies/{fair.pk}/agreement", **_bearer(secret)).json()["model_caveat"] == ""
+
+
+def test_a_validation_study_carries_the_caveat_only_when_its_model_was_retrained_on_all_images(team):
+    project, _, study = team
+    run = TrainingRun.objects.create(project=project, base_model="resnet18", status=TrainingRun.Status.SUCCEEDED,
+                                     version=1, metrics={"refit": {"done": False}})
+    ReadingStudy.objects.filter(pk=study.pk).update(source="validation", model_version=1)
+    study.refresh_from_db()
+    assert agreement.model_caveat(study) == ""
+    TrainingRun.objects.filter(pk=run.pk).update(metrics={"refit": {"done": True}})
+    assert "retrained on all images" in agreement.model_caveat(study)
 
 
 # 5. and 6. Everyone finished; readers who left ---------------------------------------------------------

@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from transferapp.accounts import roles
-from transferapp.models import ReadingStudy
+from transferapp.models import ReadingStudy, TrainingRun
 from transferapp.studies import kappa as stats
 from transferapp.studies import studies
 
@@ -107,14 +107,24 @@ def for_study(study) -> dict:
 
 def model_caveat(study) -> str:
     """Why the model's figures may flatter it, in a sentence ("" when they need no warning): only the
-    test set, or the validation images the model was scored on, are images it did not learn from. We
+    test set, or the validation images the model was scored on (unless it was then retrained on all
+    images), are images it did not learn from. We
     do not tell here which study images were in its training set (that list lives with the model's
     files), so a study of a class or a selection carries the warning as a whole."""
-    if study.source in ("test", "validation"):
+    if study.source == "test" or (study.source == "validation" and not _retrained_on_all(study)):
         return ""
+    if study.source == "validation":
+        return ("The model that answered was retrained on all images after its validation, these ones included: "
+                "its agreement with the readers is optimistic. For a fair comparison, start a study of the test set.")
     what = f"the class “{study.source[len('class:'):]}”" if study.source.startswith("class:") else "a selection of images"
     return (f"This study reads {what}, not the test set: the model may have trained on some of these images, "
             f"so its agreement with the readers is optimistic. For a fair comparison, start a study of the test set.")
+
+
+def _retrained_on_all(study) -> bool:
+    """Whether the model version that answered learnt from its validation images too (a refit)."""
+    run = TrainingRun.objects.filter(project=study.project_id, version=study.model_version).first()
+    return bool(run and ((run.metrics or {}).get("refit") or {}).get("done"))
 
 
 def compute(table: ReadsTable) -> dict:
