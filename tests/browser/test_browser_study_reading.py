@@ -19,9 +19,9 @@ def test_a_reader_reads_by_keyboard_and_an_editor_adjudicates_by_key(live_server
     member(project, "eve", "editor")  # the adjudicator
     study = studies.study_create(project=project, name="Second look", readers=[ann, bob],
                                  images=list(project.images.values_list("pk", flat=True)), created_by=user)
-    ids = list(study.items.values_list("image_id", flat=True))
-    for image_id in ids:
-        studies.read(study=study, reader=bob, image_id=image_id, label="teal")
+    ids = list(study.items.values_list("pk", flat=True))
+    for item_id in ids:
+        studies.read(study=study, reader=bob, item_id=item_id, label="teal")
     base, page = live_server.url, watched_page
     page.add_init_script(RECORD_VIOLATIONS)
     sign_in(page, base, "ann", "ann-long-password-1")

@@ -164,8 +164,8 @@ def test_a_studys_reads_from_the_database_give_scikit_learns_kappa(user):
     study = studies.study_create(project=project, name="Double", readers=[ann, bob], images=ids, created_by=user)
     said = {ann: ["red"] * 6 + ["blue"] * 6, bob: ["red"] * 4 + ["blue"] * 7 + ["red"]}
     for reader, labels in said.items():
-        for image_id, label in zip(ids, labels):
-            studies.read(study=study, reader=reader, image_id=image_id, label=label)
+        for item_id, label in zip(study.items.values_list("pk", flat=True), labels):
+            studies.read(study=study, reader=reader, item_id=item_id, label=label)
     StudyImage.objects.filter(study=study, position__lt=6).update(model_label="red")
     StudyImage.objects.filter(study=study, position__gte=6).update(model_label="blue")
     figures = agreement.for_study(study)

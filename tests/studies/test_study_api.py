@@ -61,12 +61,12 @@ def test_readers_read_by_token_and_see_no_label_or_model_answer(client, team, us
     answer = client.get(f"/api/v1/studies/{study.pk}/next?n=10", **_bearer(secrets["ann"]))
     assert answer.status_code == 200
     items = answer.json()
-    assert [item["image"] for item in items] == list(study.items.values_list("image_id", flat=True))
+    assert [item["image"] for item in items] == list(study.items.values_list("pk", flat=True))
     assert all(set(item) == {"image", "file"} for item in items)
     text = answer.content.decode()
     assert "crimson" not in text and "teal" not in text and ".png" not in text
     picture = client.get(items[0]["file"], **_bearer(secrets["ann"]))
-    assert picture.status_code == 200 and b"".join(picture.streaming_content)[:4] == b"\x89PNG"
+    assert picture.status_code == 200 and picture.content[:4] == b"\x89PNG"
     read = client.post(f"/api/v1/studies/{study.pk}/reads", json.dumps({"image": items[0]["image"], "label": "teal"}),
                        content_type="application/json", **_bearer(secrets["ann"]))
     assert read.status_code == 200 and read.json() == {"image": items[0]["image"], "label": "teal", "read": 1,
@@ -81,7 +81,7 @@ def test_only_a_reader_may_read_and_a_project_key_is_no_one(client, team, user, 
     study = studies.study_create(project=project, name="", readers=[people["ann"], people["bob"]],
                                  images=list(project.images.values_list("pk", flat=True)), created_by=user)
     _, key = api_keys.api_key_create(project=project)
-    body = json.dumps({"image": study.items.first().image_id, "label": "teal"})
+    body = json.dumps({"image": study.items.first().pk, "label": "teal"})
     for secret, status in ((secrets["eve"], 403), (secrets["vic"], 403), (key, 403),
                            (tokens.token_create(user=other_user)[1], 404)):
         assert client.get(f"/api/v1/studies/{study.pk}/next", **_bearer(secret)).status_code == status
@@ -89,7 +89,7 @@ def test_only_a_reader_may_read_and_a_project_key_is_no_one(client, team, user, 
                            **_bearer(secret)).status_code == status
     said = client.get(f"/api/v1/studies/{study.pk}/next", **_bearer(key)).json()["error"]
     assert "project key reads as no one" in said
-    image = f"/api/v1/studies/{study.pk}/images/{study.items.first().image_id}/file"
+    image = f"/api/v1/studies/{study.pk}/images/{study.items.first().pk}/file"
     assert client.get(image, **_bearer(secrets["vic"])).status_code == 200
     assert client.get(image, **_bearer(tokens.token_create(user=other_user)[1])).status_code == 404
 
@@ -98,7 +98,7 @@ def test_a_bad_read_and_a_closed_study_are_refused_in_words(client, team, user):
     project, people, secrets = team
     study = studies.study_create(project=project, name="", readers=[people["ann"], people["bob"]],
                                  images=list(project.images.values_list("pk", flat=True)), created_by=user)
-    image_id = study.items.first().image_id
+    image_id = study.items.first().pk
 
     def read(label):
         return client.post(f"/api/v1/studies/{study.pk}/reads", json.dumps({"image": image_id, "label": label}),

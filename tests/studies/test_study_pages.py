@@ -98,10 +98,10 @@ def test_the_reading_page_shows_no_label_file_name_model_answer_or_other_read(cl
     _, people, study = team
     study.items.update(model_label="teal")
     first = study.items.first()
-    studies.read(study=study, reader=people["bob"], image_id=first.image_id, label="teal")
+    studies.read(study=study, reader=people["bob"], item_id=first.pk, label="teal")
     page = _as(client, people["ann"]).get(reverse("study_read", args=[study.pk])).content.decode()
     assert 'data-key="1"' in page and "image 1 of 6" in page and "0</strong> of <strong>6" in page
-    assert reverse("study_image_file", args=[study.pk, first.image_id]) in page
+    assert reverse("study_image_file", args=[study.pk, first.pk]) in page
     rest = _without_class_buttons(page)
     for name in CLASSES:
         assert name not in rest
@@ -113,7 +113,7 @@ def test_a_reader_reads_goes_back_and_changes_a_read(client, team):
     _, people, study = team
     ann = _as(client, people["ann"])
     url = reverse("study_read", args=[study.pk])
-    ids = list(study.items.values_list("image_id", flat=True))
+    ids = list(study.items.values_list("pk", flat=True))
     answer = ann.post(url, {"image": ids[0], "label": "crimson"})
     assert answer.status_code == 302 and answer["Location"].endswith("?at=2")
     page = ann.get(answer["Location"]).content.decode()
@@ -130,7 +130,7 @@ def test_a_reader_reads_goes_back_and_changes_a_read(client, team):
 
 def test_a_read_that_is_refused_says_why(client, team):
     _, people, study = team
-    image_id = study.items.first().image_id
+    image_id = study.items.first().pk
     page = _as(client, people["ann"]).post(reverse("study_read", args=[study.pk]),
                                            {"image": image_id, "label": "mauve"}, follow=True).content.decode()
     assert "is not one of this study&#x27;s classes." in page
@@ -145,10 +145,10 @@ def test_a_study_image_is_served_to_anyone_with_a_role_and_only_if_it_is_in_the_
     _, people, study = team
     people["stranger"] = django_user_model.objects.create_user("sam", password="sam-long-password-1")
     item = study.items.first()
-    answer = _as(client, people[who]).get(reverse("study_image_file", args=[study.pk, item.image_id]))
+    answer = _as(client, people[who]).get(reverse("study_image_file", args=[study.pk, item.pk]))
     assert answer.status_code == status
     if status == 200:
-        assert b"".join(answer.streaming_content)[:4] == b"\x89PNG"
+        assert answer.content[:4] == b"\x89PNG"
         assert "crimson" not in answer.get("Content-Disposition", "") and "teal" not in answer.get("Content-Disposition", "")
     other = project_with_images(people["eve"], classes=CLASSES, per_class=1, name="Elsewhere").images.first()
     assert client.get(reverse("study_image_file", args=[study.pk, other.pk])).status_code == 404
@@ -158,8 +158,8 @@ def test_adjudication_then_write_back_moves_images_with_provenance_and_audit(cli
     _, people, study = team
     items = list(study.items.select_related("image__label"))
     for item in items:  # ann says teal to all, bob agrees on the last two only
-        studies.read(study=study, reader=people["ann"], image_id=item.image_id, label="teal")
-        studies.read(study=study, reader=people["bob"], image_id=item.image_id,
+        studies.read(study=study, reader=people["ann"], item_id=item.pk, label="teal")
+        studies.read(study=study, reader=people["bob"], item_id=item.pk,
                      label="teal" if item.position >= 4 else "crimson")
     eve = _as(client, people["eve"])
     url = reverse("study_adjudicate", args=[study.pk])
@@ -185,7 +185,7 @@ def test_adjudication_then_write_back_moves_images_with_provenance_and_audit(cli
 
 def test_the_project_page_lists_studies_with_each_readers_progress(client, team, user):
     project, people, study = team
-    studies.read(study=study, reader=people["ann"], image_id=study.items.first().image_id, label="teal")
+    studies.read(study=study, reader=people["ann"], item_id=study.items.first().pk, label="teal")
     page = _as(client, user).get(reverse("project_detail", args=[project.pk])).content.decode()
     assert "Reading studies" in page and "ann 1 of 6" in page and "bob 0 of 6" in page
     assert reverse("study_adjudicate", args=[study.pk]) in page
@@ -212,7 +212,7 @@ def test_the_audit_log_tells_a_study_write_back_as_one_sentence_per_moved_image(
     project, people, study = team
     item = study.items.get(position=0)
     for reader, label in (("ann", "teal"), ("bob", "crimson")):
-        studies.read(study=study, reader=people[reader], image_id=item.image_id, label=label)
+        studies.read(study=study, reader=people[reader], item_id=item.pk, label=label)
     eve = _as(client, people["eve"])
     eve.post(reverse("study_close", args=[study.pk]))
     eve.post(reverse("study_adjudicate", args=[study.pk]), {"item": item.pk, "label": "teal"})

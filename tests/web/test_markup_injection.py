@@ -215,7 +215,7 @@ def _study_read_as_markup(project, marked_class):
                                  images=list(project.images.values_list("pk", flat=True)))
     for reader in readers:
         for item in study.items.all():
-            studies.read(study=study, reader=reader, image_id=item.image_id, label=marked_class.name)
+            studies.read(study=study, reader=reader, item_id=item.pk, label=marked_class.name)
     return study
 
 

@@ -124,7 +124,7 @@ def _world(tmp_path):
         "job": ImportJob.objects.create(project=project, source_name="x.zip", status="done").pk,
         "batch": batch.pk,
         "prediction": make_prediction(project, audit=True).pk, "webhook": webhook.pk, "spare_webhook": spare_webhook.pk,
-        "key": key.pk, "blue": blue.pk, "study": study.pk,
+        "key": key.pk, "blue": blue.pk, "study": study.pk, "study_item": study.items.first().pk,
     }
     return walkers, ids
 
@@ -141,7 +141,7 @@ def _kwargs(name, route, ids):
     if not first:
         return {}  # home
     if first == "studies":
-        return {"sid": ids["study"], "image_pk": ids["image"]}
+        return {"sid": ids["study"], "item_pk": ids["study_item"]}
     obj = {"images": "image", "runs": "run", "imports": "job", "api-keys": "key", "batches": "batch",
            "predictions": "prediction", "webhooks": "webhook"}[first]
     return {"pk": ids[spare.get(name, obj)], "image_pk": ids["image"], "digest": "0" * 64, "class_index": 0}

@@ -26,8 +26,8 @@ def study(user):
     ids = list(project.images.order_by("pk").values_list("pk", flat=True))
     made = studies.study_create(project=project, name="Double <reading>", readers=[ann, bob], images=ids, created_by=user)
     for reader, labels in ((ann, ANN), (bob, BOB)):
-        for image_id, label in zip(ids, labels):
-            studies.read(study=made, reader=reader, image_id=image_id, label=label)
+        for item_id, label in zip(made.items.values_list("pk", flat=True), labels):
+            studies.read(study=made, reader=reader, item_id=item_id, label=label)
     StudyImage.objects.filter(study=made).update(model_label="red")
     StudyImage.objects.filter(study=made, position__gte=5).update(model_label="blue")
     StudyImage.objects.filter(study=made, position=9).update(adjudicated_label="blue")

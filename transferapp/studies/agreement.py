@@ -4,8 +4,9 @@ with the sentence that compares them. The statistics are in `kappa.py` (numpy on
 turns a study's reads into a table of class codes and the figures into plain dicts (the page, the
 API and the CSV all read them).
 
-Only for editors, or for readers once the study is closed: the views check that; nothing here may
-reach a reader of an open study.
+While a study is open only its non-reading editors see the figures; once it is closed everyone with a
+role does (`check_may_see`, which every view and the API ask). Nothing here may reach a reader of an open
+study, whatever that reader's role in the project.
 """
 from itertools import combinations
 
@@ -14,7 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from transferapp.accounts import roles
-from transferapp.models import ReadingStudy
+from transferapp.models import ReadingStudy, TrainingRun
 from transferapp.studies import kappa as stats
 from transferapp.studies import studies
 
@@ -61,8 +62,8 @@ class ReadsTable:
 
 
 def study_for(user, study_id) -> ReadingStudy:
-    """The study whose agreement `user` may see: its project's editors any time (marked interim while
-    it is open), everyone with a role once it is closed. A stranger to the project gets 404; anyone else 403."""
+    """The study whose agreement `user` may see: its project's editors who do not read in it any time
+    (marked interim while it is open), everyone with a role once it is closed. A stranger to the project gets 404; anyone else 403."""
     study = ReadingStudy.objects.select_related("project").filter(pk=study_id).first()
     if study is None:
         raise Http404("No such study.")
@@ -71,15 +72,21 @@ def study_for(user, study_id) -> ReadingStudy:
     return study
 
 
-def check_may_see(study: ReadingStudy, *, role: str | None, reader: bool) -> None:
-    """Blindness: while a study is open only editors see its figures (a reader must not learn how
-    the others read); once it is closed, everyone with a role in the project, as every other
+def may_see(study: ReadingStudy, *, role: str | None, reader: bool) -> bool:
+    """Blindness: while a study is open, no reader of it sees its figures, whatever their role (an
+    editor or the owner who reads must not learn how the others read); the project's other editors
+    see interim figures. Once it is closed, everyone with a role in the project, as every other
     result page (a viewer "sees everything")."""
-    if roles.at_least(role, roles.EDITOR):
+    if not study.is_open:
+        return role is not None
+    return roles.at_least(role, roles.EDITOR) and not reader
+
+
+def check_may_see(study: ReadingStudy, *, role: str | None, reader: bool) -> None:
+    if may_see(study, role=role, reader=reader):
         return
-    if study.is_open:
-        who = "readers and the project's other members" if reader else "the project's members"
-        raise PermissionDenied(f"The agreement opens to {who} when the study is closed: reading stays blind until then.")
+    who = "its readers and the project's other members" if reader else "the project's members"
+    raise PermissionDenied(f"The agreement opens to {who} when the study is closed: reading stays blind until then.")
 
 
 def table_for_study(study) -> ReadsTable:
@@ -94,7 +101,30 @@ def table_for_study(study) -> ReadsTable:
 def for_study(study) -> dict:
     figures = compute(table_for_study(study))
     figures["interim"] = study.is_open
+    figures["model_caveat"] = model_caveat(study) if figures["has_model"] else ""
     return figures
+
+
+def model_caveat(study) -> str:
+    """Why the model's figures may flatter it, in a sentence ("" when they need no warning): only the
+    test set, or the validation images the model was scored on (unless it was then retrained on all
+    images), are images it did not learn from. We
+    do not tell here which study images were in its training set (that list lives with the model's
+    files), so a study of a class or a selection carries the warning as a whole."""
+    if study.source == "test" or (study.source == "validation" and not _retrained_on_all(study)):
+        return ""
+    if study.source == "validation":
+        return ("The model that answered was retrained on all images after its validation, these ones included: "
+                "its agreement with the readers is optimistic. For a fair comparison, start a study of the test set.")
+    what = f"the class “{study.source[len('class:'):]}”" if study.source.startswith("class:") else "a selection of images"
+    return (f"This study reads {what}, not the test set: the model may have trained on some of these images, "
+            f"so its agreement with the readers is optimistic. For a fair comparison, start a study of the test set.")
+
+
+def _retrained_on_all(study) -> bool:
+    """Whether the model version that answered learnt from its validation images too (a refit)."""
+    run = TrainingRun.objects.filter(project=study.project_id, version=study.model_version).first()
+    return bool(run and ((run.metrics or {}).get("refit") or {}).get("done"))
 
 
 def compute(table: ReadsTable) -> dict:

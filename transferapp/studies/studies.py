@@ -3,7 +3,8 @@ adjudicated. The agreement figures live in `agreement.py`; the model's answers a
 worker job (`model_answers.py`).
 
 Blindness is kept here, not only in the pages: `next_for_reader` returns images and files only,
-and nothing in this module hands a reader another reader's read, the image's label or the model's
+a reader names an image by its study item's id (never the project's image id, which leads to its
+class page), and nothing in this module hands a reader another reader's read, the image's label or the model's
 answer while the study is open.
 """
 from django.db import transaction
@@ -85,25 +86,30 @@ def next_for_reader(*, study: ReadingStudy, reader, n: int = 10) -> list[StudyIm
 
 
 def reads_of(*, study: ReadingStudy, reader) -> dict[int, str]:
-    """One reader's own reads, {image_id: label}: what the reading page shows back to that reader
+    """One reader's own reads, {item_id: label}: what the reading page shows back to that reader
     (never anyone else's)."""
-    return dict(StudyRead.objects.filter(item__study=study, reader=reader).values_list("item__image_id", "label"))
+    return dict(StudyRead.objects.filter(item__study=study, reader=reader).values_list("item_id", "label"))
 
 
 def progress(*, study: ReadingStudy) -> dict:
-    """{"images": n, "readers": [{"reader": name, "read": k}], "complete": all read everything}."""
+    """{"images": n, "readers": [{"reader": name, "read": k, "member": still a labeller}], "complete":
+    every reader who is still a member has read everything}. A reader removed from the project (or
+    down to viewer) since the study started no longer holds it open; their reads so far still count."""
     n = study.items.count()
     counts = dict(StudyRead.objects.filter(item__study=study).values("reader").annotate(k=Count("pk")).values_list("reader", "k"))
-    readers = [{"reader": r.get_username(), "user": r.pk, "read": counts.get(r.pk, 0)} for r in study.readers.order_by("username")]
-    return {"images": n, "readers": readers, "complete": bool(readers) and all(r["read"] >= n for r in readers)}
+    readers = [{"reader": r.get_username(), "user": r.pk, "read": counts.get(r.pk, 0),
+                "member": roles.at_least(roles.role_of(r, study.project), roles.LABELLER)}
+               for r in study.readers.order_by("username")]
+    members = [r for r in readers if r["member"]]
+    return {"images": n, "readers": readers, "complete": bool(members) and all(r["read"] >= n for r in members)}
 
 
-def read(*, study: ReadingStudy, reader, image_id, label: str) -> StudyRead:
-    """Record (or change) a reader's label for one image of an open study."""
+def read(*, study: ReadingStudy, reader, item_id, label: str) -> StudyRead:
+    """Record (or change) a reader's label for one image of an open study, named by its study item's id."""
     errors.refuse_if("This study is closed: reads can no longer change." if not study.is_open else "")
     errors.refuse_if("You are not a reader of this study." if not is_reader(study, reader) else "")
     errors.refuse_if(f"“{label}” is not one of this study's classes." if label not in study.classes else "")
-    item = study.items.filter(image_id=image_id).first()
+    item = study.items.filter(pk=item_id or 0).first()
     errors.refuse_if("That image is not part of this study." if item is None else "")
     row, _ = StudyRead.objects.update_or_create(item=item, reader=reader, defaults={"label": label})
     return row
@@ -159,18 +165,22 @@ def studies_for(*, project, user):
 def write_back(*, study: ReadingStudy) -> dict:
     """Write the adjudicated labels into the project (a closed study only: its reads are final).
     Each image whose class changes moves with its provenance and one audit entry (from -> to);
-    one already in its adjudicated class counts as confirmed. An image deleted since, or whose
-    adjudicated class no longer exists, is skipped and counted. Each item is written once."""
+    one already in its adjudicated class counts as confirmed. An image relabelled by someone since
+    the study started is left alone and counted as "changed" (someone decided after the readers
+    saw it); one deleted since, or whose adjudicated class no longer exists, is skipped and counted.
+    Each item is written once: the study's row is locked, so a double submit waits, then finds
+    nothing left to write."""
     errors.refuse_if("Close the study first: its reads, and so its disagreements, can still change while it is open."
                      if study.is_open else "")
-    pending = list(study.items.exclude(adjudicated_label="").filter(written_back_at__isnull=True)
-                   .select_related("image__label"))
-    errors.refuse_if("There is no adjudicated label left to write: adjudicate the disagreements first."
-                     if not pending else "")
     classes = {label.name: label for label in study.project.labels.all()}
     note = f"adjudicated in study {study.pk} ({study.name})"[:300]
-    counts = {"moved": 0, "confirmed": 0, "skipped": 0}
+    counts = {"moved": 0, "confirmed": 0, "changed": 0, "skipped": 0}
     with transaction.atomic():
+        ReadingStudy.objects.select_for_update().filter(pk=study.pk).first()
+        pending = list(study.items.exclude(adjudicated_label="").filter(written_back_at__isnull=True)
+                       .select_related("image__label"))
+        errors.refuse_if("There is no adjudicated label left to write: adjudicate the disagreements first."
+                         if not pending else "")
         for item in pending:
             counts[_write_one(study, item, classes.get(item.adjudicated_label), note)] += 1
         trail.record(action="study.written_back", project=study.project, detail={"study": study.pk, **counts})
@@ -181,11 +191,18 @@ def _write_one(study: ReadingStudy, item: StudyImage, target, note: str) -> str:
     image = item.image
     if image.deleted_at is not None or image.label_id is None or target is None:
         return "skipped"  # not written: it may still be written once the class exists again
-    StudyImage.objects.filter(pk=item.pk).update(written_back_at=timezone.now())
+    # Only the first writer of an item goes on (a conditional update: a racing submit finds it written).
+    if not StudyImage.objects.filter(pk=item.pk, written_back_at__isnull=True).update(written_back_at=timezone.now()):
+        return "skipped"
+    if item.label_at_start and image.label.name != item.label_at_start:
+        return "changed"  # relabelled since the study started: that later decision stands
     if image.label_id == target.pk:
         Image.all_objects.filter(pk=image.pk).update(label_confirmed=True)
         return "confirmed"
-    Image.all_objects.filter(pk=image.pk).update(label=target, label_confirmed=True, provenance=note)
+    moved = Image.all_objects.filter(pk=image.pk, label_id=image.label_id).update(
+        label=target, label_confirmed=True, provenance=note)
+    if not moved:
+        return "changed"  # relabelled while we wrote
     trail.record(action="label.changed", project=study.project,
                  detail={"image": image.pk, "from": image.label.name, "to": target.name, "via": f"study {study.pk}"})
     return "moved"

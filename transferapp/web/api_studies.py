@@ -2,8 +2,10 @@
 before it mounts api.urls).
 
 Reading is personal: `next` and `reads` need a personal token of a reader of the study (a project
-key is no one's, so it gets a 403). What a reader receives is the image's id and a URL of its bytes,
-nothing else: no label, no model answer, no other reader's read. Starting a study needs an editor
+key is no one's, so it gets a 403). What a reader receives is the study's id for the image (its study
+item's id, never the project's image id, which would lead to the image's class) and a URL of its
+bytes (a freshly encoded PNG, never the stored file), nothing else: no label, no model answer, no other
+reader's read. Starting a study needs an editor
 (a token) or the project's key."""
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -16,13 +18,14 @@ from transferapp.accounts import roles
 from transferapp.library import errors
 from transferapp.models import ReadingStudy
 from transferapp.studies import studies
-from transferapp.web import images as web_images
+from transferapp.web import studies as web_studies
 from transferapp.web.api import _errors, _project_for_key, api, caller_user
 
 # POST /projects/{project_id}/studies           ({"readers": [NAMES], "images": "test" | "validation" | [ids], "name"?} → {"id", "n_images"})
 # GET  /studies/{study_id}/next?n=10            (the calling reader's unread images: [{"image", "file"}])
 # POST /studies/{study_id}/reads                ({"image", "label"} → the caller's progress)
-# GET  /studies/{study_id}/images/{image}/file  (the image's bytes, for a reader or anyone with a role)
+# GET  /studies/{study_id}/images/{image}/file  (the image as a PNG, for a reader or anyone with a role)
+# Everywhere here "image" is the study's id for the image (its study item), not the project's image id.
 NEXT_MAX = 100
 
 
@@ -38,12 +41,12 @@ class StudyOut(Schema):
 
 
 class NextOut(Schema):
-    image: int
+    image: int  # the study's id for the image (not the project's image id)
     file: str
 
 
 class ReadIn(Schema):
-    image: int
+    image: int  # the study's id for the image, as `next` gave it
     label: str
 
 
@@ -99,25 +102,26 @@ def _reader(request, study: ReadingStudy):
 
 @api.get("/studies/{study_id}/next", response={200: list[NextOut], **_errors(401, 403, 404, 422, 429)})
 def study_next(request, study_id: int, n: int = Query(10, ge=1, le=NEXT_MAX, description="How many, at most.")):
-    """The calling reader's unread images, in the study's order: each image's id and the URL of its
-    bytes (fetched with the same token). Nothing else: no label, no model answer, no other read. A
+    """The calling reader's unread images, in the study's order: the study's id for each image (not
+    the project's image id) and the URL of its bytes (fetched with the same token). Nothing else: no label, no model answer, no other read. A
     closed study has nothing left to read."""
     study = _study(request, study_id, roles.LABELLER)
     reader = _reader(request, study)
     if not study.is_open:
         return []
-    return [{"image": item.image_id,
-             "file": request.build_absolute_uri(reverse("api:study_image_file", args=[study.pk, item.image_id]))}
+    return [{"image": item.pk,
+             "file": request.build_absolute_uri(reverse("api:study_image_file", args=[study.pk, item.pk]))}
             for item in studies.next_for_reader(study=study, reader=reader, n=n)]
 
 
 @api.post("/studies/{study_id}/reads", response={200: ReadOut, **_errors(400, 401, 403, 404, 422, 429)})
 def study_read(request, study_id: int, payload: ReadIn):
-    """Record (or change, while the study is open) the calling reader's label for one image."""
+    """Record (or change, while the study is open) the calling reader's label for one image, named by
+    the study's id for it (as `next` gave it)."""
     study = _study(request, study_id, roles.LABELLER)
     reader = _reader(request, study)
     try:
-        row = studies.read(study=study, reader=reader, image_id=payload.image, label=payload.label.strip())
+        row = studies.read(study=study, reader=reader, item_id=payload.image, label=payload.label.strip())
     except errors.ServiceError as exc:
         raise HttpError(400, str(exc)) from None
     read = len(studies.reads_of(study=study, reader=reader))
@@ -125,14 +129,9 @@ def study_read(request, study_id: int, payload: ReadIn):
     return {"image": payload.image, "label": row.label, "read": read, "images": total, "left": total - read}
 
 
-@api.get("/studies/{study_id}/images/{image_id}/file", url_name="study_image_file")
-def study_image_file(request, study_id: int, image_id: int):
-    """One study image's bytes (a DICOM file as a PNG of its picture), for a reader of the study or
+@api.get("/studies/{study_id}/images/{image}/file", url_name="study_image_file")
+def study_image_file(request, study_id: int, image: int):
+    """One study image as a PNG (freshly encoded, so its bytes do not match the project's stored file;
+    a DICOM file as a PNG of its picture), named by the study's id for it, for a reader of the study or
     anyone with a role in its project."""
-    study = _study(request, study_id, roles.VIEWER)
-    item = study.items.select_related("image").filter(image_id=image_id).first()
-    if item is None:
-        raise Http404("That image is not part of this study.")
-    if item.image.file.name.endswith(".dcm"):
-        return web_images._rendered_dicom(item.image.file)
-    return web_images._private_file(item.image.file)
+    return web_studies.study_item_png(_study(request, study_id, roles.VIEWER), image)

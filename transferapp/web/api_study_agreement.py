@@ -3,8 +3,9 @@ this module before it mounts api.urls).
 
 GET /studies/{sid}/agreement → {"n_images", "pairs": [{"readers": [A, B], "kappa", "interval"}],
 "fleiss_kappa", "model": [{"reader", "kappa"}], ...}: the same figures as the agreement page.
-Who: the project's editors (and a project key, which acts as an editor of its own project); a reader
-of the study once it is closed (403 before: reading stays blind); anyone else with a role 403; a
+Who: the project's editors who do not read in the study (and a project key, which acts as an editor of
+its own project); while the study is open any reader of it gets 403, whatever their role (reading stays
+blind); once it is closed, everyone with a role; anyone else with a role 403; a
 stranger to the project 404."""
 from django.http import Http404
 from ninja import Schema
@@ -76,6 +77,7 @@ class AgreementOut(Schema):
     readers_against_others: list[ReaderAccuracyOut]
     comparison: ComparisonOut | None
     n_adjudicated: int
+    model_caveat: str  # why the model's figures may be optimistic (it may have trained on these images); "" if not
 
 
 @api.get("/studies/{sid}/agreement", response={200: AgreementOut, **_errors(401, 403, 404, 429)})

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from PIL import PngImagePlugin
 
 from transferapp.accounts import roles
 from transferapp.engine import imaging
@@ -29,13 +30,16 @@ def image_thumbnail(request, pk):
 def image_file(request, pk):
     image = library_selectors.image_get_for_user(user=request.user, need=roles.VIEWER, pk=pk, inbox_too=True)
     if image.file.name.endswith(".dcm"):
-        return _rendered_dicom(image.file)
+        return rendered_png(image.file)
     return _private_file(image.file)
 
 
-def _rendered_dicom(field):
-    """The picture of a DICOM file as a PNG: the stored file also holds the patient's identifying
-    tags, which the browser must never receive."""
+def rendered_png(field, *, tag: str = ""):
+    """The picture of a stored file as a freshly encoded PNG: for a DICOM file, whose stored bytes also
+    hold the patient's identifying tags, which the browser must never receive; for a reading study's
+    image, whose stored bytes would otherwise match the class page's file byte for byte (#26). `tag`,
+a PNG text chunk, keeps the bytes apart even where the stored file is itself a PNG that the same encoder
+wrote (re-encoding alone would give the very same bytes)."""
     try:
         with field.open("rb") as f, intake.decode_slots():  # a large 16-bit study: bounded like an upload
             rgb = imaging.load_rgb(f.read())
@@ -44,7 +48,11 @@ def _rendered_dicom(field):
     except imaging.DecodeError as exc:
         return HttpResponse(str(exc), status=422, content_type="text/plain")
     out = io.BytesIO()
-    rgb.save(out, format="PNG")
+    info = None
+    if tag:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", tag)
+    rgb.save(out, format="PNG", pnginfo=info)
     response = HttpResponse(out.getvalue(), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response

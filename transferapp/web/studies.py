@@ -2,7 +2,8 @@
 
 Every view loads the study through a project the user can see (a stranger gets a 404) and asks
 `roles.require` for the role it needs (too low: 403). Blindness: the reading page shows a reader
-the image (by its id, never its file name), the classes to choose from and that reader's own read,
+the image (by its study item's id, never the project's image id or file name, and as freshly
+encoded PNG bytes, never the stored file's), the classes to choose from and that reader's own read,
 nothing else: no current label, no model answer, no other reader's read."""
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -20,7 +21,7 @@ from transferapp.library import errors
 from transferapp.library import selectors as library_selectors
 from transferapp.library.selectors import parse_id, parse_ids
 from transferapp.models import Membership, Project, ReadingStudy
-from transferapp.studies import studies
+from transferapp.studies import agreement, studies
 from transferapp.web import images as web_images
 
 KEYED_CLASSES = 9  # number keys 1–9, as on the labelling page
@@ -45,14 +46,15 @@ def _keyed(names: list[str]) -> list[dict]:
 def study_rows(*, project, user) -> list[dict]:
     """The studies a user may see in a project, each with its readers' progress and what the user may
     do with it (read, adjudicate)."""
-    editor = roles.at_least(roles.role_of(user, project), roles.EDITOR)
+    role = roles.role_of(user, project)
+    editor = roles.at_least(role, roles.EDITOR)
     rows = []
     for study in studies.studies_for(project=project, user=user).prefetch_related("readers"):
         reader = any(r.pk == user.pk for r in study.readers.all())
         rows.append({"study": study, "progress": studies.progress(study=study), "can_read": reader,
                      "can_adjudicate": editor and not (reader and study.is_open), "editor": editor,
-                     # the figures: editors any time (interim while open), everyone else once it is closed
-                     "can_see_agreement": editor or not study.is_open})
+                     # the figures: non-reading editors any time (interim while open), everyone once it is closed
+                     "can_see_agreement": agreement.may_see(study, role=role, reader=reader)})
     return rows
 
 
@@ -123,34 +125,35 @@ def _reader_study(request, sid) -> ReadingStudy:
 @login_required
 def study_read(request, sid):
     """One image at a time: ?at=N (1-based) shows the Nth; without it, the first the reader has not
-    read. POST records (or changes) the reader's label for one image, then moves on."""
+    read. POST records (or changes) the reader's label for one image, then moves on. Images are
+    named by their study item's id throughout."""
     study = _reader_study(request, sid)
-    image_ids = list(study.items.values_list("image_id", flat=True))
+    item_ids = list(study.items.values_list("pk", flat=True))
     if request.method == "POST":
-        return _read_posted(request, study, image_ids)
+        return _read_posted(request, study, item_ids)
     mine = studies.reads_of(study=study, reader=request.user)
-    unread = [i for i, image_id in enumerate(image_ids, 1) if image_id not in mine]
+    unread = [i for i, item_id in enumerate(item_ids, 1) if item_id not in mine]
     at = parse_id(request.GET.get("at", ""))
-    at = at if at and 1 <= at <= len(image_ids) else (unread[0] if unread and study.is_open else None)
-    image_id = image_ids[at - 1] if at else None
-    context = {"study": study, "project": study.project, "total": len(image_ids), "read": len(mine), "at": at,
-               "image_id": image_id, "my_read": mine.get(image_id, ""), "classes": _keyed(study.classes),
+    at = at if at and 1 <= at <= len(item_ids) else (unread[0] if unread and study.is_open else None)
+    item_id = item_ids[at - 1] if at else None
+    context = {"study": study, "project": study.project, "total": len(item_ids), "read": len(mine), "at": at,
+               "item_id": item_id, "my_read": mine.get(item_id, ""), "classes": _keyed(study.classes),
                "next_url": _at_url(study, unread[0]) if unread else "",
-               "prefetch": _next_file(study, image_ids, at)}
+               "prefetch": _next_file(study, item_ids, at)}
     return render(request, "transferapp/studies/read.html", context)
 
 
-def _read_posted(request, study, image_ids):
-    image_id = parse_id(request.POST.get("image", ""))
+def _read_posted(request, study, item_ids):
+    item_id = parse_id(request.POST.get("image", ""))
     try:
-        studies.read(study=study, reader=request.user, image_id=image_id, label=request.POST.get("label", ""))
+        studies.read(study=study, reader=request.user, item_id=item_id, label=request.POST.get("label", ""))
     except errors.ServiceError as exc:
         messages.error(request, str(exc))
         return redirect("study_read", sid=study.pk)
     mine = studies.reads_of(study=study, reader=request.user)
-    here = image_ids.index(image_id) + 1
-    after = [i for i, pk in enumerate(image_ids, 1) if pk not in mine and i > here]
-    before = [i for i, pk in enumerate(image_ids, 1) if pk not in mine]
+    here = item_ids.index(item_id) + 1
+    after = [i for i, pk in enumerate(item_ids, 1) if pk not in mine and i > here]
+    before = [i for i, pk in enumerate(item_ids, 1) if pk not in mine]
     target = (after or before or [None])[0]
     return redirect(_at_url(study, target) if target else reverse("study_read", args=[study.pk]) + "?done=1")
 
@@ -159,24 +162,28 @@ def _at_url(study, at: int) -> str:
     return f"{reverse('study_read', args=[study.pk])}?at={at}"
 
 
-def _next_file(study, image_ids, at) -> str:
+def _next_file(study, item_ids, at) -> str:
     """The next image's URL, for the browser to fetch ahead (it shows at once)."""
-    if not at or at >= len(image_ids):
+    if not at or at >= len(item_ids):
         return ""
-    return reverse("study_image_file", args=[study.pk, image_ids[at]])
+    return reverse("study_image_file", args=[study.pk, item_ids[at]])
+
+
+def study_item_png(study, item_pk):
+    """A study image's picture, named by its study item's id, as freshly encoded PNG bytes: the stored
+    file's bytes would match the class page's file byte for byte and so name its class. (Only the
+    bytes: the pixels are the same, which no encoding can hide from a member who compares them.)"""
+    item = study.items.select_related("image").filter(pk=item_pk).first()
+    if item is None:
+        raise Http404("That image is not part of this study.")
+    return web_images.rendered_png(item.image.file, tag=f"Image {item.position + 1} of reading study {study.pk}")
 
 
 @login_required
-def study_image_file(request, sid, image_pk):
+def study_image_file(request, sid, item_pk):
     """A study image's bytes, for a reader of the study or anyone with a role in its project (the
-    URL names the image by its id only: nothing in it says its class)."""
-    study = _study(request, sid, roles.VIEWER)
-    item = study.items.select_related("image").filter(image_id=image_pk).first()
-    if item is None:
-        raise Http404("That image is not part of this study.")
-    if item.image.file.name.endswith(".dcm"):
-        return web_images._rendered_dicom(item.image.file)
-    return web_images._private_file(item.image.file)
+    URL names the image by its study item's id only: nothing in it leads to its class)."""
+    return study_item_png(_study(request, sid, roles.VIEWER), item_pk)
 
 
 # --- adjudication, closing, writing back --------------------------------------------------------------
@@ -234,5 +241,6 @@ def study_write_back(request, sid):
     else:
         messages.success(request, f"Wrote the adjudicated labels into the project: {counts['moved']} image(s) moved to "
                                   f"their adjudicated class, {counts['confirmed']} already in it (now confirmed), "
-                                  f"{counts['skipped']} skipped (deleted since, or their class is gone).")
+                                  f"{counts['changed']} left as they are because their label changed since the study "
+                                  f"started, {counts['skipped']} skipped (deleted since, or their class is gone).")
     return redirect("study_adjudicate", sid=study.pk)

@@ -1,6 +1,6 @@
 """A reading study's agreement page and its CSV of reads (#26): editors any time (interim while the
-study is open), the study's readers once it is closed (403 before: reading stays blind), a stranger
-to the project 404. The figures come from studies/agreement.py; this module only checks and renders."""
+study is open) unless they read in it, everyone with a role once it is closed (403 before: reading stays blind), a stranger
+to the project 404. A reader of an open study gets 403 whatever their role (agreement.check_may_see). The figures come from studies/agreement.py; this module only checks and renders."""
 import io
 
 from django.contrib.auth.decorators import login_required
@@ -21,6 +21,7 @@ def study_agreement(request, sid):
     table = agreement.table_for_study(study)
     figures = agreement.compute(table)
     figures["interim"] = study.is_open
+    figures["model_caveat"] = agreement.model_caveat(study) if figures["has_model"] else ""
     first, second = _pair_asked(request, table)
     context = {"study": study, "project": study.project, "figures": figures, "chart": forest.forest(_forest_rows(figures)),
                "bands": agreement.BANDS, "margin": agreement.SAME_MARGIN, "choices": _choices(table),
