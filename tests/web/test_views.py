@@ -228,7 +228,7 @@ def _object_ids(project):
     webhook = Webhook.objects.create(project=project, url="https://hooks.example.com/x", events=["training.finished"],
                                      secret="whsec_dGVzdA==")
     study = ReadingStudy.objects.create(project=project, name="Second look", classes=[label.name])  # #26
-    StudyImage.objects.create(study=study, image=label.images.first(), position=0)
+    item = StudyImage.objects.create(study=study, image=label.images.first(), position=0)
     token, _ = tokens.token_create(user=project.owner)
     return {
         "accounts/tokens/": {"pk": token.pk},
@@ -243,7 +243,7 @@ def _object_ids(project):
         "batches/": {"pk": batch.pk},
         "predictions/": {"pk": prediction.pk},
         "webhooks/": {"pk": webhook.pk},
-        "studies/": {"sid": study.pk, "pk": study.pk, "image_pk": label.images.first().pk},
+        "studies/": {"sid": study.pk, "pk": study.pk, "item_pk": item.pk},
     }
 
 
