@@ -377,18 +377,13 @@ class UserQuota(models.Model):
         return f"Quota of {self.user}"
 
 
-class ApiKey(models.Model):
-    """A key for the REST API that opens one project. Only a SHA-256 of the key is stored: keys are
-    long random strings, so a fast hash is safe, and a slow password hasher would add ~100 ms to
-    every request. `prefix` (the key's first characters, shown on the page) finds the row."""
+class BearerSecret(models.Model):
+    """What a project key and a personal token share: only a SHA-256 of the secret is stored
+    (secrets are long random strings, so a fast hash is safe, and a slow password hasher would add
+    ~100 ms to every request); `prefix` (its first characters, shown on the page) finds the row."""
 
     PREFIX_LENGTH = 12
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
-    # Who made it (#26): an editor's keys are revoked when they lose the editor role. Null for keys
-    # made before this was recorded (the owner's then) and for a creator whose account was deleted.
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="created_api_keys")
     name = models.CharField(max_length=80, blank=True)
     prefix = models.CharField(max_length=PREFIX_LENGTH, db_index=True)
     key_hash = models.CharField(max_length=64, unique=True)
@@ -397,10 +392,8 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at", "-pk"]
-
-    def __str__(self):
-        return f"{self.prefix}… ({self.project})"
 
     @property
     def is_active(self) -> bool:
@@ -409,6 +402,22 @@ class ApiKey(models.Model):
     @staticmethod
     def hash_of(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiKey(BearerSecret):
+    """A key for the REST API that opens one project."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    # Who made it (#26): an editor's keys are revoked when they lose the editor role. Null for keys
+    # made before this was recorded (the owner's then) and for a creator whose account was deleted.
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="created_api_keys")
+
+    class Meta(BearerSecret.Meta):
+        pass
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.project})"
 
 
 class BatchPrediction(WorkerJob):
@@ -623,25 +632,13 @@ class Membership(models.Model):
         constraints = [models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")]
 
 
-class PersonalToken(models.Model):
-    """A user's own API token (#26): acts as its user, with that user's role in each project.
-    Stored like ApiKey: a SHA-256 of the token, its first characters to find and show it."""
-    PREFIX_LENGTH = 12
+class PersonalToken(BearerSecret):
+    """A user's own API token (#26): acts as its user, with that user's role in each project."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="personal_tokens")
-    name = models.CharField(max_length=80, blank=True)
-    prefix = models.CharField(max_length=PREFIX_LENGTH, db_index=True)
-    key_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-pk"]
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
+    class Meta(BearerSecret.Meta):
+        pass
 
 
 class ReadingStudy(models.Model):

@@ -5,7 +5,7 @@ import secrets
 from django.utils import timezone
 
 from transferapp.audit import trail
-from transferapp.models import ApiKey, PersonalToken
+from transferapp.models import PersonalToken
 
 TOKEN_PREFIX = "ta_pt_"  # told apart from a project key ("ta_") by its first characters
 
@@ -40,4 +40,4 @@ def token_for_secret(*, secret: str) -> PersonalToken | None:
 
 
 def _hash(secret: str) -> str:
-    return ApiKey.hash_of(secret)  # the one hash both kinds of secret use
+    return PersonalToken.hash_of(secret)
