@@ -13,6 +13,13 @@ pytestmark = BROWSER_MARKS
 CLASSES = ("crimson", "teal")  # keys 1 and 2, in the project's order
 
 
+def _press(page, key):
+    """A key once the page's keys are bound: each read loads a new page, and a key pressed before
+    its deferred script ran is lost (seen in CI under load)."""
+    expect(page.locator("[data-keyed]")).to_have_attribute("data-keyed-ready", "1")
+    page.keyboard.press(key)
+
+
 def test_a_reader_reads_by_keyboard_and_an_editor_adjudicates_by_key(live_server, user, watched_page):
     project = project_with_images(user, classes=CLASSES, per_class=2)
     ann, bob = member(project, "ann", "labeller"), member(project, "bob", "labeller")
@@ -31,13 +38,13 @@ def test_a_reader_reads_by_keyboard_and_an_editor_adjudicates_by_key(live_server
     expect(page.locator("#read-image")).to_have_js_property("complete", True)
     assert page.locator("#read-image").evaluate("img => img.naturalWidth") == 64
     for n in range(1, 4):
-        page.keyboard.press("2")
+        _press(page, "2")
         expect(progress).to_contain_text(f"{n} of 4 read · image {n + 1} of 4")
-    page.keyboard.press("ArrowLeft")
+    _press(page, "ArrowLeft")
     expect(page.locator("#my-read")).to_contain_text("Your read: teal")
-    page.keyboard.press("1")  # changed to crimson, then on to the one left
+    _press(page, "1")  # changed to crimson, then on to the one left
     expect(progress).to_contain_text("3 of 4 read · image 4 of 4")
-    page.keyboard.press("2")
+    _press(page, "2")
     expect(page.locator("#read-done")).to_contain_text("You have read all 4 images.")
     assert studies.reads_of(study=study, reader=ann) == {**{i: "teal" for i in ids}, ids[2]: "crimson"}
     assert page.evaluate("window.__cspViolations") == []
@@ -48,7 +55,7 @@ def test_a_reader_reads_by_keyboard_and_an_editor_adjudicates_by_key(live_server
     page.get_by_role("button", name="Close the study").click()
     expect(page.locator("#adjudication-progress")).to_contain_text("0 of 1 disagreements adjudicated")
     expect(page.locator("#reads")).to_contain_text("crimson")
-    page.keyboard.press("1")
+    _press(page, "1")
     expect(page.locator("#adjudication-progress")).to_contain_text("1 of 1 disagreements adjudicated")
     page.get_by_role("button", name=re.compile("Write 1 adjudicated label")).click()
     expect(page.locator(".messages")).to_contain_text("1 image(s) moved")
