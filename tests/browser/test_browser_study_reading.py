@@ -59,6 +59,6 @@ def test_a_reader_reads_by_keyboard_and_an_editor_adjudicates_by_key(live_server
     expect(page.locator("#adjudication-progress")).to_contain_text("1 of 1 disagreements adjudicated")
     page.get_by_role("button", name=re.compile("Write 1 adjudicated label")).click()
     expect(page.locator(".messages")).to_contain_text("1 image(s) moved")
-    assert project.images.get(pk=ids[2]).label.name == "crimson"
+    assert project.images.get(pk=study.items.get(pk=ids[2]).image_id).label.name == "crimson"  # ids: the study's item ids
     assert page.evaluate("window.__cspViolations") == []
     assert not page.problems, page.problems
