@@ -7,7 +7,7 @@ from PIL import Image as PILImage
 from transferapp.accounts import roles
 from transferapp.engine.config import TrainConfig
 from transferapp.library import duplicates, grouping, selectors
-from transferapp.models import Image, Label, Membership, Project, TrainingRun
+from transferapp.models import Image, Label, Project, TrainingRun
 
 MIN_CLASSES = 2
 
@@ -26,10 +26,10 @@ def project_overviews(*, user) -> list[Project]:
     for row in rows.values("project_id", "name", "n", "held"):
         counts.setdefault(row["project_id"], {})[row["name"]] = row["n"]
         held.setdefault(row["project_id"], {})[row["name"]] = row["held"]
-    shared = dict(Membership.objects.filter(user=user, project__in=projects).values_list("project_id", "role"))
+    role_of = roles.roles_in(user, projects)
     for project in projects:
         project.last_run = runs.get(project.latest_run_pk)
-        project.my_role = roles.OWNER if project.owner_id == user.pk else shared.get(project.pk)  # the list's badge
+        project.my_role = role_of[project.pk]  # the list's badge
         problems = problems_for_counts(counts.get(project.pk, {}), held_out=held.get(project.pk, {}))
         project.status_text, project.status_css = _project_status(project, problems)
     return projects

@@ -55,8 +55,9 @@ def caller_projects(request) -> list[tuple[Project, str]]:
     caller = request.auth
     if not isinstance(caller, PersonalToken):
         return [(caller.project, PROJECT_KEY_ROLE)]
-    projects = Project.objects.filter(roles.visible(caller.user)).distinct().order_by("pk")
-    return [(project, roles.role_of(caller.user, project)) for project in projects]
+    projects = list(Project.objects.filter(roles.visible(caller.user)).distinct().order_by("pk"))
+    role_of = roles.roles_in(caller.user, projects)
+    return [(project, role_of[project.pk]) for project in projects]
 
 
 def _project_for_key(request, project_id: int, *, need: str, hits=lambda: 1):
